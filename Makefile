@@ -1,0 +1,47 @@
+# Two entry points for a new machine: `make run` and `make test`. Each installs what it needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: run test lint typecheck pytest contracts contracts-check install clean-data bench
+
+install: $(PY_STAMP) $(NODE_STAMP)
+
+$(PY_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: install
+	$(BIN)/essx run
+
+test: install lint typecheck pytest
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(PY_STAMP)
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+contracts: $(NODE_STAMP)
+	node contracts/build.mjs
+
+contracts-check: $(NODE_STAMP)
+	node contracts/build.mjs --check
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+clean-data:
+	rm -rf data
