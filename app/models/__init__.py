@@ -1,0 +1,26 @@
+"""All tables, imported in one place so Alembic and the app see the same metadata."""
+
+from app.models.audit import AuditEntry, AuditHead
+from app.models.coin import CoinOperation, IndexerCheckpoint, TransferEvent
+from app.models.idempotency import IdempotencyRecord
+from app.models.user import LoginThrottle, RefreshToken, Role, User, UserStatus
+from app.models.wallet import Wallet
+from wallet.models import NonceCounter, OutgoingTx, TxAttempt
+
+__all__ = [
+    "AuditEntry",
+    "AuditHead",
+    "CoinOperation",
+    "IdempotencyRecord",
+    "IndexerCheckpoint",
+    "LoginThrottle",
+    "NonceCounter",
+    "OutgoingTx",
+    "RefreshToken",
+    "Role",
+    "TransferEvent",
+    "TxAttempt",
+    "User",
+    "UserStatus",
+    "Wallet",
+]

@@ -1,0 +1,104 @@
+"""Coin routes: public reading, and admin issuance (each money route needs an Idempotency-Key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from sqlmodel import Session
+
+from app.api.deps import AdminUser, ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from app.coin import service
+from app.coin.schemas import Balance, BurnRequest, CoinInfo, CoinOperationPublic, MintRequest, PauseRequest, TransferPage
+from app.core.errors import CoinPaused, Conflict
+from app.core.money import format_amount, parse_address, parse_amount
+from app.indexer import service as indexer
+
+router = APIRouter(tags=["coin"])
+admin_router = APIRouter(prefix="/admin/coin", tags=["admin"])
+
+
+@router.get("/coin", response_model=CoinInfo)
+def get_coin(ctx: ContextDep) -> CoinInfo:
+    return service.coin_info(ctx)
+
+
+@router.get("/accounts/{address}/balance", response_model=Balance)
+def get_balance(address: str, ctx: ContextDep) -> Balance:
+    checked = parse_address(address)
+    value, block = service.balance_of(ctx, checked)
+    return Balance(address=checked, balance=format_amount(value), balance_units=str(value), block_number=block)
+
+
+@router.get("/accounts/{address}/transfers", response_model=TransferPage)
+def get_transfers(
+    address: str,
+    session: SessionDep,
+    _user: CurrentUser,
+    limit: int = Query(50, ge=1, le=500),
+    before_block: int | None = Query(None, ge=0),
+) -> TransferPage:
+    checked = parse_address(address)
+    return indexer.transfers_of(session, checked, limit, before_block)
+
+
+def _respond(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body)
+
+
+@admin_router.post("/mint", response_model=CoinOperationPublic, responses={202: {"model": CoinOperationPublic}})
+def mint(req: MintRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None) -> JSONResponse:
+    def build(s: Session) -> tuple[str, int, str]:
+        account = service.resolve_account(s, req.to)
+        amount = parse_amount(req.amount)
+        service.ensure_not_paused(ctx)
+        return account, amount, ctx.coin.encodeABI(fn_name="mint", args=[account, amount])
+
+    return _respond(*service.execute(ctx, session, admin, "mint", key, req.model_dump(), build))
+
+
+@admin_router.post("/burn", response_model=CoinOperationPublic, responses={202: {"model": CoinOperationPublic}})
+def burn(req: BurnRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None) -> JSONResponse:
+    def build(s: Session) -> tuple[str, int, str]:
+        amount = parse_amount(req.amount)
+        holder = service.resolve_account(s, req.from_) if req.from_ is not None else ctx.account.address
+        service.ensure_not_paused(ctx)
+        balance, _ = service.balance_of(ctx, holder)
+        if balance < amount:
+            raise service.InsufficientBalance(
+                f"{holder} holds {format_amount(balance)}, cannot burn {format_amount(amount)}"
+            )
+        if holder == ctx.account.address:
+            return holder, amount, ctx.coin.encodeABI(fn_name="burn", args=[amount])
+        return holder, amount, ctx.coin.encodeABI(fn_name="burnFrom", args=[holder, amount])
+
+    return _respond(*service.execute(ctx, session, admin, "burn", key, req.model_dump(by_alias=True), build))
+
+
+def _pause_route(kind: str, want_paused: bool) -> Any:
+    def route(
+        req: PauseRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        def build(_s: Session) -> tuple[None, None, str]:
+            if bool(ctx.coin.functions.paused().call()) == want_paused:
+                raise Conflict(f"the coin is already {'paused' if want_paused else 'unpaused'}")
+            return None, None, ctx.coin.encodeABI(fn_name=kind, args=[])
+
+        return _respond(*service.execute(ctx, session, admin, kind, key, req.model_dump(), build))
+
+    route.__name__ = kind
+    return route
+
+
+admin_router.post("/pause", response_model=CoinOperationPublic)(_pause_route("pause", True))
+admin_router.post("/unpause", response_model=CoinOperationPublic)(_pause_route("unpause", False))
+
+
+@admin_router.get("/operations/{op_id}", response_model=CoinOperationPublic)
+def get_operation(op_id: int, session: SessionDep, _admin: AdminUser) -> CoinOperationPublic:
+    op, tx = service.get_operation(session, op_id)
+    return service.to_public(session, op, tx)
+
+
+__all__ = ["CoinPaused", "admin_router", "router"]

@@ -1,0 +1,173 @@
+"""Issuing the energy coin: admin mint, burn, pause and unpause, each a recorded on-chain transaction."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlmodel import Session, col, select
+from web3 import Web3
+
+from app import idempotency
+from app.audit import service as audit
+from app.coin.schemas import CoinInfo, CoinOperationPublic
+from app.context import Context
+from app.core.errors import AppError, ChainRejected, CoinPaused, NotFound, ServiceUnavailable
+from app.core.money import format_amount, parse_address
+from app.core.security import utcnow
+from app.models import CoinOperation, User, Wallet
+from wallet.models import OutgoingTx, TxAttempt
+from wallet.relayer import TxRejected
+
+log = logging.getLogger(__name__)
+PURPOSE = "coin_operation"
+
+
+class InsufficientBalance(AppError):
+    status_code = 422
+
+
+def resolve_account(session: Session, to: str | int) -> str:
+    """A 0x address, or a user id whose active wallet receives the coins."""
+    if isinstance(to, int) or (isinstance(to, str) and to.isdigit()):
+        user_id = int(to)
+        if session.get(User, user_id) is None:
+            raise NotFound(f"no user with id {user_id}")
+        wallet = session.exec(
+            select(Wallet).where(col(Wallet.user_id) == user_id, col(Wallet.active).is_(True))
+        ).first()
+        if wallet is None:
+            raise NotFound(f"user {user_id} has no wallet yet")
+        return wallet.address
+    return parse_address(to)
+
+
+def coin_info(ctx: Context) -> CoinInfo:
+    cache = ctx.extras.setdefault("coin_static", {})
+    if not cache:
+        f = ctx.coin.functions
+        cache.update(name=f.name().call(), symbol=f.symbol().call(), decimals=int(f.decimals().call()))
+    return CoinInfo(
+        address=ctx.coin.address,
+        total_supply=format_amount(int(ctx.coin.functions.totalSupply().call())),
+        chain_id=ctx.chain_id,
+        paused=bool(ctx.coin.functions.paused().call()),
+        **cache,
+    )
+
+
+def balance_of(ctx: Context, address: str) -> tuple[int, int]:
+    block = int(ctx.w3.eth.block_number)
+    value = int(ctx.coin.functions.balanceOf(Web3.to_checksum_address(address)).call(block_identifier=block))
+    return value, block
+
+
+def to_public(session: Session, op: CoinOperation, tx: OutgoingTx | None) -> CoinOperationPublic:
+    return CoinOperationPublic(
+        id=op.id or 0,
+        kind=op.kind,
+        account=op.account,
+        amount=format_amount(op.amount) if op.amount is not None else None,
+        memo=op.memo,
+        status=op.status,
+        tx_hash=(tx.tx_hash or latest_hash(session, tx.id or 0)) if tx else None,
+        block_number=tx.block_number if tx else None,
+        error=tx.error if tx else None,
+        created_at=op.created_at,
+    )
+
+
+def latest_hash(session: Session, tx_id: int) -> str | None:
+    """The hash of the newest signed version (a replacement may have superseded the first)."""
+    attempt = session.exec(
+        select(TxAttempt).where(col(TxAttempt.tx_id) == tx_id).order_by(col(TxAttempt.id).desc())
+    ).first()
+    return attempt.tx_hash if attempt else None
+
+
+def on_tx_final(session: Session, tx: OutgoingTx) -> None:
+    """Relayer hook: runs in the relayer's transaction when a coin operation's transaction is final,
+    also after a restart, so the operation and its audit entry are finished exactly once."""
+    if not tx.purpose.startswith(PURPOSE + ":"):
+        return
+    op = session.get(CoinOperation, int(tx.purpose.split(":", 1)[1]))
+    if op is None or op.status != "submitted":
+        return
+    op.status = "confirmed" if tx.status == "confirmed" else "failed"
+    session.add(op)
+    actor = session.get(User, op.actor_id)
+    details: dict[str, Any] = {"operation": op.id, "tx_hash": tx.tx_hash, "block_number": tx.block_number}
+    if op.amount is not None:
+        details["amount"] = format_amount(op.amount)
+    if tx.error:
+        details["error"] = tx.error
+    audit.record(session, actor, f"coin.{op.kind}", target=op.account, details=details, outcome=op.status)
+
+
+def execute(
+    ctx: Context,
+    session: Session,
+    admin: User,
+    kind: str,
+    key: str | None,
+    body: dict[str, Any],
+    build: Any,
+) -> tuple[int, dict[str, Any]]:
+    """Runs one admin coin operation under an Idempotency-Key.
+
+    `build(session)` validates and returns (account, amount, call data); any AppError it raises is a
+    4xx that changes nothing on chain (it is still audited as rejected)."""
+    claim = idempotency.claim(session, f"{admin.id}:coin.{kind}", key, body)
+    if claim.replay:
+        return claim.record.response_status or 200, claim.record.response_body or {}
+    op: CoinOperation | None = None
+    if claim.resumed and claim.record.resource:
+        op = session.get(CoinOperation, int(claim.record.resource.split(":", 1)[1]))
+    if op is None:
+        try:
+            account, amount, data = build(session)
+            tx = ctx.relayer.prepare(session, to=ctx.coin.address, data=data, purpose="pending")
+        except (AppError, TxRejected) as exc:
+            idempotency.release(session, claim.record)
+            reason = exc.detail if isinstance(exc, AppError) else exc.reason
+            audit.record(session, admin, f"coin.{kind}", details={"request": body, "reason": reason},
+                         outcome="rejected")
+            session.commit()
+            if isinstance(exc, TxRejected):
+                raise ChainRejected(f"the chain would reject this {kind}: {exc.reason}") from None
+            raise
+        op = CoinOperation(
+            kind=kind, actor_id=admin.id or 0, account=account, amount=amount, memo=body.get("memo"),
+            tx_id=tx.id, status="submitted", created_at=utcnow(),
+        )
+        session.add(op)
+        session.flush()
+        tx.purpose = f"{PURPOSE}:{op.id}"
+        session.add(tx)
+        idempotency.attach(session, claim.record, f"{PURPOSE}:{op.id}")
+        session.commit()  # nonce, signed bytes, operation and idempotency record: one transaction
+    assert op.tx_id is not None
+    tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
+    session.refresh(op)
+    public = to_public(session, op, tx_row)
+    status = 202 if op.status == "submitted" else 200
+    answer = public.model_dump(mode="json")
+    if status == 200:
+        idempotency.finish(session, claim.record, status, answer)
+    return status, answer
+
+
+def ensure_not_paused(ctx: Context) -> None:
+    try:
+        paused = bool(ctx.coin.functions.paused().call())
+    except Exception as exc:  # node down: say so instead of a 500
+        raise ServiceUnavailable(f"cannot read the coin's state from the chain: {type(exc).__name__}") from None
+    if paused:
+        raise CoinPaused()
+
+
+def get_operation(session: Session, op_id: int) -> tuple[CoinOperation, OutgoingTx | None]:
+    op = session.get(CoinOperation, op_id)
+    if op is None:
+        raise NotFound(f"no coin operation {op_id}")
+    return op, session.get(OutgoingTx, op.tx_id) if op.tx_id else None

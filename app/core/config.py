@@ -1,0 +1,146 @@
+"""One typed settings object, read from ESSX_* environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wallet.localchain import LOCAL_CHAIN_ID
+
+PLACEHOLDER = "change-me"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+NETWORKS: dict[str, tuple[int, list[str]]] = {
+    "local": (LOCAL_CHAIN_ID, []),
+    "kairos": (1001, ["https://public-en-kairos.node.kaia.io"]),
+    "mainnet": (8217, ["https://public-en.node.kaia.io"]),
+}
+
+Network = Literal["local", "kairos", "mainnet", "custom"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ESSX_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = ""  # empty: SQLite file in data_dir
+
+    # Chain
+    chain: Network = "local"
+    rpc_urls: list[str] = Field(default_factory=list)  # tried in order, failing over to the next
+    chain_id: int | None = None  # expected chain id; defaults from the network
+    local_chain_port: int = 8545
+    local_block_time: float = 1.0
+    deployments_dir: Path | None = None
+    confirmations: int = 1
+    tx_timeout_seconds: float = 30.0
+
+    # Secrets
+    jwt_secret: SecretStr = SecretStr(PLACEHOLDER)
+    wallet_master_key: SecretStr = SecretStr(PLACEHOLDER)
+    service_keystore: Path | None = None  # encrypted keystore (v3 / Klaytn v4) of the service account
+    service_keystore_password: SecretStr | None = None
+    service_keystore_password_file: Path | None = None
+
+    # Tokens and users
+    access_token_minutes: int = 15
+    refresh_token_days: int = 14
+    login_max_failures: int = 5
+    login_lockout_minutes: int = 15
+    approval_grant: str = "0"  # coins minted to a prosumer on approval (decimal string)
+    token_name: str = "Energy Coin"
+    token_symbol: str = "ENC"
+
+    # Operations
+    indexer_interval_seconds: float = 1.0
+    indexer_batch_blocks: int = 2000
+    relayer_min_balance: str = "1"  # native coin, decimal string; below it /readyz reports an alert
+    log_json: bool = True
+
+    @field_validator("rpc_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, v: object) -> object:
+        if isinstance(v, str) and not v.strip().startswith("["):
+            return [u.strip() for u in v.split(",") if u.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.chain == "custom" and not self.rpc_urls:
+            raise ValueError("ESSX_CHAIN=custom needs ESSX_RPC_URLS")
+        if self.chain == "custom" and self.chain_id is None:
+            raise ValueError("ESSX_CHAIN=custom needs ESSX_CHAIN_ID")
+        if not self.is_local:
+            for name in ("jwt_secret", "wallet_master_key"):
+                value: SecretStr = getattr(self, name)
+                if value.get_secret_value() in ("", PLACEHOLDER):
+                    raise ValueError(f"ESSX_{name.upper()} must be set outside local development")
+            if self.service_keystore is None:
+                raise ValueError("ESSX_SERVICE_KEYSTORE must name an encrypted keystore outside local development")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return self.chain == "local"
+
+    @property
+    def expected_chain_id(self) -> int:
+        if self.chain_id is not None:
+            return self.chain_id
+        return NETWORKS[self.chain][0]
+
+    @property
+    def chain_urls(self) -> list[str]:
+        if self.rpc_urls:
+            return self.rpc_urls
+        if self.is_local:
+            return [f"http://127.0.0.1:{self.local_chain_port}"]
+        return NETWORKS[self.chain][1]
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'essx.db').resolve()}"
+
+    @property
+    def deployment_dir(self) -> Path:
+        """Where deployments/<chain_id>.json lives. The local chain lives in the data folder, so does
+        its deployment record: two local instances never share one file."""
+        if self.deployments_dir is not None:
+            return self.deployments_dir
+        if self.is_local:
+            return self.data_dir / "deployments"
+        return PROJECT_ROOT / "contracts" / "deployments"
+
+    def secret(self, name: str) -> str:
+        """A configured secret; on the local chain a placeholder is replaced by a random value kept in
+        the data folder, so development needs no set-up and two local instances never share one."""
+        value: str = getattr(self, name).get_secret_value()
+        if value not in ("", PLACEHOLDER):
+            return value
+        if not self.is_local:  # unreachable: the validator refuses placeholders outside local
+            raise ValueError(f"ESSX_{name.upper()} is not set")
+        path = self.data_dir / "local-secrets.json"
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        if name not in stored:
+            stored[name] = secrets.token_hex(32)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(stored))
+            path.chmod(0o600)
+        return str(stored[name])
+
+    @property
+    def chain_state_file(self) -> Path:
+        return self.data_dir / "chain" / "anvil-state.json"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,19 @@
+"""Small dialect-aware SQL helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+
+def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING; returns how many rows were new."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).values(rows).on_conflict_do_nothing()
+    result = session.execute(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

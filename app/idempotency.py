@@ -1,0 +1,95 @@
+"""Idempotency-Key handling for money-moving routes.
+
+Same key and body: the first answer is replayed. Same key, another body: 422. Still running: 409.
+A record whose lease ran out (its process died) is taken over by the next request with the same key;
+the operation behind it is itself resumable, so taking over never applies anything twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from app.core.errors import IdempotencyKeyReused, MissingIdempotencyKey, RequestInProgress
+from app.core.security import utcnow
+from app.models import IdempotencyRecord
+
+LEASE = timedelta(seconds=120)
+
+
+def request_hash(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Claim:
+    record: IdempotencyRecord
+    replay: bool  # True: record.response_* holds the answer to send again
+    resumed: bool  # True: an earlier attempt died; record.resource names what it started
+
+
+def claim(session: Session, scope: str, key: str | None, body: Any) -> Claim:
+    """Claims the key in its own committed transaction, so concurrent requests see each other."""
+    if not key:
+        raise MissingIdempotencyKey()
+    if len(key) > 200:
+        raise MissingIdempotencyKey("Idempotency-Key must be at most 200 characters")
+    digest = request_hash(body)
+    now = utcnow()
+    record = IdempotencyRecord(
+        scope=scope, key=key, request_hash=digest, state="in_progress", created_at=now, lease_until=now + LEASE
+    )
+    session.add(record)
+    try:
+        session.commit()
+        return Claim(record, replay=False, resumed=False)
+    except IntegrityError:
+        session.rollback()
+    existing = session.exec(
+        select(IdempotencyRecord)
+        .where(col(IdempotencyRecord.scope) == scope, col(IdempotencyRecord.key) == key)
+        .with_for_update()
+    ).one()
+    if existing.request_hash != digest:
+        session.rollback()
+        raise IdempotencyKeyReused()
+    if existing.state == "done":
+        session.rollback()
+        return Claim(existing, replay=True, resumed=False)
+    lease = existing.lease_until if existing.lease_until.tzinfo else existing.lease_until.replace(tzinfo=now.tzinfo)
+    if lease > now:
+        session.rollback()
+        raise RequestInProgress()
+    existing.lease_until = now + LEASE
+    session.add(existing)
+    session.commit()
+    return Claim(existing, replay=False, resumed=True)
+
+
+def attach(session: Session, record: IdempotencyRecord, resource: str) -> None:
+    """Names what this request started, in the same transaction that starts it."""
+    record.resource = resource
+    session.add(record)
+
+
+def finish(session: Session, record: IdempotencyRecord, status: int, body: dict[str, Any]) -> None:
+    record.state = "done"
+    record.response_status = status
+    record.response_body = body
+    session.add(record)
+    session.commit()
+
+
+def release(session: Session, record: IdempotencyRecord) -> None:
+    """The request failed before it changed anything: forget the key so a corrected retry may use it."""
+    session.rollback()
+    fresh = session.get(IdempotencyRecord, record.id)
+    if fresh is not None and fresh.resource is None:
+        session.delete(fresh)
+        session.commit()

@@ -1,0 +1,170 @@
+"""Follows the chain and stores the coin's Transfer events once each, resuming from a checkpoint.
+
+The table can always be rebuilt from the chain (`essx reindex`): the chain is the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from hexbytes import HexBytes
+from sqlalchemy import delete, or_
+from sqlmodel import Session, col, select
+from web3 import Web3
+
+from app.coin.schemas import TransferPage, TransferPublic
+from app.context import Context
+from app.core.money import format_amount
+from app.core.security import utcnow
+from app.core.sql import insert_ignore
+from app.models import IndexerCheckpoint, TransferEvent
+
+log = logging.getLogger(__name__)
+TRANSFER_TOPIC = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().removeprefix("0x")
+CHECKPOINT = "EnergyCoin.Transfer"
+
+
+def _topic_address(topic: Any) -> str:
+    return Web3.to_checksum_address("0x" + HexBytes(topic).hex().removeprefix("0x")[-40:])
+
+
+def start_block(ctx: Context) -> int:
+    return max(0, ctx.deployment.blocks.get("EnergyCoin", 0) - 1)
+
+
+def checkpoint(session: Session, ctx: Context) -> int:
+    row = session.get(IndexerCheckpoint, CHECKPOINT)
+    return row.block_number if row else start_block(ctx)
+
+
+def sync_once(ctx: Context, max_blocks: int | None = None) -> int:
+    """Indexes from the checkpoint to the chain head (one batch of blocks at most); returns new events."""
+    batch = max_blocks or ctx.settings.indexer_batch_blocks
+    head = int(ctx.w3.eth.block_number) - (ctx.settings.confirmations - 1)
+    with Session(ctx.engine) as session:
+        done = checkpoint(session, ctx)
+        if head <= done:
+            return 0
+        to_block = min(head, done + batch)
+        logs = ctx.w3.eth.get_logs(
+            {
+                "address": ctx.coin.address,
+                "topics": [TRANSFER_TOPIC],
+                "fromBlock": done + 1,
+                "toBlock": to_block,
+            }
+        )
+        times = _block_times(ctx, sorted({int(lg["blockNumber"]) for lg in logs}))
+        rows = [
+            {
+                "block_number": int(lg["blockNumber"]),
+                "block_hash": HexBytes(lg["blockHash"]).hex(),
+                "tx_hash": HexBytes(lg["transactionHash"]).hex(),
+                "log_index": int(lg["logIndex"]),
+                "from_address": _topic_address(lg["topics"][1]),
+                "to_address": _topic_address(lg["topics"][2]),
+                "value": str(int.from_bytes(HexBytes(lg["data"]), "big")),
+                "block_time": times.get(int(lg["blockNumber"])),
+            }
+            for lg in logs
+        ]
+        new = insert_ignore(session, TransferEvent.__table__, rows)
+        row = session.get(IndexerCheckpoint, CHECKPOINT)
+        if row is None:
+            row = IndexerCheckpoint(name=CHECKPOINT, block_number=to_block, updated_at=utcnow())
+        # Two indexers may run at once (several workers): the checkpoint only moves forward.
+        row.block_number = max(row.block_number, to_block)
+        row.updated_at = utcnow()
+        session.add(row)
+        session.commit()
+        return new
+
+
+def _block_times(ctx: Context, numbers: list[int]) -> dict[int, datetime]:
+    provider = ctx.w3.provider
+    if not numbers:
+        return {}
+    batch = getattr(provider, "batch", None)
+    if batch is not None:
+        results = batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        return {n: datetime.fromtimestamp(int(r["timestamp"], 16), UTC) for n, r in zip(numbers, results, strict=True)}
+    return {n: datetime.fromtimestamp(int(ctx.w3.eth.get_block(n)["timestamp"]), UTC) for n in numbers}
+
+
+def catch_up(ctx: Context) -> int:
+    total = 0
+    while True:
+        with Session(ctx.engine) as session:
+            done = checkpoint(session, ctx)
+        total += sync_once(ctx)
+        with Session(ctx.engine) as session:
+            if checkpoint(session, ctx) == done:
+                return total
+
+
+def reindex(ctx: Context) -> int:
+    """Drops the indexed events and rebuilds them from the chain."""
+    with Session(ctx.engine) as session:
+        session.exec(delete(TransferEvent))  # type: ignore[call-overload]
+        session.exec(delete(IndexerCheckpoint).where(col(IndexerCheckpoint.name) == CHECKPOINT))  # type: ignore[call-overload]
+        session.commit()
+    return catch_up(ctx)
+
+
+def transfers_of(session: Session, address: str, limit: int, before_block: int | None) -> TransferPage:
+    q = (
+        select(TransferEvent)
+        .where(or_(col(TransferEvent.from_address) == address, col(TransferEvent.to_address) == address))
+        .order_by(col(TransferEvent.block_number).desc(), col(TransferEvent.log_index).desc())
+        .limit(limit)
+    )
+    if before_block is not None:
+        q = q.where(col(TransferEvent.block_number) < before_block)
+    items = []
+    for e in session.exec(q):
+        direction = "self" if e.from_address == e.to_address else ("out" if e.from_address == address else "in")
+        items.append(
+            TransferPublic(
+                tx_hash=e.tx_hash,
+                log_index=e.log_index,
+                block_number=e.block_number,
+                block_time=e.block_time,
+                from_address=e.from_address,
+                to_address=e.to_address,
+                value=format_amount(e.value),
+                direction=direction,
+            )
+        )
+    row = session.get(IndexerCheckpoint, CHECKPOINT)
+    return TransferPage(address=address, items=items, indexed_to_block=row.block_number if row else None)
+
+
+class IndexerWorker:
+    """Background thread that keeps the index close to the chain head."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                new = sync_once(self.ctx)
+            except Exception:
+                log.exception("indexer step failed")
+                new = 0
+            if not new:
+                self._stop.wait(self.ctx.settings.indexer_interval_seconds)

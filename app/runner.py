@@ -1,0 +1,100 @@
+"""`essx run`: everything a developer needs on embedded defaults, stopped cleanly by Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import uvicorn
+from rich.console import Console
+from sqlmodel import Session, select
+
+from app.core.config import Settings
+from app.core.db import make_engine
+from app.core.migrate import upgrade
+from app.models import Role, User
+from contracts.deploy import deploy, is_live, load_deployment
+from wallet.chain import check_chain_id, connect
+from wallet.localchain import AnvilNode, port_in_use, rpc_chain_id
+from wallet.service_key import service_account
+
+log = logging.getLogger("essx.run")
+
+
+def start_local_chain(settings: Settings, console: Console) -> AnvilNode | None:
+    """Starts anvil with its state in the data folder; reuses a node already serving that port."""
+    port = settings.local_chain_port
+    if port_in_use(port):
+        running = rpc_chain_id(f"http://127.0.0.1:{port}")
+        if running != settings.expected_chain_id:
+            raise SystemExit(
+                f"port {port} is taken by something that is not our local chain; set ESSX_LOCAL_CHAIN_PORT"
+            )
+        console.print(f"[yellow]reusing the chain already running on port {port}[/]")
+        return None
+    node = AnvilNode(
+        port=port,
+        chain_id=settings.expected_chain_id,
+        block_time=settings.local_block_time,
+        state_file=settings.chain_state_file,
+        log_file=settings.data_dir / "chain" / "anvil.log",
+    )
+    resumed = settings.chain_state_file.exists()
+    node.start()
+    console.print(f"local chain on {node.url} ({'resumed' if resumed else 'new'}, state in {settings.chain_state_file})")
+    return node
+
+
+def ensure_deployed(settings: Settings, console: Console) -> None:
+    w3 = connect(settings.chain_urls)
+    check_chain_id(w3, settings.expected_chain_id)
+    existing = load_deployment(settings.deployment_dir, settings.expected_chain_id)
+    if existing is not None:
+        if not is_live(w3, existing):
+            raise SystemExit(
+                f"{settings.deployment_dir} records contracts that this chain does not have (chain state lost?). "
+                "Run `make clean-data` for a fresh start, or `essx deploy --force`."
+            )
+        return
+    if not settings.is_local:
+        raise SystemExit(f"no deployment for chain {settings.expected_chain_id}: run `essx deploy --network {settings.chain}`")
+    account = service_account(is_local=True, keystore=None, password=None, password_file=None)
+    d = deploy(
+        w3,
+        account,
+        network="local",
+        directory=settings.deployment_dir,
+        token_name=settings.token_name,
+        token_symbol=settings.token_symbol,
+    )
+    console.print(f"[green]contracts deployed[/]: {d.contracts}")
+
+
+def run_service(settings: Settings, console: Console) -> None:
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so `finally` runs
+    # and the local chain is stopped (and its state saved) instead of being orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.sqlalchemy_url)
+    node = start_local_chain(settings, console) if settings.is_local else None
+    try:
+        ensure_deployed(settings, console)
+        engine = make_engine(settings.sqlalchemy_url)
+        with Session(engine) as session:
+            has_admin = session.exec(select(User).where(User.role == Role.admin)).first() is not None
+        engine.dispose()
+        base = f"http://{settings.host}:{settings.port}"
+        console.print(f"[bold green]ESSX[/] serving {base}  (API docs: {base}/docs)")
+        if not has_admin:
+            console.print(
+                "create the first admin in another terminal:\n"
+                "  .venv/bin/essx create-admin --email admin@example.com --password 'a-long-password'"
+            )
+        from app.main import create_app
+
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    finally:
+        if node is not None:
+            node.stop()  # SIGTERM: anvil writes its state file before it exits
+            console.print("local chain stopped, state saved")

@@ -1,0 +1,64 @@
+"""Registration, login, token refresh, the current user, and admin approval."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from app.api.deps import AdminUser, ContextDep, CurrentUser, SessionDep, SettingsDep
+from app.audit import service as audit
+from app.users import service
+from app.users.schemas import ApproveResult, RefreshRequest, TokenPair, UserPublic, UserRegister
+
+router = APIRouter(tags=["auth"])
+admin_router = APIRouter(prefix="/admin/users", tags=["admin"])
+
+
+@router.post("/auth/register", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
+def register(data: UserRegister, session: SessionDep) -> UserPublic:
+    return UserPublic.model_validate(service.register(session, data))
+
+
+@router.post("/auth/token", response_model=TokenPair)
+def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, session: SessionDep, settings: SettingsDep
+) -> TokenPair:
+    client = request.client.host if request.client else "unknown"
+    user = service.authenticate(session, settings, form.username, form.password, client)
+    return service.issue_tokens(session, settings, user)
+
+
+@router.post("/auth/refresh", response_model=TokenPair)
+def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
+    return service.refresh_tokens(session, settings, body.refresh_token)
+
+
+@router.get("/users/me", response_model=UserPublic)
+def me(user: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(user)
+
+
+@admin_router.get("", response_model=list[UserPublic])
+def list_users(session: SessionDep, _admin: AdminUser, status: str | None = None) -> list[UserPublic]:
+    return [UserPublic.model_validate(u) for u in service.list_users(session, status)]
+
+
+@admin_router.post("/{user_id}/approve", response_model=ApproveResult)
+def approve(user_id: int, ctx: ContextDep, session: SessionDep, admin: AdminUser) -> ApproveResult:
+    user = service.get_user(session, user_id)
+    service.approve(session, user, admin)
+    grant = service.approval_grant(ctx.settings)
+    grant_status = "none" if grant == 0 else "pending_wallet"
+    audit.record(
+        session,
+        admin,
+        "user.approve",
+        target=f"user:{user_id}",
+        details={"grant": ctx.settings.approval_grant, "grant_status": grant_status},
+    )
+    session.flush()
+    return ApproveResult(
+        user=UserPublic.model_validate(user), grant=ctx.settings.approval_grant, grant_status=grant_status
+    )

@@ -1,0 +1,373 @@
+"""The relayer: every on-chain write of the platform goes through here.
+
+- Nonces are ours: allocated by an UPDATE ... RETURNING on a counter row, in the same database transaction
+  that stores the outgoing transaction and its signed bytes (web3's own nonce filling races).
+- Signed bytes are stored before they are broadcast; re-sending the same bytes is always safe.
+- One worker thread broadcasts in nonce order, at most `max_in_flight` ahead of the chain, watches new
+  blocks for every hash we signed (replacements too) and bumps fees of transactions stuck too long.
+- After a crash, the worker finds the stored rows and finishes them: nothing is lost or sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+
+from wallet.models import NonceCounter, OutgoingTx, TxAttempt
+
+log = logging.getLogger(__name__)
+
+FINAL = ("confirmed", "failed")
+BUMP_NUMERATOR = 115  # +15%: above the 10% every pool demands, with a margin for rounding
+GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # estimate x 1.25 (web3py-ext's 3x wastes block space)
+
+
+class TxRejected(RuntimeError):
+    """The chain would revert this call (found by estimating gas): nothing was signed or stored."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Fees:
+    max_fee: int
+    tip: int
+    fetched: float
+
+
+class Relayer:
+    def __init__(
+        self,
+        engine: Engine,
+        w3: Web3,
+        account: LocalAccount,
+        chain_id: int,
+        *,
+        max_in_flight: int = 16,
+        replace_after: float = 30.0,
+        confirmations: int = 1,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.engine = engine
+        self.w3 = w3
+        self.account = account
+        self.address = account.address
+        self.chain_id = chain_id
+        self.max_in_flight = max_in_flight
+        self.replace_after = replace_after
+        self.confirmations = max(1, confirmations)
+        self.poll_interval = poll_interval
+        self._wake = threading.Event()
+        self._done = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fees: Fees | None = None
+        self._last_block: int | None = None
+        self.on_final: list[Callable[[Session, OutgoingTx], None]] = []
+
+    # -- preparing: inside the caller's database transaction --------------------------------------
+
+    def prepare(
+        self,
+        session: Session,
+        *,
+        to: str | None,
+        data: bytes | str,
+        purpose: str,
+        value: int = 0,
+        gas: int | None = None,
+    ) -> OutgoingTx:
+        """Estimates, allocates a nonce, signs and stores. The caller commits; then call `kick()`."""
+        data_hex = HexBytes(data).hex() if data else "0x"
+        if not data_hex.startswith("0x"):
+            data_hex = "0x" + data_hex
+        if gas is None:
+            gas = self.estimate_gas(to=to, data=data_hex, value=value)
+        fees = self.fees()
+        nonce = self._allocate_nonce(session)
+        now = utcnow()
+        row = OutgoingTx(
+            chain_id=self.chain_id,
+            sender=self.address,
+            nonce=nonce,
+            to=to,
+            data=data_hex,
+            value=value,
+            gas=gas,
+            purpose=purpose,
+            status="pending",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+        self._add_attempt(session, row, fees.max_fee, fees.tip)
+        return row
+
+    def estimate_gas(self, *, to: str | None, data: str, value: int = 0) -> int:
+        call: dict[str, Any] = {"from": self.address, "data": data, "value": value}
+        if to:
+            call["to"] = to
+        try:
+            estimate = int(self.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+        except ContractLogicError as exc:
+            raise TxRejected(_revert_reason(exc)) from None
+        except ValueError as exc:  # node-specific error payloads
+            raise TxRejected(_revert_reason(exc)) from None
+        return estimate * GAS_MARGIN_NUM // GAS_MARGIN_DEN
+
+    def fees(self) -> Fees:
+        """EIP-1559 fees, refreshed once a second (a block on Kaia); Kaia type-2 pays min(base+tip, max)."""
+        cached = self._fees
+        if cached is not None and time.monotonic() - cached.fetched < 1.0:
+            return cached
+        block = self.w3.eth.get_block("latest")
+        base = int(block.get("baseFeePerGas", 0) or 0)
+        try:
+            tip = int(self.w3.eth.max_priority_fee)
+        except ValueError:
+            tip = 10**9
+        self._fees = Fees(max_fee=2 * base + tip, tip=tip, fetched=time.monotonic())
+        return self._fees
+
+    def _allocate_nonce(self, session: Session) -> int:
+        """UPDATE first, so the row lock (PostgreSQL) or write lock (SQLite) serialises allocations."""
+        stmt = (
+            update(NonceCounter)
+            .where(col(NonceCounter.chain_id) == self.chain_id, col(NonceCounter.address) == self.address)
+            .values(next_nonce=NonceCounter.next_nonce + 1)
+            .returning(NonceCounter.next_nonce)
+        )
+        result = session.exec(stmt).first()  # type: ignore[call-overload]
+        if result is not None:
+            return int(result[0]) - 1
+        # First use on this chain: start from what the chain knows (deployments may have used nonces).
+        start = int(self.w3.eth.get_transaction_count(self.address, "pending"))  # type: ignore[arg-type]
+        session.add(NonceCounter(chain_id=self.chain_id, address=self.address, next_nonce=start + 1))
+        session.flush()
+        return start
+
+    def _add_attempt(self, session: Session, row: OutgoingTx, max_fee: int, tip: int) -> TxAttempt:
+        tx: dict[str, Any] = {
+            "chainId": self.chain_id,
+            "nonce": row.nonce,
+            "gas": row.gas,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+            "value": row.value,
+            "data": row.data,
+            "type": 2,
+        }
+        if row.to:
+            tx["to"] = row.to
+        signed = self.account.sign_transaction(tx)
+        attempt = TxAttempt(
+            tx_id=row.id or 0,
+            tx_hash=signed.hash.hex(),
+            raw=signed.rawTransaction.hex(),
+            max_fee_per_gas=max_fee,
+            max_priority_fee_per_gas=tip,
+            created_at=utcnow(),
+        )
+        session.add(attempt)
+        session.flush()
+        return attempt
+
+    # -- the worker -------------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="relayer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.step()
+            except Exception:  # the worker must survive a flaky node; the next tick retries
+                log.exception("relayer step failed")
+                busy = True
+            self._wake.wait(self.poll_interval if busy else 1.0)
+            self._wake.clear()
+
+    def step(self) -> bool:
+        """One pass: watch blocks, broadcast pending in nonce order, replace stuck ones. True if busy."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            open_rows = session.exec(
+                select(OutgoingTx)
+                .where(
+                    col(OutgoingTx.chain_id) == self.chain_id,
+                    col(OutgoingTx.sender) == self.address,
+                    col(OutgoingTx.status).in_(("pending", "sent")),
+                )
+                .order_by(col(OutgoingTx.nonce))
+            ).all()
+            if not open_rows:
+                return False
+            self._watch(session, open_rows)
+            self._broadcast(session, [r for r in open_rows if r.status not in FINAL])
+            session.commit()
+            return True
+
+    def _attempts(self, session: Session, tx_ids: list[int]) -> dict[int, list[TxAttempt]]:
+        result: dict[int, list[TxAttempt]] = {i: [] for i in tx_ids}
+        rows = session.exec(
+            select(TxAttempt).where(col(TxAttempt.tx_id).in_(tx_ids)).order_by(col(TxAttempt.id))
+        ).all()
+        for a in rows:
+            result[a.tx_id].append(a)
+        return result
+
+    def _watch(self, session: Session, rows: list[OutgoingTx]) -> None:
+        sent = [r for r in rows if r.status == "sent"]
+        if not sent:
+            return
+        latest = int(self.w3.eth.block_number)
+        chain_nonce = int(self.w3.eth.get_transaction_count(self.address, "latest"))  # type: ignore[arg-type]
+        attempts = self._attempts(session, [r.id for r in sent if r.id is not None])
+        finished: list[OutgoingTx] = []
+        for row in sent:
+            if row.nonce >= chain_nonce:
+                continue  # not mined yet
+            receipt = None
+            for attempt in attempts.get(row.id or 0, []):
+                receipt = self._receipt(attempt.tx_hash)
+                if receipt is not None:
+                    break
+            if receipt is None:
+                # The nonce was used, but by none of our hashes: someone else spent it.
+                row.status, row.error = "failed", "nonce used by a transaction this relayer did not sign"
+            else:
+                if latest - int(receipt["blockNumber"]) + 1 < self.confirmations:
+                    continue
+                row.tx_hash = HexBytes(receipt["transactionHash"]).hex()
+                row.block_number = int(receipt["blockNumber"])
+                row.block_hash = HexBytes(receipt["blockHash"]).hex()
+                row.gas_used = int(receipt["gasUsed"])
+                if int(receipt["status"]) == 1:
+                    row.status = "confirmed"
+                else:
+                    row.status, row.error = "failed", "reverted on chain"
+            row.updated_at = utcnow()
+            finished.append(row)
+        for row in finished:
+            for hook in self.on_final:
+                hook(session, row)
+        if finished:
+            session.commit()
+            with self._done:
+                self._done.notify_all()
+
+    def _receipt(self, tx_hash: str) -> Any:
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except Exception:  # TransactionNotFound and node-specific variants
+            return None
+
+    def _broadcast(self, session: Session, rows: list[OutgoingTx]) -> None:
+        if not rows:
+            return
+        chain_nonce = int(self.w3.eth.get_transaction_count(self.address, "latest"))  # type: ignore[arg-type]
+        attempts = self._attempts(session, [r.id for r in rows if r.id is not None])
+        now = utcnow()
+        for row in rows:
+            if row.nonce >= chain_nonce + self.max_in_flight:
+                break  # queued: Kaia guarantees 16 executable slots per account
+            latest = attempts[row.id or 0][-1]
+            if row.status == "pending":
+                self._send(latest)
+                latest.sent_at = now
+                row.status = "sent"
+                row.updated_at = now
+                session.add(latest)
+            elif latest.sent_at and (now - _aware(latest.sent_at)).total_seconds() > self.replace_after:
+                self._replace(session, row, latest)
+
+    def _replace(self, session: Session, row: OutgoingTx, latest: TxAttempt) -> None:
+        fees = self.fees()
+        max_fee = max(fees.max_fee, latest.max_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
+        tip = max(fees.tip, latest.max_priority_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
+        attempt = self._add_attempt(session, row, max_fee, tip)
+        session.commit()  # the new bytes are stored before they leave the process
+        self._send(attempt)
+        attempt.sent_at = utcnow()
+        session.add(attempt)
+        log.warning(
+            "replaced a stuck transaction",
+            extra={"fields": {"nonce": row.nonce, "old": latest.tx_hash, "new": attempt.tx_hash}},
+        )
+
+    def _send(self, attempt: TxAttempt) -> None:
+        try:
+            self.w3.eth.send_raw_transaction(HexBytes(attempt.raw))
+        except ValueError as exc:
+            message = str(exc).lower()
+            # Re-sent bytes the node already has, or a nonce already mined: the watcher resolves both.
+            if not any(s in message for s in ("already known", "nonce too low", "already imported")):
+                log.warning("broadcast failed", extra={"fields": {"tx": attempt.tx_hash, "error": message}})
+
+    # -- waiting ----------------------------------------------------------------------------------
+
+    def wait(self, tx_id: int, timeout: float | None = None) -> OutgoingTx:
+        """Blocks until the transaction is final or the timeout passes; returns its row either way."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.replace_after * 4)
+        self.kick()
+        while True:
+            with Session(self.engine, expire_on_commit=False) as session:
+                row = session.get(OutgoingTx, tx_id)
+                if row is None:
+                    raise KeyError(tx_id)
+                if row.status in FINAL or time.monotonic() >= deadline:
+                    return row
+            if self._thread is None:
+                self.step()
+                time.sleep(self.poll_interval)
+            else:
+                with self._done:
+                    self._done.wait(self.poll_interval * 4)
+
+    def balance(self) -> int:
+        return int(self.w3.eth.get_balance(self.address))
+
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _revert_reason(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    if isinstance(exc.args[0] if exc.args else None, dict):
+        message = str(exc.args[0].get("message", message))
+    return str(message).removeprefix("execution reverted: ")[:300]
