@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
@@ -15,7 +15,7 @@ MAX_UINT256 = 2**256 - 1
 def parse_amount(text: object, decimals: int = DECIMALS, *, allow_zero: bool = False) -> int:
     """'1.5' -> 1500000000000000000. Rejects non-strings, zero, negatives and over-precise values."""
     if not isinstance(text, str):
-        raise InvalidAmount("amount must be a decimal string, e.g. \"12.5\"")
+        raise InvalidAmount('amount must be a decimal string, e.g. "12.5"')
     s = text.strip()
     try:
         value = Decimal(s)
@@ -25,7 +25,9 @@ def parse_amount(text: object, decimals: int = DECIMALS, *, allow_zero: bool = F
         raise InvalidAmount(f"amount {text!r} must be written as plain digits")
     if value < 0 or (value == 0 and not allow_zero):
         raise InvalidAmount(f"amount must be greater than zero, got {text!r}")
-    units = value.scaleb(decimals)
+    with localcontext() as exact:
+        exact.prec = 200  # scaleb rounds to the context's precision (28 digits by default)
+        units = value.scaleb(decimals)
     if units != units.to_integral_value():
         raise InvalidAmount(f"amount {text!r} has more than {decimals} decimal places")
     result = int(units)

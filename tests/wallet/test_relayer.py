@@ -1,0 +1,94 @@
+"""The relayer against a real anvil node and a real database."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from app.context import Context
+from wallet.models import NonceCounter, OutgoingTx, TxAttempt
+from wallet.relayer import Relayer
+
+
+def _mint_data(ctx: Context, to: str, amount: int) -> str:
+    return str(ctx.coin.encodeABI(fn_name="mint", args=[to, amount]))
+
+
+def test_signed_but_never_broadcast_is_finished_after_a_restart(ctx: Context, dev_accounts) -> None:
+    holder = dev_accounts[2].address
+    before = ctx.coin.functions.balanceOf(holder).call()
+    # "Process 1": stores nonce, signed bytes and row in one transaction, then dies before broadcasting.
+    with Session(ctx.engine) as s:
+        row = ctx.relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 7), purpose="test")
+        s.commit()
+        tx_id = row.id
+    assert ctx.coin.functions.balanceOf(holder).call() == before
+    # "Process 2": a fresh relayer over the same database finishes it, once.
+    fresh = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id)
+    assert tx_id is not None
+    done = fresh.wait(tx_id, timeout=20)
+    assert done.status == "confirmed" and done.block_number
+    again = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id)
+    again.step()
+    again.step()
+    assert ctx.coin.functions.balanceOf(holder).call() == before + 7
+
+
+def test_broadcast_then_crash_does_not_pay_twice(ctx: Context, dev_accounts) -> None:
+    holder = dev_accounts[3].address
+    before = ctx.coin.functions.balanceOf(holder).call()
+    with Session(ctx.engine) as s:
+        row = ctx.relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 5), purpose="test")
+        s.commit()
+        tx_id = row.id
+    ctx.relayer.step()  # broadcast (automine: mined at once) but "dies" before recording the receipt
+    assert tx_id is not None
+    # A new process re-sends the same stored bytes: the node knows them, nothing is paid twice.
+    fresh = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id)
+    with Session(ctx.engine) as s:
+        s.get(OutgoingTx, tx_id).status = "pending"  # type: ignore[union-attr]
+        s.commit()
+    assert fresh.wait(tx_id, timeout=20).status == "confirmed"
+    assert ctx.coin.functions.balanceOf(holder).call() == before + 5
+
+
+def test_nonces_are_sequential_and_owned(ctx: Context, dev_accounts) -> None:
+    holder = dev_accounts[1].address
+    ids = []
+    with Session(ctx.engine) as s:
+        for i in range(20):
+            ids.append(ctx.relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, i + 1), purpose="t").id)
+        s.commit()
+    rows = [ctx.relayer.wait(i, timeout=30) for i in ids if i is not None]
+    assert all(r.status == "confirmed" for r in rows)
+    nonces = [r.nonce for r in rows]
+    assert nonces == list(range(nonces[0], nonces[0] + 20))
+    with Session(ctx.engine) as s:
+        counter = s.exec(select(NonceCounter)).one()
+        assert counter.next_nonce == nonces[-1] + 1
+        assert len(s.exec(select(TxAttempt).where(col(TxAttempt.tx_id).in_(ids))).all()) == 20
+
+
+def test_stuck_transaction_is_replaced_with_a_fee_bump(ctx: Context, dev_accounts) -> None:
+    holder = dev_accounts[2].address
+    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        relayer = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
+        with Session(ctx.engine) as s:
+            row = relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 1), purpose="t")
+            s.commit()
+            tx_id = row.id
+        relayer.step()  # sent
+        relayer.step()  # not mined after replace_after: replaced
+        with Session(ctx.engine) as s:
+            attempts = s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(col(TxAttempt.id))).all()
+        assert len(attempts) >= 2
+        first, second = attempts[0], attempts[1]
+        assert second.max_fee_per_gas * 100 >= first.max_fee_per_gas * 110
+        assert second.max_priority_fee_per_gas * 100 >= first.max_priority_fee_per_gas * 110
+        ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        assert tx_id is not None
+        done = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id).wait(tx_id, timeout=10)
+        assert done.status == "confirmed"
+        assert done.tx_hash in {a.tx_hash for a in attempts}  # whichever version got mined is recorded
+    finally:
+        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
