@@ -1,0 +1,148 @@
+"""The signing interface: an address that signs transactions and typed data, and never exports its key.
+
+`LocalSigner` holds an eth_keys `PrivateKey` object (deriving it from bytes or hex on every call costs a
+public-key computation each time). It refuses anything not bound to our chain and our contracts, and checks
+each signature recovers to its own address before handing it out: a wrong signature caught here costs
+nothing, one caught on chain costs a reverted relay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol, runtime_checkable
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_keys.datatypes import PrivateKey, Signature
+from eth_keys.exceptions import BadSignature, ValidationError
+from eth_utils import keccak, to_checksum_address
+
+from wallet.typed_data import (
+    SECP256K1_N,
+    MalformedSignature,
+    TypedDataError,
+    split_signature,
+    typed_data_digest,
+    validate_typed_data,
+)
+
+
+class SigningRefused(Exception):
+    """The request is not something this signer signs; the message says why (never the key)."""
+
+
+class SigningFailed(RuntimeError):
+    """A signature did not recover to the signer's own address (a broken key backend, never expected)."""
+
+
+@dataclass(frozen=True)
+class SignedTransaction:
+    raw: bytes  # stored before broadcasting, so re-sending reuses the same bytes
+    hash: bytes
+
+
+@runtime_checkable
+class Signer(Protocol):
+    @property
+    def address(self) -> str: ...
+
+    def sign_transaction(self, tx: Mapping[str, Any]) -> SignedTransaction: ...
+
+    def sign_typed_data(self, typed_data: Mapping[str, Any]) -> bytes: ...
+
+
+class LocalSigner:
+    """A key held in this process, for one chain and an allow-list of our deployed contracts."""
+
+    __slots__ = ("_address", "_allowed_contracts", "_key", "_public_key", "chain_id")
+
+    def __init__(
+        self, key: PrivateKey | LocalAccount, *, chain_id: int, allowed_contracts: Iterable[str]
+    ) -> None:
+        if isinstance(key, LocalAccount):
+            key = PrivateKey(key.key)
+        if not isinstance(key, PrivateKey):
+            raise TypeError("key must be an eth_keys PrivateKey or a LocalAccount")
+        self._key = key
+        self._public_key = key.public_key
+        self._address = str(self._public_key.to_checksum_address())
+        self.chain_id = chain_id
+        self._allowed_contracts = frozenset(to_checksum_address(a) for a in allowed_contracts)
+
+    @classmethod
+    def from_key_bytes(cls, key: bytes, *, chain_id: int, allowed_contracts: Iterable[str]) -> LocalSigner:
+        # Our own message: eth_keys' would echo the value into logs.
+        if not isinstance(key, bytes) or len(key) != 32 or not 0 < int.from_bytes(key, "big") < SECP256K1_N:
+            raise ValueError("not a valid secp256k1 private key (32 bytes, 0 < k < n)")
+        private_key = PrivateKey(key)
+        return cls(private_key, chain_id=chain_id, allowed_contracts=allowed_contracts)
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def allowed_contracts(self) -> frozenset[str]:
+        return self._allowed_contracts
+
+    def __repr__(self) -> str:
+        return f"LocalSigner(address={self._address}, chain_id={self.chain_id})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        # A pickled signer would be the key in plain bytes (in a cache, a task queue...).
+        raise TypeError("LocalSigner cannot be pickled")
+
+    def sign_transaction(self, tx: Mapping[str, Any]) -> SignedTransaction:
+        """Sign an Ethereum-type transaction (legacy, 2930, 1559) for our chain only.
+
+        A transaction without chainId has no replay protection across chains, so it is refused too.
+        """
+        if tx.get("chainId") != self.chain_id:
+            raise SigningRefused(f"transaction chainId is {tx.get('chainId')!r}, expected {self.chain_id}")
+        sender = tx.get("from")
+        if sender is not None and str(sender).lower() != self._address.lower():
+            raise SigningRefused(f"transaction from {sender} is not this signer ({self._address})")
+        # eth-account compares "from" case-sensitively; we checked it ourselves.
+        unsigned = {k: v for k, v in tx.items() if k != "from"}
+        signed = Account.sign_transaction(unsigned, self._key)
+        raw = bytes(signed.rawTransaction)
+        if Account.recover_transaction(raw) != self._address:
+            raise SigningFailed("signed transaction does not recover to the signer's address")
+        return SignedTransaction(raw=raw, hash=bytes(signed.hash))
+
+    def sign_typed_data(self, typed_data: Mapping[str, Any]) -> bytes:
+        """Sign one of our EIP-712 schemas (see typed_data.SCHEMAS); returns r || s || v with v = 27/28."""
+        try:
+            validate_typed_data(typed_data, self.chain_id, self._allowed_contracts)
+        except TypedDataError as exc:
+            raise SigningRefused(str(exc)) from exc
+        digest = typed_data_digest(typed_data)
+        signature = self._key.sign_msg_hash(digest)
+        if signature.recover_public_key_from_msg_hash(digest) != self._public_key:
+            raise SigningFailed("typed-data signature does not recover to the signer's address")
+        raw = signature.to_bytes()  # r || s || v with v = 0/1
+        return raw[:64] + bytes([raw[64] + 27])
+
+
+def recover_typed_data(typed_data: Mapping[str, Any], signature: bytes | str) -> str:
+    """The checksummed address that signed this typed data (EIP-712). Validate the typed data separately."""
+    return _recover(typed_data_digest(typed_data), signature)
+
+
+def recover_personal_message(message: str, signature: bytes | str) -> str:
+    """The checksummed address that signed `message` with personal_sign (EIP-191 version 0x45)."""
+    signable = encode_defunct(text=message)
+    return _recover(keccak(b"\x19" + signable.version + signable.header + signable.body), signature)
+
+
+def _recover(digest: bytes, signature: bytes | str) -> str:
+    v, r, s = split_signature(signature)
+    try:
+        sig = Signature(vrs=(v - 27, int.from_bytes(r, "big"), int.from_bytes(s, "big")))
+        return str(sig.recover_public_key_from_msg_hash(digest).to_checksum_address())
+    except (BadSignature, ValidationError) as exc:
+        raise MalformedSignature("signature does not recover to any public key") from exc
