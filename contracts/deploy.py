@@ -72,7 +72,9 @@ def deploy(
             f"{deployment_path(directory, chain_id)} names contracts that have no code on this chain "
             "(was the chain reset?); pass --force to deploy anew"
         )
-    coin_address = deploy_contract(w3, load_artifact("EnergyCoin"), account, token_name, token_symbol, account.address)
+    coin_address = deploy_contract(
+        w3, load_artifact("EnergyCoin"), account, token_name, token_symbol, account.address
+    )
     coin_block = int(w3.eth.block_number)  # the receipt was awaited: creation is at or before this block
     deployment = Deployment(
         chain_id=chain_id,
