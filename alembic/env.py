@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers every table)
+from alembic import context
 from app.core.config import get_settings
 
 config = context.config
@@ -14,7 +14,11 @@ target_metadata = SQLModel.metadata
 
 
 def database_url() -> str:
-    return config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or get_settings().sqlalchemy_url
+    return (
+        config.attributes.get("url")
+        or config.get_main_option("sqlalchemy.url")
+        or get_settings().sqlalchemy_url
+    )
 
 
 def run_migrations_offline() -> None:
@@ -34,7 +38,9 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = engine_from_config({"sqlalchemy.url": database_url()}, prefix="sqlalchemy.", poolclass=pool.NullPool)
+    engine = engine_from_config(
+        {"sqlalchemy.url": database_url()}, prefix="sqlalchemy.", poolclass=pool.NullPool
+    )
     with engine.connect() as conn:
         _run(conn)
 

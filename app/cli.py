@@ -71,7 +71,9 @@ def deploy(
 def _service_account(settings: Settings):  # type: ignore[no-untyped-def]
     from wallet.service_key import service_account
 
-    password = settings.service_keystore_password.get_secret_value() if settings.service_keystore_password else None
+    password = (
+        settings.service_keystore_password.get_secret_value() if settings.service_keystore_password else None
+    )
     return service_account(
         is_local=settings.is_local,
         keystore=settings.service_keystore,
@@ -150,7 +152,9 @@ def new_keystore(path: Annotated[Path, typer.Argument(help="where to write the e
         raise typer.Exit(2)
     account = Account.create()
     write_keystore(path, account, password)
-    console.print(f"[green]keystore written[/] to {path}; address {account.address} (fund it with KAIA for gas)")
+    console.print(
+        f"[green]keystore written[/] to {path}; address {account.address} (fund it with KAIA for gas)"
+    )
 
 
 @cli.command()

@@ -76,6 +76,7 @@ def build_context(settings: Settings, *, engine: Engine | None = None) -> Contex
         confirmations=settings.confirmations,
     )
     coin = w3.eth.contract(
-        address=Web3.to_checksum_address(deployment.address("EnergyCoin")), abi=load_artifact("EnergyCoin").abi
+        address=Web3.to_checksum_address(deployment.address("EnergyCoin")),
+        abi=load_artifact("EnergyCoin").abi,
     )
     return Context(settings, engine, w3, account, relayer, deployment, coin)

@@ -43,7 +43,12 @@ def claim(session: Session, scope: str, key: str | None, body: Any) -> Claim:
     digest = request_hash(body)
     now = utcnow()
     record = IdempotencyRecord(
-        scope=scope, key=key, request_hash=digest, state="in_progress", created_at=now, lease_until=now + LEASE
+        scope=scope,
+        key=key,
+        request_hash=digest,
+        state="in_progress",
+        created_at=now,
+        lease_until=now + LEASE,
     )
     session.add(record)
     try:
@@ -62,7 +67,11 @@ def claim(session: Session, scope: str, key: str | None, body: Any) -> Claim:
     if existing.state == "done":
         session.rollback()
         return Claim(existing, replay=True, resumed=False)
-    lease = existing.lease_until if existing.lease_until.tzinfo else existing.lease_until.replace(tzinfo=now.tzinfo)
+    lease = (
+        existing.lease_until
+        if existing.lease_until.tzinfo
+        else existing.lease_until.replace(tzinfo=now.tzinfo)
+    )
     if lease > now:
         session.rollback()
         raise RequestInProgress()

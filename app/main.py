@@ -26,7 +26,9 @@ from app.ops.router import router as ops_router
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, ctx: Context | None = None, *, workers: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, ctx: Context | None = None, *, workers: bool = True
+) -> FastAPI:
     settings = settings or (ctx.settings if ctx else get_settings())
 
     @asynccontextmanager
@@ -87,13 +89,16 @@ def install_error_handlers(app: FastAPI) -> None:
         # Never echo the exception text: it might carry something secret.
         log.exception("unhandled error")
         return JSONResponse(
-            status_code=500, content={"error": "InternalError", "detail": "unexpected error; see the server log"}
+            status_code=500,
+            content={"error": "InternalError", "detail": "unexpected error; see the server log"},
         )
 
 
 def install_middleware(app: FastAPI) -> None:
     @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
         token = request_id_var.set(rid)
         start = time.perf_counter()

@@ -42,7 +42,9 @@ def start_local_chain(settings: Settings, console: Console) -> AnvilNode | None:
     )
     resumed = settings.chain_state_file.exists()
     node.start()
-    console.print(f"local chain on {node.url} ({'resumed' if resumed else 'new'}, state in {settings.chain_state_file})")
+    console.print(
+        f"local chain on {node.url} ({'resumed' if resumed else 'new'}, state in {settings.chain_state_file})"
+    )
     return node
 
 
@@ -58,7 +60,9 @@ def ensure_deployed(settings: Settings, console: Console) -> None:
             )
         return
     if not settings.is_local:
-        raise SystemExit(f"no deployment for chain {settings.expected_chain_id}: run `essx deploy --network {settings.chain}`")
+        raise SystemExit(
+            f"no deployment for chain {settings.expected_chain_id}: run `essx deploy --network {settings.chain}`"
+        )
     account = service_account(is_local=True, keystore=None, password=None, password_file=None)
     d = deploy(
         w3,

@@ -76,7 +76,12 @@ def deployments_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def deployment(w3: Web3, dev_accounts: list[LocalAccount], deployments_dir: Path) -> Deployment:
     return deploy(
-        w3, dev_accounts[0], network="local", directory=deployments_dir, token_name="Energy Coin", token_symbol="ENC"
+        w3,
+        dev_accounts[0],
+        network="local",
+        directory=deployments_dir,
+        token_name="Energy Coin",
+        token_symbol="ENC",
     )
 
 
@@ -140,7 +145,9 @@ def settings(tmp_path: Path, anvil_url: str, deployments_dir: Path, db_url: str)
 
 
 @pytest.fixture
-def ctx(settings: Settings, clean_db: Engine, deployment: Deployment, chain_snapshot: None) -> Iterator[Context]:
+def ctx(
+    settings: Settings, clean_db: Engine, deployment: Deployment, chain_snapshot: None
+) -> Iterator[Context]:
     context = build_context(settings, engine=clean_db)
     yield context
     context.relayer.stop()

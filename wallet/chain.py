@@ -79,7 +79,7 @@ class FailoverHTTPProvider(JSONBaseProvider):
         for attempt in range(len(self.urls)):
             url = self.urls[(self._current + attempt) % len(self.urls)]
             try:
-                resp = self._session().post(url, json=body, timeout=self.timeout)
+                resp = self._session().post(url, json=body, timeout=self.timeout)  # type: ignore[arg-type]
                 resp.raise_for_status()
             except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
                 last = exc
@@ -113,4 +113,3 @@ def check_chain_id(w3: Web3, expected: int) -> int:
     if actual != expected:
         raise ChainIdMismatch(f"the node reports chain id {actual}, expected {expected}")
     return actual
-

@@ -155,7 +155,7 @@ class Relayer:
             update(NonceCounter)
             .where(col(NonceCounter.chain_id) == self.chain_id, col(NonceCounter.address) == self.address)
             .values(next_nonce=NonceCounter.next_nonce + 1)
-            .returning(NonceCounter.next_nonce)
+            .returning(col(NonceCounter.next_nonce))
         )
         result = session.exec(stmt).first()  # type: ignore[call-overload]
         if result is not None:
@@ -235,7 +235,7 @@ class Relayer:
             ).all()
             if not open_rows:
                 return False
-            self._watch(session, open_rows)
+            self._watch(session, list(open_rows))
             self._broadcast(session, [r for r in open_rows if r.status not in FINAL])
             session.commit()
             return True
@@ -359,7 +359,6 @@ class Relayer:
 
     def balance(self) -> int:
         return int(self.w3.eth.get_balance(self.address))
-
 
 
 def _aware(dt: datetime) -> datetime:

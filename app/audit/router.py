@@ -39,5 +39,8 @@ def list_audit(
     before: int | None = Query(None, ge=1),
 ) -> AuditPage:
     intact, broken = service.verify(session)
-    items = [AuditEntryPublic.model_validate(e, from_attributes=True) for e in service.list_entries(session, limit, before)]
+    items = [
+        AuditEntryPublic.model_validate(e, from_attributes=True)
+        for e in service.list_entries(session, limit, before)
+    ]
     return AuditPage(items=items, chain_intact=intact, first_broken_seq=broken)

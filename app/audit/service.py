@@ -16,8 +16,16 @@ from app.models import AuditEntry, AuditHead, User
 GENESIS = "0" * 64
 
 
-def entry_hash(prev_hash: str, seq: int, at: datetime, actor_id: int | None, action: str, target: str | None,
-               details: dict[str, Any], outcome: str) -> str:
+def entry_hash(
+    prev_hash: str,
+    seq: int,
+    at: datetime,
+    actor_id: int | None,
+    action: str,
+    target: str | None,
+    details: dict[str, Any],
+    outcome: str,
+) -> str:
     body = json.dumps(
         {
             "seq": seq,

@@ -10,7 +10,15 @@ from sqlmodel import Session
 
 from app.api.deps import AdminUser, ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from app.coin import service
-from app.coin.schemas import Balance, BurnRequest, CoinInfo, CoinOperationPublic, MintRequest, PauseRequest, TransferPage
+from app.coin.schemas import (
+    Balance,
+    BurnRequest,
+    CoinInfo,
+    CoinOperationPublic,
+    MintRequest,
+    PauseRequest,
+    TransferPage,
+)
 from app.core.errors import CoinPaused, Conflict
 from app.core.money import format_amount, parse_address, parse_amount
 from app.indexer import service as indexer
@@ -28,7 +36,9 @@ def get_coin(ctx: ContextDep) -> CoinInfo:
 def get_balance(address: str, ctx: ContextDep) -> Balance:
     checked = parse_address(address)
     value, block = service.balance_of(ctx, checked)
-    return Balance(address=checked, balance=format_amount(value), balance_units=str(value), block_number=block)
+    return Balance(
+        address=checked, balance=format_amount(value), balance_units=str(value), block_number=block
+    )
 
 
 @router.get("/accounts/{address}/transfers", response_model=TransferPage)
@@ -47,8 +57,12 @@ def _respond(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(status_code=status, content=body)
 
 
-@admin_router.post("/mint", response_model=CoinOperationPublic, responses={202: {"model": CoinOperationPublic}})
-def mint(req: MintRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None) -> JSONResponse:
+@admin_router.post(
+    "/mint", response_model=CoinOperationPublic, responses={202: {"model": CoinOperationPublic}}
+)
+def mint(
+    req: MintRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
+) -> JSONResponse:
     def build(s: Session) -> tuple[str, int, str]:
         account = service.resolve_account(s, req.to)
         amount = parse_amount(req.amount)
@@ -58,8 +72,12 @@ def mint(req: MintRequest, ctx: ContextDep, session: SessionDep, admin: AdminUse
     return _respond(*service.execute(ctx, session, admin, "mint", key, req.model_dump(), build))
 
 
-@admin_router.post("/burn", response_model=CoinOperationPublic, responses={202: {"model": CoinOperationPublic}})
-def burn(req: BurnRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None) -> JSONResponse:
+@admin_router.post(
+    "/burn", response_model=CoinOperationPublic, responses={202: {"model": CoinOperationPublic}}
+)
+def burn(
+    req: BurnRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
+) -> JSONResponse:
     def build(s: Session) -> tuple[str, int, str]:
         amount = parse_amount(req.amount)
         holder = service.resolve_account(s, req.from_) if req.from_ is not None else ctx.account.address

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 class MintRequest(BaseModel):
     to: str | int = Field(description="a 0x address or a user id")
-    amount: str = Field(description="decimal string in coins, e.g. \"12.5\"")
+    amount: str = Field(description='decimal string in coins, e.g. "12.5"')
     memo: str | None = Field(default=None, max_length=500)
 
 

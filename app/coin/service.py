@@ -130,15 +130,26 @@ def execute(
         except (AppError, TxRejected) as exc:
             idempotency.release(session, claim.record)
             reason = exc.detail if isinstance(exc, AppError) else exc.reason
-            audit.record(session, admin, f"coin.{kind}", details={"request": body, "reason": reason},
-                         outcome="rejected")
+            audit.record(
+                session,
+                admin,
+                f"coin.{kind}",
+                details={"request": body, "reason": reason},
+                outcome="rejected",
+            )
             session.commit()
             if isinstance(exc, TxRejected):
                 raise ChainRejected(f"the chain would reject this {kind}: {exc.reason}") from None
             raise
         op = CoinOperation(
-            kind=kind, actor_id=admin.id or 0, account=account, amount=amount, memo=body.get("memo"),
-            tx_id=tx.id, status="submitted", created_at=utcnow(),
+            kind=kind,
+            actor_id=admin.id or 0,
+            account=account,
+            amount=amount,
+            memo=body.get("memo"),
+            tx_id=tx.id,
+            status="submitted",
+            created_at=utcnow(),
         )
         session.add(op)
         session.flush()
@@ -161,7 +172,9 @@ def ensure_not_paused(ctx: Context) -> None:
     try:
         paused = bool(ctx.coin.functions.paused().call())
     except Exception as exc:  # node down: say so instead of a 500
-        raise ServiceUnavailable(f"cannot read the coin's state from the chain: {type(exc).__name__}") from None
+        raise ServiceUnavailable(
+            f"cannot read the coin's state from the chain: {type(exc).__name__}"
+        ) from None
     if paused:
         raise CoinPaused()
 

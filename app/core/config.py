@@ -84,7 +84,9 @@ class Settings(BaseSettings):
                 if value.get_secret_value() in ("", PLACEHOLDER):
                     raise ValueError(f"ESSX_{name.upper()} must be set outside local development")
             if self.service_keystore is None:
-                raise ValueError("ESSX_SERVICE_KEYSTORE must name an encrypted keystore outside local development")
+                raise ValueError(
+                    "ESSX_SERVICE_KEYSTORE must name an encrypted keystore outside local development"
+                )
         return self
 
     @property

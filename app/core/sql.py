@@ -14,6 +14,7 @@ def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> i
         return 0
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(table).values(rows).on_conflict_do_nothing()
-    result = session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    key = next(iter(table.primary_key.columns))
+    # RETURNING counts the rows really inserted (rowcount is -1 for this statement on psycopg).
+    stmt = module.insert(table).values(rows).on_conflict_do_nothing().returning(key)
+    return len(session.execute(stmt).all())

@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from eth_typing import HexStr
 from hexbytes import HexBytes
 from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
@@ -52,7 +53,7 @@ def sync_once(ctx: Context, max_blocks: int | None = None) -> int:
         logs = ctx.w3.eth.get_logs(
             {
                 "address": ctx.coin.address,
-                "topics": [TRANSFER_TOPIC],
+                "topics": [HexStr(TRANSFER_TOPIC)],
                 "fromBlock": done + 1,
                 "toBlock": to_block,
             }
@@ -71,7 +72,7 @@ def sync_once(ctx: Context, max_blocks: int | None = None) -> int:
             }
             for lg in logs
         ]
-        new = insert_ignore(session, TransferEvent.__table__, rows)
+        new = insert_ignore(session, TransferEvent.__table__, rows)  # type: ignore[attr-defined]
         row = session.get(IndexerCheckpoint, CHECKPOINT)
         if row is None:
             row = IndexerCheckpoint(name=CHECKPOINT, block_number=to_block, updated_at=utcnow())
@@ -90,7 +91,10 @@ def _block_times(ctx: Context, numbers: list[int]) -> dict[int, datetime]:
     batch = getattr(provider, "batch", None)
     if batch is not None:
         results = batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
-        return {n: datetime.fromtimestamp(int(r["timestamp"], 16), UTC) for n, r in zip(numbers, results, strict=True)}
+        return {
+            n: datetime.fromtimestamp(int(r["timestamp"], 16), UTC)
+            for n, r in zip(numbers, results, strict=True)
+        }
     return {n: datetime.fromtimestamp(int(ctx.w3.eth.get_block(n)["timestamp"]), UTC) for n in numbers}
 
 
@@ -125,7 +129,9 @@ def transfers_of(session: Session, address: str, limit: int, before_block: int |
         q = q.where(col(TransferEvent.block_number) < before_block)
     items = []
     for e in session.exec(q):
-        direction = "self" if e.from_address == e.to_address else ("out" if e.from_address == address else "in")
+        direction = (
+            "self" if e.from_address == e.to_address else ("out" if e.from_address == address else "in")
+        )
         items.append(
             TransferPublic(
                 tx_hash=e.tx_hash,

@@ -41,7 +41,10 @@ def readyz(ctx: ContextDep) -> JSONResponse:
         checks["chain"] = "ok"
         checks["chain_id"] = chain_id
         if chain_id != ctx.settings.expected_chain_id:
-            ok, checks["chain"] = False, f"wrong chain id {chain_id}, expected {ctx.settings.expected_chain_id}"
+            ok, checks["chain"] = (
+                False,
+                f"wrong chain id {chain_id}, expected {ctx.settings.expected_chain_id}",
+            )
         head = int(ctx.w3.eth.block_number)
         CHAIN_HEAD.set(head)
         checks["block_number"] = head
@@ -57,7 +60,9 @@ def readyz(ctx: ContextDep) -> JSONResponse:
             ok = False
     except Exception as exc:
         ok, checks["chain"] = False, f"unreachable: {type(exc).__name__}"
-    return JSONResponse(status_code=200 if ok else 503, content={"status": "ok" if ok else "unavailable", **checks})
+    return JSONResponse(
+        status_code=200 if ok else 503, content={"status": "ok" if ok else "unavailable", **checks}
+    )
 
 
 @router.get("/metrics")

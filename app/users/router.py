@@ -23,7 +23,10 @@ def register(data: UserRegister, session: SessionDep) -> UserPublic:
 
 @router.post("/auth/token", response_model=TokenPair)
 def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, session: SessionDep, settings: SettingsDep
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> TokenPair:
     client = request.client.host if request.client else "unknown"
     user = service.authenticate(session, settings, form.username, form.password, client)

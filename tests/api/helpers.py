@@ -36,7 +36,8 @@ def admin_headers(client: TestClient, ctx: Context) -> dict[str, str]:
 def register(client: TestClient, role: str = "prosumer", email: str | None = None) -> dict:
     email = email or f"{uuid.uuid4().hex[:8]}@example.com"
     r = client.post(
-        "/api/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": "Kim", "role": role}
+        "/api/v1/auth/register",
+        json={"email": email, "password": PASSWORD, "display_name": "Kim", "role": role},
     )
     assert r.status_code == 201, r.text
     return r.json()

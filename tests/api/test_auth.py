@@ -46,7 +46,9 @@ def test_duplicate_email_and_bad_registration(client: TestClient) -> None:
 def test_login_throttled_after_repeated_failures(client: TestClient) -> None:
     register(client, "consumer", "t@example.com")
     for _ in range(5):
-        r = client.post("/api/v1/auth/token", data={"username": "t@example.com", "password": "wrong-password"})
+        r = client.post(
+            "/api/v1/auth/token", data={"username": "t@example.com", "password": "wrong-password"}
+        )
         assert r.status_code == 401
     r = client.post("/api/v1/auth/token", data={"username": "t@example.com", "password": PASSWORD})
     assert r.status_code == 429 and "try again" in r.json()["detail"]

@@ -13,9 +13,13 @@ from tests.api.helpers import admin_headers, idem, login, register
 ALICE = Account.create().address
 
 
-def mint(client: TestClient, headers: dict[str, str], to: object, amount: object, key: dict[str, str] | None = None):
+def mint(
+    client: TestClient, headers: dict[str, str], to: object, amount: object, key: dict[str, str] | None = None
+):
     return client.post(
-        "/api/v1/admin/coin/mint", json={"to": to, "amount": amount, "memo": "test"}, headers={**headers, **(key or idem())}
+        "/api/v1/admin/coin/mint",
+        json={"to": to, "amount": amount, "memo": "test"},
+        headers={**headers, **(key or idem())},
     )
 
 
@@ -36,7 +40,9 @@ def test_admin_mint_shows_up_on_chain_and_in_the_index(client: TestClient, ctx: 
 
     catch_up(ctx)
     page = client.get(f"/api/v1/accounts/{ALICE}/transfers", headers=admin).json()
-    assert [(t["value"], t["direction"], t["tx_hash"]) for t in page["items"]] == [("12.5", "in", body["tx_hash"])]
+    assert [(t["value"], t["direction"], t["tx_hash"]) for t in page["items"]] == [
+        ("12.5", "in", body["tx_hash"])
+    ]
     audit = client.get("/api/v1/admin/audit", headers=admin).json()
     assert audit["chain_intact"]
     assert audit["items"][0]["action"] == "coin.mint" and audit["items"][0]["outcome"] == "confirmed"
@@ -65,11 +71,17 @@ def test_idempotency_replays_rejects_other_body_and_requires_a_key(client: TestC
         (ALICE, 5, "ValidationError"),  # a number, not a decimal string
         ("0x123", "1", "InvalidAddress"),
         (ALICE.lower()[:-1] + "Z", "1", "InvalidAddress"),
-        (ALICE[:2] + ALICE[2:].swapcase() if ALICE[2:] != ALICE[2:].swapcase() else "0xAb", "1", "InvalidAddress"),
+        (
+            ALICE[:2] + ALICE[2:].swapcase() if ALICE[2:] != ALICE[2:].swapcase() else "0xAb",
+            "1",
+            "InvalidAddress",
+        ),
         (99999, "1", "NotFound"),
     ],
 )
-def test_bad_mints_are_4xx_and_change_nothing(client: TestClient, ctx: Context, to: object, amount: object, error: str) -> None:
+def test_bad_mints_are_4xx_and_change_nothing(
+    client: TestClient, ctx: Context, to: object, amount: object, error: str
+) -> None:
     admin = admin_headers(client, ctx)
     supply = ctx.coin.functions.totalSupply().call()
     r = mint(client, admin, to, amount)
@@ -120,7 +132,9 @@ def test_burn_from_treasury_and_over_balance(client: TestClient, ctx: Context) -
     assert r.status_code == 422 and r.json()["error"] == "InsufficientBalance"
     # burning from a holder who gave no allowance: the chain would revert, so nothing is sent
     assert mint(client, admin, ALICE, "1").status_code == 200
-    r = client.post("/api/v1/admin/coin/burn", json={"amount": "1", "from": ALICE}, headers={**admin, **idem()})
+    r = client.post(
+        "/api/v1/admin/coin/burn", json={"amount": "1", "from": ALICE}, headers={**admin, **idem()}
+    )
     assert r.status_code == 422 and r.json()["error"] == "ChainRejected"
 
 

@@ -13,7 +13,9 @@ def test_format_then_parse_is_exact(units: int) -> None:
     assert parse_amount(format_amount(units)) == units
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "0.0000000000000000001", "abc", "1e18", "NaN", "Infinity", "", " "])
+@pytest.mark.parametrize(
+    "text", ["0", "-1", "0.0000000000000000001", "abc", "1e18", "NaN", "Infinity", "", " "]
+)
 def test_bad_amounts(text: str) -> None:
     with pytest.raises(InvalidAmount):
         parse_amount(text)

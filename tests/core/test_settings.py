@@ -23,8 +23,20 @@ def test_local_placeholder_becomes_a_random_secret_kept_in_the_data_folder(tmp_p
 
 
 def test_network_defaults_and_custom() -> None:
-    assert Settings(chain="kairos", jwt_secret="x" * 40, wallet_master_key="y", service_keystore="k.json").expected_chain_id == 1001  # type: ignore[arg-type]
-    s = Settings(chain="custom", rpc_urls="http://a:1, http://b:2", chain_id=8217, jwt_secret="x" * 40, wallet_master_key="y", service_keystore="k.json")  # type: ignore[arg-type]
+    assert (
+        Settings(
+            chain="kairos", jwt_secret="x" * 40, wallet_master_key="y", service_keystore="k.json"
+        ).expected_chain_id
+        == 1001
+    )  # type: ignore[arg-type]
+    s = Settings(
+        chain="custom",
+        rpc_urls="http://a:1, http://b:2",
+        chain_id=8217,
+        jwt_secret="x" * 40,
+        wallet_master_key="y",
+        service_keystore="k.json",
+    )  # type: ignore[arg-type]
     assert s.chain_urls == ["http://a:1", "http://b:2"] and s.expected_chain_id == 8217
 
 

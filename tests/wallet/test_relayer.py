@@ -56,7 +56,11 @@ def test_nonces_are_sequential_and_owned(ctx: Context, dev_accounts) -> None:
     ids = []
     with Session(ctx.engine) as s:
         for i in range(20):
-            ids.append(ctx.relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, i + 1), purpose="t").id)
+            ids.append(
+                ctx.relayer.prepare(
+                    s, to=ctx.coin.address, data=_mint_data(ctx, holder, i + 1), purpose="t"
+                ).id
+            )
         s.commit()
     rows = [ctx.relayer.wait(i, timeout=30) for i in ids if i is not None]
     assert all(r.status == "confirmed" for r in rows)
@@ -80,7 +84,9 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(ctx: Context, dev_account
         relayer.step()  # sent
         relayer.step()  # not mined after replace_after: replaced
         with Session(ctx.engine) as s:
-            attempts = s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(col(TxAttempt.id))).all()
+            attempts = s.exec(
+                select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(col(TxAttempt.id))
+            ).all()
         assert len(attempts) >= 2
         first, second = attempts[0], attempts[1]
         assert second.max_fee_per_gas * 100 >= first.max_fee_per_gas * 110
