@@ -1,0 +1,568 @@
+"""Simulated ESS sites (PV + household load + battery + grid meter) served over Modbus TCP.
+
+Physics runs in whole simulated seconds with integer powers (W) and integer energies (J), so the balance
+load = pv + import - export + discharge - charge holds exactly; the published Wh counters keep it exactly
+too (see ``_roll_counters``). Noise (clouds, load jitter) is a hash of (seed, site, time bucket), never an
+RNG stream, so a profile value depends only on the time asked for, not on how the simulation was stepped.
+
+Time either follows a ``SimClock`` (simulated = start + speed x elapsed wall time; the device updates when
+it is read, like a real meter that refreshes its registers once per second) or is stepped explicitly with
+``SiteSimulator.step`` in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from .sunspec import (
+    BASE,
+    BATTERY_FAULT_STATE,
+    INVERTER_FAULT_STATE,
+    MAP_LEN,
+    MODELS,
+    DeviceInfo,
+    Reading,
+    encode,
+)
+
+FAULTS = (
+    "frozen", "slow", "busy", "counter_reset", "spike", "inverter_fault", "battery_fault", "offline",
+)  # fmt: skip
+MAX_SUBSTEP_S = 60  # catch-up integrates in steps of at most this, so profiles stay smooth
+HB_MODULO = 0xFFFF  # heartbeat runs 0..65534: 0xFFFF is the uint16 "not implemented" sentinel
+INVERTER_ALARM_OVER_TEMP = 1 << 7  # 103.Evt1 OVER_TEMP
+BATTERY_ALARM_CONTACTOR = 1 << 20  # 802.Evt1 CONTACTOR_ERROR
+ALARM_CODE_INVERTER, ALARM_CODE_BATTERY = 1, 2  # vendor AlmCode; both faults -> 3
+SPIKE_ADDRESS = MODELS[103]["W"].address
+_M64 = (1 << 64) - 1
+T = TypeVar("T")
+
+
+def _splitmix(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _hash(*parts: int, h: int = 0) -> int:
+    for p in parts:
+        h = _splitmix(h ^ (p & _M64))
+    return h
+
+
+def noise(*parts: int, h: int = 0) -> float:
+    """Deterministic uniform [0, 1) from integers (stable across runs, unlike hash())."""
+    return (_hash(*parts, h=h) >> 11) / float(1 << 53)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    pv_peak_w: int
+    capacity_wh: int  # multiple of 10 (802.WHRtg has scale factor +1)
+    max_charge_w: int
+    max_discharge_w: int
+    reserve_pct: int
+    base_load_w: int
+    morning_peak_w: int
+    evening_peak_w: int
+    utc_offset_h: int = 9  # profiles follow local time; sites are in Korea
+    clouds: bool = True
+    efficiency_pct: int = 95  # per direction, so about 90 % round trip
+
+    @classmethod
+    def from_seed(cls, seed: int, site_id: int, *, clouds: bool = True) -> SiteConfig:
+        def u(k: int) -> float:
+            return noise(seed, site_id, 0xC0F, k)
+
+        capacity = 5000 + 10 * int(u(2) * 1001)
+        power = min(5000, capacity // 200 * 100)  # about 0.5 C
+        return cls(
+            pv_peak_w=3000 + 100 * int(u(1) * 61),
+            capacity_wh=capacity,
+            max_charge_w=power,
+            max_discharge_w=power,
+            reserve_pct=(10, 15, 20)[int(u(3) * 3)],
+            base_load_w=150 + int(u(4) * 250),
+            morning_peak_w=800 + int(u(5) * 1200),
+            evening_peak_w=1200 + int(u(6) * 1800),
+            clouds=clouds,
+        )
+
+
+@dataclass
+class Faults:
+    frozen: bool = False
+    slow_s: float = 0.0  # every response is delayed this long
+    busy: bool = False
+    spike_polls: int = 0  # this many reads of 103.W return an impossible PV power
+    inverter_fault: bool = False
+    battery_fault: bool = False
+    offline: bool = False
+
+
+class SiteSimulator:
+    """One site's physics and its published register image. Thread-safe (servers and tests share it)."""
+
+    def __init__(
+        self,
+        site_id: int,
+        seed: int = 0,
+        *,
+        start: datetime | None = None,
+        config: SiteConfig | None = None,
+    ) -> None:
+        self.site_id, self.seed = site_id, seed
+        self._h = _hash(seed, site_id)  # per-site prefix of every noise() key
+        self.config = cfg = config or SiteConfig.from_seed(seed, site_id)
+        self._t = int((start or datetime.now(UTC)).timestamp())
+        self._cap_j = cfg.capacity_wh * 3600
+        self._reserve_j = self._cap_j * cfg.reserve_pct // 100
+        soc = cfg.reserve_pct + 10 + int(self._u(7) * (80 - cfg.reserve_pct))
+        self._stored_j = self._cap_j * soc // 100
+        # A site that has been running for a while: lifetime counters start well above zero.
+        days = 100 + int(self._u(9) * 900)
+        pv = days * cfg.pv_peak_w * 35 // 10
+        cha = days * cfg.capacity_wh * 6 // 10
+        start_wh = {"pv": pv, "imp": days * cfg.base_load_w * 20, "exp": pv * 3 // 10}
+        start_wh |= {"cha": cha, "dis": cha * 9 // 10}
+        self._joules = {k: v * 3600 for k, v in start_wh.items()}
+        self._wh = dict(start_wh)
+        self._wh["load"] = pv + start_wh["imp"] + start_wh["dis"] - start_wh["exp"] - cha
+        self.heartbeat = int(self._u(10) * 1000)
+        self.faults = Faults()
+        self.info = DeviceInfo(
+            serial=f"SIM{seed:04d}-{site_id:06d}",
+            max_charge_w=cfg.max_charge_w,
+            max_discharge_w=cfg.max_discharge_w,
+            reserve_pct=cfg.reserve_pct,
+        )
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[str], None]] = []
+        self.pv_w = self.load_w = self.battery_w = self.grid_w = 0
+        self._decide()
+        self._reading = self.current()
+        self._image = encode(self._reading, self.info)
+
+    def _u(self, k: int) -> float:
+        return noise(0x5173, k, h=self._h)
+
+    # ---- profiles: pure functions of time --------------------------------------------------------------
+    def profile(self, t: int) -> tuple[int, int]:
+        """(clear or cloudy PV W, household load W) at epoch second t."""
+        cfg = self.config
+        local = t + cfg.utc_offset_h * 3600
+        day, hour = divmod(local, 86400)
+        h = hour / 3600
+        season = math.sin(2 * math.pi * ((day % 365.2425) - 80) / 365.2425)  # +1 at June solstice
+        daylen = 12 + 2.4 * season
+        x = (h - 12 + daylen / 2) / daylen
+        pv = 0.0
+        if 0 < x < 1:
+            pv = cfg.pv_peak_w * math.sin(math.pi * x) ** 1.5 * (0.8 + 0.2 * season)
+            if cfg.clouds:
+                cloudiness = 0.9 * noise(1, day, h=self._h) ** 2
+                b, frac = divmod(local, 600)  # cloud cover drifts over 10-minute buckets
+                n0, n1 = noise(2, b, h=self._h), noise(2, b + 1, h=self._h)
+                pv *= 1 - cloudiness * (n0 + (n1 - n0) * frac / 600)
+        load = cfg.base_load_w + cfg.morning_peak_w * math.exp(-0.5 * ((h - 7.5) / 1.0) ** 2)
+        load += cfg.evening_peak_w * math.exp(-0.5 * ((h - 19.5) / 1.6) ** 2)
+        load *= 0.85 + 0.3 * noise(3, local // 300, h=self._h)
+        return int(pv), max(50, int(load))
+
+    # ---- physics -------------------------------------------------------------------------------------
+    def _decide(self) -> None:
+        """Self-consumption control at the current second: the battery absorbs surplus, covers deficit."""
+        cfg, f = self.config, self.faults
+        pv, load = self.profile(self._t)
+        if f.inverter_fault:
+            pv = 0
+        surplus, eff = pv - load, cfg.efficiency_pct
+        # Taper near full/reserve so one MAX_SUBSTEP_S step can never over- or under-run the battery.
+        room_w = (self._cap_j - self._stored_j) * 100 // eff // MAX_SUBSTEP_S
+        avail_w = (self._stored_j - self._reserve_j) * eff // 100 // MAX_SUBSTEP_S
+        bat = 0
+        if not f.battery_fault and surplus > 0:
+            bat = -min(surplus, cfg.max_charge_w, room_w)
+        elif not f.battery_fault and surplus < 0:
+            bat = min(-surplus, cfg.max_discharge_w, avail_w)
+        self.pv_w, self.load_w, self.battery_w = pv, load, bat
+        self.grid_w = load - pv - bat
+
+    def _integrate(self, dt: int) -> None:
+        eff, j = self.config.efficiency_pct, self._joules
+        cha = dis = 0
+        if self.battery_w < 0:
+            cha = min(-self.battery_w * dt, (self._cap_j - self._stored_j) * 100 // eff)
+            self._stored_j += cha * eff // 100
+        elif self.battery_w > 0:
+            dis = min(self.battery_w * dt, (self._stored_j - self._reserve_j) * eff // 100)
+            self._stored_j -= -(-dis * 100 // eff)  # ceil: never report more than was drawn
+        grid = (self.load_w - self.pv_w) * dt + cha - dis  # the grid takes whatever the battery did not
+        j["pv"] += self.pv_w * dt
+        j["cha"], j["dis"] = j["cha"] + cha, j["dis"] + dis
+        j["imp"], j["exp"] = j["imp"] + max(grid, 0), j["exp"] + max(-grid, 0)
+
+    def _roll_counters(self) -> None:
+        """Publish integer Wh counters that are monotonic AND satisfy the balance identity exactly.
+
+        Sources (pv, import, discharge) are floor(J / 3600). Load is derived from the identity; a sink
+        (export, charge) crossing a Wh boundary before its sources would make load step back by 1 Wh, so
+        sinks advance only as far as keeps load monotonic and catch up on the next update.
+        """
+        w, j = self._wh, self._joules
+        for k in ("pv", "imp", "dis"):
+            w[k] = j[k] // 3600
+        room = w["pv"] + w["imp"] + w["dis"] - w["exp"] - w["cha"] - w["load"]
+        for k in ("exp", "cha"):
+            step = min(j[k] // 3600 - w[k], room)
+            w[k] += max(step, 0)
+            room -= max(step, 0)
+        w["load"] = w["pv"] + w["imp"] + w["dis"] - w["exp"] - w["cha"]
+
+    def current(self) -> Reading:
+        """What the device measures now (the published image lags behind only while frozen)."""
+        f, w = self.faults, self._wh
+        return Reading(
+            pv_w=self.pv_w,
+            load_w=self.load_w,
+            grid_w=self.grid_w,
+            battery_w=self.battery_w,
+            soc_pct=Decimal(self._stored_j * 1000 // self._cap_j).scaleb(-1),
+            capacity_wh=self.config.capacity_wh,
+            pv_wh=w["pv"],
+            load_wh=w["load"],
+            import_wh=w["imp"],
+            export_wh=w["exp"],
+            battery_charge_wh=w["cha"],
+            battery_discharge_wh=w["dis"],
+            inverter_state=INVERTER_FAULT_STATE if f.inverter_fault else (4 if self.pv_w > 0 else 2),
+            inverter_alarms=INVERTER_ALARM_OVER_TEMP if f.inverter_fault else 0,
+            battery_state=BATTERY_FAULT_STATE if f.battery_fault else 3,
+            battery_alarms=BATTERY_ALARM_CONTACTOR if f.battery_fault else 0,
+            charge_state=4 if self.battery_w < 0 else 3 if self.battery_w > 0 else 6,
+            meter_events=0,
+            alarm_code=(ALARM_CODE_INVERTER if f.inverter_fault else 0)
+            | (ALARM_CODE_BATTERY if f.battery_fault else 0),
+            heartbeat=self.heartbeat,
+            device_time=datetime.fromtimestamp(self._t, UTC),
+        )
+
+    def _publish(self) -> None:
+        if not self.faults.frozen:
+            self._reading = self.current()
+            self._image = encode(self._reading, self.info)
+
+    # ---- public API ----------------------------------------------------------------------------------
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self._t, UTC)
+
+    @property
+    def reading(self) -> Reading:
+        """The values the device currently serves over Modbus."""
+        return self._reading
+
+    @property
+    def stored_wh(self) -> int:
+        return self._stored_j // 3600
+
+    def advance_to(self, when: datetime) -> bool:
+        """Integrate up to ``when`` (whole seconds); one device update: heartbeat +1. False if no time passed."""
+        target = math.floor(when.timestamp())
+        with self._lock:
+            if target <= self._t:
+                return False
+            while self._t < target:
+                dt = min(MAX_SUBSTEP_S, target - self._t)
+                self._integrate(dt)
+                self._t += dt
+                self._decide()
+            self._roll_counters()
+            if not self.faults.frozen:  # a hung controller stops its heartbeat too
+                self.heartbeat = (self.heartbeat + 1) % HB_MODULO
+            self._publish()
+            return True
+
+    def step(self, seconds: float = 1.0) -> bool:
+        return self.advance_to(self.time + timedelta(seconds=seconds))
+
+    def serve(self, address: int, count: int) -> list[int]:
+        """Registers for one read request (applies a pending spike once per read that covers 103.W)."""
+        with self._lock:
+            image = self._image
+            if self.faults.spike_polls > 0 and address <= SPIKE_ADDRESS < address + count:
+                self.faults.spike_polls -= 1
+                image = encode(replace(self._reading, pv_w=self.spike_w), self.info)
+            return image[address - BASE : address - BASE + count]
+
+    @property
+    def spike_w(self) -> int:
+        return min(10 * self.config.pv_peak_w, 0x7FFF)  # int16 with W_SF = 0
+
+    def set_fault(self, name: str, enabled: bool = True, *, delay_s: float = 5.0, polls: int = 3) -> None:
+        """Switch a fault on/off at run time; ``counter_reset`` acts once when enabled."""
+        if name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+        with self._lock:
+            f = self.faults
+            if name == "slow":
+                f.slow_s = delay_s if enabled else 0.0
+            elif name == "spike":
+                f.spike_polls = polls if enabled else 0
+            elif name == "counter_reset":
+                if enabled:  # like a replaced meter/controller: every counter restarts near zero (0 = N/A)
+                    self._joules = dict.fromkeys(self._joules, 3600)
+                    self._wh = dict.fromkeys(self._wh, 1)
+            else:
+                setattr(f, name, enabled)
+            self._decide()
+            self._publish()
+        for listener in list(self._listeners):
+            listener(name)
+
+    def clear_faults(self) -> None:
+        for name in ("frozen", "slow", "busy", "spike", "inverter_fault", "battery_fault", "offline"):
+            self.set_fault(name, False)
+
+    def fault_state(self) -> dict[str, Any]:
+        return asdict(self.faults)
+
+    def add_listener(self, callback: Callable[[str], None]) -> None:
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[str], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+
+class SimClock:
+    """Simulated time = start + speed x elapsed wall time."""
+
+    def __init__(self, start: datetime | None = None, speed: float = 1.0) -> None:
+        self.start = (start or datetime.now(UTC)).astimezone(UTC)
+        self.speed = speed
+        self._t0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.speed * (time.monotonic() - self._t0))
+
+
+class SiteServer:
+    """Serves one SiteSimulator on one TCP port (device id 1, holding registers 40000..40336)."""
+
+    def __init__(
+        self, sim: SiteSimulator, *, host: str = "127.0.0.1", port: int = 0, clock: SimClock | None = None
+    ) -> None:
+        self.sim, self.host, self.port, self.clock = sim, host, port, clock
+        self._server: ModbusTcpServer | None = None
+        self._running = False
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop, self._running = asyncio.get_running_loop(), True
+        await self._listen()  # even when offline: binding once fixes the port number for later
+        self.sim.add_listener(self._on_fault)
+        await self.reconcile()
+
+    async def stop(self) -> None:
+        self._running = False
+        self.sim.remove_listener(self._on_fault)
+        async with self._lock:
+            await self._close()
+
+    async def reconcile(self) -> None:
+        """Bring the listener in line with the offline switch."""
+        async with self._lock:
+            if self.sim.faults.offline and self._server:
+                await self._close()
+            elif not self.sim.faults.offline and not self._server and self._running:
+                await self._listen()
+
+    def _on_fault(self, name: str) -> None:
+        if name == "offline" and self._loop and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._spawn_reconcile)
+
+    def _spawn_reconcile(self) -> None:
+        task = asyncio.ensure_future(self.reconcile())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _listen(self) -> None:
+        block = SimData(BASE, count=MAP_LEN, values=0, datatype=DataType.REGISTERS, readonly=True)
+        device = SimDevice(id=1, simdata=[block], action=self._action)
+        server = ModbusTcpServer(device, address=(self.host, self.port))
+        await server.serve_forever(background=True)
+        if self.port == 0:
+            self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._server = server
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()  # closes the listener and every open connection
+            self._server = None
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        faults = self.sim.faults
+        if faults.busy:
+            return ExcCodes.DEVICE_BUSY
+        if faults.slow_s > 0:
+            await asyncio.sleep(faults.slow_s)
+        if set_values is None:
+            if self.clock is not None:
+                self.sim.advance_to(self.clock.now())
+            offset = address - start_address
+            registers[offset : offset + count] = self.sim.serve(address, count)
+        return None
+
+
+class SimulatorCluster:
+    """N sites in one asyncio loop, on consecutive ports from ``base_port`` or on free ports (port 0).
+
+    ``speed`` > 0 runs a shared SimClock; ``speed=0`` freezes time so tests step each SiteSimulator.
+    """
+
+    def __init__(
+        self,
+        n_sites: int,
+        *,
+        seed: int = 0,
+        start: datetime | None = None,
+        speed: float = 1.0,
+        host: str = "127.0.0.1",
+        base_port: int | None = None,
+        clouds: bool = True,
+    ) -> None:
+        start = (start or datetime.now(UTC)).astimezone(UTC)
+        self.clock = SimClock(start, speed) if speed > 0 else None
+        self.host = host
+        self.sims = [
+            SiteSimulator(i, seed, start=start, config=SiteConfig.from_seed(seed, i, clouds=clouds))
+            for i in range(n_sites)
+        ]
+        self.servers = [
+            SiteServer(sim, host=host, port=base_port + i if base_port else 0, clock=self.clock)
+            for i, sim in enumerate(self.sims)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.servers]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(s.start() for s in self.servers))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.stop() for s in self.servers))
+
+    async def set_fault(self, index: int, name: str, enabled: bool = True, **params: Any) -> None:
+        """Set a fault and wait until it is in effect (for ``offline``: the port is closed/reopened)."""
+        self.sims[index].set_fault(name, enabled, **params)
+        await self.servers[index].reconcile()
+
+
+class ThreadedCluster:
+    """A SimulatorCluster running in a background thread with its own loop, for sync code (pytest, CLI).
+
+    with ThreadedCluster(SimulatorCluster(10, speed=60)) as c: ... c.ports, c.sims, c.set_fault(0, "busy")
+    """
+
+    def __init__(self, cluster: SimulatorCluster) -> None:
+        self.cluster = cluster
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ess-simulator", daemon=True)
+
+    @property
+    def ports(self) -> list[int]:
+        return self.cluster.ports
+
+    @property
+    def sims(self) -> list[SiteSimulator]:
+        return self.cluster.sims
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> ThreadedCluster:
+        self._thread.start()
+        try:
+            self.call(self.cluster.start())
+        except BaseException:  # e.g. a base_port already in use: do not leave the thread running
+            self.stop()
+            raise
+        return self
+
+    def set_fault(self, index: int, name: str, enabled: bool = True, **params: Any) -> None:
+        self.call(self.cluster.set_fault(index, name, enabled, **params))
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            if not self._loop.is_closed():
+                self._loop.close()
+            return
+        self.call(self.cluster.stop())
+        self.call(_cancel_other_tasks())  # e.g. a "slow" response still sleeping
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> ThreadedCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _cancel_other_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m ess_collector.simulator --sites 10 --base-port 15020 --speed 60"""
+    ap = argparse.ArgumentParser(description="Serve simulated ESS sites over Modbus TCP")
+    ap.add_argument("--sites", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--base-port", type=int, default=15020)
+    ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    args = ap.parse_args(argv)
+    cluster = SimulatorCluster(
+        args.sites, seed=args.seed, speed=args.speed, host=args.host, base_port=args.base_port
+    )
+    with ThreadedCluster(cluster) as running:
+        print(f"{args.sites} sites on {args.host}:{running.ports[0]}..{running.ports[-1]}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

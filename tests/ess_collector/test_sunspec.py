@@ -1,0 +1,152 @@
+"""The register map matches ESS.md and the official SunSpec definitions; encode/decode round-trips."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ess_collector import sunspec as ss
+from ess_collector.sunspec import BASE, MODELS, DeviceInfo, MapError, Reading, decode, encode
+
+# (model, point, address) straight from the ESS.md table
+ESS_MD_ADDRESSES = [
+    (1, "ID", 40002), (103, "ID", 40070), (103, "W", 40084), (103, "W_SF", 40085), (103, "WH", 40094),
+    (103, "WH_SF", 40096), (103, "St", 40108), (103, "Evt1", 40110), (203, "ID", 40122), (203, "W", 40140),
+    (203, "W_SF", 40144), (203, "TotWhExp", 40160), (203, "TotWhImp", 40168), (203, "TotWh_SF", 40176),
+    (203, "Evt", 40227), (124, "ID", 40229), (124, "ChaState", 40237), (124, "ChaState_SF", 40251),
+    (124, "ChaSt", 40240), (802, "ID", 40255), (802, "WHRtg", 40258), (802, "WHRtg_SF", 40308),
+    (802, "SoC", 40266), (802, "SoC_SF", 40311), (802, "State", 40277), (802, "Evt1", 40281),
+    (802, "W", 40302), (802, "W_SF", 40318), (64900, "ID", 40319),
+]  # fmt: skip
+LENGTHS = {1: 66, 103: 50, 203: 105, 124: 24, 802: 62, 64900: 14}
+
+
+@pytest.mark.parametrize(("model", "point", "address"), ESS_MD_ADDRESSES)
+def test_addresses_match_ess_md(model: int, point: str, address: int) -> None:
+    assert MODELS[model][point].address == address
+
+
+def test_model_lengths_end_model_and_reads() -> None:
+    assert {m.id: m.length for m in MODELS.values()} == LENGTHS
+    assert ss.END_ADDRESS == 40335 and ss.MAP_LEN == 337
+    assert ss.READS == ((40000, 122), (40122, 107), (40229, 108))
+    starts = {m.address for m in MODELS.values()} | {BASE, ss.END_ADDRESS}
+    for start, count in ss.READS:
+        assert count <= 125 and start in starts  # each read begins at a model boundary...
+        assert start + count in starts | {BASE + ss.MAP_LEN}  # ...and ends at one
+    assert sum(c for _, c in ss.READS) == ss.MAP_LEN
+    vendor = [p.name for p in MODELS[64900].points.values()]
+    expected = "ID L LoadW W_SF LoadWh BatChaWh BatDisChaWh Wh_SF AlmCode Hb Tms Pad"
+    assert vendor == expected.split()
+
+
+@pytest.mark.parametrize("model_id", [1, 103, 203, 124, 802])
+def test_fallback_equals_official_json(model_id: int) -> None:
+    pytest.importorskip("sunspec2")
+    assert ss.fallback_point_list(model_id) == ss.official_point_list(model_id)
+
+
+def test_scale_factor_pairs_follow_official_json() -> None:
+    sunspec2_device = pytest.importorskip("sunspec2.device")
+    for _, mid, point, sf_point, _ in ss._SCALED:
+        if mid != ss.VENDOR_MODEL_ID:
+            pdef = sunspec2_device.get_model_def(mid)["group"]["point_defs"][point]
+            assert pdef["sf"] == sf_point, (mid, point)
+    vendor = {p["name"]: p for p in ss.VENDOR_MODEL_DEF["group"]["points"]}
+    assert vendor["LoadWh"]["sf"] == "Wh_SF" and vendor["LoadW"]["sf"] == "W_SF"
+
+
+def full_reading() -> Reading:
+    return Reading(
+        pv_w=4321, load_w=987, grid_w=-1234, battery_w=-2100, soc_pct=Decimal("57.3"), capacity_wh=10240,
+        pv_wh=123456, load_wh=99999, import_wh=4567, export_wh=8910, battery_charge_wh=1111,
+        battery_discharge_wh=999, inverter_state=4, inverter_alarms=0, battery_state=3, battery_alarms=0,
+        charge_state=4, meter_events=0, alarm_code=0, heartbeat=65534,
+        device_time=datetime(2025, 6, 1, 12, 0, 5, tzinfo=UTC),
+    )  # fmt: skip
+
+
+def test_round_trip_and_raw_registers() -> None:
+    r = full_reading()
+    regs = encode(r, DeviceInfo(serial="SN-1", max_charge_w=5000, max_discharge_w=4000, reserve_pct=10))
+    assert len(regs) == 337 and regs[0:2] == [0x5375, 0x6E53] and regs[-2:] == [0xFFFF, 0]
+    assert regs[40258 - BASE] == 1024 and regs[40308 - BASE] == 1  # capacity in 10 Wh units, SF +1
+    assert regs[40266 - BASE] == 573 and regs[40311 - BASE] == 0xFFFF  # SoC 0.1 %, SF -1
+    assert regs[40140 - BASE] == (-1234) & 0xFFFF
+    decoded = decode(regs, received_at=datetime.now(UTC))
+    assert decoded == r and decoded.received_at is not None
+    info = ss.decode_info(regs)
+    assert (info.serial, info.max_charge_w, info.max_discharge_w, info.reserve_pct) == (
+        "SN-1",
+        5000,
+        4000,
+        10,
+    )
+
+
+def test_missing_values_are_none_never_zero() -> None:
+    regs = encode(Reading())
+    assert regs[40084 - BASE] == 0x8000  # int16
+    assert regs[40094 - BASE : 40096 - BASE] == [0, 0]  # acc32
+    assert regs[40266 - BASE] == 0xFFFF  # uint16
+    tms = MODELS[64900]["Tms"].address - BASE
+    assert tms == 40332 - BASE and regs[tms : tms + 2] == [0xFFFF, 0xFFFF]  # uint32
+    assert decode(regs) == Reading()
+    # A scale factor that is "not implemented" makes its value missing too.
+    regs = encode(full_reading())
+    regs[40085 - BASE] = 0x8000
+    assert decode(regs).pv_w is None and decode(regs).grid_w == -1234
+
+
+def test_scale_factors_are_read_from_the_response() -> None:
+    regs = encode(full_reading())
+    regs[40144 - BASE] = 1  # grid W_SF = +1: -1234 raw means -12340 W
+    regs[40311 - BASE] = 0  # SoC_SF = 0: whole percent
+    regs[40266 - BASE] = 57
+    r = decode(regs)
+    assert r.grid_w == -12340 and r.soc_pct == Decimal(57)
+
+
+def test_soc_falls_back_to_storage_model() -> None:
+    regs = encode(full_reading())
+    regs[40266 - BASE] = 0xFFFF
+    assert decode(regs).soc_pct == Decimal("57.3")
+
+
+@pytest.mark.parametrize(("address", "value"), [(40000, 0), (40070, 101), (40123, 104), (40335, 0)])
+def test_check_map_rejects_foreign_maps(address: int, value: int) -> None:
+    regs = encode(full_reading())
+    regs[address - BASE] = value
+    with pytest.raises(MapError):
+        decode(regs)
+    with pytest.raises(MapError):
+        decode(regs[:-1])
+
+
+def test_encode_refuses_values_that_do_not_fit() -> None:
+    with pytest.raises(ValueError):
+        encode(Reading(pv_w=40000))
+
+
+opt_int16 = st.none() | st.integers(-0x7FFF, 0x7FFF)
+opt_acc = st.none() | st.integers(1, 0xFFFFFFFF)
+opt_u16 = st.none() | st.integers(0, 0xFFFE)
+opt_bits = st.none() | st.integers(0, 0xFFFFFFFE)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    powers=st.tuples(opt_int16, opt_int16, opt_int16, opt_int16),
+    energies=st.tuples(opt_acc, opt_acc, opt_acc, opt_acc, opt_acc, opt_acc),
+    soc=st.none() | st.integers(0, 1000).map(lambda t: Decimal(t).scaleb(-1)),
+    capacity=st.none() | st.integers(0, 0xFFFE).map(lambda c: c * 10),
+    codes=st.tuples(opt_u16, opt_bits, opt_u16, opt_bits, opt_u16, opt_bits, opt_u16, opt_u16),
+    tms=st.none() | st.integers(0, 0xFFFFFFFE).map(lambda s: datetime.fromtimestamp(s, UTC)),
+)
+def test_round_trip_property(powers, energies, soc, capacity, codes, tms) -> None:  # type: ignore[no-untyped-def]
+    r = Reading(*powers, soc, capacity, *energies, *codes, device_time=tms)  # type: ignore[arg-type]
+    assert decode(encode(r)) == r
