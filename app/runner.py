@@ -36,7 +36,7 @@ def start_local_chain(settings: Settings, console: Console) -> AnvilNode | None:
     node = AnvilNode(
         port=port,
         chain_id=settings.expected_chain_id,
-        block_time=settings.local_block_time,
+        block_time=settings.local_block_time or None,  # 0 = automine (one block per transaction)
         state_file=settings.chain_state_file,
         log_file=settings.data_dir / "chain" / "anvil.log",
     )

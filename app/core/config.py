@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     rpc_urls: list[str] = Field(default_factory=list)  # tried in order, failing over to the next
     chain_id: int | None = None  # expected chain id; defaults from the network
     local_chain_port: int = 8545
-    local_block_time: float = 1.0
+    local_block_time: float = 1.0  # seconds; 0 = automine
     deployments_dir: Path | None = None
     confirmations: int = 1
     tx_timeout_seconds: float = 30.0

@@ -1,0 +1,96 @@
+"""Start a throw-away ESSX service (`essx run`) for benchmarks, on free ports and a temporary data folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from wallet.localchain import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ESSX = str(Path(sys.executable).parent / "essx")
+
+
+@dataclass
+class Service:
+    base: str
+    chain_url: str
+    env: dict[str, str]
+    data_dir: Path
+
+    def admin_token(self, email: str = "bench@example.com", password: str = "bench-password-1") -> str:
+        subprocess.run(
+            [ESSX, "create-admin", "--email", email, "--password", password],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        r = httpx.post(f"{self.base}/api/v1/auth/token", data={"username": email, "password": password})
+        return str(r.json()["access_token"])
+
+
+@contextmanager
+def running_service(block_time: float = 1.0, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
+    with tempfile.TemporaryDirectory(prefix="essx-bench-") as tmp:
+        port, chain_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "ESSX_DATA_DIR": tmp,
+            "ESSX_PORT": str(port),
+            "ESSX_LOCAL_CHAIN_PORT": str(chain_port),
+            "ESSX_LOCAL_BLOCK_TIME": str(block_time),
+            "ESSX_LOG_JSON": "false",
+            **(extra_env or {}),
+        }
+        log = Path(tmp) / "service.log"
+        proc = subprocess.Popen(
+            [ESSX, "run"], cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"service did not start:\n{log.read_text()[-2000:]}")
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+            yield Service(base, f"http://127.0.0.1:{chain_port}", env, Path(tmp))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
