@@ -4,6 +4,7 @@ from app.models.audit import AuditEntry, AuditHead
 from app.models.coin import CoinOperation, IndexerCheckpoint, TransferEvent
 from app.models.idempotency import IdempotencyRecord
 from app.models.user import LoginThrottle, RefreshToken, Role, User, UserStatus
+from app.models.transfer import LinkChallenge, Transfer, TransferStep, UserTotp
 from app.models.wallet import Wallet
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
@@ -13,14 +14,18 @@ __all__ = [
     "CoinOperation",
     "IdempotencyRecord",
     "IndexerCheckpoint",
+    "LinkChallenge",
     "LoginThrottle",
     "NonceCounter",
     "OutgoingTx",
     "RefreshToken",
     "Role",
+    "Transfer",
     "TransferEvent",
+    "TransferStep",
     "TxAttempt",
     "User",
+    "UserTotp",
     "UserStatus",
     "Wallet",
 ]

@@ -1,0 +1,68 @@
+"""Coin transfers and their ordered, append-only steps; TOTP enrolment; wallet link challenges."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.models.user import utc_column
+from wallet.dbtypes import BigAmount
+
+
+class Transfer(SQLModel, table=True):
+    __tablename__ = "transfers"
+
+    id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the ERC-3009 nonce derives from it
+    user_id: int = Field(foreign_key="users.id", index=True)
+    wallet_kind: str = Field(max_length=16)  # custodial | linked
+    from_address: str = Field(max_length=42, index=True)
+    to_address: str = Field(max_length=42, index=True)
+    to_user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
+    amount: int = Field(sa_column=Column(BigAmount, nullable=False))
+    memo: str | None = Field(default=None, max_length=500)
+    # pending_authorization -> submitted -> confirmed | failed
+    status: str = Field(max_length=24, index=True)
+    nonce: str = Field(max_length=66)
+    valid_after: int
+    valid_before: int
+    typed_data: dict = Field(sa_column=Column(JSON, nullable=False))
+    signature: str | None = Field(default=None, max_length=140)
+    tx_id: int | None = Field(default=None, foreign_key="outgoing_tx.id")
+    failure_reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+    updated_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class TransferStep(SQLModel, table=True):
+    __tablename__ = "transfer_steps"
+    __table_args__ = (UniqueConstraint("transfer_id", "seq", name="uq_transfer_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    transfer_id: str = Field(foreign_key="transfers.id", index=True, max_length=32)
+    seq: int
+    kind: str = Field(max_length=32)
+    at: datetime = Field(sa_column=utc_column(nullable=False))
+    details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class UserTotp(SQLModel, table=True):
+    __tablename__ = "user_totp"
+
+    user_id: int = Field(primary_key=True, foreign_key="users.id")
+    sealed_secret: str = Field(sa_column=Column(Text, nullable=False))
+    enabled: bool = False
+    last_counter: int = -1  # the last accepted time step: a code is accepted only once
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class LinkChallenge(SQLModel, table=True):
+    __tablename__ = "link_challenges"
+
+    nonce: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    address: str = Field(max_length=42)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    expires_at: datetime = Field(sa_column=utc_column(nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=utc_column())
