@@ -14,7 +14,7 @@ from app.core.config import Settings
 from app.core.db import make_engine
 from app.core.migrate import upgrade
 from app.models import Role, User
-from contracts.deploy import deploy, is_live, load_deployment
+from contracts.deploy import LATER_CONTRACTS, deploy, ensure_contracts, is_live, load_deployment
 from wallet.chain import check_chain_id, connect
 from wallet.localchain import AnvilNode, port_in_use, rpc_chain_id
 from wallet.service_key import service_account
@@ -58,6 +58,10 @@ def ensure_deployed(settings: Settings, console: Console) -> None:
                 f"{settings.deployment_dir} records contracts that this chain does not have (chain state lost?). "
                 "Run `make clean-data` for a fresh start, or `essx deploy --force`."
             )
+        if settings.is_local and any(n not in existing.contracts for n in LATER_CONTRACTS):
+            account = service_account(is_local=True, keystore=None, password=None, password_file=None)
+            ensure_contracts(w3, account, existing, settings.deployment_dir)
+            console.print(f"[green]added new platform contracts[/]: {existing.contracts}")
         return
     if not settings.is_local:
         raise SystemExit(

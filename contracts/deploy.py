@@ -72,21 +72,48 @@ def deploy(
             f"{deployment_path(directory, chain_id)} names contracts that have no code on this chain "
             "(was the chain reset?); pass --force to deploy anew"
         )
-    coin_address = deploy_contract(
-        w3, load_artifact("EnergyCoin"), account, token_name, token_symbol, account.address
-    )
-    coin_block = int(w3.eth.block_number)  # the receipt was awaited: creation is at or before this block
     deployment = Deployment(
         chain_id=chain_id,
         network=network,
         deployer=account.address,
         deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        contracts={"EnergyCoin": coin_address},
-        blocks={"EnergyCoin": coin_block},
     )
-    path = deployment_path(directory, chain_id)
+    _deploy_one(w3, account, deployment, "EnergyCoin", token_name, token_symbol, account.address)
+    return ensure_contracts(w3, account, deployment, directory)
+
+
+def _deploy_one(w3: Web3, account: LocalAccount, deployment: Deployment, name: str, *args: object) -> None:
+    address = deploy_contract(w3, load_artifact(name), account, *args)
+    deployment.contracts[name] = address
+    deployment.blocks[name] = int(w3.eth.block_number)  # the receipt was awaited: creation is at or before
+
+
+def _constructor_args(name: str, deployment: Deployment, account: LocalAccount) -> tuple[object, ...]:
+    """The platform contracts that come after the coin, and what each is built with."""
+    coin = deployment.contracts["EnergyCoin"]
+    return {
+        "AuthorizationRelay": (coin,),
+        "MeterLedger": (account.address,),
+    }[name]
+
+
+LATER_CONTRACTS = ("AuthorizationRelay", "MeterLedger")
+
+
+def ensure_contracts(w3: Web3, account: LocalAccount, deployment: Deployment, directory: Path) -> Deployment:
+    """Adds the platform contracts a deployment does not have yet (a newer release added them); the
+    coin itself is never deployed again here. Writes the record after each contract."""
+    for name in LATER_CONTRACTS:
+        if name not in deployment.contracts:
+            _deploy_one(w3, account, deployment, name, *_constructor_args(name, deployment, account))
+            save_deployment(directory, deployment)
+    save_deployment(directory, deployment)
+    return deployment
+
+
+def save_deployment(directory: Path, deployment: Deployment) -> None:
+    path = deployment_path(directory, deployment.chain_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(deployment), indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
-    return deployment
