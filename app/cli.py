@@ -178,3 +178,37 @@ def _admin_exists(session: Session) -> bool:
     from app.models import Role, User
 
     return session.exec(select(User).where(User.role == Role.admin)).first() is not None
+
+
+@cli.command("rotate-master-key")
+def rotate_master_key(
+    new_key: Annotated[
+        str | None, typer.Option(help="the new master key (hex or base64, 32 bytes); omit to be asked")
+    ] = None,
+) -> None:
+    """Re-wrap every wallet data key under a new master key. Then set ESSX_WALLET_MASTER_KEY to it."""
+    from app.core.db import make_engine
+    from app.wallets.service import rotate_master_key as rotate
+    from wallet.envelope import MasterKey
+
+    settings = get_settings()
+    old = MasterKey.from_setting(settings.secret("wallet_master_key"))
+    if new_key is None:
+        new_key = getpass.getpass("new master key (empty: generate one): ") or MasterKey.generate_setting()
+        console.print(f"new master key (store it safely, then set ESSX_WALLET_MASTER_KEY): {new_key}")
+    new = MasterKey.from_setting(new_key)
+    with Session(make_engine(settings.sqlalchemy_url)) as session:
+        count = rotate(session, old, new)
+        session.commit()
+    if settings.is_local and settings.wallet_master_key.get_secret_value() in ("", "change-me"):
+        _store_local_secret(settings, "wallet_master_key", new_key)
+    console.print(f"[green]re-wrapped {count} secrets[/] under master key {new.key_id}")
+
+
+def _store_local_secret(settings: Settings, name: str, value: str) -> None:
+    import json
+
+    path = settings.data_dir / "local-secrets.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored[name] = value
+    path.write_text(json.dumps(stored))

@@ -35,6 +35,7 @@ class Context:
     relayer: Relayer
     deployment: Deployment
     coin: Contract
+    contracts: dict[str, Contract] = field(default_factory=dict)  # every deployed contract by name
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,8 +76,8 @@ def build_context(settings: Settings, *, engine: Engine | None = None) -> Contex
         replace_after=settings.tx_timeout_seconds,
         confirmations=settings.confirmations,
     )
-    coin = w3.eth.contract(
-        address=Web3.to_checksum_address(deployment.address("EnergyCoin")),
-        abi=load_artifact("EnergyCoin").abi,
-    )
-    return Context(settings, engine, w3, account, relayer, deployment, coin)
+    contracts = {
+        name: w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact(name).abi)
+        for name, address in deployment.contracts.items()
+    }
+    return Context(settings, engine, w3, account, relayer, deployment, contracts["EnergyCoin"], contracts)

@@ -22,6 +22,7 @@ from app.core.logging import request_id_var
 from app.indexer.service import IndexerWorker
 from app.ops.router import LATENCY, REQUESTS
 from app.ops.router import router as ops_router
+from app.transfers.batching import TransferBatcher, make_batch_hook
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,18 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = ctx or build_context(settings)
         context.relayer.on_final.append(on_tx_final)
+        context.relayer.on_final.append(make_batch_hook(context))
         app.state.ctx = context
         indexer = IndexerWorker(context)
+        batcher = TransferBatcher(context)
         if workers:
             context.relayer.start()  # also finishes whatever a previous process left in flight
             indexer.start()
+            batcher.start()
         try:
             yield
         finally:
+            batcher.stop()
             indexer.stop()
             context.relayer.stop()
             if ctx is None:

@@ -139,7 +139,7 @@ def settings(tmp_path: Path, anvil_url: str, deployments_dir: Path, db_url: str)
         rpc_urls=[anvil_url],
         deployments_dir=deployments_dir,
         jwt_secret="test-jwt-secret-0123456789abcdef0123456789",  # type: ignore[arg-type]
-        wallet_master_key="test-master-key",  # type: ignore[arg-type]
+        wallet_master_key="11" * 32,  # type: ignore[arg-type]
         tx_timeout_seconds=20,
     )
 

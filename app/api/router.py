@@ -5,9 +5,23 @@ from fastapi import APIRouter
 from app.audit.router import router as audit_router
 from app.coin.router import admin_router as coin_admin_router
 from app.coin.router import router as coin_router
+from app.relay.router import router as relay_router
+from app.transfers.router import router as transfers_router
 from app.users.router import admin_router as users_admin_router
 from app.users.router import router as users_router
+from app.wallets.router import router as wallets_router
+from app.wallets.router import totp_router
 
 api_router = APIRouter(prefix="/api/v1")
-for r in (users_router, users_admin_router, coin_router, coin_admin_router, audit_router):
+for r in (
+    users_router,
+    users_admin_router,
+    totp_router,
+    wallets_router,
+    transfers_router,
+    relay_router,
+    coin_router,
+    coin_admin_router,
+    audit_router,
+):
     api_router.include_router(r)

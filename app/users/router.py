@@ -9,8 +9,11 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from app.api.deps import AdminUser, ContextDep, CurrentUser, SessionDep, SettingsDep
 from app.audit import service as audit
+from app.coin.service import latest_hash
 from app.users import service
+from app.users.grants import pay_pending_grant
 from app.users.schemas import ApproveResult, RefreshRequest, TokenPair, UserPublic, UserRegister
+from app.wallets.service import active_wallet
 
 router = APIRouter(tags=["auth"])
 admin_router = APIRouter(prefix="/admin/users", tags=["admin"])
@@ -54,6 +57,12 @@ def approve(user_id: int, ctx: ContextDep, session: SessionDep, admin: AdminUser
     service.approve(session, user, admin)
     grant = service.approval_grant(ctx.settings)
     grant_status = "none" if grant == 0 else "pending_wallet"
+    grant_tx = None
+    wallet = active_wallet(session, user.id or 0)
+    if grant and wallet is not None:
+        op = pay_pending_grant(ctx, session, user, wallet)
+        if op is not None:
+            grant_status, grant_tx = "minted", op.tx_id
     audit.record(
         session,
         admin,
@@ -62,6 +71,11 @@ def approve(user_id: int, ctx: ContextDep, session: SessionDep, admin: AdminUser
         details={"grant": ctx.settings.approval_grant, "grant_status": grant_status},
     )
     session.flush()
+    session.commit()
+    ctx.relayer.kick()
     return ApproveResult(
-        user=UserPublic.model_validate(user), grant=ctx.settings.approval_grant, grant_status=grant_status
+        user=UserPublic.model_validate(user),
+        grant=ctx.settings.approval_grant,
+        grant_status=grant_status,
+        grant_tx_hash=latest_hash(session, grant_tx) if grant_tx else None,
     )

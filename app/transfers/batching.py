@@ -1,0 +1,189 @@
+"""Relaying authorised transfers: many ERC-3009 authorizations per AuthorizationRelay transaction.
+
+The batch, its signed transaction and every transfer's `submitted` step are one database transaction;
+the relayer then broadcasts and watches it. When the batch is final, each transfer is confirmed or failed
+from the receipt's events (the token's AuthorizationUsed, the relay's RelayFailed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from eth_abi import decode as abi_decode
+from hexbytes import HexBytes
+from sqlmodel import Session, col, select
+from web3 import Web3
+
+from app.context import Context
+from app.core.crash import crash_point
+from app.core.security import utcnow
+from app.models import Transfer
+from wallet.models import OutgoingTx
+from wallet.relayer import TxRejected
+from wallet.typed_data import split_signature
+
+log = logging.getLogger(__name__)
+PURPOSE = "transfer_batch"
+MAX_BATCH = 150  # ~70k gas an item at worst: well inside a 30M block
+USED_TOPIC = Web3.keccak(text="AuthorizationUsed(address,bytes32)").hex()
+FAILED_TOPIC = Web3.keccak(text="RelayFailed(address,bytes32,bytes)").hex()
+
+
+def _lock(ctx: Context) -> threading.Lock:
+    lock: threading.Lock = ctx.extras.setdefault("transfer_batch_lock", threading.Lock())
+    return lock
+
+
+def submit_batch(ctx: Context) -> int:
+    """Puts every authorised transfer (up to MAX_BATCH) into one relay transaction; returns how many."""
+    from app.transfers.service import _fail, add_step
+
+    with _lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
+        q = (
+            select(Transfer)
+            .where(col(Transfer.status) == "authorized")
+            .order_by(col(Transfer.updated_at))
+            .limit(MAX_BATCH)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)  # another process may be batching too
+        rows = list(session.exec(q))
+        now = int(time.time())
+        batch = []
+        for t in rows:
+            if now >= t.valid_before - 2:
+                _fail(session, t, "authorization expired before it could be relayed")
+            else:
+                batch.append(t)
+        if not batch:
+            session.commit()
+            return 0
+        relay = ctx.contracts["AuthorizationRelay"]
+        items = []
+        for t in batch:
+            v, r, s = split_signature(t.signature or "")
+            items.append(
+                (
+                    t.from_address,
+                    t.to_address,
+                    t.amount,
+                    t.valid_after,
+                    t.valid_before,
+                    HexBytes(t.nonce),
+                    v,
+                    r,
+                    s,
+                )
+            )
+        data = relay.encodeABI(fn_name="relay", args=[items])
+        try:
+            tx = ctx.relayer.prepare(session, to=relay.address, data=data, purpose=PURPOSE)
+        except TxRejected as exc:  # the relay isolates items, so this is the node refusing the whole call
+            session.rollback()
+            log.error("transfer batch rejected", extra={"fields": {"reason": exc.reason}})
+            return 0
+        tx_hash = _first_hash(session, tx.id or 0)
+        for t in batch:
+            t.tx_id, t.status, t.updated_at = tx.id, "submitted", utcnow()
+            session.add(t)
+            add_step(session, t.id, "submitted", tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
+        session.commit()
+    crash_point("transfer.after_submit")
+    ctx.relayer.kick()
+    return len(batch)
+
+
+def _first_hash(session: Session, tx_id: int) -> str:
+    from wallet.models import TxAttempt
+
+    attempt = session.exec(select(TxAttempt).where(col(TxAttempt.tx_id) == tx_id)).first()
+    return attempt.tx_hash if attempt else ""
+
+
+def _revert_text(data: bytes) -> str:
+    if data[:4] == bytes.fromhex("08c379a0"):
+        try:
+            return str(abi_decode(["string"], data[4:])[0])
+        except Exception:
+            pass
+    return "0x" + data.hex() if data else "reverted without a reason"
+
+
+def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
+    def on_final(session: Session, tx: OutgoingTx) -> None:
+        if tx.purpose != PURPOSE:
+            return
+        from app.transfers.service import _fail, add_step
+
+        transfers = list(
+            session.exec(
+                select(Transfer).where(col(Transfer.tx_id) == tx.id, col(Transfer.status) == "submitted")
+            )
+        )
+        if tx.status != "confirmed":
+            now = int(time.time())
+            for t in transfers:
+                if now < t.valid_before - 5:  # nothing moved; the nonce is unused: relay it again
+                    t.status, t.tx_id, t.updated_at = "authorized", None, utcnow()
+                    session.add(t)
+                    add_step(session, t.id, "requeued", reason=tx.error or "batch failed")
+                else:
+                    _fail(session, t, f"relay transaction failed: {tx.error}")
+            return
+        receipt = ctx.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
+        used: set[str] = set()
+        failed: dict[str, str] = {}
+        for lg in receipt["logs"]:
+            topics = [HexBytes(t).hex() for t in lg["topics"]]
+            if not topics:
+                continue
+            nonce = topics[2] if len(topics) > 2 else ""
+            if topics[0] == USED_TOPIC and lg["address"] == ctx.coin.address:
+                used.add(nonce)
+            elif topics[0] == FAILED_TOPIC:
+                failed[nonce] = _revert_text(abi_decode(["bytes"], HexBytes(lg["data"]))[0])
+        block = {"block_number": tx.block_number, "block_hash": tx.block_hash, "tx_hash": tx.tx_hash}
+        for t in transfers:
+            key = HexBytes(t.nonce).hex()
+            if key in used:
+                add_step(session, t.id, "mined", **block)
+                t.status = "confirmed"
+                add_step(session, t.id, "confirmed", confirmations=ctx.settings.confirmations)
+            else:
+                add_step(session, t.id, "mined", **block)
+                reason = failed.get(key, "the relay did not report this authorization")
+                _fail(session, t, reason)
+            t.updated_at = utcnow()
+            session.add(t)
+
+    return on_final
+
+
+class TransferBatcher:
+    """Relays authorised transfers left behind (after a restart, or authorised by another process)."""
+
+    def __init__(self, ctx: Context, interval: float = 0.5) -> None:
+        self.ctx = ctx
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="transfer-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                submit_batch(self.ctx)
+            except Exception:
+                log.exception("transfer batching failed")
+            self._stop.wait(self.interval)

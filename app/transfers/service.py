@@ -1,0 +1,304 @@
+"""Coin transfers as a chain of signed, recorded steps, relayed gas-free.
+
+requested -> challenge_issued -> authorized -> signed -> submitted -> mined -> confirmed | failed
+
+Authorised transfers are relayed in batches through AuthorizationRelay (many ERC-3009 authorizations per
+transaction). The ERC-3009 nonce derives from the transfer id, so a transfer can move coins at most once
+whatever is retried; every state change is committed before the next step starts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, or_, update
+from sqlmodel import Session, col, select
+
+from app import idempotency
+from app.coin.service import InsufficientBalance, balance_of, ensure_not_paused, resolve_account
+from app.context import Context
+from app.core.crash import crash_point
+from app.core.errors import AppError, Conflict, NotFound
+from app.core.money import format_amount, parse_amount
+from app.core.security import utcnow
+from app.models import Transfer, TransferStep, User, Wallet
+from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
+from app.wallets import service as wallets
+from wallet.models import OutgoingTx
+from wallet.signer import recover_typed_data
+from wallet.typed_data import (
+    TokenDomain,
+    nonce_for,
+    split_signature,
+    transfer_with_authorization,
+    typed_data_digest,
+)
+
+VALIDITY_SECONDS = 300
+CLOCK_SKEW = 60  # validAfter lies this far back, so a node whose clock lags a little still accepts
+OPEN = ("pending_authorization", "authorized", "submitted")
+
+
+class AuthorizationExpired(AppError):
+    status_code = 422
+
+
+class NotYetValid(AppError):
+    status_code = 422
+
+
+class WrongSigner(AppError):
+    status_code = 422
+
+
+class AuthorizationMissing(AppError):
+    status_code = 422
+
+
+def add_step(session: Session, transfer_id: str, kind: str, **details: Any) -> None:
+    last = session.exec(
+        select(func.max(TransferStep.seq)).where(col(TransferStep.transfer_id) == transfer_id)
+    ).one()
+    session.add(
+        TransferStep(transfer_id=transfer_id, seq=(last or 0) + 1, kind=kind, at=utcnow(), details=details)
+    )
+
+
+def _domain(ctx: Context) -> TokenDomain:
+    name = ctx.extras.get("coin_name")
+    if name is None:
+        name = ctx.extras["coin_name"] = ctx.coin.functions.name().call()
+    return TokenDomain(name=name, chain_id=ctx.chain_id, verifying_contract=ctx.coin.address)
+
+
+def pending_outgoing(session: Session, address: str) -> int:
+    rows = session.exec(
+        select(Transfer.amount).where(
+            col(Transfer.from_address) == address, col(Transfer.status).in_(("authorized", "submitted"))
+        )
+    ).all()
+    return sum(int(a) for a in rows)
+
+
+def create(
+    ctx: Context, session: Session, user: User, req: TransferCreate, key: str | None
+) -> tuple[int, dict[str, Any]]:
+    claim = idempotency.claim(session, f"{user.id}:transfers.create", key, req.model_dump())
+    if claim.replay:
+        return claim.record.response_status or 201, claim.record.response_body or {}
+    if claim.resumed and claim.record.resource:
+        transfer = session.get(Transfer, claim.record.resource.split(":", 1)[1])
+        if transfer is not None:
+            body = to_public(session, transfer).model_dump(mode="json")
+            idempotency.finish(session, claim.record, 201, body)
+            return 201, body
+    try:
+        transfer = _new_transfer(ctx, session, user, req)
+    except AppError:
+        idempotency.release(session, claim.record)
+        raise
+    idempotency.attach(session, claim.record, f"transfer:{transfer.id}")
+    session.flush()
+    body = to_public(session, transfer).model_dump(mode="json")
+    idempotency.finish(session, claim.record, 201, body)  # commits the transfer and its steps with the answer
+    return 201, body
+
+
+def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreate) -> Transfer:
+    wallet = wallets.require_wallet(session, user.id or 0)
+    to_address = resolve_account(session, req.to)
+    to_user_id = (
+        int(req.to) if isinstance(req.to, int) or str(req.to).isdigit() else _user_of(session, to_address)
+    )
+    amount = parse_amount(req.amount)
+    if to_address == wallet.address:
+        raise AppError("you cannot send coins to your own wallet")
+    ensure_not_paused(ctx)
+    balance, _ = balance_of(ctx, wallet.address)
+    available = balance - pending_outgoing(session, wallet.address)
+    if amount > available:
+        raise InsufficientBalance(
+            f"available {format_amount(max(available, 0))}, asked {format_amount(amount)}"
+        )
+    now = int(time.time())
+    transfer_id = uuid.uuid4().hex
+    nonce = nonce_for("transfer", transfer_id)
+    typed = transfer_with_authorization(
+        _domain(ctx),
+        from_=wallet.address,
+        to=to_address,
+        value=amount,
+        valid_after=now - CLOCK_SKEW,
+        valid_before=now + VALIDITY_SECONDS,
+        nonce=nonce,
+    )
+    stamp = utcnow()
+    transfer = Transfer(
+        id=transfer_id,
+        user_id=user.id or 0,
+        wallet_kind=wallet.kind,
+        from_address=wallet.address,
+        to_address=to_address,
+        to_user_id=to_user_id,
+        amount=amount,
+        memo=req.memo,
+        status="pending_authorization",
+        nonce="0x" + nonce.hex(),
+        valid_after=now - CLOCK_SKEW,
+        valid_before=now + VALIDITY_SECONDS,
+        typed_data=typed,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    session.add(transfer)
+    session.flush()
+    add_step(session, transfer_id, "requested", to=to_address, amount=format_amount(amount), memo=req.memo)
+    how = "pin" if wallet.kind == "custodial" else "signature"
+    add_step(session, transfer_id, "challenge_issued", type=how, digest="0x" + typed_data_digest(typed).hex())
+    return transfer
+
+
+def _user_of(session: Session, address: str) -> int | None:
+    wallet = session.exec(
+        select(Wallet).where(col(Wallet.address) == address, col(Wallet.active).is_(True))
+    ).first()
+    return wallet.user_id if wallet else None
+
+
+def get_own(session: Session, user: User, transfer_id: str, *, may_receive: bool = False) -> Transfer:
+    transfer = session.get(Transfer, transfer_id)
+    visible = transfer is not None and (
+        transfer.user_id == user.id or (may_receive and transfer.to_user_id == user.id)
+    )
+    if transfer is None or not visible:
+        raise NotFound(f"no transfer {transfer_id} of yours")
+    return transfer
+
+
+def authorize(
+    ctx: Context, session: Session, user: User, transfer_id: str, req: TransferAuthorize
+) -> Transfer:
+    transfer = get_own(session, user, transfer_id)
+    if transfer.status != "pending_authorization":
+        raise Conflict(f"transfer {transfer_id} is already {transfer.status}")
+    now = int(time.time())
+    if now >= transfer.valid_before - 5:
+        _fail(session, transfer, "authorization expired before it was given")
+        session.commit()
+        raise AuthorizationExpired("the authorization window has passed; create a new transfer")
+    if now <= transfer.valid_after:
+        raise NotYetValid("this authorization is not valid yet")
+    wallet = wallets.require_wallet(session, user.id or 0)
+    if wallet.address != transfer.from_address:
+        raise Conflict("the transfer was created for another wallet")
+    if wallet.kind == "custodial":
+        if req.pin is None:
+            raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
+        wallets.check_pin(session, wallet, req.pin)
+        used_otp = wallets.check_otp(ctx, session, user.id or 0, req.otp)
+        signature = wallets.signer_for(ctx, wallet).sign_typed_data(transfer.typed_data)
+        how = "pin+otp" if used_otp else "pin"
+    else:
+        if req.signature is None:
+            raise AuthorizationMissing("a linked wallet authorises with a signature over typed_data")
+        try:
+            signature = bytes.fromhex(req.signature.removeprefix("0x"))
+            signer = recover_typed_data(transfer.typed_data, signature)
+            split_signature(signature)
+        except ValueError:
+            raise WrongSigner("the signature is malformed") from None
+        if signer != transfer.from_address:
+            raise WrongSigner(
+                f"the signature recovers to {signer}, not {transfer.from_address}: sign exactly the typed_data "
+                "this transfer returned (our chain id and coin contract)"
+            )
+        how = "signature"
+    # Compare-and-set: of two concurrent authorizations only one passes.
+    changed = session.exec(  # type: ignore[call-overload]
+        update(Transfer)
+        .where(col(Transfer.id) == transfer_id, col(Transfer.status) == "pending_authorization")
+        .values(status="authorized", signature="0x" + signature.hex(), updated_at=utcnow())
+    )
+    if changed.rowcount != 1:
+        session.rollback()
+        raise Conflict(f"transfer {transfer_id} was authorised by another request")
+    add_step(session, transfer_id, "authorized", how=how)
+    add_step(
+        session,
+        transfer_id,
+        "signed",
+        digest="0x" + typed_data_digest(transfer.typed_data).hex(),
+        signature="0x" + signature.hex(),
+        signer=transfer.from_address,
+    )
+    session.commit()
+    crash_point("transfer.after_sign")
+    submit_batch(ctx)
+    session.refresh(transfer)
+    return transfer
+
+
+def _fail(session: Session, transfer: Transfer, reason: str) -> None:
+    transfer.status, transfer.failure_reason, transfer.updated_at = "failed", reason, utcnow()
+    session.add(transfer)
+    add_step(session, transfer.id, "failed", reason=reason)
+
+
+def to_public(session: Session, t: Transfer) -> TransferPublic:
+    steps = session.exec(
+        select(TransferStep).where(col(TransferStep.transfer_id) == t.id).order_by(col(TransferStep.seq))
+    ).all()
+    tx = session.get(OutgoingTx, t.tx_id) if t.tx_id else None
+    tx_hash = None
+    for step in steps:
+        if step.kind in ("submitted", "mined"):
+            tx_hash = step.details.get("tx_hash", tx_hash)
+    challenge = None
+    if t.status == "pending_authorization":
+        expires = datetime.fromtimestamp(t.valid_before, UTC)
+        if t.wallet_kind == "custodial":
+            otp = wallets.totp_enabled(session, t.user_id)
+            challenge = Challenge(type="pin", otp_required=otp, expires_at=expires)
+        else:
+            challenge = Challenge(type="signature", typed_data=t.typed_data, expires_at=expires)
+    status = "submitted" if t.status == "authorized" else t.status
+    return TransferPublic(
+        id=t.id,
+        status=status,
+        from_address=t.from_address,
+        to_address=t.to_address,
+        to_user_id=t.to_user_id,
+        amount=format_amount(t.amount),
+        memo=t.memo,
+        created_at=t.created_at,
+        tx_hash=(tx.tx_hash if tx and tx.tx_hash else tx_hash),
+        block_number=tx.block_number if tx and tx.status == "confirmed" else None,
+        failure_reason=t.failure_reason,
+        challenge=challenge,
+        steps=[StepPublic(seq=s.seq, kind=s.kind, at=s.at, details=s.details) for s in steps],
+    )
+
+
+def list_for(session: Session, user: User, direction: str | None, limit: int) -> list[Transfer]:
+    wallet = wallets.active_wallet(session, user.id or 0)
+    incoming = or_(
+        col(Transfer.to_user_id) == user.id, col(Transfer.to_address) == (wallet.address if wallet else "")
+    )
+    outgoing = col(Transfer.user_id) == user.id
+    cond = {"in": incoming, "out": outgoing}.get(direction or "", or_(incoming, outgoing))
+    q = select(Transfer).where(cond).order_by(col(Transfer.created_at).desc()).limit(limit)
+    if direction == "in":
+        q = q.where(
+            col(Transfer.status) != "pending_authorization"
+        )  # recipients see transfers once authorised
+    return list(session.exec(q))
+
+
+# -- relaying in batches ----------------------------------------------------------------------------
+
+from app.transfers.batching import submit_batch  # noqa: E402  (the batcher uses the helpers above)
+
+__all__ = ["add_step", "authorize", "create", "get_own", "list_for", "submit_batch", "to_public"]

@@ -1,0 +1,260 @@
+"""Custodial and linked wallets, spending authorisation (PIN with lockout, TOTP used once)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from app.context import Context
+from app.core.errors import AppError, Conflict, NotFound
+from app.core.money import parse_address
+from app.core.security import hash_secret, utcnow, verify_secret
+from app.models import LinkChallenge, User, UserTotp, Wallet
+from wallet import siwe
+from wallet.envelope import MasterKey, SealedSecret, open_sealed, rewrap, seal
+from wallet.secrets import CustodialKey, new_custodial_key, open_signer
+from wallet.signer import LocalSigner
+
+PIN_MAX_FAILURES = 5
+PIN_LOCKOUT = timedelta(minutes=15)
+LINK_TTL = timedelta(minutes=10)
+
+
+class WrongPin(AppError):
+    status_code = 403
+
+
+class WalletLocked(AppError):
+    status_code = 423
+
+
+class OtpRequired(AppError):
+    status_code = 403
+
+
+class WrongOtp(AppError):
+    status_code = 403
+
+
+class LinkRejected(AppError):
+    status_code = 422
+
+
+def master_key(ctx: Context) -> MasterKey:
+    return MasterKey.from_setting(ctx.settings.secret("wallet_master_key"))
+
+
+def active_wallet(session: Session, user_id: int) -> Wallet | None:
+    return session.exec(
+        select(Wallet).where(col(Wallet.user_id) == user_id, col(Wallet.active).is_(True))
+    ).first()
+
+
+def require_wallet(session: Session, user_id: int) -> Wallet:
+    wallet = active_wallet(session, user_id)
+    if wallet is None:
+        raise NotFound("you have no wallet yet: create one (POST /api/v1/wallets) or link one")
+    return wallet
+
+
+def _ensure_none(session: Session, user: User) -> None:
+    if active_wallet(session, user.id or 0) is not None:
+        raise Conflict("you already have an active wallet")
+
+
+def create_custodial(ctx: Context, session: Session, user: User, pin: str) -> Wallet:
+    _ensure_none(session, user)
+    key = new_custodial_key(master_key(ctx), user.id)
+    wallet = Wallet(
+        user_id=user.id or 0,
+        kind="custodial",
+        address=key.address,
+        sealed_key=key.sealed.to_text(),
+        pin_hash=hash_secret(pin),
+        created_at=utcnow(),
+    )
+    session.add(wallet)
+    session.flush()
+    return wallet
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+def check_pin(session: Session, wallet: Wallet, pin: str) -> None:
+    """Argon2id check with a lockout; failures are committed even though the request fails."""
+    now = utcnow()
+    locked = _aware(wallet.locked_until)
+    if locked is not None and locked > now:
+        raise WalletLocked(
+            f"too many wrong PINs; the wallet is locked until {locked.isoformat(timespec='seconds')}"
+        )
+    if verify_secret(wallet.pin_hash, pin):
+        if wallet.pin_failures:
+            wallet.pin_failures, wallet.locked_until = 0, None
+            session.add(wallet)
+        return
+    wallet.pin_failures += 1
+    left = PIN_MAX_FAILURES - wallet.pin_failures
+    if left <= 0:
+        wallet.pin_failures, wallet.locked_until = 0, now + PIN_LOCKOUT
+    session.add(wallet)
+    session.commit()
+    if left <= 0:
+        raise WalletLocked("too many wrong PINs; the wallet is locked for 15 minutes")
+    raise WrongPin(f"wrong PIN ({left} attempts left before a 15-minute lock)")
+
+
+def change_pin(session: Session, wallet: Wallet, old_pin: str, new_pin: str) -> None:
+    if wallet.kind != "custodial":
+        raise Conflict("a linked wallet has no PIN: its own app authorises spending")
+    check_pin(session, wallet, old_pin)
+    wallet.pin_hash = hash_secret(new_pin)
+    session.add(wallet)
+
+
+def signer_for(ctx: Context, wallet: Wallet) -> LocalSigner:
+    key = CustodialKey(address=wallet.address, sealed=SealedSecret.from_text(wallet.sealed_key or ""))
+    return open_signer(
+        master_key(ctx),
+        key,
+        wallet.user_id,
+        chain_id=ctx.chain_id,
+        allowed_contracts=[c.address for c in ctx.contracts.values()],
+    )
+
+
+# -- TOTP (RFC 6238) --------------------------------------------------------------------------------
+
+
+def totp_setup(ctx: Context, session: Session, user: User) -> tuple[str, str]:
+    existing = session.get(UserTotp, user.id)
+    if existing is not None and existing.enabled:
+        raise Conflict("a one-time code is already enrolled")
+    secret = pyotp.random_base32()
+    sealed = seal(master_key(ctx), secret.encode(), f"totp:{user.id}".encode()).to_text()
+    if existing is None:
+        existing = UserTotp(user_id=user.id or 0, sealed_secret=sealed, created_at=utcnow())
+    existing.sealed_secret, existing.enabled, existing.last_counter = sealed, False, -1
+    session.add(existing)
+    uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name="ESSX")
+    return secret, uri
+
+
+def _totp(ctx: Context, row: UserTotp) -> pyotp.TOTP:
+    secret = open_sealed(
+        master_key(ctx), SealedSecret.from_text(row.sealed_secret), f"totp:{row.user_id}".encode()
+    )
+    return pyotp.TOTP(secret.decode())
+
+
+def check_otp(
+    ctx: Context, session: Session, user_id: int, code: str | None, *, enrolling: bool = False
+) -> bool:
+    """True when a code was required and accepted; each time step's code is accepted only once."""
+    row = session.get(UserTotp, user_id)
+    if row is None or (not row.enabled and not enrolling):
+        if enrolling:
+            raise NotFound("start with POST /api/v1/auth/totp/setup")
+        return False
+    if not code:
+        raise OtpRequired("this account needs a one-time code (otp)")
+    totp = _totp(ctx, row)
+    now = utcnow().timestamp()
+    for drift in (0, -1, 1):  # one step of clock drift either way
+        counter = int(now // totp.interval) + drift
+        if totp.generate_otp(counter) == code:
+            if counter <= row.last_counter:
+                raise WrongOtp("this one-time code was already used; wait for the next one")
+            row.last_counter = counter
+            row.enabled = True
+            session.add(row)
+            return True
+    raise WrongOtp("wrong one-time code")
+
+
+def totp_enabled(session: Session, user_id: int) -> bool:
+    row = session.get(UserTotp, user_id)
+    return bool(row and row.enabled)
+
+
+# -- linking a mobile wallet (EIP-4361 style message, personal_sign) ------------------------------
+
+
+def link_challenge(ctx: Context, session: Session, user: User, address: str) -> LinkChallenge:
+    checked = parse_address(address)
+    _ensure_none(session, user)
+    now = utcnow()
+    nonce = siwe.new_nonce()
+    domain = f"{ctx.settings.host}:{ctx.settings.port}"
+    message = siwe.build_message(
+        domain,
+        checked,
+        f"http://{domain}/api/v1/wallets/link",
+        ctx.chain_id,
+        nonce,
+        now.replace(microsecond=0),
+        (now + LINK_TTL).replace(microsecond=0),
+        "Link this wallet to your ESSX account. This costs nothing and moves no coins.",
+    )
+    row = LinkChallenge(
+        nonce=nonce, user_id=user.id or 0, address=checked, message=message, expires_at=now + LINK_TTL
+    )
+    session.add(row)
+    return row
+
+
+def link(ctx: Context, session: Session, user: User, address: str, message: str, signature: str) -> Wallet:
+    checked = parse_address(address)
+    _ensure_none(session, user)
+    try:
+        parsed = siwe.parse_message(message)
+    except siwe.SiweError as exc:
+        raise LinkRejected(f"malformed link message: {exc}") from None
+    challenge = session.get(LinkChallenge, parsed.nonce)
+    if challenge is None or challenge.user_id != user.id or challenge.message != message:
+        raise LinkRejected("this message was not issued to you: ask for a new challenge")
+    if challenge.used_at is not None:
+        raise LinkRejected("this challenge was already used")
+    domain = f"{ctx.settings.host}:{ctx.settings.port}"
+    try:
+        siwe.verify(
+            message, signature, domain, checked, ctx.chain_id, utcnow(), expected_nonce=challenge.nonce
+        )
+    except (siwe.SiweError, ValueError) as exc:
+        raise LinkRejected(str(exc)) from None
+    challenge.used_at = utcnow()
+    session.add(challenge)
+    wallet = Wallet(user_id=user.id or 0, kind="linked", address=checked, created_at=utcnow())
+    session.add(wallet)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict("you already have an active wallet") from None
+    return wallet
+
+
+# -- master key rotation -----------------------------------------------------------------------------
+
+
+def rotate_master_key(session: Session, old: MasterKey, new: MasterKey) -> int:
+    """Re-wraps every data key (wallet keys and TOTP secrets); ciphertexts and addresses stay."""
+    from wallet.envelope import aad_for
+
+    count = 0
+    for w in session.exec(select(Wallet).where(col(Wallet.sealed_key).is_not(None))):
+        sealed = SealedSecret.from_text(w.sealed_key or "")
+        w.sealed_key = rewrap(old, new, sealed, aad_for(w.user_id, w.address)).to_text()
+        session.add(w)
+        count += 1
+    for t in session.exec(select(UserTotp)):
+        t.sealed_secret = rewrap(
+            old, new, SealedSecret.from_text(t.sealed_secret), f"totp:{t.user_id}".encode()
+        ).to_text()
+        session.add(t)
+        count += 1
+    return count

@@ -1,0 +1,57 @@
+"""Helpers for wallet and transfer tests: users with funded wallets, through the public API."""
+
+from __future__ import annotations
+
+import time
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+
+from tests.api.helpers import idem, login, register
+
+PIN = "123456"
+
+
+def user_with_custodial_wallet(
+    client: TestClient, role: str = "consumer"
+) -> tuple[dict, dict[str, str], str]:
+    user = register(client, role)
+    headers = login(client, user["email"])
+    r = client.post("/api/v1/wallets", json={"pin": PIN}, headers=headers)
+    assert r.status_code == 201, r.text
+    return user, headers, r.json()["address"]
+
+
+def user_with_linked_wallet(client: TestClient) -> tuple[dict, dict[str, str], LocalAccount]:
+    user = register(client, "consumer")
+    headers = login(client, user["email"])
+    account = Account.create()
+    msg = client.post(
+        "/api/v1/wallets/link/challenge", json={"address": account.address}, headers=headers
+    ).json()["message"]
+    sig = account.sign_message(encode_defunct(text=msg)).signature.hex()
+    r = client.post(
+        "/api/v1/wallets/link",
+        json={"address": account.address, "message": msg, "signature": sig},
+        headers=headers,
+    )
+    assert r.status_code == 201, r.text
+    return user, headers, account
+
+
+def fund(client: TestClient, admin: dict[str, str], address: str, amount: str) -> None:
+    r = client.post(
+        "/api/v1/admin/coin/mint", json={"to": address, "amount": amount}, headers={**admin, **idem()}
+    )
+    assert r.status_code == 200, r.text
+
+
+def wait_final(client: TestClient, headers: dict[str, str], transfer_id: str, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/api/v1/transfers/{transfer_id}", headers=headers).json()
+        if body["status"] in ("confirmed", "failed") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.1)
