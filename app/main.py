@@ -22,6 +22,7 @@ from app.core.logging import request_id_var
 from app.indexer.service import IndexerWorker
 from app.ops.router import LATENCY, REQUESTS
 from app.ops.router import router as ops_router
+from app.sites.worker import CollectorWorker, install_hooks
 from app.transfers.batching import TransferBatcher, make_batch_hook
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def create_app(
         context = ctx or build_context(settings)
         context.relayer.on_final.append(on_tx_final)
         context.relayer.on_final.append(make_batch_hook(context))
+        install_hooks(context)  # anchors and reward mints, whichever process prepared them
         app.state.ctx = context
         indexer = IndexerWorker(context)
         batcher = TransferBatcher(context)
@@ -44,9 +46,15 @@ def create_app(
             context.relayer.start()  # also finishes whatever a previous process left in flight
             indexer.start()
             batcher.start()
+        # The collector is its own process in production (`essx collector`); `essx run` enables it here.
+        collector = CollectorWorker(context) if workers and context.settings.collector_enabled else None
+        if collector is not None:
+            collector.start()
         try:
             yield
         finally:
+            if collector is not None:
+                collector.stop()
             batcher.stop()
             indexer.stop()
             context.relayer.stop()

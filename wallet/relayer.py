@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,13 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
+
+
+def crash_point(name: str) -> None:
+    """ESSX_CRASH_AT=name kills the process here (crash-safety tests only)."""
+    if os.environ.get("ESSX_CRASH_AT") == name:
+        os._exit(137)
+
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +315,7 @@ class Relayer:
             latest = attempts[row.id or 0][-1]
             if row.status == "pending":
                 self._send(latest)
+                crash_point(f"relayer.after_broadcast:{row.purpose}")
                 latest.sent_at = now
                 row.status = "sent"
                 row.updated_at = now

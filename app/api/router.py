@@ -6,6 +6,9 @@ from app.audit.router import router as audit_router
 from app.coin.router import admin_router as coin_admin_router
 from app.coin.router import router as coin_router
 from app.relay.router import router as relay_router
+from app.sites.router import admin_router as sites_admin_router
+from app.sites.router import ledger_router
+from app.sites.router import router as sites_router
 from app.transfers.router import router as transfers_router
 from app.users.router import admin_router as users_admin_router
 from app.users.router import router as users_router
@@ -23,5 +26,8 @@ for r in (
     coin_router,
     coin_admin_router,
     audit_router,
+    sites_router,
+    sites_admin_router,
+    ledger_router,
 ):
     api_router.include_router(r)

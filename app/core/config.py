@@ -65,6 +65,33 @@ class Settings(BaseSettings):
     relayer_min_balance: str = "1"  # native coin, decimal string; below it /readyz reports an alert
     log_json: bool = True
 
+    # ESS collector (docs/collector.md)
+    slot_minutes: int = Field(15, ge=5, le=60)  # must divide a day, so slots align to UTC midnight
+    poll_interval_seconds: float = Field(5.0, ge=1)
+    anchor_grace_seconds: float = Field(60.0, ge=0)
+    collector_enabled: bool = False  # run the collector inside the API process (`essx run` turns it on)
+    collector_timeout_seconds: float = Field(1.5, gt=0)  # per device and try
+    collector_max_backoff_seconds: float = Field(60.0, ge=1)
+    collector_comm_lost_polls: int = Field(3, ge=1)
+    collector_stale_polls: int = Field(3, ge=1)
+    collector_max_gap_seconds: float = Field(60.0, ge=1)
+    collector_complete_ratio: float = Field(0.9, gt=0, le=1)
+    collector_lease_seconds: float = Field(15.0, ge=3)
+    collector_job_seconds: float = Field(10.0, ge=1)  # cadence of aggregation, anchoring and rewards
+    site_max_grid_w: int = Field(25_000, gt=0)
+    site_utc_offset_hours: float = 9.0  # local time of the sites, for the clear-sky PV curve
+    site_probe_timeout_seconds: float = Field(1.0, gt=0)  # one read when a site is registered
+    demo_sites: int = Field(3, ge=0)  # `essx run`: simulated sites started and registered on first start
+    demo_sites_base_port: int = Field(15020, ge=1024, le=65000)
+    production_reward_per_kwh: str = "0"  # coins per kWh of anchored PV minted to the owner; 0 = off
+
+    @field_validator("slot_minutes")
+    @classmethod
+    def _slot_divides_day(cls, v: int) -> int:
+        if 1440 % v:
+            raise ValueError("ESSX_SLOT_MINUTES must divide a day (5, 6, 10, 12, 15, 20, 30, 60, ...)")
+        return v
+
     @field_validator("rpc_urls", mode="before")
     @classmethod
     def _split_urls(cls, v: object) -> object:

@@ -4,11 +4,6 @@ The tests start a real service process with this variable and check that a resta
 exactly once. In normal runs the variable is unset and this is a dictionary lookup.
 """
 
-from __future__ import annotations
+from wallet.relayer import crash_point
 
-import os
-
-
-def crash_point(name: str) -> None:
-    if os.environ.get("ESSX_CRASH_AT") == name:
-        os._exit(137)  # like SIGKILL: no cleanup, no flush, no finally blocks
+__all__ = ["crash_point"]

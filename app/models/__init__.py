@@ -3,8 +3,18 @@
 from app.models.audit import AuditEntry, AuditHead
 from app.models.coin import CoinOperation, IndexerCheckpoint, TransferEvent
 from app.models.idempotency import IdempotencyRecord
-from app.models.user import LoginThrottle, RefreshToken, Role, User, UserStatus
+from app.models.site import (
+    JobLease,
+    LedgerSlot,
+    ProductionReward,
+    Site,
+    SiteEvent,
+    SiteFault,
+    SiteReading,
+    SlotEnergy,
+)
 from app.models.transfer import LinkChallenge, Transfer, TransferStep, UserTotp
+from app.models.user import LoginThrottle, RefreshToken, Role, User, UserStatus
 from app.models.wallet import Wallet
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
@@ -14,18 +24,26 @@ __all__ = [
     "CoinOperation",
     "IdempotencyRecord",
     "IndexerCheckpoint",
+    "JobLease",
+    "LedgerSlot",
     "LinkChallenge",
     "LoginThrottle",
     "NonceCounter",
     "OutgoingTx",
+    "ProductionReward",
     "RefreshToken",
     "Role",
+    "Site",
+    "SiteEvent",
+    "SiteFault",
+    "SiteReading",
+    "SlotEnergy",
     "Transfer",
     "TransferEvent",
     "TransferStep",
     "TxAttempt",
     "User",
-    "UserTotp",
     "UserStatus",
+    "UserTotp",
     "Wallet",
 ]

@@ -31,7 +31,7 @@ def _send(
 
 def test_custodial_transfer_end_to_end_with_steps(client: TestClient, ctx: Context) -> None:
     admin = admin_headers(client, ctx)
-    sender, s_headers, s_addr = user_with_custodial_wallet(client)
+    _sender, s_headers, s_addr = user_with_custodial_wallet(client)
     receiver, r_headers, r_addr = user_with_custodial_wallet(client)
     fund(client, admin, s_addr, "10")
     r = _send(client, s_headers, receiver["id"], "2.5")

@@ -1,0 +1,1 @@
+"""ESS sites: registration, the collector's data views, slot proofs and supply estimates."""

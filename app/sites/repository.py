@@ -1,0 +1,133 @@
+"""Every query behind the sites and ledger views, shaped into their response models."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from app.models.site import LedgerSlot, SiteEvent, SiteFault, SiteReading, SlotEnergy
+from app.sites.schemas import EventPublic, FaultPublic, LedgerSlotPublic, ReadingPublic, SlotPublic
+from ess_collector.validation import ENERGY
+
+
+def reading_public(r: SiteReading) -> ReadingPublic:
+    return ReadingPublic(
+        ts=r.ts,
+        quality=r.quality,
+        detail=r.detail,
+        pv_w=r.pv_w,
+        load_w=r.load_w,
+        grid_w=r.grid_w,
+        battery_w=r.battery_w,
+        soc_pct=None if r.soc_tenths is None else r.soc_tenths / 10,
+        **{f: getattr(r, f) for f in ENERGY},
+    )
+
+
+def readings(
+    session: Session, site_id: int, limit: int, since: datetime | None, until: datetime | None
+) -> list[ReadingPublic]:
+    """Newest first; ``since`` inclusive, ``until`` exclusive."""
+    query = select(SiteReading).where(col(SiteReading.site_id) == site_id)
+    if since is not None:
+        query = query.where(col(SiteReading.ts) >= since)
+    if until is not None:
+        query = query.where(col(SiteReading.ts) < until)
+    rows = session.exec(query.order_by(col(SiteReading.ts).desc(), col(SiteReading.id).desc()).limit(limit))
+    return [reading_public(r) for r in rows.all()]
+
+
+def last_reading(session: Session, site_id: int) -> ReadingPublic | None:
+    found = readings(session, site_id, 1, None, None)
+    return found[0] if found else None
+
+
+def faults(session: Session, site_id: int, *, only_open: bool = False, limit: int = 100) -> list[FaultPublic]:
+    query = select(SiteFault).where(col(SiteFault.site_id) == site_id)
+    if only_open:
+        query = query.where(col(SiteFault.closed_at).is_(None))
+    rows = session.exec(
+        query.order_by(col(SiteFault.opened_at).desc(), col(SiteFault.id).desc()).limit(limit)
+    )
+    return [
+        FaultPublic(id=r.id or 0, kind=r.kind, detail=r.detail, opened_at=r.opened_at, closed_at=r.closed_at)
+        for r in rows.all()
+    ]
+
+
+def events(session: Session, site_id: int, limit: int) -> list[EventPublic]:
+    rows = session.exec(
+        select(SiteEvent)
+        .where(col(SiteEvent.site_id) == site_id)
+        .order_by(col(SiteEvent.ts).desc(), col(SiteEvent.id).desc())
+        .limit(limit)
+    ).all()
+    out = []
+    for e in rows:
+        try:
+            detail = json.loads(e.detail) if e.detail else None
+        except ValueError:
+            detail = e.detail
+        out.append(EventPublic(ts=e.ts, kind=e.kind, detail=detail))
+    return out
+
+
+def slot_public(r: SlotEnergy) -> SlotPublic:
+    def stats(name: str) -> dict[str, int | None]:
+        return {k: getattr(r, f"{name}_{k}") for k in ("min", "avg", "max")}
+
+    return SlotPublic(
+        slot_start=r.slot_start,
+        slot_minutes=r.slot_minutes,
+        status=r.status,
+        completeness=round(min(1.0, r.good_polls / r.expected_polls), 3) if r.expected_polls else 0.0,
+        good_polls=r.good_polls,
+        expected_polls=r.expected_polls,
+        **{f: getattr(r, f) for f in ENERGY},
+        pv_w=stats("pv_w"),
+        load_w=stats("load_w"),
+        grid_w=stats("grid_w"),
+        battery_w=stats("battery_w"),
+        soc_start_pct=None if r.soc_start_tenths is None else r.soc_start_tenths / 10,
+        soc_end_pct=None if r.soc_end_tenths is None else r.soc_end_tenths / 10,
+        anchored=r.leaf is not None,
+    )
+
+
+def slots(
+    session: Session, site_id: int, since: datetime | None, until: datetime | None, limit: int
+) -> list[SlotPublic]:
+    """Oldest first within the window (slot starts: ``since`` inclusive, ``until`` exclusive)."""
+    query = select(SlotEnergy).where(col(SlotEnergy.site_id) == site_id)
+    if since is not None:
+        query = query.where(col(SlotEnergy.slot_start) >= since)
+    if until is not None:
+        query = query.where(col(SlotEnergy.slot_start) < until)
+    if since is None:  # no lower bound: the newest `limit` slots, still returned oldest first
+        rows = list(session.exec(query.order_by(col(SlotEnergy.slot_start).desc()).limit(limit)).all())
+        rows.reverse()
+    else:
+        rows = list(session.exec(query.order_by(col(SlotEnergy.slot_start)).limit(limit)).all())
+    return [slot_public(r) for r in rows]
+
+
+def ledger_slot(session: Session, slot_start: datetime) -> LedgerSlot | None:
+    return session.exec(select(LedgerSlot).where(col(LedgerSlot.slot_start) == slot_start)).first()
+
+
+def ledger_public(r: LedgerSlot) -> LedgerSlotPublic:
+    return LedgerSlotPublic(
+        slot_start=r.slot_start,
+        slot_start_unix=int(r.slot_start.timestamp()),
+        slot_minutes=r.slot_minutes,
+        status=r.status,
+        root=r.root,
+        count=r.count,
+        totals_wh={f: getattr(r, f) for f in ENERGY},
+        contract=r.contract,
+        tx_hash=r.tx_hash,
+        block_number=r.block_number,
+        error=r.error,
+    )

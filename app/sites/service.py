@@ -1,0 +1,210 @@
+"""Site rules: who registers and sees which site, registration checks, and the views of collected data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from web3 import Web3
+from web3.contract import Contract
+
+from app.audit import service as audit
+from app.context import Context
+from app.core.config import Settings, get_settings
+from app.core.errors import AppError, BadRequest, Conflict, Forbidden, NotFound
+from app.core.security import utcnow
+from app.models import Role, User
+from app.models.site import Site, SiteEvent, SiteFault
+from app.sites.schemas import SiteCreate, SitePublic, SupplyPublic
+from contracts.artifacts import load_artifact
+from ess_collector.config import CollectorConfig
+from ess_collector.reader import SiteReadError, read_site
+from ess_collector.supply import SupplyConfig, SupplyEstimate
+from ess_collector.supply import estimate_supply as _estimate_supply
+
+
+class NotAnchoredYet(AppError):
+    """This record is not part of an anchored slot (yet)."""
+
+    status_code = 404
+
+
+def collector_config(settings: Settings) -> CollectorConfig:
+    return CollectorConfig(
+        slot_minutes=settings.slot_minutes,
+        poll_interval_s=settings.poll_interval_seconds,
+        timeout_s=settings.collector_timeout_seconds,
+        max_backoff_s=settings.collector_max_backoff_seconds,
+        comm_lost_polls=settings.collector_comm_lost_polls,
+        stale_polls=settings.collector_stale_polls,
+        max_gap_s=settings.collector_max_gap_seconds,
+        complete_ratio=settings.collector_complete_ratio,
+        anchor_grace_s=settings.anchor_grace_seconds,
+        site_max_grid_w=settings.site_max_grid_w,
+    )
+
+
+def supply_config(settings: Settings) -> SupplyConfig:
+    return SupplyConfig(slot_minutes=settings.slot_minutes, utc_offset_h=settings.site_utc_offset_hours)
+
+
+def meter_ledger(ctx: Context) -> Contract | None:
+    """The MeterLedger handle, or None when this deployment has none."""
+    found = ctx.contracts.get("MeterLedger") if hasattr(ctx, "contracts") else None
+    if found is not None:
+        return found
+    address = ctx.deployment.contracts.get("MeterLedger")
+    if address is None:
+        return None
+    return ctx.w3.eth.contract(
+        address=Web3.to_checksum_address(address), abi=load_artifact("MeterLedger").abi
+    )
+
+
+# -- registration and access ------------------------------------------------------------------------
+
+
+def probe(host: str, port: int, device_id: int, timeout: float) -> str | None:
+    """One quick read; the error text when the site does not answer, else None."""
+
+    async def once() -> None:
+        await read_site(host, port, device_id, timeout=timeout)
+
+    try:
+        asyncio.run(once())
+    except SiteReadError as exc:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
+
+
+def register_site(session: Session, settings: Settings, user: User, data: SiteCreate) -> Site:
+    if user.role == Role.consumer:
+        raise Forbidden("consumers have no sites; register as a prosumer")
+    owner_id = data.owner_id if data.owner_id is not None else user.id
+    if owner_id != user.id:
+        if user.role != Role.admin:
+            raise Forbidden("only an admin may register a site for another user")
+        if session.get(User, owner_id) is None:
+            raise NotFound(f"no user with id {owner_id}")
+    _ensure_endpoint_free(session, data)
+    # Probe before writing, so no database lock is held while waiting on the network. An unreachable
+    # site is accepted (it may be installed later) and shows as offline with a fault.
+    error = probe(data.host, data.port, data.device_id, settings.site_probe_timeout_seconds)
+    now = utcnow()
+    site = Site(**data.model_dump(exclude={"owner_id"}), owner_id=owner_id or 0, created_at=now)
+    site.status = "online" if error is None else "offline"
+    site.last_seen_at = now if error is None else None
+    session.add(site)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(
+            f"a site at {data.host}:{data.port} device {data.device_id} is already registered"
+        ) from None
+    if error is not None:
+        session.add(
+            SiteFault(
+                site_id=site.id or 0,
+                kind="comm_lost",
+                detail=f"unreachable when registered: {error}"[:300],
+                opened_at=now,
+            )
+        )
+    session.add(
+        SiteEvent(site_id=site.id or 0, ts=now, kind="registered", detail=json.dumps({"by": user.id}))
+    )
+    audit.record(
+        session,
+        user,
+        "site.register",
+        target=f"site:{site.id}",
+        details={"host": site.host, "port": site.port, "owner": owner_id},
+    )
+    return site
+
+
+def _ensure_endpoint_free(session: Session, data: SiteCreate) -> None:
+    taken = session.exec(
+        select(Site.id).where(
+            col(Site.host) == data.host, col(Site.port) == data.port, col(Site.device_id) == data.device_id
+        )
+    ).first()
+    if taken is not None:
+        raise Conflict(
+            f"a site at {data.host}:{data.port} device {data.device_id} is already registered (site {taken})"
+        )
+
+
+def visible_sites(session: Session, user: User) -> list[Site]:
+    query = select(Site).order_by(col(Site.id))
+    if user.role != Role.admin:
+        query = query.where(col(Site.owner_id) == user.id)
+    return list(session.exec(query).all())
+
+
+def get_site(session: Session, user: User, site_id: int) -> Site:
+    """The site, if this user may see it; others' sites are indistinguishable from missing ones."""
+    site = session.get(Site, site_id)
+    if site is None or (user.role != Role.admin and site.owner_id != user.id):
+        raise NotFound(f"no site {site_id}")
+    return site
+
+
+def set_enabled(session: Session, admin: User, site: Site, enabled: bool) -> Site:
+    if site.enabled == enabled:
+        return site
+    now = utcnow()
+    site.enabled = enabled
+    site.disabled_at = None if enabled else now
+    session.add(site)
+    kind = "enabled" if enabled else "disabled"
+    session.add(SiteEvent(site_id=site.id or 0, ts=now, kind=kind, detail=json.dumps({"by": admin.id})))
+    audit.record(session, admin, f"site.{kind}", target=f"site:{site.id}")
+    return site
+
+
+def to_public(site: Site) -> SitePublic:
+    data = site.model_dump()
+    data["status"] = site.status if site.enabled else "disabled"
+    return SitePublic(**data)
+
+
+# -- slots ------------------------------------------------------------------------------------------
+
+
+def parse_slot_start(value: str, slot_minutes: int) -> datetime:
+    """Unix seconds or ISO 8601 (a naive time is UTC); must be the start of a slot."""
+    try:
+        t = (
+            datetime.fromtimestamp(int(value), UTC)
+            if value.lstrip("-").isdigit()
+            else datetime.fromisoformat(value)
+        )
+    except (ValueError, OverflowError, OSError):
+        raise BadRequest(f"{value!r} is neither unix seconds nor an ISO 8601 time") from None
+    t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    t = t.astimezone(UTC)
+    if t.microsecond or int(t.timestamp()) % (slot_minutes * 60):
+        raise BadRequest(f"{t.isoformat()} is not the start of a {slot_minutes}-minute slot")
+    return t
+
+
+def estimate_supply(
+    session: Session, site: Site, slot_start: datetime, settings: Settings | None = None
+) -> SupplyEstimate:
+    """What ``site`` can deliver in the slot at ``slot_start``: the market caps sell orders with this."""
+    return _estimate_supply(session, site, slot_start, supply_config(settings or get_settings()))
+
+
+def supply_public(estimate: SupplyEstimate) -> SupplyPublic:
+    data = estimate.__dict__ | {
+        "soc_pct": None if estimate.soc_pct is None else float(Decimal(estimate.soc_pct))
+    }
+    return SupplyPublic(**data)

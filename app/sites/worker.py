@@ -1,0 +1,166 @@
+"""The collector's schedule (APScheduler 3, AsyncIOScheduler on a loop of its own thread).
+
+Jobs: ``lease`` takes or renews the database lease; ``poll`` polls every due site; ``settle`` builds slot
+energies, anchors final slots and pays production rewards. Every process may run this worker (several
+API workers, a standby ``essx collector``): only the lease holder's jobs do anything, and its writes are
+fenced by the lease, so the schedule never runs twice. The job state that matters (last accepted
+counters, slot rows, ledger rows, rewards) is in the database, so a restart or a takeover resumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from app.context import Context
+from app.core.money import parse_amount
+from app.sites.service import collector_config, meter_ledger
+from ess_collector.aggregation import aggregate_due
+from ess_collector.anchoring import anchor_due, on_anchor_final
+from ess_collector.collector import Collector
+from ess_collector.lease import Lease, LeaseLost
+from ess_collector.rewards import on_reward_final, reward_due
+
+log = logging.getLogger(__name__)
+LEASE_NAME = "ess-collector"
+
+
+def install_hooks(ctx: Context) -> None:
+    """Whichever process's relayer sees an anchor or a reward mint become final finishes its row."""
+    for hook in (on_anchor_final, on_reward_final):
+        if hook not in ctx.relayer.on_final:
+            ctx.relayer.on_final.append(hook)
+
+
+class CollectorWorker:
+    def __init__(self, ctx: Context, *, holder: str | None = None) -> None:
+        settings = ctx.settings
+        self.ctx = ctx
+        self.cfg = collector_config(settings)
+        self.lease = Lease(ctx.engine, LEASE_NAME, holder=holder, ttl_s=settings.collector_lease_seconds)
+        self.collector = Collector(ctx.engine, self.cfg, lease=self.lease)
+        self.ledger = meter_ledger(ctx)
+        self.reward_per_kwh = parse_amount(settings.production_reward_per_kwh, allow_zero=True) or None
+        self.job_seconds = settings.collector_job_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self.polls = 0  # polls this process ran (for tests and the log)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        if self.ledger is None:
+            log.warning("no MeterLedger in this deployment: slots are aggregated but not anchored")
+        self._thread = threading.Thread(target=self._run, name="ess-collector", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        now = datetime.now(UTC)
+        scheduler = self._scheduler = AsyncIOScheduler(
+            event_loop=loop,
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        )
+        lease_every = max(1.0, self.lease.ttl.total_seconds() / 3)
+        scheduler.add_job(self._renew, IntervalTrigger(seconds=lease_every), id="lease", next_run_time=now)
+        scheduler.add_job(self._poll, IntervalTrigger(seconds=self.cfg.poll_interval_s), id="poll")
+        scheduler.add_job(self._settle, IntervalTrigger(seconds=self.job_seconds), id="settle")
+        scheduler.start()
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+
+        async def shutdown() -> None:
+            if self._scheduler is not None and self._scheduler.running:
+                self._scheduler.shutdown(wait=False)
+            self.collector.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            asyncio.get_running_loop().stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop)
+        thread.join(15)
+        self._thread = self._loop = None
+        try:
+            self.lease.release()  # a standby takes over at once rather than after the TTL
+        except Exception:
+            log.exception("could not release the collector lease")
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    async def _renew(self) -> None:
+        was_held = self.lease.held
+        try:
+            held = await asyncio.to_thread(self.lease.try_acquire)
+        except Exception:
+            log.exception("collector lease check failed")
+            held = False
+        if held and not was_held:
+            log.info("collector schedule taken", extra={"fields": {"holder": self.lease.holder}})
+            self.collector.forget()  # another process may have polled meanwhile: reload from the database
+        elif was_held and not held:
+            log.warning("collector schedule lost", extra={"fields": {"holder": self.lease.holder}})
+            self.collector.forget()
+
+    async def _poll(self) -> None:
+        if not self.lease.held:
+            return
+        try:
+            report = await self.collector.poll_once()
+        except LeaseLost:
+            self.collector.forget()
+            return
+        self.polls += 1
+        if report.failed:
+            log.info(
+                "poll",
+                extra={
+                    "fields": {"sites": report.sites, "failed": report.failed, "s": round(report.seconds, 3)}
+                },
+            )
+
+    def _settle(self) -> None:
+        """Runs in the scheduler's thread pool: database and chain calls must not block the polls."""
+        if not self.lease.held:
+            return
+        now = datetime.now(UTC)
+        try:
+            aggregate_due(self.ctx.engine, self.cfg, now, lease=self.lease)
+            if self.ledger is not None:
+                anchor_due(
+                    self.ctx.engine,
+                    self.ctx.relayer,
+                    self.ledger,
+                    self.cfg,
+                    now,
+                    lease=self.lease,
+                    reward_per_kwh=self.reward_per_kwh,
+                )
+            if self.reward_per_kwh:
+                reward_due(self.ctx.engine, self.ctx.relayer, self.ctx.coin, lease=self.lease)
+        except LeaseLost:
+            log.warning("collector lease lost during settlement jobs")
+        except Exception:
+            log.exception("collector settle job failed; retried on its next run")

@@ -1,0 +1,89 @@
+"""A real `essx run` process for end-to-end tests: free ports, its own data folder, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from wallet.localchain import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ESSX = str(Path(sys.executable).parent / "essx")
+
+
+class ServiceProcess:
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.port, self.chain_port = free_port(), free_port()
+        self.env = {
+            **os.environ,
+            "ESSX_DATA_DIR": str(data_dir),
+            "ESSX_PORT": str(self.port),
+            "ESSX_LOCAL_CHAIN_PORT": str(self.chain_port),
+            "ESSX_LOG_JSON": "false",
+        }
+        self.env.pop("ESSX_DATABASE_URL", None)
+        self.env.pop("ESSX_CRASH_AT", None)
+        self.env.update(env)
+        self.log = data_dir.parent / f"{data_dir.name}-service.log"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90, **env: str) -> ServiceProcess:
+        run_env = {**self.env, **env}
+        self.proc = subprocess.Popen(
+            [ESSX, "run"], cwd=ROOT, env=run_env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"essx run exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    raise
+        finally:
+            self._reap_chain()
+
+    def wait_dead(self, timeout: float = 30) -> int:
+        """The process died at a crash point; its chain (like a real, external node) keeps running."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def _reap_chain(self) -> None:
+        """A killed service leaves its anvil running (its own session); a restart reuses it."""
+        subprocess.run(["pkill", "-TERM", "-f", f"anvil.*--port {self.chain_port} "], check=False)
+        time.sleep(0.5)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ESSX, *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
+        )
+
+    def admin_token(self, email: str = "root@example.com", password: str = "long-password-1") -> str:
+        self.cli("create-admin", "--email", email, "--password", password)
+        return self.token(email, password)
+
+    def token(self, email: str, password: str) -> str:
+        r = httpx.post(f"{self.base}/api/v1/auth/token", data={"username": email, "password": password})
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
