@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from fastapi.testclient import TestClient
@@ -98,3 +100,32 @@ def test_rotating_the_master_key_keeps_addresses_and_keys(client: TestClient, ct
         wallet = s.exec(select(Wallet).where(Wallet.user_id == user["id"])).one()
         assert wallet.address == address and wallet.sealed_key != before_sealed
         assert signer_for(ctx, wallet)._key.to_hex() == before_key  # type: ignore[attr-defined]
+
+
+def test_approval_grant_is_minted_once_when_approval_and_wallet_exist(
+    client: TestClient, ctx: Context
+) -> None:
+    from tests.api.helpers import admin_headers
+
+    ctx.settings.approval_grant = "5"
+    admin = admin_headers(client, ctx)
+    # approved first, wallet later: the grant waits for the wallet
+    first = register(client, "prosumer")
+    r = client.post(f"/api/v1/admin/users/{first['id']}/approve", headers=admin)
+    assert r.json()["grant_status"] == "pending_wallet"
+    headers = login(client, first["email"])
+    address = client.post("/api/v1/wallets", json={"pin": PIN}, headers=headers).json()["address"]
+    # wallet first, approval later: minted at approval
+    second = register(client, "prosumer")
+    h2 = login(client, second["email"])
+    address2 = client.post("/api/v1/wallets", json={"pin": PIN}, headers=h2).json()["address"]
+    r = client.post(f"/api/v1/admin/users/{second['id']}/approve", headers=admin)
+    assert r.json()["grant_status"] == "minted" and r.json()["grant_tx_hash"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (
+        ctx.coin.functions.balanceOf(address).call() == 0
+        or ctx.coin.functions.balanceOf(address2).call() == 0
+    ):
+        time.sleep(0.2)
+    assert ctx.coin.functions.balanceOf(address).call() == 5 * 10**18
+    assert ctx.coin.functions.balanceOf(address2).call() == 5 * 10**18
