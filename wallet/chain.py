@@ -102,7 +102,13 @@ class FailoverHTTPProvider(JSONBaseProvider):
 
 
 def connect(urls: list[str], timeout: float = 10.0) -> Web3:
-    return Web3(FailoverHTTPProvider(urls, timeout=timeout))
+    w3 = Web3(FailoverHTTPProvider(urls, timeout=timeout))
+    # We send only signed raw transactions with our own gas and fees: the middlewares that fill gas prices,
+    # resolve ENS names and re-validate transactions (an extra eth_chainId round trip per estimate) are
+    # pure overhead on the hot path.
+    for name in ("gas_price_strategy", "name_to_address", "validation", "gas_estimate"):
+        w3.middleware_onion.remove(name)
+    return w3
 
 
 def check_chain_id(w3: Web3, expected: int) -> int:

@@ -90,6 +90,7 @@ class Relayer:
         self._thread: threading.Thread | None = None
         self._fees: Fees | None = None
         self._last_block: int | None = None
+        self._recheck = True
         self.on_final: list[Callable[[Session, OutgoingTx], None]] = []
 
     # -- preparing: inside the caller's database transaction --------------------------------------
@@ -262,12 +263,16 @@ class Relayer:
         if not sent:
             return
         latest = int(self.w3.eth.block_number)
+        if latest == self._last_block and not self._recheck:
+            return  # no new block since the last look: nothing can have been mined
+        self._last_block, self._recheck = latest, False
         chain_nonce = int(self.w3.eth.get_transaction_count(self.address, "latest"))  # type: ignore[arg-type]
+        sent = [r for r in sent if r.nonce < chain_nonce]
+        if not sent:
+            return
         attempts = self._attempts(session, [r.id for r in sent if r.id is not None])
         finished: list[OutgoingTx] = []
         for row in sent:
-            if row.nonce >= chain_nonce:
-                continue  # not mined yet
             receipt = None
             for attempt in attempts.get(row.id or 0, []):
                 receipt = self._receipt(attempt.tx_hash)
@@ -278,6 +283,7 @@ class Relayer:
                 row.status, row.error = "failed", "nonce used by a transaction this relayer did not sign"
             else:
                 if latest - int(receipt["blockNumber"]) + 1 < self.confirmations:
+                    self._recheck = True  # look again at the next block even if nothing else changes
                     continue
                 row.tx_hash = HexBytes(receipt["transactionHash"]).hex()
                 row.block_number = int(receipt["blockNumber"])
