@@ -13,9 +13,11 @@ from sqlmodel import Session, select
 
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
+from app.sites.cli import register_commands
 
 cli = typer.Typer(help="ESSX: community energy exchange on Kaia", no_args_is_help=True)
 app = cli  # the console-script entry point
+register_commands(cli)  # ESS collector: simulate, sim-fault, collector
 console = Console()
 log = logging.getLogger("essx")
 
@@ -42,7 +44,7 @@ def deploy(
     force: Annotated[bool, typer.Option(help="deploy again although a deployment exists")] = False,
 ) -> None:
     """Deploy the contracts and write deployments/<chain_id>.json."""
-    from contracts.deploy import AlreadyDeployed
+    from contracts.deploy import AlreadyDeployed, MarketParams
     from contracts.deploy import deploy as do_deploy
     from wallet.chain import check_chain_id, connect
     from wallet.service_key import service_account
@@ -60,6 +62,7 @@ def deploy(
             token_name=settings.token_name,
             token_symbol=settings.token_symbol,
             force=force,
+            market=MarketParams(settings.market_refund_timeout_seconds, settings.settlement_penalty_bps),
         )
     except AlreadyDeployed as exc:
         console.print(f"[yellow]{exc}[/]")

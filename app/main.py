@@ -20,10 +20,14 @@ from app.core.config import Settings, get_settings
 from app.core.errors import AppError
 from app.core.logging import request_id_var
 from app.indexer.service import IndexerWorker
+from app.market.recording import make_hook as market_hook
+from app.market.worker import MarketWorker
 from app.ops.router import LATENCY, REQUESTS
 from app.ops.router import router as ops_router
+from app.settlement.service import make_hook as settlement_hook
 from app.sites.worker import CollectorWorker, install_hooks
 from app.transfers.batching import TransferBatcher, make_batch_hook
+from app.web.router import router as web_router
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +42,18 @@ def create_app(
         context = ctx or build_context(settings)
         context.relayer.on_final.append(on_tx_final)
         context.relayer.on_final.append(make_batch_hook(context))
+        context.relayer.on_final.append(market_hook(context))
+        context.relayer.on_final.append(settlement_hook(context))
         install_hooks(context)  # anchors and reward mints, whichever process prepared them
         app.state.ctx = context
         indexer = IndexerWorker(context)
         batcher = TransferBatcher(context)
+        market = MarketWorker(context)
         if workers:
             context.relayer.start()  # also finishes whatever a previous process left in flight
             indexer.start()
             batcher.start()
+            market.start()
         # The collector is its own process in production (`essx collector`); `essx run` enables it here.
         collector = CollectorWorker(context) if workers and context.settings.collector_enabled else None
         if collector is not None:
@@ -55,6 +63,7 @@ def create_app(
         finally:
             if collector is not None:
                 collector.stop()
+            market.stop()
             batcher.stop()
             indexer.stop()
             context.relayer.stop()
@@ -73,6 +82,7 @@ def create_app(
     install_middleware(app)
     app.include_router(ops_router)
     app.include_router(api_router)
+    app.include_router(web_router)  # the dashboard at / (after the API, so it never shadows a route)
     return app
 
 

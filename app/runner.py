@@ -8,13 +8,15 @@ import sys
 
 import uvicorn
 from rich.console import Console
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from app.core.config import Settings
 from app.core.db import make_engine
 from app.core.migrate import upgrade
 from app.models import Role, User
-from contracts.deploy import LATER_CONTRACTS, deploy, ensure_contracts, is_live, load_deployment
+from contracts.deploy import LATER_CONTRACTS, MarketParams, deploy, ensure_contracts, is_live, load_deployment
+from ess_collector.simulator import ThreadedCluster
 from wallet.chain import check_chain_id, connect
 from wallet.localchain import AnvilNode, port_in_use, rpc_chain_id
 from wallet.service_key import service_account
@@ -60,7 +62,13 @@ def ensure_deployed(settings: Settings, console: Console) -> None:
             )
         if settings.is_local and any(n not in existing.contracts for n in LATER_CONTRACTS):
             account = service_account(is_local=True, keystore=None, password=None, password_file=None)
-            ensure_contracts(w3, account, existing, settings.deployment_dir)
+            ensure_contracts(
+                w3,
+                account,
+                existing,
+                settings.deployment_dir,
+                MarketParams(settings.market_refund_timeout_seconds, settings.settlement_penalty_bps),
+            )
             console.print(f"[green]added new platform contracts[/]: {existing.contracts}")
         return
     if not settings.is_local:
@@ -75,8 +83,23 @@ def ensure_deployed(settings: Settings, console: Console) -> None:
         directory=settings.deployment_dir,
         token_name=settings.token_name,
         token_symbol=settings.token_symbol,
+        market=MarketParams(settings.market_refund_timeout_seconds, settings.settlement_penalty_bps),
     )
     console.print(f"[green]contracts deployed[/]: {d.contracts}")
+
+
+def start_demo_sites(settings: Settings, engine: Engine, console: Console) -> ThreadedCluster | None:
+    """A few simulated sites next to the API, registered on first start, so there is live data at once."""
+    from app.sites.demo import register_cluster, start_demo_cluster
+
+    demo = start_demo_cluster(settings.demo_sites, settings.demo_sites_base_port)
+    if demo is not None:
+        new = register_cluster(engine, demo)
+        console.print(
+            f"{len(demo.ports)} simulated ESS sites on ports {demo.ports[0]}..{demo.ports[-1]}"
+            + (f" ({new} registered)" if new else "")
+        )
+    return demo
 
 
 def run_service(settings: Settings, console: Console) -> None:
@@ -86,11 +109,15 @@ def run_service(settings: Settings, console: Console) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.sqlalchemy_url)
     node = start_local_chain(settings, console) if settings.is_local else None
+    demo = None
     try:
         ensure_deployed(settings, console)
+        if "collector_enabled" not in settings.model_fields_set:  # development: the collector runs in-process
+            settings = settings.model_copy(update={"collector_enabled": True})
         engine = make_engine(settings.sqlalchemy_url)
         with Session(engine) as session:
             has_admin = session.exec(select(User).where(User.role == Role.admin)).first() is not None
+        demo = start_demo_sites(settings, engine, console)
         engine.dispose()
         base = f"http://{settings.host}:{settings.port}"
         console.print(f"[bold green]ESSX[/] serving {base}  (API docs: {base}/docs)")
@@ -103,6 +130,8 @@ def run_service(settings: Settings, console: Console) -> None:
 
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
     finally:
+        if demo is not None:
+            demo.stop()
         if node is not None:
             node.stop()  # SIGTERM: anvil writes its state file before it exits
             console.print("local chain stopped, state saved")

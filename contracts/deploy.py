@@ -59,6 +59,7 @@ def deploy(
     token_name: str,
     token_symbol: str,
     force: bool = False,
+    market: MarketParams | None = None,
 ) -> Deployment:
     chain_id = int(w3.eth.chain_id)
     existing = load_deployment(directory, chain_id)
@@ -79,7 +80,7 @@ def deploy(
         deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     _deploy_one(w3, account, deployment, "EnergyCoin", token_name, token_symbol, account.address)
-    return ensure_contracts(w3, account, deployment, directory)
+    return ensure_contracts(w3, account, deployment, directory, market)
 
 
 def _deploy_one(w3: Web3, account: LocalAccount, deployment: Deployment, name: str, *args: object) -> None:
@@ -88,27 +89,65 @@ def _deploy_one(w3: Web3, account: LocalAccount, deployment: Deployment, name: s
     deployment.blocks[name] = int(w3.eth.block_number)  # the receipt was awaited: creation is at or before
 
 
-def _constructor_args(name: str, deployment: Deployment, account: LocalAccount) -> tuple[object, ...]:
+@dataclass(frozen=True)
+class MarketParams:
+    """Immutable in the EnergyMarket contract: chosen once, at deployment."""
+
+    refund_timeout_seconds: int = 86_400
+    penalty_bps: int = 0
+
+
+def _constructor_args(
+    name: str, deployment: Deployment, account: LocalAccount, market: MarketParams
+) -> tuple[object, ...]:
     """The platform contracts that come after the coin, and what each is built with."""
     coin = deployment.contracts["EnergyCoin"]
+    if name == "EnergyMarket":
+        ledger = deployment.contracts["MeterLedger"]
+        return (coin, ledger, account.address, market.refund_timeout_seconds, market.penalty_bps)
     return {
         "AuthorizationRelay": (coin,),
         "MeterLedger": (account.address,),
     }[name]
 
 
-LATER_CONTRACTS = ("AuthorizationRelay", "MeterLedger")
+LATER_CONTRACTS = ("AuthorizationRelay", "MeterLedger", "EnergyMarket")
 
 
-def ensure_contracts(w3: Web3, account: LocalAccount, deployment: Deployment, directory: Path) -> Deployment:
+def ensure_contracts(
+    w3: Web3,
+    account: LocalAccount,
+    deployment: Deployment,
+    directory: Path,
+    market: MarketParams | None = None,
+) -> Deployment:
     """Adds the platform contracts a deployment does not have yet (a newer release added them); the
     coin itself is never deployed again here. Writes the record after each contract."""
+    market = market or MarketParams()
     for name in LATER_CONTRACTS:
         if name not in deployment.contracts:
-            _deploy_one(w3, account, deployment, name, *_constructor_args(name, deployment, account))
+            _deploy_one(w3, account, deployment, name, *_constructor_args(name, deployment, account, market))
+            if name == "EnergyMarket":
+                _grant_operator(w3, account, deployment.contracts[name])
             save_deployment(directory, deployment)
     save_deployment(directory, deployment)
     return deployment
+
+
+def _grant_operator(w3: Web3, account: LocalAccount, market_address: str) -> None:
+    """The service account records trades and settles: it needs the market's OPERATOR_ROLE."""
+    market = w3.eth.contract(address=Web3.to_checksum_address(market_address), abi=load_artifact("EnergyMarket").abi)
+    role = market.functions.OPERATOR_ROLE().call()
+    tx = market.functions.grantRole(role, account.address).build_transaction(
+        {
+            "from": account.address,
+            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+            "chainId": int(w3.eth.chain_id),
+        }
+    )
+    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(account.sign_transaction(tx).rawTransaction))
+    if receipt["status"] != 1:
+        raise RuntimeError("granting the market's operator role failed")
 
 
 def save_deployment(directory: Path, deployment: Deployment) -> None:

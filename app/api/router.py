@@ -5,7 +5,11 @@ from fastapi import APIRouter
 from app.audit.router import router as audit_router
 from app.coin.router import admin_router as coin_admin_router
 from app.coin.router import router as coin_router
+from app.events.router import router as events_router
+from app.market.router import router as market_router
 from app.relay.router import router as relay_router
+from app.settlement.router import admin_router as settlement_admin_router
+from app.settlement.router import router as settlement_router
 from app.sites.router import admin_router as sites_admin_router
 from app.sites.router import ledger_router
 from app.sites.router import router as sites_router
@@ -26,6 +30,10 @@ for r in (
     coin_router,
     coin_admin_router,
     audit_router,
+    events_router,
+    settlement_router,
+    market_router,
+    settlement_admin_router,
     sites_router,
     sites_admin_router,
     ledger_router,

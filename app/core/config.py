@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     demo_sites_base_port: int = Field(15020, ge=1024, le=65000)
     production_reward_per_kwh: str = "0"  # coins per kWh of anchored PV minted to the owner; 0 = off
 
+    # Market (docs/market.md)
+    gate_closure_minutes: int = Field(5, ge=0, le=30)
+    market_horizon_hours: int = Field(24, ge=1, le=168)
+    market_mechanism: Literal["continuous", "call"] = "continuous"
+    tariff_file: Path | None = None  # JSON tariff schedule; default: Korea's residential tariff
+    market_refund_timeout_seconds: int = Field(86_400, ge=3600)  # buyer may reclaim unsettled escrow after
+    settlement_penalty_bps: int = Field(0, ge=0, le=10_000)
+
     @field_validator("slot_minutes")
     @classmethod
     def _slot_divides_day(cls, v: int) -> int:

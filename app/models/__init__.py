@@ -2,7 +2,9 @@
 
 from app.models.audit import AuditEntry, AuditHead
 from app.models.coin import CoinOperation, IndexerCheckpoint, TransferEvent
+from app.models.event import UserEvent
 from app.models.idempotency import IdempotencyRecord
+from app.models.market import Order, Trade
 from app.models.site import (
     JobLease,
     LedgerSlot,
@@ -29,6 +31,7 @@ __all__ = [
     "LinkChallenge",
     "LoginThrottle",
     "NonceCounter",
+    "Order",
     "OutgoingTx",
     "ProductionReward",
     "RefreshToken",
@@ -40,9 +43,11 @@ __all__ = [
     "SlotEnergy",
     "Transfer",
     "TransferEvent",
+    "Trade",
     "TransferStep",
     "TxAttempt",
     "User",
+    "UserEvent",
     "UserStatus",
     "UserTotp",
     "Wallet",

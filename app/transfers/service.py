@@ -24,6 +24,8 @@ from app.core.crash import crash_point
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
+from app.events.service import emit
+from app.events.service import emit
 from app.models import Transfer, TransferStep, User, Wallet
 from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
 from app.wallets import service as wallets
@@ -59,12 +61,25 @@ class AuthorizationMissing(AppError):
 
 
 def add_step(session: Session, transfer_id: str, kind: str, **details: Any) -> None:
+    """Appends a step, and the matching live event for the sender (and for the recipient once final)."""
     last = session.exec(
         select(func.max(TransferStep.seq)).where(col(TransferStep.transfer_id) == transfer_id)
     ).one()
     session.add(
         TransferStep(transfer_id=transfer_id, seq=(last or 0) + 1, kind=kind, at=utcnow(), details=details)
     )
+    transfer = session.get(Transfer, transfer_id)
+    if transfer is not None:
+        emit(session, transfer.user_id, "transfer.step", transfer_id=transfer_id, step=kind, **details)
+        if kind == "confirmed" and transfer.to_user_id is not None:
+            emit(
+                session,
+                transfer.to_user_id,
+                "transfer.received",
+                transfer_id=transfer_id,
+                amount=format_amount(transfer.amount),
+                from_address=transfer.from_address,
+            )
 
 
 def _domain(ctx: Context) -> TokenDomain:

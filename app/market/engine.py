@@ -1,0 +1,228 @@
+"""Matching, recording and gate closure: the market's background work, restart-safe.
+
+Continuous matching replays a slot's open orders in arrival order into a fresh book: resting orders never
+cross each other, so every fill the replay finds is new. That makes matching idempotent: after a crash the
+same open orders give the same fills, and fills are committed together with the order updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import datetime
+
+from sqlmodel import Session, col, func, select
+
+from app.context import Context
+from app.core.security import utcnow
+from app.events.service import emit
+from app.market import ContinuousBook, Fill, Side, clear_call_auction, trade_value
+from app.market import Order as MatchOrder
+from app.market.onchain import id32, order_hash, orders_hash
+from app.models import Order, Trade, Wallet
+
+log = logging.getLogger(__name__)
+UINT32_MAX = 2**32 - 1
+
+
+def slot_lock(ctx: Context) -> threading.RLock:
+    lock: threading.RLock = ctx.extras.setdefault("market_lock", threading.RLock())
+    return lock
+
+
+def kick(ctx: Context) -> None:
+    event = ctx.extras.get("market_wake")
+    if event is not None:
+        event.set()
+
+
+def next_seq(session: Session) -> int:
+    current = session.exec(select(func.max(Order.seq))).one()
+    return int(current or 0) + 1
+
+
+def book_orders(session: Session, slot_start: datetime) -> list[MatchOrder]:
+    rows = session.exec(
+        select(Order)
+        .where(
+            col(Order.slot_start) == slot_start,
+            col(Order.status) == "open",
+            col(Order.counterpart_id).is_(None),
+        )
+        .order_by(col(Order.seq))
+    ).all()
+    return [_as_match(o) for o in rows]
+
+
+def _as_match(o: Order) -> MatchOrder:
+    return MatchOrder(
+        id=o.id,
+        owner=str(o.user_id),
+        side=Side(o.side),
+        quantity_wh=o.open_wh,
+        limit_price=o.limit_price,
+        seq=o.seq or 0,
+    )
+
+
+def match_slot(ctx: Context, session: Session, slot_start: datetime) -> list[Trade]:
+    """Continuous pay-as-bid: replay the open orders in arrival order; commit what crosses as trades."""
+    fills: list[Fill] = []
+    book = ContinuousBook()
+    for order in book_orders(session, slot_start):
+        fills.extend(book.submit(order))
+    fills.extend(_direct_fills(session, slot_start))
+    return [_book_fill(ctx, session, f) for f in fills]
+
+
+def _direct_fills(session: Session, slot_start: datetime) -> list[Fill]:
+    """Direct offers match only the counterpart's order that names them back, at the seller's price."""
+    rows = session.exec(
+        select(Order).where(
+            col(Order.slot_start) == slot_start,
+            col(Order.status) == "open",
+            col(Order.counterpart_id).is_not(None),
+        )
+    ).all()
+    fills = []
+    sells = {(o.user_id, o.counterpart_id): o for o in rows if o.side == "sell"}
+    left = {o.id: o.open_wh for o in rows}  # what is still open as the pairs are filled
+    for buy in sorted((o for o in rows if o.side == "buy"), key=lambda o: o.seq or 0):
+        sell = sells.get((buy.counterpart_id or 0, buy.user_id))
+        if sell is None or buy.limit_price < sell.limit_price:
+            continue
+        q = min(left[buy.id], left[sell.id])
+        if q > 0:
+            left[buy.id] -= q
+            left[sell.id] -= q
+            fills.append(Fill(buy.id, sell.id, q, sell.limit_price))
+    return fills
+
+
+def _book_fill(ctx: Context, session: Session, fill: Fill) -> Trade:
+    buy = session.get(Order, fill.buy_order_id)
+    sell = session.get(Order, fill.sell_order_id)
+    assert buy is not None and sell is not None
+    now = utcnow()
+    for o in (buy, sell):
+        o.open_wh -= fill.quantity_wh
+        o.filled_wh += fill.quantity_wh
+        if o.open_wh == 0:
+            o.status = "filled"
+        o.updated_at = now
+        session.add(o)
+    buy_hash = order_hash(buy.id, buy.user_id, "buy", buy.slot_start, buy.quantity_wh, buy.limit_price)
+    sell_hash = order_hash(sell.id, sell.user_id, "sell", sell.slot_start, sell.quantity_wh, sell.limit_price)
+    trade = Trade(
+        id=uuid.uuid4().hex,
+        slot_start=buy.slot_start,
+        buy_order_id=buy.id,
+        sell_order_id=sell.id,
+        buyer_id=buy.user_id,
+        seller_id=sell.user_id,
+        quantity_wh=fill.quantity_wh,
+        price=fill.price,
+        value=trade_value(fill.quantity_wh, fill.price),
+        buy_limit_price=buy.limit_price,
+        orders_hash="0x" + orders_hash(buy_hash, sell_hash).hex(),
+        status="matched",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(trade)
+    for user_id, order_id in ((buy.user_id, buy.id), (sell.user_id, sell.id)):
+        emit(
+            session,
+            user_id,
+            "order.matched",
+            order_id=order_id,
+            trade_id=trade.id,
+            quantity_wh=fill.quantity_wh,
+        )
+    return trade
+
+
+def slots_with_open_orders(session: Session) -> list[datetime]:
+    return list(session.exec(select(Order.slot_start).where(col(Order.status) == "open").distinct()))
+
+
+def seller_address(session: Session, user_id: int) -> str | None:
+    w = session.exec(
+        select(Wallet).where(col(Wallet.user_id) == user_id, col(Wallet.active).is_(True))
+    ).first()
+    return w.address if w else None
+
+
+def release_escrow(ctx: Context, session: Session, order: Order) -> None:
+    """Gives back the order's unmatched part (and price differences) in its own transaction."""
+    market = ctx.contracts["EnergyMarket"]
+    cancel = min(order.quantity_wh - _recorded_or_matched(session, order), UINT32_MAX)
+    data = market.encodeABI(fn_name="releaseEscrow", args=[id32(order.id), max(cancel, 0)])
+    tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_release:{order.id}")
+    order.escrow_status, order.release_tx_id = "releasing", tx.id
+    session.add(order)
+
+
+def _recorded_or_matched(session: Session, order: Order) -> int:
+    """What the order owes to trades (recorded or about to be): never released."""
+    q = session.exec(
+        select(func.coalesce(func.sum(Trade.quantity_wh), 0)).where(col(Trade.buy_order_id) == order.id)
+    ).one()
+    return int(q)
+
+
+def close_gates(ctx: Context, session: Session, rules_: object, now: datetime) -> int:
+    """Past gate closure: the call auction clears (pay-as-clear), then every remainder expires."""
+    from app.market.rules import MarketRules
+
+    assert isinstance(rules_, MarketRules)
+    closed = 0
+    pending = session.exec(
+        select(Order.slot_start).where(col(Order.status).in_(("open", "pending_authorization"))).distinct()
+    ).all()
+    for slot_start in pending:
+        if rules_.gate_closure(slot_start) > now:
+            continue
+        if rules_.mechanism == "call":
+            result = clear_call_auction(book_orders(session, slot_start))
+            for fill in result.fills:
+                _book_fill(ctx, session, fill)
+        for o in session.exec(
+            select(Order).where(
+                col(Order.slot_start) == slot_start, col(Order.status).in_(("open", "pending_authorization"))
+            )
+        ):
+            if o.escrow_status == "locking":
+                continue  # expires once its lock is final
+            o.status, o.updated_at = "expired", utcnow()
+            session.add(o)
+            emit(session, o.user_id, "order.expired", order_id=o.id, open_wh=o.open_wh)
+            closed += 1
+    return closed
+
+
+def escrows_to_release(session: Session, rules_: object, now: datetime) -> list[Order]:
+    """Buy orders whose gate closed, whose escrow is locked and whose trades are all recorded."""
+    from app.market.rules import MarketRules
+
+    assert isinstance(rules_, MarketRules)
+    rows = session.exec(
+        select(Order).where(
+            col(Order.side) == "buy",
+            col(Order.escrow_status) == "locked",
+            col(Order.status).in_(("expired", "filled", "cancelled")),
+        )
+    ).all()
+    out = []
+    for o in rows:
+        if rules_.gate_closure(o.slot_start) > now and o.status != "cancelled":
+            continue
+        unrecorded = session.exec(
+            select(func.count())
+            .select_from(Trade)
+            .where(col(Trade.buy_order_id) == o.id, col(Trade.status).in_(("matched", "recording")))
+        ).one()
+        if not unrecorded:
+            out.append(o)
+    return out

@@ -1,0 +1,182 @@
+"""Recording matched trades on chain in batches, and finishing escrow locks and releases.
+
+One recording batch is in flight at a time, so each buy order's fill numbers (which the contract checks)
+follow recording order. A failed batch puts its trades back to `matched`; nothing was recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from eth_abi import decode as abi_decode
+from hexbytes import HexBytes
+from sqlmodel import Session, col, select
+from web3 import Web3
+
+from app.context import Context
+from app.core.security import utcnow
+from app.events.service import emit
+from app.market import engine
+from app.market.onchain import id32, merkle_proofs, trade_leaf, unix
+from app.models import Order, Trade
+from wallet.models import OutgoingTx
+from wallet.relayer import TxRejected
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 200
+BATCH_TOPIC = Web3.keccak(text="BatchRecorded(uint256,uint256,uint256,bytes32)").hex()
+
+
+def submit_trades(ctx: Context) -> int:
+    with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
+        in_flight = session.exec(select(Trade.id).where(col(Trade.status) == "recording").limit(1)).first()
+        if in_flight is not None:
+            return 0
+        trades = list(
+            session.exec(
+                select(Trade)
+                .where(col(Trade.status) == "matched")
+                .order_by(col(Trade.created_at), col(Trade.id))
+                .limit(MAX_BATCH)
+            )
+        )
+        if not trades:
+            return 0
+        fills: dict[str, int] = {}
+        items = []
+        for i, t in enumerate(trades):
+            if t.buy_order_id not in fills:
+                fills[t.buy_order_id] = int(
+                    session.exec(
+                        select(Trade.id).where(
+                            col(Trade.buy_order_id) == t.buy_order_id, col(Trade.trade_no).is_not(None)
+                        )
+                    )
+                    .all()
+                    .__len__()
+                )
+            seller = engine.seller_address(session, t.seller_id)
+            if seller is None:
+                log.error("seller has no wallet", extra={"fields": {"trade": t.id}})
+                return 0
+            items.append(
+                (
+                    id32(t.id),
+                    id32(t.buy_order_id),
+                    fills[t.buy_order_id],
+                    seller,
+                    unix(t.slot_start),
+                    t.quantity_wh,
+                    t.price,
+                    HexBytes(t.orders_hash),
+                )
+            )
+            fills[t.buy_order_id] += 1
+            t.proof = {"batch_index": i, "seller": seller}
+        market = ctx.contracts["EnergyMarket"]
+        data = market.encodeABI(fn_name="recordTrades", args=[items])
+        try:
+            tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="trade_batch")
+        except TxRejected as exc:
+            session.rollback()
+            log.error("trade batch rejected", extra={"fields": {"reason": exc.reason}})
+            return 0
+        for t in trades:
+            t.status, t.record_tx_id, t.updated_at = "recording", tx.id, utcnow()
+            session.add(t)
+        session.commit()
+    ctx.relayer.kick()
+    return len(trades)
+
+
+def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
+    def on_final(session: Session, tx: OutgoingTx) -> None:
+        if tx.purpose == "trade_batch":
+            _trades_final(ctx, session, tx)
+        elif tx.purpose.startswith("escrow_lock:"):
+            _lock_final(ctx, session, tx, tx.purpose.split(":", 1)[1])
+        elif tx.purpose.startswith("escrow_release"):
+            for order in session.exec(select(Order).where(col(Order.release_tx_id) == tx.id)):
+                order.escrow_status = "released" if tx.status == "confirmed" else "locked"
+                session.add(order)
+                if tx.status == "confirmed":
+                    emit(session, order.user_id, "order.escrow_released", order_id=order.id)
+
+    return on_final
+
+
+def _lock_final(ctx: Context, session: Session, tx: OutgoingTx, order_id: str) -> None:
+    order = session.get(Order, order_id)
+    if order is None or order.escrow_status != "locking":
+        return
+    order.updated_at = utcnow()
+    if tx.status != "confirmed":
+        order.status, order.escrow_status, order.failure_reason = (
+            "failed",
+            "none",
+            f"escrow lock failed: {tx.error}",
+        )
+        session.add(order)
+        emit(session, order.user_id, "order.failed", order_id=order.id, reason=order.failure_reason)
+        return
+    order.escrow_status = "locked"
+    if order.status == "pending_authorization":
+        order.status = "open"
+        with engine.slot_lock(ctx):
+            order.seq = engine.next_seq(session)
+        emit(
+            session, order.user_id, "order.accepted", order_id=order.id, side="buy", escrow_tx_hash=tx.tx_hash
+        )
+    session.add(order)
+    engine.kick(ctx)
+
+
+def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:
+    trades = list(
+        session.exec(select(Trade).where(col(Trade.record_tx_id) == tx.id, col(Trade.status) == "recording"))
+    )
+    if not trades:
+        return
+    trades.sort(key=lambda t: (t.proof or {}).get("batch_index", 0))
+    if tx.status != "confirmed":
+        for t in trades:
+            t.status, t.record_tx_id, t.proof = "matched", None, None
+            session.add(t)
+        return
+    receipt = ctx.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
+    batch_no = first = None
+    root = b""
+    for lg in receipt["logs"]:
+        if lg["topics"] and HexBytes(lg["topics"][0]).hex() == BATCH_TOPIC:
+            batch_no = int(HexBytes(lg["topics"][1]).hex(), 16)
+            first, _count, root = abi_decode(["uint256", "uint256", "bytes32"], HexBytes(lg["data"]))
+    if batch_no is None or first is None:
+        log.error("recorded batch without a BatchRecorded event", extra={"fields": {"tx": tx.tx_hash}})
+        return
+    leaves = [
+        trade_leaf(
+            t.id,
+            t.buy_order_id,
+            first + i,
+            (t.proof or {})["seller"],
+            t.slot_start,
+            t.quantity_wh,
+            t.price,
+            HexBytes(t.orders_hash),
+        )
+        for i, t in enumerate(trades)
+    ]
+    computed, proofs = merkle_proofs(leaves)
+    if computed != bytes(root):
+        log.error("batch root differs from ours", extra={"fields": {"tx": tx.tx_hash}})
+    for i, t in enumerate(trades):
+        t.trade_no, t.batch_no, t.status, t.updated_at = first + i, batch_no, "recorded", utcnow()
+        t.proof = {
+            **(t.proof or {}),
+            "proof": ["0x" + p.hex() for p in proofs[i]],
+            "leaf": "0x" + leaves[i].hex(),
+        }
+        session.add(t)
+        for user_id in (t.buyer_id, t.seller_id):
+            emit(session, user_id, "trade.recorded", trade_id=t.id, tx_hash=tx.tx_hash, trade_no=t.trade_no)

@@ -1,0 +1,66 @@
+"""The market's rules for a delivery slot: alignment, gate closure, horizon and the price band."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from app.core.errors import AppError
+from app.market.tariff import TariffSchedule
+
+
+class SlotRejected(AppError):
+    status_code = 422
+
+
+class PriceOutsideBand(AppError):
+    status_code = 422
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    slot_minutes: int
+    gate_closure_minutes: int
+    horizon_hours: int
+    mechanism: str
+    tariff: TariffSchedule
+
+    @property
+    def slot(self) -> timedelta:
+        return timedelta(minutes=self.slot_minutes)
+
+    def slot_of(self, when: datetime) -> datetime:
+        """The start of the slot containing `when` (slots are aligned to UTC midnight)."""
+        when = when.astimezone(UTC)
+        midnight = when.replace(hour=0, minute=0, second=0, microsecond=0)
+        minutes = int((when - midnight).total_seconds() // 60)
+        return midnight + timedelta(minutes=minutes - minutes % self.slot_minutes)
+
+    def gate_closure(self, slot_start: datetime) -> datetime:
+        return slot_start - timedelta(minutes=self.gate_closure_minutes)
+
+    def check_slot(self, slot_start: datetime, now: datetime) -> datetime:
+        """Returns the slot start in UTC, or raises SlotRejected saying why."""
+        if slot_start.tzinfo is None:
+            raise SlotRejected("slot_start needs a time zone (use UTC, e.g. 2026-11-22T10:15:00Z)")
+        slot_start = slot_start.astimezone(UTC)
+        if slot_start != self.slot_of(slot_start):
+            raise SlotRejected(f"slot_start must be aligned to {self.slot_minutes}-minute slots in UTC")
+        if now >= self.gate_closure(slot_start):
+            raise SlotRejected(
+                f"the gate for {slot_start.isoformat()} closed at {self.gate_closure(slot_start).isoformat()}"
+            )
+        if slot_start > now + timedelta(hours=self.horizon_hours):
+            raise SlotRejected(f"orders are accepted at most {self.horizon_hours} hours ahead")
+        return slot_start
+
+    def band(self, slot_start: datetime) -> tuple[int, int]:
+        """(floor, ceiling): the feed-in price and the top retail tier at that time."""
+        return self.tariff.floor(slot_start), self.tariff.ceiling(slot_start)
+
+    def check_price(self, slot_start: datetime, price: int) -> None:
+        floor, ceiling = self.band(slot_start)
+        if not floor <= price <= ceiling:
+            raise PriceOutsideBand(
+                f"limit_price must lie between the feed-in price {floor} and the retail tariff {ceiling} (base units per kWh)"
+            )

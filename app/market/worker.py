@@ -1,0 +1,72 @@
+"""The market's background loop: match, close gates, record trades, release escrow (and settle)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlmodel import Session
+
+from app.context import Context
+from app.core.security import utcnow
+from app.market import engine, recording
+from app.market.onchain import id32
+
+log = logging.getLogger(__name__)
+
+
+def run_once(ctx: Context) -> None:
+    """One pass over everything the market has to do; safe to run again at any time."""
+    from app.market.service import rules
+
+    r = rules(ctx)
+    now = utcnow()
+    with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
+        if r.mechanism == "continuous":
+            for slot_start in engine.slots_with_open_orders(session):
+                if r.gate_closure(slot_start) > now:
+                    engine.match_slot(ctx, session, slot_start)
+        engine.close_gates(ctx, session, r, now)
+        session.commit()
+        ready = engine.escrows_to_release(session, r, now)
+        if ready:
+            market = ctx.contracts["EnergyMarket"]
+            data = market.encodeABI(fn_name="releaseEscrows", args=[[id32(o.id) for o in ready]])
+            tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="escrow_release_batch")
+            for o in ready:
+                o.escrow_status, o.release_tx_id = "releasing", tx.id
+                session.add(o)
+            session.commit()
+    recording.submit_trades(ctx)
+    from app.settlement.service import settle_ready_slots
+
+    settle_ready_slots(ctx)
+    ctx.relayer.kick()
+
+
+class MarketWorker:
+    def __init__(self, ctx: Context, interval: float = 1.0) -> None:
+        self.ctx = ctx
+        self.interval = interval
+        self._stop = threading.Event()
+        self._wake = ctx.extras.setdefault("market_wake", threading.Event())
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="market", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                run_once(self.ctx)
+            except Exception:
+                log.exception("market pass failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()

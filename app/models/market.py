@@ -1,0 +1,75 @@
+"""Orders for delivery slots and the trades matched from them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+from app.models.user import utc_column
+from wallet.dbtypes import BigAmount
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_slot_status", "slot_start", "status"),)
+
+    id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the escrow's on-chain id derives from it
+    user_id: int = Field(foreign_key="users.id", index=True)
+    side: str = Field(max_length=4)  # buy | sell
+    slot_start: datetime = Field(sa_column=utc_column(nullable=False))
+    quantity_wh: int
+    open_wh: int  # still matchable
+    filled_wh: int = 0
+    limit_price: int = Field(sa_column=Column(BigAmount, nullable=False))  # base units per kWh
+    site_id: int | None = Field(default=None, foreign_key="sites.id")
+    counterpart_id: int | None = Field(default=None, foreign_key="users.id")  # a direct offer names one
+    # pending_authorization -> open -> filled | cancelled | expired ; failed when escrow could not lock
+    status: str = Field(max_length=24, index=True)
+    seq: int | None = Field(default=None, index=True)  # time priority once in the book
+    wallet_address: str | None = Field(default=None, max_length=42)
+    escrow_amount: int = Field(default=0, sa_column=Column(BigAmount, nullable=False))
+    escrow_status: str = Field(
+        default="none", max_length=16
+    )  # none | authorized | locking | locked | released
+    typed_data: dict | None = Field(default=None, sa_column=Column(JSON))
+    valid_after: int | None = None
+    valid_before: int | None = None
+    signature: str | None = Field(default=None, max_length=140)
+    lock_tx_id: int | None = Field(default=None, foreign_key="outgoing_tx.id")
+    release_tx_id: int | None = Field(default=None, foreign_key="outgoing_tx.id")
+    failure_reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+    updated_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class Trade(SQLModel, table=True):
+    __tablename__ = "trades"
+
+    id: str = Field(primary_key=True, max_length=32)
+    slot_start: datetime = Field(sa_column=utc_column(nullable=False, index=True))
+    buy_order_id: str = Field(foreign_key="orders.id", index=True, max_length=32)
+    sell_order_id: str = Field(foreign_key="orders.id", index=True, max_length=32)
+    buyer_id: int = Field(foreign_key="users.id", index=True)
+    seller_id: int = Field(foreign_key="users.id", index=True)
+    quantity_wh: int
+    price: int = Field(sa_column=Column(BigAmount, nullable=False))
+    value: int = Field(sa_column=Column(BigAmount, nullable=False))
+    buy_limit_price: int = Field(sa_column=Column(BigAmount, nullable=False))
+    orders_hash: str = Field(max_length=66)
+    # matched -> recording -> recorded -> settling -> settled ; refunded (buyer reclaimed after timeout)
+    status: str = Field(max_length=16, index=True)
+    trade_no: int | None = None  # the contract's sequence number, from the TradeRecorded event
+    record_tx_id: int | None = Field(default=None, foreign_key="outgoing_tx.id")
+    batch_no: int | None = None
+    proof: dict | None = Field(default=None, sa_column=Column(JSON))  # what refundTrade needs
+    measured_wh: int | None = None
+    delivered_wh: int | None = None
+    paid: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
+    refunded: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
+    penalty: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
+    settle_rule: str | None = Field(default=None, max_length=24)  # measured | contracted | measured_by_admin
+    settle_tx_id: int | None = Field(default=None, foreign_key="outgoing_tx.id")
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+    updated_at: datetime = Field(sa_column=utc_column(nullable=False))

@@ -1,0 +1,278 @@
+"""Settlement decisions, price suggestions, monthly statements and the operator's market summary."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlmodel import col, func, or_, select
+
+from app.api.deps import AdminUser, ContextDep, CurrentUser, SessionDep
+from app.audit import service as audit
+from app.core.errors import AppError
+from app.core.money import format_amount
+from app.core.security import utcnow
+from app.market import aggregate_levels, engine
+from app.market.service import rules
+from app.models import Order, Site, SlotEnergy, Trade
+from app.settlement import service
+
+router = APIRouter(tags=["settlement"])
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class SettleDecision(BaseModel):
+    rule: Literal["contracted", "measured"]
+    reason: str = Field(min_length=3, max_length=500)
+
+
+@admin_router.post("/slots/{slot_start}/settle")
+def settle_slot(
+    slot_start: datetime, req: SettleDecision, ctx: ContextDep, session: SessionDep, admin: AdminUser
+) -> dict[str, Any]:
+    count, digest = service.decide(ctx, session, slot_start, req.rule, req.reason)
+    audit.record(
+        session,
+        admin,
+        "slot.settle",
+        target=f"slot:{slot_start.isoformat()}",
+        details={"rule": req.rule, "reason": req.reason, "trades": count, "decision_hash": digest},
+    )
+    return {
+        "slot_start": slot_start.isoformat(),
+        "rule": req.rule,
+        "trades": count,
+        "decision_hash": digest,
+        "status": "settling",
+    }
+
+
+# -- price suggestion (the whitepaper's oracle) --------------------------------------------------------
+
+
+def _month_kwh(session: SessionDep, user_id: int, now: datetime) -> int:
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    site_ids = list(session.exec(select(Site.id).where(col(Site.owner_id) == user_id)))
+    wh = 0
+    if site_ids:
+        wh += int(
+            session.exec(
+                select(func.coalesce(func.sum(SlotEnergy.import_wh), 0)).where(
+                    col(SlotEnergy.site_id).in_(site_ids), col(SlotEnergy.slot_start) >= start
+                )
+            ).one()
+            or 0
+        )
+    wh += int(
+        session.exec(
+            select(func.coalesce(func.sum(Trade.quantity_wh), 0)).where(
+                col(Trade.buyer_id) == user_id, col(Trade.slot_start) >= start
+            )
+        ).one()
+    )
+    return wh // 1000
+
+
+@router.get("/market/price")
+def price_suggestion(
+    slot_start: datetime,
+    side: Literal["buy", "sell"],
+    ctx: ContextDep,
+    session: SessionDep,
+    user: CurrentUser,
+) -> dict[str, Any]:
+    r = rules(ctx)
+    if slot_start.tzinfo is None:
+        slot_start = slot_start.replace(tzinfo=UTC)
+    floor = r.tariff.floor(slot_start)
+    month_kwh = _month_kwh(session, user.id or 0, utcnow())
+    ceiling = r.tariff.retail_price(slot_start, month_kwh)
+    levels = aggregate_levels(engine.book_orders(session, slot_start))
+    demand = sum(q for _, q in levels["bids"])
+    supply = sum(q for _, q in levels["asks"])
+    recent = list(session.exec(select(Trade.price).order_by(col(Trade.created_at).desc()).limit(20)))
+    # Pressure 0..1: 0.5 when supply meets demand; more demand pushes the target towards the ceiling.
+    pressure_num, pressure_den = (demand, demand + supply) if demand + supply else (1, 2)
+    target = floor + (ceiling - floor) * pressure_num // pressure_den
+    last_avg = sum(int(p) for p in recent) // len(recent) if recent else None
+    base = (target + last_avg) // 2 if last_avg is not None else target
+    nudge = (ceiling - floor) // 50  # 2% of the band towards the other side, to get filled
+    suggested = base + nudge if side == "buy" else base - nudge
+    suggested = max(floor, min(ceiling, suggested))
+    return {
+        "slot_start": slot_start.isoformat(),
+        "side": side,
+        "suggested_price": format_amount(suggested),
+        "band": {"floor": format_amount(floor), "ceiling": format_amount(ceiling)},
+        "tariff_tier": r.tariff.tier_index(slot_start, month_kwh),
+        "month_kwh_so_far": month_kwh,
+        "last_clearing_prices": [format_amount(int(p)) for p in recent[:5]],
+        "book": {"demand_wh": demand, "supply_wh": supply},
+        "supply_demand_ratio": f"{supply / demand:.3f}" if demand else None,
+        "computed_from": "floor + (ceiling - floor) x demand / (demand + supply), averaged with the last 20 trade prices, "
+        "nudged by 2% of the band towards the other side, clipped to the band",
+    }
+
+
+# -- statements --------------------------------------------------------------------------------------
+
+
+def _month_range(month: str) -> tuple[datetime, datetime]:
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        raise AppError("month must be YYYY-MM") from None
+    if start > utcnow():
+        raise AppError(f"{month} is in the future")
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+@router.get("/statements")
+def statement(
+    month: str,
+    ctx: ContextDep,
+    session: SessionDep,
+    user: CurrentUser,
+    accept: str | None = Header(default=None),
+) -> Any:
+    start, end = _month_range(month)
+    trades = list(
+        session.exec(
+            select(Trade)
+            .where(
+                or_(col(Trade.buyer_id) == user.id, col(Trade.seller_id) == user.id),
+                col(Trade.slot_start) >= start,
+                col(Trade.slot_start) < end,
+            )
+            .order_by(col(Trade.slot_start))
+        )
+    )
+    tariff = rules(ctx).tariff
+    bought_wh = sold_wh = paid = received = refunded = penalised = savings = extra = 0
+    rows = []
+    for t in trades:
+        wh = t.delivered_wh if t.status == "settled" else t.quantity_wh
+        wh = wh or 0
+        if t.buyer_id == user.id:
+            bought_wh += wh
+            paid += t.paid if t.paid is not None else t.value
+            refunded += t.refunded or 0
+            retail = tariff.retail_price(t.slot_start, 0)
+            savings += wh * (retail - t.price) // 1000
+            side = "buy"
+        else:
+            sold_wh += wh
+            received += t.paid or 0
+            penalised += t.penalty or 0
+            extra += wh * (t.price - tariff.floor(t.slot_start)) // 1000
+            side = "sell"
+        rows.append(
+            [
+                t.slot_start.isoformat(),
+                side,
+                t.id,
+                t.quantity_wh,
+                wh,
+                format_amount(t.price),
+                t.status,
+                format_amount(t.paid or 0),
+                format_amount(t.refunded or 0),
+                format_amount(t.penalty or 0),
+            ]
+        )
+    body = {
+        "month": month,
+        "bought_wh": bought_wh,
+        "sold_wh": sold_wh,
+        "coins_paid": format_amount(paid),
+        "coins_received": format_amount(received),
+        "coins_refunded": format_amount(refunded),
+        "coins_penalised": format_amount(penalised),
+        "average_buy_price": format_amount(paid * 1000 // bought_wh) if bought_wh else None,
+        "average_sell_price": format_amount(received * 1000 // sold_wh) if sold_wh else None,
+        "savings_vs_retail": format_amount(savings),
+        "extra_income_vs_feed_in": format_amount(extra),
+        "trades": len(trades),
+    }
+    if accept and "text/csv" in accept:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(
+            [
+                "slot_start",
+                "side",
+                "trade_id",
+                "contracted_wh",
+                "delivered_wh",
+                "price",
+                "status",
+                "paid",
+                "refunded",
+                "penalty",
+            ]
+        )
+        w.writerows(rows)
+        w.writerow([])
+        for k, v in body.items():
+            w.writerow([k, v])
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="statement-{month}.csv"'},
+        )
+    return body
+
+
+@admin_router.get("/market/summary")
+def market_summary(
+    session: SessionDep, _admin: AdminUser, from_: datetime = Query(alias="from"), to: datetime = Query()
+) -> dict[str, Any]:
+    trades = list(
+        session.exec(select(Trade).where(col(Trade.slot_start) >= from_, col(Trade.slot_start) < to))
+    )
+    demand = int(
+        session.exec(
+            select(func.coalesce(func.sum(Order.quantity_wh), 0)).where(
+                col(Order.side) == "buy",
+                col(Order.slot_start) >= from_,
+                col(Order.slot_start) < to,
+                col(Order.status).in_(("open", "filled", "expired", "cancelled")),
+            )
+        ).one()
+    )
+    volume = sum(t.quantity_wh for t in trades)
+    value = sum(t.value for t in trades)
+    by_slot: dict[str, dict[str, Any]] = {}
+    for t in trades:
+        s = by_slot.setdefault(t.slot_start.isoformat(), {"volume_wh": 0, "value": 0, "prices": set()})
+        s["volume_wh"] += t.quantity_wh
+        s["value"] += t.value
+        s["prices"].add(t.price)
+    return {
+        "from": from_.isoformat(),
+        "to": to.isoformat(),
+        "trades": len(trades),
+        "volume_wh": volume,
+        "value": format_amount(value),
+        "average_price": format_amount(value * 1000 // volume) if volume else None,
+        "demand_wh": demand,
+        "share_of_demand_met_locally": f"{volume / demand:.3f}" if demand else None,
+        "settled": sum(1 for t in trades if t.status == "settled"),
+        "pending": sum(1 for t in trades if t.status != "settled"),
+        "slots": [
+            {
+                "slot_start": k,
+                "volume_wh": v["volume_wh"],
+                "value": format_amount(v["value"]),
+                "min_price": format_amount(min(v["prices"])),
+                "max_price": format_amount(max(v["prices"])),
+            }
+            for k, v in sorted(by_slot.items())
+        ],
+    }

@@ -1,0 +1,253 @@
+"""Settling recorded trades against anchored meter data, or by an admin decision.
+
+A slot settles automatically once it is over, its meter data is anchored (the MeterLedger root) and every
+site involved has a complete (or recovered) slot energy. Otherwise it waits for an admin decision, or for
+the buyer's on-chain refund after the timeout. Each settlement transaction names the trades it settles;
+the contract skips trades already settled, so a batch retried after a crash pays nobody twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from hexbytes import HexBytes
+from sqlmodel import Session, col, select
+
+from app.context import Context
+from app.core.errors import AppError, Conflict, NotFound
+from app.core.security import utcnow
+from app.events.service import emit
+from app.market import engine
+from app.market.onchain import id32, unix
+from app.models import LedgerSlot, Order, SlotEnergy, Trade
+from app.settlement.delivery import TradeTerms, delivered_wh, settlement_amounts
+from wallet.models import OutgoingTx
+from wallet.relayer import TxRejected
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 200
+GOOD = ("complete", "recovered")
+
+
+class SlotNotOver(AppError):
+    status_code = 409
+
+
+def _slot_end(ctx: Context, slot_start: datetime) -> datetime:
+    return slot_start + timedelta(minutes=ctx.settings.slot_minutes)
+
+
+def _terms(session: Session, trades: list[Trade]) -> list[TradeTerms]:
+    out = []
+    for t in trades:
+        sell = session.get(Order, t.sell_order_id)
+        buy = session.get(Order, t.buy_order_id)
+        out.append(
+            TradeTerms(t.id, t.quantity_wh, sell.site_id if sell else None, buy.site_id if buy else None)
+        )
+    return out
+
+
+def measure(session: Session, slot_start: datetime, trades: list[Trade]) -> dict[str, int] | None:
+    """Delivered Wh per trade, or None while any involved site's slot energy is missing or incomplete."""
+    terms = _terms(session, trades)
+    sites = {s for t in terms for s in (t.seller_site, t.buyer_site) if s is not None}
+    energies = {
+        e.site_id: e
+        for e in session.exec(
+            select(SlotEnergy).where(
+                col(SlotEnergy.slot_start) == slot_start, col(SlotEnergy.site_id).in_(sites)
+            )
+        )
+    }
+    if any(s not in energies or energies[s].status not in GOOD for s in sites):
+        return None
+    exported = {s: int(e.export_wh or 0) for s, e in energies.items()}
+    imported = {s: int(e.import_wh or 0) for s, e in energies.items()}
+    return delivered_wh(terms, exported, imported)
+
+
+def settle_ready_slots(ctx: Context) -> int:
+    """Submits one settlement batch per ready slot (at most one batch in flight per slot)."""
+    submitted = 0
+    now = utcnow()
+    with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
+        slots = session.exec(select(Trade.slot_start).where(col(Trade.status) == "recorded").distinct()).all()
+        for slot_start in slots:
+            if _slot_end(ctx, slot_start) > now:
+                continue
+            ledger = session.exec(select(LedgerSlot).where(col(LedgerSlot.slot_start) == slot_start)).first()
+            if ledger is None or ledger.status != "confirmed" or not ledger.root:
+                continue  # not anchored (yet, or never: incomplete data waits for an admin)
+            if session.exec(
+                select(Trade.id).where(col(Trade.slot_start) == slot_start, col(Trade.status) == "settling")
+            ).first():
+                continue
+            trades = _recorded(session, slot_start)
+            delivered = measure(session, slot_start, trades)
+            if delivered is None:
+                continue
+            submitted += _submit(
+                ctx, session, slot_start, trades, delivered, "measured", ledger_root=ledger.root
+            )
+    return submitted
+
+
+def _recorded(session: Session, slot_start: datetime) -> list[Trade]:
+    return list(
+        session.exec(
+            select(Trade)
+            .where(col(Trade.slot_start) == slot_start, col(Trade.status) == "recorded")
+            .order_by(col(Trade.trade_no))
+            .limit(MAX_BATCH)
+        )
+    )
+
+
+def _submit(
+    ctx: Context,
+    session: Session,
+    slot_start: datetime,
+    trades: list[Trade],
+    delivered: dict[str, int],
+    rule: str,
+    *,
+    ledger_root: str | None = None,
+    decision_hash: bytes | None = None,
+) -> int:
+    market = ctx.contracts["EnergyMarket"]
+    items = []
+    for t in trades:
+        proof = t.proof or {}
+        items.append(
+            (
+                id32(t.id),
+                id32(t.buy_order_id),
+                t.trade_no,
+                proof["seller"],
+                unix(t.slot_start),
+                t.quantity_wh,
+                t.price,
+                HexBytes(t.orders_hash),
+                t.batch_no,
+                delivered[t.id],
+                [HexBytes(p) for p in proof.get("proof", [])],
+            )
+        )
+    if ledger_root is not None:
+        data = market.encodeABI(fn_name="settleTrades", args=[unix(slot_start), HexBytes(ledger_root), items])
+    else:
+        data = market.encodeABI(
+            fn_name="settleTradesByDecision", args=[unix(slot_start), decision_hash, items]
+        )
+    try:
+        tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="settle_batch")
+    except TxRejected as exc:
+        session.rollback()
+        log.error(
+            "settlement rejected", extra={"fields": {"slot": slot_start.isoformat(), "reason": exc.reason}}
+        )
+        raise Conflict(f"the chain refuses this settlement: {exc.reason}") from None
+    for t in trades:
+        t.status, t.settle_tx_id, t.settle_rule, t.updated_at = "settling", tx.id, rule, utcnow()
+        t.delivered_wh = delivered[t.id]
+        session.add(t)
+    session.commit()
+    ctx.relayer.kick()
+    return len(trades)
+
+
+def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reason: str) -> tuple[int, str]:
+    """An admin settles a slot whose meter data is incomplete: as contracted, or as measured so far."""
+    if slot_start.tzinfo is None:
+        raise AppError("slot_start needs a time zone")
+    if _slot_end(ctx, slot_start) > utcnow():
+        raise SlotNotOver(f"the slot {slot_start.isoformat()} is not over yet")
+    trades = _recorded(session, slot_start)
+    if not trades:
+        if session.exec(select(Trade.id).where(col(Trade.slot_start) == slot_start)).first() is None:
+            raise NotFound(f"no trades in the slot {slot_start.isoformat()}")
+        raise Conflict("every trade of this slot is already settled, settling, or not yet recorded")
+    if rule == "contracted":
+        delivered = {t.id: t.quantity_wh for t in trades}
+    else:
+        delivered = _partial_measure(session, slot_start, trades)
+    decision = {
+        "slot_start": slot_start.isoformat(),
+        "rule": rule,
+        "reason": reason,
+        "trades": sorted(delivered.items()),
+    }
+    digest = hashlib.sha256(json.dumps(decision, sort_keys=True).encode()).digest()
+    count = _submit(ctx, session, slot_start, trades, delivered, f"{rule}_by_admin", decision_hash=digest)
+    return count, "0x" + digest.hex()
+
+
+def _partial_measure(session: Session, slot_start: datetime, trades: list[Trade]) -> dict[str, int]:
+    terms = _terms(session, trades)
+    sites = {s for t in terms for s in (t.seller_site, t.buyer_site) if s is not None}
+    energies = {
+        e.site_id: e
+        for e in session.exec(
+            select(SlotEnergy).where(
+                col(SlotEnergy.slot_start) == slot_start, col(SlotEnergy.site_id).in_(sites)
+            )
+        )
+    }
+    exported = {s: int(e.export_wh or 0) for s, e in energies.items()}
+    imported = {s: int(e.import_wh or 0) for s, e in energies.items()}
+    return delivered_wh(terms, exported, imported)
+
+
+def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
+    def on_final(session: Session, tx: OutgoingTx) -> None:
+        if tx.purpose != "settle_batch":
+            return
+        trades = list(
+            session.exec(
+                select(Trade).where(col(Trade.settle_tx_id) == tx.id, col(Trade.status) == "settling")
+            )
+        )
+        if tx.status != "confirmed":
+            for t in trades:
+                t.status, t.settle_tx_id, t.delivered_wh, t.settle_rule = "recorded", None, None, None
+                session.add(t)
+            return
+        bps = ctx.settings.settlement_penalty_bps
+        payees: set[str] = set()
+        for t in trades:
+            to_seller, to_buyer, penalty = settlement_amounts(
+                t.quantity_wh, t.price, t.delivered_wh or 0, bps
+            )
+            t.paid, t.refunded, t.penalty = to_seller, to_buyer, penalty
+            t.measured_wh = t.delivered_wh if t.settle_rule == "measured" else t.measured_wh
+            t.status, t.updated_at = "settled", utcnow()
+            session.add(t)
+            payees.add((t.proof or {}).get("seller", ""))
+            buy = session.get(Order, t.buy_order_id)
+            if buy is not None and buy.wallet_address:
+                payees.add(buy.wallet_address)
+            for user_id in (t.buyer_id, t.seller_id):
+                emit(
+                    session,
+                    user_id,
+                    "trade.settled",
+                    trade_id=t.id,
+                    delivered_wh=t.delivered_wh,
+                    tx_hash=tx.tx_hash,
+                )
+        # The contract credits balances; push them out to the wallets, gas-free for everyone.
+        market = ctx.contracts["EnergyMarket"]
+        accounts = sorted(a for a in payees if a)
+        if accounts:
+            data = market.encodeABI(fn_name="withdrawForBatch", args=[accounts])
+            try:
+                ctx.relayer.prepare(session, to=market.address, data=data, purpose="withdraw_batch")
+            except TxRejected as exc:
+                log.error("withdrawal batch rejected", extra={"fields": {"reason": exc.reason}})
+
+    return on_final

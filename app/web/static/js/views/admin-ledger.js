@@ -1,0 +1,50 @@
+// Operator: anchored ledger slots (Merkle root, record count, energy totals) linked to their transactions.
+// There is no list route: the slots come from the sites' slot records flagged `anchored`, so only
+// slots that exist are asked for.
+
+import { get } from '../api.js';
+import { badge, fmtDateTime, fmtWh, h, replace, shortHash, table } from '../dom.js';
+import { every } from '../live.js';
+import { txLink } from './common.js';
+
+const MAX_SLOTS = 24;
+
+export async function render(root, app) {
+  const chainId = app.coin && app.coin.chain_id;
+  const box = h('div', { id: 'ledger' });
+  root.append(
+    h('h1', {}, 'Ledger'),
+    h('p', { class: 'muted' }, 'Each finished slot’s meter data is committed on chain as one Merkle root; anyone can check a reading against it with its proof.'),
+    h('section', { class: 'card' }, box),
+  );
+  const refresh = async () => {
+    const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
+    const sites = await get('/sites');
+    const slotLists = await Promise.all(sites.map((s) => get(`/sites/${s.id}/slots`, { from: since, limit: 96 })));
+    const anchored = [...new Set(slotLists.flat().filter((s) => s.anchored).map((s) => s.slot_start))]
+      .sort()
+      .reverse()
+      .slice(0, MAX_SLOTS);
+    const records = await Promise.all(anchored.map((t) => get(`/ledger/slots/${encodeURIComponent(t)}`)));
+    replace(
+      box,
+      table(
+        null,
+        [
+          { label: 'Slot', value: (r) => fmtDateTime(r.slot_start) },
+          { label: 'Status', value: (r) => badge(r.status) },
+          { label: 'Records', num: true, value: (r) => r.count },
+          { label: 'PV', num: true, value: (r) => fmtWh(r.totals_wh && r.totals_wh.pv_wh) },
+          { label: 'Export', num: true, value: (r) => fmtWh(r.totals_wh && r.totals_wh.export_wh) },
+          { label: 'Import', num: true, value: (r) => fmtWh(r.totals_wh && r.totals_wh.import_wh) },
+          { label: 'Root', value: (r) => h('code', { title: r.root || '' }, shortHash(r.root)) },
+          { label: 'Transaction', value: (r) => txLink(r.tx_hash, chainId) },
+          { label: 'Block', num: true, value: (r) => r.block_number ?? '—' },
+        ],
+        records,
+        'No slot has been anchored in the last 24 hours.',
+      ),
+    );
+  };
+  return every(30000, refresh);
+}

@@ -1,0 +1,240 @@
+// Market: the order book of a coming slot, a price suggestion next to the price field, placing and
+// cancelling orders (buy orders lock escrow, authorised with the wallet PIN like a transfer).
+
+import { api, get, has, newIdempotencyKey, post } from '../api.js';
+import { badge, field, fmtCoin, fmtDateTime, fmtTime, fmtWh, h, itemsOf, notice, pick, replace, table } from '../dom.js';
+import { every, isAbout } from '../live.js';
+import { askPin, openSlots } from './common.js';
+
+const OPEN = new Set(['pending_authorization', 'open', 'partially_filled', 'partial', 'accepted', 'active']);
+
+export async function render(root, app) {
+  const symbol = (app.coin && app.coin.symbol) || 'ENC';
+  const rules = has('/market') ? await get('/market').catch(() => ({})) : {};
+  const slotMinutes = pick(rules, 'slot_minutes') || 15;
+  const gate = pick(rules, 'gate_closure_minutes') ?? 5;
+  const sites = has('/sites') && app.user.role === 'prosumer' ? await get('/sites').catch(() => []) : [];
+
+  const slotOptions = () =>
+    openSlots({ slotMinutes, gateClosureMinutes: gate, count: 8 }).map((s) =>
+      h('option', { value: s.toISOString() }, `${fmtTime(s, false)} – ${fmtTime(new Date(s.getTime() + slotMinutes * 60000), false)}`),
+    );
+  const slotSelect = h('select', { name: 'slot_start', id: 'slot' }, slotOptions());
+  // The gate of the first slot closes while the page is open: offer the slots still open.
+  const keepSlotsOpen = () => {
+    if (Date.parse(slotSelect.options[0].value) - gate * 60000 > Date.now()) return;
+    const chosen = slotSelect.value;
+    replace(slotSelect, slotOptions());
+    if ([...slotSelect.options].some((o) => o.value === chosen)) slotSelect.value = chosen;
+    else formBox.dispatchEvent(new Event('slotchange'));
+  };
+  const bookBox = h('div', { id: 'book' });
+  const ordersBox = h('div', { id: 'my-orders' });
+  const formBox = h('section', { class: 'card', 'aria-labelledby': 'place-title' });
+  root.append(
+    h('h1', {}, 'Market'),
+    h(
+      'p',
+      { class: 'muted' },
+      `Delivery slots of ${slotMinutes} minutes; orders close ${gate} minutes before a slot starts.`,
+      rules.mechanism ? ` Matching: ${String(rules.mechanism).replaceAll('_', ' ')}.` : '',
+    ),
+    h('div', { class: 'row' }, field('Delivery slot', slotSelect)),
+    h(
+      'div',
+      { class: 'grid' },
+      h('section', { class: 'card', 'aria-labelledby': 'book-title' }, h('h2', { id: 'book-title' }, 'Order book'), bookBox),
+      formBox,
+      h('section', { class: 'card wide', 'aria-labelledby': 'orders-title' }, h('h2', { id: 'orders-title' }, 'My orders'), ordersBox),
+    ),
+  );
+
+  const refreshBook = async () => {
+    keepSlotsOpen();
+    if (!has('/market/book')) return replace(bookBox, h('p', { class: 'muted' }, 'The order book is not available yet.'));
+    replace(bookBox, bookView(await get('/market/book', { slot_start: slotSelect.value }), symbol));
+  };
+  const refreshOrders = async () => {
+    if (!has('/orders')) return replace(ordersBox, h('p', { class: 'muted' }, 'Orders are not available yet.'));
+    const since = Date.now() - slotMinutes * 60000;
+    const orders = itemsOf(await get('/orders')).filter((o) => !o.slot_start || Date.parse(o.slot_start) >= since);
+    replace(ordersBox, ordersView(orders, symbol, async (order) => {
+      try {
+        await api('DELETE', `/orders/${order.id}`);
+        app.announce('Order cancelled; its escrow is released.');
+      } catch (err) {
+        app.announce(`Could not cancel: ${err.message}`, 'error');
+      }
+      refreshOrders();
+      refreshBook();
+    }));
+  };
+  orderForm(formBox, { app, symbol, slotSelect, sites, onPlaced: () => { refreshOrders(); refreshBook(); } });
+  slotSelect.addEventListener('change', () => {
+    refreshBook();
+    formBox.dispatchEvent(new Event('slotchange'));
+  });
+
+  const stops = [every(5000, refreshBook), every(5000, refreshOrders)];
+  if (app.stream) {
+    stops.push(app.stream.subscribe((e) => {
+      if (isAbout(e, 'order', 'trade', 'match')) {
+        refreshOrders();
+        refreshBook();
+      }
+    }));
+  }
+  return () => stops.forEach((s) => s());
+}
+
+function bookView(book, symbol) {
+  const floor = pick(book, 'floor', 'band.floor');
+  const ceiling = pick(book, 'ceiling', 'band.ceiling');
+  const side = (...names) => pick(book, ...names) || [];
+  const bids = side('bids', 'buy', 'buys', 'levels.buy');
+  const asks = side('asks', 'sell', 'sells', 'levels.sell');
+  const cols = [
+    { label: `Price (${symbol}/kWh)`, num: true, value: (l) => fmtCoin(pick(l, 'price', 'limit_price'), '') },
+    { label: 'Quantity', num: true, value: (l) => fmtWh(pick(l, 'quantity_wh', 'open_wh', 'quantity')) },
+    { label: 'Orders', num: true, value: (l) => pick(l, 'orders', 'count', 'order_count') ?? '—' },
+  ];
+  return h(
+    'div',
+    { class: 'stack' },
+    floor !== undefined
+      ? h('p', { class: 'small' }, 'Price band: ', h('strong', {}, fmtCoin(floor)), ' (feed-in) to ', h('strong', {}, fmtCoin(ceiling)), ` (retail) ${symbol}/kWh`)
+      : null,
+    h('div', { class: 'book' }, table('Buy (bids)', cols, bids, 'No buy orders.'), table('Sell (asks)', cols, asks, 'No sell orders.')),
+  );
+}
+
+function ordersView(orders, symbol, cancel) {
+  return table(
+    null,
+    [
+      { label: 'Slot', value: (o) => fmtDateTime(o.slot_start) },
+      { label: 'Side', value: (o) => o.side },
+      { label: 'Quantity', num: true, value: (o) => fmtWh(o.quantity_wh) },
+      { label: 'Filled', num: true, value: (o) => fmtWh(pick(o, 'filled_wh', 'matched_wh')) },
+      { label: `Limit (${symbol}/kWh)`, num: true, value: (o) => fmtCoin(o.limit_price) },
+      { label: 'Status', value: (o) => badge(o.status) },
+      {
+        label: 'Action',
+        value: (o) =>
+          OPEN.has(o.status) && has('/orders/{}', 'delete')
+            ? h('button', { type: 'button', class: 'secondary small', 'aria-label': `Cancel order ${o.id}`, onclick: (e) => { e.target.disabled = true; cancel(o); } }, 'Cancel')
+            : '',
+      },
+    ],
+    orders,
+    'No orders for the coming slots.',
+  );
+}
+
+function orderForm(box, { app, symbol, slotSelect, sites, onPlaced }) {
+  const canSell = app.user.role === 'prosumer' && sites.length > 0;
+  const sideBuy = h('input', { type: 'radio', name: 'side', value: 'buy', checked: true });
+  const sideSell = h('input', { type: 'radio', name: 'side', value: 'sell', disabled: !canSell });
+  const quantity = h('input', { name: 'quantity_wh', type: 'number', min: 1, step: 1, required: true, inputmode: 'numeric' });
+  const price = h('input', { name: 'limit_price', required: true, inputmode: 'decimal', pattern: '\\d+(\\.\\d{1,18})?', autocomplete: 'off' });
+  const suggestion = h('div', { class: 'aside', id: 'price-suggestion', 'aria-live': 'polite' });
+  const site = h('select', { name: 'site_id' }, sites.map((s) => h('option', { value: s.id }, s.name)));
+  const siteField = field('From site', site);
+  const message = h('div', { 'aria-live': 'polite' });
+  const submit = h('button', { type: 'submit' }, 'Place order');
+  const side = () => (sideSell.checked ? 'sell' : 'buy');
+
+  const suggest = async () => {
+    siteField.hidden = side() !== 'sell';
+    if (!has('/market/price')) return replace(suggestion);
+    try {
+      const p = await get('/market/price', { slot_start: slotSelect.value, side: side() });
+      const value = pick(p, 'suggested_price', 'suggested', 'suggestion.price', 'price');
+      const floor = pick(p, 'floor', 'band.floor');
+      const ceiling = pick(p, 'ceiling', 'band.ceiling');
+      replace(
+        suggestion,
+        value !== undefined
+          ? [
+              'Suggested: ',
+              h('strong', {}, `${fmtCoin(value)} ${symbol}/kWh`),
+              ' ',
+              h('button', { type: 'button', class: 'secondary small', onclick: () => { price.value = String(value); price.focus(); } }, 'Use'),
+            ]
+          : null,
+        floor !== undefined ? h('div', {}, `Band ${fmtCoin(floor)} – ${fmtCoin(ceiling)} ${symbol}/kWh`) : null,
+      );
+    } catch (err) {
+      replace(suggestion, `No suggestion: ${err.message}`);
+    }
+  };
+
+  const form = h(
+    'form',
+    { class: 'form' },
+    h('fieldset', {}, h('legend', {}, 'Side'), h('label', {}, sideBuy, 'Buy'), h('label', {}, sideSell, 'Sell')),
+    canSell ? null : h('p', { class: 'muted small' }, app.user.role === 'prosumer' ? 'Register a site to sell.' : 'Consumers buy only.'),
+    siteField,
+    field('Quantity (Wh)', quantity, 'Energy for the selected slot'),
+    h('div', { class: 'field-with-aside' }, field(`Limit price (${symbol}/kWh)`, price), suggestion),
+    message,
+    h('div', { class: 'row' }, submit),
+  );
+  let key = null;
+  form.addEventListener('input', () => {
+    key = null;
+  });
+  form.addEventListener('change', (e) => {
+    if (e.target.name === 'side') suggest();
+  });
+  box.addEventListener('slotchange', () => {
+    key = null;
+    suggest();
+  });
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    replace(message);
+    submit.disabled = true;
+    key = key || newIdempotencyKey();
+    try {
+      const body = {
+        side: side(),
+        slot_start: slotSelect.value,
+        quantity_wh: Number(quantity.value),
+        limit_price: price.value.trim(),
+      };
+      if (body.side === 'sell') body.site_id = Number(site.value);
+      let order = await api('POST', '/orders', { body, idempotencyKey: key });
+      key = null;
+      if (order.status === 'pending_authorization') {
+        const ch = order.challenge || {};
+        if (ch.type === 'signature') {
+          replace(message, notice('warn', 'Sign the escrow in your linked mobile wallet to enter the book.'));
+        } else {
+          const answer = await askPin({
+            title: 'Authorize escrow',
+            summary: `Lock up to ${fmtCoin(pick(order, 'escrow', 'escrow_amount') ?? '')} ${symbol} for this buy order`,
+            otpRequired: ch.otp_required,
+          });
+          if (!answer) {
+            replace(message, notice('warn', 'Not authorized: the order stays out of the book until you authorize it.'));
+            onPlaced();
+            return;
+          }
+          order = await post(`/orders/${order.id}/authorize`, answer);
+        }
+      }
+      replace(message, notice('ok', `Order placed: ${order.side} ${fmtWh(order.quantity_wh)} at ${fmtCoin(order.limit_price)} ${symbol}/kWh (${String(order.status).replaceAll('_', ' ')}).`));
+      form.reset();
+      onPlaced();
+      suggest();
+    } catch (err) {
+      replace(message, notice('error', err.message));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  replace(box, h('h2', { id: 'place-title' }, 'Place an order'), form);
+  suggest();
+}
+

@@ -1,0 +1,302 @@
+"""Polling: every enabled site at once over pooled Modbus connections, judged, stored in one transaction.
+
+The per-site state (last accepted counters, heartbeat, fault runs) lives in memory for speed and is
+rebuilt from the stored readings whenever this process (re)gains the schedule, so a restart or a
+takeover continues from the last *stored* accepted reading and can create no phantom energy. The
+in-memory state only advances after the transaction that stores the readings has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from app.models.site import Site, SiteEvent, SiteFault, SiteReading
+from ess_collector import faults
+from ess_collector.config import CollectorConfig
+from ess_collector.lease import Lease
+from ess_collector.reader import SiteConnectionPool, SiteReadError, read_with_client
+from ess_collector.sunspec import Reading
+from ess_collector.validation import (
+    ENERGY,
+    Baseline,
+    Limits,
+    SiteState,
+    Verdict,
+    assess,
+    copy_state,
+    remember,
+)
+
+log = logging.getLogger(__name__)
+SEEN_EVERY = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class SiteTarget:
+    id: int
+    host: str
+    port: int
+    device_id: int
+    pv_nameplate_w: int
+    battery_capacity_wh: int
+
+
+@dataclass(frozen=True)
+class PollReport:
+    sites: int
+    polled: int
+    answered: int
+    accepted: int
+    failed: int
+    seconds: float
+
+
+@dataclass
+class _Outcome:
+    state: SiteState
+    row: dict[str, Any]
+    changes: list[faults.FaultChange]
+    events: list[tuple[str, dict[str, Any]]]
+
+
+class Collector:
+    def __init__(
+        self,
+        engine: Engine,
+        cfg: CollectorConfig,
+        *,
+        lease: Lease | None = None,
+        pool: SiteConnectionPool | None = None,
+    ) -> None:
+        self.engine, self.cfg, self.lease = engine, cfg, lease
+        self.pool = pool or SiteConnectionPool(timeout=cfg.timeout_s)
+        self.states: dict[int, SiteState] = {}
+        self._endpoint_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._targets: dict[int, SiteTarget] = {}
+        # What the sites table says (status, last_seen_at), so unchanged rows are not rewritten each poll.
+        self._written: dict[int, tuple[str | None, datetime | None]] = {}
+        self._pending: dict[int, tuple[str | None, datetime | None]] = {}
+
+    def forget(self) -> None:
+        """Drop the in-memory state (after losing the schedule): it is reloaded from the database."""
+        self.states.clear()
+        self._written.clear()
+
+    def close(self) -> None:
+        self.pool.close()
+        self._endpoint_locks.clear()
+
+    # -- one poll of every due site ---------------------------------------------------------------
+
+    async def poll_once(self, now: datetime | None = None) -> PollReport:
+        """Poll every enabled site that is not backing off; ``now`` fixes the timestamps (tests)."""
+        t0 = time.perf_counter()
+        started = now or datetime.now(UTC)
+        targets = self.refresh_sites()
+        due = [t for t in targets if (b := self.states[t.id].backoff_until) is None or b <= started]
+        results = await asyncio.gather(*(self._read(t) for t in due))
+        outcomes = [self._judge(t, r, now or self._arrival(r)) for t, r in zip(due, results, strict=True)]
+        self._store(outcomes)
+        for o in outcomes:  # committed: the tentative states become the real ones
+            self.states[o.state.site_id] = o.state
+        answered = sum(1 for r in results if isinstance(r, Reading))
+        return PollReport(
+            sites=len(targets),
+            polled=len(due),
+            answered=answered,
+            accepted=sum(1 for o in outcomes if o.row["accepted"]),
+            failed=len(due) - answered,
+            seconds=time.perf_counter() - t0,
+        )
+
+    @staticmethod
+    def _arrival(r: Reading | SiteReadError) -> datetime:
+        if isinstance(r, Reading) and r.received_at is not None:
+            return r.received_at
+        return datetime.now(UTC)
+
+    async def _read(self, t: SiteTarget) -> Reading | SiteReadError:
+        # Sites behind one gateway share a TCP connection; Modbus TCP clients must not interleave on it.
+        lock = self._endpoint_locks.setdefault((t.host, t.port), asyncio.Lock())
+        async with lock:
+            try:
+                client = self.pool.client(t.host, t.port)
+                return await read_with_client(client, t.device_id, self.cfg.timeout_s, retries=1)
+            except SiteReadError as exc:
+                return exc
+            except (OSError, ValueError) as exc:  # e.g. a host name that does not resolve
+                return SiteReadError(f"{type(exc).__name__}: {exc}")
+
+    def _judge(self, t: SiteTarget, result: Reading | SiteReadError, ts: datetime) -> _Outcome:
+        st = copy_state(self.states[t.id])
+        # Every row carries every column: one executemany needs the same keys in each.
+        row: dict[str, Any] = dict.fromkeys(_READING_COLUMNS) | {"site_id": t.id, "ts": ts, "accepted": False}
+        if isinstance(result, SiteReadError):
+            st.failures += 1
+            # Skip 0, 1, 3, 7, ... polls after 1, 2, 3, 4, ... failures in a row (capped); the half
+            # interval keeps the next poll due when no skip is meant, whatever the timing jitter.
+            interval = self.cfg.poll_interval_s
+            wait = min(interval * 2 ** min(st.failures - 1, 16), self.cfg.max_backoff_s) - interval / 2
+            st.backoff_until = ts + timedelta(seconds=wait)
+            error = f"{type(result).__name__}: {result}"[:300]
+            row |= {"quality": "missing", "detail": error}
+            return _Outcome(st, row, faults.after_failure(st, error, self.cfg), [])
+        st.failures, st.backoff_until = 0, None
+        verdict = assess(st, result, ts, self.cfg)
+        remember(st, result, verdict)
+        changes = faults.after_answer(st, result, verdict, self.cfg)
+        row |= _reading_columns(result) | _verdict_columns(verdict)
+        return _Outcome(st, row, changes, list(verdict.events))
+
+    def _store(self, outcomes: Sequence[_Outcome]) -> None:
+        self._pending.clear()
+        with Session(self.engine) as session:
+            if self.lease is not None:
+                self.lease.fence(session)  # raises LeaseLost: nothing below is written
+            if outcomes:
+                session.execute(insert(SiteReading.__table__), [o.row for o in outcomes])  # type: ignore[attr-defined]
+            events = [
+                {"site_id": o.state.site_id, "ts": o.row["ts"], "kind": kind, "detail": json.dumps(data)}
+                for o in outcomes
+                for kind, data in o.events
+            ]
+            if events:
+                session.execute(insert(SiteEvent.__table__), events)  # type: ignore[attr-defined]
+            for o in outcomes:
+                for change in o.changes:
+                    self._apply_fault(session, o.state.site_id, change, o.row["ts"])
+                self._update_site(session, o)
+            session.commit()
+        self._written.update(self._pending)
+        self._pending.clear()
+
+    def _update_site(self, session: Session, o: _Outcome) -> None:
+        """Status on change; last_seen_at at most every SEEN_EVERY (the readings hold the exact time)."""
+        site_id, ts = o.state.site_id, o.row["ts"]
+        status = faults.site_status(o.state)
+        old_status, old_seen = self._written.get(site_id, (None, None))
+        values: dict[str, Any] = {}
+        if status != old_status:
+            values["status"] = status
+        answered = o.row["heartbeat"] is not None or o.row["quality"] != "missing"
+        if answered and (old_seen is None or ts - old_seen >= SEEN_EVERY or "status" in values):
+            values["last_seen_at"] = ts
+        if values:
+            session.execute(update(Site).where(col(Site.id) == site_id).values(**values))
+            self._pending[site_id] = (status, values.get("last_seen_at", old_seen))
+
+    @staticmethod
+    def _apply_fault(session: Session, site_id: int, change: faults.FaultChange, ts: datetime) -> None:
+        if change.open:
+            session.add(SiteFault(site_id=site_id, kind=change.kind, detail=change.detail, opened_at=ts))
+            session.flush()
+            log.warning("site fault opened", extra={"fields": {"site": site_id, "kind": change.kind}})
+        else:
+            session.execute(
+                update(SiteFault)
+                .where(
+                    col(SiteFault.site_id) == site_id,
+                    col(SiteFault.kind) == change.kind,
+                    col(SiteFault.closed_at).is_(None),
+                )
+                .values(closed_at=ts)
+            )
+
+    # -- sites and their state --------------------------------------------------------------------
+
+    def refresh_sites(self) -> list[SiteTarget]:
+        """The enabled sites; state for new ones is loaded from their stored readings and faults."""
+        with Session(self.engine) as session:
+            sites = session.exec(select(Site).where(col(Site.enabled).is_(True)).order_by(col(Site.id))).all()
+            targets = [
+                SiteTarget(s.id or 0, s.host, s.port, s.device_id, s.pv_nameplate_w, s.battery_capacity_wh)
+                for s in sites
+            ]
+            new = [t for t in targets if t.id not in self.states or self._targets.get(t.id) != t]
+            if new:
+                self._load_states(session, new)
+        for gone in set(self.states) - {t.id for t in targets}:
+            del self.states[gone]
+        self._targets = {t.id: t for t in targets}
+        return targets
+
+    def _load_states(self, session: Session, targets: list[SiteTarget]) -> None:
+        ids = [t.id for t in targets]
+        R = SiteReading
+        accepted = _latest_rows(session, ids, col(R.accepted).is_(True))
+        answered = _latest_rows(
+            session, ids, or_(col(R.heartbeat).is_not(None), col(R.device_time).is_not(None))
+        )
+        open_faults: dict[int, set[str]] = {}
+        for site_id, kind in session.exec(
+            select(SiteFault.site_id, SiteFault.kind).where(
+                col(SiteFault.site_id).in_(ids), col(SiteFault.closed_at).is_(None)
+            )
+        ):
+            open_faults.setdefault(site_id, set()).add(kind)
+        for t in targets:
+            st = SiteState(t.id, Limits.for_site(t.pv_nameplate_w, t.battery_capacity_wh, self.cfg))
+            if (a := accepted.get(t.id)) is not None:
+                st.baseline = Baseline(a.ts, tuple(getattr(a, f) for f in ENERGY))
+            if (last := answered.get(t.id)) is not None:
+                st.answered = True
+                st.last_heartbeat, st.last_device_time = last.heartbeat, last.device_time
+            st.open_faults = open_faults.get(t.id, set())
+            # A fault that is open stays open until the condition is seen gone, not merely unproven.
+            if faults.STALE in st.open_faults:
+                st.stale_run = self.cfg.stale_polls
+            if faults.IMBALANCE in st.open_faults:
+                st.imbalance_run = self.cfg.imbalance_polls
+            self.states[t.id] = st
+
+
+_READING_COLUMNS = [c.name for c in SiteReading.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+
+
+def _latest_rows(session: Session, site_ids: list[int], condition: Any) -> dict[int, SiteReading]:
+    R = SiteReading
+    newest = (
+        select(func.max(R.id)).where(col(R.site_id).in_(site_ids), condition).group_by(col(R.site_id))
+    ).scalar_subquery()
+    rows = session.exec(select(R).where(col(R.id).in_(newest))).all()
+    return {r.site_id: r for r in rows}
+
+
+def _reading_columns(r: Reading) -> dict[str, Any]:
+    return {
+        "pv_w": r.pv_w,
+        "load_w": r.load_w,
+        "grid_w": r.grid_w,
+        "battery_w": r.battery_w,
+        "soc_tenths": None if r.soc_pct is None else int(r.soc_pct * 10),
+        **{f: getattr(r, f) for f in ENERGY},
+        "heartbeat": r.heartbeat,
+        "device_time": r.device_time,
+        "inverter_state": r.inverter_state,
+        "battery_state": r.battery_state,
+        "alarm_code": r.alarm_code,
+    }
+
+
+def _verdict_columns(v: Verdict) -> dict[str, Any]:
+    deltas = dict.fromkeys((f"d_{f}" for f in ENERGY), None)
+    if v.deltas is not None:
+        deltas = {f"d_{f}": d for f, d in zip(ENERGY, v.deltas, strict=True)}
+    return {
+        "quality": v.quality,
+        "detail": v.detail[:300] if v.detail else None,
+        "accepted": v.accepted,
+        "interval_start": v.interval_start,
+        **deltas,
+    }

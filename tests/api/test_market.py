@@ -1,0 +1,251 @@
+"""The market end to end on a real chain: orders, escrow, matching, on-chain recording, settlement."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from eth_account import Account
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from app.context import Context
+from app.core.security import utcnow
+from app.market.onchain import id32, unix
+from app.market.service import rules
+from app.models import LedgerSlot, SiteReading, SlotEnergy
+from tests.api.helpers import admin_headers, idem, login, register
+from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet
+from wallet.localchain import free_port
+
+COIN = 10**18
+
+
+def _seller(client: TestClient, ctx: Context, admin: dict[str, str]) -> tuple[dict, dict[str, str], int]:
+    user = register(client, "prosumer")
+    client.post(f"/api/v1/admin/users/{user['id']}/approve", headers=admin)
+    headers = login(client, user["email"])
+    assert client.post("/api/v1/wallets", json={"pin": PIN}, headers=headers).status_code == 201
+    site = client.post(
+        "/api/v1/sites",
+        json={
+            "name": "roof",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "pv_nameplate_w": 5000,
+            "battery_capacity_wh": 10_000,
+            "reserve_soc_pct": 10,
+        },
+        headers=headers,
+    )
+    assert site.status_code == 201, site.text
+    with Session(ctx.engine) as s:  # a fresh reading: the battery holds 90 %, 8 kWh above its reserve
+        s.add(
+            SiteReading(site_id=site.json()["id"], ts=utcnow(), quality="ok", soc_tenths=900, accepted=True)
+        )
+        s.commit()
+    return user, headers, site.json()["id"]
+
+
+def _wait(fn, timeout: float = 30):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def slot(ctx: Context) -> str:
+    r = rules(ctx)
+    return (r.slot_of(utcnow()) + 2 * r.slot).isoformat()
+
+
+def test_order_escrow_match_record_and_settle(
+    client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = admin_headers(client, ctx)
+    _s, seller, site_id = _seller(client, ctx, admin)
+    _b, buyer, buyer_addr = user_with_custodial_wallet(client)
+    fund(client, admin, buyer_addr, "1000")
+    book = client.get("/api/v1/market/book", params={"slot_start": slot}).json()
+    assert float(book["floor"]) < 150 < 200 < float(book["ceiling"])
+
+    sell = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 1000,
+            "limit_price": "150",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    )
+    assert sell.status_code == 201 and sell.json()["status"] == "open", sell.text
+    buy = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 600, "limit_price": "200"},
+        headers={**buyer, **idem()},
+    )
+    assert buy.status_code == 201, buy.text
+    order = buy.json()
+    assert (
+        order["status"] == "pending_authorization"
+        and order["escrow_amount"] == "120"
+        and order["challenge"]["type"] == "pin"
+    )
+    r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"pin": PIN}, headers=buyer)
+    assert r.status_code == 200 and r.json()["escrow_status"] == "locking", r.text
+    filled = _wait(
+        lambda: client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json()["status"] == "filled"
+    )
+    assert filled, client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json()
+    market = ctx.contracts["EnergyMarket"]
+    assert ctx.coin.functions.balanceOf(market.address).call() == 120 * COIN  # escrow left the buyer's wallet
+    trades = _wait(
+        lambda: [
+            t
+            for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
+            if t["status"] == "recorded"
+        ]
+    )
+    assert len(trades) == 1, client.get("/api/v1/trades", headers=buyer).json()
+    trade = trades[0]
+    assert (
+        trade["quantity_wh"] == 600
+        and trade["price"] == "200"
+        and trade["record_tx_hash"]
+        and trade["side"] == "buy"
+    )
+    assert client.get(f"/api/v1/trades/{trade['id']}", headers=seller).json()["side"] == "sell"
+    left = client.get("/api/v1/market/book", params={"slot_start": slot}).json()
+    assert left["asks"] == [{"price": "150", "quantity_wh": 400}] and left["bids"] == []
+    _, _, _, open_wh, available, fills, _ = market.functions.escrows(id32(order["id"])).call()
+    assert (open_wh, fills) == (0, 1) and available == 0
+
+    # Settlement: the slot's meter data is anchored; the seller's site exported 500 of the 600 Wh.
+    slot_dt = rules(ctx).slot_of(utcnow()) + 2 * rules(ctx).slot
+    ledger = ctx.contracts["MeterLedger"]
+    root = b"\x11" * 32
+    tx = ledger.functions.anchor(unix(slot_dt), root, 1, [0, 0, 0, 500, 0, 0]).transact(
+        {"from": ctx.account.address}
+    )
+    ctx.w3.eth.wait_for_transaction_receipt(tx)
+    with Session(ctx.engine) as s:
+        s.add(
+            LedgerSlot(
+                slot_start=slot_dt,
+                slot_minutes=ctx.settings.slot_minutes,
+                root="0x" + root.hex(),
+                count=1,
+                pv_wh=0,
+                load_wh=0,
+                import_wh=0,
+                export_wh=500,
+                battery_charge_wh=0,
+                battery_discharge_wh=0,
+                status="confirmed",
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+        s.add(
+            SlotEnergy(
+                site_id=site_id,
+                slot_start=slot_dt,
+                slot_minutes=ctx.settings.slot_minutes,
+                status="complete",
+                good_polls=180,
+                expected_polls=180,
+                export_wh=500,
+                import_wh=0,
+                computed_at=utcnow(),
+            )
+        )
+        s.commit()
+    later = utcnow() + timedelta(hours=1)
+    monkeypatch.setattr("app.settlement.service.utcnow", lambda: later)
+    settled = _wait(
+        lambda: client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settled"
+    )
+    body = client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()
+    assert settled, body
+    assert (body["contracted_wh"], body["settled_wh"], body["paid"], body["refunded"]) == (
+        600,
+        500,
+        "100",
+        "20",
+    )
+    seller_addr = client.get("/api/v1/wallets/me", headers=seller).json()["address"]
+    assert _wait(lambda: ctx.coin.functions.balanceOf(seller_addr).call() == 100 * COIN)
+    assert _wait(lambda: ctx.coin.functions.balanceOf(buyer_addr).call() == 900 * COIN)  # 1000 - 120 + 20
+    statement = client.get(
+        "/api/v1/statements", params={"month": utcnow().strftime("%Y-%m")}, headers=buyer
+    ).json()
+    assert statement["bought_wh"] == 500 and statement["coins_refunded"] == "20"
+    csv = client.get(
+        "/api/v1/statements",
+        params={"month": utcnow().strftime("%Y-%m")},
+        headers={**buyer, "Accept": "text/csv"},
+    )
+    assert csv.headers["content-type"].startswith("text/csv") and trade["id"] in csv.text
+
+
+def test_bad_orders_are_4xx(client: TestClient, ctx: Context, slot: str) -> None:
+    admin = admin_headers(client, ctx)
+    _s, seller, site_id = _seller(client, ctx, admin)
+    _c, consumer, addr = user_with_custodial_wallet(client)
+    fund(client, admin, addr, "1")
+    r = rules(ctx)
+    now = utcnow()
+    base = {"side": "buy", "slot_start": slot, "quantity_wh": 100, "limit_price": "200"}
+    cases = [
+        ({**base, "limit_price": "1"}, "PriceOutsideBand"),
+        ({**base, "limit_price": "100000"}, "PriceOutsideBand"),
+        (
+            {**base, "slot_start": (r.slot_of(now) + 2 * r.slot + timedelta(minutes=1)).isoformat()},
+            "SlotRejected",
+        ),
+        ({**base, "slot_start": r.slot_of(now).isoformat()}, "SlotRejected"),
+        ({**base, "slot_start": (r.slot_of(now) + timedelta(hours=30)).isoformat()}, "SlotRejected"),
+        ({**base, "quantity_wh": 0}, "ValidationError"),
+        ({**base, "quantity_wh": 100_000}, "InsufficientBalance"),
+        ({**base, "side": "sell", "site_id": site_id}, "NotAllowedToTrade"),  # a consumer selling
+    ]
+    for body, error in cases:
+        resp = client.post("/api/v1/orders", json=body, headers={**consumer, **idem()})
+        assert 400 <= resp.status_code < 500 and resp.json()["error"] == error, (body, resp.text)
+    too_much = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 50_000,
+            "limit_price": "150",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    )
+    assert too_much.status_code == 422 and too_much.json()["error"] == "ExceedsSupply"
+    ok = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 100,
+            "limit_price": "150",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    ).json()
+    assert client.delete(f"/api/v1/orders/{ok['id']}", headers=consumer).status_code == 404
+    assert client.delete(f"/api/v1/orders/{ok['id']}", headers=seller).json()["status"] == "cancelled"
+    assert client.delete(f"/api/v1/orders/{ok['id']}", headers=seller).status_code == 409
+    pending = register(client, "prosumer")
+    r2 = client.post("/api/v1/orders", json=base, headers={**login(client, pending["email"]), **idem()})
+    assert r2.status_code == 403  # not approved yet
+    assert client.get("/api/v1/statements", params={"month": "2999-01"}, headers=consumer).status_code == 400
+    Account.create()

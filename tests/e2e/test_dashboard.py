@@ -1,0 +1,380 @@
+"""The dashboard in a real browser against a real `essx run`: what a prosumer and an operator do.
+
+Each test arranges what it does not exercise through the public API (accounts, funding) and drives the
+rest through the page. Screenshots of the main views go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.e2e.conftest import PASSWORD, PIN, Community, log_in, screenshot
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+NewPage = Callable[..., "Page"]
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="browser tests need the Python package `playwright` (pip install -e '.[dev]')",
+)
+expect = sync_api.expect
+
+OPERATOR = ("operator@example.com", "long-password-1")
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT")
+
+
+def test_register_create_wallet_and_watch_the_balance_change(new_page: NewPage, community: Community) -> None:
+    page = new_page()
+    page.goto(f"{community.base}/")
+    expect(page.get_by_role("heading", name="Log in to ESSX")).to_be_visible()
+    screenshot(page, "login")
+    page.get_by_role("link", name="Create an account").click()
+    email = f"pat-{uuid.uuid4().hex[:6]}@example.com"
+    page.get_by_label("Name").fill("Pat")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("prosumer").check()
+    page.get_by_role("button", name="Create account").click()
+
+    expect(page.get_by_role("heading", name="Create your wallet")).to_be_visible()
+    expect(page.get_by_text("waiting for an operator")).to_be_visible()
+    page.get_by_label("Choose a PIN").fill(PIN)
+    page.get_by_label("Repeat the PIN").fill(PIN)
+    page.get_by_role("button", name="Create wallet").click()
+
+    balance = page.locator("#balance")
+    expect(balance).to_have_text("0 ENC")
+    address = page.locator("#address").inner_text()
+    community.mint(address, "12.5")  # in the background, through the API: the page is not reloaded
+    expect(balance).to_have_text("12.5 ENC", timeout=30_000)
+    screenshot(page, "wallet")
+
+    page.get_by_role("link", name="Energy").click()
+    expect(page.get_by_role("heading", name="No sites yet")).to_be_visible()
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in to ESSX")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('essx.tokens')") is None
+
+
+def test_send_coins_with_a_pin_until_the_timeline_is_confirmed(
+    new_page: NewPage, community: Community
+) -> None:
+    sam = community.register("prosumer", "Sam", wallet=True)
+    community.approve(sam)
+    bob = community.register("consumer", "Bob", wallet=True)
+    assert sam.address and bob.address
+    community.mint(sam.address, "10")
+    community.wait_balance(sam, "10")
+
+    page = new_page()
+    log_in(page, community.base, sam.email)
+    balance = page.locator("#balance")
+    expect(balance).to_have_text("10 ENC")
+    page.get_by_label("To", exact=True).fill(bob.address)
+    page.get_by_label("Amount (ENC)").fill("2.5")
+    page.get_by_label("Memo (optional)").fill("solar share")
+    page.get_by_role("button", name="Send", exact=True).click()
+
+    dialog = page.get_by_role("dialog", name="Authorize transfer")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Wallet PIN").fill(PIN)
+    dialog.get_by_role("button", name="Authorize").click()
+    expect(dialog).to_have_count(0)
+
+    progress = page.locator("#send-progress [data-status]")
+    expect(progress).to_have_attribute("data-status", "confirmed", timeout=45_000)
+    steps = page.locator("#send-progress li.done").evaluate_all("els => els.map(e => e.dataset.step)")
+    for step in ("requested", "challenge_issued", "authorized", "signed", "submitted", "mined", "confirmed"):
+        assert step in steps, steps
+    expect(balance).to_have_text("7.5 ENC", timeout=15_000)
+
+    recent = page.locator("#recent li").first
+    expect(recent).to_contain_text("2.5 ENC")
+    recent.locator("summary").click()
+    expect(recent.locator("li[data-step=confirmed]")).to_be_visible()
+    screenshot(page, "send-confirmed")
+    community.wait_balance(bob, "2.5")
+
+
+def test_operator_approves_a_user_issues_coins_and_reads_the_audit_log(
+    new_page: NewPage, community: Community
+) -> None:
+    quinn = community.register("prosumer", "Quinn", wallet=True)
+    page = new_page()
+    log_in(page, community.base, *OPERATOR)
+    expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
+    row = page.locator("#pending-users tr", has_text=quinn.email)
+    expect(row).to_be_visible()
+    screenshot(page, "admin-users")
+    row.get_by_role("button", name="Approve Quinn").click()
+    expect(page.locator("#status")).to_contain_text("Quinn is approved")
+    expect(row).to_have_count(0)
+    expect(page.locator("#all-users tr", has_text=quinn.email)).to_contain_text("approved")
+
+    page.get_by_role("link", name="Coin").click()
+    page.get_by_label("To", exact=True).fill(str(quinn.user_id))
+    page.get_by_label("Amount (ENC)").fill("4")
+    page.get_by_role("button", name="Issue coins").click()
+    expect(page.locator("#coin-ops [data-status=confirmed]")).to_have_count(1, timeout=30_000)
+    expect(page.locator("#total-supply")).not_to_have_text("0 ENC")
+    screenshot(page, "admin-coin")
+    community.wait_balance(quinn, "4")
+
+    page.get_by_role("link", name="Audit log").click()
+    expect(page.locator("#audit-integrity")).to_have_attribute("data-intact", "true")
+    expect(page.locator("#audit")).to_contain_text("user.approve")
+    screenshot(page, "admin-audit")
+
+    if "/api/v1/ledger/slots/{slot_start}" in community.paths():
+        page.get_by_role("link", name="Ledger").click()
+        expect(page.locator("#ledger")).to_contain_text("anchored")
+
+    if "/api/v1/sites" in community.paths():
+        page.get_by_role("link", name="Sites").click()
+        expect(page.locator("#sites-summary")).to_contain_text("sites")
+        screenshot(page, "admin-sites")
+
+
+def test_site_charts_update_live(new_page: NewPage, community: Community) -> None:
+    if "/api/v1/sites/{site_id}/readings" not in community.paths():
+        pytest.skip("the sites API (GET /api/v1/sites/{id}/readings, issue 4) is not there yet")
+    lee = community.register("prosumer", "Lee", wallet=True)
+    community.approve(lee)
+    site = community.site
+    r = community.http.post(
+        "/api/v1/sites",
+        json={
+            "name": "Lee's roof",
+            "host": "127.0.0.1",
+            "port": site.port,
+            "device_id": 1,
+            "pv_nameplate_w": site.pv_nameplate_w,
+            "battery_capacity_wh": site.battery_capacity_wh,
+            "reserve_soc_pct": site.reserve_soc_pct,
+        },
+        headers=lee.headers,
+    )
+    assert r.status_code == 201, r.text
+
+    page = new_page()
+    log_in(page, community.base, lee.email)
+    page.get_by_role("link", name="Energy").click()
+    panel = page.locator("[data-site]")
+    expect(panel.get_by_role("heading", name="Lee's roof")).to_be_visible()
+    stats = panel.locator("dl.stats")
+    expect(stats).to_have_attribute("data-ts", TIMESTAMP, timeout=20_000)
+    first = stats.get_attribute("data-ts")
+    # The collector polls every second and the page every five: the newest reading moves on by itself.
+    page.wait_for_function(
+        "first => document.querySelector('[data-site] dl.stats').dataset.ts !== first",
+        arg=first,
+        timeout=20_000,
+    )
+    assert int(panel.get_attribute("data-readings") or 0) >= 2
+    expect(panel.locator("canvas").first).to_be_visible()
+    expect(panel.locator(".u-legend")).to_contain_text("PV")
+    expect(panel.get_by_text("Today (UTC)")).to_be_visible()
+    screenshot(page, "energy")
+
+    phone = new_page(390, 844)
+    log_in(phone, community.base, lee.email)
+    phone.get_by_role("link", name="Energy").click()
+    expect(phone.locator("[data-site] dl.stats")).to_have_attribute("data-ts", TIMESTAMP, timeout=20_000)
+    phone.locator("[data-site] canvas").first.wait_for()
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the energy page scrolls sideways on a phone ({width}px)"
+    screenshot(phone, "energy-phone")
+
+
+def test_place_an_order_with_the_price_suggestion(new_page: NewPage, community: Community) -> None:
+    paths = community.paths()
+    if "/api/v1/orders" not in paths or "/api/v1/market/book" not in paths:
+        pytest.skip("the market API (POST /api/v1/orders, GET /api/v1/market/book, issue 5) is not there yet")
+    kim = community.register("consumer", "Kim", wallet=True)
+    assert kim.address
+    community.mint(kim.address, "1000")
+    community.wait_balance(kim, "1000")
+
+    page = new_page()
+    log_in(page, community.base, kim.email)
+    page.get_by_role("link", name="Market").click()
+    expect(page.get_by_role("heading", name="Order book")).to_be_visible()
+    page.get_by_label("Quantity (Wh)").fill("500")
+    suggestion = page.locator("#price-suggestion")
+    if "/api/v1/market/price" in paths:
+        suggestion.get_by_role("button", name="Use").click()
+    else:
+        page.get_by_label("Limit price (ENC/kWh)").fill(_band_floor(community, page))
+    page.get_by_role("button", name="Place order").click()
+    dialog = page.get_by_role("dialog", name="Authorize escrow")
+    if dialog.count() or dialog.is_visible():
+        dialog.get_by_label("Wallet PIN").fill(PIN)
+        dialog.get_by_role("button", name="Authorize").click()
+    expect(page.get_by_text("Order placed")).to_be_visible(timeout=30_000)
+    expect(page.locator("#my-orders tbody tr")).to_have_count(1, timeout=15_000)
+    screenshot(page, "market")
+
+
+def _band_floor(community: Community, page: Page) -> str:
+    slot = page.locator("#slot").input_value()
+    book = community.http.get(
+        "/api/v1/market/book", params={"slot_start": slot}, headers=community.admin_headers()
+    ).json()
+    return str(book["floor"])
+
+
+# -- views whose API is still being built -------------------------------------------------------------
+
+
+def _market_stand_in(paths_added: list[str]) -> Callable[[Any], None]:
+    """Answers the market, trade and statement routes as issues 5 and 6 describe them. Only for the
+    views' own behaviour (rendering, the order and PIN flow, no console errors) until the real routes
+    exist; the real API is tested by test_place_an_order_with_the_price_suggestion then."""
+    slot_prices = {"floor": "60", "ceiling": "307.3"}
+    orders: list[dict[str, Any]] = []
+    trade = {
+        "id": 7,
+        "slot_start": "2026-11-01T03:00:00Z",
+        "side": "buy",
+        "quantity_wh": 500,
+        "measured_wh": 480,
+        "settled_wh": 480,
+        "price": "115",
+        "paid": "55.2",
+        "refunded": "2.3",
+        "penalised": "0",
+        "status": "settled",
+        "record_tx_hash": "0x" + "ab" * 32,
+        "settlement_tx_hash": "0x" + "cd" * 32,
+    }
+
+    def handle(route: Any) -> None:
+        request = route.request
+        path = urlsplit(request.url).path
+        query = parse_qs(urlsplit(request.url).query)
+        method = request.method
+        if path == "/openapi.json":
+            doc = route.fetch().json()
+            for added in paths_added:
+                method_name, _, added_path = added.partition(" ")
+                doc["paths"].setdefault(added_path, {})[method_name] = {}
+            route.fulfill(json=doc)
+        elif path == "/api/v1/market":
+            route.fulfill(json={"slot_minutes": 15, "gate_closure_minutes": 5, "mechanism": "continuous"})
+        elif path == "/api/v1/market/book":
+            bids = [{"price": "120", "quantity_wh": 1500, "orders": 2}]
+            asks = [{"price": "110", "quantity_wh": 800, "orders": 1}]
+            route.fulfill(
+                json={**slot_prices, "slot_start": query["slot_start"][0], "bids": bids, "asks": asks}
+            )
+        elif path == "/api/v1/market/price":
+            route.fulfill(json={**slot_prices, "suggested_price": "115", "supply_demand_ratio": 0.53})
+        elif path == "/api/v1/orders" and method == "POST":
+            body = request.post_data_json
+            assert request.headers.get("idempotency-key")
+            order = {"id": len(orders) + 1, **body, "status": "pending_authorization", "filled_wh": 0}
+            order["challenge"] = {"type": "pin", "otp_required": False}
+            orders.append(order)
+            route.fulfill(status=201, json=order)
+        elif path.endswith("/authorize") and path.startswith("/api/v1/orders/"):
+            assert request.post_data_json == {"pin": PIN}
+            orders[-1]["status"] = "open"
+            route.fulfill(json=orders[-1])
+        elif path == "/api/v1/orders":
+            route.fulfill(json=orders)
+        elif path == "/api/v1/trades":
+            route.fulfill(json=[trade])
+        elif path == "/api/v1/statements":
+            month = query["month"][0]
+            route.fulfill(
+                json={
+                    "month": month,
+                    "energy_bought_wh": 12000,
+                    "energy_sold_wh": 0,
+                    "coins_paid": "1380",
+                    "average_buy_price": "115",
+                    "savings": str(100 + int(month[-2:]) * 37),
+                }
+            )
+        elif path == "/api/v1/admin/market/summary":
+            slot = {
+                "slot_start": "2026-11-22T03:00:00Z",
+                "traded_wh": 5400,
+                "demand_wh": 7200,
+                "local_share": 0.75,
+                "clearing_price": "112.5",
+                "trades": 6,
+                "settled": 4,
+                "pending": 2,
+            }
+            route.fulfill(json={"traded_wh": 5400, "trades": 6, "slots": [slot]})
+        else:
+            route.continue_()
+
+    return handle
+
+
+STAND_IN_ROUTES = [
+    "get /api/v1/market",
+    "get /api/v1/market/book",
+    "get /api/v1/market/price",
+    "get /api/v1/orders",
+    "post /api/v1/orders",
+    "delete /api/v1/orders/{order_id}",
+    "post /api/v1/orders/{order_id}/authorize",
+    "get /api/v1/trades",
+    "get /api/v1/statements",
+    "get /api/v1/admin/market/summary",
+]
+
+
+def test_market_views_against_a_stand_in_of_the_issue_contract(
+    new_page: NewPage, community: Community
+) -> None:
+    if "/api/v1/orders" in community.paths():
+        pytest.skip("the real market API is there: test_place_an_order_with_the_price_suggestion covers it")
+    kim = community.register("consumer", "Kim", wallet=True)
+    page = new_page()
+    page.route("**/*", _market_stand_in(STAND_IN_ROUTES))
+    log_in(page, community.base, kim.email)
+
+    page.get_by_role("link", name="Market").click()
+    expect(page.locator("#book")).to_contain_text("Price band")
+    expect(page.locator("#price-suggestion")).to_contain_text("Suggested: 115 ENC/kWh")
+    page.get_by_label("Quantity (Wh)").fill("500")
+    page.locator("#price-suggestion").get_by_role("button", name="Use").click()
+    expect(page.get_by_label("Limit price (ENC/kWh)")).to_have_value("115")
+    page.get_by_role("button", name="Place order").click()
+    dialog = page.get_by_role("dialog", name="Authorize escrow")
+    dialog.get_by_label("Wallet PIN").fill(PIN)
+    dialog.get_by_role("button", name="Authorize").click()
+    expect(page.get_by_text("Order placed")).to_be_visible()
+    expect(page.locator("#my-orders tbody tr")).to_have_count(1)
+    expect(page.locator("#my-orders")).to_contain_text("open")
+    screenshot(page, "market-stand-in")
+
+    page.get_by_role("link", name="Trades").click()
+    row = page.locator("#trades tbody tr")
+    expect(row).to_contain_text("480 Wh")
+    screenshot(page, "trades-stand-in")
+
+    page.get_by_role("link", name="Statements").click()
+    expect(page.locator("#statement")).to_contain_text("Energy bought (Wh)")
+    page.locator(".chart canvas").first.wait_for()
+    screenshot(page, "statements-stand-in")
+
+    admin = new_page()
+    admin.route("**/*", _market_stand_in(STAND_IN_ROUTES))
+    log_in(admin, community.base, *OPERATOR)
+    admin.get_by_role("link", name="Market").click()
+    expect(admin.locator("#market-summary tbody tr")).to_contain_text("75.0 %")
+    screenshot(admin, "admin-market-stand-in")

@@ -1,0 +1,180 @@
+"""Without a browser: every dashboard module parses, and `/` and the assets are served with the right
+content types and headers (and nothing outside the static folder is)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.main import create_app
+from app.web.router import STATIC, UPLOT_DIST
+
+MODULES = sorted((STATIC / "js").rglob("*.js"))
+
+
+def node_check(source: str) -> subprocess.CompletedProcess[str]:
+    # Through stdin as a module: `node --check file.js` on Node 20 accepts some broken ES modules.
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("`node` is not installed: the JavaScript syntax check needs Node.js 20+")
+    return subprocess.run(
+        [node, "--input-type=module", "--check"], input=source, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(STATIC)))
+def test_every_module_parses(module: Path) -> None:
+    done = node_check(module.read_text())
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_syntax_check_catches_a_broken_module() -> None:
+    assert node_check("import { h } from './dom.js';\nexport const x = ;\n").returncode != 0
+
+
+def test_every_relative_import_exists() -> None:
+    for module in MODULES:
+        for target in re.findall(r"""(?:from|import\()\s*['"](\.{1,2}/[^'"]+)['"]""", module.read_text()):
+            assert (module.parent / target).resolve().is_file(), f"{module.name} imports missing {target}"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    # No lifespan: the static routes need neither the chain nor the database.
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("web")), workers=False)
+    yield TestClient(app)
+
+
+def test_index_is_html_with_a_strict_policy(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert '<script type="module" src="/ui/js/main.js">' in r.text
+    for ref in re.findall(r'(?:src|href)="(/ui/[^"]+)"', r.text):
+        assert client.get(ref).status_code == 200, ref
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/ui/js/main.js", "text/javascript; charset=utf-8"),
+        ("/ui/js/views/wallet.js", "text/javascript; charset=utf-8"),
+        ("/ui/css/app.css", "text/css; charset=utf-8"),
+        ("/ui/icon.svg", "image/svg+xml"),
+        ("/favicon.ico", "image/svg+xml"),
+    ],
+)
+def test_assets_have_their_content_types(client: TestClient, path: str, content_type: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == content_type
+
+
+def test_uplot_is_served_from_node_modules(client: TestClient) -> None:
+    if not UPLOT_DIST.is_dir():
+        pytest.skip("node_modules/uplot is missing: run `npm install` (make install does)")
+    js = client.get("/ui/vendor/uplot/uPlot.esm.js")
+    assert js.status_code == 200
+    assert js.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "export" in js.text
+    css = client.get("/ui/vendor/uplot/uPlot.min.css")
+    assert css.status_code == 200
+    assert css.headers["content-type"] == "text/css; charset=utf-8"
+
+
+def test_the_pinned_uplot_is_the_one_in_package_json() -> None:
+    import json
+
+    root = STATIC.parents[2]
+    pinned = json.loads((root / "package.json").read_text())["dependencies"]["uplot"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pinned), "uplot must be pinned exactly"
+    locked = json.loads((root / "package-lock.json").read_text())["packages"]["node_modules/uplot"]
+    assert locked["version"] == pinned
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/../router.py",
+        "/ui/%2e%2e/router.py",
+        "/ui/js/%2e%2e/%2e%2e/router.py",
+        "/ui/js/%2e%2e/%2e%2e/%2e%2e/%2e%2e/pyproject.toml",
+        "/ui/vendor/uplot/package.json",
+        "/ui/vendor/uplot/%2e%2e/package.json",
+        "/ui/.hidden",
+        "/ui/nothing.js",
+        "/ui/js",
+    ],
+)
+def test_nothing_outside_the_dashboard_is_served(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 404  # from our route, or from no route once the client normalised ".."
+    assert r.json()["error"] in ("AssetNotFound", "NotFound")
+
+
+def test_the_dashboard_is_not_part_of_the_api_schema(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/" not in paths
+    assert not any(p.startswith("/ui") for p in paths)
+
+
+def run_module_script(script: str) -> str:
+    """Runs an ES module snippet in Node that may import the dashboard's modules from `static/js/`."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("`node` is not installed: the JavaScript checks need Node.js 20+")
+    base = (STATIC / "js").as_uri()
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script.replace("@JS@", base)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_event_stream_parser_and_helpers() -> None:
+    """The pieces that need no browser: SSE parsing, open slots after gate closure, coin formatting."""
+    run_module_script(
+        """
+        import assert from 'node:assert/strict';
+        import { parseBlock, isAbout } from '@JS@/live.js';
+        import { openSlots } from '@JS@/views/common.js';
+        import { fmtCoin, pick, itemsOf } from '@JS@/dom.js';
+
+        const e = parseBlock('id: 42\\nevent: transfer.step\\ndata: {"transfer_id": "t1",\\ndata:  "kind": "mined"}');
+        assert.equal(e.type, 'transfer.step');
+        assert.equal(e.id, '42');
+        assert.deepEqual(e.data, { transfer_id: 't1', kind: 'mined' });
+        assert.equal(parseBlock(': keep-alive'), null);
+        assert.equal(parseBlock('data: {"type": "fault.opened", "site_id": 3}').type, 'fault.opened');
+        assert.equal(parseBlock('data: plain words').data, 'plain words');
+        assert.ok(isAbout({ type: 'site.fault.opened' }, 'fault'));
+
+        const now = Date.parse('2026-11-22T10:09:59Z');
+        const slots = openSlots({ slotMinutes: 15, gateClosureMinutes: 5, count: 3, now });
+        assert.deepEqual(slots.map((d) => d.toISOString()), [
+          '2026-11-22T10:15:00.000Z', '2026-11-22T10:30:00.000Z', '2026-11-22T10:45:00.000Z',
+        ]);
+        const atGate = openSlots({ slotMinutes: 15, gateClosureMinutes: 5, count: 1, now: Date.parse('2026-11-22T10:10:00Z') });
+        assert.equal(atGate[0].toISOString(), '2026-11-22T10:30:00.000Z');
+
+        assert.equal(fmtCoin('1234567.500000000000000001', 'ENC'), '1,234,567.5 ENC');
+        assert.equal(fmtCoin('-3.25'), '-3.25');
+        assert.equal(fmtCoin(null), '—');
+        assert.equal(pick({ a: { b: 0 } }, 'x', 'a.b'), 0);
+        assert.deepEqual(itemsOf({ items: [1] }), [1]);
+        assert.deepEqual(itemsOf([2]), [2]);
+        """
+    )

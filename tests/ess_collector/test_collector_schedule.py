@@ -1,0 +1,98 @@
+"""The schedule runs in one process at a time: the database lease, and the APScheduler worker briefly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from app.context import Context
+from app.models.site import JobLease, SiteReading
+from app.sites.worker import LEASE_NAME, CollectorWorker
+from ess_collector.lease import Lease, LeaseLost
+from ess_collector.simulator import SimulatorCluster, ThreadedCluster
+from tests.ess_collector.harness import add_sites, make_owner
+
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def clock(t: list[datetime]) -> Callable[[], datetime]:
+    return lambda: t[0]
+
+
+def test_only_one_process_holds_the_lease(clean_db: Engine) -> None:
+    a = Lease(clean_db, "job", holder="a", ttl_s=10)
+    b = Lease(clean_db, "job", holder="b", ttl_s=10)
+    assert a.try_acquire() and not b.try_acquire()
+    assert a.try_acquire()  # renewing
+    with Session(clean_db) as s:
+        a.fence(s)
+        s.commit()
+    a.release()
+    assert not a.held and b.try_acquire() and b.held
+    with Session(clean_db) as s, pytest.raises(LeaseLost):
+        a.fence(s)  # a paused former holder cannot write beside the new one
+
+
+def test_an_expired_lease_is_taken_over_and_fences_the_old_holder(clean_db: Engine) -> None:
+    now = [T0]
+    a = Lease(clean_db, "job", holder="a", ttl_s=10, clock=clock(now))
+    b = Lease(clean_db, "job", holder="b", ttl_s=10, clock=clock(now))
+    assert a.try_acquire()
+    now[0] += timedelta(seconds=9)
+    assert not b.try_acquire()
+    now[0] += timedelta(seconds=2)  # a stopped renewing (crashed or paused): the lease expired
+    assert b.try_acquire()
+    with Session(clean_db) as s, pytest.raises(LeaseLost):
+        a.fence(s)
+    with Session(clean_db) as s:
+        row = s.get(JobLease, "job")
+        assert row is not None and row.holder == "b"
+
+
+def _readings(engine: Engine) -> int:
+    with Session(engine) as s:
+        return int(s.exec(select(func.count(col(SiteReading.id)))).one())
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_two_workers_poll_once_and_a_standby_takes_over(ctx: Context) -> None:
+    settings = ctx.settings.model_copy(
+        update={
+            "poll_interval_seconds": 1.0,
+            "collector_lease_seconds": 3.0,
+            "collector_timeout_seconds": 0.5,
+        }
+    )
+    ctx = replace(ctx, settings=settings)
+    with ThreadedCluster(SimulatorCluster(2, seed=3, speed=1)) as cluster:
+        add_sites(ctx.engine, cluster, make_owner(ctx.engine), datetime.now(UTC))
+        one, two = CollectorWorker(ctx, holder="one"), CollectorWorker(ctx, holder="two")
+        one.start()
+        try:
+            assert _wait(lambda: one.polls >= 1, 5)
+            two.start()
+            time.sleep(1.5)
+            assert two.polls == 0 and one.polls >= 2  # the standby never polls beside the holder
+            one.stop()  # a clean stop releases the lease: the standby takes over at its next check
+            assert _wait(lambda: two.polls >= 1, 5)
+        finally:
+            one.stop()
+            two.stop()
+    assert _readings(ctx.engine) == 2 * (one.polls + two.polls)  # every stored poll is one worker's
+    with Session(ctx.engine) as s:
+        lease = s.get(JobLease, LEASE_NAME)
+        assert lease is not None and lease.holder == "two"
