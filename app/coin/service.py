@@ -184,3 +184,17 @@ def get_operation(session: Session, op_id: int) -> tuple[CoinOperation, Outgoing
     if op is None:
         raise NotFound(f"no coin operation {op_id}")
     return op, session.get(OutgoingTx, op.tx_id) if op.tx_id else None
+
+
+def chain_now(ctx: Context) -> int:
+    """Seconds since the epoch as the chain sees it (never behind our clock): ERC-3009 windows are checked
+    against block time, which can drift from the wall clock on a development chain."""
+    import time
+
+    cached = ctx.extras.get("chain_now")
+    wall = int(time.time())
+    if cached is not None and time.monotonic() - cached[1] < 1.0:
+        return max(wall, cached[0] + int(time.monotonic() - cached[1]))
+    block_ts = int(ctx.w3.eth.get_block("latest")["timestamp"])
+    ctx.extras["chain_now"] = (block_ts, time.monotonic())
+    return max(wall, block_ts)

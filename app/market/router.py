@@ -171,6 +171,17 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
         penalty=format_amount(t.penalty) if t.penalty is not None else None,
         settle_rule=t.settle_rule,
         settle_tx_hash=tx_hash(t.settle_tx_id),
+        refund_proof=(
+            {
+                "trade_no": t.trade_no,
+                "batch_no": t.batch_no,
+                "seller": (t.proof or {}).get("seller"),
+                "leaf": (t.proof or {}).get("leaf"),
+                "proof": (t.proof or {}).get("proof"),
+            }
+            if t.trade_no is not None
+            else None
+        ),
         created_at=t.created_at,
     )
 

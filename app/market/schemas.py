@@ -99,6 +99,9 @@ class TradePublic(BaseModel):
     penalty: str | None
     settle_rule: str | None
     settle_tx_hash: str | None
+    refund_proof: dict[str, Any] | None = (
+        None  # what EnergyMarket.refundTrade needs, if the platform vanished
+    )
     created_at: datetime
 
 

@@ -7,7 +7,6 @@ escrow is locked on chain. A sell order enters the book at once, capped by its s
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from app import idempotency
-from app.coin.service import InsufficientBalance, balance_of, ensure_not_paused
+from app.coin.service import InsufficientBalance, balance_of, chain_now, ensure_not_paused
 from app.context import Context
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
@@ -34,7 +33,6 @@ from wallet.signer import recover_typed_data
 from wallet.typed_data import TokenDomain, receive_with_authorization, split_signature
 
 VALIDITY_SECONDS = 300
-CLOCK_SKEW = 60
 
 
 class NotAllowedToTrade(AppError):
@@ -156,11 +154,11 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
         raise InsufficientBalance(
             f"the escrow needs {format_amount(amount)}; you have {format_amount(max(available, 0))} available"
         )
-    now_s = int(time.time())
+    now_s = chain_now(ctx)
     market = ctx.contracts["EnergyMarket"]
     order.wallet_address = wallet.address
     order.escrow_amount = amount
-    order.valid_after, order.valid_before = now_s - CLOCK_SKEW, now_s + VALIDITY_SECONDS
+    order.valid_after, order.valid_before = 0, now_s + VALIDITY_SECONDS
     order.typed_data = receive_with_authorization(
         TokenDomain(name=_coin_name(ctx), chain_id=ctx.chain_id, verifying_contract=ctx.coin.address),
         from_=wallet.address,
@@ -224,7 +222,7 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         raise Conflict(f"order {order_id} is already {order.status}")
     if rules(ctx).gate_closure(order.slot_start) <= utcnow():
         raise Conflict("the gate for this slot has closed")
-    now = int(time.time())
+    now = chain_now(ctx)
     if order.valid_before is None or now >= order.valid_before - 5:
         order.status, order.failure_reason = "failed", "authorization window passed"
         session.commit()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from eth_abi import decode as abi_decode
@@ -17,6 +16,7 @@ from hexbytes import HexBytes
 from sqlmodel import Session, col, select
 from web3 import Web3
 
+from app.coin.service import chain_now
 from app.context import Context
 from app.core.crash import crash_point
 from app.core.security import utcnow
@@ -51,7 +51,7 @@ def submit_batch(ctx: Context) -> int:
         if session.get_bind().dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)  # another process may be batching too
         rows = list(session.exec(q))
-        now = int(time.time())
+        now = chain_now(ctx)
         batch = []
         for t in rows:
             if now >= t.valid_before - 2:
@@ -124,7 +124,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             )
         )
         if tx.status != "confirmed":
-            now = int(time.time())
+            now = chain_now(ctx)
             for t in transfers:
                 if now < t.valid_before - 5:  # nothing moved; the nonce is unused: relay it again
                     t.status, t.tx_id, t.updated_at = "authorized", None, utcnow()

@@ -9,7 +9,6 @@ whatever is retried; every state change is committed before the next step starts
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,13 +17,12 @@ from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from app import idempotency
-from app.coin.service import InsufficientBalance, balance_of, ensure_not_paused, resolve_account
+from app.coin.service import InsufficientBalance, balance_of, chain_now, ensure_not_paused, resolve_account
 from app.context import Context
 from app.core.crash import crash_point
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
-from app.events.service import emit
 from app.events.service import emit
 from app.models import Transfer, TransferStep, User, Wallet
 from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
@@ -40,7 +38,7 @@ from wallet.typed_data import (
 )
 
 VALIDITY_SECONDS = 300
-CLOCK_SKEW = 60  # validAfter lies this far back, so a node whose clock lags a little still accepts
+
 OPEN = ("pending_authorization", "authorized", "submitted")
 
 
@@ -138,7 +136,7 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
         raise InsufficientBalance(
             f"available {format_amount(max(available, 0))}, asked {format_amount(amount)}"
         )
-    now = int(time.time())
+    now = chain_now(ctx)
     transfer_id = uuid.uuid4().hex
     nonce = nonce_for("transfer", transfer_id)
     typed = transfer_with_authorization(
@@ -146,7 +144,7 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
         from_=wallet.address,
         to=to_address,
         value=amount,
-        valid_after=now - CLOCK_SKEW,
+        valid_after=0,
         valid_before=now + VALIDITY_SECONDS,
         nonce=nonce,
     )
@@ -162,7 +160,7 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
         memo=req.memo,
         status="pending_authorization",
         nonce="0x" + nonce.hex(),
-        valid_after=now - CLOCK_SKEW,
+        valid_after=0,
         valid_before=now + VALIDITY_SECONDS,
         typed_data=typed,
         created_at=stamp,
@@ -199,7 +197,7 @@ def authorize(
     transfer = get_own(session, user, transfer_id)
     if transfer.status != "pending_authorization":
         raise Conflict(f"transfer {transfer_id} is already {transfer.status}")
-    now = int(time.time())
+    now = chain_now(ctx)
     if now >= transfer.valid_before - 5:
         _fail(session, transfer, "authorization expired before it was given")
         session.commit()

@@ -249,3 +249,50 @@ def test_bad_orders_are_4xx(client: TestClient, ctx: Context, slot: str) -> None
     assert r2.status_code == 403  # not approved yet
     assert client.get("/api/v1/statements", params={"month": "2999-01"}, headers=consumer).status_code == 400
     Account.create()
+
+
+def test_price_suggestion_summary_and_admin_settle_checks(
+    client: TestClient, ctx: Context, slot: str
+) -> None:
+    admin = admin_headers(client, ctx)
+    _c, consumer, _addr = user_with_custodial_wallet(client)
+    p = client.get(
+        "/api/v1/market/price", params={"slot_start": slot, "side": "buy"}, headers=consumer
+    ).json()
+    floor, ceiling, suggested = (
+        float(p["band"]["floor"]),
+        float(p["band"]["ceiling"]),
+        float(p["suggested_price"]),
+    )
+    assert floor <= suggested <= ceiling and p["tariff_tier"] == 1 and "computed_from" in p
+    sell = client.get(
+        "/api/v1/market/price", params={"slot_start": slot, "side": "sell"}, headers=consumer
+    ).json()
+    assert float(sell["suggested_price"]) < suggested  # sellers are nudged down, buyers up
+    now = utcnow()
+    summary = client.get(
+        "/api/v1/admin/market/summary",
+        params={"from": (now - timedelta(days=1)).isoformat(), "to": (now + timedelta(days=1)).isoformat()},
+        headers=admin,
+    )
+    assert summary.status_code == 200 and summary.json()["trades"] == 0
+    assert (
+        client.get(
+            "/api/v1/admin/market/summary",
+            params={"from": now.isoformat(), "to": now.isoformat()},
+            headers=consumer,
+        ).status_code
+        == 403
+    )
+    decision = {"rule": "contracted", "reason": "meter offline"}
+    assert (
+        client.post(f"/api/v1/admin/slots/{slot}/settle", json=decision, headers=admin).status_code == 409
+    )  # not over
+    past = (rules(ctx).slot_of(now) - 4 * rules(ctx).slot).isoformat()
+    r = client.post(f"/api/v1/admin/slots/{past}/settle", json=decision, headers=admin)
+    assert r.status_code == 404 and r.json()["error"] == "NotFound"
+    assert (
+        client.post(f"/api/v1/admin/slots/{past}/settle", json=decision, headers=consumer).status_code == 403
+    )
+    info = client.get("/api/v1/market").json()
+    assert info["slot_minutes"] == 15 and info["gate_closure_minutes"] == 5 and len(info["next_slots"]) == 4

@@ -77,19 +77,6 @@ export function table(caption, columns, rows, empty = 'Nothing yet.') {
   );
 }
 
-/** Every scalar field of an object as a definition list (for answers whose shape may grow). */
-export function keyValues(obj, skip = []) {
-  const items = Object.entries(obj || {}).filter(
-    ([k, v]) => !skip.includes(k) && (v === null || typeof v !== 'object'),
-  );
-  return h('dl', { class: 'kv' }, items.map(([k, v]) => [h('dt', {}, label(k)), h('dd', {}, v ?? '—')]));
-}
-
-export function label(key) {
-  const text = key.replaceAll('_', ' ').replace(/\bwh\b/i, '(Wh)').replace(/\bpct\b/i, '(%)');
-  return text.charAt(0).toUpperCase() + text.slice(1);
-}
-
 // -- formatting ---------------------------------------------------------------------------------
 
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });

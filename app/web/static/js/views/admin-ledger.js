@@ -3,7 +3,7 @@
 // slots that exist are asked for.
 
 import { get } from '../api.js';
-import { badge, fmtDateTime, fmtWh, h, replace, shortHash, table } from '../dom.js';
+import { badge, fmtWh, h, replace, shortHash, table, timeEl } from '../dom.js';
 import { every } from '../live.js';
 import { txLink } from './common.js';
 
@@ -31,7 +31,7 @@ export async function render(root, app) {
       table(
         null,
         [
-          { label: 'Slot', value: (r) => fmtDateTime(r.slot_start) },
+          { label: 'Slot', value: (r) => timeEl(r.slot_start) },
           { label: 'Status', value: (r) => badge(r.status) },
           { label: 'Records', num: true, value: (r) => r.count },
           { label: 'PV', num: true, value: (r) => fmtWh(r.totals_wh && r.totals_wh.pv_wh) },

@@ -2,7 +2,7 @@
 // vs pending) over a chosen day; before the summary route exists, the coming slots' order books.
 
 import { get, has } from '../api.js';
-import { field, fmtCoin, fmtDateTime, fmtWh, h, keyValues, pick, replace, table } from '../dom.js';
+import { field, fmtCoin, fmtWh, h, pick, replace, table, timeEl } from '../dom.js';
 import { every } from '../live.js';
 import { openSlots } from './common.js';
 
@@ -20,23 +20,30 @@ export async function render(root, app) {
     const from = new Date(`${day.value}T00:00:00Z`);
     const to = new Date(from.getTime() + 24 * 3600 * 1000);
     const summary = await get('/admin/market/summary', { from: from.toISOString(), to: to.toISOString() });
-    const slots = pick(summary, 'slots', 'items', 'per_slot') || (Array.isArray(summary) ? summary : []);
+    const slots = pick(summary, 'slots', 'items') || [];
+    const totals = [
+      ['Trades', pick(summary, 'trades') ?? '—'],
+      ['Volume', fmtWh(pick(summary, 'volume_wh', 'traded_wh'))],
+      ['Value', fmtCoin(pick(summary, 'value'), symbol)],
+      [`Average price (${symbol}/kWh)`, fmtCoin(pick(summary, 'average_price'))],
+      ['Demand', fmtWh(pick(summary, 'demand_wh'))],
+      ['Demand met locally', share(pick(summary, 'share_of_demand_met_locally', 'local_share'))],
+      ['Settled trades', pick(summary, 'settled') ?? '—'],
+      ['Pending settlement', pick(summary, 'pending') ?? '—'],
+    ];
     replace(
       box,
       h('h2', {}, 'Totals'),
-      Array.isArray(summary) ? null : keyValues(summary),
+      h('dl', { class: 'stats', id: 'market-totals' }, totals.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v)))),
       h('h2', {}, 'Per slot'),
       table(
         null,
         [
-          { label: 'Slot', value: (s) => fmtDateTime(pick(s, 'slot_start', 'slot')) },
-          { label: 'Traded', num: true, value: (s) => fmtWh(pick(s, 'traded_wh', 'volume_wh', 'matched_wh')) },
-          { label: 'Demand', num: true, value: (s) => fmtWh(pick(s, 'demand_wh', 'buy_wh')) },
-          { label: 'Met locally', num: true, value: (s) => share(pick(s, 'local_share', 'share_local', 'share_of_demand_met_locally', 'local_share_pct')) },
-          { label: `Clearing price (${symbol}/kWh)`, num: true, value: (s) => fmtCoin(pick(s, 'clearing_price', 'avg_price', 'price')) },
-          { label: 'Trades', num: true, value: (s) => pick(s, 'trades', 'trade_count') ?? '—' },
-          { label: 'Settled', num: true, value: (s) => pick(s, 'settled', 'settled_trades') ?? '—' },
-          { label: 'Pending', num: true, value: (s) => pick(s, 'pending', 'pending_trades') ?? '—' },
+          { label: 'Slot', value: (s) => timeEl(pick(s, 'slot_start', 'slot')) },
+          { label: 'Volume', num: true, value: (s) => fmtWh(pick(s, 'volume_wh', 'traded_wh')) },
+          { label: `Value (${symbol})`, num: true, value: (s) => fmtCoin(pick(s, 'value')) },
+          { label: `Lowest price (${symbol}/kWh)`, num: true, value: (s) => fmtCoin(pick(s, 'min_price', 'clearing_price')) },
+          { label: `Highest price (${symbol}/kWh)`, num: true, value: (s) => fmtCoin(pick(s, 'max_price', 'clearing_price')) },
         ],
         slots,
         'No trades in this period.',
@@ -57,15 +64,15 @@ async function upcomingBooks(symbol) {
   const rules = has('/market') ? await get('/market').catch(() => ({})) : {};
   const slots = openSlots({ slotMinutes: rules.slot_minutes || 15, gateClosureMinutes: rules.gate_closure_minutes ?? 5, count: 6 });
   const books = await Promise.all(slots.map((s) => get('/market/book', { slot_start: s.toISOString() })));
-  const total = (levels) => (levels || []).reduce((acc, l) => acc + Number(pick(l, 'quantity_wh', 'quantity') || 0), 0);
+  const total = (levels) => (levels || []).reduce((acc, l) => acc + Number(pick(l, 'quantity_wh') || 0), 0);
   return [
     h('h2', {}, 'Coming slots'),
     table(
       null,
       [
-        { label: 'Slot', value: (r) => fmtDateTime(r.slot) },
-        { label: 'Bids', num: true, value: (r) => fmtWh(total(pick(r.book, 'bids', 'buy'))) },
-        { label: 'Asks', num: true, value: (r) => fmtWh(total(pick(r.book, 'asks', 'sell'))) },
+        { label: 'Slot', value: (r) => timeEl(r.slot.toISOString()) },
+        { label: 'Bids', num: true, value: (r) => fmtWh(total(r.book.bids)) },
+        { label: 'Asks', num: true, value: (r) => fmtWh(total(r.book.asks)) },
         { label: `Band (${symbol}/kWh)`, value: (r) => `${fmtCoin(pick(r.book, 'floor'))} – ${fmtCoin(pick(r.book, 'ceiling'))}` },
       ],
       slots.map((slot, i) => ({ slot, book: books[i] })),

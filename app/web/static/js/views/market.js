@@ -2,7 +2,7 @@
 // cancelling orders (buy orders lock escrow, authorised with the wallet PIN like a transfer).
 
 import { api, get, has, newIdempotencyKey, post } from '../api.js';
-import { badge, field, fmtCoin, fmtDateTime, fmtTime, fmtWh, h, itemsOf, notice, pick, replace, table } from '../dom.js';
+import { append, badge, field, fmtCoin, fmtTime, fmtWh, h, itemsOf, notice, pick, replace, table, timeEl } from '../dom.js';
 import { every, isAbout } from '../live.js';
 import { askPin, openSlots } from './common.js';
 
@@ -31,7 +31,7 @@ export async function render(root, app) {
   const bookBox = h('div', { id: 'book' });
   const ordersBox = h('div', { id: 'my-orders' });
   const formBox = h('section', { class: 'card', 'aria-labelledby': 'place-title' });
-  root.append(
+  append(root, [
     h('h1', {}, 'Market'),
     h(
       'p',
@@ -39,6 +39,7 @@ export async function render(root, app) {
       `Delivery slots of ${slotMinutes} minutes; orders close ${gate} minutes before a slot starts.`,
       rules.mechanism ? ` Matching: ${String(rules.mechanism).replaceAll('_', ' ')}.` : '',
     ),
+    app.user.status === 'pending' ? notice('warn', 'You can trade once an operator has approved your account.') : null,
     h('div', { class: 'row' }, field('Delivery slot', slotSelect)),
     h(
       'div',
@@ -47,7 +48,7 @@ export async function render(root, app) {
       formBox,
       h('section', { class: 'card wide', 'aria-labelledby': 'orders-title' }, h('h2', { id: 'orders-title' }, 'My orders'), ordersBox),
     ),
-  );
+  ]);
 
   const refreshBook = async () => {
     keepSlotsOpen();
@@ -96,7 +97,6 @@ function bookView(book, symbol) {
   const cols = [
     { label: `Price (${symbol}/kWh)`, num: true, value: (l) => fmtCoin(pick(l, 'price', 'limit_price'), '') },
     { label: 'Quantity', num: true, value: (l) => fmtWh(pick(l, 'quantity_wh', 'open_wh', 'quantity')) },
-    { label: 'Orders', num: true, value: (l) => pick(l, 'orders', 'count', 'order_count') ?? '—' },
   ];
   return h(
     'div',
@@ -104,7 +104,12 @@ function bookView(book, symbol) {
     floor !== undefined
       ? h('p', { class: 'small' }, 'Price band: ', h('strong', {}, fmtCoin(floor)), ' (feed-in) to ', h('strong', {}, fmtCoin(ceiling)), ` (retail) ${symbol}/kWh`)
       : null,
-    h('div', { class: 'book' }, table('Buy (bids)', cols, bids, 'No buy orders.'), table('Sell (asks)', cols, asks, 'No sell orders.')),
+    h(
+      'div',
+      { class: 'book' },
+      h('div', {}, h('h3', {}, 'Buy (bids)'), table(null, cols, bids, 'No buy orders.')),
+      h('div', {}, h('h3', {}, 'Sell (asks)'), table(null, cols, asks, 'No sell orders.')),
+    ),
   );
 }
 
@@ -112,12 +117,13 @@ function ordersView(orders, symbol, cancel) {
   return table(
     null,
     [
-      { label: 'Slot', value: (o) => fmtDateTime(o.slot_start) },
+      { label: 'Slot', value: (o) => timeEl(o.slot_start) },
       { label: 'Side', value: (o) => o.side },
       { label: 'Quantity', num: true, value: (o) => fmtWh(o.quantity_wh) },
       { label: 'Filled', num: true, value: (o) => fmtWh(pick(o, 'filled_wh', 'matched_wh')) },
       { label: `Limit (${symbol}/kWh)`, num: true, value: (o) => fmtCoin(o.limit_price) },
-      { label: 'Status', value: (o) => badge(o.status) },
+      { label: 'Status', value: (o) => [badge(o.status), o.failure_reason ? h('span', { class: 'muted small' }, ` ${o.failure_reason}`) : null] },
+      { label: 'Escrow', value: (o) => (o.side === 'buy' && o.escrow_status ? `${fmtCoin(o.escrow_amount)} ${String(o.escrow_status).replaceAll('_', ' ')}` : '—') },
       {
         label: 'Action',
         value: (o) =>
@@ -224,7 +230,16 @@ function orderForm(box, { app, symbol, slotSelect, sites, onPlaced }) {
           order = await post(`/orders/${order.id}/authorize`, answer);
         }
       }
-      replace(message, notice('ok', `Order placed: ${order.side} ${fmtWh(order.quantity_wh)} at ${fmtCoin(order.limit_price)} ${symbol}/kWh (${String(order.status).replaceAll('_', ' ')}).`));
+      const what = `${order.side} ${fmtWh(order.quantity_wh)} at ${fmtCoin(order.limit_price)} ${symbol}/kWh`;
+      replace(
+        message,
+        notice(
+          'ok',
+          order.status === 'pending_authorization'
+            ? `Order placed: ${what}. It enters the book once its escrow is locked on chain.`
+            : `Order placed: ${what} (${String(order.status).replaceAll('_', ' ')}).`,
+        ),
+      );
       form.reset();
       onPlaced();
       suggest();

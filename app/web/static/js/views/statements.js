@@ -2,7 +2,7 @@
 // tariff and the feed-in price, a chart of savings over recent months, and the CSV export.
 
 import { authFetch, get } from '../api.js';
-import { field, fmtCoin, h, keyValues, notice, pick, replace } from '../dom.js';
+import { field, fmtCoin, fmtWh, h, notice, pick, replace } from '../dom.js';
 import { barChart, chartBox } from '../chart.js';
 
 const MONTHS_IN_CHART = 6;
@@ -11,9 +11,9 @@ function monthKey(date) {
   return `${date.getUTCFullYear()}-${String(date.getUTCMonth() + 1).padStart(2, '0')}`;
 }
 
-function savingsOf(statement) {
-  const value = pick(statement, 'savings', 'total_savings', 'savings_total', 'savings.total', 'savings_vs_retail');
-  return value === undefined ? null : Number(value);
+function numberOf(statement, ...names) {
+  const value = statement ? pick(statement, ...names) : undefined;
+  return value === undefined || value === null ? null : Number(value);
 }
 
 export async function render(root, app) {
@@ -21,7 +21,7 @@ export async function render(root, app) {
   const now = new Date();
   const month = h('input', { type: 'month', name: 'month', value: monthKey(now), max: monthKey(now), required: true });
   const detail = h('div', { id: 'statement' });
-  const chartEl = chartBox(`Savings per month over the last ${MONTHS_IN_CHART} months`);
+  const chartEl = chartBox(`Savings against the retail tariff and extra income over the feed-in price, per month, over the last ${MONTHS_IN_CHART} months`);
   const csv = h('button', { type: 'button', class: 'secondary' }, 'Download CSV');
   root.append(
     h('h1', {}, 'Statements'),
@@ -42,7 +42,20 @@ export async function render(root, app) {
   const show = async () => {
     try {
       const s = await get('/statements', { month: month.value });
-      replace(detail, keyValues(s, ['month', 'user_id']));
+      const rows = [
+        ['Energy bought', fmtWh(pick(s, 'bought_wh'))],
+        ['Energy sold', fmtWh(pick(s, 'sold_wh'))],
+        ['Coins paid', fmtCoin(pick(s, 'coins_paid'), symbol)],
+        ['Coins received', fmtCoin(pick(s, 'coins_received'), symbol)],
+        ['Refunded', fmtCoin(pick(s, 'coins_refunded'), symbol)],
+        ['Penalised', fmtCoin(pick(s, 'coins_penalised'), symbol)],
+        [`Average buy price (${symbol}/kWh)`, fmtCoin(pick(s, 'average_buy_price'))],
+        [`Average sell price (${symbol}/kWh)`, fmtCoin(pick(s, 'average_sell_price'))],
+        ['Saved against the retail tariff', fmtCoin(pick(s, 'savings_vs_retail'), symbol)],
+        ['Earned over the feed-in price', fmtCoin(pick(s, 'extra_income_vs_feed_in'), symbol)],
+        ['Trades', pick(s, 'trades') ?? '—'],
+      ];
+      replace(detail, h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
     } catch (err) {
       replace(detail, notice('error', err.message));
     }
@@ -64,17 +77,22 @@ export async function render(root, app) {
     const d = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - (MONTHS_IN_CHART - 1 - i), 1));
     return monthKey(d);
   });
-  const values = await Promise.all(months.map((m) => get('/statements', { month: m }).then(savingsOf, () => null)));
+  const statements = await Promise.all(months.map((m) => get('/statements', { month: m }).catch(() => null)));
+  const savings = statements.map((st) => numberOf(st, 'savings_vs_retail', 'savings'));
+  const extra = statements.map((st) => numberOf(st, 'extra_income_vs_feed_in', 'extra_income'));
   let chart = null;
   try {
     chart = await barChart(chartEl, {
       labels: months,
-      series: [{ label: `Savings (${symbol})`, color: '--accent', values }],
+      series: [
+        { label: `Saved vs retail (${symbol})`, color: '--accent', values: savings },
+        { label: `Earned over feed-in (${symbol})`, color: '--pv', values: extra },
+      ],
       format: (v) => fmtCoin(String(Math.round(v * 100) / 100)),
     });
   } catch (err) {
     console.warn('chart library unavailable', err);
-    replace(chartEl, h('ul', {}, months.map((m, i) => h('li', {}, `${m}: ${values[i] ?? '—'}`))));
+    replace(chartEl, h('ul', {}, months.map((m, i) => h('li', {}, `${m}: saved ${savings[i] ?? '—'}, earned ${extra[i] ?? '—'}`))));
   }
   return () => chart && chart.destroy();
 }

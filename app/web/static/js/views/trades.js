@@ -1,7 +1,7 @@
 // Trades: each of the user's trades with contracted, measured and settled quantities and the payments.
 
 import { get } from '../api.js';
-import { badge, fmtCoin, fmtDateTime, fmtWh, h, itemsOf, pick, replace, table } from '../dom.js';
+import { badge, fmtCoin, fmtWh, h, itemsOf, pick, replace, table, timeEl } from '../dom.js';
 import { every, isAbout } from '../live.js';
 import { txLink } from './common.js';
 
@@ -21,7 +21,7 @@ export async function render(root, app) {
       table(
         null,
         [
-          { label: 'Slot', value: (t) => fmtDateTime(t.slot_start) },
+          { label: 'Slot', value: (t) => timeEl(t.slot_start) },
           { label: 'Side', value: (t) => pick(t, 'side', 'my_side', 'role') ?? '—' },
           { label: `Price (${symbol}/kWh)`, num: true, value: (t) => fmtCoin(pick(t, 'price')) },
           { label: 'Contracted', num: true, value: (t) => fmtWh(pick(t, 'contracted_wh', 'quantity_wh')) },
