@@ -31,7 +31,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.types import TxReceipt
+from web3.types import TxReceipt, Wei
 
 from bench.service import machine
 from contracts.artifacts import deploy_contract, load_artifact
@@ -144,6 +144,20 @@ class Call:
     trades: int = 0
 
 
+LOCK_TYPES = [
+    "bytes32",
+    "address",
+    "uint256",
+    "uint64",
+    "uint32",
+    "uint128",
+    "uint256",
+    "uint256",
+    "bytes32",
+    "uint8",
+]
+LOCK_TYPES += ["bytes32", "bytes32"]
+LOCK = f"lockEscrow({','.join(LOCK_TYPES)})"
 RECORD = "recordTrades((bytes32,bytes32,uint16,address,uint64,uint32,uint128,bytes32)[])"
 SETTLE_TUPLE = "(bytes32,bytes32,uint64,address,uint64,uint32,uint128,bytes32,uint64,uint32,bytes32[])"
 SETTLE = f"settleTrades(uint64,bytes32,{SETTLE_TUPLE}[])"
@@ -178,7 +192,8 @@ class Chain:
         self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 120}))
         self.admin: LocalAccount = Account.from_key(ANVIL_DEV_KEYS[0])
         self.chain_id = int(self.w3.eth.chain_id)
-        self.nonce = self.w3.eth.get_transaction_count(self.admin.address)
+        self.nonce = int(self.w3.eth.get_transaction_count(self.admin.address))
+        self.timed = False
 
     def rpc(self, method: str, params: list[Any]) -> Any:
         return self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
@@ -186,7 +201,7 @@ class Chain:
     def deploy(self, name: str, *args: Any) -> Contract:
         artifact = load_artifact(name)
         address = deploy_contract(self.w3, artifact, self.admin, *args)
-        self.nonce = self.w3.eth.get_transaction_count(self.admin.address)
+        self.nonce = int(self.w3.eth.get_transaction_count(self.admin.address))
         return self.w3.eth.contract(address=address, abi=artifact.abi)
 
     def sign(self, fn: ContractFunction, gas: int, sender: LocalAccount | None = None) -> bytes:
@@ -195,10 +210,15 @@ class Chain:
             nonce = self.nonce
             self.nonce += 1
         else:
-            nonce = self.w3.eth.get_transaction_count(sender.address, "pending")
-        tx = fn.build_transaction(
-            {"from": sender.address, "nonce": nonce, "gas": gas, "chainId": self.chain_id, **FEES}  # type: ignore[typeddict-item]
-        )
+            nonce = int(self.w3.eth.get_transaction_count(sender.address, "pending"))
+        params: dict[str, Any] = {
+            "from": sender.address,
+            "nonce": nonce,
+            "gas": gas,
+            "chainId": self.chain_id,
+            **FEES,
+        }
+        tx = fn.build_transaction(params)  # type: ignore[arg-type]
         return bytes(sender.sign_transaction(tx).rawTransaction)
 
     def sign_call(self, call: Call, gas: int | None = None) -> bytes:
@@ -223,7 +243,22 @@ class Chain:
         return int(self.w3.eth.estimate_gas(tx) * 1.2)  # type: ignore[arg-type]
 
     def run_calls(self, calls: Iterable[Call], gas: int | None = None) -> list[TxReceipt]:
-        return self.wait([self.send_raw(self.sign_call(c, gas)) for c in calls])
+        return self.submit([self.sign_call(c, gas) for c in calls])
+
+    def submit(self, raws: list[bytes]) -> list[TxReceipt]:
+        """Send signed transactions in nonce order and wait for them. Outside the timed phases (automine)
+        they are queued and then packed into full blocks with evm_mine: automine would make one block per
+        transaction, which for thousands of set-up transactions is slow on a loaded machine."""
+        if self.timed:
+            return self.wait([self.send_raw(r) for r in raws])
+        self.rpc("evm_setAutomine", [False])
+        try:
+            hashes = [self.send_raw(r) for r in raws]
+            while int(self.rpc("txpool_status", [])["result"]["pending"], 16) > 0:
+                self.rpc("evm_mine", [])
+        finally:
+            self.rpc("evm_setAutomine", [True])
+        return self.wait(hashes)
 
     def send_raw(self, raw: bytes) -> HexBytes:
         return self.w3.eth.send_raw_transaction(raw)
@@ -243,9 +278,10 @@ class Chain:
 
     def run(self, fns: Iterable[tuple[ContractFunction, int]]) -> list[TxReceipt]:
         """Sign and send in nonce order without waiting, then wait for all receipts."""
-        return self.wait([self.send_raw(self.sign(fn, gas)) for fn, gas in fns])
+        return self.submit([self.sign(fn, gas) for fn, gas in fns])
 
     def interval_mining(self, seconds: int | None) -> None:
+        self.timed = seconds is not None
         if seconds is None:
             self.rpc("evm_setIntervalMining", [0])
             self.rpc("evm_setAutomine", [True])
@@ -279,7 +315,7 @@ class Market:
             "verifyingContract": self.coin.address,
         }
         amount = escrow_amount(QUANTITY_WH, LIMIT)
-        fns = []
+        calls = []
         ids = []
         for _ in range(n):
             oid = keccak(text=f"order:{self.orders}")
@@ -307,13 +343,11 @@ class Market:
                     }
                 )
             )
-            fn = self.f.lockEscrow(
-                oid, buyer.address, amount, slot, QUANTITY_WH, LIMIT, 0, 2**48, nonce, sig.v,
-                sig.r.to_bytes(32, "big"), sig.s.to_bytes(32, "big"),
-            )  # fmt: skip
-            fns.append((fn, 250_000))
+            args = [oid, buyer.address, amount, slot, QUANTITY_WH, LIMIT, 0, 2**48, nonce, sig.v]
+            args += [sig.r.to_bytes(32, "big"), sig.s.to_bytes(32, "big")]
+            calls.append(abi_call(self.market.address, LOCK, LOCK_TYPES, args))
             ids.append(oid)
-        self.chain.run(fns)
+        self.chain.run_calls(calls, gas=250_000)
         return ids
 
     def make_trades(self, order_ids: list[bytes], sellers: list[str], slot: int) -> list[Trade]:
@@ -400,9 +434,11 @@ def transfer_baseline(chain: Chain, m: Market) -> dict[str, int]:
     holder = m.buyers[1].address
     payer = m.buyers[0]
     chain.w3.eth.wait_for_transaction_receipt(
-        chain.w3.eth.send_transaction({"from": chain.admin.address, "to": payer.address, "value": 10**18})
+        chain.w3.eth.send_transaction(
+            {"from": chain.admin.address, "to": payer.address, "value": Wei(10**18)}
+        )
     )
-    chain.nonce = chain.w3.eth.get_transaction_count(chain.admin.address)
+    chain.nonce = int(chain.w3.eth.get_transaction_count(chain.admin.address))
     existing = chain.wait([chain.send_raw(chain.sign(m.coin.functions.transfer(holder, 1), 100_000, payer))])[
         0
     ]

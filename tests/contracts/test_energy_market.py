@@ -774,6 +774,16 @@ def test_settlement_against_the_anchored_root_full_delivery(
     assert coin.functions.balanceOf(mk.market.address).call() == 0
     mk.check()
 
+    # carol sells again after withdrawing: credited and withdrawn like the first time.
+    c = order_id("c")
+    mk.lock(alice, c, slot, 1_000, LIMIT)
+    (t3,) = mk.record([mk.trade("3", c, carol.address, slot, 1_000, PRICE)])
+    send(w3, mk.f.settleTrades(slot, root, [t3.settlement(1_000)]), admin)
+    assert mk.balance(carol.address) == t3.value
+    send(w3, mk.f.withdraw(), carol)
+    assert mk.balance(carol.address) == 0
+    mk.check()
+
 
 def test_settlement_shortfall_pays_a_penalty_to_the_buyer(
     w3: Web3,
@@ -1077,9 +1087,13 @@ def test_recording_costs_under_a_third_of_a_transfer_per_trade(
     hashes = []
     oids = [order_id(f"gas{i}") for i in range(n)]
     for i, oid in enumerate(oids):
-        tx = mk.lock_call(alice, oid, slot, quantity, LIMIT).build_transaction(
-            {"from": admin.address, "nonce": nonce + i, "gas": 300_000, "chainId": w3.eth.chain_id}
-        )
+        params: dict[str, Any] = {
+            "from": admin.address,
+            "nonce": nonce + i,
+            "gas": 300_000,
+            "chainId": w3.eth.chain_id,
+        }
+        tx = mk.lock_call(alice, oid, slot, quantity, LIMIT).build_transaction(params)  # type: ignore[arg-type]
         hashes.append(w3.eth.send_raw_transaction(admin.sign_transaction(tx).rawTransaction))
     for h in hashes:
         assert w3.eth.wait_for_transaction_receipt(h)["status"] == 1
