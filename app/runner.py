@@ -92,7 +92,7 @@ def start_demo_sites(settings: Settings, engine: Engine, console: Console) -> Th
     """A few simulated sites next to the API, registered on first start, so there is live data at once."""
     from app.sites.demo import register_cluster, start_demo_cluster
 
-    demo = start_demo_cluster(settings.demo_sites, settings.demo_sites_base_port)
+    demo = start_demo_cluster(settings.demo_sites, settings.demo_base_port)
     if demo is not None:
         new = register_cluster(engine, demo)
         console.print(

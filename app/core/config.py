@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     site_utc_offset_hours: float = 9.0  # local time of the sites, for the clear-sky PV curve
     site_probe_timeout_seconds: float = Field(1.0, gt=0)  # one read when a site is registered
     demo_sites: int = Field(3, ge=0)  # `essx run`: simulated sites started and registered on first start
-    demo_sites_base_port: int = Field(15020, ge=1024, le=65000)
+    demo_sites_base_port: int | None = Field(None, ge=1024, le=65000)  # default: follows ESSX_PORT
     production_reward_per_kwh: str = "0"  # coins per kWh of anchored PV minted to the owner; 0 = off
 
     # Market (docs/market.md)
@@ -172,6 +172,14 @@ class Settings(BaseSettings):
             path.write_text(json.dumps(stored))
             path.chmod(0o600)
         return str(stored[name])
+
+    @property
+    def demo_base_port(self) -> int:
+        """Where `essx run` serves its simulated sites: derived from ESSX_PORT unless set, so two instances
+        side by side (different ESSX_PORT) never collide."""
+        if self.demo_sites_base_port is not None:
+            return self.demo_sites_base_port
+        return 15020 + (self.port - 8000) % 2000 * 10
 
     @property
     def chain_state_file(self) -> Path:

@@ -109,6 +109,7 @@ class Account:
     token: str
     address: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    site_id: int | None = None
 
 
 @dataclass
@@ -215,14 +216,15 @@ EXPECTED_CONSOLE = ("/api/v1/wallets/me",)
 
 
 class PageErrors:
-    def __init__(self) -> None:
+    def __init__(self, expected: tuple[str, ...]) -> None:
+        self.expected = EXPECTED_CONSOLE + expected
         self.errors: list[str] = []
 
     def console(self, message: ConsoleMessage) -> None:
         if message.type != "error":
             return
         url = (message.location or {}).get("url", "")
-        if "Failed to load resource" in message.text and url.endswith(EXPECTED_CONSOLE):
+        if "Failed to load resource" in message.text and url.endswith(self.expected):
             return
         self.errors.append(f"{message.text} ({url})")
 
@@ -232,13 +234,14 @@ class PageErrors:
 
 @pytest.fixture
 def new_page(browser_context: BrowserContext, community: Community) -> Iterator[Callable[..., Page]]:
-    """new_page() -> a fresh tab (its own sessionStorage, so its own login); asserts no console errors."""
+    """new_page() -> a fresh tab (its own sessionStorage, so its own login); asserts no console errors.
+    `expect_failed=("/api/v1/users/me",)` tolerates failed requests to URLs ending so (a test's own 401s)."""
     pages: list[tuple[Page, PageErrors]] = []
 
-    def make(width: int = 1280, height: int = 900) -> Page:
+    def make(width: int = 1280, height: int = 900, expect_failed: tuple[str, ...] = ()) -> Page:
         page = browser_context.new_page()
         page.set_viewport_size({"width": width, "height": height})
-        errors = PageErrors()
+        errors = PageErrors(expect_failed)
         page.on("console", errors.console)
         page.on("pageerror", errors.page_error)
         pages.append((page, errors))

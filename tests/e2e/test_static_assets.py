@@ -39,10 +39,23 @@ def test_the_syntax_check_catches_a_broken_module() -> None:
     assert node_check("import { h } from './dom.js';\nexport const x = ;\n").returncode != 0
 
 
-def test_every_relative_import_exists() -> None:
+def exported_names(module: Path) -> set[str]:
+    text = module.read_text()
+    names = set(re.findall(r"^export (?:async )?(?:function|const|let|class) (\w+)", text, re.M))
+    for group in re.findall(r"^export \{([^}]*)\}", text, re.M):
+        names |= {n.split(" as ")[-1].strip() for n in group.split(",") if n.strip()}
+    return names
+
+
+def test_every_relative_import_exists_and_exports_what_is_imported() -> None:
     for module in MODULES:
-        for target in re.findall(r"""(?:from|import\()\s*['"](\.{1,2}/[^'"]+)['"]""", module.read_text()):
+        text = module.read_text()
+        for target in re.findall(r"""(?:from|import\()\s*['"](\.{1,2}/[^'"]+)['"]""", text):
             assert (module.parent / target).resolve().is_file(), f"{module.name} imports missing {target}"
+        for names, target in re.findall(r"""^import \{([^}]*)\} from ['"](\.{1,2}/[^'"]+)['"]""", text, re.M):
+            wanted = {n.split(" as ")[0].strip() for n in names.split(",") if n.strip()}
+            missing = wanted - exported_names((module.parent / target).resolve())
+            assert not missing, f"{module.name} imports {sorted(missing)} that {target} does not export"
 
 
 @pytest.fixture(scope="module")
