@@ -68,7 +68,9 @@ def chromium_path() -> Path:
     return ensure_chromium()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: the sync Playwright API keeps an event loop running in the main thread
+# while it is open, which would break every later test that calls asyncio.run().
+@pytest.fixture(scope="package")
 def browser_context(chromium_path: Path) -> Iterator[BrowserContext]:
     sync_api = pytest.importorskip(
         "playwright.sync_api",
@@ -177,7 +179,7 @@ class Community:
         return set(self.http.get("/openapi.json").json()["paths"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def simulated_site() -> Iterator[SimulatedSite]:
     """One real-time simulated ESS site on a free port (Modbus TCP), for the service to poll."""
     from ess_collector.simulator import SimulatorCluster, ThreadedCluster
@@ -190,7 +192,7 @@ def simulated_site() -> Iterator[SimulatedSite]:
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def community(tmp_path_factory: pytest.TempPathFactory, simulated_site: SimulatedSite) -> Iterator[Community]:
     data = tmp_path_factory.mktemp("e2e") / "data"
     service = ServiceProcess(
