@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.core.errors import IdempotencyKeyReused, MissingIdempotencyKey, RequestInProgress
+from app.core.errors import AppError, IdempotencyKeyReused, MissingIdempotencyKey, RequestInProgress
 from app.core.security import utcnow
 from app.models import IdempotencyRecord
 
 LEASE = timedelta(seconds=120)
+T = TypeVar("T")
 
 
 def request_hash(body: Any) -> str:
@@ -102,3 +104,39 @@ def release(session: Session, record: IdempotencyRecord) -> None:
     if fresh is not None and fresh.resource is None:
         session.delete(fresh)
         session.commit()
+
+
+def create_once(
+    session: Session,
+    scope: str,
+    key: str | None,
+    body: Any,
+    *,
+    kind: str,
+    load: Callable[[str], T | None],
+    make: Callable[[], T],
+    ident: Callable[[T], str],
+    render: Callable[[T], dict[str, Any]],
+) -> tuple[int, dict[str, Any]]:
+    """A create route under an Idempotency-Key: replays, resumes an interrupted attempt, or creates.
+
+    `make()` raising an AppError changes nothing and frees the key for a corrected retry."""
+    claimed = claim(session, scope, key, body)
+    if claimed.replay:
+        return claimed.record.response_status or 201, claimed.record.response_body or {}
+    if claimed.resumed and claimed.record.resource:
+        existing = load(claimed.record.resource.split(":", 1)[1])
+        if existing is not None:
+            answer = render(existing)
+            finish(session, claimed.record, 201, answer)
+            return 201, answer
+    try:
+        created = make()
+    except AppError:
+        release(session, claimed.record)
+        raise
+    attach(session, claimed.record, f"{kind}:{ident(created)}")
+    session.flush()
+    answer = render(created)
+    finish(session, claimed.record, 201, answer)  # commits the new row together with its answer
+    return 201, answer

@@ -21,6 +21,7 @@ from sqlalchemy import func, insert, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from app.models.event import UserEvent
 from app.models.site import Site, SiteEvent, SiteFault, SiteReading
 from ess_collector import faults
 from ess_collector.config import CollectorConfig
@@ -198,6 +199,17 @@ class Collector:
 
     @staticmethod
     def _apply_fault(session: Session, site_id: int, change: faults.FaultChange, ts: datetime) -> None:
+        owner = session.exec(select(Site.owner_id).where(col(Site.id) == site_id)).first()
+        if owner is not None:  # the owner's live event stream (written with the change itself)
+            kind = "site.fault_opened" if change.open else "site.fault_closed"
+            session.add(
+                UserEvent(
+                    user_id=owner,
+                    kind=kind,
+                    at=ts,
+                    data={"site_id": site_id, "fault": change.kind, "detail": change.detail},
+                )
+            )
         if change.open:
             session.add(SiteFault(site_id=site_id, kind=change.kind, detail=change.detail, opened_at=ts))
             session.flush()

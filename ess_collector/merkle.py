@@ -34,11 +34,12 @@ def hash_pair(a: bytes, b: bytes) -> bytes:
     return keccak(a + b) if a <= b else keccak(b + a)
 
 
-def layers(leaves: Sequence[bytes]) -> list[list[bytes]]:
-    """Bottom-up layers of the tree over the sorted leaves."""
+def layers(leaves: Sequence[bytes], *, sort: bool = True) -> list[list[bytes]]:
+    """Bottom-up layers of the tree over the sorted leaves (or in the given order: the market's trade
+    batches keep recording order, since trade numbers follow it)."""
     if not leaves:
         raise ValueError("a tree needs at least one leaf")
-    out = [sorted(leaves)]
+    out = [sorted(leaves) if sort else list(leaves)]
     while len(out[-1]) > 1:
         level = out[-1]
         out.append(
@@ -68,6 +69,20 @@ def proof(leaves: Sequence[bytes], leaf: bytes) -> list[bytes]:
             path.append(level[sibling])
         index //= 2
     return path
+
+
+def proofs_in_order(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The root of the unsorted tree over `leaves` and every leaf's proof, by position (leaves may repeat)."""
+    tree = layers(leaves, sort=False)
+    paths: list[list[bytes]] = []
+    for index in range(len(leaves)):
+        path = []
+        for level in tree[:-1]:
+            if index ^ 1 < len(level):
+                path.append(level[index ^ 1])
+            index //= 2
+        paths.append(path)
+    return tree[-1][0], paths
 
 
 def process_proof(leaf: bytes, path: Sequence[bytes]) -> bytes:

@@ -11,6 +11,8 @@ from datetime import datetime
 from eth_abi import encode
 from web3 import Web3
 
+from ess_collector.merkle import proofs_in_order
+
 ESCROW_NONCE_TAG = bytes(Web3.keccak(text="essx.market.escrow.v1"))
 UINT32_MAX = 2**32 - 1
 
@@ -82,25 +84,6 @@ def trade_leaf(
     )
 
 
-def _pair(a: bytes, b: bytes) -> bytes:
-    return bytes(Web3.keccak(a + b if a <= b else b + a))
-
-
 def merkle_proofs(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """The contract's batch tree: pairs (2i, 2i+1) hashed in sorted order, an odd last node carried up."""
-    if not leaves:
-        raise ValueError("no leaves")
-    proofs: list[list[bytes]] = [[] for _ in leaves]
-    positions = list(range(len(leaves)))  # each leaf's index in the current level
-    level = list(leaves)
-    while len(level) > 1:
-        nxt = []
-        for i in range(0, len(level), 2):
-            nxt.append(_pair(level[i], level[i + 1]) if i + 1 < len(level) else level[i])
-        for leaf_index, pos in enumerate(positions):
-            sibling = pos ^ 1
-            if sibling < len(level):
-                proofs[leaf_index].append(level[sibling])
-            positions[leaf_index] = pos // 2
-        level = nxt
-    return level[0], proofs
+    """The contract's batch tree: sorted pairs, an odd last node carried up, leaves in recording order."""
+    return proofs_in_order(leaves)

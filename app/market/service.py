@@ -76,27 +76,20 @@ def pending_escrow(session: Session, address: str) -> int:
 def create(
     ctx: Context, session: Session, user: User, req: OrderCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
-    claim = idempotency.claim(session, f"{user.id}:orders.create", key, req.model_dump(mode="json"))
-    if claim.replay:
-        return claim.record.response_status or 201, claim.record.response_body or {}
-    if claim.resumed and claim.record.resource:
-        order = session.get(Order, claim.record.resource.split(":", 1)[1])
-        if order is not None:
-            body = to_public(session, ctx, order).model_dump(mode="json")
-            idempotency.finish(session, claim.record, 201, body)
-            return 201, body
-    try:
-        order = _new_order(ctx, session, user, req)
-    except AppError:
-        idempotency.release(session, claim.record)
-        raise
-    idempotency.attach(session, claim.record, f"order:{order.id}")
-    session.flush()
-    body = to_public(session, ctx, order).model_dump(mode="json")
-    idempotency.finish(session, claim.record, 201, body)
-    if order.status == "open":
+    status, body = idempotency.create_once(
+        session,
+        f"{user.id}:orders.create",
+        key,
+        req.model_dump(mode="json"),
+        kind="order",
+        load=lambda order_id: session.get(Order, order_id),
+        make=lambda: _new_order(ctx, session, user, req),
+        ident=lambda order: order.id,
+        render=lambda order: to_public(session, ctx, order).model_dump(mode="json"),
+    )
+    if body.get("status") == "open":
         engine.kick(ctx)
-    return 201, body
+    return status, body
 
 
 def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> Order:
@@ -190,9 +183,9 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
         raise NotFound(f"no site {req.site_id} of yours")
     if not site.enabled:
         raise Conflict(f"site {site.id} is disabled")
-    from ess_collector.supply import estimate_supply
+    from app.sites.service import estimate_supply
 
-    estimate = estimate_supply(session, site, slot_start)
+    estimate = estimate_supply(session, site, slot_start, ctx.settings)
     offered = session.exec(
         select(func.coalesce(func.sum(Order.quantity_wh), 0)).where(
             col(Order.site_id) == site.id,

@@ -132,6 +132,9 @@ class CollectorWorker:
         except LeaseLost:
             self.collector.forget()
             return
+        except Exception:  # e.g. the database is unreachable: nothing was stored, the next poll retries
+            log.exception("poll failed")
+            return
         self.polls += 1
         if report.failed:
             log.info(

@@ -99,25 +99,17 @@ def pending_outgoing(session: Session, address: str) -> int:
 def create(
     ctx: Context, session: Session, user: User, req: TransferCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
-    claim = idempotency.claim(session, f"{user.id}:transfers.create", key, req.model_dump())
-    if claim.replay:
-        return claim.record.response_status or 201, claim.record.response_body or {}
-    if claim.resumed and claim.record.resource:
-        transfer = session.get(Transfer, claim.record.resource.split(":", 1)[1])
-        if transfer is not None:
-            body = to_public(session, transfer).model_dump(mode="json")
-            idempotency.finish(session, claim.record, 201, body)
-            return 201, body
-    try:
-        transfer = _new_transfer(ctx, session, user, req)
-    except AppError:
-        idempotency.release(session, claim.record)
-        raise
-    idempotency.attach(session, claim.record, f"transfer:{transfer.id}")
-    session.flush()
-    body = to_public(session, transfer).model_dump(mode="json")
-    idempotency.finish(session, claim.record, 201, body)  # commits the transfer and its steps with the answer
-    return 201, body
+    return idempotency.create_once(
+        session,
+        f"{user.id}:transfers.create",
+        key,
+        req.model_dump(),
+        kind="transfer",
+        load=lambda transfer_id: session.get(Transfer, transfer_id),
+        make=lambda: _new_transfer(ctx, session, user, req),
+        ident=lambda transfer: transfer.id,
+        render=lambda transfer: to_public(session, transfer).model_dump(mode="json"),
+    )
 
 
 def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreate) -> Transfer:
