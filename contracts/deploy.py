@@ -136,7 +136,9 @@ def ensure_contracts(
 
 def _grant_operator(w3: Web3, account: LocalAccount, market_address: str) -> None:
     """The service account records trades and settles: it needs the market's OPERATOR_ROLE."""
-    market = w3.eth.contract(address=Web3.to_checksum_address(market_address), abi=load_artifact("EnergyMarket").abi)
+    market = w3.eth.contract(
+        address=Web3.to_checksum_address(market_address), abi=load_artifact("EnergyMarket").abi
+    )
     role = market.functions.OPERATOR_ROLE().call()
     tx = market.functions.grantRole(role, account.address).build_transaction(
         {
@@ -145,7 +147,9 @@ def _grant_operator(w3: Web3, account: LocalAccount, market_address: str) -> Non
             "chainId": int(w3.eth.chain_id),
         }
     )
-    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(account.sign_transaction(tx).rawTransaction))
+    receipt = w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(account.sign_transaction(tx).rawTransaction)
+    )
     if receipt["status"] != 1:
         raise RuntimeError("granting the market's operator role failed")
 
