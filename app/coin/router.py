@@ -103,7 +103,9 @@ def _pause_route(kind: str, want_paused: bool) -> Any:
                 raise Conflict(f"the coin is already {'paused' if want_paused else 'unpaused'}")
             return None, None, ctx.coin.encodeABI(fn_name=kind, args=[])
 
-        return _respond(*service.execute(ctx, session, admin, kind, key, req.model_dump(), build))
+        answer = service.execute(ctx, session, admin, kind, key, req.model_dump(), build)
+        ctx.extras.pop("paused", None)  # every later request reads the new state
+        return _respond(*answer)
 
     route.__name__ = kind
     return route

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -169,14 +170,25 @@ def execute(
 
 
 def ensure_not_paused(ctx: Context) -> None:
-    try:
-        paused = bool(ctx.coin.functions.paused().call())
-    except Exception as exc:  # node down: say so instead of a 500
-        raise ServiceUnavailable(
-            f"cannot read the coin's state from the chain: {type(exc).__name__}"
-        ) from None
-    if paused:
+    """Refuses while the coin is paused. The answer is cached for a second (it is read on every money
+    request); our own pause and unpause routes drop the cache at once."""
+    cached = ctx.extras.get("paused")
+    now = time.monotonic()
+    if cached is None or now - cached[1] > 1.0:
+        try:
+            paused = bool(ctx.coin.functions.paused().call())
+        except Exception as exc:  # node down: say so instead of a 500
+            raise ServiceUnavailable(
+                f"cannot read the coin's state from the chain: {type(exc).__name__}"
+            ) from None
+        cached = ctx.extras["paused"] = (paused, now)
+    if cached[0]:
         raise CoinPaused()
+
+
+def balance_now(ctx: Context, address: str) -> int:
+    """The latest balance in one call (the hot path of transfers and orders)."""
+    return int(ctx.coin.functions.balanceOf(Web3.to_checksum_address(address)).call())
 
 
 def get_operation(session: Session, op_id: int) -> tuple[CoinOperation, OutgoingTx | None]:
@@ -189,8 +201,6 @@ def get_operation(session: Session, op_id: int) -> tuple[CoinOperation, Outgoing
 def chain_now(ctx: Context) -> int:
     """Seconds since the epoch as the chain sees it (never behind our clock): ERC-3009 windows are checked
     against block time, which can drift from the wall clock on a development chain."""
-    import time
-
     cached = ctx.extras.get("chain_now")
     wall = int(time.time())
     if cached is not None and time.monotonic() - cached[1] < 1.0:

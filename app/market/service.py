@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from app import idempotency
-from app.coin.service import InsufficientBalance, balance_of, chain_now, ensure_not_paused
+from app.coin.service import InsufficientBalance, balance_now, chain_now, ensure_not_paused
 from app.context import Context
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
@@ -141,7 +141,7 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
     wallet = wallets.require_wallet(session, user.id or 0)
     ensure_not_paused(ctx)
     amount = escrow_amount(req.quantity_wh, price)
-    balance, _ = balance_of(ctx, wallet.address)
+    balance = balance_now(ctx, wallet.address)
     available = balance - pending_outgoing(session, wallet.address) - pending_escrow(session, wallet.address)
     if amount > available:
         raise InsufficientBalance(

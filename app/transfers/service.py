@@ -17,7 +17,7 @@ from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from app import idempotency
-from app.coin.service import InsufficientBalance, balance_of, chain_now, ensure_not_paused, resolve_account
+from app.coin.service import InsufficientBalance, balance_now, chain_now, ensure_not_paused, resolve_account
 from app.context import Context
 from app.core.crash import crash_point
 from app.core.errors import AppError, Conflict, NotFound
@@ -122,7 +122,7 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
     if to_address == wallet.address:
         raise AppError("you cannot send coins to your own wallet")
     ensure_not_paused(ctx)
-    balance, _ = balance_of(ctx, wallet.address)
+    balance = balance_now(ctx, wallet.address)
     available = balance - pending_outgoing(session, wallet.address)
     if amount > available:
         raise InsufficientBalance(
