@@ -296,3 +296,114 @@ def test_price_suggestion_summary_and_admin_settle_checks(
     )
     info = client.get("/api/v1/market").json()
     assert info["slot_minutes"] == 15 and info["gate_closure_minutes"] == 5 and len(info["next_slots"]) == 4
+
+
+def test_direct_offer_trades_only_with_the_named_buyer(client: TestClient, ctx: Context, slot: str) -> None:
+    admin = admin_headers(client, ctx)
+    seller_user, seller, site_id = _seller(client, ctx, admin)
+    buyer_user, buyer, buyer_addr = user_with_custodial_wallet(client)
+    _o, other, other_addr = user_with_custodial_wallet(client)
+    fund(client, admin, buyer_addr, "100")
+    fund(client, admin, other_addr, "100")
+    offer = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 300,
+            "limit_price": "160",
+            "site_id": site_id,
+            "counterpart_id": buyer_user["id"],
+        },
+        headers={**seller, **idem()},
+    ).json()
+    assert offer["status"] == "open"
+    # not in the public book, and someone else's bid does not take it
+    assert client.get("/api/v1/market/book", params={"slot_start": slot}).json()["asks"] == []
+    stranger = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 300, "limit_price": "200"},
+        headers={**other, **idem()},
+    ).json()
+    client.post(f"/api/v1/orders/{stranger['id']}/authorize", json={"pin": PIN}, headers=other)
+    assert [o["id"] for o in client.get("/api/v1/offers", headers=buyer).json()["items"]] == [offer["id"]]
+    # the named buyer accepts by placing the opposite order that names the seller
+    accept = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "buy",
+            "slot_start": slot,
+            "quantity_wh": 300,
+            "limit_price": "160",
+            "counterpart_id": seller_user["id"],
+        },
+        headers={**buyer, **idem()},
+    ).json()
+    client.post(f"/api/v1/orders/{accept['id']}/authorize", json={"pin": PIN}, headers=buyer)
+    assert _wait(
+        lambda: client.get(f"/api/v1/orders/{accept['id']}", headers=buyer).json()["status"] == "filled"
+    )
+    trades = client.get("/api/v1/trades", headers=seller).json()["items"]
+    assert [(t["buy_order_id"], t["price"], t["quantity_wh"]) for t in trades] == [(accept["id"], "160", 300)]
+    assert client.get(f"/api/v1/orders/{stranger['id']}", headers=other).json()["status"] == "open"
+
+
+def test_admin_settles_an_incomplete_slot_as_contracted(
+    client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = admin_headers(client, ctx)
+    _s, seller, site_id = _seller(client, ctx, admin)
+    _b, buyer, buyer_addr = user_with_custodial_wallet(client)
+    fund(client, admin, buyer_addr, "100")
+    client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 500,
+            "limit_price": "150",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    )
+    buy = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 500, "limit_price": "150"},
+        headers={**buyer, **idem()},
+    ).json()
+    client.post(f"/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer)
+    trade = _wait(
+        lambda: [
+            t
+            for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
+            if t["status"] == "recorded"
+        ]
+    )
+    assert trade, "the trade was not recorded"
+    later = utcnow() + timedelta(hours=1)
+    monkeypatch.setattr("app.settlement.service.utcnow", lambda: later)
+    # no meter data at all for the slot: nothing settles by itself
+    time.sleep(2)
+    assert client.get(f"/api/v1/trades/{trade[0]['id']}", headers=buyer).json()["status"] == "recorded"
+    r = client.post(
+        f"/api/v1/admin/slots/{slot}/settle",
+        json={"rule": "contracted", "reason": "meter offline all slot"},
+        headers=admin,
+    )
+    assert r.status_code == 200 and r.json()["trades"] == 1, r.text
+    assert _wait(
+        lambda: client.get(f"/api/v1/trades/{trade[0]['id']}", headers=buyer).json()["status"] == "settled"
+    )
+    body = client.get(f"/api/v1/trades/{trade[0]['id']}", headers=buyer).json()
+    assert (body["settled_wh"], body["paid"], body["refunded"], body["settle_rule"]) == (
+        500,
+        "75",
+        "0",
+        "contracted_by_admin",
+    )
+    audit = client.get("/api/v1/admin/audit", headers=admin).json()["items"]
+    assert audit[0]["action"] == "slot.settle" and audit[0]["details"]["reason"] == "meter offline all slot"
+    again = client.post(
+        f"/api/v1/admin/slots/{slot}/settle", json={"rule": "contracted", "reason": "again"}, headers=admin
+    )
+    assert again.status_code == 409
