@@ -1,0 +1,119 @@
+"""Kill a real service while it records a trade on chain; the restart records it exactly once."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from web3 import Web3
+
+from app.market.onchain import id32
+from contracts.artifacts import load_artifact
+from tests.service_process import ServiceProcess
+from wallet.localchain import free_port
+
+PIN = "123456"
+
+
+def _user(svc: ServiceProcess, email: str, role: str) -> tuple[int, dict[str, str], str]:
+    r = httpx.post(
+        f"{svc.base}/api/v1/auth/register",
+        json={"email": email, "password": "long-password-9", "display_name": "x", "role": role},
+    )
+    assert r.status_code == 201, r.text
+    headers = {"Authorization": f"Bearer {svc.token(email, 'long-password-9')}"}
+    address = httpx.post(f"{svc.base}/api/v1/wallets", json={"pin": PIN}, headers=headers).json()["address"]
+    return r.json()["id"], headers, address
+
+
+def _wait(fn, timeout: float = 40):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_killed_while_recording_a_trade_records_it_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    svc = ServiceProcess(data, ESSX_DEMO_SITES="0", ESSX_COLLECTOR_ENABLED="false")
+    try:
+        svc.start(ESSX_CRASH_AT="relayer.after_broadcast:trade_batch")
+        admin = {"Authorization": f"Bearer {svc.admin_token()}"}
+        seller_id, seller, _ = _user(svc, "seller@example.com", "prosumer")
+        httpx.post(f"{svc.base}/api/v1/admin/users/{seller_id}/approve", headers=admin)
+        _b, buyer, buyer_addr = _user(svc, "buyer@example.com", "consumer")
+        r = httpx.post(
+            f"{svc.base}/api/v1/admin/coin/mint",
+            json={"to": buyer_addr, "amount": "100"},
+            headers={**admin, "Idempotency-Key": "f"},
+            timeout=30,
+        )
+        assert r.status_code == 200
+        site = httpx.post(
+            f"{svc.base}/api/v1/sites",
+            json={
+                "name": "roof",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "pv_nameplate_w": 5000,
+                "battery_capacity_wh": 10_000,
+            },
+            headers=seller,
+        ).json()
+        with sqlite3.connect(data / "essx.db") as db:  # a fresh reading: plenty of battery to sell from
+            now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+            db.execute(
+                "INSERT INTO site_readings (site_id, ts, quality, soc_tenths, accepted) VALUES (?, ?, 'ok', 900, 1)",
+                (site["id"], now),
+            )
+        start = datetime.now(UTC).replace(second=0, microsecond=0)
+        slot = (start - timedelta(minutes=start.minute % 15) + timedelta(minutes=30)).isoformat()
+        r = httpx.post(
+            f"{svc.base}/api/v1/orders",
+            json={
+                "side": "sell",
+                "slot_start": slot,
+                "quantity_wh": 400,
+                "limit_price": "150",
+                "site_id": site["id"],
+            },
+            headers={**seller, "Idempotency-Key": "s"},
+        )
+        assert r.status_code == 201, r.text
+        buy = httpx.post(
+            f"{svc.base}/api/v1/orders",
+            json={"side": "buy", "slot_start": slot, "quantity_wh": 400, "limit_price": "200"},
+            headers={**buyer, "Idempotency-Key": "b"},
+        ).json()
+        httpx.post(
+            f"{svc.base}/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer, timeout=30
+        )
+        assert svc.wait_dead(60) == 137  # died right after broadcasting the trade batch
+        svc.start()
+        recorded = _wait(
+            lambda: [
+                t
+                for t in httpx.get(f"{svc.base}/api/v1/trades", headers=buyer).json()["items"]
+                if t["status"] == "recorded"
+            ]
+        )
+        assert len(recorded) == 1, httpx.get(f"{svc.base}/api/v1/trades", headers=buyer).json()
+        assert httpx.get(f"{svc.base}/api/v1/orders/{buy['id']}", headers=buyer).json()["status"] == "filled"
+        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{svc.chain_port}"))
+        addresses = json.loads((data / "deployments" / "31337.json").read_text())["contracts"]
+        market = w3.eth.contract(address=addresses["EnergyMarket"], abi=load_artifact("EnergyMarket").abi)
+        assert market.functions.tradeCount().call() == 1  # recorded once
+        _, _, _, open_wh, available, fills, _ = market.functions.escrows(id32(buy["id"])).call()
+        assert (open_wh, fills, available) == (0, 1, 0)  # 400 Wh x 200 / 1000 = 80 coins moved to the trade
+        coin = w3.eth.contract(address=addresses["EnergyCoin"], abi=load_artifact("EnergyCoin").abi)
+        assert coin.functions.balanceOf(buyer_addr).call() == 20 * 10**18
+    finally:
+        svc.stop()
