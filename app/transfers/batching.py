@@ -165,21 +165,36 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
     return on_final
 
 
-class TransferBatcher:
-    """Relays authorised transfers left behind (after a restart, or authorised by another process)."""
+def wake_batcher(ctx: Context) -> None:
+    """Asks the batcher thread for a pass now; without one (a CLI, a test), relays inline."""
+    event = ctx.extras.get("batcher_wake")
+    if event is None:
+        submit_batch(ctx)
+    else:
+        event.set()
 
-    def __init__(self, ctx: Context, interval: float = 0.5) -> None:
+
+class TransferBatcher:
+    """Relays authorised transfers: woken by each authorisation, and every `interval` for anything left
+    behind (after a restart, or authorised by another process)."""
+
+    def __init__(self, ctx: Context, interval: float = 0.5, linger: float = 0.05) -> None:
         self.ctx = ctx
         self.interval = interval
+        self.linger = linger  # a short wait so authorisations arriving together share one transaction
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self.ctx.extras["batcher_wake"] = self._wake
         self._thread = threading.Thread(target=self._run, name="transfer-batcher", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        self.ctx.extras.pop("batcher_wake", None)
         self._stop.set()
+        self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
 
@@ -189,4 +204,6 @@ class TransferBatcher:
                 submit_batch(self.ctx)
             except Exception:
                 log.exception("transfer batching failed")
-            self._stop.wait(self.interval)
+            if self._wake.wait(self.interval):
+                self._wake.clear()
+                self._stop.wait(self.linger)

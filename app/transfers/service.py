@@ -241,7 +241,7 @@ def authorize(
     )
     session.commit()
     crash_point("transfer.after_sign")
-    submit_batch(ctx)
+    wake_batcher(ctx)  # the batcher relays every authorisation waiting, many per transaction
     session.refresh(transfer)
     return transfer
 
@@ -304,6 +304,6 @@ def list_for(session: Session, user: User, direction: str | None, limit: int) ->
 
 # -- relaying in batches ----------------------------------------------------------------------------
 
-from app.transfers.batching import submit_batch  # noqa: E402  (the batcher uses the helpers above)
+from app.transfers.batching import submit_batch, wake_batcher  # noqa: E402  (the batcher uses the helpers above)
 
 __all__ = ["add_step", "authorize", "create", "get_own", "list_for", "submit_batch", "to_public"]
