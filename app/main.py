@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.router import api_router
@@ -105,6 +106,24 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse(
             status_code=exc.status_code, content={"error": name, "detail": exc.detail}, headers=exc.headers
+        )
+
+    @app.exception_handler(OperationalError)
+    async def database_busy(_request: Request, exc: OperationalError) -> JSONResponse:
+        if "database is locked" not in str(exc.orig):
+            log.exception("database error")
+            return JSONResponse(
+                status_code=500, content={"error": "InternalError", "detail": "database error"}
+            )
+        # SQLite has one writer at a time; the transaction was rolled back, nothing changed.
+        return JSONResponse(
+            status_code=503,
+            headers={"Retry-After": "1"},
+            content={
+                "error": "DatabaseBusy",
+                "detail": "the embedded SQLite database is busy with other writes; retry (for many concurrent "
+                "users run on PostgreSQL: ESSX_DATABASE_URL)",
+            },
         )
 
     @app.exception_handler(Exception)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ from datetime import datetime
 import httpx
 from eth_account import Account
 
-from bench.service import machine, percentile, running_service
+from bench.service import machine, percentile, postgres_database, running_service
 
 PIN = "123456"
 
@@ -119,9 +120,23 @@ def main() -> None:
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--block-time", type=float, default=1.0)
+    p.add_argument(
+        "--postgres", action="store_true", help="run the service on a throw-away PostgreSQL database"
+    )
     a = p.parse_args()
     print(json.dumps({"machine": machine()}))
-    print(json.dumps(run(a.users, a.seconds, a.block_time)), flush=True)
+    if a.postgres:
+        with postgres_database() as url:
+            os.environ["ESSX_DATABASE_URL"] = url
+            main_run(a)
+        return
+    main_run(a)
+
+
+def main_run(a: argparse.Namespace) -> None:
+    result = run(a.users, a.seconds, a.block_time)
+    result["database"] = "postgresql" if os.environ.get("ESSX_DATABASE_URL") else "sqlite"
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

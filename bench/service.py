@@ -76,6 +76,26 @@ def running_service(block_time: float = 1.0, extra_env: dict[str, str] | None = 
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            keep = os.environ.get("ESSX_BENCH_KEEP_LOG")
+            if keep:  # the service's log, for looking into a run afterwards
+                Path(keep).write_bytes(log.read_bytes())
+
+
+@contextmanager
+def postgres_database(admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres") -> Iterator[str]:
+    """A throw-away PostgreSQL database for one benchmark run."""
+    import uuid
+
+    import psycopg
+
+    name = f"essx_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def percentile(values: list[float], pct: float) -> float:

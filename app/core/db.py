@@ -18,7 +18,11 @@ __all__ = ["BigAmount", "make_engine", "session_scope"]
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, **kwargs
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=50,
+            max_overflow=20,
+            **kwargs,
         )
 
         @event.listens_for(engine, "connect")
