@@ -6,9 +6,6 @@ PIN, escrow relayed gas-free), anvil with 1-second blocks.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import threading
 import time
 import uuid
@@ -17,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from bench.bench_transfers import make_users
-from bench.service import machine, percentile, postgres_database, running_service
+from bench.service import concurrent_users_main, percentile, running_service
 
 PIN = "123456"
 
@@ -76,26 +73,7 @@ def run(users: int, seconds: float) -> dict[str, object]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--users", type=int, default=50)
-    p.add_argument("--seconds", type=float, default=30)
-    p.add_argument(
-        "--postgres", action="store_true", help="run the service on a throw-away PostgreSQL database"
-    )
-    a = p.parse_args()
-    print(json.dumps({"machine": machine()}))
-    if a.postgres:
-        with postgres_database() as url:
-            os.environ["ESSX_DATABASE_URL"] = url
-            main_run(a)
-        return
-    main_run(a)
-
-
-def main_run(a: argparse.Namespace) -> None:
-    result = run(a.users, a.seconds)
-    result["database"] = "postgresql" if os.environ.get("ESSX_DATABASE_URL") else "sqlite"
-    print(json.dumps(result), flush=True)
+    concurrent_users_main(lambda a: run(a.users, a.seconds))
 
 
 if __name__ == "__main__":

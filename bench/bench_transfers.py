@@ -9,9 +9,6 @@ of the run.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import threading
 import time
 import uuid
@@ -20,7 +17,7 @@ from datetime import datetime
 import httpx
 from eth_account import Account
 
-from bench.service import machine, percentile, postgres_database, running_service
+from bench.service import concurrent_users_main, percentile, running_service
 
 PIN = "123456"
 
@@ -116,27 +113,7 @@ def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--users", type=int, default=50)
-    p.add_argument("--seconds", type=float, default=30)
-    p.add_argument("--block-time", type=float, default=1.0)
-    p.add_argument(
-        "--postgres", action="store_true", help="run the service on a throw-away PostgreSQL database"
-    )
-    a = p.parse_args()
-    print(json.dumps({"machine": machine()}))
-    if a.postgres:
-        with postgres_database() as url:
-            os.environ["ESSX_DATABASE_URL"] = url
-            main_run(a)
-        return
-    main_run(a)
-
-
-def main_run(a: argparse.Namespace) -> None:
-    result = run(a.users, a.seconds, a.block_time)
-    result["database"] = "postgresql" if os.environ.get("ESSX_DATABASE_URL") else "sqlite"
-    print(json.dumps(result), flush=True)
+    concurrent_users_main(lambda a: run(a.users, a.seconds, a.block_time), block_time=1.0)
 
 
 if __name__ == "__main__":

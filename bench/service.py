@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +116,25 @@ def machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
+
+
+def concurrent_users_main(run: Callable[[argparse.Namespace], dict[str, object]], **defaults: float) -> None:
+    """The command line of the concurrent-user benchmarks: --users, --seconds, --postgres; prints JSON lines."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=30)
+    for name, value in defaults.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
+    parser.add_argument(
+        "--postgres", action="store_true", help="run the service on a throw-away PostgreSQL database"
+    )
+    args = parser.parse_args()
+    print(json.dumps({"machine": machine()}))
+    if args.postgres:
+        with postgres_database() as url:
+            os.environ["ESSX_DATABASE_URL"] = url
+            result = run(args)
+    else:
+        result = run(args)
+    result["database"] = "postgresql" if args.postgres else "sqlite"
+    print(json.dumps(result), flush=True)
