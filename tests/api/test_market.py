@@ -407,3 +407,153 @@ def test_admin_settles_an_incomplete_slot_as_contracted(
         f"/api/v1/admin/slots/{slot}/settle", json={"rule": "contracted", "reason": "again"}, headers=admin
     )
     assert again.status_code == 409
+
+
+def test_call_auction_clears_at_one_price_at_gate_closure(
+    client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx.settings.market_mechanism = "call"
+    ctx.extras.pop("market_rules", None)
+    admin = admin_headers(client, ctx)
+    _s, seller, site_id = _seller(client, ctx, admin)
+    _b, buyer, buyer_addr = user_with_custodial_wallet(client)
+    fund(client, admin, buyer_addr, "100")
+    for qty, price in ((200, "140"), (300, "180")):
+        r = client.post(
+            "/api/v1/orders",
+            json={
+                "side": "sell",
+                "slot_start": slot,
+                "quantity_wh": qty,
+                "limit_price": price,
+                "site_id": site_id,
+            },
+            headers={**seller, **idem()},
+        )
+        assert r.status_code == 201, r.text
+    buy = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 400, "limit_price": "200"},
+        headers={**buyer, **idem()},
+    ).json()
+    client.post(f"/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer)
+    assert _wait(
+        lambda: client.get(f"/api/v1/orders/{buy['id']}", headers=buyer).json()["escrow_status"] == "locked"
+    )
+    time.sleep(1.5)
+    assert client.get("/api/v1/trades", headers=buyer).json()["items"] == []  # nothing before gate closure
+    closure = rules(ctx).gate_closure(rules(ctx).slot_of(utcnow()) + 2 * rules(ctx).slot)
+    monkeypatch.setattr("app.market.worker.utcnow", lambda: closure + timedelta(seconds=1))
+    trades = _wait(
+        lambda: [
+            t
+            for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
+            if t["status"] == "recorded"
+        ]
+    )
+    assert sum(t["quantity_wh"] for t in trades) == 400
+    assert len({t["price"] for t in trades}) == 1  # pay-as-clear: one price for everyone
+    order = _wait(lambda: client.get(f"/api/v1/orders/{buy['id']}", headers=buyer).json())
+    assert order["status"] == "filled"
+    # the price difference to the buyer's limit comes back when the escrow is released
+    price = float(trades[0]["price"])
+    expected = 100 - 400 * price / 1000
+    assert _wait(lambda: abs(ctx.coin.functions.balanceOf(buyer_addr).call() / COIN - expected) < 1e-9)
+
+
+def test_settlement_survives_a_restart_between_signing_and_sending(
+    client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settlement batch is stored signed; a new relayer (a restarted process) sends it; paid once."""
+    from app.settlement.service import settle_ready_slots
+    from wallet.relayer import Relayer
+
+    admin = admin_headers(client, ctx)
+    _s, seller, site_id = _seller(client, ctx, admin)
+    _b, buyer, buyer_addr = user_with_custodial_wallet(client)
+    fund(client, admin, buyer_addr, "100")
+    client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 500,
+            "limit_price": "150",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    )
+    buy = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 500, "limit_price": "150"},
+        headers={**buyer, **idem()},
+    ).json()
+    client.post(f"/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer)
+    trade = _wait(
+        lambda: [
+            t
+            for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
+            if t["status"] == "recorded"
+        ]
+    )[0]
+    slot_dt = rules(ctx).slot_of(utcnow()) + 2 * rules(ctx).slot
+    root = b"\x22" * 32
+    ctx.w3.eth.wait_for_transaction_receipt(
+        ctx.contracts["MeterLedger"]
+        .functions.anchor(unix(slot_dt), root, 1, [0, 0, 0, 500, 0, 0])
+        .transact({"from": ctx.account.address})
+    )
+    ctx.relayer.stop()  # the "old process" stops sending; only its database rows remain
+    with Session(ctx.engine) as s:
+        s.add(
+            LedgerSlot(
+                slot_start=slot_dt,
+                slot_minutes=15,
+                root="0x" + root.hex(),
+                count=1,
+                pv_wh=0,
+                load_wh=0,
+                import_wh=0,
+                export_wh=500,
+                battery_charge_wh=0,
+                battery_discharge_wh=0,
+                status="confirmed",
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+        s.add(
+            SlotEnergy(
+                site_id=site_id,
+                slot_start=slot_dt,
+                slot_minutes=15,
+                status="complete",
+                good_polls=180,
+                expected_polls=180,
+                export_wh=500,
+                import_wh=0,
+                computed_at=utcnow(),
+            )
+        )
+        s.commit()
+    later = utcnow() + timedelta(hours=1)
+    monkeypatch.setattr("app.settlement.service.utcnow", lambda: later)
+    settle_ready_slots(ctx)  # signs and stores the batch; nothing is sent (the relayer is stopped)
+    assert client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settling"
+    assert settle_ready_slots(ctx) == 0  # a batch in flight is never signed twice
+    restarted = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id)
+    restarted.on_final = list(ctx.relayer.on_final)
+    for _ in range(40):
+        restarted.step()
+        if client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settled":
+            break
+        time.sleep(0.2)
+    body = client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()
+    assert (body["status"], body["settled_wh"], body["paid"]) == ("settled", 500, "75")
+    market = ctx.contracts["EnergyMarket"]
+    assert market.functions.isTradeClosed(trade["trade_no"]).call() is True
+    for _ in range(20):  # the pushed payouts land once
+        restarted.step()
+        time.sleep(0.1)
+    seller_addr = client.get("/api/v1/wallets/me", headers=seller).json()["address"]
+    assert ctx.coin.functions.balanceOf(seller_addr).call() == 75 * COIN
