@@ -557,3 +557,50 @@ def test_settlement_survives_a_restart_between_signing_and_sending(
         time.sleep(0.1)
     seller_addr = client.get("/api/v1/wallets/me", headers=seller).json()["address"]
     assert ctx.coin.functions.balanceOf(seller_addr).call() == 75 * COIN
+
+
+def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
+    client: TestClient, ctx: Context, slot: str
+) -> None:
+    from eth_account.messages import encode_typed_data
+
+    from tests.api.wallet_helpers import user_with_linked_wallet
+
+    admin = admin_headers(client, ctx)
+    _u, headers, account = user_with_linked_wallet(client)
+    fund(client, admin, account.address, "50")
+    order = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 250, "limit_price": "200"},
+        headers={**headers, **idem()},
+    ).json()
+    typed = order["challenge"]["typed_data"]
+    assert (
+        typed["primaryType"] == "ReceiveWithAuthorization"
+        and typed["message"]["to"] == ctx.contracts["EnergyMarket"].address
+    )
+    wrong = Account.create().sign_message(encode_typed_data(full_message=typed)).signature.hex()
+    assert (
+        client.post(
+            f"/api/v1/orders/{order['id']}/authorize", json={"signature": wrong}, headers=headers
+        ).status_code
+        == 422
+    )
+    sig = account.sign_message(encode_typed_data(full_message=typed)).signature.hex()
+    r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"signature": sig}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert _wait(
+        lambda: client.get(f"/api/v1/orders/{order['id']}", headers=headers).json()["status"] == "open"
+    )
+    assert ctx.coin.functions.balanceOf(account.address).call() == 0  # 250 Wh x 200 = 50 coins escrowed
+    assert ctx.w3.eth.get_balance(account.address) == 0  # and the wallet paid no gas
+    book = client.get("/api/v1/market/book", params={"slot_start": slot}).json()
+    assert book["bids"] == [{"price": "200", "quantity_wh": 250}]
+    cancelled = client.delete(f"/api/v1/orders/{order['id']}", headers=headers).json()
+    assert cancelled["status"] == "cancelled"
+    assert _wait(lambda: ctx.coin.functions.balanceOf(account.address).call() == 50 * COIN)
+    assert _wait(
+        lambda: (
+            client.get(f"/api/v1/orders/{order['id']}", headers=headers).json()["escrow_status"] == "released"
+        )
+    )
