@@ -47,7 +47,6 @@ def deploy(
     from contracts.deploy import AlreadyDeployed, MarketParams
     from contracts.deploy import deploy as do_deploy
     from wallet.chain import check_chain_id, connect
-    from wallet.service_key import service_account
 
     settings = _settings(network)
     w3 = connect(settings.chain_urls)
@@ -68,7 +67,6 @@ def deploy(
         console.print(f"[yellow]{exc}[/]")
         raise typer.Exit(1) from None
     console.print(f"[green]deployed on chain {d.chain_id}[/]: {d.contracts}")
-    _ = service_account  # imported for its checks
 
 
 def _service_account(settings: Settings):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from app.coin.schemas import (
     PauseRequest,
     TransferPage,
 )
-from app.core.errors import CoinPaused, Conflict
+from app.core.errors import Conflict
 from app.core.money import format_amount, parse_address, parse_amount
 from app.indexer import service as indexer
 
@@ -119,6 +119,3 @@ admin_router.post("/unpause", response_model=CoinOperationPublic)(_pause_route("
 def get_operation(op_id: int, session: SessionDep, _admin: AdminUser) -> CoinOperationPublic:
     op, tx = service.get_operation(session, op_id)
     return service.to_public(session, op, tx)
-
-
-__all__ = ["CoinPaused", "admin_router", "router"]
