@@ -158,6 +158,23 @@ def enable_site(site_id: int, session: SessionDep, admin: AdminUser) -> SitePubl
     return service.to_public(service.set_enabled(session, admin, site, True))
 
 
+@ledger_router.get("/slots", response_model=list[LedgerSlotPublic])
+def list_ledger_slots(
+    session: SessionDep,
+    from_: datetime | None = Query(None, alias="from"),
+    to: datetime | None = Query(None),
+    limit: int = Query(96, ge=1, le=1000),
+) -> list[LedgerSlotPublic]:
+    """The slots' ledger records (anchored, submitted, empty or failed), newest first."""
+    out = []
+    for record in repository.ledger_slots(session, from_, to, limit):
+        public = repository.ledger_public(record)
+        if public.tx_hash is None and record.tx_id is not None:
+            public.tx_hash = latest_hash(session, record.tx_id)
+        out.append(public)
+    return out
+
+
 @ledger_router.get("/slots/{slot_start}", response_model=LedgerSlotPublic)
 def get_ledger_slot(slot_start: str, session: SessionDep, settings: SettingsDep) -> LedgerSlotPublic:
     start = service.parse_slot_start(slot_start, settings.slot_minutes)

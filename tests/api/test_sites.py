@@ -285,3 +285,42 @@ def test_admins_disable_and_enable_sites(client: TestClient, ctx: Context) -> No
     assert r.json()["enabled"] and r.json()["status"] == "offline"
     assert client.get("/api/v1/sites/999999", headers=admin).status_code == 404
     assert client.get("/api/v1/sites").status_code == 401
+
+
+def test_ledger_slots_list_newest_first(client, ctx) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from app.core.security import utcnow
+    from app.models import LedgerSlot
+
+    base = utcnow().replace(minute=0, second=0, microsecond=0)
+    with Session(ctx.engine) as s:
+        for i in range(3):
+            s.add(
+                LedgerSlot(
+                    slot_start=base - timedelta(minutes=15 * i),
+                    slot_minutes=15,
+                    root=None,
+                    count=0,
+                    pv_wh=0,
+                    load_wh=0,
+                    import_wh=0,
+                    export_wh=0,
+                    battery_charge_wh=0,
+                    battery_discharge_wh=0,
+                    status="empty",
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+        s.commit()
+    rows = client.get("/api/v1/ledger/slots").json()
+    assert [r["slot_start_unix"] for r in rows] == sorted(
+        (r["slot_start_unix"] for r in rows), reverse=True
+    ) and len(rows) == 3
+    recent = client.get(
+        "/api/v1/ledger/slots", params={"from": (base - timedelta(minutes=20)).isoformat()}
+    ).json()
+    assert len(recent) == 2
