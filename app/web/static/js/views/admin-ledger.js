@@ -1,6 +1,5 @@
 // Operator: anchored ledger slots (Merkle root, record count, energy totals) linked to their transactions.
-// There is no list route: the slots come from the sites' slot records flagged `anchored`, so only
-// slots that exist are asked for.
+// One call: GET /ledger/slots lists the last day's ledger records, newest first.
 
 import { get } from '../api.js';
 import { badge, fmtWh, h, replace, shortHash, table, timeEl } from '../dom.js';
@@ -19,13 +18,7 @@ export async function render(root, app) {
   );
   const refresh = async () => {
     const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
-    const sites = await get('/sites');
-    const slotLists = await Promise.all(sites.map((s) => get(`/sites/${s.id}/slots`, { from: since, limit: 96 })));
-    const anchored = [...new Set(slotLists.flat().filter((s) => s.anchored).map((s) => s.slot_start))]
-      .sort()
-      .reverse()
-      .slice(0, MAX_SLOTS);
-    const records = await Promise.all(anchored.map((t) => get(`/ledger/slots/${encodeURIComponent(t)}`)));
+    const records = await get('/ledger/slots', { from: since, limit: MAX_SLOTS });
     replace(
       box,
       table(
