@@ -117,7 +117,9 @@ def ledger_slot(session: Session, slot_start: datetime) -> LedgerSlot | None:
     return session.exec(select(LedgerSlot).where(col(LedgerSlot.slot_start) == slot_start)).first()
 
 
-def ledger_slots(session: Session, start: datetime | None, end: datetime | None, limit: int) -> list[LedgerSlot]:
+def ledger_slots(
+    session: Session, start: datetime | None, end: datetime | None, limit: int
+) -> list[LedgerSlot]:
     """Newest first."""
     query = select(LedgerSlot).order_by(col(LedgerSlot.slot_start).desc()).limit(limit)
     if start is not None:
