@@ -57,6 +57,42 @@ def _wait(fn, timeout: float = 30):  # type: ignore[no-untyped-def]
         time.sleep(0.2)
 
 
+def _recorded_trade(
+    client: TestClient, ctx: Context, slot: str
+) -> tuple[dict[str, str], dict[str, str], int, dict[str, str], dict]:
+    """An admin, a seller with a site, a funded buyer, and their 500 Wh trade at 150, recorded on chain."""
+    admin = admin_headers(client, ctx)
+    _s, seller, site_id = _seller(client, ctx, admin)
+    _b, buyer, buyer_addr = user_with_custodial_wallet(client)
+    fund(client, admin, buyer_addr, "100")
+    client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 500,
+            "limit_price": "150",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    )
+    buy = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 500, "limit_price": "150"},
+        headers={**buyer, **idem()},
+    ).json()
+    client.post(f"/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer)
+    trade = _wait(
+        lambda: [
+            t
+            for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
+            if t["status"] == "recorded"
+        ]
+    )
+    assert trade, "the trade was not recorded"
+    return admin, seller, site_id, buyer, trade[0]
+
+
 @pytest.fixture
 def slot(ctx: Context) -> str:
     r = rules(ctx)
@@ -351,35 +387,8 @@ def test_direct_offer_trades_only_with_the_named_buyer(client: TestClient, ctx: 
 def test_admin_settles_an_incomplete_slot_as_contracted(
     client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    admin = admin_headers(client, ctx)
-    _s, seller, site_id = _seller(client, ctx, admin)
-    _b, buyer, buyer_addr = user_with_custodial_wallet(client)
-    fund(client, admin, buyer_addr, "100")
-    client.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 500,
-            "limit_price": "150",
-            "site_id": site_id,
-        },
-        headers={**seller, **idem()},
-    )
-    buy = client.post(
-        "/api/v1/orders",
-        json={"side": "buy", "slot_start": slot, "quantity_wh": 500, "limit_price": "150"},
-        headers={**buyer, **idem()},
-    ).json()
-    client.post(f"/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer)
-    trade = _wait(
-        lambda: [
-            t
-            for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
-            if t["status"] == "recorded"
-        ]
-    )
-    assert trade, "the trade was not recorded"
+    admin, _seller_h, _site, buyer, trade = _recorded_trade(client, ctx, slot)
+    trade = [trade]
     later = utcnow() + timedelta(hours=1)
     monkeypatch.setattr("app.settlement.service.utcnow", lambda: later)
     # no meter data at all for the slot: nothing settles by itself
@@ -468,34 +477,7 @@ def test_settlement_survives_a_restart_between_signing_and_sending(
     from app.settlement.service import settle_ready_slots
     from wallet.relayer import Relayer
 
-    admin = admin_headers(client, ctx)
-    _s, seller, site_id = _seller(client, ctx, admin)
-    _b, buyer, buyer_addr = user_with_custodial_wallet(client)
-    fund(client, admin, buyer_addr, "100")
-    client.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 500,
-            "limit_price": "150",
-            "site_id": site_id,
-        },
-        headers={**seller, **idem()},
-    )
-    buy = client.post(
-        "/api/v1/orders",
-        json={"side": "buy", "slot_start": slot, "quantity_wh": 500, "limit_price": "150"},
-        headers={**buyer, **idem()},
-    ).json()
-    client.post(f"/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer)
-    trade = _wait(
-        lambda: [
-            t
-            for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
-            if t["status"] == "recorded"
-        ]
-    )[0]
+    _admin, seller, site_id, buyer, trade = _recorded_trade(client, ctx, slot)
     slot_dt = rules(ctx).slot_of(utcnow()) + 2 * rules(ctx).slot
     root = b"\x22" * 32
     ctx.w3.eth.wait_for_transaction_receipt(
