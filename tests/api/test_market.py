@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from eth_account import Account
@@ -93,6 +93,42 @@ def _recorded_trade(
     return admin, seller, site_id, buyer, trade[0]
 
 
+def _meter_slot(ctx: Context, slot_dt: datetime, site_id: int, root: bytes, export_wh: int = 500) -> None:
+    """What the collector leaves once a slot is anchored: its ledger record and the seller site's energies."""
+    with Session(ctx.engine) as s:
+        s.add(
+            LedgerSlot(
+                slot_start=slot_dt,
+                slot_minutes=ctx.settings.slot_minutes,
+                root="0x" + root.hex(),
+                count=1,
+                pv_wh=0,
+                load_wh=0,
+                import_wh=0,
+                export_wh=export_wh,
+                battery_charge_wh=0,
+                battery_discharge_wh=0,
+                status="confirmed",
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+        s.add(
+            SlotEnergy(
+                site_id=site_id,
+                slot_start=slot_dt,
+                slot_minutes=ctx.settings.slot_minutes,
+                status="complete",
+                good_polls=180,
+                expected_polls=180,
+                export_wh=export_wh,
+                import_wh=0,
+                computed_at=utcnow(),
+            )
+        )
+        s.commit()
+
+
 @pytest.fixture
 def slot(ctx: Context) -> str:
     r = rules(ctx)
@@ -170,38 +206,7 @@ def test_order_escrow_match_record_and_settle(
         {"from": ctx.account.address}
     )
     ctx.w3.eth.wait_for_transaction_receipt(tx)
-    with Session(ctx.engine) as s:
-        s.add(
-            LedgerSlot(
-                slot_start=slot_dt,
-                slot_minutes=ctx.settings.slot_minutes,
-                root="0x" + root.hex(),
-                count=1,
-                pv_wh=0,
-                load_wh=0,
-                import_wh=0,
-                export_wh=500,
-                battery_charge_wh=0,
-                battery_discharge_wh=0,
-                status="confirmed",
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
-        )
-        s.add(
-            SlotEnergy(
-                site_id=site_id,
-                slot_start=slot_dt,
-                slot_minutes=ctx.settings.slot_minutes,
-                status="complete",
-                good_polls=180,
-                expected_polls=180,
-                export_wh=500,
-                import_wh=0,
-                computed_at=utcnow(),
-            )
-        )
-        s.commit()
+    _meter_slot(ctx, slot_dt, site_id, root)
     later = utcnow() + timedelta(hours=1)
     monkeypatch.setattr("app.settlement.service.utcnow", lambda: later)
     settled = _wait(
@@ -486,38 +491,7 @@ def test_settlement_survives_a_restart_between_signing_and_sending(
         .transact({"from": ctx.account.address})
     )
     ctx.relayer.stop()  # the "old process" stops sending; only its database rows remain
-    with Session(ctx.engine) as s:
-        s.add(
-            LedgerSlot(
-                slot_start=slot_dt,
-                slot_minutes=15,
-                root="0x" + root.hex(),
-                count=1,
-                pv_wh=0,
-                load_wh=0,
-                import_wh=0,
-                export_wh=500,
-                battery_charge_wh=0,
-                battery_discharge_wh=0,
-                status="confirmed",
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
-        )
-        s.add(
-            SlotEnergy(
-                site_id=site_id,
-                slot_start=slot_dt,
-                slot_minutes=15,
-                status="complete",
-                good_polls=180,
-                expected_polls=180,
-                export_wh=500,
-                import_wh=0,
-                computed_at=utcnow(),
-            )
-        )
-        s.commit()
+    _meter_slot(ctx, slot_dt, site_id, root)
     later = utcnow() + timedelta(hours=1)
     monkeypatch.setattr("app.settlement.service.utcnow", lambda: later)
     settle_ready_slots(ctx)  # signs and stores the batch; nothing is sent (the relayer is stopped)
