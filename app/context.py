@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from web3 import Web3
 from web3.contract import Contract
 
+from app.core import clock
 from app.core.config import Settings
 from app.core.db import make_engine
 from contracts.artifacts import load_artifact
@@ -49,6 +50,7 @@ class Context:
 
 def build_context(settings: Settings, *, engine: Engine | None = None) -> Context:
     """Connects to the chain, refuses a wrong chain id, loads the deployment; raises if anything is off."""
+    clock.configure_from(settings)
     w3 = connect(settings.chain_urls)
     chain_id = check_chain_id(w3, settings.expected_chain_id)
     deployment = load_deployment(settings.deployment_dir, chain_id)

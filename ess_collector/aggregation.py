@@ -162,7 +162,8 @@ def load_inputs(
 
 def last_closed_slot(cfg: CollectorConfig, now: datetime) -> datetime:
     """The newest slot whose closing reading must have arrived by ``now``."""
-    settle = cfg.settle + timedelta(seconds=2 * cfg.timeout_s + 1)  # a slow poll still being stored
+    # a slow poll still being stored (its time-outs are wall time)
+    settle = cfg.settle + timedelta(seconds=(2 * cfg.timeout_s + 1) * cfg.clock_speed)
     return cfg.slot_start(now - settle) - cfg.slot
 
 

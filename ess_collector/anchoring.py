@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from hexbytes import HexBytes
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from web3.contract import Contract
 
+from app.core import clock
 from app.models.site import LedgerSlot, SlotEnergy
 from ess_collector import merkle
 from ess_collector.config import CollectorConfig
@@ -39,7 +40,7 @@ class NotAnchored(LookupError):
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def hex0x(b: bytes) -> str:

@@ -27,19 +27,25 @@ class CollectorConfig:
     balance_tolerance_wh: int = 10
     balance_tolerance_pct: float = 3.0  # of the interval's energy throughput
     catchup_days: int = 7  # aggregation never reaches further back than this after a long stop
+    clock_speed: float = 1.0  # energy seconds per wall second (app/core/clock.py); above 1 only in demos
 
     @property
     def slot(self) -> timedelta:
         return timedelta(minutes=self.slot_minutes)
 
     @property
+    def poll_step_s(self) -> float:
+        """Energy time between two polls (the poll interval is wall time)."""
+        return self.poll_interval_s * self.clock_speed
+
+    @property
     def expected_polls(self) -> int:
-        return max(1, round(self.slot_minutes * 60 / self.poll_interval_s))
+        return max(1, round(self.slot_minutes * 60 / self.poll_step_s))
 
     @property
     def settle(self) -> timedelta:
         """A slot is aggregated this long after its end: the reading that closes it has arrived."""
-        return timedelta(seconds=self.max_gap_s + self.poll_interval_s)
+        return timedelta(seconds=self.max_gap_s + self.poll_step_s)
 
     @property
     def anchor_delay(self) -> timedelta:

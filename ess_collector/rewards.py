@@ -10,7 +10,7 @@ gets a ``no_wallet`` row that is minted once a wallet exists.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.contract import Contract
 
+from app.core import clock
 from app.models.site import LedgerSlot, ProductionReward, Site, SlotEnergy
 from app.models.wallet import Wallet
 from ess_collector.lease import Lease
@@ -30,7 +31,7 @@ MAX_SLOTS_PER_RUN = 4
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def reward_amount(pv_wh: int, per_kwh: int) -> int:

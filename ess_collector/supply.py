@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
+from app.core import clock
 from app.models.site import Site, SiteReading, SlotEnergy
 
 MEASURED = ("complete", "recovered")
@@ -103,7 +104,7 @@ def estimate_supply(
 ) -> SupplyEstimate:
     """The market's entry point: what ``site`` can deliver in the slot starting at ``slot_start``."""
     cfg = config or SupplyConfig()
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     site_id = site.id or 0
     history = _history(session, site_id, slot_start, cfg)
     pv_days = [r.pv_wh for r in history if r.pv_wh is not None]

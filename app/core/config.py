@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str = ""  # empty: SQLite file in data_dir
+    # API worker processes of `essx run`; background workers run in one of them (a database lease)
+    workers: int = Field(1, ge=1, le=64)
 
     # Chain
     chain: Network = "local"
@@ -67,7 +70,7 @@ class Settings(BaseSettings):
 
     # ESS collector (docs/collector.md)
     slot_minutes: int = Field(15, ge=5, le=60)  # must divide a day, so slots align to UTC midnight
-    poll_interval_seconds: float = Field(5.0, ge=1)
+    poll_interval_seconds: float = Field(5.0, ge=0.2)  # wall seconds; 1 s and more in production
     anchor_grace_seconds: float = Field(60.0, ge=0)
     collector_enabled: bool = False  # run the collector inside the API process (`essx run` turns it on)
     collector_timeout_seconds: float = Field(1.5, gt=0)  # per device and try
@@ -84,6 +87,12 @@ class Settings(BaseSettings):
     demo_sites: int = Field(3, ge=0)  # `essx run`: simulated sites started and registered on first start
     demo_sites_base_port: int | None = Field(None, ge=1024, le=65000)  # default: follows ESSX_PORT
     production_reward_per_kwh: str = "0"  # coins per kWh of anchored PV minted to the owner; 0 = off
+
+    # Energy time (app/core/clock.py): simulated = clock_start + clock_speed x (wall - clock_anchor).
+    # Unset in production (the wall clock); `essx demo` sets all three for every process it starts.
+    clock_speed: float = Field(1.0, gt=0, le=100_000)
+    clock_start: datetime | None = None
+    clock_anchor: float | None = None  # Unix wall time at which energy time was clock_start
 
     # Market (docs/market.md)
     gate_closure_minutes: int = Field(5, ge=0, le=30)

@@ -10,9 +10,9 @@ from sqlmodel import col, or_, select
 
 from app.api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from app.coin.service import latest_hash
+from app.core import clock
 from app.core.errors import NotFound
 from app.core.money import format_amount
-from app.core.security import utcnow
 from app.market import service
 from app.market.schemas import (
     BookPublic,
@@ -33,7 +33,7 @@ router = APIRouter(tags=["market"])
 @router.get("/market", response_model=MarketInfo)
 def market_info(ctx: ContextDep) -> MarketInfo:
     r = service.rules(ctx)
-    now = utcnow()
+    now = clock.now()
     first = r.slot_of(now) + r.slot
     slots = []
     for i in range(4):

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, func, select
 from app import idempotency
 from app.coin.service import InsufficientBalance, balance_now, chain_now, ensure_not_paused
 from app.context import Context
+from app.core import clock
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
@@ -95,7 +96,7 @@ def create(
 def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> Order:
     _can_trade(user)
     r = rules(ctx)
-    now = utcnow()
+    now = clock.now()
     slot_start = r.check_slot(req.slot_start, now)
     price = parse_amount(req.limit_price)
     r.check_price(slot_start, price)
@@ -213,7 +214,7 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
     order = get_own(session, user, order_id)
     if order.status != "pending_authorization":
         raise Conflict(f"order {order_id} is already {order.status}")
-    if rules(ctx).gate_closure(order.slot_start) <= utcnow():
+    if rules(ctx).gate_closure(order.slot_start) <= clock.now():
         raise Conflict("the gate for this slot has closed")
     now = chain_now(ctx)
     if order.valid_before is None or now >= order.valid_before - 5:

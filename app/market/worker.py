@@ -8,7 +8,7 @@ import threading
 from sqlmodel import Session
 
 from app.context import Context
-from app.core.security import utcnow
+from app.core import clock
 from app.market import engine, recording
 from app.market.onchain import id32
 
@@ -20,7 +20,7 @@ def run_once(ctx: Context) -> None:
     from app.market.service import rules
 
     r = rules(ctx)
-    now = utcnow()
+    now = clock.now()
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
         if r.mechanism == "continuous":
             for slot_start in engine.slots_with_open_orders(session):

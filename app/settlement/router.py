@@ -14,9 +14,9 @@ from sqlmodel import col, func, or_, select
 
 from app.api.deps import AdminUser, ContextDep, CurrentUser, SessionDep
 from app.audit import service as audit
+from app.core import clock
 from app.core.errors import AppError
 from app.core.money import format_amount
-from app.core.security import utcnow
 from app.market import aggregate_levels, engine
 from app.market.service import rules
 from app.models import Order, Site, SlotEnergy, Trade
@@ -90,7 +90,7 @@ def price_suggestion(
     if slot_start.tzinfo is None:
         slot_start = slot_start.replace(tzinfo=UTC)
     floor = r.tariff.floor(slot_start)
-    month_kwh = _month_kwh(session, user.id or 0, utcnow())
+    month_kwh = _month_kwh(session, user.id or 0, clock.now())
     ceiling = r.tariff.retail_price(slot_start, month_kwh)
     levels = aggregate_levels(engine.book_orders(session, slot_start))
     demand = sum(q for _, q in levels["bids"])
@@ -127,7 +127,7 @@ def _month_range(month: str) -> tuple[datetime, datetime]:
         start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
     except ValueError:
         raise AppError("month must be YYYY-MM") from None
-    if start > utcnow():
+    if start > clock.now():
         raise AppError(f"{month} is in the future")
     end = (start + timedelta(days=32)).replace(day=1)
     return start, end

@@ -18,6 +18,7 @@ from hexbytes import HexBytes
 from sqlmodel import Session, col, select
 
 from app.context import Context
+from app.core import clock
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
 from app.events.service import emit
@@ -74,7 +75,7 @@ def measure(session: Session, slot_start: datetime, trades: list[Trade]) -> dict
 def settle_ready_slots(ctx: Context) -> int:
     """Submits one settlement batch per ready slot (at most one batch in flight per slot)."""
     submitted = 0
-    now = utcnow()
+    now = clock.now()
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
         slots = session.exec(select(Trade.slot_start).where(col(Trade.status) == "recorded").distinct()).all()
         for slot_start in slots:
@@ -165,7 +166,7 @@ def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reas
     """An admin settles a slot whose meter data is incomplete: as contracted, or as measured so far."""
     if slot_start.tzinfo is None:
         raise AppError("slot_start needs a time zone")
-    if _slot_end(ctx, slot_start) > utcnow():
+    if _slot_end(ctx, slot_start) > clock.now():
         raise SlotNotOver(f"the slot {slot_start.isoformat()} is not over yet")
     trades = _recorded(session, slot_start)
     if not trades:

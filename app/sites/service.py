@@ -45,6 +45,7 @@ def collector_config(settings: Settings) -> CollectorConfig:
         complete_ratio=settings.collector_complete_ratio,
         anchor_grace_s=settings.anchor_grace_seconds,
         site_max_grid_w=settings.site_max_grid_w,
+        clock_speed=settings.clock_speed,
     )
 
 

@@ -18,6 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from app.context import Context
+from app.core import clock
 from app.core.money import parse_amount
 from app.sites.service import collector_config, meter_ledger
 from ess_collector.aggregation import aggregate_due
@@ -148,7 +149,7 @@ class CollectorWorker:
         """Runs in the scheduler's thread pool: database and chain calls must not block the polls."""
         if not self.lease.held:
             return
-        now = datetime.now(UTC)
+        now = clock.now()
         try:
             aggregate_due(self.ctx.engine, self.cfg, now, lease=self.lease)
             if self.ledger is not None:
