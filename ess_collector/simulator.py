@@ -8,6 +8,15 @@ RNG stream, so a profile value depends only on the time asked for, not on how th
 Time either follows a ``SimClock`` (simulated = start + speed x elapsed wall time; the device updates when
 it is read, like a real meter that refreshes its registers once per second) or is stepped explicitly with
 ``SiteSimulator.step`` in tests.
+
+Serving is a lean asyncio Modbus TCP responder (``SiteServer``), not pymodbus' server: a benchmark runs
+1,000 sites on the same cores as the collector, and pymodbus' server costs several times what the
+collector's client does per request (a PDU object, a coroutine handed over with
+``run_coroutine_threadsafe``, a register-by-register encoder). Each site keeps its register image as
+ready bytes, re-encoded at most once per simulated second, and a read is a slice of it. It answers
+function code 3 for device id 1 exactly like the device in ESS.md: exception 01 for other function
+codes, 02 outside 40000-40336, 03 for a count outside 1-125, 06 when busy, 0B for another device id.
+The collector's side stays pymodbus (``ess_collector.reader``); a test scans this server with pysunspec2.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import struct
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -22,10 +32,6 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
-
-from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from .sunspec import (
     BASE,
@@ -47,6 +53,7 @@ INVERTER_ALARM_OVER_TEMP = 1 << 7  # 103.Evt1 OVER_TEMP
 BATTERY_ALARM_CONTACTOR = 1 << 20  # 802.Evt1 CONTACTOR_ERROR
 ALARM_CODE_INVERTER, ALARM_CODE_BATTERY = 1, 2  # vendor AlmCode; both faults -> 3
 SPIKE_ADDRESS = MODELS[103]["W"].address
+_MAP_WORDS = struct.Struct(f">{MAP_LEN}H")
 _M64 = (1 << 64) - 1
 T = TypeVar("T")
 
@@ -127,6 +134,7 @@ class SiteSimulator:
     ) -> None:
         self.site_id, self.seed = site_id, seed
         self._h = _hash(seed, site_id)  # per-site prefix of every noise() key
+        self._noise_cache: dict[tuple[int, int], float] = {}
         self.config = cfg = config or SiteConfig.from_seed(seed, site_id)
         self._t = int((start or datetime.now(UTC)).timestamp())
         self._cap_j = cfg.capacity_wh * 3600
@@ -157,6 +165,15 @@ class SiteSimulator:
         self._reading = self.current()
         self._image = encode(self._reading, self.info)
 
+    @property
+    def _image(self) -> list[int]:
+        """The published register image 40000..40336 (``_image_bytes`` holds the same, ready to serve)."""
+        return self._image_regs
+
+    @_image.setter
+    def _image(self, regs: list[int]) -> None:
+        self._image_regs, self._image_bytes = regs, _MAP_WORDS.pack(*regs)
+
     def _u(self, k: int) -> float:
         return noise(0x5173, k, h=self._h)
 
@@ -174,14 +191,23 @@ class SiteSimulator:
         if 0 < x < 1:
             pv = cfg.pv_peak_w * math.sin(math.pi * x) ** 1.5 * (0.8 + 0.2 * season)
             if cfg.clouds:
-                cloudiness = 0.9 * noise(1, day, h=self._h) ** 2
+                cloudiness = 0.9 * self._noise(1, day) ** 2
                 b, frac = divmod(local, 600)  # cloud cover drifts over 10-minute buckets
-                n0, n1 = noise(2, b, h=self._h), noise(2, b + 1, h=self._h)
+                n0, n1 = self._noise(2, b), self._noise(2, b + 1)
                 pv *= 1 - cloudiness * (n0 + (n1 - n0) * frac / 600)
         load = cfg.base_load_w + cfg.morning_peak_w * math.exp(-0.5 * ((h - 7.5) / 1.0) ** 2)
         load += cfg.evening_peak_w * math.exp(-0.5 * ((h - 19.5) / 1.6) ** 2)
-        load *= 0.85 + 0.3 * noise(3, local // 300, h=self._h)
+        load *= 0.85 + 0.3 * self._noise(3, local // 300)
         return int(pv), max(50, int(load))
+
+    def _noise(self, kind: int, bucket: int) -> float:
+        """noise(kind, bucket) of this site, remembered: a bucket spans minutes to a day of updates."""
+        key = (kind, bucket)
+        if (value := self._noise_cache.get(key)) is None:
+            if len(self._noise_cache) > 64:
+                self._noise_cache.clear()
+            value = self._noise_cache[key] = noise(kind, bucket, h=self._h)
+        return value
 
     # ---- physics -------------------------------------------------------------------------------------
     def _decide(self) -> None:
@@ -282,7 +308,12 @@ class SiteSimulator:
 
     def advance_to(self, when: datetime) -> bool:
         """Integrate up to ``when`` (whole seconds); one device update: heartbeat +1. False if no time passed."""
-        target = math.floor(when.timestamp())
+        return self.advance_to_second(math.floor(when.timestamp()))
+
+    def advance_to_second(self, target: int) -> bool:
+        """``advance_to`` an epoch second; cheap when that second was reached already (every read calls it)."""
+        if target <= self._t:
+            return False
         with self._lock:
             if target <= self._t:
                 return False
@@ -302,12 +333,19 @@ class SiteSimulator:
 
     def serve(self, address: int, count: int) -> list[int]:
         """Registers for one read request (applies a pending spike once per read that covers 103.W)."""
+        return list(struct.unpack(f">{count}H", self.serve_bytes(address, count)))
+
+    def serve_bytes(self, address: int, count: int) -> bytes:
+        """``serve`` as big-endian bytes, the payload of the Modbus response."""
+        i = 2 * (address - BASE)
+        if self.faults.spike_polls <= 0 or not address <= SPIKE_ADDRESS < address + count:
+            return self._image_bytes[i : i + 2 * count]  # one bytes object: no lock needed to slice it
         with self._lock:
-            image = self._image
-            if self.faults.spike_polls > 0 and address <= SPIKE_ADDRESS < address + count:
-                self.faults.spike_polls -= 1
-                image = encode(replace(self._reading, pv_w=self.spike_w), self.info)
-            return image[address - BASE : address - BASE + count]
+            if self.faults.spike_polls <= 0:
+                return self._image_bytes[i : i + 2 * count]
+            self.faults.spike_polls -= 1
+            image = encode(replace(self._reading, pv_w=self.spike_w), self.info)
+            return _MAP_WORDS.pack(*image)[i : i + 2 * count]
 
     @property
     def spike_w(self) -> int:
@@ -350,15 +388,37 @@ class SiteSimulator:
 
 
 class SimClock:
-    """Simulated time = start + speed x elapsed wall time."""
+    """Simulated time = start + speed x elapsed wall time.
 
-    def __init__(self, start: datetime | None = None, speed: float = 1.0) -> None:
+    With ``anchor`` (Unix wall time at which simulated time was ``start``) the clock agrees with the
+    service's energy clock (app/core/clock.py) in other processes; without, it starts now.
+    """
+
+    def __init__(
+        self, start: datetime | None = None, speed: float = 1.0, *, anchor: float | None = None
+    ) -> None:
         self.start = (start or datetime.now(UTC)).astimezone(UTC)
         self.speed = speed
+        self._anchor = anchor
+        self._start_s = self.start.timestamp()
         self._t0 = time.monotonic()
 
     def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.speed * (time.monotonic() - self._t0))
+        return datetime.fromtimestamp(self.seconds(), UTC)
+
+    def seconds(self) -> float:
+        """Simulated time now as epoch seconds (what a server asks on every read: no datetime built)."""
+        if self._anchor is not None:
+            return self._start_s + self.speed * (time.time() - self._anchor)
+        return self._start_s + self.speed * (time.monotonic() - self._t0)
+
+
+_MBAP = struct.Struct(">HHHB")  # transaction id, protocol id (0), length (unit id + PDU), unit id
+_READ = struct.Struct(">BHH")  # function code, start address, count
+_ANSWER = struct.Struct(">HHHBBB")  # MBAP + function code + byte count
+_EXCEPTION = struct.Struct(">HHHBBB")  # MBAP + function code | 0x80 + exception code
+ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_BUSY, GATEWAY_NO_RESPONSE = 1, 2, 3, 6, 0x0B
+DEVICE_ID = 1
 
 
 class SiteServer:
@@ -368,11 +428,12 @@ class SiteServer:
         self, sim: SiteSimulator, *, host: str = "127.0.0.1", port: int = 0, clock: SimClock | None = None
     ) -> None:
         self.sim, self.host, self.port, self.clock = sim, host, port, clock
-        self._server: ModbusTcpServer | None = None
+        self._server: asyncio.Server | None = None
         self._running = False
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.connections: set[_ModbusConnection] = set()
 
     async def start(self) -> None:
         self._loop, self._running = asyncio.get_running_loop(), True
@@ -404,39 +465,100 @@ class SiteServer:
         task.add_done_callback(self._tasks.discard)
 
     async def _listen(self) -> None:
-        block = SimData(BASE, count=MAP_LEN, values=0, datatype=DataType.REGISTERS, readonly=True)
-        device = SimDevice(id=1, simdata=[block], action=self._action)
-        server = ModbusTcpServer(device, address=(self.host, self.port))
-        await server.serve_forever(background=True)
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(lambda: _ModbusConnection(self), self.host, self.port)
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot serve site {self.sim.site_id} on {self.host}:{self.port}: {exc}"
+            ) from exc
         if self.port == 0:
-            self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+            self.port = server.sockets[0].getsockname()[1]
         self._server = server
 
     async def _close(self) -> None:
+        """Stop listening and drop every open connection (a device that went off the network)."""
         if self._server is not None:
-            await self._server.shutdown()  # closes the listener and every open connection
+            self._server.close()
+            for conn in list(self.connections):
+                conn.close()
+            await self._server.wait_closed()
             self._server = None
 
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
+    def answer(self, tid: int, unit: int, pdu: bytes) -> bytes | None:
+        """The response frame to one request frame's PDU, or None when it must wait (``slow``)."""
+        if unit != DEVICE_ID:
+            return _exception(tid, unit, pdu[0], GATEWAY_NO_RESPONSE)
+        if pdu[0] != 3 or len(pdu) != 5:
+            return _exception(tid, unit, pdu[0], ILLEGAL_FUNCTION if pdu[0] != 3 else ILLEGAL_VALUE)
+        _, address, count = _READ.unpack(pdu)
+        if not 1 <= count <= 125:
+            return _exception(tid, unit, 3, ILLEGAL_VALUE)
+        if address < BASE or address + count > BASE + MAP_LEN:
+            return _exception(tid, unit, 3, ILLEGAL_ADDRESS)
         faults = self.sim.faults
         if faults.busy:
-            return ExcCodes.DEVICE_BUSY
+            return _exception(tid, unit, 3, DEVICE_BUSY)
         if faults.slow_s > 0:
-            await asyncio.sleep(faults.slow_s)
-        if set_values is None:
-            if self.clock is not None:
-                self.sim.advance_to(self.clock.now())
-            offset = address - start_address
-            registers[offset : offset + count] = self.sim.serve(address, count)
-        return None
+            return None
+        return self.registers(tid, unit, address, count)
+
+    def registers(self, tid: int, unit: int, address: int, count: int) -> bytes:
+        if self.clock is not None:
+            self.sim.advance_to_second(math.floor(self.clock.seconds()))
+        data = self.sim.serve_bytes(address, count)
+        return _ANSWER.pack(tid, 0, 3 + len(data), unit, 3, len(data)) + data
+
+
+def _exception(tid: int, unit: int, function_code: int, code: int) -> bytes:
+    return _EXCEPTION.pack(tid, 0, 3, unit, (function_code | 0x80) & 0xFF, code)
+
+
+class _ModbusConnection(asyncio.Protocol):
+    """One client connection: Modbus TCP frames in, answers out."""
+
+    def __init__(self, server: SiteServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self._buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None  # a delayed answer still pending is dropped
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer + data if self._buffer else data
+        at = 0
+        while len(buf) - at >= 8:
+            tid, protocol, length, unit = _MBAP.unpack_from(buf, at)
+            if protocol != 0 or not 2 <= length <= 254:  # not Modbus TCP: hang up, as a device would
+                self._buffer = b""
+                self.close()
+                return
+            if len(buf) - at < 6 + length:
+                break
+            pdu = buf[at + 7 : at + 6 + length]
+            at += 6 + length
+            answer = self.server.answer(tid, unit, pdu)
+            if answer is None:  # a slow device: the registers are read when the answer leaves
+                delay = self.server.sim.faults.slow_s
+                asyncio.get_running_loop().call_later(delay, self._answer_late, tid, unit, pdu)
+            elif self.transport is not None:
+                self.transport.write(answer)
+        self._buffer = buf[at:]
+
+    def _answer_late(self, tid: int, unit: int, pdu: bytes) -> None:
+        if self.transport is not None:
+            _, address, count = _READ.unpack(pdu)
+            self.transport.write(self.server.registers(tid, unit, address, count))
 
 
 class SimulatorCluster:
@@ -455,14 +577,14 @@ class SimulatorCluster:
         host: str = "127.0.0.1",
         base_port: int | None = None,
         clouds: bool = True,
+        anchor: float | None = None,
+        configs: list[SiteConfig] | None = None,
     ) -> None:
         start = (start or datetime.now(UTC)).astimezone(UTC)
-        self.clock = SimClock(start, speed) if speed > 0 else None
+        self.clock = SimClock(start, speed, anchor=anchor) if speed > 0 else None
         self.host = host
-        self.sims = [
-            SiteSimulator(i, seed, start=start, config=SiteConfig.from_seed(seed, i, clouds=clouds))
-            for i in range(n_sites)
-        ]
+        configs = configs or [SiteConfig.from_seed(seed, i, clouds=clouds) for i in range(n_sites)]
+        self.sims = [SiteSimulator(i, seed, start=start, config=configs[i]) for i in range(n_sites)]
         self.servers = [
             SiteServer(sim, host=host, port=base_port + i if base_port else 0, clock=self.clock)
             for i, sim in enumerate(self.sims)
@@ -551,9 +673,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--base-port", type=int, default=15020)
     ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
+    ap.add_argument("--start", type=datetime.fromisoformat, help="simulated time at --anchor (ISO 8601, UTC)")
+    ap.add_argument("--anchor", type=float, help="Unix wall time at which simulated time was --start")
     args = ap.parse_args(argv)
     cluster = SimulatorCluster(
-        args.sites, seed=args.seed, speed=args.speed, host=args.host, base_port=args.base_port
+        args.sites,
+        seed=args.seed,
+        speed=args.speed,
+        host=args.host,
+        base_port=args.base_port,
+        start=args.start,
+        anchor=args.anchor,
     )
     with ThreadedCluster(cluster) as running:
         print(f"{args.sites} sites on {args.host}:{running.ports[0]}..{running.ports[-1]}", flush=True)

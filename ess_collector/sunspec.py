@@ -10,6 +10,7 @@ format (``VENDOR_MODEL_DEF``), so pysunspec2 can decode it too when pointed at i
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -384,24 +385,105 @@ def _scaled(raw: int | None, sf: int | None) -> Decimal | None:
     return Decimal(raw).scaleb(sf)
 
 
+def _scaled_int(raw: int | None, sf: int | None) -> int | None:
+    """raw x 10^sf rounded half to even, in integers (the same result as the Decimal route, faster)."""
+    if raw is None or sf is None or not -10 <= sf <= 10:
+        return None
+    if sf >= 0:
+        return raw * 10**sf
+    d = 10**-sf
+    q, r = divmod(raw, d)  # floor division: 0 <= r < d, also for negative raw
+    return q + 1 if 2 * r > d or (2 * r == d and q & 1) else q
+
+
+# The decoder reads every point it needs with ONE precompiled struct over the 674 payload bytes (the
+# three responses joined): unused registers are pad bytes, signed types unpack signed, 32-bit points
+# unpack as one value. Each field is (struct code, sentinel in the unpacked domain).
+_CODES = {
+    "int16": ("h", -0x8000),
+    "sunssf": ("h", -0x8000),
+    "uint16": ("H", 0xFFFF),
+    "enum16": ("H", 0xFFFF),
+    "bitfield16": ("H", 0xFFFF),
+    "acc32": ("I", 0),
+    "uint32": ("I", 0xFFFFFFFF),
+    "bitfield32": ("I", 0xFFFFFFFF),
+}
+
+
+def _field_plan() -> tuple[
+    struct.Struct, dict[tuple[int, str], int], tuple[int | None, ...], tuple[int, ...]
+]:
+    """(struct, index of each (model, point), sentinel per index, indexes of the map's fixed words)."""
+    fixed = [BASE, BASE + 1, END_ADDRESS] + [m.address + k for m in MODELS.values() for k in (0, 1)]
+    wanted: dict[int, tuple[str, int | None, tuple[int, str] | None]] = {a: ("H", None, None) for a in fixed}
+    names = [(mid, point) for _, mid, point, _, _ in _SCALED] + [(mid, sf) for _, mid, _, sf, _ in _SCALED]
+    names += [(mid, point) for _, mid, point in _PLAIN]
+    names += [
+        (802, "SoC"),
+        (802, "SoC_SF"),
+        (124, "ChaState"),
+        (124, "ChaState_SF"),
+        (VENDOR_MODEL_ID, "Tms"),
+    ]
+    for mid, point in names:
+        p = MODELS[mid][point]
+        wanted[p.address] = (*_CODES[p.type], (mid, point))
+    fmt, at = ">", BASE
+    index: dict[tuple[int, str], int] = {}
+    sentinels: list[int | None] = []
+    fixed_index: list[int] = []
+    for address in sorted(wanted):
+        code, sentinel, key = wanted[address]
+        if address > at:
+            fmt += f"{2 * (address - at)}x"
+        if key is None:
+            fixed_index.append(len(sentinels))
+        else:
+            index[key] = len(sentinels)
+        fmt += code
+        sentinels.append(sentinel)
+        at = address + (2 if code == "I" else 1)
+    fmt += f"{2 * (BASE + MAP_LEN - at)}x"
+    return struct.Struct(fmt), index, tuple(sentinels), tuple(fixed_index)
+
+
+_FIELDS, _INDEX, _SENTINELS, _FIXED = _field_plan()
+_MAP_WORDS = struct.Struct(f">{MAP_LEN}H")
+_FIXED_WORDS = tuple(_FIELDS.unpack(_MAP_WORDS.pack(*_template(DeviceInfo())))[i] for i in _FIXED)
+_SCALED_IX = tuple((fname, _INDEX[mid, point], _INDEX[mid, sf]) for fname, mid, point, sf, _ in _SCALED)
+_PLAIN_IX = tuple((fname, _INDEX[mid, point]) for fname, mid, point in _PLAIN)
+_SOC_IX = (_INDEX[802, "SoC"], _INDEX[802, "SoC_SF"], _INDEX[124, "ChaState"], _INDEX[124, "ChaState_SF"])
+_TMS_IX = _INDEX[VENDOR_MODEL_ID, "Tms"]
+
+
 def decode(regs: Sequence[int], *, received_at: datetime | None = None) -> Reading:
     """Decode the 337 registers of the three reads (concatenated) into a Reading."""
-    check_map(regs)
-    img = _Image(list(regs))
-    values: dict[str, Any] = {}
-    for fname, mid, point, sf_point, _ in _SCALED:
-        scaled = _scaled(img.value(MODELS[mid][point]), img.value(MODELS[mid][sf_point]))
-        values[fname] = None if scaled is None else int(scaled.to_integral_value(ROUND_HALF_EVEN))
-    for fname, mid, point in _PLAIN:
-        values[fname] = img.value(MODELS[mid][point])
-    battery, storage = MODELS[802], MODELS[124]
-    soc = _scaled(img.value(battery["SoC"]), img.value(battery["SoC_SF"]))
-    if soc is None:  # 124.ChaState carries the same quantity; use it when the battery model lacks it
-        soc = _scaled(img.value(storage["ChaState"]), img.value(storage["ChaState_SF"]))
-    tms = img.value(MODELS[VENDOR_MODEL_ID]["Tms"])
+    if len(regs) != MAP_LEN:
+        raise MapError(f"expected {MAP_LEN} registers, got {len(regs)}")
+    return decode_payload(_MAP_WORDS.pack(*regs), received_at=received_at)
+
+
+def decode_payload(payload: bytes, *, received_at: datetime | None = None) -> Reading:
+    """Decode the 674 payload bytes of the three reads (joined, big-endian words) into a Reading."""
+    if len(payload) != 2 * MAP_LEN:
+        raise MapError(f"expected {MAP_LEN} registers, got {len(payload) / 2:g}")
+    raw = _FIELDS.unpack(payload)
+    if tuple(raw[i] for i in _FIXED) != _FIXED_WORDS:
+        check_map(_MAP_WORDS.unpack(payload))  # raises MapError with the exact difference
+        raise MapError("not the ESS SunSpec map")
+    v = [None if x == s else x for x, s in zip(raw, _SENTINELS, strict=True)]
+    values: dict[str, Any] = {f: _scaled_int(v[i], v[j]) for f, i, j in _SCALED_IX}
+    for f, i in _PLAIN_IX:
+        values[f] = v[i]
+    soc, soc_sf, cha, cha_sf = (v[i] for i in _SOC_IX)
+    pct = _scaled(soc, soc_sf)
+    if pct is None:  # 124.ChaState carries the same quantity; use it when the battery model lacks it
+        pct = _scaled(cha, cha_sf)
+    tms = v[_TMS_IX]
     return Reading(
         **values,
-        soc_pct=soc,
+        soc_pct=pct,
         device_time=None if tms is None else datetime.fromtimestamp(tms, UTC),
         received_at=received_at,
     )

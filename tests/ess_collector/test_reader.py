@@ -60,7 +60,7 @@ def test_pool_keeps_one_connection_per_site(cluster: ThreadedCluster) -> None:
             for _ in range(5):
                 cluster.sims[0].step(1)
                 beats.append((await pool.read(HOST, cluster.ports[0])).heartbeat)
-                assert server._server is not None and len(server._server.active_connections) == 1
+                assert server._server is not None and len(server.connections) == 1
             results = await pool.read_many([(HOST, p) for p in cluster.ports])
             assert all(isinstance(x, Reading) for x in results) and len(pool) == 2
             return beats

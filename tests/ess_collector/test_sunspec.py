@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -150,3 +150,57 @@ opt_bits = st.none() | st.integers(0, 0xFFFFFFFE)
 def test_round_trip_property(powers, energies, soc, capacity, codes, tms) -> None:  # type: ignore[no-untyped-def]
     r = Reading(*powers, soc, capacity, *energies, *codes, device_time=tms)  # type: ignore[arg-type]
     assert decode(encode(r)) == r
+
+
+def _reference_decode(regs: list[int]) -> Reading:
+    """The per-point Decimal route the struct decoder replaced: same answers, raw register by register."""
+    img = ss._Image(list(regs))
+
+    def scaled(point: ss.Point, sf_point: ss.Point) -> Decimal | None:
+        raw, sf = img.value(point), img.value(sf_point)
+        return None if raw is None or sf is None or not -10 <= sf <= 10 else Decimal(raw).scaleb(sf)
+
+    values: dict[str, object] = {}
+    for fname, mid, point, sf_point, _ in ss._SCALED:
+        v = scaled(MODELS[mid][point], MODELS[mid][sf_point])
+        values[fname] = None if v is None else int(v.to_integral_value(ROUND_HALF_EVEN))
+    for fname, mid, point in ss._PLAIN:
+        values[fname] = img.value(MODELS[mid][point])
+    soc = scaled(MODELS[802]["SoC"], MODELS[802]["SoC_SF"])
+    if soc is None:
+        soc = scaled(MODELS[124]["ChaState"], MODELS[124]["ChaState_SF"])
+    tms = img.value(MODELS[64900]["Tms"])
+    device_time = None if tms is None else datetime.fromtimestamp(tms, UTC)
+    return Reading(**values, soc_pct=soc, device_time=device_time)  # type: ignore[arg-type]
+
+
+WORD = st.one_of(st.sampled_from([0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFE, 0xFFFF]), st.integers(0, 0xFFFF))
+SF_WORD = st.one_of(st.integers(-12, 12).map(lambda sf: sf & 0xFFFF), st.just(0x8000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_struct_decoder_equals_the_reference(data: st.DataObject) -> None:
+    regs = encode(Reading())
+    for _, mid, point, sf_point, _ in ss._SCALED:
+        p = MODELS[mid][point]
+        for k in range(p.size):
+            regs[p.address - BASE + k] = data.draw(WORD)
+        regs[MODELS[mid][sf_point].address - BASE] = data.draw(SF_WORD)
+    for mid, name in [(m, n) for _, m, n in ss._PLAIN] + [(802, "SoC"), (124, "ChaState"), (64900, "Tms")]:
+        p = MODELS[mid][name]
+        for k in range(p.size):
+            regs[p.address - BASE + k] = data.draw(WORD)
+    for mid, name in ((802, "SoC_SF"), (124, "ChaState_SF")):
+        regs[MODELS[mid][name].address - BASE] = data.draw(SF_WORD)
+    assert decode(regs) == _reference_decode(regs)
+    assert ss.decode_payload(b"".join(r.to_bytes(2, "big") for r in regs)) == decode(regs)
+
+
+def test_payload_of_the_wrong_size_or_map_is_refused() -> None:
+    regs = encode(Reading(pv_w=1))
+    payload = b"".join(r.to_bytes(2, "big") for r in regs)
+    with pytest.raises(MapError):
+        ss.decode_payload(payload[:-2])
+    with pytest.raises(MapError, match="model 203"):
+        ss.decode_payload(payload[:244] + b"\x00\xcc" + payload[246:])  # 40122: model 203's ID
