@@ -1,25 +1,33 @@
-"""create_app(): routers, the error handler, request ids, metrics, and the background workers."""
+"""create_app(): routers, the error handler, request ids, metrics, and the background workers.
+
+However many API worker processes serve (``ESSX_WORKERS``), the background workers (the relayer's
+broadcast/watch loop, the transfer batcher, the indexer, the market loop) run in one of them: the holder
+of the ``essx-background`` database lease. The others serve requests only; when the holder stops or dies,
+one of them takes the lease over after at most ``BACKGROUND_LEASE_SECONDS``.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.router import api_router
 from app.coin.service import on_tx_final
 from app.context import Context, build_context
 from app.core.config import Settings, get_settings
 from app.core.errors import AppError
-from app.core.logging import request_id_var
+from app.core.logging import configure_logging, request_id_var
 from app.indexer.service import IndexerWorker
 from app.market.recording import make_hook as market_hook
 from app.market.worker import MarketWorker
@@ -29,8 +37,62 @@ from app.settlement.service import make_hook as settlement_hook
 from app.sites.worker import CollectorWorker, install_hooks
 from app.transfers.batching import TransferBatcher, make_batch_hook
 from app.web.router import router as web_router
+from ess_collector.lease import Lease, LeaseKeeper
 
 log = logging.getLogger(__name__)
+BACKGROUND_LEASE = "essx-background"
+BACKGROUND_LEASE_SECONDS = 10.0
+
+
+class BackgroundWorkers:
+    """Runs the background workers while this process holds the background lease, and only then.
+
+    Until it does (or after losing it) the process is a follower: its relayer is on standby (it prepares
+    and stores transactions, the holder broadcasts and watches them) and authorisations leave their
+    transfers to the holder's batcher, which polls the database. Everything the workers do is driven by
+    database rows, so nothing is lost when they move to another process.
+    """
+
+    def __init__(self, ctx: Context, *, ttl_s: float = BACKGROUND_LEASE_SECONDS) -> None:
+        self.ctx = ctx
+        self.lease = Lease(ctx.engine, BACKGROUND_LEASE, ttl_s=ttl_s)
+        self.keeper = LeaseKeeper(self.lease, self._lead, self._follow)
+        self._workers: list[IndexerWorker | TransferBatcher | MarketWorker] = []
+
+    @property
+    def leading(self) -> bool:
+        return self.keeper.leading
+
+    def start(self) -> None:
+        self.ctx.relayer.standby = True
+        self.ctx.extras["batcher_wake"] = threading.Event()  # no thread waits on it until we lead
+        self.keeper.start()
+
+    def stop(self) -> None:
+        self.keeper.stop()
+        # back to a context without background workers (a CLI, a test): relay and step inline
+        self.ctx.relayer.standby = False
+        self.ctx.extras.pop("batcher_wake", None)
+
+    def _lead(self) -> None:
+        ctx = self.ctx
+        ctx.relayer.fence = self.lease.fence  # the worker's writes fail once another process leads
+        ctx.extras["background_fence"] = self.lease.fence
+        ctx.relayer.standby = False
+        ctx.relayer.start()  # also finishes whatever a previous process left in flight
+        self._workers = [IndexerWorker(ctx), TransferBatcher(ctx), MarketWorker(ctx)]
+        for worker in self._workers:
+            worker.start()
+
+    def _follow(self) -> None:
+        ctx = self.ctx
+        for worker in reversed(self._workers):
+            worker.stop()
+        self._workers = []
+        ctx.relayer.standby = True
+        ctx.relayer.stop()
+        ctx.relayer.fence = None
+        ctx.extras.pop("background_fence", None)
 
 
 def create_app(
@@ -47,15 +109,11 @@ def create_app(
         context.relayer.on_final.append(settlement_hook(context))
         install_hooks(context)  # anchors and reward mints, whichever process prepared them
         app.state.ctx = context
-        indexer = IndexerWorker(context)
-        batcher = TransferBatcher(context)
-        market = MarketWorker(context)
-        if workers:
-            context.relayer.start()  # also finishes whatever a previous process left in flight
-            indexer.start()
-            batcher.start()
-            market.start()
+        background = BackgroundWorkers(context) if workers else None
+        if background is not None:
+            background.start()
         # The collector is its own process in production (`essx collector`); `essx run` enables it here.
+        # It has a lease of its own, so it may run in every API worker process.
         collector = CollectorWorker(context) if workers and context.settings.collector_enabled else None
         if collector is not None:
             collector.start()
@@ -64,9 +122,8 @@ def create_app(
         finally:
             if collector is not None:
                 collector.stop()
-            market.stop()
-            batcher.stop()
-            indexer.stop()
+            if background is not None:
+                background.stop()
             context.relayer.stop()
             if ctx is None:
                 context.close()
@@ -85,6 +142,14 @@ def create_app(
     app.include_router(api_router)
     app.include_router(web_router)  # the dashboard at / (after the API, so it never shadows a route)
     return app
+
+
+def create_worker_app() -> FastAPI:
+    """The app of one API worker process (`essx run` with ESSX_WORKERS > 1): settings from the
+    environment, which the parent process prepared."""
+    settings = get_settings()
+    configure_logging(settings.log_json)
+    return create_app(settings)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -137,20 +202,39 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def install_middleware(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    app.add_middleware(RequestContext)
+
+
+class RequestContext:
+    """Request id (X-Request-ID, made up when absent) for the logs and the response, and the metrics.
+
+    A plain ASGI middleware: Starlette's `@app.middleware("http")` runs every request through an extra
+    task and memory streams, which cost the event loop more than the rest of the routing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
+        rid = rid or uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
         token = request_id_var.set(rid)
         start = time.perf_counter()
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        LATENCY.labels(request.method, path).observe(time.perf_counter() - start)
-        REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        response.headers["X-Request-ID"] = rid
-        return response
+            path = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)
+            REQUESTS.labels(scope["method"], path, str(status)).inc()

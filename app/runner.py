@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -126,12 +127,33 @@ def run_service(settings: Settings, console: Console) -> None:
                 "create the first admin in another terminal:\n"
                 "  .venv/bin/essx create-admin --email admin@example.com --password 'a-long-password'"
             )
-        from app.main import create_app
-
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+        serve(settings)
     finally:
         if demo is not None:
             demo.stop()
         if node is not None:
             node.stop()  # SIGTERM: anvil writes its state file before it exits
             console.print("local chain stopped, state saved")
+
+
+def serve(settings: Settings) -> None:
+    """One process (the default), or ESSX_WORKERS API processes sharing the port. Worker processes are
+    started afresh (spawn) and read their settings from the environment, so what this process decided is
+    passed on there; the local secrets are created here first, so every worker reads the same ones."""
+    if settings.workers == 1:
+        from app.main import create_app
+
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+        return
+    for name in ("jwt_secret", "wallet_master_key"):
+        settings.secret(name)
+    if settings.collector_enabled:
+        os.environ["ESSX_COLLECTOR_ENABLED"] = "true"  # each worker runs it; its lease picks one
+    uvicorn.run(
+        "app.main:create_worker_app",
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+    )

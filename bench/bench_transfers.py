@@ -1,6 +1,7 @@
 """End-to-end custodial transfers: API call to mined, with N concurrent users on 1-second blocks.
 
-    .venv/bin/python -m bench.bench_transfers [--users 50] [--seconds 30] [--block-time 1]
+    .venv/bin/python -m bench.bench_transfers [--users 50] [--seconds 30] [--block-time 1] [--workers 2]
+        [--postgres]
 
 Each user loops: POST /transfers, POST /transfers/{id}/authorize {pin}. Latency is measured from the
 first API call to the `mined` step the service records; throughput counts transfers confirmed per second
@@ -20,6 +21,13 @@ from eth_account import Account
 from bench.service import concurrent_users_main, percentile, running_service
 
 PIN = "123456"
+# (from, to) step pairs: "start" is the client's first call; the rest are the service's recorded steps
+GAPS = {
+    "create_request": ("start", "requested"),  # queueing + handling until the transfer row exists
+    "to_authorized": ("requested", "authorized"),  # rest of create, the round trip, authorize incl. Argon2
+    "batching": ("authorized", "submitted"),  # waiting for the batcher's next relay transaction
+    "to_mined": ("submitted", "mined"),  # broadcast, the next block, the relayer reading the receipt
+}
 
 
 def make_users(base: str, admin: dict[str, str], n: int) -> list[dict[str, str]]:
@@ -27,13 +35,14 @@ def make_users(base: str, admin: dict[str, str], n: int) -> list[dict[str, str]]
     with httpx.Client(base_url=base, timeout=60) as c:
         for i in range(n):
             email = f"u{i}-{uuid.uuid4().hex[:6]}@example.com"
-            c.post(
+            r = c.post(
                 "/api/v1/auth/register",
                 json={"email": email, "password": "bench-pass-1", "display_name": "u", "role": "consumer"},
             )
-            tok = c.post("/api/v1/auth/token", data={"username": email, "password": "bench-pass-1"}).json()[
-                "access_token"
-            ]
+            assert r.status_code == 201, r.text
+            r = c.post("/api/v1/auth/token", data={"username": email, "password": "bench-pass-1"})
+            assert r.status_code == 200, r.text
+            tok = r.json()["access_token"]
             h = {"Authorization": f"Bearer {tok}"}
             addr = c.post("/api/v1/wallets", json={"pin": PIN}, headers=h).json()["address"]
             r = c.post(
@@ -46,7 +55,19 @@ def make_users(base: str, admin: dict[str, str], n: int) -> list[dict[str, str]]
     return users
 
 
+def argon2_ms() -> float:
+    """CPU time of one PIN verification here and now: this machine's speed varies from run to run."""
+    from app.core.security import hash_secret, verify_secret
+
+    hashed = hash_secret(PIN)
+    start = time.process_time()
+    for _ in range(10):
+        verify_secret(hashed, PIN)
+    return round((time.process_time() - start) * 100, 1)
+
+
 def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
+    calibration = argon2_ms()
     with running_service(block_time) as svc:
         admin = {"Authorization": f"Bearer {svc.admin_token()}"}
         headers = make_users(svc.base, admin, users)
@@ -84,6 +105,7 @@ def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
         # let the last batches be mined, then read every transfer's recorded steps
         time.sleep(max(3.0, 3 * block_time))
         latencies, confirmed, failed = [], 0, 0
+        gaps: dict[str, list[float]] = {name: [] for name in GAPS}
         with httpx.Client(base_url=svc.base, timeout=60) as c:
             for h in headers:
                 items = c.get("/api/v1/transfers?direction=out&limit=500", headers=h).json()["items"]
@@ -92,8 +114,11 @@ def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
                         continue
                     if t["status"] == "confirmed":
                         confirmed += 1
-                        mined = next(s for s in t["steps"] if s["kind"] == "mined")
-                        latencies.append(datetime.fromisoformat(mined["at"]).timestamp() - started[t["id"]])
+                        at = {s["kind"]: datetime.fromisoformat(s["at"]).timestamp() for s in t["steps"]}
+                        at["start"] = started[t["id"]]
+                        latencies.append(at["mined"] - at["start"])
+                        for name, (a, b) in GAPS.items():
+                            gaps[name].append(at[b] - at[a])
                     elif t["status"] == "failed":
                         failed += 1
     return {
@@ -109,6 +134,9 @@ def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
         "p50_ms": round(percentile(latencies, 50) * 1000) if latencies else None,
         "p99_ms": round(percentile(latencies, 99) * 1000) if latencies else None,
         "first_error": errors[0] if errors else None,
+        "argon2_cpu_ms": calibration,
+        # where a transfer's latency goes (medians, ms), from the steps the service recorded
+        "p50_gaps_ms": {name: round(percentile(v, 50) * 1000) for name, v in gaps.items() if v},
     }
 
 

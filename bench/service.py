@@ -128,8 +128,11 @@ def concurrent_users_main(run: Callable[[argparse.Namespace], dict[str, object]]
     parser.add_argument(
         "--postgres", action="store_true", help="run the service on a throw-away PostgreSQL database"
     )
+    parser.add_argument("--workers", type=int, default=1, help="API worker processes (ESSX_WORKERS)")
     args = parser.parse_args()
+    os.environ["ESSX_WORKERS"] = str(args.workers)  # the service started by running_service inherits it
     print(json.dumps({"machine": machine()}))
+    load_before = os.getloadavg()
     if args.postgres:
         with postgres_database() as url:
             os.environ["ESSX_DATABASE_URL"] = url
@@ -137,4 +140,8 @@ def concurrent_users_main(run: Callable[[argparse.Namespace], dict[str, object]]
     else:
         result = run(args)
     result["database"] = "postgresql" if args.postgres else "sqlite"
+    result["workers"] = args.workers
+    # another user of the machine skews every number: say how busy it was (1-minute load averages)
+    result["load_before"] = round(load_before[0], 2)
+    result["load_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result), flush=True)

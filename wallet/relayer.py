@@ -6,6 +6,8 @@
 - One worker thread broadcasts in nonce order, at most `max_in_flight` ahead of the chain, watches new
   blocks for every hash we signed (replacements too) and bumps fees of transactions stuck too long.
 - After a crash, the worker finds the stored rows and finishes them: nothing is lost or sent twice.
+- With several processes only one runs the worker (the caller's lease decides; ``fence`` renews it in
+  each of the worker's transactions); the others are on ``standby``: they prepare and wait, never watch.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.exceptions import ContractLogicError
+from web3.types import RPCEndpoint
 
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
@@ -74,6 +77,7 @@ class Relayer:
         replace_after: float = 30.0,
         confirmations: int = 1,
         poll_interval: float = 0.05,
+        idle_interval: float = 0.25,
     ) -> None:
         self.engine = engine
         self.w3 = w3
@@ -84,6 +88,8 @@ class Relayer:
         self.replace_after = replace_after
         self.confirmations = max(1, confirmations)
         self.poll_interval = poll_interval
+        # Idle passes are one indexed SELECT; short, because work may come from other processes.
+        self.idle_interval = idle_interval
         self._wake = threading.Event()
         self._done = threading.Condition()
         self._stop = threading.Event()
@@ -91,7 +97,14 @@ class Relayer:
         self._fees: Fees | None = None
         self._last_block: int | None = None
         self._recheck = True
+        self._chain_nonce: tuple[int, int] | None = None  # (block, confirmed nonce): changes only with blocks
+        self._receipts: dict[str, dict[str, Any]] = {}  # raw receipts of transactions just made final
         self.on_final: list[Callable[[Session, OutgoingTx], None]] = []
+        # Set by the process that holds the relayer lease: renews it inside each of the worker's
+        # transactions and raises (rolling the transaction back) once another process holds it.
+        self.fence: Callable[[Session], None] | None = None
+        # Another process runs the worker: `wait` polls the database instead of stepping itself.
+        self.standby = False
 
     # -- preparing: inside the caller's database transaction --------------------------------------
 
@@ -227,7 +240,7 @@ class Relayer:
             except Exception:  # the worker must survive a flaky node; the next tick retries
                 log.exception("relayer step failed")
                 busy = True
-            self._wake.wait(self.poll_interval if busy else 1.0)
+            self._wake.wait(self.poll_interval if busy else self.idle_interval)
             self._wake.clear()
 
     def step(self) -> bool:
@@ -244,10 +257,33 @@ class Relayer:
             ).all()
             if not open_rows:
                 return False
-            self._watch(session, list(open_rows))
-            self._broadcast(session, [r for r in open_rows if r.status not in FINAL])
-            session.commit()
+            latest = int(self.w3.eth.block_number)
+            self._watch(session, list(open_rows), latest)
+            now = utcnow()
+            due = [  # to send, or sent long enough ago to be a candidate for a replacement
+                r
+                for r in open_rows
+                if r.status == "pending"
+                or (r.status == "sent" and (now - _aware(r.updated_at)).total_seconds() > self.replace_after)
+            ]
+            self._broadcast(session, due, latest)
+            self._commit(session)
             return True
+
+    def _commit(self, session: Session, *, wrote: bool = False) -> None:
+        """Commits, fenced by the caller's lease when there is something to write (a pass that only
+        looked commits nothing, and renewing the lease 20 times a second would be a write each time)."""
+        if self.fence is not None and (wrote or session.new or session.dirty or session.deleted):
+            self.fence(session)
+        session.commit()
+
+    def _confirmed_nonce(self, latest: int) -> int:
+        """The account's nonce as of the latest block, read once a block (only a block can change it)."""
+        cached = self._chain_nonce
+        if cached is None or cached[0] != latest:
+            nonce = int(self.w3.eth.get_transaction_count(self.address, latest))  # type: ignore[arg-type]
+            cached = self._chain_nonce = (latest, nonce)
+        return cached[1]
 
     def _attempts(self, session: Session, tx_ids: list[int]) -> dict[int, list[TxAttempt]]:
         result: dict[int, list[TxAttempt]] = {i: [] for i in tx_ids}
@@ -258,15 +294,14 @@ class Relayer:
             result[a.tx_id].append(a)
         return result
 
-    def _watch(self, session: Session, rows: list[OutgoingTx]) -> None:
+    def _watch(self, session: Session, rows: list[OutgoingTx], latest: int) -> None:
         sent = [r for r in rows if r.status == "sent"]
         if not sent:
             return
-        latest = int(self.w3.eth.block_number)
         if latest == self._last_block and not self._recheck:
             return  # no new block since the last look: nothing can have been mined
         self._last_block, self._recheck = latest, False
-        chain_nonce = int(self.w3.eth.get_transaction_count(self.address, "latest"))  # type: ignore[arg-type]
+        chain_nonce = self._confirmed_nonce(latest)
         sent = [r for r in sent if r.nonce < chain_nonce]
         if not sent:
             return
@@ -282,37 +317,51 @@ class Relayer:
                 # The nonce was used, but by none of our hashes: someone else spent it.
                 row.status, row.error = "failed", "nonce used by a transaction this relayer did not sign"
             else:
-                if latest - int(receipt["blockNumber"]) + 1 < self.confirmations:
+                if latest - int(receipt["blockNumber"], 16) + 1 < self.confirmations:
                     self._recheck = True  # look again at the next block even if nothing else changes
                     continue
                 row.tx_hash = HexBytes(receipt["transactionHash"]).hex()
-                row.block_number = int(receipt["blockNumber"])
+                row.block_number = int(receipt["blockNumber"], 16)
                 row.block_hash = HexBytes(receipt["blockHash"]).hex()
-                row.gas_used = int(receipt["gasUsed"])
-                if int(receipt["status"]) == 1:
+                row.gas_used = int(receipt["gasUsed"], 16)
+                self._receipts[row.tx_hash] = receipt
+                if int(receipt["status"], 16) == 1:
                     row.status = "confirmed"
                 else:
                     row.status, row.error = "failed", "reverted on chain"
             row.updated_at = utcnow()
             finished.append(row)
-        for row in finished:
-            for hook in self.on_final:
-                hook(session, row)
+        try:
+            for row in finished:
+                for hook in self.on_final:
+                    hook(session, row)
+            if finished:
+                self._commit(session, wrote=True)  # the hooks' queries may have flushed already
+        except BaseException:
+            self._recheck = True  # nothing was recorded: look at these receipts again on the next pass
+            raise
+        finally:
+            self._receipts.clear()
         if finished:
-            session.commit()
             with self._done:
                 self._done.notify_all()
 
-    def _receipt(self, tx_hash: str) -> Any:
-        try:
-            return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-        except Exception:  # TransactionNotFound and node-specific variants
-            return None
+    def _receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        """The receipt as the node sends it (hex strings): web3's formatters cost more than the call."""
+        # A node that cannot be reached raises: the pass is retried, nothing is concluded from silence.
+        response = self.w3.provider.make_request(RPCEndpoint("eth_getTransactionReceipt"), [tx_hash])
+        result = response.get("result")
+        return dict(result) if result else None
 
-    def _broadcast(self, session: Session, rows: list[OutgoingTx]) -> None:
+    def receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        """For `on_final` hooks: the raw receipt the watcher just read (no second call), else the node's."""
+        cached = self._receipts.get(tx_hash)
+        return cached if cached is not None else self._receipt(tx_hash)
+
+    def _broadcast(self, session: Session, rows: list[OutgoingTx], block: int) -> None:
         if not rows:
             return
-        chain_nonce = int(self.w3.eth.get_transaction_count(self.address, "latest"))  # type: ignore[arg-type]
+        chain_nonce = self._confirmed_nonce(block)
         attempts = self._attempts(session, [r.id for r in rows if r.id is not None])
         now = utcnow()
         for row in rows:
@@ -334,10 +383,11 @@ class Relayer:
         max_fee = max(fees.max_fee, latest.max_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
         tip = max(fees.tip, latest.max_priority_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
         attempt = self._add_attempt(session, row, max_fee, tip)
-        session.commit()  # the new bytes are stored before they leave the process
+        self._commit(session, wrote=True)  # the new bytes are stored before they leave the process
         self._send(attempt)
-        attempt.sent_at = utcnow()
+        attempt.sent_at = row.updated_at = utcnow()
         session.add(attempt)
+        session.add(row)
         log.warning(
             "replaced a stuck transaction",
             extra={"fields": {"nonce": row.nonce, "old": latest.tx_hash, "new": attempt.tx_hash}},
@@ -365,7 +415,7 @@ class Relayer:
                     raise KeyError(tx_id)
                 if row.status in FINAL or time.monotonic() >= deadline:
                     return row
-            if self._thread is None:
+            if self._thread is None and not self.standby:
                 self.step()
                 time.sleep(self.poll_interval)
             else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from eth_account import Account
@@ -69,7 +70,7 @@ class LocalSigner:
         self._public_key = key.public_key
         self._address = str(self._public_key.to_checksum_address())
         self.chain_id = chain_id
-        self._allowed_contracts = frozenset(to_checksum_address(a) for a in allowed_contracts)
+        self._allowed_contracts = _checksummed(tuple(allowed_contracts))
 
     @classmethod
     def from_key_bytes(cls, key: bytes, *, chain_id: int, allowed_contracts: Iterable[str]) -> LocalSigner:
@@ -116,6 +117,10 @@ class LocalSigner:
 
     def sign_typed_data(self, typed_data: Mapping[str, Any]) -> bytes:
         """Sign one of our EIP-712 schemas (see typed_data.SCHEMAS); returns r || s || v with v = 27/28."""
+        return self.sign_typed_data_with_digest(typed_data)[0]
+
+    def sign_typed_data_with_digest(self, typed_data: Mapping[str, Any]) -> tuple[bytes, bytes]:
+        """As `sign_typed_data`, also returning the EIP-712 digest signed (callers record it)."""
         try:
             validate_typed_data(typed_data, self.chain_id, self._allowed_contracts)
         except TypedDataError as exc:
@@ -125,12 +130,23 @@ class LocalSigner:
         if signature.recover_public_key_from_msg_hash(digest) != self._public_key:
             raise SigningFailed("typed-data signature does not recover to the signer's address")
         raw = signature.to_bytes()  # r || s || v with v = 0/1
-        return raw[:64] + bytes([raw[64] + 27])
+        return raw[:64] + bytes([raw[64] + 27]), digest
+
+
+@lru_cache(maxsize=64)
+def _checksummed(addresses: tuple[str, ...]) -> frozenset[str]:
+    """The allow-list in checksum form; the same few contract addresses come with every signer opened."""
+    return frozenset(to_checksum_address(a) for a in addresses)
 
 
 def recover_typed_data(typed_data: Mapping[str, Any], signature: bytes | str) -> str:
     """The checksummed address that signed this typed data (EIP-712). Validate the typed data separately."""
     return _recover(typed_data_digest(typed_data), signature)
+
+
+def recover_digest(digest: bytes, signature: bytes | str) -> str:
+    """The checksummed address that signed this EIP-712 digest (see typed_data.typed_data_digest)."""
+    return _recover(digest, signature)
 
 
 def recover_personal_message(message: str, signature: bytes | str) -> str:

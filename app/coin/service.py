@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 from web3 import Web3
+from web3.types import RPCEndpoint
 
 from app import idempotency
 from app.audit import service as audit
@@ -186,9 +187,26 @@ def ensure_not_paused(ctx: Context) -> None:
         raise CoinPaused()
 
 
+BALANCE_OF = "0x70a08231"  # balanceOf(address)
+
+
 def balance_now(ctx: Context, address: str) -> int:
-    """The latest balance in one call (the hot path of transfers and orders)."""
-    return int(ctx.coin.functions.balanceOf(Web3.to_checksum_address(address)).call())
+    """The latest balance in one call (the hot path of transfers and orders). A raw eth_call: web3's
+    contract layer (ABI lookup, checksums, formatters) cost more CPU than the round trip itself."""
+    account = Web3.to_checksum_address(address)  # refuses anything that is not an address
+    call = {"to": ctx.coin.address, "data": BALANCE_OF + account[2:].lower().rjust(64, "0")}
+    response = ctx.w3.provider.make_request(RPCEndpoint("eth_call"), [call, "latest"])
+    if "error" in response:
+        raise ValueError(response["error"])
+    return int(response["result"], 16)
+
+
+def coin_name(ctx: Context) -> str:
+    """The token's name (its EIP-712 domain name): set in the constructor, so read once per process."""
+    name = ctx.extras.get("coin_name")
+    if name is None:
+        name = ctx.extras["coin_name"] = str(ctx.coin.functions.name().call())
+    return str(name)
 
 
 def get_operation(session: Session, op_id: int) -> tuple[CoinOperation, OutgoingTx | None]:

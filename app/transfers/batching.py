@@ -39,7 +39,7 @@ def _lock(ctx: Context) -> threading.Lock:
 
 def submit_batch(ctx: Context) -> int:
     """Puts every authorised transfer (up to MAX_BATCH) into one relay transaction; returns how many."""
-    from app.transfers.service import _fail, add_step
+    from app.transfers.service import StepLog, _fail
 
     with _lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
         q = (
@@ -51,15 +51,18 @@ def submit_batch(ctx: Context) -> int:
         if session.get_bind().dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)  # another process may be batching too
         rows = list(session.exec(q))
+        if not rows:
+            return 0
         now = chain_now(ctx)
+        steps = StepLog(session, rows)
         batch = []
         for t in rows:
             if now >= t.valid_before - 2:
-                _fail(session, t, "authorization expired before it could be relayed")
+                _fail(session, t, "authorization expired before it could be relayed", steps)
             else:
                 batch.append(t)
         if not batch:
-            session.commit()
+            _commit(ctx, session)
             return 0
         relay = ctx.contracts["AuthorizationRelay"]
         items = []
@@ -89,14 +92,23 @@ def submit_batch(ctx: Context) -> int:
             log.error("transfer batch rejected", extra={"fields": {"reason": exc.reason}})
             return 0
         tx_hash = _first_hash(session, tx.id or 0)
+        stamp = utcnow()
         for t in batch:
-            t.tx_id, t.status, t.updated_at = tx.id, "submitted", utcnow()
+            t.tx_id, t.status, t.updated_at = tx.id, "submitted", stamp
             session.add(t)
-            add_step(session, t.id, "submitted", tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
-        session.commit()
+            steps.add(t, "submitted", tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
+        _commit(ctx, session)
     crash_point("transfer.after_submit")
     ctx.relayer.kick()
     return len(batch)
+
+
+def _commit(ctx: Context, session: Session) -> None:
+    """Commits the batcher's transaction, fenced by the background lease when this process holds one."""
+    fence = ctx.extras.get("background_fence")
+    if fence is not None:
+        fence(session)
+    session.commit()
 
 
 def _first_hash(session: Session, tx_id: int) -> str:
@@ -119,54 +131,62 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
     def on_final(session: Session, tx: OutgoingTx) -> None:
         if tx.purpose != PURPOSE:
             return
-        from app.transfers.service import _fail, add_step
+        from app.transfers.service import StepLog, _fail
 
         transfers = list(
             session.exec(
                 select(Transfer).where(col(Transfer.tx_id) == tx.id, col(Transfer.status) == "submitted")
             )
         )
+        steps = StepLog(session, transfers)
         if tx.status != "confirmed":
             now = chain_now(ctx)
             for t in transfers:
                 if now < t.valid_before - 5:  # nothing moved; the nonce is unused: relay it again
                     t.status, t.tx_id, t.updated_at = "authorized", None, utcnow()
                     session.add(t)
-                    add_step(session, t.id, "requeued", reason=tx.error or "batch failed")
+                    steps.add(t, "requeued", reason=tx.error or "batch failed")
                 else:
-                    _fail(session, t, f"relay transaction failed: {tx.error}")
+                    _fail(session, t, f"relay transaction failed: {tx.error}", steps)
             return
-        receipt = ctx.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
+        receipt = ctx.relayer.receipt(tx.tx_hash or "")
+        if receipt is None:
+            raise RuntimeError(f"no receipt for the final transaction {tx.tx_hash}")  # retried next pass
+        coin = ctx.coin.address.lower()
         used: set[str] = set()
         failed: dict[str, str] = {}
-        for lg in receipt["logs"]:
-            topics = [HexBytes(t).hex() for t in lg["topics"]]
+        for lg in receipt["logs"]:  # as the node sends them: hex strings
+            topics = [str(t).lower() for t in lg["topics"]]
             if not topics:
                 continue
             nonce = topics[2] if len(topics) > 2 else ""
-            if topics[0] == USED_TOPIC and lg["address"] == ctx.coin.address:
+            if topics[0] == USED_TOPIC and str(lg["address"]).lower() == coin:
                 used.add(nonce)
             elif topics[0] == FAILED_TOPIC:
                 failed[nonce] = _revert_text(abi_decode(["bytes"], HexBytes(lg["data"]))[0])
         block = {"block_number": tx.block_number, "block_hash": tx.block_hash, "tx_hash": tx.tx_hash}
+        stamp = utcnow()
         for t in transfers:
-            key = HexBytes(t.nonce).hex()
+            key = t.nonce.lower()
+            steps.add(t, "mined", **block)
             if key in used:
-                add_step(session, t.id, "mined", **block)
                 t.status = "confirmed"
-                add_step(session, t.id, "confirmed", confirmations=ctx.settings.confirmations)
+                steps.add(t, "confirmed", confirmations=ctx.settings.confirmations)
             else:
-                add_step(session, t.id, "mined", **block)
                 reason = failed.get(key, "the relay did not report this authorization")
-                _fail(session, t, reason)
-            t.updated_at = utcnow()
+                _fail(session, t, reason, steps)
+            t.updated_at = stamp
             session.add(t)
 
     return on_final
 
 
 def wake_batcher(ctx: Context) -> None:
-    """Asks the batcher thread for a pass now; without one (a CLI, a test), relays inline."""
+    """Asks the batcher thread for a pass now; without one (a CLI, a test), relays inline.
+
+    In an API process that does not hold the background lease, `batcher_wake` is an event no thread
+    waits on: the batcher of the process that holds it finds the transfer on its next pass (`interval`).
+    """
     event = ctx.extras.get("batcher_wake")
     if event is None:
         submit_batch(ctx)
@@ -175,24 +195,29 @@ def wake_batcher(ctx: Context) -> None:
 
 
 class TransferBatcher:
-    """Relays authorised transfers: woken by each authorisation, and every `interval` for anything left
-    behind (after a restart, or authorised by another process)."""
+    """Relays authorised transfers: woken by each authorisation in this process, and every `interval`
+    for anything else (authorised by another API worker process, or left behind by a restart)."""
 
-    def __init__(self, ctx: Context, interval: float = 0.5, linger: float = 0.05) -> None:
+    def __init__(self, ctx: Context, interval: float = 0.2, linger: float = 0.05) -> None:
         self.ctx = ctx
         self.interval = interval
         self.linger = linger  # a short wait so authorisations arriving together share one transaction
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._previous: threading.Event | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._previous = self.ctx.extras.get("batcher_wake")
         self.ctx.extras["batcher_wake"] = self._wake
         self._thread = threading.Thread(target=self._run, name="transfer-batcher", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self.ctx.extras.pop("batcher_wake", None)
+        if self._previous is None:
+            self.ctx.extras.pop("batcher_wake", None)
+        else:  # a follower again: authorisations leave their transfers to the leader's batcher
+            self.ctx.extras["batcher_wake"] = self._previous
         self._stop.set()
         self._wake.set()
         if self._thread:

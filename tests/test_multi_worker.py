@@ -1,0 +1,155 @@
+"""`essx run` with several API worker processes (ESSX_WORKERS): transfers authorised in any of them are
+relayed exactly once by the one process that holds the background lease, and when that process is
+killed another one takes the lease over and finishes the work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+
+from tests.service_process import ServiceProcess
+
+PIN = "123456"
+STEPS = ["requested", "challenge_issued", "authorized", "signed", "submitted", "mined", "confirmed"]
+
+
+def _user(svc: ServiceProcess, admin: dict[str, str], name: str, coins: str) -> tuple[dict[str, str], str]:
+    email, password = f"{name}@example.com", "long-password-2"
+    r = httpx.post(
+        f"{svc.base}/api/v1/auth/register",
+        json={"email": email, "password": password, "display_name": name, "role": "consumer"},
+    )
+    assert r.status_code == 201, r.text
+    user = {"Authorization": f"Bearer {svc.token(email, password)}"}
+    address = httpx.post(f"{svc.base}/api/v1/wallets", json={"pin": PIN}, headers=user).json()["address"]
+    r = httpx.post(
+        f"{svc.base}/api/v1/admin/coin/mint",
+        json={"to": address, "amount": coins},
+        headers={**admin, "Idempotency-Key": f"fund-{name}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    return user, address
+
+
+def _transfer(svc: ServiceProcess, user: dict[str, str], to: str, amount: str) -> str:
+    with httpx.Client(base_url=svc.base, headers=user, timeout=60) as c:
+        r = c.post(
+            "/api/v1/transfers",
+            json={"to": to, "amount": amount},
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert r.status_code == 201, r.text
+        tid = str(r.json()["id"])
+        r = c.post(f"/api/v1/transfers/{tid}/authorize", json={"pin": PIN})
+        assert r.status_code == 200, r.text
+        return tid
+
+
+def _wait_final(
+    svc: ServiceProcess, user: dict[str, str], tid: str, timeout: float = 60
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, object] = httpx.get(f"{svc.base}/api/v1/transfers/{tid}", headers=user).json()
+        if body["status"] in ("confirmed", "failed") or time.monotonic() > deadline:
+            return body
+        time.sleep(0.3)
+
+
+def _balance(svc: ServiceProcess, address: str) -> str:
+    return str(httpx.get(f"{svc.base}/api/v1/accounts/{address}/balance").json()["balance"])
+
+
+def _background_holder(data_dir: Path) -> int:
+    """The pid of the worker process holding the background lease (holder = host:pid:random)."""
+    with sqlite3.connect(data_dir / "essx.db") as db:
+        row = db.execute("SELECT holder FROM job_leases WHERE name = 'essx-background'").fetchone()
+    assert row is not None and row[0], "nobody holds the background lease"
+    return int(row[0].split(":")[1])
+
+
+def _worker_pids(svc: ServiceProcess) -> set[int]:
+    assert svc.proc is not None
+    children = Path(f"/proc/{svc.proc.pid}/task/{svc.proc.pid}/children").read_text().split()
+    pids = set()
+    for pid in map(int, children):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:  # uvicorn's workers (not anvil, the simulators, the resource tracker)
+            pids.add(pid)
+    return pids
+
+
+@pytest.mark.slow
+def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    svc = ServiceProcess(data, ESSX_WORKERS="2")
+    try:
+        svc.start()
+        deadline = time.monotonic() + 30
+        while len(_worker_pids(svc)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = _worker_pids(svc)
+        assert len(workers) == 2
+        admin = {"Authorization": f"Bearer {svc.admin_token()}"}
+        users = [_user(svc, admin, f"u{i}", "10") for i in range(4)]
+        sink = Account.create().address
+
+        # Many requests at once on fresh connections: the kernel spreads them over both workers.
+        ids: list[tuple[dict[str, str], str]] = []
+        lock = threading.Lock()
+
+        def send(user: dict[str, str]) -> None:
+            for _ in range(3):
+                tid = _transfer(svc, user, sink, "1")
+                with lock:
+                    ids.append((user, tid))
+
+        threads = [threading.Thread(target=send, args=(u,)) for u, _ in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(ids) == 12
+        for user, tid in ids:
+            body = _wait_final(svc, user, tid)
+            assert body["status"] == "confirmed", body
+            assert [s["kind"] for s in body["steps"]] == STEPS  # type: ignore[index, union-attr]
+        assert _balance(svc, sink) == "12"
+        assert all(_balance(svc, address) == "7" for _, address in users)
+
+        # Kill the process that runs the relayer and the batcher, without any chance to clean up.
+        leader = _background_holder(data)
+        assert leader in workers
+        os.kill(leader, signal.SIGKILL)
+        user, address = users[0]
+        tid = _transfer(svc, user, sink, "2")  # served by the surviving worker (or its restarted sibling)
+        body = _wait_final(svc, user, tid, timeout=90)
+        assert body["status"] == "confirmed", body
+        assert [s["kind"] for s in body["steps"]] == STEPS  # type: ignore[index, union-attr]
+        assert _background_holder(data) != leader
+        assert _balance(svc, sink) == "14" and _balance(svc, address) == "5"
+        # a mint answered by a follower waits for the leader's relayer (it never steps it itself)
+        r = httpx.post(
+            f"{svc.base}/api/v1/admin/coin/mint",
+            json={"to": address, "amount": "1"},
+            headers={**admin, "Idempotency-Key": "after-takeover"},
+            timeout=60,
+        )
+        assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
+        time.sleep(2)  # more blocks and relayer passes: still paid once
+        assert _balance(svc, sink) == "14" and _balance(svc, address) == "6"
+    finally:
+        svc.stop()
