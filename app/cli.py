@@ -13,11 +13,13 @@ from sqlmodel import Session, select
 
 from app.core.config import Settings, get_settings
 from app.core.logging import configure_logging
+from app.demo.cli import register_commands as register_demo
 from app.sites.cli import register_commands
 
 cli = typer.Typer(help="ESSX: community energy exchange on Kaia", no_args_is_help=True)
 app = cli  # the console-script entry point
 register_commands(cli)  # ESS collector: simulate, sim-fault, collector
+register_demo(cli)  # essx demo: a simulated community day
 console = Console()
 log = logging.getLogger("essx")
 

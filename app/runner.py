@@ -127,6 +127,10 @@ def run_service(settings: Settings, console: Console) -> None:
                 "create the first admin in another terminal:\n"
                 "  .venv/bin/essx create-admin --email admin@example.com --password 'a-long-password'"
             )
+        console.print(
+            "a simulated community trading for a day (its own chain and data, a few minutes):\n"
+            "  .venv/bin/essx demo --households 20 --hours 24 --speed 720   (docs/demo.md)"
+        )
         serve(settings)
     finally:
         if demo is not None:

@@ -1,0 +1,1 @@
+"""`essx demo`: a simulated community trading for a day, through the public API (docs/demo.md)."""
