@@ -51,6 +51,8 @@ def book_orders(session: Session, slot_start: datetime) -> list[MatchOrder]:
             col(Order.counterpart_id).is_(None),
         )
         .order_by(col(Order.seq))
+        .with_for_update()  # a cancel in another API process waits for this pass (PostgreSQL)
+        .execution_options(populate_existing=True)
     ).all()
     return [_as_match(o) for o in rows]
 
@@ -79,11 +81,14 @@ def match_slot(ctx: Context, session: Session, slot_start: datetime) -> list[Tra
 def _direct_fills(session: Session, slot_start: datetime) -> list[Fill]:
     """Direct offers match only the counterpart's order that names them back, at the seller's price."""
     rows = session.exec(
-        select(Order).where(
+        select(Order)
+        .where(
             col(Order.slot_start) == slot_start,
             col(Order.status) == "open",
             col(Order.counterpart_id).is_not(None),
         )
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
     fills = []
     sells = {(o.user_id, o.counterpart_id): o for o in rows if o.side == "sell"}
@@ -189,9 +194,12 @@ def close_gates(ctx: Context, session: Session, rules_: object, now: datetime) -
             for fill in result.fills:
                 _book_fill(ctx, session, fill)
         for o in session.exec(
-            select(Order).where(
+            select(Order)
+            .where(
                 col(Order.slot_start) == slot_start, col(Order.status).in_(("open", "pending_authorization"))
             )
+            .with_for_update()
+            .execution_options(populate_existing=True)
         ):
             if o.escrow_status == "locking":
                 continue  # expires once its lock is final

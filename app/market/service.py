@@ -279,9 +279,13 @@ def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:
     if order.escrow_status == "locking":
         raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
     with engine.slot_lock(ctx):
-        session.refresh(order)
+        # the row lock keeps the matcher of another API process (ESSX_WORKERS, PostgreSQL) out until this
+        # commits, and the refresh sees what that matcher committed
+        session.refresh(order, with_for_update=True)
         if order.status not in ("pending_authorization", "open"):
             raise Conflict(f"order {order_id} is {order.status}: nothing left to cancel")
+        if order.escrow_status == "locking":
+            raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
         order.status, order.open_wh, order.updated_at = "cancelled", 0, utcnow()
         if order.escrow_status == "locked":
             engine.release_escrow(ctx, session, order)

@@ -560,3 +560,52 @@ def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
             client.get(f"/api/v1/orders/{order['id']}", headers=headers).json()["escrow_status"] == "released"
         )
     )
+
+
+def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
+    client: TestClient, ctx: Context, slot: str
+) -> None:
+    """With several API processes (ESSX_WORKERS) a cancel and the leader's matcher can meet on one order:
+    the matcher's row locks make the cancel wait and then see the fill, instead of overwriting it."""
+    if ctx.engine.dialect.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; several API processes are supported on PostgreSQL only")
+    import threading
+
+    from app.market import engine
+    from app.models import Order
+
+    admin = admin_headers(client, ctx)
+    _user, seller, site_id = _seller(client, ctx, admin)
+    order = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 300,
+            "limit_price": "160",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    ).json()
+    assert order["status"] == "open"
+    results: list[int] = []
+    with Session(ctx.engine) as matcher:  # stands in for the leader's matching pass
+        slot_dt = datetime.fromisoformat(slot)
+        assert [o.id for o in engine.book_orders(matcher, slot_dt)] == [order["id"]]
+        cancel = threading.Thread(
+            target=lambda: results.append(
+                client.delete(f"/api/v1/orders/{order['id']}", headers=seller).status_code
+            )
+        )
+        cancel.start()
+        cancel.join(1.0)
+        assert cancel.is_alive() and results == []  # waiting for the matcher's lock
+        row = matcher.get(Order, order["id"])
+        assert row is not None
+        row.open_wh, row.filled_wh, row.status = 0, 300, "filled"
+        matcher.add(row)
+        matcher.commit()
+    cancel.join(10)
+    assert results == [409]
+    after = client.get(f"/api/v1/orders/{order['id']}", headers=seller).json()
+    assert (after["status"], after["open_wh"], after["filled_wh"]) == ("filled", 0, 300)
