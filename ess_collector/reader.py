@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Sequence
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -80,6 +81,7 @@ async def _read_once(client: AsyncModbusTcpClient, device_id: int, timeout: floa
     if not client.connected and not await client.connect():
         raise SiteUnreachable(f"cannot connect to {client.comm_params.host}:{client.comm_params.port}")
     payload: list[bytes] = []
+    started = time.monotonic()
     # pymodbus already times every request out after the client's timeout; a second timer per request
     # is only set when this call asks for a different timeout.
     own_timeout = timeout == client.comm_params.timeout_connect
@@ -107,8 +109,9 @@ async def _read_once(client: AsyncModbusTcpClient, device_id: int, timeout: floa
     except ModbusException as exc:
         raise SiteReadError(str(exc)) from exc
     received_at = clock.now()  # readings are timestamped on arrival; the device clock only checks drift
+    span = (time.monotonic() - started) * clock.speed()
     try:
-        return decode_payload(b"".join(payload), received_at=received_at)
+        return decode_payload(b"".join(payload), received_at=received_at, read_span_s=span)
     except MapError as exc:
         raise BadMap(str(exc)) from exc
 

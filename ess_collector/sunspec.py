@@ -231,6 +231,9 @@ class Reading:
     heartbeat: int | None = None
     device_time: datetime | None = None
     received_at: datetime | None = field(default=None, compare=False)
+    # energy seconds from the first request to the last answer: a device that updates between the reads of
+    # one poll serves counters that far apart (validation allows for it); set by the reader
+    read_span_s: float = field(default=0.0, compare=False)
 
 
 # (reading field, model, point, scale factor point, scale factor written by the encoder)
@@ -464,7 +467,9 @@ def decode(regs: Sequence[int], *, received_at: datetime | None = None) -> Readi
     return decode_payload(_MAP_WORDS.pack(*regs), received_at=received_at)
 
 
-def decode_payload(payload: bytes, *, received_at: datetime | None = None) -> Reading:
+def decode_payload(
+    payload: bytes, *, received_at: datetime | None = None, read_span_s: float = 0.0
+) -> Reading:
     """Decode the 674 payload bytes of the three reads (joined, big-endian words) into a Reading."""
     if len(payload) != 2 * MAP_LEN:
         raise MapError(f"expected {MAP_LEN} registers, got {len(payload) / 2:g}")
@@ -486,6 +491,7 @@ def decode_payload(payload: bytes, *, received_at: datetime | None = None) -> Re
         soc_pct=pct,
         device_time=None if tms is None else datetime.fromtimestamp(tms, UTC),
         received_at=received_at,
+        read_span_s=read_span_s,
     )
 
 

@@ -143,10 +143,12 @@ def _delta_problems(deltas: list[int], limit_wh: list[int]) -> list[str]:
     ]
 
 
-def _imbalance(deltas: list[int], cfg: CollectorConfig) -> str | None:
+def _imbalance(deltas: list[int], cfg: CollectorConfig, drift_wh: float = 0.0) -> str | None:
+    """``drift_wh``: how far the counters may disagree because the device updated between the model reads
+    of one poll (each counter moving at most at its power limit while the reads lasted)."""
     pv, load, imp, exp, cha, dis = deltas
     expected = pv + imp - exp + dis - cha
-    tolerance = max(cfg.balance_tolerance_wh, (pv + imp + dis) * cfg.balance_tolerance_pct / 100)
+    tolerance = max(cfg.balance_tolerance_wh, (pv + imp + dis) * cfg.balance_tolerance_pct / 100) + drift_wh
     if abs(load - expected) > tolerance:
         return f"imbalance: load +{load} Wh vs pv + import - export + discharge - charge = {expected} Wh"
     return None
@@ -191,7 +193,8 @@ def assess(state: SiteState, r: Reading, ts: datetime, cfg: CollectorConfig) -> 
         events.append(("counter_glitch", {"ignored": list(cand.counters)}))
 
     problems += _delta_problems(deltas, limit_wh)
-    imbalance = None if problems else _imbalance(deltas, cfg)
+    drift_wh = sum(state.limits.counter_w()) * r.read_span_s / 3600
+    imbalance = None if problems else _imbalance(deltas, cfg, drift_wh)
     if problems or imbalance:
         detail = "; ".join([*problems, imbalance] if imbalance else problems)
         events.append(("out_of_range", {"detail": detail}))

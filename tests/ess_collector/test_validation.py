@@ -163,6 +163,24 @@ def test_imbalance_is_out_of_range_and_opens_a_fault_after_n() -> None:
     assert [c.kind for c in opened] == ["imbalance"]
 
 
+def test_a_device_update_between_the_reads_of_one_poll_is_not_an_imbalance() -> None:
+    """The three model reads of a poll take time; a device that updates in between serves counters up
+    to (power limits x that time) apart. Accelerated demo time makes that span long in energy time."""
+    skewed = {"load_wh": 80_000 + 60 + 40}  # 40 Wh more load than its sources over the interval
+    st = fresh()
+    feed(st, 0, reading(0))
+    v = feed(st, 60, replace(reading(60, **skewed), read_span_s=0.02))  # 20 ms at real time
+    assert v.quality == OUT_OF_RANGE and v.imbalance
+    st = fresh()
+    feed(st, 0, reading(0))
+    assert feed(st, 60, replace(reading(60, **skewed), read_span_s=7.2)).quality == OK  # 10 ms at 720x
+    st = fresh()
+    feed(st, 0, reading(0))
+    far = replace(reading(60, load_wh=80_000 + 60 + 400), read_span_s=7.2)  # more than 7 s explain
+    v = feed(st, 60, far)
+    assert v.quality == OUT_OF_RANGE and v.imbalance
+
+
 def test_device_fault_states_open_and_close_faults() -> None:
     st = fresh()
     r = reading(0, inverter_state=7, inverter_alarms=1 << 7, battery_state=99, alarm_code=3)
