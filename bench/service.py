@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from wallet.localchain import free_port
+from app.demo.service import child_service
 
 ROOT = Path(__file__).resolve().parents[1]
 ESSX = str(Path(sys.executable).parent / "essx")
@@ -45,41 +43,14 @@ class Service:
 @contextmanager
 def running_service(block_time: float = 1.0, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
     with tempfile.TemporaryDirectory(prefix="essx-bench-") as tmp:
-        port, chain_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "ESSX_DATA_DIR": tmp,
-            "ESSX_PORT": str(port),
-            "ESSX_LOCAL_CHAIN_PORT": str(chain_port),
-            "ESSX_LOCAL_BLOCK_TIME": str(block_time),
-            "ESSX_LOG_JSON": "false",
-            **(extra_env or {}),
-        }
-        log = Path(tmp) / "service.log"
-        proc = subprocess.Popen(
-            [ESSX, "run"], cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
-        )
-        base = f"http://127.0.0.1:{port}"
+        env = {"ESSX_LOCAL_BLOCK_TIME": str(block_time), **(extra_env or {})}
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"service did not start:\n{log.read_text()[-2000:]}")
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.3)
-            yield Service(base, f"http://127.0.0.1:{chain_port}", env, Path(tmp))
+            with child_service(Path(tmp), env, timeout=90) as handle:
+                yield Service(handle.base, handle.chain_url, handle.env, handle.data_dir)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
             keep = os.environ.get("ESSX_BENCH_KEEP_LOG")
-            if keep:  # the service's log, for looking into a run afterwards
+            log = Path(tmp) / "service.log"
+            if keep and log.exists():  # the service's log, for looking into a run afterwards
                 Path(keep).write_bytes(log.read_bytes())
 
 

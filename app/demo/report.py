@@ -64,7 +64,7 @@ def chain_stats(chain_url: str, deployments_dir: Path, first_block: int) -> Chai
             names[address.lower()] = name
             for selector, fn in _selectors(name).items():
                 selectors.setdefault(selector, fn)
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, limits=httpx.Limits(keepalive_expiry=2.0)) as http:
 
         def rpc(method: str, *params: Any) -> Any:
             r = http.post(
@@ -217,13 +217,7 @@ def draw_charts(data: dict[str, Any], state: DemoState, out_dir: Path) -> dict[s
             label="local trades (average, range)",
         )
     ax.set_ylabel("coins per kWh")
-    ax.set_title("Prices over the day")
-    ax.legend(loc="best")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out_dir / "prices.png")
-    plt.close(fig)
-    files["prices"] = "prices.png"
+    files["prices"] = _save(fig, ax, "Prices over the day", out_dir / "prices.png", dates=True)
 
     energy = data["energy"]
     fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
@@ -247,13 +241,7 @@ def draw_charts(data: dict[str, Any], state: DemoState, out_dir: Path) -> dict[s
         align="edge",
     )
     ax.set_ylabel("kWh per slot")
-    ax.set_title("Community energy and local trade")
-    ax.legend(loc="best")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(out_dir / "energy.png")
-    plt.close(fig)
-    files["energy"] = "energy.png"
+    files["energy"] = _save(fig, ax, "Community energy and local trade", out_dir / "energy.png", dates=True)
 
     hs = data["households"]
     fig, ax = plt.subplots(figsize=(9, max(3, 0.3 * len(hs) + 1)), dpi=110)
@@ -270,13 +258,24 @@ def draw_charts(data: dict[str, Any], state: DemoState, out_dir: Path) -> dict[s
     )
     ax.invert_yaxis()
     ax.set_xlabel("coins")
-    ax.set_title("What each household gained by trading locally")
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(out_dir / "savings.png")
-    plt.close(fig)
-    files["savings"] = "savings.png"
+    files["savings"] = _save(
+        fig, ax, "What each household gained by trading locally", out_dir / "savings.png"
+    )
     return files
+
+
+def _save(fig: Any, ax: Any, title: str, path: Path, *, dates: bool = False) -> str:
+    """Titles the chart, writes it as PNG and frees it; returns the file name for the report."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    ax.legend(loc="best")
+    if dates:
+        fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
 
 
 # -- text -----------------------------------------------------------------------------------------------

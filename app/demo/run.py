@@ -147,18 +147,29 @@ def service_env(opts: DemoOptions, clock: EnergyClock) -> dict[str, str]:
     }
 
 
+KEEP_ALIVE = httpx.Limits(keepalive_expiry=2.0)
+
+
 class Api:
     """A thin client of the public API that raises with the service's own error text."""
 
     def __init__(self, base: str) -> None:
-        self.http = httpx.Client(base_url=f"{base}/api/v1", timeout=60)
+        # idle connections are dropped before uvicorn's 5-second keep-alive ends: reusing one the server is
+        # closing at that moment fails with "connection reset"
+        self.http = httpx.Client(base_url=f"{base}/api/v1", timeout=60, limits=KEEP_ALIVE)
 
     def call(self, method: str, path: str, token: str = "", **kw: Any) -> Any:
         headers = kw.pop("headers", {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
         for attempt in range(5):
-            r = self.http.request(method, path, headers=headers, **kw)
+            try:
+                r = self.http.request(method, path, headers=headers, **kw)
+            except httpx.TransportError:
+                if method != "GET" or attempt == 4:  # only reads are repeated blindly
+                    raise
+                time.sleep(0.5)
+                continue
             if r.status_code == 503 and attempt < 4:  # a busy database asks to retry
                 time.sleep(float(r.headers.get("Retry-After", "0.5")))
                 continue
