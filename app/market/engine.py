@@ -50,7 +50,7 @@ def book_orders(session: Session, slot_start: datetime) -> list[MatchOrder]:
             col(Order.status) == "open",
             col(Order.counterpart_id).is_(None),
         )
-        .order_by(col(Order.seq))
+        .order_by(col(Order.seq), col(Order.id))  # ties (seq given by two processes) replay the same way
         .with_for_update()  # a cancel in another API process waits for this pass (PostgreSQL)
         .execution_options(populate_existing=True)
     ).all()

@@ -123,8 +123,9 @@ def _lock_final(ctx: Context, session: Session, tx: OutgoingTx, order_id: str) -
     order.escrow_status = "locked"
     if order.status == "pending_authorization":
         order.status = "open"
-        with engine.slot_lock(ctx):
-            order.seq = engine.next_seq(session)
+        # no market lock here: the relayer calls this inside its own write transaction, and the market
+        # worker takes that lock before it writes; waiting for it here deadlocked the two
+        order.seq = engine.next_seq(session)
         emit(
             session, order.user_id, "order.accepted", order_id=order.id, side="buy", escrow_tx_hash=tx.tx_hash
         )

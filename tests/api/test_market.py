@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -609,3 +610,70 @@ def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
     assert results == [409]
     after = client.get(f"/api/v1/orders/{order['id']}", headers=seller).json()
     assert (after["status"], after["open_wh"], after["filled_wh"]) == ("filled", 0, 300)
+
+
+def test_the_relayer_confirms_an_escrow_lock_while_the_market_worker_holds_its_lock(
+    client: TestClient, ctx: Context, slot: str
+) -> None:
+    """The relayer finishes an escrow lock inside its own write transaction, and the market worker takes
+    its lock before writing: if the hook waited for that lock, each would wait for the other until the
+    database's busy timeout (30 s with every writer stalled; seen in the demo)."""
+    import threading
+
+    from app.market import engine, recording
+    from app.models import Order
+    from wallet.models import OutgoingTx
+
+    buyer = register(client, "consumer")
+    now = utcnow()
+    with Session(ctx.engine) as s:
+        order = Order(
+            id=uuid.uuid4().hex,
+            user_id=buyer["id"],
+            side="buy",
+            slot_start=datetime.fromisoformat(slot),
+            quantity_wh=100,
+            open_wh=100,
+            limit_price=150 * COIN,
+            status="pending_authorization",
+            escrow_status="locking",
+            created_at=now,
+            updated_at=now,
+        )
+        tx = OutgoingTx(
+            chain_id=ctx.chain_id, sender="0x" + "11" * 20, nonce=10**9, data="0x", gas=100_000,
+            purpose=f"escrow_lock:{order.id}", status="confirmed", created_at=now, updated_at=now,
+        )  # fmt: skip
+        s.add(order)
+        s.add(tx)
+        s.commit()
+        order_id, tx_id = order.id, tx.id
+    held, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def market_worker() -> None:  # between taking its lock and its first write
+        with engine.slot_lock(ctx):
+            held.set()
+            release.wait(15)
+
+    def relayer() -> None:
+        with Session(ctx.engine) as s:
+            final = s.get(OutgoingTx, tx_id)
+            assert final is not None
+            final.updated_at = utcnow()  # the relayer has written before it calls the hook
+            s.add(final)
+            s.flush()
+            recording.make_hook(ctx)(s, final)
+            s.commit()
+        done.set()
+
+    worker = threading.Thread(target=market_worker)
+    worker.start()
+    assert held.wait(5)
+    threading.Thread(target=relayer).start()
+    finished = done.wait(5)
+    release.set()
+    worker.join()
+    assert finished, "the relayer's hook waited for the market lock"
+    with Session(ctx.engine) as s:
+        row = s.get(Order, order_id)
+        assert row is not None and (row.status, row.escrow_status) == ("open", "locked") and row.seq
