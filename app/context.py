@@ -8,6 +8,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from web3 import Web3
 from web3.contract import Contract
 
@@ -42,6 +43,15 @@ class Context:
     @property
     def chain_id(self) -> int:
         return self.deployment.chain_id
+
+    def commit_background(self, session: Session) -> None:
+        """Commits a background worker's transaction, fenced by the background lease when this process
+        holds it (several API processes, docs/architecture.md): once another process leads, it raises
+        ``LeaseLost`` instead of writing beside the new leader."""
+        fence = self.extras.get("background_fence")
+        if fence is not None:
+            fence(session)
+        session.commit()
 
     def close(self) -> None:
         self.relayer.stop()

@@ -85,7 +85,7 @@ def submit_trades(ctx: Context) -> int:
         for t in trades:
             t.status, t.record_tx_id, t.updated_at = "recording", tx.id, utcnow()
             session.add(t)
-        session.commit()
+        ctx.commit_background(session)
     ctx.relayer.kick()
     return len(trades)
 

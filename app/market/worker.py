@@ -27,7 +27,7 @@ def run_once(ctx: Context) -> None:
                 if r.gate_closure(slot_start) > now:
                     engine.match_slot(ctx, session, slot_start)
         engine.close_gates(ctx, session, r, now)
-        session.commit()
+        ctx.commit_background(session)
         ready = engine.escrows_to_release(session, r, now)
         if ready:
             market = ctx.contracts["EnergyMarket"]
@@ -36,7 +36,7 @@ def run_once(ctx: Context) -> None:
             for o in ready:
                 o.escrow_status, o.release_tx_id = "releasing", tx.id
                 session.add(o)
-            session.commit()
+            ctx.commit_background(session)
     recording.submit_trades(ctx)
     from app.settlement.service import settle_ready_slots
 

@@ -62,7 +62,7 @@ def submit_batch(ctx: Context) -> int:
             else:
                 batch.append(t)
         if not batch:
-            _commit(ctx, session)
+            ctx.commit_background(session)
             return 0
         relay = ctx.contracts["AuthorizationRelay"]
         items = []
@@ -97,18 +97,10 @@ def submit_batch(ctx: Context) -> int:
             t.tx_id, t.status, t.updated_at = tx.id, "submitted", stamp
             session.add(t)
             steps.add(t, "submitted", tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
-        _commit(ctx, session)
+        ctx.commit_background(session)
     crash_point("transfer.after_submit")
     ctx.relayer.kick()
     return len(batch)
-
-
-def _commit(ctx: Context, session: Session) -> None:
-    """Commits the batcher's transaction, fenced by the background lease when this process holds one."""
-    fence = ctx.extras.get("background_fence")
-    if fence is not None:
-        fence(session)
-    session.commit()
 
 
 def _first_hash(session: Session, tx_id: int) -> str:
