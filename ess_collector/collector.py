@@ -161,7 +161,7 @@ class Collector:
             # interval keeps the next poll due when no skip is meant, whatever the timing jitter.
             interval = self.cfg.poll_interval_s
             wait = min(interval * 2 ** min(st.failures - 1, 16), self.cfg.max_backoff_s) - interval / 2
-            st.backoff_until = ts + timedelta(seconds=wait)
+            st.backoff_until = ts + timedelta(seconds=wait * self.cfg.clock_speed)  # ts is energy time
             error = f"{type(result).__name__}: {result}"[:300]
             row = (t.id, ts, "missing", error, *_NO_VALUES)
             return _Outcome(st, ts, False, row, faults.after_failure(st, error, self.cfg), [])

@@ -58,6 +58,12 @@ class Limits:
 class Baseline:
     ts: datetime
     counters: tuple[int, ...]
+    span_s: float = 0.0  # the read span of the reading it came from (energy seconds; 0 after a restart)
+
+
+# A device that updated between the model reads of one poll serves counters that far apart. The allowance
+# covers at most this much wall time of reads: a slower poll is the device's problem, not extra tolerance.
+MAX_READ_SKEW_WALL_S = 1.0
 
 
 @dataclass
@@ -143,6 +149,15 @@ def _delta_problems(deltas: list[int], limit_wh: list[int]) -> list[str]:
     ]
 
 
+def _read_skew_wh(r: Reading, base: Baseline, cfg: CollectorConfig) -> float:
+    """How far the counters of an interval may disagree because the device updated while a poll read its
+    models, at the interval's start (the baseline's poll) and at its end: every flow at the power the device
+    reports, for as long as the reads lasted (capped)."""
+    cap = MAX_READ_SKEW_WALL_S * cfg.clock_speed
+    power_w = sum(abs(w) for w in (r.pv_w, r.load_w, r.grid_w, r.battery_w) if w is not None)
+    return power_w * (min(r.read_span_s, cap) + min(base.span_s, cap)) / 3600
+
+
 def _imbalance(deltas: list[int], cfg: CollectorConfig, drift_wh: float = 0.0) -> str | None:
     """``drift_wh``: how far the counters may disagree because the device updated between the model reads
     of one poll (each counter moving at most at its power limit while the reads lasted)."""
@@ -167,13 +182,13 @@ def assess(state: SiteState, r: Reading, ts: datetime, cfg: CollectorConfig) -> 
     if base is None:  # the first counters of this site: a baseline, no interval yet
         if problems:
             return Verdict(OUT_OF_RANGE, "; ".join(problems), baseline=base, candidate=cand)
-        return Verdict(OK, accepted=True, baseline=Baseline(ts, counters), candidate=None)
+        return Verdict(OK, accepted=True, baseline=Baseline(ts, counters, r.read_span_s), candidate=None)
 
     seconds = (ts - base.ts).total_seconds()
     limit_wh = _limits_wh(state.limits, seconds, cfg)
     deltas = _forward_deltas(base.counters, counters, limit_wh)
     events: list[tuple[str, dict[str, Any]]] = []
-    interval_start = base.ts
+    interval_start, origin = base.ts, base
     if deltas is None:
         confirmed = _confirms_reset(state, counters, ts, cfg)
         if confirmed is None:
@@ -184,17 +199,17 @@ def assess(state: SiteState, r: Reading, ts: datetime, cfg: CollectorConfig) -> 
                 "counter went backwards: " + ", ".join(f"{f} {o}->{n}" for f, (o, n) in backwards.items()),
                 events=tuple(events),
                 baseline=base,
-                candidate=Baseline(ts, counters),
+                candidate=Baseline(ts, counters, r.read_span_s),
             )
-        deltas, interval_start = confirmed, cand.ts  # type: ignore[union-attr]
-        events.append(("rebaseline", {"from": list(base.counters), "to": list(cand.counters)}))  # type: ignore[union-attr]
+        assert cand is not None  # a reset is confirmed only against a candidate
+        deltas, interval_start, origin = confirmed, cand.ts, cand
+        events.append(("rebaseline", {"from": list(base.counters), "to": list(cand.counters)}))
         limit_wh = _limits_wh(state.limits, (ts - interval_start).total_seconds(), cfg)
     elif cand is not None:
         events.append(("counter_glitch", {"ignored": list(cand.counters)}))
 
     problems += _delta_problems(deltas, limit_wh)
-    drift_wh = sum(state.limits.counter_w()) * r.read_span_s / 3600
-    imbalance = None if problems else _imbalance(deltas, cfg, drift_wh)
+    imbalance = None if problems else _imbalance(deltas, cfg, _read_skew_wh(r, origin, cfg))
     if problems or imbalance:
         detail = "; ".join([*problems, imbalance] if imbalance else problems)
         events.append(("out_of_range", {"detail": detail}))
@@ -213,7 +228,7 @@ def assess(state: SiteState, r: Reading, ts: datetime, cfg: CollectorConfig) -> 
         interval_start=interval_start,
         deltas=tuple(deltas),
         events=tuple(events),
-        baseline=Baseline(ts, counters),
+        baseline=Baseline(ts, counters, r.read_span_s),
         candidate=None,
     )
 

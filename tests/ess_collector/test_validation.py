@@ -164,20 +164,23 @@ def test_imbalance_is_out_of_range_and_opens_a_fault_after_n() -> None:
 
 
 def test_a_device_update_between_the_reads_of_one_poll_is_not_an_imbalance() -> None:
-    """The three model reads of a poll take time; a device that updates in between serves counters up
-    to (power limits x that time) apart. Accelerated demo time makes that span long in energy time."""
-    skewed = {"load_wh": 80_000 + 60 + 40}  # 40 Wh more load than its sources over the interval
-    st = fresh()
-    feed(st, 0, reading(0))
-    v = feed(st, 60, replace(reading(60, **skewed), read_span_s=0.02))  # 20 ms at real time
+    """The three model reads of a poll take time; a device that updates in between serves counters that
+    far apart, at the powers it reports (6 kW of flows here). Accelerated demo time makes the span long."""
+    fast = replace(CFG, clock_speed=720)
+    skewed = {"load_wh": 80_000 + 60 + 25}  # 25 Wh more load than its sources over the interval
+
+    def verdict(span_s: float, cfg: CollectorConfig, **kw: int):  # type: ignore[no-untyped-def]
+        st = fresh()
+        feed(st, 0, reading(0), cfg)
+        return feed(st, 60, replace(reading(60, **kw), read_span_s=span_s), cfg)
+
+    v = verdict(0.02, fast, **skewed)  # reads 20 ms apart in energy time: no room for 25 Wh
     assert v.quality == OUT_OF_RANGE and v.imbalance
-    st = fresh()
-    feed(st, 0, reading(0))
-    assert feed(st, 60, replace(reading(60, **skewed), read_span_s=7.2)).quality == OK  # 10 ms at 720x
-    st = fresh()
-    feed(st, 0, reading(0))
-    far = replace(reading(60, load_wh=80_000 + 60 + 400), read_span_s=7.2)  # more than 7 s explain
-    v = feed(st, 60, far)
+    assert verdict(14.4, fast, **skewed).quality == OK  # 20 ms of wall time at 720x: 24 Wh of room
+    v = verdict(14.4, fast, load_wh=80_000 + 60 + 100)  # more than the span explains
+    assert v.quality == OUT_OF_RANGE and v.imbalance
+    # a device that answers slowly does not buy itself tolerance: at most 1 s of reads counts
+    v = verdict(4.2, CFG, **skewed)
     assert v.quality == OUT_OF_RANGE and v.imbalance
 
 
