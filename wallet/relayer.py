@@ -350,6 +350,8 @@ class Relayer:
         """The receipt as the node sends it (hex strings): web3's formatters cost more than the call."""
         # A node that cannot be reached raises: the pass is retried, nothing is concluded from silence.
         response = self.w3.provider.make_request(RPCEndpoint("eth_getTransactionReceipt"), [tx_hash])
+        if response.get("error"):  # an answer that is an error says nothing about the transaction
+            raise RuntimeError(f"eth_getTransactionReceipt failed: {response['error']}")
         result = response.get("result")
         return dict(result) if result else None
 
@@ -383,8 +385,13 @@ class Relayer:
         max_fee = max(fees.max_fee, latest.max_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
         tip = max(fees.tip, latest.max_priority_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
         attempt = self._add_attempt(session, row, max_fee, tip)
-        self._commit(session, wrote=True)  # the new bytes are stored before they leave the process
+        # The new bytes are stored before they leave the process, and the row is pending again until they
+        # have: if this process dies (or loses its lease) in between, the next pass sends the newest bytes.
+        row.status = "pending"
+        session.add(row)
+        self._commit(session, wrote=True)
         self._send(attempt)
+        row.status = "sent"
         attempt.sent_at = row.updated_at = utcnow()
         session.add(attempt)
         session.add(row)

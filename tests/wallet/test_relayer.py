@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import Session, col, select
 
 from app.context import Context
@@ -96,5 +97,48 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(ctx: Context, dev_account
         done = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id).wait(tx_id, timeout=10)
         assert done.status == "confirmed"
         assert done.tx_hash in {a.tx_hash for a in attempts}  # whichever version got mined is recorded
+    finally:
+        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+
+
+def test_a_replacement_stored_but_never_sent_is_sent_by_the_next_relayer(
+    ctx: Context, dev_accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relayer that stored a fee-bumped replacement and died before sending it (or lost its lease):
+    the next relayer must send those stored bytes, or the nonce and everything behind it stalls."""
+    holder = dev_accounts[2].address
+    before = ctx.coin.functions.balanceOf(holder).call()
+    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        first = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
+        with Session(ctx.engine) as s:
+            row = first.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 3), purpose="t")
+            s.commit()
+            tx_id = row.id
+        first.step()  # sent
+        with Session(ctx.engine) as s:
+            old_hash = s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id)).one().tx_hash
+
+        def dies(attempt: TxAttempt) -> None:
+            raise SystemExit("killed between storing the replacement and sending it")
+
+        monkeypatch.setattr(first, "_send", dies)
+        with pytest.raises(SystemExit):
+            first.step()  # not mined after replace_after: a replacement is stored, then the process dies
+        with Session(ctx.engine) as s:
+            attempts = s.exec(
+                select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(col(TxAttempt.id))
+            ).all()
+            assert len(attempts) == 2 and attempts[1].sent_at is None
+            new_hash = attempts[1].tx_hash
+        # the node forgets the first version (a restarted node, or a pool that dropped it)
+        ctx.w3.provider.make_request("anvil_dropTransaction", [old_hash])  # type: ignore[arg-type]
+        nxt = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=600.0)
+        nxt.step()
+        ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        assert tx_id is not None
+        done = nxt.wait(tx_id, timeout=10)
+        assert (done.status, done.tx_hash) == ("confirmed", new_hash)
+        assert ctx.coin.functions.balanceOf(holder).call() == before + 3
     finally:
         ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
