@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,11 +38,15 @@ from app.settlement.service import make_hook as settlement_hook
 from app.sites.worker import CollectorWorker, install_hooks
 from app.transfers.batching import TransferBatcher, make_batch_hook
 from app.web.router import router as web_router
-from ess_collector.lease import Lease, LeaseKeeper
+from ess_collector.lease import Lease, LeaseKeeper, LeaseLost
 
 log = logging.getLogger(__name__)
 BACKGROUND_LEASE = "essx-background"
 BACKGROUND_LEASE_SECONDS = 10.0
+
+
+def _lease_lost(session: Session) -> None:
+    raise LeaseLost(f"this process no longer holds the {BACKGROUND_LEASE!r} lease")
 
 
 class BackgroundWorkers:
@@ -70,7 +75,9 @@ class BackgroundWorkers:
 
     def stop(self) -> None:
         self.keeper.stop()
-        # back to a context without background workers (a CLI, a test): relay and step inline
+        # back to a context without background workers (a CLI, a test): relay and step inline, unfenced
+        self.ctx.relayer.fence = None
+        self.ctx.extras.pop("background_fence", None)
         self.ctx.relayer.standby = False
         self.ctx.extras.pop("batcher_wake", None)
 
@@ -78,8 +85,8 @@ class BackgroundWorkers:
         ctx = self.ctx
         ctx.relayer.fence = self.lease.fence  # the worker's writes fail once another process leads
         ctx.extras["background_fence"] = self.lease.fence
-        ctx.relayer.standby = False
         ctx.relayer.start()  # also finishes whatever a previous process left in flight
+        ctx.relayer.standby = False  # after start: no request thread steps inline beside the new thread
         self._workers = [IndexerWorker(ctx), TransferBatcher(ctx), MarketWorker(ctx)]
         for worker in self._workers:
             worker.start()
@@ -91,8 +98,10 @@ class BackgroundWorkers:
         self._workers = []
         ctx.relayer.standby = True
         ctx.relayer.stop()
-        ctx.relayer.fence = None
-        ctx.extras.pop("background_fence", None)
+        # A worker still finishing a slow pass (its stop timed out) must not commit beside the new leader:
+        # the fences stay, and now always refuse.
+        ctx.relayer.fence = _lease_lost
+        ctx.extras["background_fence"] = _lease_lost
 
 
 def create_app(

@@ -114,3 +114,23 @@ def test_a_relayer_that_lost_the_lease_writes_nothing(ctx: Context, clean_db: En
     finally:
         workers.stop()
     assert not ctx.relayer.standby and "batcher_wake" not in ctx.extras
+
+
+def test_after_losing_the_lease_the_workers_commits_are_refused_until_the_process_stops(
+    ctx: Context, clean_db: Engine
+) -> None:
+    """A worker still finishing a slow pass when its process stops leading must not commit beside the new
+    leader: the fences are not removed on loss, they refuse."""
+    workers = BackgroundWorkers(ctx, ttl_s=5.0)
+    workers.start()
+    try:
+        assert workers.leading
+        workers._follow()  # what the keeper does when a renewal fails
+        with Session(clean_db) as session, pytest.raises(LeaseLost):
+            ctx.commit_background(session)  # the batcher's and the market loop's commit
+        with Session(clean_db) as session, pytest.raises(LeaseLost):
+            assert ctx.relayer.fence is not None
+            ctx.relayer.fence(session)
+    finally:
+        workers.stop()
+    assert ctx.relayer.fence is None and "background_fence" not in ctx.extras  # inline and unfenced again

@@ -221,7 +221,9 @@ class Relayer:
 
     def start(self) -> None:
         if self._thread is not None:
-            return
+            if not self._stop.is_set():
+                return  # running
+            self._thread.join()  # a stopped run is still finishing its pass: one relayer thread at a time
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="relayer", daemon=True)
         self._thread.start()
@@ -231,7 +233,10 @@ class Relayer:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-            self._thread = None
+            if self._thread.is_alive():  # a slow pass: it ends at its next check; start() waits for it
+                log.warning("relayer thread still finishing a pass after 10 s")
+            else:
+                self._thread = None
 
     def _run(self) -> None:
         while not self._stop.is_set():

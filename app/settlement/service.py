@@ -93,7 +93,14 @@ def settle_ready_slots(ctx: Context) -> int:
             if delivered is None:
                 continue
             submitted += _submit(
-                ctx, session, slot_start, trades, delivered, "measured", ledger_root=ledger.root
+                ctx,
+                session,
+                slot_start,
+                trades,
+                delivered,
+                "measured",
+                ledger_root=ledger.root,
+                background=True,
             )
     return submitted
 
@@ -119,7 +126,9 @@ def _submit(
     *,
     ledger_root: str | None = None,
     decision_hash: bytes | None = None,
+    background: bool = False,
 ) -> int:
+    """``background``: called by the market loop, whose commits are fenced by the background lease."""
     market = ctx.contracts["EnergyMarket"]
     items = []
     for t in trades:
@@ -157,7 +166,10 @@ def _submit(
         t.status, t.settle_tx_id, t.settle_rule, t.updated_at = "settling", tx.id, rule, utcnow()
         t.delivered_wh = delivered[t.id]
         session.add(t)
-    session.commit()
+    if background:
+        ctx.commit_background(session)
+    else:
+        session.commit()
     ctx.relayer.kick()
     return len(trades)
 
