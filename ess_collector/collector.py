@@ -261,6 +261,11 @@ class Collector:
                 self._load_states(session, new)
         for gone in set(self.states) - {t.id for t in targets}:
             del self.states[gone]
+        # a disabled, deleted or re-addressed site's connection is closed (polls run after this, not beside)
+        endpoints = {(t.host, t.port) for t in targets}
+        for host, port in {(t.host, t.port) for t in self._targets.values()} - endpoints:
+            self.pool.discard(host, port)
+            self._endpoint_locks.pop((host, port), None)
         self._targets = {t.id: t for t in targets}
         return targets
 

@@ -120,7 +120,10 @@ async def read_with_client(
     client: AsyncModbusTcpClient, device_id: int = 1, timeout: float = 1.5, retries: int = 1
 ) -> Reading:
     """Read with an existing client; after a timeout or lost connection the client is closed, so the
-    retry (and the next poll) starts on a fresh connection and never sees a stale late response."""
+    retry (and the next poll) starts on a fresh connection and never sees a stale late response.
+
+    Each request ends after the shorter of ``timeout`` and the client's own timeout (pymodbus always
+    runs its timer): make the client with the timeout you mean (``make_client``)."""
     last: SiteReadError | None = None
     for attempt in range(retries + 1):
         try:

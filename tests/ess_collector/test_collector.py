@@ -91,12 +91,16 @@ def test_a_restart_across_a_slot_boundary_leaves_both_slots_incomplete(h: Harnes
 
 
 def test_disabled_sites_are_not_polled(h: Harness) -> None:
+    h.poll()
+    assert len(h.collector.pool) == 2  # one open connection per site
     with Session(h.engine) as s:
         site = s.get(Site, h.site_ids[1])
         assert site is not None
         site.enabled = False
         s.add(site)
         s.commit()
+    before = len(h.readings(1))
     (report,) = h.poll()
     assert report.sites == 1 and report.polled == 1
-    assert len(h.readings(1)) == 0
+    assert len(h.readings(1)) == before
+    assert len(h.collector.pool) == 1  # the disabled site's connection is closed
