@@ -151,5 +151,39 @@ def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_
         assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
         time.sleep(2)  # more blocks and relayer passes: still paid once
         assert _balance(svc, sink) == "14" and _balance(svc, address) == "6"
+
+        # Kill the leader again, this time with work in flight: transfers just authorised, their batch
+        # about to be signed, sent or mined. The next leader finishes each of them exactly once.
+        leader = _background_holder(data)
+        burst: list[tuple[dict[str, str], str]] = []
+
+        def one(user: dict[str, str]) -> None:
+            tid = _transfer(svc, user, sink, "1")
+            with lock:
+                burst.append((user, tid))
+
+        threads = [threading.Thread(target=one, args=(u,)) for u, _ in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with sqlite3.connect(data / "essx.db") as db:
+            marks = ",".join("?" * len(burst))
+            states = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT status FROM transfers WHERE id IN ({marks})", [t for _, t in burst]
+                )
+            ]
+        os.kill(leader, signal.SIGKILL)
+        assert len(states) == 4 and any(s != "confirmed" for s in states), states  # work was in flight
+        for user, tid in burst:
+            body = _wait_final(svc, user, tid, timeout=90)
+            assert body["status"] == "confirmed", body
+            assert [s["kind"] for s in body["steps"]] == STEPS  # type: ignore[index, union-attr]
+        assert _background_holder(data) != leader
+        time.sleep(2)
+        assert _balance(svc, sink) == "18"
+        assert [_balance(svc, a) for _, a in users] == ["5", "6", "6", "6"]
     finally:
         svc.stop()
