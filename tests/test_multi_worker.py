@@ -55,6 +55,27 @@ def _transfer(svc: ServiceProcess, user: dict[str, str], to: str, amount: str) -
         return tid
 
 
+def _burst(
+    svc: ServiceProcess, users: list[dict[str, str]], to: str, *, each: int
+) -> list[tuple[dict[str, str], str]]:
+    """Every user sends ``each`` transfers of 1 coin, all users at once; returns (user, transfer id)."""
+    ids: list[tuple[dict[str, str], str]] = []
+    lock = threading.Lock()
+
+    def send(user: dict[str, str]) -> None:
+        for _ in range(each):
+            tid = _transfer(svc, user, to, "1")
+            with lock:
+                ids.append((user, tid))
+
+    threads = [threading.Thread(target=send, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return ids
+
+
 def _wait_final(
     svc: ServiceProcess, user: dict[str, str], tid: str, timeout: float = 60
 ) -> dict[str, object]:
@@ -108,20 +129,7 @@ def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_
         sink = Account.create().address
 
         # Many requests at once on fresh connections: the kernel spreads them over both workers.
-        ids: list[tuple[dict[str, str], str]] = []
-        lock = threading.Lock()
-
-        def send(user: dict[str, str]) -> None:
-            for _ in range(3):
-                tid = _transfer(svc, user, sink, "1")
-                with lock:
-                    ids.append((user, tid))
-
-        threads = [threading.Thread(target=send, args=(u,)) for u, _ in users]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        ids = _burst(svc, [u for u, _ in users], sink, each=3)
         assert len(ids) == 12
         for user, tid in ids:
             body = _wait_final(svc, user, tid)
@@ -155,18 +163,7 @@ def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_
         # Kill the leader again, this time with work in flight: transfers just authorised, their batch
         # about to be signed, sent or mined. The next leader finishes each of them exactly once.
         leader = _background_holder(data)
-        burst: list[tuple[dict[str, str], str]] = []
-
-        def one(user: dict[str, str]) -> None:
-            tid = _transfer(svc, user, sink, "1")
-            with lock:
-                burst.append((user, tid))
-
-        threads = [threading.Thread(target=one, args=(u,)) for u, _ in users]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        burst = _burst(svc, [u for u, _ in users], sink, each=1)
         with sqlite3.connect(data / "essx.db") as db:
             marks = ",".join("?" * len(burst))
             states = [
