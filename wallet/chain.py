@@ -101,6 +101,15 @@ class FailoverHTTPProvider(JSONBaseProvider):
             return False
 
 
+def raw_call(w3: Web3, method: str, params: list[Any]) -> Any:
+    """One JSON-RPC call without web3's formatters and middlewares (they cost more CPU than the round trip
+    on hot paths); returns the node's ``result`` as sent (hex strings), raises on an error answer."""
+    response = w3.provider.make_request(RPCEndpoint(method), params)
+    if response.get("error"):
+        raise RuntimeError(f"{method} failed: {response['error']}")
+    return response.get("result")
+
+
 def connect(urls: list[str], timeout: float = 10.0) -> Web3:
     w3 = Web3(FailoverHTTPProvider(urls, timeout=timeout))
     # We send only signed raw transactions with our own gas and fees: the middlewares that fill gas prices,

@@ -28,8 +28,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.exceptions import ContractLogicError
-from web3.types import RPCEndpoint
 
+from wallet.chain import raw_call
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
 
@@ -354,10 +354,8 @@ class Relayer:
     def _receipt(self, tx_hash: str) -> dict[str, Any] | None:
         """The receipt as the node sends it (hex strings): web3's formatters cost more than the call."""
         # A node that cannot be reached raises: the pass is retried, nothing is concluded from silence.
-        response = self.w3.provider.make_request(RPCEndpoint("eth_getTransactionReceipt"), [tx_hash])
-        if response.get("error"):  # an answer that is an error says nothing about the transaction
-            raise RuntimeError(f"eth_getTransactionReceipt failed: {response['error']}")
-        result = response.get("result")
+        # An error answer says nothing about the transaction: it raises too.
+        result = raw_call(self.w3, "eth_getTransactionReceipt", [tx_hash])
         return dict(result) if result else None
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:

@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 from web3 import Web3
-from web3.types import RPCEndpoint
 
 from app import idempotency
 from app.audit import service as audit
@@ -18,6 +17,7 @@ from app.core.errors import AppError, ChainRejected, CoinPaused, NotFound, Servi
 from app.core.money import format_amount, parse_address
 from app.core.security import utcnow
 from app.models import CoinOperation, User, Wallet
+from wallet.chain import raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.relayer import TxRejected
 
@@ -195,10 +195,7 @@ def balance_now(ctx: Context, address: str) -> int:
     contract layer (ABI lookup, checksums, formatters) cost more CPU than the round trip itself."""
     account = Web3.to_checksum_address(address)  # refuses anything that is not an address
     call = {"to": ctx.coin.address, "data": BALANCE_OF + account[2:].lower().rjust(64, "0")}
-    response = ctx.w3.provider.make_request(RPCEndpoint("eth_call"), [call, "latest"])
-    if "error" in response:
-        raise ValueError(response["error"])
-    return int(response["result"], 16)
+    return int(raw_call(ctx.w3, "eth_call", [call, "latest"]), 16)
 
 
 def coin_name(ctx: Context) -> str:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 from web3 import Web3
-from web3.types import RPCEndpoint
 
 from app.coin.schemas import TransferPage, TransferPublic
 from app.context import Context
@@ -20,6 +19,7 @@ from app.core.money import format_amount
 from app.core.security import utcnow
 from app.core.sql import insert_ignore
 from app.models import IndexerCheckpoint, TransferEvent
+from wallet.chain import raw_call
 
 log = logging.getLogger(__name__)
 TRANSFER_TOPIC = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().removeprefix("0x")
@@ -49,8 +49,9 @@ def sync_once(ctx: Context, max_blocks: int | None = None) -> int:
             return 0
         to_block = min(head, done + batch)
         # Raw JSON-RPC: web3's result formatters cost more than the database insert at catch-up speed.
-        response = ctx.w3.provider.make_request(
-            RPCEndpoint("eth_getLogs"),
+        logs = raw_call(
+            ctx.w3,
+            "eth_getLogs",
             [
                 {
                     "address": ctx.coin.address,
@@ -60,9 +61,6 @@ def sync_once(ctx: Context, max_blocks: int | None = None) -> int:
                 }
             ],
         )
-        if "error" in response:
-            raise RuntimeError(f"eth_getLogs failed: {response['error']}")
-        logs = response["result"]
         times = _block_times(ctx, sorted({int(lg["blockNumber"], 16) for lg in logs}))
         rows = [
             {
