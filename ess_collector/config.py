@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+
+from app.core import clock
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,7 @@ class CollectorConfig:
 
     def slot_start(self, t: datetime) -> datetime:
         """The start of the UTC-aligned slot holding ``t``."""
-        step = self.slot_minutes * 60
-        epoch = int(t.timestamp())
-        return datetime.fromtimestamp(epoch - epoch % step, UTC)
+        return clock.slot_start(t, self.slot_minutes)
 
     def is_slot_start(self, t: datetime) -> bool:
         return (

@@ -73,3 +73,11 @@ def now() -> datetime:
 
 def speed() -> float:
     return _clock.speed
+
+
+def slot_start(t: datetime, slot_minutes: int) -> datetime:
+    """The start of the UTC-aligned slot holding ``t`` (slot lengths divide a day, so slots start at
+    UTC midnight too); the one rule the market, the collector and the demo share."""
+    step = slot_minutes * 60
+    epoch = int(t.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % step, UTC)

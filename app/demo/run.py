@@ -29,7 +29,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.core.clock import EnergyClock
+from app.core.clock import EnergyClock, slot_start
 from app.core.money import format_amount, parse_amount
 from app.demo import community as cm
 from app.demo.service import ServiceHandle, child_service
@@ -106,9 +106,7 @@ class DemoState:
 
 
 def align(t: datetime, slot: timedelta) -> datetime:
-    step = int(slot.total_seconds())
-    epoch = int(t.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % step, UTC)
+    return slot_start(t, int(slot.total_seconds()) // 60)
 
 
 def plan_clock(opts: DemoOptions, wall_now: float, setup_wall_s: float) -> EnergyClock:

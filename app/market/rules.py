@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from app.core import clock
 from app.core.errors import AppError
 from app.market.tariff import TariffSchedule
 
@@ -31,10 +32,7 @@ class MarketRules:
 
     def slot_of(self, when: datetime) -> datetime:
         """The start of the slot containing `when` (slots are aligned to UTC midnight)."""
-        when = when.astimezone(UTC)
-        midnight = when.replace(hour=0, minute=0, second=0, microsecond=0)
-        minutes = int((when - midnight).total_seconds() // 60)
-        return midnight + timedelta(minutes=minutes - minutes % self.slot_minutes)
+        return clock.slot_start(when, self.slot_minutes)
 
     def gate_closure(self, slot_start: datetime) -> datetime:
         return slot_start - timedelta(minutes=self.gate_closure_minutes)
