@@ -223,7 +223,7 @@ def polls(
     speed: float = 1.0,
     cadence: float | None = None,
 ) -> dict[str, object]:
-    cfg = replace(CollectorConfig(), poll_interval_s=1.0, timeout_s=2.0)
+    cfg = replace(CollectorConfig(), poll_interval_s=1.0, timeout_s=2.0, clock_speed=speed)
     with simulators(n_sites, per_process, speed) as (ports, procs), database(db) as engine:
         register(engine, ports)
         result = asyncio.run(poll_rounds(Collector(engine, cfg), seconds, procs, cadence))

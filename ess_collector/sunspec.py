@@ -231,9 +231,9 @@ class Reading:
     heartbeat: int | None = None
     device_time: datetime | None = None
     received_at: datetime | None = field(default=None, compare=False)
-    # energy seconds from the first request to the last answer: a device that updates between the reads of
+    # wall seconds from the first request to the last answer: a device that updates between the reads of
     # one poll serves counters that far apart (validation allows for it); set by the reader
-    read_span_s: float = field(default=0.0, compare=False)
+    read_wall_s: float = field(default=0.0, compare=False)
 
 
 # (reading field, model, point, scale factor point, scale factor written by the encoder)
@@ -468,7 +468,7 @@ def decode(regs: Sequence[int], *, received_at: datetime | None = None) -> Readi
 
 
 def decode_payload(
-    payload: bytes, *, received_at: datetime | None = None, read_span_s: float = 0.0
+    payload: bytes, *, received_at: datetime | None = None, read_wall_s: float = 0.0
 ) -> Reading:
     """Decode the 674 payload bytes of the three reads (joined, big-endian words) into a Reading."""
     if len(payload) != 2 * MAP_LEN:
@@ -491,7 +491,7 @@ def decode_payload(
         soc_pct=pct,
         device_time=None if tms is None else datetime.fromtimestamp(tms, UTC),
         received_at=received_at,
-        read_span_s=read_span_s,
+        read_wall_s=read_wall_s,
     )
 
 

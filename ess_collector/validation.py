@@ -58,7 +58,7 @@ class Limits:
 class Baseline:
     ts: datetime
     counters: tuple[int, ...]
-    span_s: float = 0.0  # the read span of the reading it came from (energy seconds; 0 after a restart)
+    read_wall_s: float = 0.0  # how long the reads of the poll it came from took (0 after a restart)
 
 
 # A device that updated between the model reads of one poll serves counters that far apart. The allowance
@@ -153,9 +153,9 @@ def _read_skew_wh(r: Reading, base: Baseline, cfg: CollectorConfig) -> float:
     """How far the counters of an interval may disagree because the device updated while a poll read its
     models, at the interval's start (the baseline's poll) and at its end: every flow at the power the device
     reports, for as long as the reads lasted (capped)."""
-    cap = MAX_READ_SKEW_WALL_S * cfg.clock_speed
+    wall_s = min(r.read_wall_s, MAX_READ_SKEW_WALL_S) + min(base.read_wall_s, MAX_READ_SKEW_WALL_S)
     power_w = sum(abs(w) for w in (r.pv_w, r.load_w, r.grid_w, r.battery_w) if w is not None)
-    return power_w * (min(r.read_span_s, cap) + min(base.span_s, cap)) / 3600
+    return power_w * wall_s * cfg.clock_speed / 3600  # the device's flows over that span in energy time
 
 
 def _imbalance(deltas: list[int], cfg: CollectorConfig, drift_wh: float = 0.0) -> str | None:
@@ -182,7 +182,7 @@ def assess(state: SiteState, r: Reading, ts: datetime, cfg: CollectorConfig) -> 
     if base is None:  # the first counters of this site: a baseline, no interval yet
         if problems:
             return Verdict(OUT_OF_RANGE, "; ".join(problems), baseline=base, candidate=cand)
-        return Verdict(OK, accepted=True, baseline=Baseline(ts, counters, r.read_span_s), candidate=None)
+        return Verdict(OK, accepted=True, baseline=Baseline(ts, counters, r.read_wall_s), candidate=None)
 
     seconds = (ts - base.ts).total_seconds()
     limit_wh = _limits_wh(state.limits, seconds, cfg)
@@ -199,7 +199,7 @@ def assess(state: SiteState, r: Reading, ts: datetime, cfg: CollectorConfig) -> 
                 "counter went backwards: " + ", ".join(f"{f} {o}->{n}" for f, (o, n) in backwards.items()),
                 events=tuple(events),
                 baseline=base,
-                candidate=Baseline(ts, counters, r.read_span_s),
+                candidate=Baseline(ts, counters, r.read_wall_s),
             )
         assert cand is not None  # a reset is confirmed only against a candidate
         deltas, interval_start, origin = confirmed, cand.ts, cand
@@ -228,7 +228,7 @@ def assess(state: SiteState, r: Reading, ts: datetime, cfg: CollectorConfig) -> 
         interval_start=interval_start,
         deltas=tuple(deltas),
         events=tuple(events),
-        baseline=Baseline(ts, counters, r.read_span_s),
+        baseline=Baseline(ts, counters, r.read_wall_s),
         candidate=None,
     )
 

@@ -169,15 +169,15 @@ def test_a_device_update_between_the_reads_of_one_poll_is_not_an_imbalance() -> 
     fast = replace(CFG, clock_speed=720)
     skewed = {"load_wh": 80_000 + 60 + 25}  # 25 Wh more load than its sources over the interval
 
-    def verdict(span_s: float, cfg: CollectorConfig, **kw: int):  # type: ignore[no-untyped-def]
+    def verdict(wall_s: float, cfg: CollectorConfig, **kw: int):  # type: ignore[no-untyped-def]
         st = fresh()
         feed(st, 0, reading(0), cfg)
-        return feed(st, 60, replace(reading(60, **kw), read_span_s=span_s), cfg)
+        return feed(st, 60, replace(reading(60, **kw), read_wall_s=wall_s), cfg)
 
-    v = verdict(0.02, fast, **skewed)  # reads 20 ms apart in energy time: no room for 25 Wh
+    v = verdict(0.02 / 720, fast, **skewed)  # reads 20 ms apart in energy time: no room for 25 Wh
     assert v.quality == OUT_OF_RANGE and v.imbalance
-    assert verdict(14.4, fast, **skewed).quality == OK  # 20 ms of wall time at 720x: 24 Wh of room
-    v = verdict(14.4, fast, load_wh=80_000 + 60 + 100)  # more than the span explains
+    assert verdict(0.02, fast, **skewed).quality == OK  # 20 ms of wall time at 720x: 24 Wh of room
+    v = verdict(0.02, fast, load_wh=80_000 + 60 + 100)  # more than the span explains
     assert v.quality == OUT_OF_RANGE and v.imbalance
     # a device that answers slowly does not buy itself tolerance: at most 1 s of reads counts
     v = verdict(4.2, CFG, **skewed)
