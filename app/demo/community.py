@@ -34,10 +34,6 @@ class Household:
     def __post_init__(self) -> None:
         self.email = self.email or f"household-{self.index + 1:03d}@essx-demo.example.com"
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
 
 def plan_community(households: int, *, seed: int = 0, consumer_share: float = 0.25) -> list[Household]:
     """Prosumers with PV from 2.5 to 9 kW and batteries from 5 to 20 kWh, and some consumers (no site)."""

@@ -11,11 +11,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import httpx
-
-from app.core.money import format_amount, parse_amount
+from app.core.money import DECIMALS, format_amount, parse_amount
 from contracts.artifacts import load_artifact
 from contracts.deploy import load_deployment
+from wallet.chain import connect, raw_call
 from wallet.localchain import LOCAL_CHAIN_ID
 
 if TYPE_CHECKING:
@@ -64,29 +63,26 @@ def chain_stats(chain_url: str, deployments_dir: Path, first_block: int) -> Chai
             names[address.lower()] = name
             for selector, fn in _selectors(name).items():
                 selectors.setdefault(selector, fn)
-    with httpx.Client(timeout=30, limits=httpx.Limits(keepalive_expiry=2.0)) as http:
+    w3 = connect([chain_url])
 
-        def rpc(method: str, *params: Any) -> Any:
-            r = http.post(
-                chain_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
-            )
-            return r.json()["result"]
+    def rpc(method: str, *params: Any) -> Any:
+        return raw_call(w3, method, list(params))  # the blocks and receipts as sent: hex strings
 
-        last = int(rpc("eth_blockNumber"), 16)
-        by_call: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        count = gas = 0
-        for n in range(first_block + 1, last + 1):
-            block = rpc("eth_getBlockByNumber", hex(n), True)
-            if not block["transactions"]:
-                continue
-            receipts = {r["transactionHash"]: r for r in rpc("eth_getBlockReceipts", hex(n))}
-            for tx in block["transactions"]:
-                used = int(receipts[tx["hash"]]["gasUsed"], 16)
-                to = (tx.get("to") or "").lower()
-                key = f"{names.get(to, to or 'create')}.{selectors.get(tx['input'][:10], tx['input'][:10])}"
-                by_call[key][0] += 1
-                by_call[key][1] += used
-                count, gas = count + 1, gas + used
+    last = int(rpc("eth_blockNumber"), 16)
+    by_call: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    count = gas = 0
+    for n in range(first_block + 1, last + 1):
+        block = rpc("eth_getBlockByNumber", hex(n), True)
+        if not block["transactions"]:
+            continue
+        receipts = {r["transactionHash"]: r for r in rpc("eth_getBlockReceipts", hex(n))}
+        for tx in block["transactions"]:
+            used = int(receipts[tx["hash"]]["gasUsed"], 16)
+            to = (tx.get("to") or "").lower()
+            key = f"{names.get(to, to or 'create')}.{selectors.get(tx['input'][:10], tx['input'][:10])}"
+            by_call[key][0] += 1
+            by_call[key][1] += used
+            count, gas = count + 1, gas + used
     return ChainStats(count, gas, {k: (v[0], v[1]) for k, v in sorted(by_call.items())})
 
 
@@ -247,12 +243,15 @@ def draw_charts(data: dict[str, Any], state: DemoState, out_dir: Path) -> dict[s
     fig, ax = plt.subplots(figsize=(9, max(3, 0.3 * len(hs) + 1)), dpi=110)
     labels = [h.name for h in hs]
     ax.barh(
-        labels, [h.savings / 10**18 for h in hs], label="saved against the retail tariff", color="#27ae60"
+        labels,
+        [h.savings / 10**DECIMALS for h in hs],
+        label="saved against the retail tariff",
+        color="#27ae60",
     )
     ax.barh(
         labels,
-        [h.extra / 10**18 for h in hs],
-        left=[h.savings / 10**18 for h in hs],
+        [h.extra / 10**DECIMALS for h in hs],
+        left=[h.savings / 10**DECIMALS for h in hs],
         label="earned above the feed-in price",
         color="#f39c12",
     )

@@ -34,6 +34,7 @@ from app.core.money import format_amount, parse_amount
 from app.demo import community as cm
 from app.demo.service import ServiceHandle, child_service
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
+from wallet.chain import connect
 
 NEVER = datetime.min.replace(tzinfo=UTC)
 ADMIN_EMAIL = "operator@essx-demo.example.com"
@@ -433,5 +434,4 @@ def run_demo(
 
 
 def _block_number(chain_url: str) -> int:
-    r = httpx.post(chain_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []})
-    return int(r.json()["result"], 16)
+    return int(connect([chain_url]).eth.block_number)
