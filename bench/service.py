@@ -5,48 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from app.demo.service import child_service
-
-ROOT = Path(__file__).resolve().parents[1]
-ESSX = str(Path(sys.executable).parent / "essx")
-
-
-@dataclass
-class Service:
-    base: str
-    chain_url: str
-    env: dict[str, str]
-    data_dir: Path
-
-    def admin_token(self, email: str = "bench@example.com", password: str = "bench-password-1") -> str:
-        subprocess.run(
-            [ESSX, "create-admin", "--email", email, "--password", password],
-            cwd=ROOT,
-            env=self.env,
-            check=True,
-            capture_output=True,
-        )
-        r = httpx.post(f"{self.base}/api/v1/auth/token", data={"username": email, "password": password})
-        return str(r.json()["access_token"])
+from app.demo.service import ServiceHandle, child_service
 
 
 @contextmanager
-def running_service(block_time: float = 1.0, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
+def running_service(
+    block_time: float = 1.0, extra_env: dict[str, str] | None = None
+) -> Iterator[ServiceHandle]:
     with tempfile.TemporaryDirectory(prefix="essx-bench-") as tmp:
         env = {"ESSX_LOCAL_BLOCK_TIME": str(block_time), **(extra_env or {})}
         try:
             with child_service(Path(tmp), env, timeout=90) as handle:
-                yield Service(handle.base, handle.chain_url, handle.env, handle.data_dir)
+                yield handle
         finally:
             keep = os.environ.get("ESSX_BENCH_KEEP_LOG")
             log = Path(tmp) / "service.log"

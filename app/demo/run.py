@@ -201,8 +201,7 @@ class ApiError(RuntimeError):
 def setup_community(
     api: Api, svc: ServiceHandle, state: DemoState, ports: list[int], pool: ThreadPoolExecutor
 ) -> None:
-    svc.cli("create-admin", "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD)
-    admin = state.admin_token = api.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = state.admin_token = svc.admin_token(ADMIN_EMAIL, ADMIN_PASSWORD)
     prosumers = [h for h in state.households if h.role == "prosumer"]
     for h, port in zip(prosumers, ports, strict=True):
         h.port = port

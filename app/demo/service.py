@@ -34,6 +34,13 @@ class ServiceHandle:
             [ESSX, *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
         )
 
+    def admin_token(self, email: str = "bench@example.com", password: str = "bench-password-1") -> str:
+        """Creates an admin (`essx create-admin`) and logs in: an access token."""
+        self.cli("create-admin", "--email", email, "--password", password)
+        r = httpx.post(f"{self.base}/api/v1/auth/token", data={"username": email, "password": password})
+        r.raise_for_status()
+        return str(r.json()["access_token"])
+
 
 @contextmanager
 def child_service(
