@@ -103,13 +103,6 @@ class StepLog:
             )
 
 
-def add_step(session: Session, transfer_id: str, kind: str, **details: Any) -> None:
-    """Appends one step to one transfer (see StepLog for several)."""
-    transfer = session.get(Transfer, transfer_id)
-    if transfer is not None:
-        StepLog(session, [transfer]).add(transfer, kind, **details)
-
-
 def _domain(ctx: Context) -> TokenDomain:
     return TokenDomain(name=coin_name(ctx), chain_id=ctx.chain_id, verifying_contract=ctx.coin.address)
 
@@ -337,4 +330,4 @@ def list_for(session: Session, user: User, direction: str | None, limit: int) ->
 
 from app.transfers.batching import submit_batch, wake_batcher  # noqa: E402  (the batcher uses the helpers above)
 
-__all__ = ["StepLog", "add_step", "authorize", "create", "get_own", "list_for", "submit_batch", "to_public"]
+__all__ = ["StepLog", "authorize", "create", "get_own", "list_for", "submit_batch", "to_public"]

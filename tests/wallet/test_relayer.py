@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from sqlmodel import Session, col, select
 
 from app.context import Context
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 from wallet.relayer import Relayer
+
+
+@pytest.fixture
+def manual_mining(ctx: Context) -> Iterator[None]:
+    """Blocks only when the test mines one (evm_mine): sent transactions stay pending meanwhile."""
+    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
 
 
 def _mint_data(ctx: Context, to: str, amount: int) -> str:
@@ -73,72 +85,62 @@ def test_nonces_are_sequential_and_owned(ctx: Context, dev_accounts) -> None:
         assert len(s.exec(select(TxAttempt).where(col(TxAttempt.tx_id).in_(ids))).all()) == 20
 
 
-def test_stuck_transaction_is_replaced_with_a_fee_bump(ctx: Context, dev_accounts) -> None:
+def test_stuck_transaction_is_replaced_with_a_fee_bump(
+    ctx: Context, dev_accounts, manual_mining: None
+) -> None:
     holder = dev_accounts[2].address
-    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
-    try:
-        relayer = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
-        with Session(ctx.engine) as s:
-            row = relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 1), purpose="t")
-            s.commit()
-            tx_id = row.id
-        relayer.step()  # sent
-        relayer.step()  # not mined after replace_after: replaced
-        with Session(ctx.engine) as s:
-            attempts = s.exec(
-                select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(col(TxAttempt.id))
-            ).all()
-        assert len(attempts) >= 2
-        first, second = attempts[0], attempts[1]
-        assert second.max_fee_per_gas * 100 >= first.max_fee_per_gas * 110
-        assert second.max_priority_fee_per_gas * 100 >= first.max_priority_fee_per_gas * 110
-        ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-        assert tx_id is not None
-        done = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id).wait(tx_id, timeout=10)
-        assert done.status == "confirmed"
-        assert done.tx_hash in {a.tx_hash for a in attempts}  # whichever version got mined is recorded
-    finally:
-        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    relayer = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
+    with Session(ctx.engine) as s:
+        row = relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 1), purpose="t")
+        s.commit()
+        tx_id = row.id
+    relayer.step()  # sent
+    relayer.step()  # not mined after replace_after: replaced
+    with Session(ctx.engine) as s:
+        attempts = s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(col(TxAttempt.id))).all()
+    assert len(attempts) >= 2
+    first, second = attempts[0], attempts[1]
+    assert second.max_fee_per_gas * 100 >= first.max_fee_per_gas * 110
+    assert second.max_priority_fee_per_gas * 100 >= first.max_priority_fee_per_gas * 110
+    ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    assert tx_id is not None
+    done = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id).wait(tx_id, timeout=10)
+    assert done.status == "confirmed"
+    assert done.tx_hash in {a.tx_hash for a in attempts}  # whichever version got mined is recorded
 
 
 def test_a_replacement_stored_but_never_sent_is_sent_by_the_next_relayer(
-    ctx: Context, dev_accounts, monkeypatch: pytest.MonkeyPatch
+    ctx: Context, dev_accounts, manual_mining: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A relayer that stored a fee-bumped replacement and died before sending it (or lost its lease):
     the next relayer must send those stored bytes, or the nonce and everything behind it stalls."""
     holder = dev_accounts[2].address
     before = ctx.coin.functions.balanceOf(holder).call()
-    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
-    try:
-        first = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
-        with Session(ctx.engine) as s:
-            row = first.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 3), purpose="t")
-            s.commit()
-            tx_id = row.id
-        first.step()  # sent
-        with Session(ctx.engine) as s:
-            old_hash = s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id)).one().tx_hash
+    first = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
+    with Session(ctx.engine) as s:
+        row = first.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 3), purpose="t")
+        s.commit()
+        tx_id = row.id
+    first.step()  # sent
+    with Session(ctx.engine) as s:
+        old_hash = s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id)).one().tx_hash
 
-        def dies(attempt: TxAttempt) -> None:
-            raise SystemExit("killed between storing the replacement and sending it")
+    def dies(attempt: TxAttempt) -> None:
+        raise SystemExit("killed between storing the replacement and sending it")
 
-        monkeypatch.setattr(first, "_send", dies)
-        with pytest.raises(SystemExit):
-            first.step()  # not mined after replace_after: a replacement is stored, then the process dies
-        with Session(ctx.engine) as s:
-            attempts = s.exec(
-                select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(col(TxAttempt.id))
-            ).all()
-            assert len(attempts) == 2 and attempts[1].sent_at is None
-            new_hash = attempts[1].tx_hash
-        # the node forgets the first version (a restarted node, or a pool that dropped it)
-        ctx.w3.provider.make_request("anvil_dropTransaction", [old_hash])  # type: ignore[arg-type]
-        nxt = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=600.0)
-        nxt.step()
-        ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-        assert tx_id is not None
-        done = nxt.wait(tx_id, timeout=10)
-        assert (done.status, done.tx_hash) == ("confirmed", new_hash)
-        assert ctx.coin.functions.balanceOf(holder).call() == before + 3
-    finally:
-        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    monkeypatch.setattr(first, "_send", dies)
+    with pytest.raises(SystemExit):
+        first.step()  # not mined after replace_after: a replacement is stored, then the process dies
+    with Session(ctx.engine) as s:
+        attempts = s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(col(TxAttempt.id))).all()
+        assert len(attempts) == 2 and attempts[1].sent_at is None
+        new_hash = attempts[1].tx_hash
+    # the node forgets the first version (a restarted node, or a pool that dropped it)
+    ctx.w3.provider.make_request("anvil_dropTransaction", [old_hash])  # type: ignore[arg-type]
+    nxt = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=600.0)
+    nxt.step()
+    ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    assert tx_id is not None
+    done = nxt.wait(tx_id, timeout=10)
+    assert (done.status, done.tx_hash) == ("confirmed", new_hash)
+    assert ctx.coin.functions.balanceOf(holder).call() == before + 3
