@@ -57,6 +57,11 @@ class DemoOptions:
     workers: int = 8  # households acting at the same time
     start: datetime | None = None  # first traded slot (energy time, in the past); default: end about now
 
+    @property
+    def gate_minutes(self) -> int:
+        """Gate closure before each slot: the market's default, shorter for short slots."""
+        return 5 if self.slot_minutes >= 15 else 1
+
     def check(self) -> None:
         if not 1 <= self.households <= 200:
             raise ValueError("--households must be between 1 and 200")
@@ -138,7 +143,7 @@ def service_env(opts: DemoOptions, clock: EnergyClock) -> dict[str, str]:
         "ESSX_COLLECTOR_MAX_GAP_SECONDS": f"{max(60.0, 3 * poll_step):g}",
         "ESSX_COLLECTOR_JOB_SECONDS": "1",
         "ESSX_ANCHOR_GRACE_SECONDS": "60",
-        "ESSX_GATE_CLOSURE_MINUTES": "5" if opts.slot_minutes >= 15 else "1",
+        "ESSX_GATE_CLOSURE_MINUTES": str(opts.gate_minutes),
         "ESSX_MARKET_MECHANISM": "call",
         "ESSX_DEMO_SITES": "0",
         "ESSX_LOCAL_BLOCK_TIME": "1",
@@ -302,7 +307,7 @@ def market_counts(api: Api, state: DemoState) -> tuple[int, int, int]:
 
 def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Console) -> None:
     opts, clock, slot = state.options, state.clock, state.slot
-    gate = timedelta(minutes=5 if opts.slot_minutes >= 15 else 1)
+    gate = timedelta(minutes=opts.gate_minutes)
     # Orders must be in, and buyers' escrows authorised, before the gate; leave a wall second for it.
     margin = gate + timedelta(seconds=1.5 * opts.speed)
     first = align(clock.now(), slot) + slot
