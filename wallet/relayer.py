@@ -100,7 +100,7 @@ class Relayer:
         self._chain_nonce: tuple[int, int] | None = None  # (block, confirmed nonce): changes only with blocks
         self._receipts: dict[str, dict[str, Any]] = {}  # raw receipts of transactions just made final
         self.on_final: list[Callable[[Session, OutgoingTx], None]] = []
-        # Set by the process that holds the relayer lease: renews it inside each of the worker's
+        # Set by the process that holds the background lease: renews it inside each of the worker's
         # transactions and raises (rolling the transaction back) once another process holds it.
         self.fence: Callable[[Session], None] | None = None
         # Another process runs the worker: `wait` polls the database instead of stepping itself.
