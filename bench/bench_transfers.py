@@ -39,7 +39,7 @@ def make_users(base: str, admin: dict[str, str], n: int) -> list[dict[str, str]]
                 "/api/v1/auth/register",
                 json={"email": email, "password": "bench-pass-1", "display_name": "u", "role": "consumer"},
             )
-            assert r.status_code == 201, r.text
+            assert r.status_code == 202, r.text
             r = c.post("/api/v1/auth/token", data={"username": email, "password": "bench-pass-1"})
             assert r.status_code == 200, r.text
             tok = r.json()["access_token"]

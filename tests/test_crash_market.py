@@ -25,10 +25,11 @@ def _user(svc: ServiceProcess, email: str, role: str) -> tuple[int, dict[str, st
         f"{svc.base}/api/v1/auth/register",
         json={"email": email, "password": "long-password-9", "display_name": "x", "role": role},
     )
-    assert r.status_code == 201, r.text
+    assert r.status_code == 202, r.text
     headers = {"Authorization": f"Bearer {svc.token(email, 'long-password-9')}"}
+    user_id = httpx.get(f"{svc.base}/api/v1/users/me", headers=headers).json()["id"]
     address = httpx.post(f"{svc.base}/api/v1/wallets", json={"pin": PIN}, headers=headers).json()["address"]
-    return r.json()["id"], headers, address
+    return user_id, headers, address
 
 
 def _wait(fn, timeout: float = 40):  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ def _prepare_transfer(svc: ServiceProcess) -> tuple[dict[str, str], str, str, st
         f"{svc.base}/api/v1/auth/register",
         json={"email": email, "password": password, "display_name": "Kim", "role": "consumer"},
     )
-    assert r.status_code == 201, r.text
+    assert r.status_code == 202, r.text
     user = {"Authorization": f"Bearer {svc.token(email, password)}"}
     address = httpx.post(f"{svc.base}/api/v1/wallets", json={"pin": PIN}, headers=user).json()["address"]
     r = httpx.post(

@@ -28,7 +28,7 @@ def _user(svc: ServiceProcess, admin: dict[str, str], name: str, coins: str) -> 
         f"{svc.base}/api/v1/auth/register",
         json={"email": email, "password": password, "display_name": name, "role": "consumer"},
     )
-    assert r.status_code == 201, r.text
+    assert r.status_code == 202, r.text
     user = {"Authorization": f"Bearer {svc.token(email, password)}"}
     address = httpx.post(f"{svc.base}/api/v1/wallets", json={"pin": PIN}, headers=user).json()["address"]
     r = httpx.post(

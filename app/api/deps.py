@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -12,8 +13,8 @@ from sqlmodel import Session
 from app.context import Context
 from app.core.config import Settings
 from app.core.errors import Forbidden, Unauthorized
-from app.core.security import decode_token
 from app.models import Role, User
+from app.users.service import user_for_access_token
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -50,11 +51,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def get_current_user(ctx: ContextDep, session: SessionDep, token: str | None = Depends(oauth2)) -> User:
     if not token:
         raise Unauthorized("missing bearer token")
-    payload = decode_token(ctx.settings.secret("jwt_secret"), token, "access")
-    user = session.get(User, int(payload["sub"]))
-    if user is None or user.status == "disabled":
-        raise Unauthorized("unknown or disabled user")
-    return user
+    return user_for_access_token(session, ctx.settings, token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -67,5 +64,40 @@ def get_admin(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(get_admin)]
+
+
+def _ip(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        return ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_address(request: Request, settings: SettingsDep) -> str:
+    """The client's IP address: the direct peer's, unless the peer is one of our proxies
+    (ESSX_TRUSTED_PROXIES): then the nearest address in X-Forwarded-For that is not one of them. A header
+    from anyone else is ignored, so a client cannot pick the address it is throttled under."""
+    peer = request.client.host if request.client else ""
+    address = _ip(peer)
+    if address is None:
+        return peer[:64] or "unknown"
+
+    def trusted(ip: IPv4Address | IPv6Address) -> bool:
+        return any(ip in net for net in settings.trusted_proxies)
+
+    if not trusted(address):
+        return str(address)
+    hops = [h for value in request.headers.getlist("x-forwarded-for") for h in value.split(",")]
+    for hop in reversed(hops):  # each proxy appends the address it received from
+        ip = _ip(hop)
+        if ip is None:
+            break  # nothing before a malformed entry can be vouched for
+        address = ip
+        if not trusted(ip):
+            break
+    return str(address)
+
+
+ClientAddress = Annotated[str, Depends(client_address)]
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]

@@ -6,11 +6,12 @@ import json
 import secrets
 from datetime import datetime
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from wallet.localchain import LOCAL_CHAIN_ID
 
@@ -54,10 +55,17 @@ class Settings(BaseSettings):
     service_keystore_password_file: Path | None = None
 
     # Tokens and users
-    access_token_minutes: int = 15
+    access_token_minutes: int = Field(15, ge=1, le=1440)
     refresh_token_days: int = 14
-    login_max_failures: int = 5
-    login_lockout_minutes: int = 15
+    # Wrong passwords per account and client before each further one waits 1 s, 2 s, 4 s ... (capped):
+    # the owner is never locked out from elsewhere (docs: app/users/throttle.py)
+    login_backoff_after: int = Field(3, ge=0, le=100)
+    login_backoff_max_seconds: int = Field(300, ge=1, le=86_400)
+    # One client's wrong passwords over all accounts in a window, against one address trying many accounts
+    login_client_max_failures: int = Field(100, ge=1)
+    login_window_minutes: int = Field(15, ge=1, le=1440)
+    # Proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDRs); empty: no header is
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
     approval_grant: str = "0"  # coins minted to a prosumer on approval (decimal string)
     token_name: str = "Energy Coin"
     token_symbol: str = "ENC"
@@ -114,6 +122,13 @@ class Settings(BaseSettings):
     def _split_urls(cls, v: object) -> object:
         if isinstance(v, str) and not v.strip().startswith("["):
             return [u.strip() for u in v.split(",") if u.strip()]
+        return v
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [ip_network(p.strip(), strict=False) for p in v.split(",") if p.strip()]
         return v
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,9 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified when the user does not exist, so a missing user takes as long as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 ALGORITHM = "HS256"
+# Every claim we read must be there: a token without `exp` would never expire.
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "type", "jti", "fam", "ep"]
+MAX_ID = 2**31 - 1  # users.id (and the session epoch) are 32-bit INTEGER columns on PostgreSQL
 
 
 def hash_secret(plain: str) -> str:
@@ -35,21 +39,61 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_token(secret: str, user_id: int, kind: str, ttl: timedelta, **claims: Any) -> tuple[str, str]:
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    kind: str  # access | refresh
+    jti: str
+    family: str  # the login session: every access and refresh token issued from one login shares it
+    epoch: int  # the user's session epoch when issued (a password change moves it on)
+
+
+def create_token(
+    secret: str, user_id: int, kind: str, ttl: timedelta, *, family: str, epoch: int, **claims: Any
+) -> tuple[str, str]:
     """Returns (token, jti)."""
     now = utcnow()
     jti = uuid.uuid4().hex
-    payload = {"sub": str(user_id), "type": kind, "iat": now, "exp": now + ttl, "jti": jti, **claims}
+    payload = {
+        "sub": str(user_id),
+        "type": kind,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": jti,
+        "fam": family,
+        "ep": epoch,
+        **claims,
+    }
     return jwt.encode(payload, secret, algorithm=ALGORITHM), jti
 
 
-def decode_token(secret: str, token: str, kind: str) -> dict[str, Any]:
+def _bounded_int(value: Any) -> int | None:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        value = int(value)
+    if type(value) is int and 0 <= value <= MAX_ID:
+        return value
+    return None
+
+
+def decode_token(secret: str, token: str, kind: str) -> TokenClaims:
+    """The claims of a token we signed, of this kind and not expired; anything else is a 401."""
     try:
-        payload: dict[str, Any] = jwt.decode(token, secret, algorithms=[ALGORITHM])
+        payload: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": REQUIRED_CLAIMS}
+        )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired") from None
     except jwt.PyJWTError:
         raise Unauthorized("invalid token") from None
-    if payload.get("type") != kind:
+    if payload["type"] != kind:
         raise Unauthorized(f"expected a {kind} token")
-    return payload
+    user_id = _bounded_int(payload["sub"]) if isinstance(payload["sub"], str) else None
+    epoch = _bounded_int(payload["ep"]) if type(payload["ep"]) is int else None
+    jti, family = payload["jti"], payload["fam"]
+    if user_id is None or epoch is None or not _short_str(jti) or not _short_str(family):
+        raise Unauthorized("invalid token")
+    return TokenClaims(user_id=user_id, kind=kind, jti=jti, family=family, epoch=epoch)
+
+
+def _short_str(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64

@@ -212,15 +212,16 @@ def setup_community(
         h.port = port
 
     def join(h: cm.Household) -> None:
-        user = api.call(
+        api.call(  # answers alike whether or not the email had an account: the account is read below
             "POST",
             "/auth/register",
             json={"email": h.email, "password": cm.PASSWORD, "display_name": h.name, "role": h.role},
         )
+        h.token = api.login(h.email, cm.PASSWORD)
+        user = api.call("GET", "/users/me", h.token)
         h.user_id = int(user["id"])
         if user["status"] != "approved":  # consumers need no approval; prosumers do
             api.call("POST", f"/admin/users/{h.user_id}/approve", admin)
-        h.token = api.login(h.email, cm.PASSWORD)
         api.call("POST", "/wallets", h.token, json={"pin": cm.PIN})
         api.call(
             "POST",

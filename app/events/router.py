@@ -18,9 +18,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContextDep
 from app.core.errors import Unauthorized
-from app.core.security import decode_token
 from app.events import service
 from app.models import User
+from app.users.service import user_for_access_token
 
 router = APIRouter(tags=["events"])
 POLL_SECONDS = 0.5
@@ -42,16 +42,13 @@ async def stream(
     token = access_token or (authorization.removeprefix("Bearer ").strip() if authorization else None)
     if not token:
         raise Unauthorized("missing bearer token")
-    payload = decode_token(ctx.settings.secret("jwt_secret"), token, "access")
-    user_id = int(payload["sub"])
 
-    def load_user() -> User | None:
+    def load_user() -> User:
         with Session(ctx.engine) as s:
-            return s.get(User, user_id)
+            return user_for_access_token(s, ctx.settings, token)
 
     user = await run_in_threadpool(load_user)
-    if user is None or user.status == "disabled":
-        raise Unauthorized("unknown or disabled user")
+    user_id = user.id or 0
     start = last_event_id if last_event_id is not None else last_event_id_q
 
     def fetch(after_id: int) -> list[tuple[int, str, str]]:

@@ -16,7 +16,7 @@ from app.models.site import (
     SlotEnergy,
 )
 from app.models.transfer import LinkChallenge, Transfer, TransferStep, UserTotp
-from app.models.user import LoginThrottle, RefreshToken, Role, User, UserStatus
+from app.models.user import LoginThrottle, RefreshToken, RevokedTokenFamily, Role, User, UserStatus
 from app.models.wallet import Wallet
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
@@ -35,6 +35,7 @@ __all__ = [
     "OutgoingTx",
     "ProductionReward",
     "RefreshToken",
+    "RevokedTokenFamily",
     "Role",
     "Site",
     "SiteEvent",

@@ -54,6 +54,9 @@ class UserTotp(SQLModel, table=True):
     sealed_secret: str = Field(sa_column=Column(Text, nullable=False))
     enabled: bool = False
     last_counter: int = -1  # the last accepted time step: a code is accepted only once
+    # Wrong codes since the last right one (reserved before checking); the limit locks until locked_until.
+    failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    locked_until: datetime | None = Field(default=None, sa_column=utc_column())
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
 
 

@@ -1,4 +1,4 @@
-"""Users, their refresh tokens and login throttling."""
+"""Users, their refresh tokens, ended sessions and login throttling."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     approved_at: datetime | None = Field(default=None, sa_column=utc_column())
     approved_by: int | None = Field(default=None, foreign_key="users.id")
+    # Every token carries the epoch it was issued in; a password change moves it on, ending every session.
+    session_epoch: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class RefreshToken(SQLModel, table=True):
@@ -53,7 +55,23 @@ class RefreshToken(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_column=utc_column())
 
 
+class RevokedTokenFamily(SQLModel, table=True):
+    """Sessions ended by a logout or a reused refresh token: their access tokens are refused until
+    they could have expired anyway (then the row may go)."""
+
+    __tablename__ = "revoked_token_families"
+
+    family: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="users.id")
+    revoked_at: datetime = Field(sa_column=utc_column(nullable=False))
+    expires_at: datetime = Field(sa_column=utc_column(nullable=False, index=True))
+
+
 class LoginThrottle(SQLModel, table=True):
+    """Wrong-password counters (app/users/throttle.py). `pair:` rows (account and client): the run of
+    failures, `window_start` its last attempt, `locked_until` the back-off. `client:` rows: failures in
+    the window that began at `window_start`."""
+
     __tablename__ = "login_throttle"
 
     key: str = Field(primary_key=True, max_length=400)

@@ -4,41 +4,77 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, status
 
-from app.api.deps import AdminUser, ContextDep, CurrentUser, SessionDep, SettingsDep
+from app.api.deps import AdminUser, ClientAddress, ContextDep, CurrentUser, SessionDep, SettingsDep, oauth2
 from app.audit import service as audit
 from app.coin.service import latest_hash
 from app.users import service
 from app.users.grants import pay_pending_grant
-from app.users.schemas import ApproveResult, RefreshRequest, TokenPair, UserPublic, UserRegister
+from app.users.schemas import (
+    ApproveResult,
+    LoginForm,
+    LogoutRequest,
+    PasswordChange,
+    RefreshRequest,
+    RegisterAccepted,
+    TokenPair,
+    UserPublic,
+    UserRegister,
+)
 from app.wallets.service import active_wallet
 
 router = APIRouter(tags=["auth"])
 admin_router = APIRouter(prefix="/admin/users", tags=["admin"])
 
 
-@router.post("/auth/register", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
-def register(data: UserRegister, session: SessionDep) -> UserPublic:
-    return UserPublic.model_validate(service.register(session, data))
+@router.post(
+    "/auth/register",
+    response_model=RegisterAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Create an account (the answer never tells whether the email already had one)",
+)
+def register(data: UserRegister, session: SessionDep) -> RegisterAccepted:
+    service.register(session, data)
+    return RegisterAccepted(email=service.normalise_email(data.email))
 
 
-@router.post("/auth/token", response_model=TokenPair)
+@router.post("/auth/token", response_model=TokenPair, summary="Log in (OAuth2 password form)")
 def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
+    form: Annotated[LoginForm, Form()], client: ClientAddress, session: SessionDep, settings: SettingsDep
 ) -> TokenPair:
-    client = request.client.host if request.client else "unknown"
     user = service.authenticate(session, settings, form.username, form.password, client)
     return service.issue_tokens(session, settings, user)
 
 
-@router.post("/auth/refresh", response_model=TokenPair)
+@router.post("/auth/refresh", response_model=TokenPair, summary="Swap a refresh token for a new pair")
 def refresh(body: RefreshRequest, session: SessionDep, settings: SettingsDep) -> TokenPair:
     return service.refresh_tokens(session, settings, body.refresh_token)
+
+
+@router.post(
+    "/auth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End this session: the refresh token in the body, or else the bearer access token's session",
+)
+def logout(
+    session: SessionDep,
+    settings: SettingsDep,
+    body: LogoutRequest | None = None,
+    token: str | None = Depends(oauth2),
+) -> None:
+    service.logout(session, settings, body.refresh_token if body else None, token)
+
+
+@router.post(
+    "/auth/password",
+    response_model=TokenPair,
+    summary="Change the password: ends every session of the account and returns a new one",
+)
+def change_password(
+    body: PasswordChange, user: CurrentUser, client: ClientAddress, session: SessionDep, settings: SettingsDep
+) -> TokenPair:
+    return service.change_password(session, settings, user, body.old_password, body.new_password, client)
 
 
 @router.get("/users/me", response_model=UserPublic)

@@ -1,17 +1,21 @@
-"""Accounts, logins with throttling, rotating refresh tokens, and admin approval of prosumers."""
+"""Accounts, throttled logins, rotating refresh tokens, ended sessions, and admin approval of prosumers."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import timedelta
 
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.core.config import Settings
-from app.core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
+from app.core.errors import Conflict, NotFound, Unauthorized
 from app.core.security import create_token, decode_token, hash_secret, utcnow, verify_secret
-from app.models import LoginThrottle, RefreshToken, Role, User, UserStatus
+from app.core.sql import insert_ignore
+from app.models import RefreshToken, RevokedTokenFamily, Role, User, UserStatus
+from app.users import throttle
 from app.users.schemas import TokenPair, UserRegister
 
 
@@ -19,11 +23,12 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-def create_user(session: Session, email: str, password: str, display_name: str, role: Role) -> User:
+def _add_user(session: Session, email: str, password_hash: str, display_name: str, role: Role) -> User:
+    """Raises IntegrityError (session rolled back) when the email is taken."""
     status = UserStatus.pending if role == Role.prosumer else UserStatus.approved
     user = User(
         email=normalise_email(email),
-        password_hash=hash_secret(password),
+        password_hash=password_hash,
         display_name=display_name.strip(),
         role=role,
         status=status,
@@ -34,12 +39,23 @@ def create_user(session: Session, email: str, password: str, display_name: str, 
         session.flush()
     except IntegrityError:
         session.rollback()
-        raise Conflict(f"an account for {user.email} already exists") from None
+        raise
     return user
 
 
-def register(session: Session, data: UserRegister) -> User:
-    return create_user(session, data.email, data.password, data.display_name, Role(data.role))
+def create_user(session: Session, email: str, password: str, display_name: str, role: Role) -> User:
+    try:
+        return _add_user(session, email, hash_secret(password), display_name, role)
+    except IntegrityError:
+        raise Conflict(f"an account for {normalise_email(email)} already exists") from None
+
+
+def register(session: Session, data: UserRegister) -> None:
+    """Creates the account unless the email is taken, and says nothing about which happened: the password
+    is hashed either way (the same time), and an existing account is left as it was."""
+    password_hash = hash_secret(data.password)
+    with contextlib.suppress(IntegrityError):
+        _add_user(session, data.email, password_hash, data.display_name, Role(data.role))
 
 
 def get_user(session: Session, user_id: int) -> User:
@@ -49,80 +65,129 @@ def get_user(session: Session, user_id: int) -> User:
     return user
 
 
-def _throttle(session: Session, key: str, settings: Settings) -> LoginThrottle:
-    row = session.get(LoginThrottle, key)
-    now = utcnow()
-    if row is None:
-        row = LoginThrottle(key=key, failures=0, window_start=now)
-        session.add(row)
-    locked = row.locked_until
-    if locked is not None:
-        locked = locked if locked.tzinfo else locked.replace(tzinfo=now.tzinfo)
-        if locked > now:
-            wait = int((locked - now).total_seconds()) + 1
-            raise TooManyRequests(f"too many failed logins; try again in {wait} s")
-    return row
+def _check_password(
+    session: Session, settings: Settings, email: str, password: str, client: str
+) -> User | None:
+    """The user when the password is right. The attempt is counted before Argon2 runs (throttle.py)."""
+    attempt = throttle.reserve(session, settings, email, client)
+    user = session.exec(select(User).where(col(User.email) == email)).first()
+    if not verify_secret(user.password_hash if user else None, password) or user is None:
+        return None
+    throttle.succeeded(session, attempt)
+    return user
 
 
 def authenticate(session: Session, settings: Settings, email: str, password: str, client: str) -> User:
-    """Failures are counted per account and per client address; the limit locks both for a while."""
-    email = normalise_email(email)
-    keys = [f"email:{email}", f"client:{client}"]
-    rows = [_throttle(session, k, settings) for k in keys]
-    user = session.exec(select(User).where(col(User.email) == email)).first()
-    ok = verify_secret(user.password_hash if user else None, password)
-    now = utcnow()
-    window = timedelta(minutes=settings.login_lockout_minutes)
-    for row in rows:
-        if ok:
-            row.failures, row.window_start, row.locked_until = 0, now, None
-            continue
-        start = row.window_start if row.window_start.tzinfo else row.window_start.replace(tzinfo=now.tzinfo)
-        if now - start > window:
-            row.failures, row.window_start = 0, now
-        row.failures += 1
-        # Per client the limit is wider, so one attacker cannot lock out a shared office address at once.
-        limit = settings.login_max_failures * (1 if row.key.startswith("email:") else 4)
-        if row.failures >= limit:
-            row.locked_until = now + window
-        session.add(row)
-    session.commit()  # failed attempts count even though the request fails
-    if not ok or user is None:
+    user = _check_password(session, settings, normalise_email(email), password, client)
+    if user is None:
         raise Unauthorized("wrong email or password")
     if user.status == UserStatus.disabled:
         raise Unauthorized("this account is disabled")
     return user
 
 
+# -- tokens and sessions -------------------------------------------------------------------------------
+
+
 def issue_tokens(session: Session, settings: Settings, user: User, family: str | None = None) -> TokenPair:
+    """An access and a refresh token of one session (family): a new one at login, the same on refresh."""
     secret = settings.secret("jwt_secret")
-    access_ttl = timedelta(minutes=settings.access_token_minutes)
-    access, _ = create_token(secret, user.id or 0, "access", access_ttl, role=user.role)
-    refresh_ttl = timedelta(days=settings.refresh_token_days)
     family = family or uuid.uuid4().hex
-    refresh, jti = create_token(secret, user.id or 0, "refresh", refresh_ttl, fam=family)
+    epoch = user.session_epoch
+    access_ttl = timedelta(minutes=settings.access_token_minutes)
+    access, _ = create_token(
+        secret, user.id or 0, "access", access_ttl, family=family, epoch=epoch, role=user.role
+    )
+    refresh_ttl = timedelta(days=settings.refresh_token_days)
+    refresh, jti = create_token(secret, user.id or 0, "refresh", refresh_ttl, family=family, epoch=epoch)
     session.add(RefreshToken(jti=jti, user_id=user.id or 0, family=family, expires_at=utcnow() + refresh_ttl))
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=int(access_ttl.total_seconds()))
 
 
+def user_for_access_token(session: Session, settings: Settings, token: str) -> User:
+    """The user of a valid access token whose session has not ended (logout, password change)."""
+    claims = decode_token(settings.secret("jwt_secret"), token, "access")
+    user = session.get(User, claims.user_id)
+    if user is None or user.status == UserStatus.disabled:
+        raise Unauthorized("unknown or disabled user")
+    if claims.epoch != user.session_epoch or session.get(RevokedTokenFamily, claims.family) is not None:
+        raise Unauthorized("this session has ended; please log in again")
+    return user
+
+
 def refresh_tokens(session: Session, settings: Settings, token: str) -> TokenPair:
-    payload = decode_token(settings.secret("jwt_secret"), token, "refresh")
-    row = session.get(RefreshToken, payload["jti"])
-    if row is None:
+    claims = decode_token(settings.secret("jwt_secret"), token, "refresh")
+    row = session.get(RefreshToken, claims.jti)
+    if row is None or row.user_id != claims.user_id:
         raise Unauthorized("unknown refresh token")
     if row.used_at is not None:
-        # A refresh token used twice was stolen or replayed: end the whole family.
-        for other in session.exec(select(RefreshToken).where(col(RefreshToken.family) == row.family)):
-            other.used_at = other.used_at or utcnow()
-            session.add(other)
+        # Used twice: stolen or replayed (or its session was ended). End the whole family.
+        revoke_family(session, settings, row.user_id, row.family)
         session.commit()
-        raise Unauthorized("refresh token already used; please log in again")
+        raise Unauthorized("refresh token already used or its session ended; please log in again")
     row.used_at = utcnow()
     session.add(row)
     user = get_user(session, row.user_id)
     if user.status == UserStatus.disabled:
         raise Unauthorized("this account is disabled")
+    if claims.epoch != user.session_epoch:
+        raise Unauthorized("this session has ended; please log in again")
     return issue_tokens(session, settings, user, family=row.family)
+
+
+def revoke_family(session: Session, settings: Settings, user_id: int, family: str) -> None:
+    """Ends one session: its refresh tokens are spent, its access tokens refused until they expire."""
+    now = utcnow()
+    session.execute(
+        update(RefreshToken)
+        .where(col(RefreshToken.family) == family, col(RefreshToken.used_at).is_(None))
+        .values(used_at=now)
+    )
+    # Kept until the longest access token of the family could expire (a minute more for clock skew).
+    expires = now + timedelta(minutes=settings.access_token_minutes + 1)
+    row = {"family": family, "user_id": user_id, "revoked_at": now, "expires_at": expires}
+    insert_ignore(session, RevokedTokenFamily.__table__, [row])  # type: ignore[attr-defined]
+    session.execute(delete(RevokedTokenFamily).where(col(RevokedTokenFamily.expires_at) < now))
+
+
+def logout(session: Session, settings: Settings, refresh_token: str | None, access_token: str | None) -> None:
+    """Ends the session of the refresh token given, or else of the bearer access token."""
+    secret = settings.secret("jwt_secret")
+    if refresh_token:
+        claims = decode_token(secret, refresh_token, "refresh")
+    elif access_token:
+        claims = decode_token(secret, access_token, "access")
+    else:
+        raise Unauthorized("send the refresh token in the body, or an access token (Authorization: Bearer)")
+    if session.get(User, claims.user_id) is None:
+        raise Unauthorized("unknown user")
+    revoke_family(session, settings, claims.user_id, claims.family)
+
+
+def change_password(
+    session: Session, settings: Settings, user: User, old: str, new: str, client: str
+) -> TokenPair:
+    """Ends every session of the user (all refresh families; access tokens by the session epoch) and
+    returns a new session for the caller. The old password is throttled like a login."""
+    if _check_password(session, settings, user.email, old, client) is None:
+        raise Unauthorized("wrong password")
+    new_hash = hash_secret(new)
+    # One atomic step: of two concurrent changes, each ends the sessions the other had issued.
+    session.execute(
+        update(User)
+        .where(col(User.id) == user.id)
+        .values(password_hash=new_hash, session_epoch=col(User.session_epoch) + 1)
+    )
+    session.execute(
+        update(RefreshToken)
+        .where(col(RefreshToken.user_id) == user.id, col(RefreshToken.used_at).is_(None))
+        .values(used_at=utcnow())
+    )
+    session.refresh(user)
+    return issue_tokens(session, settings, user)
+
+
+# -- administration --------------------------------------------------------------------------------------
 
 
 def approve(session: Session, user: User, admin: User) -> User:

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-PIN = Field(pattern=r"^\d{4,12}$", description="4 to 12 digits")
+PIN = Field(pattern=r"^[0-9]{4,12}$", description="4 to 12 digits")
 
 
 class WalletCreate(BaseModel):
@@ -52,4 +52,4 @@ class TotpSetup(BaseModel):
 
 
 class TotpVerify(BaseModel):
-    code: str = Field(pattern=r"^\d{6}$")
+    code: str = Field(pattern=r"^[0-9]{6}$")

@@ -1,11 +1,15 @@
-"""Custodial and linked wallets, spending authorisation (PIN with lockout, TOTP used once)."""
+"""Custodial and linked wallets, spending authorisation (PIN and one-time code, each with an attempt
+limit that holds under parallel requests; a one-time code is used once)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import hmac
+from datetime import datetime, timedelta
 
 import pyotp
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from app.context import Context
@@ -13,6 +17,7 @@ from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import parse_address
 from app.core.security import hash_secret, utcnow, verify_secret
 from app.models import LinkChallenge, User, UserTotp, Wallet
+from app.wallets import attempts
 from wallet import siwe
 from wallet.envelope import MasterKey, SealedSecret, open_sealed, rewrap, seal
 from wallet.secrets import CustodialKey, new_custodial_key, open_signer
@@ -20,6 +25,14 @@ from wallet.signer import LocalSigner
 
 PIN_MAX_FAILURES = 5
 PIN_LOCKOUT = timedelta(minutes=15)
+PIN_ATTEMPTS = attempts.AttemptLimit(
+    Wallet, col(Wallet.pin_failures), col(Wallet.locked_until), PIN_MAX_FAILURES, PIN_LOCKOUT
+)
+OTP_MAX_FAILURES = 5
+OTP_LOCKOUT = timedelta(minutes=15)
+OTP_ATTEMPTS = attempts.AttemptLimit(
+    UserTotp, col(UserTotp.failures), col(UserTotp.locked_until), OTP_MAX_FAILURES, OTP_LOCKOUT
+)
 LINK_TTL = timedelta(minutes=10)
 
 
@@ -37,6 +50,10 @@ class OtpRequired(AppError):
 
 class WrongOtp(AppError):
     status_code = 403
+
+
+class OtpLocked(AppError):
+    status_code = 423
 
 
 class LinkRejected(AppError):
@@ -81,31 +98,24 @@ def create_custodial(ctx: Context, session: Session, user: User, pin: str) -> Wa
     return wallet
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+def _locked_detail(what: str, until: datetime | None) -> str:
+    when = f"until {until.isoformat(timespec='seconds')}" if until else "for a while"
+    return f"too many wrong {what}; locked {when}"
 
 
 def check_pin(session: Session, wallet: Wallet, pin: str) -> None:
-    """Argon2id check with a lockout; failures are committed even though the request fails."""
-    now = utcnow()
-    locked = _aware(wallet.locked_until)
-    if locked is not None and locked > now:
-        raise WalletLocked(
-            f"too many wrong PINs; the wallet is locked until {locked.isoformat(timespec='seconds')}"
-        )
+    """Argon2id check, at most PIN_MAX_FAILURES wrong PINs per lock window however many requests run at
+    once (attempts.py: the attempt is reserved and committed before Argon2 runs). Commits the session."""
+    where = col(Wallet.id) == wallet.id
+    attempt = attempts.reserve(session, PIN_ATTEMPTS, where)
+    if attempt is None:
+        raise WalletLocked(_locked_detail("PINs", attempts.locked_until(session, PIN_ATTEMPTS, where)))
     if verify_secret(wallet.pin_hash, pin):
-        if wallet.pin_failures:
-            wallet.pin_failures, wallet.locked_until = 0, None
-            session.add(wallet)
+        attempts.succeeded(session, PIN_ATTEMPTS, where)
         return
-    wallet.pin_failures += 1
-    left = PIN_MAX_FAILURES - wallet.pin_failures
-    if left <= 0:
-        wallet.pin_failures, wallet.locked_until = 0, now + PIN_LOCKOUT
-    session.add(wallet)
-    session.commit()
-    if left <= 0:
+    if attempt.locks:
         raise WalletLocked("too many wrong PINs; the wallet is locked for 15 minutes")
+    left = PIN_MAX_FAILURES - attempt.number
     raise WrongPin(f"wrong PIN ({left} attempts left before a 15-minute lock)")
 
 
@@ -155,7 +165,9 @@ def _totp(ctx: Context, row: UserTotp) -> pyotp.TOTP:
 def check_otp(
     ctx: Context, session: Session, user_id: int, code: str | None, *, enrolling: bool = False
 ) -> bool:
-    """True when a code was required and accepted; each time step's code is accepted only once."""
+    """True when a code was required and accepted. Each time step's code is accepted once (a
+    compare-and-set on last_counter), and at most OTP_MAX_FAILURES wrong codes are checked per lock
+    window (reserved before checking, like PINs). Commits the session."""
     row = session.get(UserTotp, user_id)
     if row is None or (not row.enabled and not enrolling):
         if enrolling:
@@ -163,18 +175,34 @@ def check_otp(
         return False
     if not code:
         raise OtpRequired("this account needs a one-time code (otp)")
+    where = col(UserTotp.user_id) == user_id
+    attempt = attempts.reserve(session, OTP_ATTEMPTS, where)
+    if attempt is None:
+        raise OtpLocked(_locked_detail("one-time codes", attempts.locked_until(session, OTP_ATTEMPTS, where)))
     totp = _totp(ctx, row)
     now = utcnow().timestamp()
     for drift in (0, -1, 1):  # one step of clock drift either way
         counter = int(now // totp.interval) + drift
-        if totp.generate_otp(counter) == code:
-            if counter <= row.last_counter:
-                raise WrongOtp("this one-time code was already used; wait for the next one")
-            row.last_counter = counter
-            row.enabled = True
-            session.add(row)
-            return True
-    raise WrongOtp("wrong one-time code")
+        if hmac.compare_digest(totp.generate_otp(counter).encode(), code.encode()):
+            # Of parallel uses of one code, only one moves last_counter past it.
+            won = session.exec(  # type: ignore[call-overload]
+                update(UserTotp)
+                .where(where, col(UserTotp.last_counter) < counter)
+                .values(last_counter=counter, enabled=True, failures=0, locked_until=None)
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+            if won.rowcount == 1:
+                set_committed_value(row, "last_counter", counter)
+                set_committed_value(row, "enabled", True)
+                return True
+            if attempt.locks:
+                break
+            raise WrongOtp("this one-time code was already used; wait for the next one")
+    if attempt.locks:
+        raise OtpLocked("too many wrong one-time codes; locked for 15 minutes")
+    left = OTP_MAX_FAILURES - attempt.number
+    raise WrongOtp(f"wrong one-time code ({left} attempts left before a 15-minute lock)")
 
 
 def totp_enabled(session: Session, user_id: int) -> bool:

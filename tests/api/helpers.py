@@ -34,13 +34,17 @@ def admin_headers(client: TestClient, ctx: Context) -> dict[str, str]:
 
 
 def register(client: TestClient, role: str = "prosumer", email: str | None = None) -> dict:
+    """A new account as /users/me shows it (registration answers alike for any email, so the new account
+    is read after logging in)."""
     email = email or f"{uuid.uuid4().hex[:8]}@example.com"
     r = client.post(
         "/api/v1/auth/register",
         json={"email": email, "password": PASSWORD, "display_name": "Kim", "role": role},
     )
-    assert r.status_code == 201, r.text
-    return r.json()
+    assert r.status_code == 202, r.text
+    me = client.get("/api/v1/users/me", headers=login(client, email))
+    assert me.status_code == 200, me.text
+    return me.json()
 
 
 def idem() -> dict[str, str]:

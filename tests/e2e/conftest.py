@@ -136,7 +136,7 @@ class Community:
             "/api/v1/auth/register",
             json={"email": email, "password": PASSWORD, "display_name": name, "role": role},
         )
-        assert r.status_code == 201, r.text
+        assert r.status_code == 202, r.text
         account = self.login(email)
         if wallet:
             r = self.http.post("/api/v1/wallets", json={"pin": PIN}, headers=account.headers)

@@ -52,6 +52,23 @@ export async function login(email, password) {
   saveTokens(body);
 }
 
+/** Ends the session on the server (its tokens stop working at once), then in this tab. */
+export async function logout(reason) {
+  const current = tokens();
+  if (current) {
+    try {
+      await fetch(`${BASE}/auth/logout`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ refresh_token: current.refresh }),
+      });
+    } catch {
+      // offline: the tokens still leave this tab
+    }
+  }
+  signOut(reason);
+}
+
 export async function register(data) {
   const res = await fetch(`${BASE}/auth/register`, {
     method: 'POST',

@@ -1,7 +1,7 @@
 // The dashboard shell: sign-in, navigation by role and by the routes the API has, and a hash router
 // whose views clean up their timers and charts when left.
 
-import { get, has, loadFeatures, onSignedOut, signOut, tokens } from './api.js';
+import { get, has, loadFeatures, logout, onSignedOut, tokens } from './api.js';
 import { h, notice, replace } from './dom.js';
 import { EventStream } from './live.js';
 import { renderAuth } from './views/auth.js';
@@ -175,7 +175,7 @@ onSignedOut((reason) => {
   route(false);
 });
 
-document.getElementById('logout').addEventListener('click', () => signOut('You are logged out.'));
+document.getElementById('logout').addEventListener('click', () => logout('You are logged out.'));
 window.addEventListener('hashchange', () => route(true));
 boot();
 

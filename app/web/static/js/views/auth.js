@@ -87,8 +87,14 @@ function registerForm(root, onSignedIn) {
     replace(message);
     try {
       const role = form.querySelector('input[name="role"]:checked').value;
+      // The answer is the same whether or not the email already had an account (no one can probe emails).
       await register({ email: email.value.trim(), password: password.value, display_name: name.value.trim(), role });
-      await login(email.value.trim(), password.value);
+      try {
+        await login(email.value.trim(), password.value);
+      } catch (err) {
+        if (err.status !== 401) throw err;
+        throw new Error('Could not log in with this email and password. If the email already had an account, log in with its own password.');
+      }
       history.replaceState(null, '', '#/');
       onSignedIn();
     } catch (err) {

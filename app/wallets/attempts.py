@@ -1,0 +1,79 @@
+"""Attempt limits on guessable secrets (PINs, one-time codes) that hold under parallel requests.
+
+Reserve, then verify: one conditional UPDATE counts the attempt as failed, in a short transaction of its
+own, before the secret is checked. It is atomic on SQLite and PostgreSQL, so however many guesses run at
+once, at most `limit` of them are ever checked per lock window. The attempt that reaches the limit starts
+the lock (and a new count) at once; a right secret takes it back. A process that dies mid-check leaves the
+attempt counted, never uncounted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, literal, null, or_, select, update
+from sqlmodel import Session
+
+from app.core.security import utcnow
+from wallet.dbtypes import UTCDateTime
+
+
+@dataclass(frozen=True)
+class AttemptLimit:
+    table: Any  # the SQLModel class
+    failures: Any  # its counter column
+    locked_until: Any  # its lock column
+    limit: int
+    lockout: timedelta
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int  # 1 .. limit within this window
+    locks: bool  # the last one allowed: the lock already holds unless the secret proves right
+
+
+def reserve(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> Attempt | None:
+    """Counts one failed attempt, committed; None while locked (then nothing may be checked)."""
+    now = utcnow()
+    reaching = lim.failures + 1 >= lim.limit
+    row = session.execute(
+        update(lim.table)
+        .where(
+            where,
+            lim.failures < lim.limit,
+            or_(lim.locked_until.is_(None), lim.locked_until <= now),
+        )
+        .values(
+            {
+                lim.failures: case((reaching, 0), else_=lim.failures + 1),
+                lim.locked_until: case((reaching, literal(now + lim.lockout, UTCDateTime())), else_=null()),
+            }
+        )
+        .returning(lim.failures, lim.locked_until)
+        .execution_options(synchronize_session=False)
+    ).first()
+    session.commit()
+    if row is None:
+        return None
+    locks = row[1] is not None
+    return Attempt(number=lim.limit if locks else row[0], locks=locks)
+
+
+def succeeded(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> None:
+    """The secret was right: the count starts over and a lock this attempt started is lifted (committed)."""
+    session.execute(
+        update(lim.table)
+        .where(where)
+        .values({lim.failures: 0, lim.locked_until: None})
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def locked_until(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> datetime | None:
+    value: datetime | None = session.execute(select(lim.locked_until).where(where)).scalar_one_or_none()
+    session.commit()
+    return value
