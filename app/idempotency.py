@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.core.errors import AppError, IdempotencyKeyReused, MissingIdempotencyKey, RequestInProgress
+from app.core.errors import IdempotencyKeyReused, MissingIdempotencyKey, RequestInProgress
 from app.core.security import utcnow
 from app.models import IdempotencyRecord
 
@@ -98,12 +98,22 @@ def finish(session: Session, record: IdempotencyRecord, status: int, body: dict[
 
 
 def release(session: Session, record: IdempotencyRecord) -> None:
-    """The request failed before it changed anything: forget the key so a corrected retry may use it."""
+    """The request failed: rolls back what it had not committed and frees the key at once.
+
+    If nothing was started (no resource attached, and committed, with the key) the key is forgotten, so a
+    corrected retry may use it. If something was, the record stays and its lease ends now: a retry with
+    the same key resumes what was started instead of waiting out the lease with 409."""
     session.rollback()
     fresh = session.get(IdempotencyRecord, record.id)
-    if fresh is not None and fresh.resource is None:
+    if fresh is None or fresh.state == "done":
+        session.rollback()
+        return
+    if fresh.resource is None:
         session.delete(fresh)
-        session.commit()
+    else:
+        fresh.lease_until = utcnow()
+        session.add(fresh)
+    session.commit()
 
 
 def create_once(
@@ -120,7 +130,8 @@ def create_once(
 ) -> tuple[int, dict[str, Any]]:
     """A create route under an Idempotency-Key: replays, resumes an interrupted attempt, or creates.
 
-    `make()` raising an AppError changes nothing and frees the key for a corrected retry."""
+    `make()` raising anything (an AppError, or an unexpected error that becomes a 500) changes nothing
+    and frees the key at once for a retry."""
     claimed = claim(session, scope, key, body)
     if claimed.replay:
         return claimed.record.response_status or 201, claimed.record.response_body or {}
@@ -132,11 +143,11 @@ def create_once(
             return 201, answer
     try:
         created = make()
-    except AppError:
+        attach(session, claimed.record, f"{kind}:{ident(created)}")
+        session.flush()
+        answer = render(created)
+        finish(session, claimed.record, 201, answer)  # commits the new row together with its answer
+    except Exception:
         release(session, claimed.record)
         raise
-    attach(session, claimed.record, f"{kind}:{ident(created)}")
-    session.flush()
-    answer = render(created)
-    finish(session, claimed.record, 201, answer)  # commits the new row together with its answer
     return 201, answer

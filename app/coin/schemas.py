@@ -4,16 +4,18 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from app.core.money import AccountRef, AmountText
+
 
 class MintRequest(BaseModel):
-    to: str | int = Field(description="a 0x address or a user id")
-    amount: str = Field(description='decimal string in coins, e.g. "12.5"')
+    to: AccountRef
+    amount: AmountText
     memo: str | None = Field(default=None, max_length=500)
 
 
 class BurnRequest(BaseModel):
-    amount: str
-    from_: str | int | None = Field(
+    amount: AmountText
+    from_: AccountRef | None = Field(
         default=None,
         alias="from",
         description="holder to burn from (needs an allowance to the platform); default: the platform treasury",

@@ -14,7 +14,7 @@ from app.audit import service as audit
 from app.coin.schemas import CoinInfo, CoinOperationPublic
 from app.context import Context
 from app.core.errors import AppError, ChainRejected, CoinPaused, NotFound, ServiceUnavailable
-from app.core.money import format_amount, parse_address
+from app.core.money import format_amount, parse_account_ref
 from app.core.security import utcnow
 from app.models import CoinOperation, User, Wallet
 from wallet.chain import raw_call
@@ -29,19 +29,25 @@ class InsufficientBalance(AppError):
     status_code = 422
 
 
-def resolve_account(session: Session, to: str | int) -> str:
+def resolve_recipient(session: Session, to: object) -> tuple[str, int | None]:
+    """A 0x address, or a user id whose active wallet receives the coins: (address, user id or None).
+
+    A missing user and a user without a wallet get the same answer, so `to` cannot be used to find out
+    which user ids exist."""
+    ref = parse_account_ref(to)
+    if isinstance(ref, str):
+        return ref, None
+    wallet = session.exec(
+        select(Wallet).where(col(Wallet.user_id) == ref, col(Wallet.active).is_(True))
+    ).first()
+    if wallet is None:
+        raise NotFound(f"user {ref} cannot receive coins: no such user, or no wallet yet")
+    return wallet.address, ref
+
+
+def resolve_account(session: Session, to: object) -> str:
     """A 0x address, or a user id whose active wallet receives the coins."""
-    if isinstance(to, int) or (isinstance(to, str) and to.isdigit()):
-        user_id = int(to)
-        if session.get(User, user_id) is None:
-            raise NotFound(f"no user with id {user_id}")
-        wallet = session.exec(
-            select(Wallet).where(col(Wallet.user_id) == user_id, col(Wallet.active).is_(True))
-        ).first()
-        if wallet is None:
-            raise NotFound(f"user {user_id} has no wallet yet")
-        return wallet.address
-    return parse_address(to)
+    return resolve_recipient(session, to)[0]
 
 
 def coin_info(ctx: Context) -> CoinInfo:
@@ -122,6 +128,24 @@ def execute(
     claim = idempotency.claim(session, f"{admin.id}:coin.{kind}", key, body)
     if claim.replay:
         return claim.record.response_status or 200, claim.record.response_body or {}
+    try:
+        return _run_operation(ctx, session, admin, kind, body, build, claim)
+    except Exception:
+        # Whatever went wrong (a 4xx, or an unexpected error that becomes a 500), the key is free at once:
+        # forgotten if nothing was started, else its lease ends so that a retry resumes the operation.
+        idempotency.release(session, claim.record)
+        raise
+
+
+def _run_operation(
+    ctx: Context,
+    session: Session,
+    admin: User,
+    kind: str,
+    body: dict[str, Any],
+    build: Any,
+    claim: idempotency.Claim,
+) -> tuple[int, dict[str, Any]]:
     op: CoinOperation | None = None
     if claim.resumed and claim.record.resource:
         op = session.get(CoinOperation, int(claim.record.resource.split(":", 1)[1]))

@@ -5,19 +5,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.core.money import AMOUNT_HELP, AmountText
+
 
 class OrderCreate(BaseModel):
     side: Literal["buy", "sell"]
     slot_start: datetime
     quantity_wh: int = Field(gt=0, lt=2**32)
-    limit_price: str = Field(description="coins per kWh, decimal string")
+    limit_price: AmountText = Field(description="coins per kWh: " + AMOUNT_HELP)
     site_id: int | None = Field(default=None, description="sellers: the site the energy comes from")
     counterpart_id: int | None = Field(default=None, description="a direct offer to this user only")
 
 
 class OrderAuthorize(BaseModel):
-    pin: str | None = Field(default=None, pattern=r"^\d{4,12}$")
-    otp: str | None = Field(default=None, pattern=r"^\d{6}$")
+    pin: str | None = Field(default=None, pattern=r"^[0-9]{4,12}$")
+    otp: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
     signature: str | None = Field(default=None, max_length=200)
 
 

@@ -11,15 +11,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
 from app import idempotency
-from app.coin.service import InsufficientBalance, balance_now, chain_now, ensure_not_paused
+from app.coin.service import chain_now, ensure_not_paused
 from app.context import Context
 from app.core import clock
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
+from app.core.sql import MAX_INT_ID
 from app.events.service import emit
 from app.market import aggregate_levels, engine, escrow_amount
 from app.market.onchain import escrow_nonce, id32, unix
@@ -27,9 +29,11 @@ from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
 from app.models import Order, Role, Site, User, UserStatus
-from app.transfers.service import AuthorizationMissing, WrongSigner, pending_outgoing
+from app.transfers.service import AuthorizationMissing, WrongSigner
+from app.transfers.spending import authorising_spend, check_available
 from app.wallets import service as wallets
 from wallet.models import OutgoingTx
+from wallet.relayer import TxRejected
 from wallet.signer import recover_typed_data
 from wallet.typed_data import TokenDomain, receive_with_authorization, split_signature
 
@@ -65,15 +69,6 @@ def _can_trade(user: User) -> None:
         raise NotAllowedToTrade("admins operate the market; they do not trade")
 
 
-def pending_escrow(session: Session, address: str) -> int:
-    rows = session.exec(
-        select(Order.escrow_amount).where(
-            col(Order.wallet_address) == address, col(Order.escrow_status).in_(("authorized", "locking"))
-        )
-    ).all()
-    return sum(int(a) for a in rows)
-
-
 def create(
     ctx: Context, session: Session, user: User, req: OrderCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
@@ -101,7 +96,7 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
     price = parse_amount(req.limit_price)
     r.check_price(slot_start, price)
     if req.counterpart_id is not None:
-        other = session.get(User, req.counterpart_id)
+        other = session.get(User, req.counterpart_id) if 1 <= req.counterpart_id <= MAX_INT_ID else None
         if other is None:
             raise NotFound(f"no user with id {req.counterpart_id}")
         if other.id == user.id:
@@ -136,18 +131,14 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
             slot_start=slot_start.isoformat(),
         )
         return order
-    if req.site_id is not None and session.get(Site, req.site_id) is None:
-        raise NotFound(f"no site {req.site_id}")
+    if req.site_id is not None:
+        _own_site(session, user, req.site_id)  # where a buyer takes the energy: theirs, like a seller's
     order.site_id = req.site_id
     wallet = wallets.require_wallet(session, user.id or 0)
     ensure_not_paused(ctx)
     amount = escrow_amount(req.quantity_wh, price)
-    balance = balance_now(ctx, wallet.address)
-    available = balance - pending_outgoing(session, wallet.address) - pending_escrow(session, wallet.address)
-    if amount > available:
-        raise InsufficientBalance(
-            f"the escrow needs {format_amount(amount)}; you have {format_amount(max(available, 0))} available"
-        )
+    # A first answer for the user; the binding check is at authorisation, under the wallet's lock.
+    check_available(ctx, session, wallet.address, amount, "the escrow")
     now_s = chain_now(ctx)
     market = ctx.contracts["EnergyMarket"]
     order.wallet_address = wallet.address
@@ -179,9 +170,7 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
         raise NotAllowedToTrade("only prosumers sell energy; consumers place buy orders")
     if req.site_id is None:
         raise AppError("a sell order names the site the energy comes from (site_id)")
-    site = session.get(Site, req.site_id)
-    if site is None or site.owner_id != user.id:
-        raise NotFound(f"no site {req.site_id} of yours")
+    site = _own_site(session, user, req.site_id)
     if not site.enabled:
         raise Conflict(f"site {site.id} is disabled")
     from app.sites.service import estimate_supply
@@ -203,6 +192,14 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
         )
 
 
+def _own_site(session: Session, user: User, site_id: int) -> Site:
+    """The caller's site; another user's site gets exactly the answer of a missing one."""
+    site = session.get(Site, site_id) if 1 <= site_id <= MAX_INT_ID else None
+    if site is None or site.owner_id != user.id:
+        raise NotFound(f"no site {site_id} of yours")
+    return site
+
+
 def get_own(session: Session, user: User, order_id: str) -> Order:
     order = session.get(Order, order_id)
     if order is None or order.user_id != user.id:
@@ -222,6 +219,8 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         session.commit()
         raise AppError("the authorization window has passed; place the order again")
     wallet = wallets.require_wallet(session, user.id or 0)
+    if wallet.address != order.wallet_address:
+        raise Conflict("the order was placed from another wallet")
     typed = order.typed_data or {}
     if wallet.kind == "custodial":
         if req.pin is None:
@@ -258,16 +257,31 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
             s,
         ],
     )
-    from wallet.relayer import TxRejected
 
-    try:
-        tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_lock:{order.id}")
-    except TxRejected as exc:
-        raise AppError(f"the escrow cannot be locked: {exc.reason}") from None
-    order.signature = "0x" + signature.hex()
-    order.escrow_status, order.lock_tx_id, order.updated_at = "locking", tx.id, utcnow()
-    session.add(order)
-    session.commit()
+    def still_pending() -> bool:
+        row = session.exec(select(Order.status, Order.escrow_status).where(col(Order.id) == order_id)).one()
+        return tuple(row) == ("pending_authorization", "none")
+
+    with authorising_spend(ctx, session, wallet, order.escrow_amount, "the escrow", still_pending):
+        # Compare-and-set, as for transfers: of two concurrent authorisations only one passes.
+        changed = session.exec(  # type: ignore[call-overload]
+            update(Order)
+            .where(
+                col(Order.id) == order_id,
+                col(Order.status) == "pending_authorization",
+                col(Order.escrow_status) == "none",
+            )
+            .values(escrow_status="locking")
+        )
+        if changed.rowcount != 1:
+            raise Conflict(f"order {order_id} was authorised by another request")
+        try:
+            tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_lock:{order.id}")
+        except TxRejected as exc:
+            raise AppError(f"the escrow cannot be locked: {exc.reason}") from None
+        order.signature = "0x" + signature.hex()
+        order.escrow_status, order.lock_tx_id, order.updated_at = "locking", tx.id, utcnow()
+        session.add(order)
     ctx.relayer.kick()
     return order
 

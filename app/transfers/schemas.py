@@ -5,16 +5,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.core.money import AccountRef, AmountText
+
 
 class TransferCreate(BaseModel):
-    to: str | int = Field(description="a 0x address or a user id")
-    amount: str = Field(description="decimal string in coins")
+    to: AccountRef
+    amount: AmountText
     memo: str | None = Field(default=None, max_length=500)
 
 
 class TransferAuthorize(BaseModel):
-    pin: str | None = Field(default=None, pattern=r"^\d{4,12}$")
-    otp: str | None = Field(default=None, pattern=r"^\d{6}$")
+    pin: str | None = Field(default=None, pattern=r"^[0-9]{4,12}$")
+    otp: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
     signature: str | None = Field(default=None, max_length=200)
 
 

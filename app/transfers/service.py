@@ -14,19 +14,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from app import idempotency
-from app.coin.service import (
-    InsufficientBalance,
-    balance_now,
-    chain_now,
-    coin_name,
-    ensure_not_paused,
-    resolve_account,
-)
+from app.coin.service import chain_now, coin_name, ensure_not_paused, resolve_recipient
 from app.context import Context
 from app.core.crash import crash_point
 from app.core.errors import AppError, Conflict, NotFound
@@ -35,6 +28,7 @@ from app.core.security import utcnow
 from app.events.service import emit
 from app.models import Transfer, TransferStep, User, Wallet
 from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
+from app.transfers.spending import authorising_spend, check_available
 from app.wallets import service as wallets
 from wallet.models import OutgoingTx
 from wallet.signer import recover_digest
@@ -107,15 +101,6 @@ def _domain(ctx: Context) -> TokenDomain:
     return TokenDomain(name=coin_name(ctx), chain_id=ctx.chain_id, verifying_contract=ctx.coin.address)
 
 
-def pending_outgoing(session: Session, address: str) -> int:
-    rows = session.exec(
-        select(Transfer.amount).where(
-            col(Transfer.from_address) == address, col(Transfer.status).in_(("authorized", "submitted"))
-        )
-    ).all()
-    return sum(int(a) for a in rows)
-
-
 def create(
     ctx: Context, session: Session, user: User, req: TransferCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
@@ -134,20 +119,15 @@ def create(
 
 def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreate) -> Transfer:
     wallet = wallets.require_wallet(session, user.id or 0)
-    to_address = resolve_account(session, req.to)
-    to_user_id = (
-        int(req.to) if isinstance(req.to, int) or str(req.to).isdigit() else _user_of(session, to_address)
-    )
+    to_address, to_user_id = resolve_recipient(session, req.to)
+    if to_user_id is None:
+        to_user_id = _user_of(session, to_address)
     amount = parse_amount(req.amount)
     if to_address == wallet.address:
         raise AppError("you cannot send coins to your own wallet")
     ensure_not_paused(ctx)
-    balance = balance_now(ctx, wallet.address)
-    available = balance - pending_outgoing(session, wallet.address)
-    if amount > available:
-        raise InsufficientBalance(
-            f"available {format_amount(max(available, 0))}, asked {format_amount(amount)}"
-        )
+    # A first answer for the user; the binding check is at authorisation, under the wallet's lock.
+    check_available(ctx, session, wallet.address, amount, "this transfer")
     now = chain_now(ctx)
     transfer_id = uuid.uuid4().hex
     nonce = nonce_for("transfer", transfer_id)
@@ -195,9 +175,12 @@ def _user_of(session: Session, address: str) -> int | None:
 
 
 def get_own(session: Session, user: User, transfer_id: str, *, may_receive: bool = False) -> Transfer:
+    """The sender's transfer; with `may_receive`, also one to this user once its sender authorised it
+    (until then it is only a draft of the sender's, which its recipient must not see)."""
     transfer = session.get(Transfer, transfer_id)
     visible = transfer is not None and (
-        transfer.user_id == user.id or (may_receive and transfer.to_user_id == user.id)
+        transfer.user_id == user.id
+        or (may_receive and transfer.to_user_id == user.id and transfer.signature is not None)
     )
     if transfer is None or not visible:
         raise NotFound(f"no transfer {transfer_id} of yours")
@@ -243,25 +226,29 @@ def authorize(
                 "this transfer returned (our chain id and coin contract)"
             )
         how = "signature"
-    # Compare-and-set: of two concurrent authorizations only one passes.
-    changed = session.exec(  # type: ignore[call-overload]
-        update(Transfer)
-        .where(col(Transfer.id) == transfer_id, col(Transfer.status) == "pending_authorization")
-        .values(status="authorized", signature="0x" + signature.hex(), updated_at=utcnow())
-    )
-    if changed.rowcount != 1:
-        session.rollback()
-        raise Conflict(f"transfer {transfer_id} was authorised by another request")
-    steps = StepLog(session, [transfer])
-    steps.add(transfer, "authorized", how=how)
-    steps.add(
-        transfer,
-        "signed",
-        digest="0x" + digest.hex(),
-        signature="0x" + signature.hex(),
-        signer=transfer.from_address,
-    )
-    session.commit()
+
+    def still_pending() -> bool:
+        status = session.exec(select(Transfer.status).where(col(Transfer.id) == transfer_id)).one()
+        return bool(status == "pending_authorization")
+
+    with authorising_spend(ctx, session, wallet, transfer.amount, "this transfer", still_pending):
+        # Compare-and-set: of two concurrent authorizations only one passes.
+        changed = session.exec(  # type: ignore[call-overload]
+            update(Transfer)
+            .where(col(Transfer.id) == transfer_id, col(Transfer.status) == "pending_authorization")
+            .values(status="authorized", signature="0x" + signature.hex(), updated_at=utcnow())
+        )
+        if changed.rowcount != 1:
+            raise Conflict(f"transfer {transfer_id} was authorised by another request")
+        steps = StepLog(session, [transfer])
+        steps.add(transfer, "authorized", how=how)
+        steps.add(
+            transfer,
+            "signed",
+            digest="0x" + digest.hex(),
+            signature="0x" + signature.hex(),
+            signer=transfer.from_address,
+        )
     crash_point("transfer.after_sign")
     wake_batcher(ctx)  # the batcher relays every authorisation waiting, many per transaction
     # What the compare-and-set wrote, without reading the row back (nothing to flush: not "dirty").
@@ -313,16 +300,16 @@ def to_public(session: Session, t: Transfer) -> TransferPublic:
 
 def list_for(session: Session, user: User, direction: str | None, limit: int) -> list[Transfer]:
     wallet = wallets.active_wallet(session, user.id or 0)
-    incoming = or_(
-        col(Transfer.to_user_id) == user.id, col(Transfer.to_address) == (wallet.address if wallet else "")
+    incoming = and_(
+        or_(
+            col(Transfer.to_user_id) == user.id,
+            col(Transfer.to_address) == (wallet.address if wallet else ""),
+        ),
+        col(Transfer.signature).is_not(None),  # recipients see a transfer once its sender authorised it
     )
     outgoing = col(Transfer.user_id) == user.id
     cond = {"in": incoming, "out": outgoing}.get(direction or "", or_(incoming, outgoing))
     q = select(Transfer).where(cond).order_by(col(Transfer.created_at).desc()).limit(limit)
-    if direction == "in":
-        q = q.where(
-            col(Transfer.status) != "pending_authorization"
-        )  # recipients see transfers once authorised
     return list(session.exec(q))
 
 

@@ -4,6 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from app.core.money import AddressText
+
 PIN = Field(pattern=r"^[0-9]{4,12}$", description="4 to 12 digits")
 
 
@@ -17,7 +19,7 @@ class PinChange(BaseModel):
 
 
 class LinkChallengeRequest(BaseModel):
-    address: str
+    address: AddressText
 
 
 class LinkChallengePublic(BaseModel):
@@ -26,7 +28,7 @@ class LinkChallengePublic(BaseModel):
 
 
 class LinkRequest(BaseModel):
-    address: str
+    address: AddressText
     message: str = Field(max_length=4096)
     signature: str = Field(max_length=200)
 
