@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ess_collector.netpolicy import DEFAULT_SITE_NETWORKS_TEXT, IPNetwork, parse_networks
 from wallet.localchain import LOCAL_CHAIN_ID
 
 PLACEHOLDER = "change-me"
@@ -84,6 +85,10 @@ class Settings(BaseSettings):
     site_max_grid_w: int = Field(25_000, gt=0)
     site_utc_offset_hours: float = 9.0  # local time of the sites, for the clear-sky PV curve
     site_probe_timeout_seconds: float = Field(1.0, gt=0)  # one read when a site is registered
+    # CIDR networks (comma-separated) sites may be in: every address a site's host resolves to must be
+    # inside, at registration and at each connection of the collector (docs/collector.md)
+    site_networks: str = DEFAULT_SITE_NETWORKS_TEXT
+    site_registrations_per_hour: int = Field(10, ge=1)  # per user; admins are not limited
     demo_sites: int = Field(3, ge=0)  # `essx run`: simulated sites started and registered on first start
     demo_sites_base_port: int | None = Field(None, ge=1024, le=65000)  # default: follows ESSX_PORT
     production_reward_per_kwh: str = "0"  # coins per kWh of anchored PV minted to the owner; 0 = off
@@ -107,6 +112,12 @@ class Settings(BaseSettings):
     def _slot_divides_day(cls, v: int) -> int:
         if 1440 % v:
             raise ValueError("ESSX_SLOT_MINUTES must divide a day (5, 6, 10, 12, 15, 20, 30, 60, ...)")
+        return v
+
+    @field_validator("site_networks")
+    @classmethod
+    def _cidr_list(cls, v: str) -> str:
+        parse_networks(v)  # a clear error at start-up rather than at the first registration
         return v
 
     @field_validator("rpc_urls", mode="before")
@@ -181,6 +192,10 @@ class Settings(BaseSettings):
             path.write_text(json.dumps(stored))
             path.chmod(0o600)
         return str(stored[name])
+
+    @property
+    def site_network_list(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.site_networks)
 
     @property
     def demo_base_port(self) -> int:
