@@ -89,18 +89,25 @@ def ensure_deployed(settings: Settings, console: Console) -> None:
     console.print(f"[green]contracts deployed[/]: {d.contracts}")
 
 
-def start_demo_sites(settings: Settings, engine: Engine, console: Console) -> ThreadedCluster | None:
-    """A few simulated sites next to the API, registered on first start, so there is live data at once."""
+def start_demo_sites(
+    settings: Settings, engine: Engine, console: Console
+) -> tuple[ThreadedCluster | None, str | None]:
+    """A few simulated sites next to the API, registered on first start, so there is live data at once.
+    Returns them, or why they could not start (what /readyz then reports)."""
     from app.sites.demo import register_cluster, start_demo_cluster
 
-    demo = start_demo_cluster(settings.demo_sites, settings.demo_base_port)
+    demo, failure = start_demo_cluster(settings.demo_sites, settings.demo_sites_base_port, engine=engine)
     if demo is not None:
         new = register_cluster(engine, demo)
         console.print(
-            f"{len(demo.ports)} simulated ESS sites on ports {demo.ports[0]}..{demo.ports[-1]}"
+            f"{len(demo.ports)} simulated ESS sites on ports {', '.join(map(str, demo.ports))}"
             + (f" ({new} registered)" if new else "")
         )
-    return demo
+    elif failure:
+        console.print(
+            f"[red]{failure}[/] (/readyz reports it; set ESSX_DEMO_SITES_BASE_PORT or ESSX_DEMO_SITES=0)"
+        )
+    return demo, failure
 
 
 def run_service(settings: Settings, console: Console) -> None:
@@ -118,8 +125,11 @@ def run_service(settings: Settings, console: Console) -> None:
         engine = make_engine(settings.sqlalchemy_url)
         with Session(engine) as session:
             has_admin = session.exec(select(User).where(User.role == Role.admin)).first() is not None
-        demo = start_demo_sites(settings, engine, console)
+        demo, failure = start_demo_sites(settings, engine, console)
         engine.dispose()
+        if failure:
+            settings = settings.model_copy(update={"demo_sites_failure": failure})
+            os.environ["ESSX_DEMO_SITES_FAILURE"] = failure  # for worker processes (ESSX_WORKERS > 1)
         base = f"http://{settings.host}:{settings.port}"
         console.print(f"[bold green]ESSX[/] serving {base}  (API docs: {base}/docs)")
         if not has_admin:

@@ -90,7 +90,10 @@ class Settings(BaseSettings):
     site_networks: str = DEFAULT_SITE_NETWORKS_TEXT
     site_registrations_per_hour: int = Field(10, ge=1)  # per user; admins are not limited
     demo_sites: int = Field(3, ge=0)  # `essx run`: simulated sites started and registered on first start
-    demo_sites_base_port: int | None = Field(None, ge=1024, le=65000)  # default: follows ESSX_PORT
+    # default: the ports of the last run if free, else ports the system picks (app/sites/demo.py)
+    demo_sites_base_port: int | None = Field(None, ge=1024, le=65000)
+    # set by `essx run` when its simulated sites could not start; /readyz then reports it (not ready)
+    demo_sites_failure: str = ""
     production_reward_per_kwh: str = "0"  # coins per kWh of anchored PV minted to the owner; 0 = off
 
     # Energy time (app/core/clock.py): simulated = clock_start + clock_speed x (wall - clock_anchor).
@@ -196,14 +199,6 @@ class Settings(BaseSettings):
     @property
     def site_network_list(self) -> tuple[IPNetwork, ...]:
         return parse_networks(self.site_networks)
-
-    @property
-    def demo_base_port(self) -> int:
-        """Where `essx run` serves its simulated sites: derived from ESSX_PORT unless set, so two instances
-        side by side (different ESSX_PORT) never collide."""
-        if self.demo_sites_base_port is not None:
-            return self.demo_sites_base_port
-        return 15020 + (self.port - 8000) % 2000 * 10
 
     @property
     def chain_state_file(self) -> Path:
