@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.db import private_dir, write_private
 from ess_collector.netpolicy import DEFAULT_SITE_NETWORKS_TEXT, IPNetwork, parse_networks
 from wallet.localchain import LOCAL_CHAIN_ID
 
@@ -191,9 +192,8 @@ class Settings(BaseSettings):
         stored = json.loads(path.read_text()) if path.exists() else {}
         if name not in stored:
             stored[name] = secrets.token_hex(32)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(stored))
-            path.chmod(0o600)
+            private_dir(path.parent)
+            write_private(path, json.dumps(stored))
         return str(stored[name])
 
     @property
