@@ -88,7 +88,9 @@ def _service_account(settings: Settings):  # type: ignore[no-untyped-def]
 @cli.command("create-admin")
 def create_admin(
     email: Annotated[str, typer.Option(help="the admin's e-mail (login name)")],
-    password: Annotated[str | None, typer.Option(help="omit to be asked")] = None,
+    password: Annotated[
+        str | None, typer.Option(help="omit to be asked (keeps it out of the shell history)")
+    ] = None,
     display_name: Annotated[str, typer.Option()] = "Administrator",
 ) -> None:
     """Create an admin account (the first one, or another)."""
@@ -98,8 +100,8 @@ def create_admin(
     from app.users.service import create_user
 
     settings = get_settings()
-    if password is None:
-        password = getpass.getpass("password: ")
+    if password is None:  # asked, so it stays out of the shell history and the process list
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
         console.print("[red]the password needs at least 8 characters[/]")
         raise typer.Exit(2)
@@ -211,7 +213,10 @@ def rotate_master_key(
 def _store_local_secret(settings: Settings, name: str, value: str) -> None:
     import json
 
+    from app.core.db import private_dir, write_private
+
     path = settings.data_dir / "local-secrets.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored[name] = value
-    path.write_text(json.dumps(stored))
+    private_dir(path.parent)
+    write_private(path, json.dumps(stored))

@@ -164,7 +164,11 @@ def create_worker_app() -> FastAPI:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(_request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"error": exc.name, "detail": exc.detail})
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": exc.name, "detail": exc.detail},
+            headers=exc.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from app.core.config import Settings
-from app.core.db import make_engine
+from app.core.db import make_engine, private_dir
 from app.core.migrate import upgrade
 from app.models import Role, User
 from contracts.deploy import LATER_CONTRACTS, MarketParams, deploy, ensure_contracts, is_live, load_deployment
@@ -89,25 +89,32 @@ def ensure_deployed(settings: Settings, console: Console) -> None:
     console.print(f"[green]contracts deployed[/]: {d.contracts}")
 
 
-def start_demo_sites(settings: Settings, engine: Engine, console: Console) -> ThreadedCluster | None:
-    """A few simulated sites next to the API, registered on first start, so there is live data at once."""
+def start_demo_sites(
+    settings: Settings, engine: Engine, console: Console
+) -> tuple[ThreadedCluster | None, str | None]:
+    """A few simulated sites next to the API, registered on first start, so there is live data at once.
+    Returns them, or why they could not start (what /readyz then reports)."""
     from app.sites.demo import register_cluster, start_demo_cluster
 
-    demo = start_demo_cluster(settings.demo_sites, settings.demo_base_port)
+    demo, failure = start_demo_cluster(settings.demo_sites, settings.demo_sites_base_port, engine=engine)
     if demo is not None:
         new = register_cluster(engine, demo)
         console.print(
-            f"{len(demo.ports)} simulated ESS sites on ports {demo.ports[0]}..{demo.ports[-1]}"
+            f"{len(demo.ports)} simulated ESS sites on ports {', '.join(map(str, demo.ports))}"
             + (f" ({new} registered)" if new else "")
         )
-    return demo
+    elif failure:
+        console.print(
+            f"[red]{failure}[/] (/readyz reports it; set ESSX_DEMO_SITES_BASE_PORT or ESSX_DEMO_SITES=0)"
+        )
+    return demo, failure
 
 
 def run_service(settings: Settings, console: Console) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so `finally` runs
     # and the local chain is stopped (and its state saved) instead of being orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)  # database, local secrets, chain state: the owner's only
     upgrade(settings.sqlalchemy_url)
     node = start_local_chain(settings, console) if settings.is_local else None
     demo = None
@@ -118,19 +125,13 @@ def run_service(settings: Settings, console: Console) -> None:
         engine = make_engine(settings.sqlalchemy_url)
         with Session(engine) as session:
             has_admin = session.exec(select(User).where(User.role == Role.admin)).first() is not None
-        demo = start_demo_sites(settings, engine, console)
+        demo, failure = start_demo_sites(settings, engine, console)
         engine.dispose()
-        base = f"http://{settings.host}:{settings.port}"
-        console.print(f"[bold green]ESSX[/] serving {base}  (API docs: {base}/docs)")
-        if not has_admin:
-            console.print(
-                "create the first admin in another terminal:\n"
-                "  .venv/bin/essx create-admin --email admin@example.com --password 'a-long-password'"
-            )
-        console.print(
-            "a simulated community trading for a day (its own chain and data, a few minutes):\n"
-            "  .venv/bin/essx demo --households 20 --hours 24 --speed 720   (docs/demo.md)"
-        )
+        if failure:
+            settings = settings.model_copy(update={"demo_sites_failure": failure})
+            os.environ["ESSX_DEMO_SITES_FAILURE"] = failure  # for worker processes (ESSX_WORKERS > 1)
+        for line in banner(settings, has_admin):
+            console.print(line)
         serve(settings)
     finally:
         if demo is not None:
@@ -138,6 +139,22 @@ def run_service(settings: Settings, console: Console) -> None:
         if node is not None:
             node.stop()  # SIGTERM: anvil writes its state file before it exits
             console.print("local chain stopped, state saved")
+
+
+def banner(settings: Settings, has_admin: bool) -> list[str]:
+    """What `essx run` prints once everything is up. No password in it: create-admin asks for one."""
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [f"[bold green]ESSX[/] serving {base}  (API docs: {base}/docs)"]
+    if not has_admin:
+        lines.append(
+            "create the first admin in another terminal (it asks for the password):\n"
+            "  .venv/bin/essx create-admin --email admin@example.com"
+        )
+    lines.append(
+        "a simulated community trading for a day (its own chain and data, a few minutes):\n"
+        "  .venv/bin/essx demo --households 20 --hours 24 --speed 720   (docs/demo.md)"
+    )
+    return lines
 
 
 def serve(settings: Settings) -> None:

@@ -121,7 +121,9 @@ class Collector:
         targets = self.refresh_sites()
         due = [t for t in targets if (b := self.states[t.id].backoff_until) is None or b <= started]
         results = await asyncio.gather(*(self._read(t) for t in due))
-        outcomes = [self._judge(t, r, now or self._arrival(r)) for t, r in zip(due, results, strict=True)]
+        outcomes = [
+            self._judge(t, r, now or self._arrival(r, started)) for t, r in zip(due, results, strict=True)
+        ]
         self._store(outcomes)
         for o in outcomes:  # committed: the tentative states become the real ones
             self.states[o.state.site_id] = o.state
@@ -136,17 +138,19 @@ class Collector:
         )
 
     @staticmethod
-    def _arrival(r: Reading | SiteReadError) -> datetime:
-        if isinstance(r, Reading) and r.received_at is not None:
-            return r.received_at
-        return clock.now()
+    def _arrival(r: Reading | SiteReadError, started: datetime) -> datetime:
+        if isinstance(r, Reading):
+            return r.received_at or clock.now()
+        # A failed poll is stamped with the round's start: how long it took to fail (refused at once,
+        # filtered after the timeout) must not show in what the site's owner can read.
+        return started
 
     async def _read(self, t: SiteTarget) -> Reading | SiteReadError:
         # Sites behind one gateway share a TCP connection; Modbus TCP clients must not interleave on it.
         lock = self._endpoint_locks.setdefault((t.host, t.port), asyncio.Lock())
         async with lock:
             try:
-                client = self.pool.client(t.host, t.port)
+                client = await self.pool.checked_client(t.host, t.port, self.cfg.site_networks)
                 return await read_with_client(client, t.device_id, self.cfg.timeout_s, retries=1)
             except SiteReadError as exc:
                 return exc
@@ -162,9 +166,9 @@ class Collector:
             interval = self.cfg.poll_interval_s
             wait = min(interval * 2 ** min(st.failures - 1, 16), self.cfg.max_backoff_s) - interval / 2
             st.backoff_until = ts + timedelta(seconds=wait * self.cfg.clock_speed)  # ts is energy time
-            error = f"{type(result).__name__}: {result}"[:300]
+            error = f"{type(result).__name__}: {result}"[:300]  # admins only (app/sites/repository.py)
             row = (t.id, ts, "missing", error, *_NO_VALUES)
-            return _Outcome(st, ts, False, row, faults.after_failure(st, error, self.cfg), [])
+            return _Outcome(st, ts, False, row, faults.after_failure(st, self.cfg), [])
         st.failures, st.backoff_until = 0, None
         verdict = assess(st, result, ts, self.cfg)
         remember(st, result, verdict)

@@ -37,11 +37,14 @@ def _set(state: SiteState, kind: str, active: bool, detail: str | None) -> list[
     return []
 
 
-def after_failure(state: SiteState, error: str, cfg: CollectorConfig) -> list[FaultChange]:
-    """A poll that got no usable answer (``state.failures`` already counts it)."""
+def after_failure(state: SiteState, cfg: CollectorConfig) -> list[FaultChange]:
+    """A poll that got no usable answer (``state.failures`` already counts it).
+
+    The detail never says why (refused, timed out, something else answering): the owner sees it, and a
+    site must not work as a port scanner. The cause is in the reading's detail, which only admins see."""
     if state.failures < cfg.comm_lost_polls:
         return []
-    return _set(state, COMM_LOST, True, f"no answer for {state.failures} polls: {error}"[:300])
+    return _set(state, COMM_LOST, True, f"no valid answer for {state.failures} polls")
 
 
 def after_answer(state: SiteState, r: Reading, verdict: Verdict, cfg: CollectorConfig) -> list[FaultChange]:

@@ -25,6 +25,7 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
 from app.core import clock
 
+from .netpolicy import HostOutsideSiteNetworks, IPNetwork, SiteHostRefused, resolve_allowed_async
 from .sunspec import READS, MapError, Reading, decode_payload
 
 RETRY_DELAY_S = 0.05  # pause before retrying a busy device; immediate retries just hit it busy again
@@ -40,6 +41,10 @@ class SiteUnreachable(SiteReadError):
 
 class SiteTimeout(SiteUnreachable):
     """Connected, but no response within the timeout."""
+
+
+class SiteNotAllowed(SiteReadError):
+    """The site's host resolves outside the networks sites may be in: no connection was made."""
 
 
 class SiteBusy(SiteReadError):
@@ -173,6 +178,29 @@ class SiteConnectionPool:
         if key not in self._clients:
             self._clients[key] = make_client(host, port, self.timeout)
         return self._clients[key]
+
+    async def checked_client(
+        self, host: str, port: int, networks: Sequence[IPNetwork]
+    ) -> AsyncModbusTcpClient:
+        """The pooled client for (host, port), only ever connected to an address inside ``networks``.
+
+        While its connection is open it is reused; otherwise the host is resolved again, every address
+        it resolves to must be inside ``networks`` (else SiteNotAllowed), and the client is pointed at
+        the address that was checked, so the socket layer never resolves the name a second time."""
+        client = self._clients.get((host, port))
+        if client is not None and client.connected:
+            return client
+        try:
+            address = (await resolve_allowed_async(host, port, networks))[0]
+        except HostOutsideSiteNetworks as exc:
+            self.discard(host, port)
+            raise SiteNotAllowed(str(exc)) from None
+        except SiteHostRefused as exc:
+            raise SiteUnreachable(str(exc)) from None
+        if client is None or client.comm_params.host != address:
+            self.discard(host, port)
+            client = self._clients[(host, port)] = make_client(address, port, self.timeout)
+        return client
 
     async def read(self, host: str, port: int) -> Reading:
         return await read_with_client(self.client(host, port), self.device_id, self.timeout)

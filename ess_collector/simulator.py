@@ -27,7 +27,7 @@ import math
 import struct
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -562,7 +562,8 @@ class _ModbusConnection(asyncio.Protocol):
 
 
 class SimulatorCluster:
-    """N sites in one asyncio loop, on consecutive ports from ``base_port`` or on free ports (port 0).
+    """N sites in one asyncio loop: on ``ports`` (one each), on consecutive ports from ``base_port``, or
+    on free ports the system picks (port 0; ``ports`` tells which once started).
 
     ``speed`` > 0 runs a shared SimClock; ``speed=0`` freezes time so tests step each SiteSimulator.
     """
@@ -576,6 +577,7 @@ class SimulatorCluster:
         speed: float = 1.0,
         host: str = "127.0.0.1",
         base_port: int | None = None,
+        ports: Sequence[int] | None = None,
         clouds: bool = True,
         anchor: float | None = None,
         configs: list[SiteConfig] | None = None,
@@ -585,8 +587,15 @@ class SimulatorCluster:
         self.host = host
         configs = configs or [SiteConfig.from_seed(seed, i, clouds=clouds) for i in range(n_sites)]
         self.sims = [SiteSimulator(i, seed, start=start, config=configs[i]) for i in range(n_sites)]
+        if ports is not None and len(ports) != n_sites:
+            raise ValueError(f"{n_sites} sites need {n_sites} ports, got {len(ports)}")
         self.servers = [
-            SiteServer(sim, host=host, port=base_port + i if base_port else 0, clock=self.clock)
+            SiteServer(
+                sim,
+                host=host,
+                port=ports[i] if ports is not None else base_port + i if base_port else 0,
+                clock=self.clock,
+            )
             for i, sim in enumerate(self.sims)
         ]
 

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.db import private_dir, write_private
+from ess_collector.netpolicy import DEFAULT_SITE_NETWORKS_TEXT, IPNetwork, parse_networks
 from wallet.localchain import LOCAL_CHAIN_ID
 
 PLACEHOLDER = "change-me"
@@ -92,8 +94,15 @@ class Settings(BaseSettings):
     site_max_grid_w: int = Field(25_000, gt=0)
     site_utc_offset_hours: float = 9.0  # local time of the sites, for the clear-sky PV curve
     site_probe_timeout_seconds: float = Field(1.0, gt=0)  # one read when a site is registered
+    # CIDR networks (comma-separated) sites may be in: every address a site's host resolves to must be
+    # inside, at registration and at each connection of the collector (docs/collector.md)
+    site_networks: str = DEFAULT_SITE_NETWORKS_TEXT
+    site_registrations_per_hour: int = Field(10, ge=1)  # per user; admins are not limited
     demo_sites: int = Field(3, ge=0)  # `essx run`: simulated sites started and registered on first start
-    demo_sites_base_port: int | None = Field(None, ge=1024, le=65000)  # default: follows ESSX_PORT
+    # default: the ports of the last run if free, else ports the system picks (app/sites/demo.py)
+    demo_sites_base_port: int | None = Field(None, ge=1024, le=65000)
+    # set by `essx run` when its simulated sites could not start; /readyz then reports it (not ready)
+    demo_sites_failure: str = ""
     production_reward_per_kwh: str = "0"  # coins per kWh of anchored PV minted to the owner; 0 = off
 
     # Energy time (app/core/clock.py): simulated = clock_start + clock_speed x (wall - clock_anchor).
@@ -115,6 +124,12 @@ class Settings(BaseSettings):
     def _slot_divides_day(cls, v: int) -> int:
         if 1440 % v:
             raise ValueError("ESSX_SLOT_MINUTES must divide a day (5, 6, 10, 12, 15, 20, 30, 60, ...)")
+        return v
+
+    @field_validator("site_networks")
+    @classmethod
+    def _cidr_list(cls, v: str) -> str:
+        parse_networks(v)  # a clear error at start-up rather than at the first registration
         return v
 
     @field_validator("rpc_urls", mode="before")
@@ -192,18 +207,13 @@ class Settings(BaseSettings):
         stored = json.loads(path.read_text()) if path.exists() else {}
         if name not in stored:
             stored[name] = secrets.token_hex(32)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(stored))
-            path.chmod(0o600)
+            private_dir(path.parent)
+            write_private(path, json.dumps(stored))
         return str(stored[name])
 
     @property
-    def demo_base_port(self) -> int:
-        """Where `essx run` serves its simulated sites: derived from ESSX_PORT unless set, so two instances
-        side by side (different ESSX_PORT) never collide."""
-        if self.demo_sites_base_port is not None:
-            return self.demo_sites_base_port
-        return 15020 + (self.port - 8000) % 2000 * 10
+    def site_network_list(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.site_networks)
 
     @property
     def chain_state_file(self) -> Path:

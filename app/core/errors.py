@@ -7,6 +7,7 @@ from typing import Any
 
 class AppError(Exception):
     status_code = 400
+    headers: dict[str, str] | None = None  # e.g. Retry-After on a 429
 
     def __init__(self, detail: Any = None) -> None:
         super().__init__(detail)

@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic.config import Config
 
 from alembic import command
+from app.core.db import secure_sqlite_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,4 +22,5 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    secure_sqlite_files(url)  # 0600 before alembic creates it
     command.upgrade(alembic_config(url), revision)

@@ -60,6 +60,8 @@ def readyz(ctx: ContextDep) -> JSONResponse:
             ok = False
     except Exception as exc:
         ok, checks["chain"] = False, f"unreachable: {type(exc).__name__}"
+    if ctx.settings.demo_sites_failure:  # `essx run` could not start its simulated sites
+        ok, checks["demo_sites"] = False, ctx.settings.demo_sites_failure
     return JSONResponse(
         status_code=200 if ok else 503, content={"status": "ok" if ok else "unavailable", **checks}
     )

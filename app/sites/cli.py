@@ -37,10 +37,10 @@ def simulate(
         if register:
             from app.core.config import get_settings
             from app.core.db import make_engine
-            from app.sites.demo import register_cluster
+            from app.sites.demo import SIMULATE, register_cluster
 
             engine = make_engine(get_settings().sqlalchemy_url)
-            new = register_cluster(engine, cluster, only_if_empty=False)
+            new = register_cluster(engine, cluster, only_if_empty=False, source=SIMULATE)
             engine.dispose()
             console.print(f"registered {new} new sites")
         _wait_for_signal()

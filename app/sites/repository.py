@@ -11,12 +11,17 @@ from app.models.site import LedgerSlot, SiteEvent, SiteFault, SiteReading, SlotE
 from app.sites.schemas import EventPublic, FaultPublic, LedgerSlotPublic, ReadingPublic, SlotPublic
 from ess_collector.validation import ENERGY
 
+UNANSWERED = "no valid answer from the device"  # what an owner reads for any failed poll or probe
 
-def reading_public(r: SiteReading) -> ReadingPublic:
+
+def reading_public(r: SiteReading, *, with_cause: bool = True) -> ReadingPublic:
+    """``with_cause=False`` (owners): a poll the device did not answer says only that, never why: the
+    cause (refused, timed out, something else listening) would make a site a port scanner."""
+    unanswered = r.quality == "missing" and r.heartbeat is None and r.device_time is None
     return ReadingPublic(
         ts=r.ts,
         quality=r.quality,
-        detail=r.detail,
+        detail=UNANSWERED if unanswered and not with_cause else r.detail,
         pv_w=r.pv_w,
         load_w=r.load_w,
         grid_w=r.grid_w,
@@ -27,7 +32,13 @@ def reading_public(r: SiteReading) -> ReadingPublic:
 
 
 def readings(
-    session: Session, site_id: int, limit: int, since: datetime | None, until: datetime | None
+    session: Session,
+    site_id: int,
+    limit: int,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    with_cause: bool = True,
 ) -> list[ReadingPublic]:
     """Newest first; ``since`` inclusive, ``until`` exclusive."""
     query = select(SiteReading).where(col(SiteReading.site_id) == site_id)
@@ -36,11 +47,11 @@ def readings(
     if until is not None:
         query = query.where(col(SiteReading.ts) < until)
     rows = session.exec(query.order_by(col(SiteReading.ts).desc(), col(SiteReading.id).desc()).limit(limit))
-    return [reading_public(r) for r in rows.all()]
+    return [reading_public(r, with_cause=with_cause) for r in rows.all()]
 
 
-def last_reading(session: Session, site_id: int) -> ReadingPublic | None:
-    found = readings(session, site_id, 1, None, None)
+def last_reading(session: Session, site_id: int, *, with_cause: bool = True) -> ReadingPublic | None:
+    found = readings(session, site_id, 1, None, None, with_cause=with_cause)
     return found[0] if found else None
 
 

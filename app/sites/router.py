@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, status
 from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.coin.service import latest_hash
 from app.core.errors import BadRequest
+from app.models import Role
 from app.sites import repository, service
 from app.sites.schemas import (
     EventPublic,
@@ -57,7 +58,7 @@ def get_site(site_id: int, session: SessionDep, user: CurrentUser) -> SiteDetail
     site = service.get_site(session, user, site_id)
     return SiteDetail(
         **service.to_public(site).model_dump(),
-        last_reading=repository.last_reading(session, site_id),
+        last_reading=repository.last_reading(session, site_id, with_cause=user.role == Role.admin),
         open_faults=repository.faults(session, site_id, only_open=True),
     )
 
@@ -73,7 +74,7 @@ def get_readings(
 ) -> list[ReadingPublic]:
     service.get_site(session, user, site_id)
     _window(since, until)
-    return repository.readings(session, site_id, limit, since, until)
+    return repository.readings(session, site_id, limit, since, until, with_cause=user.role == Role.admin)
 
 
 @router.get("/{site_id}/faults", response_model=list[FaultPublic])

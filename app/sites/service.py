@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from web3 import Web3
@@ -15,14 +17,16 @@ from web3.contract import Contract
 from app.audit import service as audit
 from app.context import Context
 from app.core.config import Settings, get_settings
-from app.core.errors import AppError, BadRequest, Conflict, Forbidden, NotFound
+from app.core.errors import AppError, BadRequest, Conflict, Forbidden, NotFound, TooManyRequests
 from app.core.security import utcnow
-from app.models import Role, User
+from app.models import LoginThrottle, Role, User, UserStatus
 from app.models.site import Site, SiteEvent, SiteFault
+from app.sites.repository import UNANSWERED
 from app.sites.schemas import SiteCreate, SitePublic, SupplyPublic
 from contracts.artifacts import load_artifact
 from ess_collector.config import CollectorConfig
-from ess_collector.reader import SiteReadError, read_site
+from ess_collector.netpolicy import SiteHostRefused, resolve_allowed
+from ess_collector.reader import read_site
 from ess_collector.supply import SupplyConfig, SupplyEstimate
 from ess_collector.supply import estimate_supply as _estimate_supply
 
@@ -31,6 +35,18 @@ class NotAnchoredYet(AppError):
     """This record is not part of an anchored slot (yet)."""
 
     status_code = 404
+
+
+class SiteNotAllowed(AppError):
+    """The site's host is outside the networks sites may be in (ESSX_SITE_NETWORKS)."""
+
+    status_code = 422
+
+
+class TooManySiteRegistrations(TooManyRequests):
+    def __init__(self, per_hour: int, retry_after_s: int) -> None:
+        super().__init__(f"at most {per_hour} site registrations an hour; try again in {retry_after_s} s")
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 def collector_config(settings: Settings) -> CollectorConfig:
@@ -46,6 +62,7 @@ def collector_config(settings: Settings) -> CollectorConfig:
         anchor_grace_s=settings.anchor_grace_seconds,
         site_max_grid_w=settings.site_max_grid_w,
         clock_speed=settings.clock_speed,
+        site_networks=settings.site_network_list,
     )
 
 
@@ -69,38 +86,104 @@ def meter_ledger(ctx: Context) -> Contract | None:
 # -- registration and access ------------------------------------------------------------------------
 
 
-def probe(host: str, port: int, device_id: int, timeout: float) -> str | None:
-    """One quick read; the error text when the site does not answer, else None."""
+def probe(address: str, port: int, device_id: int, timeout: float) -> bool:
+    """One read of the site: True if it answered with our SunSpec map within ``timeout``.
 
-    async def once() -> None:
-        await read_site(host, port, device_id, timeout=timeout)
+    A failure is only ever False, and returns exactly at the deadline whatever its cause (port closed,
+    address filtered, something else listening): neither its text nor its timing tells a port scanner
+    anything. Call it with an address already checked against the site networks."""
 
+    async def once() -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await read_site(address, port, device_id, timeout=timeout)
+            return True
+        except Exception:  # any cause reads the same
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            return False
+
+    return asyncio.run(once())
+
+
+REGISTRATION_WINDOW = timedelta(hours=1)
+
+
+def count_registration(engine: Engine, user_id: int, per_hour: int) -> None:
+    """Count one site registration attempt of this user; TooManySiteRegistrations once an hour's are spent.
+
+    The count lives in `login_throttle` under the key ``site-register:<user id>`` (failures = attempts in
+    the window that started at window_start) and is committed in a transaction of its own, so refused
+    attempts count too. Each step is one conditional UPDATE, atomic under parallel requests."""
+    key = f"site-register:{user_id}"
+    T = LoginThrottle
+    for _ in range(5):
+        now = utcnow()
+        with Session(engine) as session:
+            counted = session.execute(
+                update(T)
+                .where(
+                    col(T.key) == key,
+                    col(T.failures) < per_hour,
+                    col(T.window_start) > now - REGISTRATION_WINDOW,
+                )
+                .values(failures=col(T.failures) + 1)
+            )
+            if counted.rowcount == 0:  # type: ignore[attr-defined]
+                counted = session.execute(  # the window is over: a new one starts with this attempt
+                    update(T)
+                    .where(col(T.key) == key, col(T.window_start) <= now - REGISTRATION_WINDOW)
+                    .values(failures=1, window_start=now)
+                )
+            if counted.rowcount == 1:  # type: ignore[attr-defined]
+                session.commit()
+                return
+            row = session.get(T, key)
+            if row is None:
+                session.add(T(key=key, failures=1, window_start=now))
+                try:
+                    session.commit()
+                    return
+                except IntegrityError:  # a parallel first attempt made the row: count again
+                    session.rollback()
+                    continue
+            if row.failures >= per_hour and row.window_start > now - REGISTRATION_WINDOW:
+                wait = row.window_start + REGISTRATION_WINDOW - now
+                raise TooManySiteRegistrations(per_hour, max(1, int(wait.total_seconds()) + 1))
+    raise TooManySiteRegistrations(per_hour, 1)  # the row kept changing under us: refuse, retry soon
+
+
+def check_host(host: str, port: int, settings: Settings) -> str:
+    """The address to probe, if every address ``host`` resolves to lies in the site networks."""
     try:
-        asyncio.run(once())
-    except SiteReadError as exc:
-        return f"{type(exc).__name__}: {exc}"[:300]
-    except OSError as exc:
-        return f"{type(exc).__name__}: {exc}"[:300]
-    return None
+        return resolve_allowed(host, port, settings.site_network_list)[0]
+    except SiteHostRefused as exc:
+        raise SiteNotAllowed(str(exc)) from None
 
 
 def register_site(session: Session, settings: Settings, user: User, data: SiteCreate) -> Site:
     if user.role == Role.consumer:
         raise Forbidden("consumers have no sites; register as a prosumer")
+    if user.role != Role.admin and user.status != UserStatus.approved:
+        raise Forbidden("a prosumer registers sites once an admin has approved the account")
     owner_id = data.owner_id if data.owner_id is not None else user.id
     if owner_id != user.id:
         if user.role != Role.admin:
             raise Forbidden("only an admin may register a site for another user")
         if session.get(User, owner_id) is None:
             raise NotFound(f"no user with id {owner_id}")
+    if user.role != Role.admin:  # every attempt that reaches the network counts, refused ones too
+        count_registration(session.get_bind(), user.id or 0, settings.site_registrations_per_hour)  # type: ignore[arg-type]
+    address = check_host(data.host, data.port, settings)
     _ensure_endpoint_free(session, data)
-    # Probe before writing, so no database lock is held while waiting on the network. An unreachable
-    # site is accepted (it may be installed later) and shows as offline with a fault.
-    error = probe(data.host, data.port, data.device_id, settings.site_probe_timeout_seconds)
+    # Probe before writing, so no database lock is held while waiting on the network. A site that does
+    # not answer is accepted (it may be installed later) and shows as offline with a fault.
+    answered = probe(address, data.port, data.device_id, settings.site_probe_timeout_seconds)
     now = utcnow()
     site = Site(**data.model_dump(exclude={"owner_id"}), owner_id=owner_id or 0, created_at=now)
-    site.status = "online" if error is None else "offline"
-    site.last_seen_at = now if error is None else None
+    site.status = "online" if answered else "offline"
+    site.last_seen_at = now if answered else None
     session.add(site)
     try:
         session.flush()
@@ -109,13 +192,10 @@ def register_site(session: Session, settings: Settings, user: User, data: SiteCr
         raise Conflict(
             f"a site at {data.host}:{data.port} device {data.device_id} is already registered"
         ) from None
-    if error is not None:
+    if not answered:
         session.add(
             SiteFault(
-                site_id=site.id or 0,
-                kind="comm_lost",
-                detail=f"unreachable when registered: {error}"[:300],
-                opened_at=now,
+                site_id=site.id or 0, kind="comm_lost", detail=f"{UNANSWERED} when registered", opened_at=now
             )
         )
     session.add(

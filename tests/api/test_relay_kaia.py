@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from eth_account import Account
 from fastapi.testclient import TestClient
+from web3 import Web3
 
 from app.context import Context
 from tests.api.wallet_helpers import user_with_linked_wallet
@@ -52,3 +56,22 @@ def test_fee_delegation_policy_then_501_on_the_local_chain(client: TestClient, c
     ):
         r = client.post("/api/v1/relay/kaia", json={"raw_transaction": raw}, headers=headers)
         assert r.status_code == 422 and r.json()["error"] == "PolicyRejected", r.text
+
+
+def test_a_caver_js_sender_transaction_with_its_placeholder_fee_payer_is_accepted(
+    client: TestClient, ctx: Context
+) -> None:
+    """caver-js hands over a zero-address fee payer with signature [[0x01, 0x, 0x]]: that is no fee payer
+    (Kaia's ethers-ext reads it so too), not `already_has_fee_payer`."""
+    vectors = json.loads(
+        (Path(__file__).parents[1] / "data/kaia/caver-js-placeholder-vectors.json").read_text()
+    )
+    (v,) = (v for v in vectors["vectors"] if v["chainId"] == ctx.chain_id and v["typeByte"] == 0x31)
+    _u, headers, _account = user_with_linked_wallet(client, Account.from_key(v["senderPrivateKey"]))
+    # caver-js signed a call of an arbitrary contract address: sponsor that address in this test
+    target = ctx.w3.eth.contract(address=Web3.to_checksum_address(v["tx"]["to"]), abi=ctx.coin.abi)
+    ctx.contracts["CaverTarget"] = target
+    r = client.post(
+        "/api/v1/relay/kaia", json={"raw_transaction": v["caver"]["senderSignedRaw"]}, headers=headers
+    )
+    assert r.status_code == 501 and "passed every policy check" in r.json()["detail"], r.text

@@ -24,10 +24,12 @@ def user_with_custodial_wallet(
     return user, headers, r.json()["address"]
 
 
-def user_with_linked_wallet(client: TestClient) -> tuple[dict, dict[str, str], LocalAccount]:
+def user_with_linked_wallet(
+    client: TestClient, account: LocalAccount | None = None
+) -> tuple[dict, dict[str, str], LocalAccount]:
     user = register(client, "consumer")
     headers = login(client, user["email"])
-    account = Account.create()
+    account = account or Account.create()
     msg = client.post(
         "/api/v1/wallets/link/challenge", json={"address": account.address}, headers=headers
     ).json()["message"]

@@ -202,7 +202,7 @@ def test_comm_lost_after_n_failures_and_status() -> None:
     assert faults.site_status(st) == "unknown"
     for n in (1, 2):
         st.failures = n
-        assert faults.after_failure(st, "timeout", CFG) == []
+        assert faults.after_failure(st, CFG) == []
     st.failures = 3
-    (change,) = faults.after_failure(st, "timeout", CFG)
+    (change,) = faults.after_failure(st, CFG)
     assert change.kind == "comm_lost" and change.open and faults.site_status(st) == "offline"

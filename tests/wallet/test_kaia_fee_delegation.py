@@ -642,3 +642,74 @@ def test_web3py_ext_recovers_a_real_kairos_transaction_like_we_do(web3py_ext: di
         list(recover_senders(tx)),
         list(recover_fee_payers(tx)),
     )
+
+
+# --- caver-js's placeholder fee payer -------------------------------------------------------------
+
+# Real caver-js 1.12.2 output (tests/data/kaia/make_caver_placeholder_vectors.js made it; not run here).
+CAVER = json.loads((Path(__file__).parents[1] / "data/kaia/caver-js-placeholder-vectors.json").read_text())[
+    "vectors"
+]
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+@pytest.mark.parametrize("v", CAVER, ids=vid)
+def test_caver_js_placeholder_fee_payer_decodes_as_none(v: dict[str, Any]) -> None:
+    raw, t = h(v["caver"]["senderSignedRaw"]), v["tx"]
+    assert raw.endswith(bytes.fromhex("94" + "00" * 20 + "c4c3018080"))  # the placeholder is there
+    tx = decode(raw)
+    assert tx.fee_payer is None and tx.fee_payer_signatures == ()
+    assert v["expectedDecoding"]["feePayer"] is None and v["expectedDecoding"]["feePayerSignatures"] == []
+    assert (tx.type, tx.nonce, tx.gas_price, tx.gas, tx.to, tx.value, tx.sender, tx.input) == (
+        t["type"],
+        t["nonce"],
+        t["gasPrice"],
+        t["gas"],
+        to_checksum_address(t["to"]),
+        int(t["value"]),
+        to_checksum_address(t["from"]),
+        h(t["input"]),
+    )
+    assert recover_senders(tx, v["chainId"]) == (to_checksum_address(v["expectedDecoding"]["signer"]),)
+    assert sender_tx_hash(tx) == h(v["caver"]["senderTxHash"])
+    # Re-encoded it is the short sender-signed form, the one our own sender signing produces.
+    sender = PrivateKey(h(v["senderPrivateKey"]))
+    assert encode(tx) == sign_as_sender(replace(tx, signatures=()), sender, v["chainId"]) != raw
+
+
+@pytest.mark.parametrize("v", CAVER, ids=vid)
+def test_our_fee_payer_signature_over_caver_js_output_is_caver_js_own(v: dict[str, Any]) -> None:
+    signed = sign_as_fee_payer(
+        h(v["caver"]["senderSignedRaw"]), PrivateKey(h(v["feePayerPrivateKey"])), v["chainId"]
+    )
+    assert signed.raw == h(v["caver"]["feePayerSignedRaw"])
+    assert signed.tx_hash == h(v["caver"]["txHash"]) != h(v["caver"]["placeholderTxHash"])
+    assert signed.sender_tx_hash == h(v["caver"]["senderTxHash"])
+    assert recover_fee_payers(signed.tx) == (to_checksum_address(v["feePayerAddress"]),)
+
+
+@pytest.mark.parametrize("v", [v for v in CAVER if v["typeByte"] == 0x31], ids=vid)
+def test_policy_accepts_a_caver_js_sender_transaction(v: dict[str, Any]) -> None:
+    tx = check_policy(h(v["caver"]["senderSignedRaw"]), {v["tx"]["to"]}, {TRANSFER}, CAP, v["chainId"])
+    assert tx.fee_payer is None and tx.sender == to_checksum_address(v["tx"]["from"])
+
+
+@pytest.mark.parametrize(
+    ("fee_payer", "signatures"),
+    [
+        (ZERO_ADDRESS, (Signature(2, 0, 0),)),  # zero address, another signature
+        (ZERO_ADDRESS, ()),  # zero address, no signature
+        (ZERO_ADDRESS, (Signature(1, 0, 0),) * 2),  # the placeholder twice
+        ("0x" + "11" * 20, (Signature(1, 0, 0),)),  # a real address with the placeholder signature
+    ],
+)
+def test_only_the_exact_placeholder_means_no_fee_payer(
+    fee_payer: str, signatures: tuple[Signature, ...]
+) -> None:
+    base = decode(h(CAVER[0]["caver"]["senderSignedRaw"]))
+    raw = encode(replace(base, fee_payer=fee_payer, fee_payer_signatures=signatures))
+    tx = decode(raw)
+    assert tx.fee_payer == to_checksum_address(fee_payer) and tx.fee_payer_signatures == signatures
+    with pytest.raises(FeeDelegationRejected) as caught:
+        check_policy(raw, {base.to or ""}, {TRANSFER}, CAP, CAVER[0]["chainId"])
+    assert caught.value.reason is RejectReason.ALREADY_HAS_FEE_PAYER

@@ -25,6 +25,12 @@ from wallet.kaia.model import (
     checksum_address,
 )
 
+# caver-js hands over a sender-signed transaction in the full layout with a placeholder fee payer: the
+# zero address and the signature list [[0x01, 0x, 0x]]. Kaia's ethers-ext reads that as "no fee payer yet";
+# so does `decode`, here and nowhere else.
+PLACEHOLDER_FEE_PAYER = "0x" + "00" * 20
+PLACEHOLDER_FEE_PAYER_SIGNATURES = (Signature(1, 0, 0),)
+
 
 def _address_bytes(address: str | None) -> bytes:
     return b"" if address is None else bytes.fromhex(address[2:])
@@ -57,17 +63,21 @@ def encode_sender_signed(tx: KaiaTx) -> bytes:
     return bytes([tx.type]) + rlp.encode([*_typed_fields(tx), _signature_items(tx.signatures)])
 
 
+def _encode_full(tx: KaiaTx, fee_payer: str, fee_payer_signatures: tuple[Signature, ...]) -> bytes:
+    items = [
+        *_typed_fields(tx),
+        _signature_items(tx.signatures),
+        _address_bytes(fee_payer),
+        _signature_items(fee_payer_signatures),
+    ]
+    return bytes([tx.type]) + rlp.encode(items)
+
+
 def encode(tx: KaiaTx) -> bytes:
     """The full encoding when the fee payer is set, otherwise the sender-signed one."""
     if tx.fee_payer is None:
         return encode_sender_signed(tx)
-    items = [
-        *_typed_fields(tx),
-        _signature_items(tx.signatures),
-        _address_bytes(tx.fee_payer),
-        _signature_items(tx.fee_payer_signatures),
-    ]
-    return bytes([tx.type]) + rlp.encode(items)
+    return _encode_full(tx, tx.fee_payer, tx.fee_payer_signatures)
 
 
 def _unsigned_rlp(tx: KaiaTx) -> bytes:
@@ -161,7 +171,9 @@ def _decode_field(tx_type: TxType, name: str, item: Any) -> Any:
 
 def decode(raw: bytes) -> KaiaTx:
     """Decode a sender-signed or fully signed raw transaction. Only canonical encodings are accepted,
-    so `encode(decode(raw)) == raw` always holds."""
+    so `encode(decode(raw)) == raw` holds, with one exception: caver-js's placeholder fee payer (zero
+    address, signatures [[0x01, 0x, 0x]]) decodes as no fee payer, and re-encodes in the sender-signed
+    form, as Kaia's ethers-ext does."""
     if not isinstance(raw, bytes | bytearray) or len(raw) < 2:
         raise KaiaTxError("raw transaction must be non-empty bytes")
     raw = bytes(raw)
@@ -182,10 +194,22 @@ def decode(raw: bytes) -> KaiaTx:
         )
     kwargs = {name: _decode_field(tx_type, name, item) for name, item in zip(names, items, strict=False)}
     kwargs["signatures"] = _as_signatures(items[len(names)], "signatures")
+    placeholder = False
     if len(items) == len(names) + 3:
-        kwargs["fee_payer"] = _as_address(items[len(names) + 1], "fee_payer", nullable=False)
-        kwargs["fee_payer_signatures"] = _as_signatures(items[len(names) + 2], "fee_payer_signatures")
+        fee_payer = _as_address(items[len(names) + 1], "fee_payer", nullable=False)
+        fee_payer_signatures = _as_signatures(items[len(names) + 2], "fee_payer_signatures")
+        placeholder = (
+            fee_payer == PLACEHOLDER_FEE_PAYER and fee_payer_signatures == PLACEHOLDER_FEE_PAYER_SIGNATURES
+        )
+        if not placeholder:
+            kwargs["fee_payer"], kwargs["fee_payer_signatures"] = fee_payer, fee_payer_signatures
     tx = KaiaTx(type=tx_type, **kwargs)
-    if encode(tx) != raw:  # catches every non-canonical form (long length prefixes etc.) in one place
+    # Re-encoding catches every non-canonical form (long length prefixes etc.) in one place.
+    again = (
+        _encode_full(tx, PLACEHOLDER_FEE_PAYER, PLACEHOLDER_FEE_PAYER_SIGNATURES)
+        if placeholder
+        else encode(tx)
+    )
+    if again != raw:
         raise KaiaTxError("non-canonical encoding")
     return tx
