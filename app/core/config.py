@@ -41,7 +41,9 @@ class Settings(BaseSettings):
 
     # Chain
     chain: Network = "local"
-    rpc_urls: list[str] = Field(default_factory=list)  # tried in order, failing over to the next
+    rpc_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list
+    )  # tried in order, failing over to the next
     chain_id: int | None = None  # expected chain id; defaults from the network
     local_chain_port: int = 8545
     local_block_time: float = 1.0  # seconds; 0 = automine
@@ -135,8 +137,11 @@ class Settings(BaseSettings):
     @field_validator("rpc_urls", mode="before")
     @classmethod
     def _split_urls(cls, v: object) -> object:
-        if isinstance(v, str) and not v.strip().startswith("["):
-            return [u.strip() for u in v.split(",") if u.strip()]
+        if isinstance(v, str):  # "a,b" as the README shows, or a JSON list
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [u.strip() for u in text.split(",") if u.strip()]
         return v
 
     @field_validator("trusted_proxies", mode="before")

@@ -73,6 +73,11 @@ class RequestInProgress(AppError):
 class TooManyRequests(AppError):
     status_code = 429
 
+    def __init__(self, detail: Any = None, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        if retry_after is not None:
+            self.headers = {"Retry-After": str(max(retry_after, 1))}
+
 
 class ChainRejected(AppError):
     """The chain would reject this transaction; nothing was sent."""

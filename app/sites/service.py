@@ -45,8 +45,10 @@ class SiteNotAllowed(AppError):
 
 class TooManySiteRegistrations(TooManyRequests):
     def __init__(self, per_hour: int, retry_after_s: int) -> None:
-        super().__init__(f"at most {per_hour} site registrations an hour; try again in {retry_after_s} s")
-        self.headers = {"Retry-After": str(retry_after_s)}
+        super().__init__(
+            f"at most {per_hour} site registrations an hour; try again in {retry_after_s} s",
+            retry_after=retry_after_s,
+        )
 
 
 def collector_config(settings: Settings) -> CollectorConfig:

@@ -69,7 +69,9 @@ def _reserve_client(session: Session, settings: Settings, key: str, now: datetim
         start = session.execute(select(col(T.window_start)).where(col(T.key) == key)).scalar_one()
         session.commit()
         wait = _wait(start + timedelta(minutes=settings.login_window_minutes), now)
-        raise TooManyRequests(f"too many failed logins from your address; try again in {wait} s")
+        raise TooManyRequests(
+            f"too many failed logins from your address; try again in {wait} s", retry_after=wait
+        )
 
 
 def _reserve_pair(session: Session, settings: Settings, key: str, now: datetime) -> bool:
@@ -102,7 +104,10 @@ def reserve(session: Session, settings: Settings, email: str, client: str) -> At
         _release_client(session, attempt)
         until = session.execute(select(col(T.locked_until)).where(col(T.key) == attempt.pair)).scalar_one()
         session.commit()
-        raise TooManyRequests(f"too many failed logins for this account; try again in {_wait(until, now)} s")
+        wait = _wait(until, now)
+        raise TooManyRequests(
+            f"too many failed logins for this account; try again in {wait} s", retry_after=wait
+        )
     return attempt
 
 

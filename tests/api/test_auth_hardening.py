@@ -316,6 +316,7 @@ def test_backoff_doubles_and_is_capped(client: TestClient, ctx: Context) -> None
     r = attacker.post("/api/v1/auth/token", data={"username": me["email"], "password": "y"})
     assert r.status_code == 429
     assert 15 <= int(r.json()["detail"].split("try again in ")[1].split(" s")[0]) <= 20
+    assert 15 <= int(r.headers["Retry-After"]) <= 20
 
 
 def test_parallel_wrong_passwords_are_checked_within_the_limits(

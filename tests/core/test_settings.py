@@ -48,3 +48,12 @@ def test_wrong_chain_id_is_refused(anvil_url: str) -> None:
 def test_rpc_failover_to_the_next_url(anvil_url: str) -> None:
     w3 = connect(["http://127.0.0.1:9", anvil_url], timeout=2)
     assert w3.eth.chain_id == 31337
+
+
+def test_rpc_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's comma-separated form, read from the environment (pydantic-settings would decode it as
+    JSON first and refuse it), and a JSON list."""
+    monkeypatch.setenv("ESSX_RPC_URLS", "http://a:1, http://b:2")
+    assert Settings().rpc_urls == ["http://a:1", "http://b:2"]
+    monkeypatch.setenv("ESSX_RPC_URLS", '["http://c:3"]')
+    assert Settings().rpc_urls == ["http://c:3"]
