@@ -74,7 +74,9 @@ class WalletRefusal(Exception):
 
 def _hex_int(value: Any, what: str) -> int:
     if not isinstance(value, str) or not re.fullmatch(r"0x[1-9a-f][0-9a-f]*", value):
-        raise WalletRefusal(-32602, f"{what} must be a 0x-prefixed hex string without leading zeros: {value!r}")
+        raise WalletRefusal(
+            -32602, f"{what} must be a 0x-prefixed hex string without leading zeros: {value!r}"
+        )
     return int(value, 16)
 
 
@@ -110,7 +112,12 @@ class InjectedWallet:
         """Before the first navigation: the provider exists from the page's first script on."""
         binding = f"__essxWallet_{self.uid}"
         page.expose_function(binding, self.handle)
-        info = {"uuid": str(uuid.UUID(self.uid)), "name": self.name, "icon": ICON.format(color=self.color), "rdns": self.rdns}
+        info = {
+            "uuid": str(uuid.UUID(self.uid)),
+            "name": self.name,
+            "icon": ICON.format(color=self.color),
+            "rdns": self.rdns,
+        }
         page.add_init_script(
             script=INIT_SCRIPT
             % {"binding": json.dumps(binding), "info": json.dumps(info), "inject": json.dumps(self.inject)}
@@ -158,7 +165,9 @@ class InjectedWallet:
         if " wants you to sign in with your Ethereum account:" in text and self.expected_domain:
             domain = text.split(" wants you to sign in", 1)[0]
             if domain != self.expected_domain:
-                raise WalletRefusal(-32602, f"the sign-in request names {domain}, this page is {self.expected_domain}")
+                raise WalletRefusal(
+                    -32602, f"the sign-in request names {domain}, this page is {self.expected_domain}"
+                )
         return "0x" + bytes(self.account.sign_message(encode_defunct(primitive=data)).signature).hex()
 
     def rpc_eth_signTypedData_v4(self, params: Any, _events: list[list[Any]]) -> str:
@@ -169,14 +178,19 @@ class InjectedWallet:
         typed = json.loads(typed_json)
         chain = int(typed.get("domain", {}).get("chainId", -1))
         if chain != self.chain_id:  # MetaMask's rule: typed data only for the active chain
-            raise WalletRefusal(-32603, f'Provided chainId "{chain}" must match the active chainId "{self.chain_id}"')
+            raise WalletRefusal(
+                -32603, f'Provided chainId "{chain}" must match the active chainId "{self.chain_id}"'
+            )
         self.signed_typed_data.append(typed_json)
         return "0x" + bytes(self.account.sign_message(encode_typed_data(full_message=typed)).signature).hex()
 
     def rpc_wallet_switchEthereumChain(self, params: Any, events: list[list[Any]]) -> None:
         chain = _hex_int(params[0]["chainId"], "chainId")
         if chain not in self.chains:
-            raise WalletRefusal(4902, f'Unrecognized chain ID "{params[0]["chainId"]}". Try adding the chain using wallet_addEthereumChain first.')
+            raise WalletRefusal(
+                4902,
+                f'Unrecognized chain ID "{params[0]["chainId"]}". Try adding the chain using wallet_addEthereumChain first.',
+            )
         if chain != self.chain_id:
             self.chain_id = chain
             events.append(["chainChanged", hex(chain)])
@@ -193,10 +207,14 @@ class InjectedWallet:
         if currency.get("decimals") != 18 or not 2 <= len(str(currency.get("symbol", ""))) <= 6:
             raise WalletRefusal(-32602, f"invalid nativeCurrency {currency!r}")
         explorers = p.get("blockExplorerUrls")
-        if explorers is not None and (not explorers or not all(str(u).startswith("https://") for u in explorers)):
+        if explorers is not None and (
+            not explorers or not all(str(u).startswith("https://") for u in explorers)
+        ):
             raise WalletRefusal(-32602, "blockExplorerUrls must be omitted or a non-empty list of https URLs")
         try:  # like MetaMask: the endpoint must answer with the chain id it is added for
-            answer = httpx.post(urls[0], json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=10).json()
+            answer = httpx.post(
+                urls[0], json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=10
+            ).json()
         except httpx.HTTPError as exc:
             raise WalletRefusal(-32603, f"cannot reach {urls[0]}: {exc}") from None
         if int(answer["result"], 16) != chain:
@@ -227,4 +245,6 @@ class InjectedWallet:
     @staticmethod
     def digest(typed_json: str) -> str:
         """The EIP-712 digest of typed data, as eth-account computes it."""
-        return "0x" + bytes(_hash_eip191_message(encode_typed_data(full_message=json.loads(typed_json)))).hex()
+        return (
+            "0x" + bytes(_hash_eip191_message(encode_typed_data(full_message=json.loads(typed_json)))).hex()
+        )

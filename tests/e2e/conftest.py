@@ -183,7 +183,9 @@ class Community:
         """Coming slots whose gate closes more than two minutes from now (time for a test to trade)."""
         info = self.http.get("/api/v1/market").json()
         soon = datetime.now(UTC) + timedelta(minutes=2)
-        return [s["slot_start"] for s in info["next_slots"] if datetime.fromisoformat(s["gate_closure"]) > soon]
+        return [
+            s["slot_start"] for s in info["next_slots"] if datetime.fromisoformat(s["gate_closure"]) > soon
+        ]
 
 
 def js_time(iso: str) -> str:

@@ -139,7 +139,13 @@ def test_link_a_browser_wallet_send_and_buy_until_confirmed_on_chain(
     floor = community.http.get("/api/v1/market/book", params={"slot_start": slot}).json()["floor"]
     r = community.http.post(
         "/api/v1/orders",
-        json={"side": "sell", "slot_start": slot, "quantity_wh": 150, "limit_price": floor, "site_id": seller.site_id},
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 150,
+            "limit_price": floor,
+            "site_id": seller.site_id,
+        },
         headers={**seller.headers, "Idempotency-Key": uuid.uuid4().hex},
     )
     assert r.status_code == 201, r.text

@@ -343,7 +343,9 @@ def test_the_market_opens_on_my_order_with_one_band_and_errors_in_coins(
         headers={**sue.headers, "Idempotency-Key": uuid.uuid4().hex},
     )
     assert r.status_code == 201, r.text
-    r = community.http.post(f"/api/v1/orders/{r.json()['id']}/authorize", json={"pin": PIN}, headers=sue.headers)
+    r = community.http.post(
+        f"/api/v1/orders/{r.json()['id']}/authorize", json={"pin": PIN}, headers=sue.headers
+    )
     assert r.status_code == 200, r.text
 
     page = new_page(expect_failed=("/api/v1/orders",))  # the refused order below
@@ -353,7 +355,9 @@ def test_the_market_opens_on_my_order_with_one_band_and_errors_in_coins(
     expect(page.locator("#book")).to_contain_text("100 Wh")
 
     # One band, the book's; the suggestion in whole cents, explained by the buyer's own tariff tier.
-    expect(page.locator("#price-band")).to_contain_text(f"{book['floor']} (feed-in price) to {book['ceiling']}")
+    expect(page.locator("#price-band")).to_contain_text(
+        f"{book['floor']} (feed-in price) to {book['ceiling']}"
+    )
     expect(page.locator("#suggested-price")).to_have_text(re.compile(r"^\d+(\.\d{1,2})? ENC/kWh$"))
     expect(page.locator("#your-tier")).to_contain_text("(tier 1,")
     assert "Band" not in page.locator("#price-suggestion").inner_text()
