@@ -13,6 +13,7 @@ from app.coin import service
 from app.coin.schemas import (
     Balance,
     BurnRequest,
+    CoinHistory,
     CoinInfo,
     CoinOperationPublic,
     MintRequest,
@@ -119,3 +120,14 @@ admin_router.post("/unpause", response_model=CoinOperationPublic)(_pause_route("
 def get_operation(op_id: int, session: SessionDep, _admin: AdminUser) -> CoinOperationPublic:
     op, tx = service.get_operation(session, op_id)
     return service.to_public(session, op, tx)
+
+
+@admin_router.get("/history", response_model=CoinHistory)
+def coin_history(
+    session: SessionDep,
+    _admin: AdminUser,
+    limit: int = Query(50, ge=1, le=500),
+    before_block: int | None = Query(None, ge=0),
+) -> CoinHistory:
+    """Every mint and burn on chain (from the transfer index), newest first, with the reason we recorded."""
+    return service.history(session, limit, before_block)

@@ -40,6 +40,22 @@ class CoinOperationPublic(BaseModel):
     created_at: datetime
 
 
+class NativeCurrency(BaseModel):
+    name: str
+    symbol: str
+    decimals: int
+
+
+class WalletNetwork(BaseModel):
+    """What a browser wallet needs to add and switch to our chain (EIP-3085 wallet_addEthereumChain)."""
+
+    chain_id_hex: str = Field(description="the chain id as wallets want it, e.g. 0x3e9")
+    chain_name: str
+    rpc_urls: list[str] = Field(description="public endpoints only; empty when none is configured")
+    native_currency: NativeCurrency
+    block_explorer_urls: list[str] | None
+
+
 class CoinInfo(BaseModel):
     address: str
     name: str
@@ -48,6 +64,27 @@ class CoinInfo(BaseModel):
     total_supply: str
     chain_id: int
     paused: bool
+    icon_url: str = Field(description="the coin's 256 px PNG icon on this service (for wallet_watchAsset)")
+    network: WalletNetwork
+
+
+class CoinHistoryEntry(BaseModel):
+    """One mint or burn as the chain recorded it (the transfer index), with our record of why."""
+
+    kind: str  # mint | burn
+    reason: str  # mint | burn | grant | production_reward | unknown (minted by another minter)
+    account: str
+    amount: str
+    tx_hash: str
+    block_number: int
+    block_time: datetime | None
+    memo: str | None = None
+    actor_email: str | None = None
+
+
+class CoinHistory(BaseModel):
+    items: list[CoinHistoryEntry]
+    indexed_to_block: int | None
 
 
 class Balance(BaseModel):

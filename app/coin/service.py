@@ -6,17 +6,26 @@ import logging
 import time
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 from web3 import Web3
 
 from app import idempotency
 from app.audit import service as audit
-from app.coin.schemas import CoinInfo, CoinOperationPublic
+from app.coin.schemas import (
+    CoinHistory,
+    CoinHistoryEntry,
+    CoinInfo,
+    CoinOperationPublic,
+    NativeCurrency,
+    WalletNetwork,
+)
 from app.context import Context
+from app.core.config import NETWORKS, Settings
 from app.core.errors import AppError, ChainRejected, CoinPaused, NotFound, ServiceUnavailable
 from app.core.money import format_amount, parse_account_ref
 from app.core.security import utcnow
-from app.models import CoinOperation, User, Wallet
+from app.indexer.service import CHECKPOINT
+from app.models import CoinOperation, IndexerCheckpoint, TransferEvent, User, Wallet
 from wallet.chain import raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.relayer import TxRejected
@@ -50,6 +59,33 @@ def resolve_account(session: Session, to: object) -> str:
     return resolve_recipient(session, to)[0]
 
 
+ICON_URL = "/ui/coin-icon.png"  # app/web/static/coin-icon.png, 256 x 256
+KAIA_NETWORKS = {  # chain id -> (name, block explorer)
+    1001: ("Kaia Kairos Testnet", "https://kairos.kaiascan.io"),
+    8217: ("Kaia Mainnet", "https://kaiascan.io"),
+}
+
+
+def wallet_network(settings: Settings, chain_id: int) -> WalletNetwork:
+    """Our chain as a browser wallet adds it. Only public endpoints: ESSX_RPC_URLS may hold an API key."""
+    name, explorer = KAIA_NETWORKS.get(chain_id, (f"Chain {chain_id}", None))
+    if settings.is_local:
+        name = "ESSX local chain (anvil)"
+    if settings.wallet_rpc_url:
+        urls = [settings.wallet_rpc_url]
+    elif settings.is_local:
+        urls = settings.chain_urls[:1]
+    else:
+        urls = list(NETWORKS.get(settings.chain, (chain_id, []))[1])  # custom: none unless configured
+    return WalletNetwork(
+        chain_id_hex=hex(chain_id),
+        chain_name=name,
+        rpc_urls=urls,
+        native_currency=NativeCurrency(name="KAIA", symbol="KAIA", decimals=18),
+        block_explorer_urls=[explorer] if explorer else None,
+    )
+
+
 def coin_info(ctx: Context) -> CoinInfo:
     cache = ctx.extras.setdefault("coin_static", {})
     if not cache:
@@ -60,6 +96,8 @@ def coin_info(ctx: Context) -> CoinInfo:
         total_supply=format_amount(int(ctx.coin.functions.totalSupply().call())),
         chain_id=ctx.chain_id,
         paused=bool(ctx.coin.functions.paused().call()),
+        icon_url=ICON_URL,
+        network=wallet_network(ctx.settings, ctx.chain_id),
         **cache,
     )
 
@@ -247,3 +285,53 @@ def chain_now(ctx: Context) -> int:
     block_ts = int(ctx.w3.eth.get_block("latest")["timestamp"])
     ctx.extras["chain_now"] = (block_ts, time.monotonic())
     return max(wall, block_ts)
+
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+
+def history(session: Session, limit: int, before_block: int | None) -> CoinHistory:
+    """Every mint and burn the transfer index holds (Transfer from or to the zero address), newest first,
+    with the reason our records give: an admin mint or burn, an approval grant, a production reward. The
+    index follows the chain, so mints made before this process started, or by another minter, are there
+    too (reason `unknown` for the latter)."""
+    q = (
+        select(TransferEvent)
+        .where(
+            or_(
+                col(TransferEvent.from_address) == ZERO_ADDRESS, col(TransferEvent.to_address) == ZERO_ADDRESS
+            )
+        )
+        .order_by(col(TransferEvent.block_number).desc(), col(TransferEvent.log_index).desc())
+        .limit(limit)
+    )
+    if before_block is not None:
+        q = q.where(col(TransferEvent.block_number) < before_block)
+    events = list(session.exec(q))
+    hashes = {e.tx_hash for e in events} | {e.tx_hash.lower() for e in events}
+    purposes = {
+        (tx.tx_hash or "").lower(): tx.purpose
+        for tx in session.exec(select(OutgoingTx).where(col(OutgoingTx.tx_hash).in_(hashes)))
+    }
+    items = []
+    for e in events:
+        kind = "mint" if e.from_address == ZERO_ADDRESS else "burn"
+        entry = CoinHistoryEntry(
+            kind=kind,
+            reason="unknown",
+            account=e.to_address if kind == "mint" else e.from_address,
+            amount=format_amount(e.value),
+            tx_hash=e.tx_hash,
+            block_number=e.block_number,
+            block_time=e.block_time,
+        )
+        purpose, _, ident = purposes.get(e.tx_hash.lower(), "").partition(":")
+        if purpose == PURPOSE and ident.isdigit() and (op := session.get(CoinOperation, int(ident))):
+            entry.reason, entry.memo = op.kind, op.memo
+            actor = session.get(User, op.actor_id)
+            entry.actor_email = actor.email if actor else None
+        elif purpose == "production_reward":
+            entry.reason = "production_reward"
+        items.append(entry)
+    checkpoint = session.get(IndexerCheckpoint, CHECKPOINT)
+    return CoinHistory(items=items, indexed_to_block=checkpoint.block_number if checkpoint else None)

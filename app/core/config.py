@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     chain_id: int | None = None  # expected chain id; defaults from the network
     local_chain_port: int = 8545
     local_block_time: float = 1.0  # seconds; 0 = automine
+    # The RPC URL browser wallets are offered (wallet_addEthereumChain): default the network's public
+    # endpoint, or the local anvil; never ESSX_RPC_URLS, which may carry an API key.
+    wallet_rpc_url: str | None = None
     deployments_dir: Path | None = None
     confirmations: int = 1
     tx_timeout_seconds: float = 30.0

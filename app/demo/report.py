@@ -106,7 +106,7 @@ def collect(api: Api, state: DemoState) -> dict[str, Any]:
     t = start
     while t < end:
         band = api.call("GET", "/market/price", admin, params={"slot_start": t.isoformat(), "side": "buy"})
-        slots.append({"slot_start": t, "floor": band["band"]["floor"], "retail": band["band"]["ceiling"]})
+        slots.append({"slot_start": t, "floor": band["band"]["floor"], "retail": band["retail_price"]})
         t += state.slot
     energy: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     households = []

@@ -271,7 +271,7 @@ def trade_slot(api: Api, state: DemoState, h: cm.Household, slot_start: datetime
         "GET", "/market/price", h.token, params={"slot_start": slot_iso, "side": intent.side}
     )
     floor = parse_amount(suggestion["band"]["floor"])
-    ceiling = parse_amount(suggestion["band"]["ceiling"])
+    ceiling = parse_amount(suggestion["retail_price"])  # the household's own tier: never above it
     price = cm.limit_price(parse_amount(suggestion["suggested_price"]), floor, ceiling, intent.side, rng)
     body: dict[str, Any] = {
         "side": intent.side,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from app.core import clock
 from app.core.errors import AppError
+from app.core.money import format_amount
 from app.market.tariff import TariffSchedule
 
 
@@ -60,5 +61,6 @@ class MarketRules:
         floor, ceiling = self.band(slot_start)
         if not floor <= price <= ceiling:
             raise PriceOutsideBand(
-                f"limit_price must lie between the feed-in price {floor} and the retail tariff {ceiling} (base units per kWh)"
+                f"limit_price {format_amount(price)} is outside the price band of this slot: from the feed-in "
+                f"price {format_amount(floor)} to the top retail tariff {format_amount(ceiling)} coins per kWh"
             )

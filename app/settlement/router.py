@@ -22,6 +22,8 @@ from app.market.service import rules
 from app.models import Order, Site, SlotEnergy, Trade
 from app.settlement import service
 
+PRICE_STEP = 10**16  # 0.01 coin per kWh: the precision of a suggested price
+
 router = APIRouter(tags=["settlement"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -89,33 +91,48 @@ def price_suggestion(
     r = rules(ctx)
     if slot_start.tzinfo is None:
         slot_start = slot_start.replace(tzinfo=UTC)
-    floor = r.tariff.floor(slot_start)
+    floor, ceiling = r.band(slot_start)  # the band every order is checked against, as the book shows it
     month_kwh = _month_kwh(session, user.id or 0, clock.now())
-    ceiling = r.tariff.retail_price(slot_start, month_kwh)
+    retail = r.tariff.retail_price(slot_start, month_kwh)  # what the caller would pay the utility now
+    tier = r.tariff.tier_index(slot_start, month_kwh)
     levels = aggregate_levels(engine.book_orders(session, slot_start))
     demand = sum(q for _, q in levels["bids"])
     supply = sum(q for _, q in levels["asks"])
     recent = list(session.exec(select(Trade.price).order_by(col(Trade.created_at).desc()).limit(20)))
-    # Pressure 0..1: 0.5 when supply meets demand; more demand pushes the target towards the ceiling.
+    # Pressure 0..1: 0.5 when supply meets demand; more demand pushes the target towards the caller's
+    # retail price (buying above it would cost more than the grid).
     pressure_num, pressure_den = (demand, demand + supply) if demand + supply else (1, 2)
-    target = floor + (ceiling - floor) * pressure_num // pressure_den
+    target = floor + (retail - floor) * pressure_num // pressure_den
     last_avg = sum(int(p) for p in recent) // len(recent) if recent else None
     base = (target + last_avg) // 2 if last_avg is not None else target
-    nudge = (ceiling - floor) // 50  # 2% of the band towards the other side, to get filled
+    nudge = (retail - floor) // 50  # 2% of the span towards the other side, to get filled
     suggested = base + nudge if side == "buy" else base - nudge
-    suggested = max(floor, min(ceiling, suggested))
+    # A price someone would type: whole cents of a coin, rounded towards the other side.
+    suggested = (
+        -(-suggested // PRICE_STEP) * PRICE_STEP if side == "buy" else suggested // PRICE_STEP * PRICE_STEP
+    )
+    suggested = max(floor, min(retail, suggested))
+    tiers = len(r.tariff.tiers_for(slot_start))
     return {
         "slot_start": slot_start.isoformat(),
         "side": side,
         "suggested_price": format_amount(suggested),
         "band": {"floor": format_amount(floor), "ceiling": format_amount(ceiling)},
-        "tariff_tier": r.tariff.tier_index(slot_start, month_kwh),
+        "retail_price": format_amount(retail),
+        "tariff_tier": tier,
         "month_kwh_so_far": month_kwh,
+        "explanation": (
+            f"Orders may name any price from the feed-in price {format_amount(floor)} to the top retail tariff "
+            f"{format_amount(ceiling)} coins per kWh. With {month_kwh} kWh used this month you are in tier {tier} "
+            f"of {tiers}: the utility would charge you {format_amount(retail)} per kWh, so the suggestion stays "
+            f"between {format_amount(floor)} and {format_amount(retail)}."
+        ),
         "last_clearing_prices": [format_amount(int(p)) for p in recent[:5]],
         "book": {"demand_wh": demand, "supply_wh": supply},
         "supply_demand_ratio": f"{supply / demand:.3f}" if demand else None,
-        "computed_from": "floor + (ceiling - floor) x demand / (demand + supply), averaged with the last 20 trade prices, "
-        "nudged by 2% of the band towards the other side, clipped to the band",
+        "computed_from": "floor + (retail_price - floor) x demand / (demand + supply), averaged with the last "
+        "20 trade prices, nudged by 2% of that span towards the other side, rounded to 0.01 towards the "
+        "other side, clipped to floor..retail_price",
     }
 
 
@@ -154,31 +171,41 @@ def statement(
         )
     )
     tariff = rules(ctx).tariff
-    bought_wh = sold_wh = paid = received = refunded = penalised = savings = extra = 0
+    # Settled and pending trades are summed apart: before settlement nothing is paid or earned yet, and a
+    # pending trade's contracted energy and escrow are promises, not figures of the month.
+    bought_wh = sold_wh = paid = received = refunded = penalised = savings = extra = settled = 0
+    pending = {"trades": 0, "bought_wh": 0, "sold_wh": 0, "in_escrow": 0, "expected_income": 0}
     rows = []
     for t in trades:
-        wh = t.delivered_wh if t.status == "settled" else t.quantity_wh
-        wh = wh or 0
-        if t.buyer_id == user.id:
-            bought_wh += wh
-            paid += t.paid if t.paid is not None else t.value
-            refunded += t.refunded or 0
-            retail = tariff.retail_price(t.slot_start, 0)
-            savings += wh * (retail - t.price) // 1000
-            side = "buy"
+        side = "buy" if t.buyer_id == user.id else "sell"
+        if t.status != "settled":
+            pending["trades"] += 1
+            if side == "buy":
+                pending["bought_wh"] += t.quantity_wh
+                pending["in_escrow"] += t.value
+            else:
+                pending["sold_wh"] += t.quantity_wh
+                pending["expected_income"] += t.value
         else:
-            sold_wh += wh
-            received += t.paid or 0
-            penalised += t.penalty or 0
-            extra += wh * (t.price - tariff.floor(t.slot_start)) // 1000
-            side = "sell"
+            settled += 1
+            wh = t.delivered_wh or 0
+            if side == "buy":
+                bought_wh += wh
+                paid += t.paid or 0
+                refunded += t.refunded or 0
+                savings += wh * (tariff.retail_price(t.slot_start, 0) - t.price) // 1000
+            else:
+                sold_wh += wh
+                received += t.paid or 0
+                penalised += t.penalty or 0
+                extra += wh * (t.price - tariff.floor(t.slot_start)) // 1000
         rows.append(
             [
                 t.slot_start.isoformat(),
                 side,
                 t.id,
                 t.quantity_wh,
-                wh,
+                t.delivered_wh if t.status == "settled" else "",
                 format_amount(t.price),
                 t.status,
                 format_amount(t.paid or 0),
@@ -199,6 +226,16 @@ def statement(
         "savings_vs_retail": format_amount(savings),
         "extra_income_vs_feed_in": format_amount(extra),
         "trades": len(trades),
+        "settled_trades": settled,
+        "pending": {
+            "trades": pending["trades"],
+            "bought_wh": pending["bought_wh"],
+            "sold_wh": pending["sold_wh"],
+            "coins_in_escrow": format_amount(pending["in_escrow"]),
+            "expected_income": format_amount(pending["expected_income"]),
+        },
+        "note": "figures at the top level count settled trades only (metered delivery, coins paid); "
+        "`pending` holds the contracted, not yet settled trades",
     }
     if accept and "text/csv" in accept:
         buf = io.StringIO()
@@ -220,7 +257,8 @@ def statement(
         w.writerows(rows)
         w.writerow([])
         for k, v in body.items():
-            w.writerow([k, v])
+            for name, value in v.items() if isinstance(v, dict) else [(None, v)]:
+                w.writerow([f"{k}_{name}" if name else k, value])
         return Response(
             buf.getvalue(),
             media_type="text/csv",

@@ -199,6 +199,21 @@ def test_order_escrow_match_record_and_settle(
     _, _, _, open_wh, available, fills, _ = market.functions.escrows(id32(order["id"])).call()
     assert (open_wh, fills) == (0, 1) and available == 0
 
+    # Before settlement nothing is paid or earned: the contracted trade is pending, apart from settled figures.
+    month = {"month": utcnow().strftime("%Y-%m")}
+    before = client.get("/api/v1/statements", params=month, headers=seller).json()
+    assert (before["sold_wh"], before["coins_received"], before["average_sell_price"]) == (0, "0", None)
+    assert before["extra_income_vs_feed_in"] == "0" and before["settled_trades"] == 0
+    assert before["pending"] == {
+        "trades": 1,
+        "bought_wh": 0,
+        "sold_wh": 600,
+        "coins_in_escrow": "0",
+        "expected_income": "120",
+    }
+    buyer_before = client.get("/api/v1/statements", params=month, headers=buyer).json()
+    assert buyer_before["coins_paid"] == "0" and buyer_before["pending"]["coins_in_escrow"] == "120"
+
     # Settlement: the slot's meter data is anchored; the seller's site exported 500 of the 600 Wh.
     slot_dt = rules(ctx).slot_of(utcnow()) + 2 * rules(ctx).slot
     ledger = ctx.contracts["MeterLedger"]
@@ -228,6 +243,9 @@ def test_order_escrow_match_record_and_settle(
         "/api/v1/statements", params={"month": utcnow().strftime("%Y-%m")}, headers=buyer
     ).json()
     assert statement["bought_wh"] == 500 and statement["coins_refunded"] == "20"
+    assert statement["coins_paid"] == "100" and statement["pending"]["trades"] == 0
+    sold = client.get("/api/v1/statements", params=month, headers=seller).json()
+    assert (sold["sold_wh"], sold["coins_received"], sold["average_sell_price"]) == (500, "100", "200")
     csv = client.get(
         "/api/v1/statements",
         params={"month": utcnow().strftime("%Y-%m")},

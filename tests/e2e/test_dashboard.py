@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, PIN, Account, Community, log_in, screenshot
+from tests.e2e.conftest import PASSWORD, PIN, Account, Community, js_time, log_in, screenshot, screenshots
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Locator, Page
 
 NewPage = Callable[..., "Page"]
 
@@ -54,6 +54,8 @@ def test_register_create_wallet_and_watch_the_balance_change(new_page: NewPage, 
     address = page.locator("#address").inner_text()
     community.mint(address, "12.5")  # in the background, through the API: the page is not reloaded
     expect(balance).to_have_text("12.5 ENC", timeout=30_000)
+    # A mint is no transfer of ours, but the chain index shows it: "Recent transfers" is not left empty.
+    expect(page.locator("#recent li").first).to_contain_text("+12.5 ENC issued by ESSX", timeout=15_000)
     screenshot(page, "wallet")
 
     page.get_by_role("link", name="Energy").click()
@@ -115,11 +117,20 @@ def test_send_coins_with_a_pin_until_the_timeline_is_confirmed(
     screenshot(page, "send-confirmed")
     community.wait_balance(bob, "2.5")
 
+    receiver = new_page()
+    log_in(receiver, community.base, bob.email)
+    incoming = receiver.locator("#recent > ul > li")
+    expect(incoming).to_have_count(1, timeout=15_000)  # the transfer, not again as its chain event
+    expect(incoming.first).to_contain_text("+2.5 ENC from")
+    expect(incoming.first).to_contain_text("confirmed")
+
 
 def test_operator_approves_a_user_issues_coins_and_reads_the_audit_log(
     new_page: NewPage, community: Community
 ) -> None:
     quinn = community.register("prosumer", "Quinn", wallet=True)
+    assert quinn.address
+    before = community.mint(quinn.address, "1.25")  # through the API, before the page is opened
     page = new_page()
     log_in(page, community.base, *OPERATOR)
     expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
@@ -137,8 +148,13 @@ def test_operator_approves_a_user_issues_coins_and_reads_the_audit_log(
     page.get_by_role("button", name="Issue coins").click()
     expect(page.locator("#coin-ops [data-status=confirmed]")).to_have_count(1, timeout=30_000)
     expect(page.locator("#total-supply")).not_to_have_text("0 ENC")
-    screenshot(page, "admin-coin")
-    community.wait_balance(quinn, "4")
+    # The history comes from the chain index: the mint made before this page, and the one made here.
+    history = page.locator("#coin-history tbody tr")
+    expect(history.filter(has_text="1.25 ENC")).to_contain_text("e2e", timeout=15_000)
+    expect(history.filter(has_text="1.25 ENC")).to_contain_text(before["tx_hash"][:8])
+    expect(history.first).to_contain_text("4 ENC", timeout=15_000)
+    screenshots(page, "admin-coin")
+    community.wait_balance(quinn, "5.25")
 
     page.get_by_role("link", name="Audit log").click()
     expect(page.locator("#audit-integrity")).to_have_attribute("data-intact", "true")
@@ -153,32 +169,6 @@ def test_operator_approves_a_user_issues_coins_and_reads_the_audit_log(
         page.get_by_role("link", name="Sites").click()
         expect(page.locator("#sites-summary")).to_contain_text("sites")
         screenshot(page, "admin-sites")
-
-
-@pytest.fixture(scope="module")
-def seller(community: Community) -> Account:
-    """An approved prosumer whose simulated ESS site the service polls every second."""
-    if "/api/v1/sites/{site_id}/readings" not in community.paths():
-        pytest.skip("the sites API (GET /api/v1/sites/{id}/readings, issue 4) is not there yet")
-    lee = community.register("prosumer", "Lee", wallet=True)
-    community.approve(lee)
-    site = community.site
-    r = community.http.post(
-        "/api/v1/sites",
-        json={
-            "name": "Lee's roof",
-            "host": "127.0.0.1",
-            "port": site.port,
-            "device_id": 1,
-            "pv_nameplate_w": site.pv_nameplate_w,
-            "battery_capacity_wh": site.battery_capacity_wh,
-            "reserve_soc_pct": site.reserve_soc_pct,
-        },
-        headers=lee.headers,
-    )
-    assert r.status_code == 201, r.text
-    lee.site_id = r.json()["id"]
-    return lee
 
 
 def test_site_charts_update_live(new_page: NewPage, community: Community, seller: Account) -> None:
@@ -200,7 +190,16 @@ def test_site_charts_update_live(new_page: NewPage, community: Community, seller
     expect(panel.locator("canvas").first).to_be_visible()
     expect(panel.locator(".u-legend")).to_contain_text("PV")
     expect(panel.get_by_text("Today (UTC)")).to_be_visible()
-    screenshot(page, "energy")
+    # The load line is dashed and drawn over the battery's: equal values no longer hide it.
+    load = panel.locator(".u-legend .u-series", has_text="Load")
+    assert load.locator(".u-marker").evaluate("m => getComputedStyle(m).borderStyle") == "dashed"
+    order = panel.locator(".u-legend .u-series .u-label").evaluate_all("els => els.map((e) => e.textContent)")
+    assert order.index("Load") > order.index("Battery (+ discharge)"), order
+    # Energy flowing now is counted now: the running slot from the meter counters, before any slot closes.
+    expect(panel.locator("[data-energy=today-load_wh]")).not_to_have_text("0 Wh", timeout=30_000)
+    expect(panel.locator(f"#running-note-{seller.site_id}")).to_contain_text("running slot")
+    assert_time_labels_apart(panel)
+    screenshots(page, "energy")
 
     phone = new_page(390, 844)
     log_in(phone, community.base, seller.email)
@@ -209,7 +208,29 @@ def test_site_charts_update_live(new_page: NewPage, community: Community, seller
     phone.locator("[data-site] canvas").first.wait_for()
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the energy page scrolls sideways on a phone ({width}px)"
+    assert_time_labels_apart(phone.locator("[data-site]"))
     screenshot(phone, "energy-phone")
+
+
+def assert_time_labels_apart(panel: Locator) -> None:
+    """The chart's time labels, as uPlot drew them, do not touch: each pair of neighbours is further
+    apart than half their widths (measured in the axis font)."""
+    drawn = panel.locator(".chart").evaluate(
+        """(el) => {
+            const u = el.uplot, ax = u.axes[0];
+            const ctx = document.createElement('canvas').getContext('2d');
+            ctx.font = ax.font[0];
+            const ticks = ax._splits
+              .map((v, i) => [u.valToPos(v, 'x', true), ax._values[i]])
+              .filter(([, t]) => t != null && t !== '');
+            const width = (t) => Math.max(...String(t).split('\\n').map((l) => ctx.measureText(l).width));
+            const gaps = ticks.slice(1).map(([x, t], i) => x - ticks[i][0] - (width(t) + width(ticks[i][1])) / 2);
+            return { labels: ticks.map(([, t]) => String(t)), gap: Math.min(...gaps) };
+        }"""
+    )
+    assert len(drawn["labels"]) >= 2, drawn
+    assert all("\n" not in t for t in drawn["labels"]), drawn  # one line per tick
+    assert drawn["gap"] > 0, f"time labels overlap: {drawn}"
 
 
 def test_buy_at_the_suggested_price_and_follow_the_trade(
@@ -260,22 +281,92 @@ def test_buy_at_the_suggested_price_and_follow_the_trade(
     expect(order).to_contain_text("filled", timeout=30_000)  # matched with the seller's ask
     screenshot(page, "market")
 
+    screenshots(page, "market")  # "My orders" is not cut off on a phone
+
     page.get_by_role("link", name="Trades").click()
     trade = page.locator("#trades tbody tr").first
     expect(trade).to_contain_text("200 Wh")
     expect(trade).to_contain_text("buy")
     screenshot(page, "trades")
+    screenshots(page, "trades")  # all columns visible at 1280 px
 
     if "/api/v1/statements" in paths:
         page.get_by_role("link", name="Statements").click()
-        expect(page.locator("#statement")).to_contain_text("200 Wh")
+        expect(page.locator("#statement-pending")).to_contain_text("200 Wh")  # contracted, not yet settled
+        expect(page.locator("#statement-settled")).to_contain_text("0 Wh")
         page.locator(".chart canvas").first.wait_for()
         screenshot(page, "statements")
+
+        # The seller before settlement: nothing received or earned yet, the expected income apart.
+        lee = new_page()
+        log_in(lee, community.base, seller.email)
+        lee.get_by_role("link", name="Statements").click()
+        settled = lee.locator("#statement-settled")
+        expect(settled).to_contain_text("Coins received0 ENC")
+        expect(settled).to_contain_text("Earned over the feed-in price0 ENC")
+        expect(lee.locator("#statement-pending")).to_contain_text("Expected income")
+        screenshots(lee, "statements-seller")
+
+    # A consumer's Energy page: what they can do, not a site form the API would refuse.
+    page.get_by_role("link", name="Energy").click()
+    expect(page.get_by_role("heading", name="Your energy comes from your neighbours")).to_be_visible()
+    expect(page.locator("#consumer-energy")).to_contain_text("Waiting for settlement")
+    expect(page.get_by_text("Register a site")).to_have_count(0)
+    expect(page.get_by_role("link", name="Buy energy on the Market page")).to_be_visible()
+    screenshots(page, "energy-consumer")
 
     if "/api/v1/admin/market/summary" in paths:
         admin = new_page()
         log_in(admin, community.base, *OPERATOR)
         admin.get_by_role("link", name="Market").click()
-        expect(admin.locator("#market-totals")).to_contain_text("200 Wh")
-        expect(admin.locator("#market-summary tbody tr")).to_have_count(1)
+        # The day's totals hold every trade of the package's tests; this one is its slot's row.
+        expect(admin.locator("#market-totals")).to_contain_text("Pending settlement")
+        expect(admin.locator("#market-summary tbody tr", has_text="200 Wh")).to_have_count(1)
         screenshot(admin, "admin-market")
+        screenshots(admin, "admin-market")
+
+
+def test_the_market_opens_on_my_order_with_one_band_and_errors_in_coins(
+    new_page: NewPage, community: Community
+) -> None:
+    if "/api/v1/orders" not in community.paths():
+        pytest.skip("the market API is not there yet")
+    sue = community.register("consumer", "Sue", wallet=True)
+    assert sue.address
+    community.mint(sue.address, "100")
+    community.wait_balance(sue, "100")
+    slot = community.open_slots()[-1]  # not the first open slot: the page must find it
+    book = community.http.get("/api/v1/market/book", params={"slot_start": slot}).json()
+    r = community.http.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 100, "limit_price": book["floor"]},
+        headers={**sue.headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert r.status_code == 201, r.text
+    r = community.http.post(
+        f"/api/v1/orders/{r.json()['id']}/authorize", json={"pin": PIN}, headers=sue.headers
+    )
+    assert r.status_code == 200, r.text
+
+    page = new_page(expect_failed=("/api/v1/orders",))  # the refused order below
+    log_in(page, community.base, sue.email)
+    page.get_by_role("link", name="Market").click()
+    expect(page.locator("#slot")).to_have_value(js_time(slot))
+    expect(page.locator("#book")).to_contain_text("100 Wh")
+
+    # One band, the book's; the suggestion in whole cents, explained by the buyer's own tariff tier.
+    expect(page.locator("#price-band")).to_contain_text(
+        f"{book['floor']} (feed-in price) to {book['ceiling']}"
+    )
+    expect(page.locator("#suggested-price")).to_have_text(re.compile(r"^\d+(\.\d{1,2})? ENC/kWh$"))
+    expect(page.locator("#your-tier")).to_contain_text("(tier 1,")
+    assert "Band" not in page.locator("#price-suggestion").inner_text()
+
+    page.get_by_label("Quantity (Wh)").fill("10")
+    page.get_by_label("Limit price (ENC/kWh)").fill("1")
+    page.get_by_role("button", name="Place order").click()
+    refused = page.locator("#order-message")
+    expect(refused).to_contain_text(f"from the feed-in price {book['floor']} to the top retail tariff")
+    expect(refused).to_contain_text("coins per kWh")
+    assert "000000000" not in refused.inner_text()
+    screenshots(page, "market-my-order")

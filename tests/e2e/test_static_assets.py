@@ -191,3 +191,53 @@ def test_event_stream_parser_and_helpers() -> None:
         assert.deepEqual(itemsOf([2]), [2]);
         """
     )
+
+
+def test_browser_wallet_helpers() -> None:
+    """The pure parts of the wallet flow: the words shown for a served typed data (and the refusals), the
+    wallet_addEthereumChain parameters, and merging transfer records with the chain index."""
+    run_module_script(
+        """
+        import assert from 'node:assert/strict';
+        import { addChainParams, describeTypedData, parseChainId, unitsToCoins, utf8Hex } from '@JS@/eip1193.js';
+        import { mergeMovements } from '@JS@/views/wallet.js';
+
+        const coin = { chain_id: 31337, address: '0x5FbDB2315678afecb367f032d93F642f64180aa3', symbol: 'ENC', decimals: 18 };
+        const me = '0x70997970C51812dc3A010C7d01b50e0d17dc79C8';
+        const typed = {
+          primaryType: 'TransferWithAuthorization',
+          domain: { name: 'Energy Coin', version: '1', chainId: 31337, verifyingContract: coin.address.toLowerCase() },
+          message: { from: me, to: '0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC', value: '2500000000000000001',
+                     validAfter: '0', validBefore: '1796464800', nonce: '0x' + '11'.repeat(32) },
+        };
+        const words = describeTypedData(typed, coin, me.toLowerCase());
+        assert.equal(words.kind, 'transfer');
+        assert.equal(words.amount, '2.500000000000000001');  // exact: no float on the way
+        assert.equal(words.to, typed.message.to);
+        assert.equal(words.validUntil.toISOString(), '2026-12-05T10:00:00.000Z');
+        assert.equal(describeTypedData({ ...typed, primaryType: 'ReceiveWithAuthorization' }, coin).kind, 'escrow');
+        assert.throws(() => describeTypedData({ ...typed, domain: { ...typed.domain, chainId: 1 } }, coin), /chain 1/);
+        assert.throws(() => describeTypedData({ ...typed, domain: { ...typed.domain, verifyingContract: me } }, coin), /contract/);
+        assert.throws(() => describeTypedData({ ...typed, primaryType: 'Permit' }, coin), /Permit/);
+        assert.throws(() => describeTypedData(typed, coin, '0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC'), /spends from/);
+        assert.equal(unitsToCoins('5'), '0.000000000000000005');
+        assert.equal(unitsToCoins('120000000000000000000'), '120');
+
+        const net = { chain_id_hex: '0x3e9', chain_name: 'Kaia Kairos Testnet', rpc_urls: ['https://public-en-kairos.node.kaia.io'],
+                      native_currency: { name: 'KAIA', symbol: 'KAIA', decimals: 18 }, block_explorer_urls: null };
+        assert.deepEqual(Object.keys(addChainParams(net)), ['chainId', 'chainName', 'rpcUrls', 'nativeCurrency']);
+        assert.deepEqual(addChainParams({ ...net, block_explorer_urls: ['https://kairos.kaiascan.io'] }).blockExplorerUrls, ['https://kairos.kaiascan.io']);
+        assert.equal(parseChainId('0x7a69'), 31337);
+        assert.equal(utf8Hex('é'), '0xc3a9');
+
+        const record = { id: 't1', created_at: '2026-12-05T10:00:05Z', tx_hash: '0xAB', from_address: me,
+                         to_address: typed.message.to, amount: '2.5' };
+        const events = [
+          { tx_hash: '0xab', from_address: me, to_address: typed.message.to, value: '2.5', block_time: '2026-12-05T10:00:07Z' },
+          { tx_hash: '0xcd', from_address: '0x0000000000000000000000000000000000000000', to_address: me, value: '50', block_time: '2026-12-05T09:00:00Z' },
+        ];
+        const rows = mergeMovements([record], events, me);
+        assert.deepEqual(rows.map((r) => r.kind), ['transfer', 'chain']);  // the transfer once, then the mint
+        assert.equal(rows[1].event.value, '50');
+        """
+    )

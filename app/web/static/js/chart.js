@@ -19,15 +19,27 @@ function axisStyle() {
   return { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
 }
 
+// Tick steps in seconds; uPlot's own jump from 1 to 5 minutes leaves a phone-wide chart one label.
+const TIME_INCRS = [1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+const clock = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const clockSeconds = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+/** One short line per tick (uPlot's default adds a second line with the date, and the labels collide). */
+export function timeTicks(splits, incrSeconds) {
+  const format = incrSeconds < 60 ? clockSeconds : clock;
+  return splits.map((v) => format.format(new Date(v * 1000)));
+}
+
 /**
  * A time chart that follows its container's width.
- * series: [{label, color: '--pv', scale: 'W'|'%', unit}]; data: [[unix seconds...], [values...]...].
+ * series: [{label, color: '--pv', scale: 'W'|'%', dash?: [on, off]}]; data: [[unix seconds...], [values...]...].
+ * A dashed series stays visible where it runs on top of another (e.g. load covered by battery discharge).
  */
 export async function timeChart(container, { title, series, height = 240, minSpan = 300 }) {
   const U = await uPlot();
   const scales = [...new Set(series.map((s) => s.scale))];
   const axes = [
-    { ...axisStyle() },
+    { ...axisStyle(), space: 60, incrs: TIME_INCRS, values: (_u, splits, _i, _space, incr) => timeTicks(splits, incr) },
     ...scales.map((scale, i) => ({
       ...axisStyle(),
       scale,
@@ -58,17 +70,19 @@ export async function timeChart(container, { title, series, height = 240, minSpa
         label: s.label,
         scale: s.scale,
         stroke: cssVar(s.color, '#888'),
-        width: 2,
+        width: s.dash ? 2.5 : 2,
+        dash: s.dash,
         spanGaps: false,
         value: (_u, v) => (v == null ? '—' : s.scale === '%' ? `${v.toFixed(1)} %` : formatPower(v)),
       })),
     ],
     axes,
-    legend: { live: true },
+    legend: { live: true, markers: { dash: (u, i) => (u.series[i].dash && u.series[i].dash.length ? 'dashed' : 'solid') } },
     cursor: { drag: { x: false, y: false } },
   };
   const empty = [[], ...series.map(() => [])];
   const plot = new U(opts, empty, container);
+  container.uplot = plot; // the browser tests read the drawn tick labels from it
   const resize = new ResizeObserver(() => {
     const width = container.clientWidth;
     if (width > 0) plot.setSize({ width, height });

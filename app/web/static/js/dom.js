@@ -57,12 +57,15 @@ export function badge(value) {
   return h('span', { class: `badge ${text.replace(/[^a-z_]/gi, '')}` }, text.replaceAll('_', ' '));
 }
 
-/** A table from rows and column specs [{label, value: row => node|string, num?: bool}]. */
+/**
+ * A table from rows and column specs [{label, value: row => node|string, num?: bool}]. On a phone each
+ * row becomes a small card whose cells carry their column's label (data-label), so nothing scrolls away.
+ */
 export function table(caption, columns, rows, empty = 'Nothing yet.') {
   if (!rows.length) return h('p', { class: 'muted' }, empty);
   return h(
     'div',
-    { class: 'table-wrap' },
+    { class: 'table-wrap stackable' },
     h(
       'table',
       {},
@@ -71,7 +74,7 @@ export function table(caption, columns, rows, empty = 'Nothing yet.') {
       h(
         'tbody',
         {},
-        rows.map((row) => h('tr', {}, columns.map((c) => h('td', { class: c.num ? 'num' : null }, c.value(row))))),
+        rows.map((row) => h('tr', {}, columns.map((c) => h('td', { class: c.num ? 'num' : null, 'data-label': c.label || null }, c.value(row))))),
       ),
     ),
   );

@@ -1,7 +1,8 @@
-// Operator: the coin's state, issuing coins (mint) and pausing or unpausing all transfers.
+// Operator: the coin's state, issuing coins (mint) and pausing or unpausing all transfers, and every mint
+// and burn the chain holds (from the transfer index, with the reason our records give).
 
-import { api, get, newIdempotencyKey } from '../api.js';
-import { badge, field, fmtCoin, h, notice, replace } from '../dom.js';
+import { api, get, has, newIdempotencyKey } from '../api.js';
+import { badge, field, fmtCoin, h, itemsOf, notice, replace, shortHash, table, timeEl } from '../dom.js';
 import { every } from '../live.js';
 import { txLink } from './common.js';
 
@@ -10,6 +11,7 @@ export async function render(root, app) {
   const ops = h('div', { id: 'coin-ops', class: 'stack' });
   const pauseBox = h('div', { class: 'row' });
   const mintBox = h('section', { class: 'card', 'aria-labelledby': 'mint-title' });
+  const history = h('div', { id: 'coin-history' });
   root.append(
     h('h1', {}, 'Coin'),
     h(
@@ -18,6 +20,13 @@ export async function render(root, app) {
       h('section', { class: 'card stack', 'aria-labelledby': 'coin-title' }, h('h2', { id: 'coin-title' }, 'Energy coin'), info, pauseBox),
       mintBox,
       h('section', { class: 'card wide', 'aria-labelledby': 'ops-title' }, h('h2', { id: 'ops-title' }, 'Operations this session'), ops),
+      h(
+        'section',
+        { class: 'card wide', 'aria-labelledby': 'history-title' },
+        h('h2', { id: 'history-title' }, 'Issued and burned'),
+        h('p', { class: 'muted small' }, 'Every mint and burn on chain, newest first, whoever made it and whenever.'),
+        history,
+      ),
     ),
   );
 
@@ -101,9 +110,32 @@ export async function render(root, app) {
   showOps();
   mintForm(mintBox, { app, symbol: coin.symbol, run });
 
+  const REASONS = { mint: 'issued', grant: 'approval grant', production_reward: 'production reward', burn: 'burned', unknown: 'other minter' };
+  const showHistory = async () => {
+    if (!has('/admin/coin/history')) return replace(history, h('p', { class: 'muted' }, 'The history is not available on this server.'));
+    const page = await get('/admin/coin/history', { limit: 50 });
+    replace(
+      history,
+      table(
+        null,
+        [
+          { label: 'When', value: (e) => (e.block_time ? timeEl(e.block_time) : `block ${e.block_number}`) },
+          { label: 'What', value: (e) => [badge(e.kind), ` ${REASONS[e.reason] || e.reason}`] },
+          { label: 'Amount', num: true, value: (e) => fmtCoin(e.amount, coin.symbol) },
+          { label: 'Account', value: (e) => h('code', { title: e.account }, shortHash(e.account)) },
+          { label: 'Memo', value: (e) => [e.memo || '', e.actor_email ? h('span', { class: 'muted small' }, ` by ${e.actor_email}`) : ''] },
+          { label: 'Transaction', value: (e) => txLink(e.tx_hash, coin.chain_id) },
+        ],
+        itemsOf(page),
+        'No coins issued yet.',
+      ),
+    );
+  };
+
   const refresh = async () => {
     coin = await get('/coin');
     showInfo();
+    await showHistory();
     for (const op of operations.values()) {
       if (op.status === 'submitted') track(await get(`/admin/coin/operations/${op.id}`));
     }

@@ -1,9 +1,11 @@
 // Market: the order book of a coming slot, a price suggestion next to the price field, placing and
-// cancelling orders (buy orders lock escrow, authorised with the wallet PIN like a transfer).
+// cancelling orders (buy orders lock escrow, authorised with the wallet PIN like a transfer, or signed by
+// the linked browser wallet). The page opens on the slot where the user's orders or the book's activity are.
 
 import { api, get, has, newIdempotencyKey, post } from '../api.js';
 import { append, badge, field, fmtCoin, fmtTime, fmtWh, h, itemsOf, notice, pick, replace, table, timeEl } from '../dom.js';
 import { every, isAbout } from '../live.js';
+import { askWalletSignature } from './browser-wallet.js';
 import { askPin, openSlots } from './common.js';
 
 const OPEN = new Set(['pending_authorization', 'open', 'partially_filled', 'partial', 'accepted', 'active']);
@@ -20,6 +22,7 @@ export async function render(root, app) {
       h('option', { value: s.toISOString() }, `${fmtTime(s, false)} – ${fmtTime(new Date(s.getTime() + slotMinutes * 60000), false)}`),
     );
   const slotSelect = h('select', { name: 'slot_start', id: 'slot' }, slotOptions());
+  slotSelect.value = await initialSlot([...slotSelect.options].map((o) => o.value));
   // The gate of the first slot closes while the page is open: offer the slots still open.
   const keepSlotsOpen = () => {
     if (Date.parse(slotSelect.options[0].value) - gate * 60000 > Date.now()) return;
@@ -88,6 +91,23 @@ export async function render(root, app) {
   return () => stops.forEach((s) => s());
 }
 
+/**
+ * The slot to open on: the first coming slot holding one of the user's open orders, else the nearest one
+ * with orders in the book, else the first open slot.
+ */
+async function initialSlot(slots) {
+  const mine = has('/orders') ? itemsOf(await get('/orders').catch(() => [])) : [];
+  const same = (a, b) => Date.parse(a) === Date.parse(b);
+  const withMine = slots.find((s) => mine.some((o) => OPEN.has(o.status) && same(o.slot_start, s)));
+  if (withMine) return withMine;
+  if (has('/market/book')) {
+    const books = await Promise.all(slots.map((s) => get('/market/book', { slot_start: s }).catch(() => null)));
+    const busy = slots.find((_, i) => books[i] && (books[i].bids.length || books[i].asks.length));
+    if (busy) return busy;
+  }
+  return slots[0];
+}
+
 function bookView(book, symbol) {
   const floor = pick(book, 'floor', 'band.floor');
   const ceiling = pick(book, 'ceiling', 'band.ceiling');
@@ -102,7 +122,15 @@ function bookView(book, symbol) {
     'div',
     { class: 'stack' },
     floor !== undefined
-      ? h('p', { class: 'small' }, 'Price band: ', h('strong', {}, fmtCoin(floor)), ' (feed-in) to ', h('strong', {}, fmtCoin(ceiling)), ` (retail) ${symbol}/kWh`)
+      ? h(
+          'p',
+          { class: 'small', id: 'price-band' },
+          'Price band: ',
+          h('strong', {}, fmtCoin(floor)),
+          ' (feed-in price) to ',
+          h('strong', {}, fmtCoin(ceiling)),
+          ` (top retail tier) ${symbol}/kWh. Orders outside it are refused.`,
+        )
       : null,
     h(
       'div',
@@ -146,7 +174,7 @@ function orderForm(box, { app, symbol, slotSelect, sites, onPlaced }) {
   const suggestion = h('div', { class: 'aside', id: 'price-suggestion', 'aria-live': 'polite' });
   const site = h('select', { name: 'site_id' }, sites.map((s) => h('option', { value: s.id }, s.name)));
   const siteField = field('From site', site);
-  const message = h('div', { 'aria-live': 'polite' });
+  const message = h('div', { 'aria-live': 'polite', id: 'order-message' });
   const submit = h('button', { type: 'submit' }, 'Place order');
   const side = () => (sideSell.checked ? 'sell' : 'buy');
 
@@ -156,19 +184,25 @@ function orderForm(box, { app, symbol, slotSelect, sites, onPlaced }) {
     try {
       const p = await get('/market/price', { slot_start: slotSelect.value, side: side() });
       const value = pick(p, 'suggested_price', 'suggested', 'suggestion.price', 'price');
-      const floor = pick(p, 'floor', 'band.floor');
-      const ceiling = pick(p, 'ceiling', 'band.ceiling');
+      const retail = pick(p, 'retail_price');
       replace(
         suggestion,
         value !== undefined
           ? [
               'Suggested: ',
-              h('strong', {}, `${fmtCoin(value)} ${symbol}/kWh`),
+              h('strong', { id: 'suggested-price' }, `${value} ${symbol}/kWh`),
               ' ',
               h('button', { type: 'button', class: 'secondary small', onclick: () => { price.value = String(value); price.focus(); } }, 'Use'),
             ]
           : null,
-        floor !== undefined ? h('div', {}, `Band ${fmtCoin(floor)} – ${fmtCoin(ceiling)} ${symbol}/kWh`) : null,
+        retail !== undefined
+          ? h(
+              'div',
+              { id: 'your-tier', title: p.explanation || '' },
+              `Your retail price now: ${fmtCoin(retail)} ${symbol}/kWh (tier ${p.tariff_tier}, ${p.month_kwh_so_far} kWh used this month). `,
+              'The suggestion stays between the feed-in price and it: buying above it costs more than the grid.',
+            )
+          : null,
       );
     } catch (err) {
       replace(suggestion, `No suggestion: ${err.message}`);
@@ -211,25 +245,34 @@ function orderForm(box, { app, symbol, slotSelect, sites, onPlaced }) {
       };
       if (body.side === 'sell') body.site_id = Number(site.value);
       let order = await api('POST', '/orders', { body, idempotencyKey: key });
-      key = null;
+      order = await get(`/orders/${order.id}`); // a replay answers with the first response: read it now
+      if (order.status === 'failed') {
+        key = null; // the replayed order expired meanwhile: the next press places a new one
+        replace(message, notice('error', `That order failed: ${order.failure_reason || 'its authorization window passed'}. Press Place order again for a new one.`));
+        return;
+      }
       if (order.status === 'pending_authorization') {
         const ch = order.challenge || {};
+        let proof = null;
         if (ch.type === 'signature') {
-          replace(message, notice('warn', 'Sign the escrow in your linked mobile wallet to enter the book.'));
+          const wallet = await get('/wallets/me');
+          const signature = await askWalletSignature(app, { title: 'Sign the escrow', typed: ch.typed_data, linkedAddress: wallet.address });
+          proof = signature ? { signature } : null;
         } else {
-          const answer = await askPin({
+          proof = await askPin({
             title: 'Authorize escrow',
             summary: `Lock up to ${fmtCoin(pick(order, 'escrow', 'escrow_amount') ?? '')} ${symbol} for this buy order`,
             otpRequired: ch.otp_required,
           });
-          if (!answer) {
-            replace(message, notice('warn', 'Not authorized: the order stays out of the book until you authorize it.'));
-            onPlaced();
-            return;
-          }
-          order = await post(`/orders/${order.id}/authorize`, answer);
         }
+        if (!proof) {
+          replace(message, notice('warn', 'Not authorized: the order stays out of the book. Press Place order again to authorize the same order.'));
+          onPlaced();
+          return;
+        }
+        order = await post(`/orders/${order.id}/authorize`, proof);
       }
+      key = null;
       const what = `${order.side} ${fmtWh(order.quantity_wh)} at ${fmtCoin(order.limit_price)} ${symbol}/kWh`;
       replace(
         message,
@@ -244,7 +287,13 @@ function orderForm(box, { app, symbol, slotSelect, sites, onPlaced }) {
       onPlaced();
       suggest();
     } catch (err) {
-      replace(message, notice('error', err.message));
+      if (err.name === 'WalletError' && err.rejected) {
+        replace(message, notice('warn', `${err.message} No coins are locked; press Place order again to sign the same order.`));
+      } else {
+        if (err.status === 409 || err.status === 422) key = null;
+        replace(message, notice('error', err.message));
+      }
+      onPlaced();
     } finally {
       submit.disabled = false;
     }

@@ -3,21 +3,32 @@
 // at once when the event stream exists.
 
 import { get, has, post } from '../api.js';
-import { badge, field, fmtPct, fmtW, fmtWh, h, notice, replace, table, timeEl } from '../dom.js';
+import { badge, field, fmtPct, fmtTime, fmtW, fmtWh, h, notice, replace, table, timeEl } from '../dom.js';
 import { chartBox, timeChart } from '../chart.js';
 import { every, isAbout } from '../live.js';
 
 const WINDOW_S = 30 * 60; // the live chart shows the last half hour
+// Load is drawn last and dashed: when the battery covers the whole load the two lines coincide.
 const SERIES = [
   { key: 'pv_w', label: 'PV', color: '--pv', scale: 'W' },
-  { key: 'load_w', label: 'Load', color: '--load', scale: 'W' },
   { key: 'grid_w', label: 'Grid (+ import)', color: '--grid', scale: 'W' },
   { key: 'battery_w', label: 'Battery (+ discharge)', color: '--battery', scale: 'W' },
+  { key: 'load_w', label: 'Load', color: '--load', scale: 'W', dash: [8, 5] },
   { key: 'soc_pct', label: 'SoC', color: '--soc', scale: '%' },
+];
+const COUNTERS = [
+  ['pv_wh', 'Produced'],
+  ['load_wh', 'Consumed'],
+  ['export_wh', 'Exported'],
+  ['import_wh', 'Imported'],
 ];
 
 export async function render(root, app) {
   root.append(h('h1', {}, 'Energy'));
+  if (app.user.role === 'consumer') {
+    root.append(await consumerView(app));
+    return () => {};
+  }
   if (!has('/sites')) {
     root.append(noSites('Site monitoring is not available on this server yet.'));
     return () => {};
@@ -101,7 +112,7 @@ async function sitePanel(site, app) {
   };
   const pollEnergy = async () => replace(energy, await energySummary(site));
 
-  const stops = [every(5000, pollReadings), every(10000, pollDetail), every(60000, pollEnergy)];
+  const stops = [every(5000, pollReadings), every(10000, pollDetail), every(15000, pollEnergy)];
   return {
     el,
     site,
@@ -136,6 +147,10 @@ function batteryText(w) {
   return w > 0 ? `${fmtW(w)} discharging` : `${fmtW(-w)} charging`;
 }
 
+/**
+ * Today's and this month's energy: the finished slots' energies, plus the part since the last finished
+ * slot (the running slot) from the meter counters of the readings, so energy flowing now is counted now.
+ */
 async function energySummary(site) {
   const now = new Date();
   const today = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate());
@@ -143,21 +158,75 @@ async function energySummary(site) {
   const slots = await get(`/sites/${site.id}/slots`, { from: month, limit: 3000 });
   const sum = (rows, key) => rows.reduce((acc, s) => acc + (s[key] || 0), 0);
   const todays = slots.filter((s) => Date.parse(s.slot_start) >= today);
-  const keys = [
-    ['pv_wh', 'Produced'],
-    ['load_wh', 'Consumed'],
-    ['export_wh', 'Exported'],
-    ['import_wh', 'Imported'],
-  ];
-  return table(
-    null,
-    [
-      { label: '', value: (r) => r[1] },
-      { label: 'Today (UTC)', num: true, value: (r) => fmtWh(sum(todays, r[0])) },
-      { label: 'This month', num: true, value: (r) => fmtWh(sum(slots, r[0])) },
-    ],
-    keys,
+  const ends = slots.map((s) => Date.parse(s.slot_start) + s.slot_minutes * 60000);
+  const since = Math.max(today, ...ends);
+  const running = await runningEnergy(site, since);
+  const cell = (closed, key) => {
+    if (running === null) return fmtWh(closed);
+    const part = running[key];
+    return part === null ? `${fmtWh(closed)} + ?` : fmtWh(closed + part);
+  };
+  return h(
+    'div',
+    { class: 'stack', dataset: { runningSince: new Date(since).toISOString() } },
+    table(
+      null,
+      [
+        { label: '', value: (r) => r[1] },
+        { label: 'Today (UTC)', num: true, value: (r) => h('span', { dataset: { energy: `today-${r[0]}` } }, cell(sum(todays, r[0]), r[0])) },
+        { label: 'This month', num: true, value: (r) => cell(sum(slots, r[0]), r[0]) },
+      ],
+      COUNTERS,
+    ),
+    running === null
+      ? null
+      : h('p', { class: 'muted small', id: `running-note-${site.id}` }, `Includes the running slot since ${fmtTime(new Date(since), false)} from the meter counters; final once the slot is closed.`),
   );
+}
+
+/** Energy since `since` (ms) from the counters: the newest reading minus the one at (or just after) it. */
+async function runningEnergy(site, since) {
+  const [latest] = await get(`/sites/${site.id}/readings`, { limit: 1 });
+  if (!latest || Date.parse(latest.ts) <= since) return null;
+  const [before] = await get(`/sites/${site.id}/readings`, { limit: 1, to: new Date(since + 1).toISOString() });
+  let base = before && Date.parse(before.ts) > since - 5 * 60000 ? before : null;
+  if (!base) {
+    // No reading at the start (the site came online later): the oldest one since, among the latest 5000.
+    const after = await get(`/sites/${site.id}/readings`, { limit: 5000, from: new Date(since).toISOString() });
+    base = after[after.length - 1];
+  }
+  const out = {};
+  for (const [key] of COUNTERS) {
+    const delta = latest[key] == null || base[key] == null ? null : latest[key] - base[key];
+    out[key] = delta === null || delta < 0 ? null : delta; // a counter reset is not negative energy
+  }
+  return out;
+}
+
+/** A consumer has no site: what they can do here instead, and what they bought this month. */
+async function consumerView(app) {
+  const box = h('section', { class: 'card stack', id: 'consumer-energy', 'aria-labelledby': 'consumer-title' });
+  const month = new Date().toISOString().slice(0, 7);
+  const statement = has('/statements') ? await get('/statements', { month }).catch(() => null) : null;
+  const link = (path, text) => (document.querySelector(`#nav a[href="#${path}"]`) ? h('a', { href: `#${path}` }, text) : null);
+  replace(
+    box,
+    h('h2', { id: 'consumer-title' }, 'Your energy comes from your neighbours'),
+    h('p', {}, 'As a consumer you have no battery or solar site to watch here. You buy energy for the coming 15-minute slots, paid in coins from your wallet and settled on what the sellers’ meters measured.'),
+    statement
+      ? h(
+          'dl',
+          { class: 'kv', id: 'consumer-month' },
+          h('dt', {}, 'Bought this month (settled)'),
+          h('dd', {}, fmtWh(statement.bought_wh)),
+          h('dt', {}, 'Waiting for settlement'),
+          h('dd', {}, fmtWh(statement.pending ? statement.pending.bought_wh : 0)),
+        )
+      : null,
+    h('ul', {}, [link('/market', 'Buy energy on the Market page'), link('/trades', 'Follow your trades'), link('/statements', 'Read your monthly statement')].filter(Boolean).map((a) => h('li', {}, a))),
+    h('p', { class: 'muted small' }, 'Have solar panels or a battery? Selling needs a prosumer account with a registered site: create a prosumer account, and an operator approves it.'),
+  );
+  return box;
 }
 
 function faultList(faults) {

@@ -42,7 +42,8 @@ export async function render(root, app) {
   const show = async () => {
     try {
       const s = await get('/statements', { month: month.value });
-      const rows = [
+      // Settled figures (metered, paid) and pending ones (contracted, in escrow) never mix.
+      const settled = [
         ['Energy bought', fmtWh(pick(s, 'bought_wh'))],
         ['Energy sold', fmtWh(pick(s, 'sold_wh'))],
         ['Coins paid', fmtCoin(pick(s, 'coins_paid'), symbol)],
@@ -53,9 +54,31 @@ export async function render(root, app) {
         [`Average sell price (${symbol}/kWh)`, fmtCoin(pick(s, 'average_sell_price'))],
         ['Saved against the retail tariff', fmtCoin(pick(s, 'savings_vs_retail'), symbol)],
         ['Earned over the feed-in price', fmtCoin(pick(s, 'extra_income_vs_feed_in'), symbol)],
-        ['Trades', pick(s, 'trades') ?? '—'],
       ];
-      replace(detail, h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
+      const p = s.pending || null;
+      const pending = p
+        ? [
+            ['Energy bought (contracted)', fmtWh(p.bought_wh)],
+            ['Energy sold (contracted)', fmtWh(p.sold_wh)],
+            ['Coins in escrow', fmtCoin(p.coins_in_escrow, symbol)],
+            ['Expected income', fmtCoin(p.expected_income, symbol)],
+          ]
+        : [];
+      const list = (rows, id) => h('dl', { class: 'kv', id }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+      replace(
+        detail,
+        h('h3', {}, `Settled (${pick(s, 'settled_trades') ?? pick(s, 'trades') ?? 0} trades)`),
+        list(settled, 'statement-settled'),
+        p && p.trades
+          ? h(
+              'div',
+              { class: 'pending-figures' },
+              h('h3', {}, `Waiting for settlement (${p.trades} trades)`),
+              h('p', { class: 'muted small' }, 'Contracted, not yet metered: these become payments once the slot is settled.'),
+              list(pending, 'statement-pending'),
+            )
+          : null,
+      );
     } catch (err) {
       replace(detail, notice('error', err.message));
     }

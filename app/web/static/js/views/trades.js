@@ -31,8 +31,16 @@ export async function render(root, app) {
           { label: 'Refunded', num: true, value: (t) => fmtCoin(pick(t, 'refunded', 'amount_refunded', 'settlement.refunded')) },
           { label: 'Penalty', num: true, value: (t) => fmtCoin(pick(t, 'penalised', 'penalty', 'amount_penalised', 'settlement.penalised')) },
           { label: 'Status', value: (t) => badge(t.status) },
-          { label: 'Recorded', value: (t) => txLink(pick(t, 'record_tx_hash'), chainId) },
-          { label: 'Settled in', value: (t) => txLink(pick(t, 'settlement_tx_hash', 'settle_tx_hash', 'settlement.tx_hash'), chainId) },
+          {
+            label: 'On chain',
+            value: (t) =>
+              h(
+                'span',
+                { class: 'chain-links' },
+                h('span', {}, 'recorded ', txLink(pick(t, 'record_tx_hash'), chainId)),
+                h('span', {}, 'settled ', txLink(pick(t, 'settlement_tx_hash', 'settle_tx_hash', 'settlement.tx_hash'), chainId)),
+              ),
+          },
         ],
         trades,
         'No trades yet. Place an order on the Market page.',

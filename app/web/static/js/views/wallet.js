@@ -1,9 +1,14 @@
-// Wallet: create a custodial wallet with a PIN, balance and address, send coins, recent transfers.
+// Wallet: create a custodial wallet with a PIN or link a browser wallet; balance and address; send coins
+// (PIN, or a signature from the linked wallet); recent transfers: our transfer records merged with what the
+// chain index shows (mints, escrow, settlement payouts), so every coin movement of the address is listed.
 
-import { api, get, newIdempotencyKey, post } from '../api.js';
+import { api, get, has, newIdempotencyKey, post } from '../api.js';
 import { append, badge, field, fmtCoin, h, itemsOf, notice, replace, shortHash, timeEl } from '../dom.js';
 import { every, isAbout } from '../live.js';
+import { askWalletSignature, walletPanel } from './browser-wallet.js';
 import { askPin, isFinal, timeline } from './common.js';
+
+const ZERO = '0x0000000000000000000000000000000000000000';
 
 export async function render(root, app) {
   const state = { stop: () => {} };
@@ -39,9 +44,15 @@ async function draw(root, app, redraw) {
   }
   if (!wallet) {
     renderCreate(walletBox, app.user.email, redraw);
-    replace(sendBox, h('h2', { id: 'send-title' }, 'Send coins'), h('p', { class: 'muted' }, 'Create a wallet first.'));
+    const panel = walletPanel(app, { onLinked: redraw });
+    replace(
+      sendBox,
+      h('h2', { id: 'send-title' }, 'Or link a browser wallet'),
+      h('p', {}, 'Keep your own key in MetaMask or Kaia Wallet: it signs each payment itself, and ESSX relays it gas-free.'),
+      panel.el,
+    );
     replace(listBox, h('h2', { id: 'recent-title' }, 'Recent transfers'), h('p', { class: 'muted' }, 'No transfers yet.'));
-    return () => {};
+    return () => panel.stop();
   }
 
   const balance = h('p', { class: 'big', id: 'balance', 'aria-live': 'polite', 'aria-atomic': 'true' }, fmtCoin(wallet.balance, symbol));
@@ -57,11 +68,18 @@ async function draw(root, app, redraw) {
       h('dt', {}, 'Address'),
       h('dd', {}, h('code', { id: 'address' }, wallet.address), ' ', copyButton(wallet.address, app)),
       h('dt', {}, 'Kind'),
-      h('dd', {}, wallet.kind === 'custodial' ? 'custodial (PIN protected)' : 'linked mobile wallet'),
-      h('dt', {}, 'Authenticator'),
-      h('dd', {}, wallet.totp_enabled ? 'on' : 'off'),
+      h('dd', { id: 'wallet-kind' }, wallet.kind === 'custodial' ? 'custodial (PIN protected)' : 'linked wallet (you sign each payment)'),
+      wallet.kind === 'custodial' ? [h('dt', {}, 'Authenticator'), h('dd', {}, wallet.totp_enabled ? 'on' : 'off')] : null,
+      h('dt', {}, 'Gas (KAIA)'),
+      h('dd', { id: 'native-balance' }, fmtCoin(wallet.native_balance)),
     ),
   );
+  let panel = null;
+  if (wallet.kind !== 'custodial') {
+    panel = walletPanel(app, { linkedAddress: wallet.address });
+    stops.push(panel.stop);
+    append(walletBox, [h('h3', {}, 'Browser wallet'), panel.el]);
+  }
   const showBalance = (w) => {
     balance.textContent = fmtCoin(w.balance, symbol);
     balance.title = `${w.balance} ${symbol}`;
@@ -73,11 +91,14 @@ async function draw(root, app, redraw) {
   replace(listBox, h('h2', { id: 'recent-title' }, 'Recent transfers'), recent);
   const open = new Set(); // transfer ids whose timeline the user opened stay open across refreshes
   const refreshList = async () => {
-    const items = itemsOf(await get('/transfers', { limit: 10 }));
-    replace(recent, transferList(items, wallet.address, symbol, open));
+    const [records, chain] = await Promise.all([
+      get('/transfers', { limit: 10 }),
+      has('/accounts/{}/transfers') ? get(`/accounts/${wallet.address}/transfers`, { limit: 10 }) : { items: [] },
+    ]);
+    replace(recent, transferList(mergeMovements(itemsOf(records), itemsOf(chain), wallet.address), wallet.address, symbol, open));
   };
 
-  renderSend(sendBox, { symbol, onChange: () => { refreshList(); refreshWallet(); } });
+  renderSend(sendBox, { app, wallet, symbol, onChange: () => { refreshList(); refreshWallet(); } });
 
   const refreshWallet = async () => showBalance(await get('/wallets/me'));
   stops.push(every(4000, refreshWallet));
@@ -152,11 +173,11 @@ function renderCreate(box, email, done) {
   );
 }
 
-function renderSend(box, { symbol, onChange }) {
+function renderSend(box, { app, wallet, symbol, onChange }) {
   const to = h('input', { name: 'to', required: true, autocomplete: 'off', spellcheck: 'false' });
   const amount = h('input', { name: 'amount', required: true, inputmode: 'decimal', pattern: '\\d+(\\.\\d{1,18})?', autocomplete: 'off' });
   const memo = h('input', { name: 'memo', maxlength: 500, autocomplete: 'off' });
-  const message = h('div', { 'aria-live': 'polite' });
+  const message = h('div', { 'aria-live': 'polite', id: 'send-message' });
   const progress = h('div', { id: 'send-progress' });
   const submit = h('button', { type: 'submit' }, 'Send');
   const form = h(
@@ -168,11 +189,25 @@ function renderSend(box, { symbol, onChange }) {
     message,
     h('div', { class: 'row' }, submit),
   );
-  // One key per intended payment: a retry of the same form after a network error replays, never pays twice.
+  // One key per intended payment: a retry of the same form (after a network error, a cancelled PIN prompt
+  // or a request rejected in the wallet) replays the same transfer, never creates a second one.
   let key = null;
   form.addEventListener('input', () => {
     key = null;
   });
+  const authorize = async (transfer) => {
+    const ch = transfer.challenge || {};
+    if (ch.type === 'signature') {
+      const signature = await askWalletSignature(app, { title: 'Sign the transfer', typed: ch.typed_data, linkedAddress: wallet.address });
+      return signature ? post(`/transfers/${transfer.id}/authorize`, { signature }) : null;
+    }
+    const answer = await askPin({
+      title: 'Authorize transfer',
+      summary: `Send ${fmtCoin(transfer.amount, symbol)} to ${shortHash(transfer.to_address)}`,
+      otpRequired: ch.otp_required,
+    });
+    return answer ? post(`/transfers/${transfer.id}/authorize`, answer) : null;
+  };
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     replace(message);
@@ -184,32 +219,35 @@ function renderSend(box, { symbol, onChange }) {
         body: { to: target, amount: amount.value.trim(), memo: memo.value.trim() || null },
         idempotencyKey: key,
       });
-      key = null;
+      // A replay answers with the first response: read where the transfer stands now.
+      transfer = await get(`/transfers/${transfer.id}`);
       replace(progress, progressView(transfer, symbol));
-      if (transfer.status === 'pending_authorization') {
-        const ch = transfer.challenge || {};
-        if (ch.type === 'signature') {
-          replace(message, notice('warn', 'Sign this transfer in your linked mobile wallet; it appears below once relayed.'));
-        } else {
-          const answer = await askPin({
-            title: 'Authorize transfer',
-            summary: `Send ${fmtCoin(transfer.amount, symbol)} to ${shortHash(transfer.to_address)}`,
-            otpRequired: ch.otp_required,
-          });
-          if (!answer) {
-            replace(message, notice('warn', 'Not authorized. The transfer expires unless you authorize it.'));
-            return;
-          }
-          transfer = await post(`/transfers/${transfer.id}/authorize`, answer);
-          replace(progress, progressView(transfer, symbol));
-        }
+      if (transfer.status === 'failed') {
+        key = null; // a replayed transfer that expired meanwhile: the next Send makes a new one
+        replace(message, notice('error', `That transfer failed: ${transfer.failure_reason || 'see its steps'}. Press Send again for a new one.`));
+        return;
       }
+      if (transfer.status === 'pending_authorization') {
+        const authorized = await authorize(transfer);
+        if (!authorized) {
+          replace(message, notice('warn', 'Not authorized: nothing was sent. Press Send again to authorize the same transfer.'));
+          return;
+        }
+        transfer = authorized;
+        replace(progress, progressView(transfer, symbol));
+      }
+      key = null;
       form.reset();
       onChange();
       await follow(transfer, progress, symbol);
       onChange();
     } catch (err) {
-      replace(message, notice('error', err.message));
+      if (err.name === 'WalletError' && err.rejected) {
+        replace(message, notice('warn', `${err.message} Nothing was sent; press Send again to sign the same transfer.`));
+      } else {
+        if (err.status === 409 || err.status === 422) key = null; // the request itself must change
+        replace(message, notice('error', err.message));
+      }
     } finally {
       submit.disabled = false;
     }
@@ -239,31 +277,63 @@ function progressView(t, symbol) {
   );
 }
 
-function transferList(items, myAddress, symbol, open) {
-  if (!items.length) return h('p', { class: 'muted' }, 'No transfers yet.');
+/**
+ * Our transfer records (with their step timelines) and the chain index's Transfer events of the address,
+ * as one list, newest first. An event that is one of our transfers (same transaction, parties and amount)
+ * is shown once, as the transfer.
+ */
+export function mergeMovements(records, events, address) {
+  const key = (tx, from, to, amount) => `${String(tx).toLowerCase()}|${from.toLowerCase()}|${to.toLowerCase()}|${amount}`;
+  const seen = new Set(records.filter((t) => t.tx_hash).map((t) => key(t.tx_hash, t.from_address, t.to_address, t.amount)));
+  const rows = records.map((t) => ({ kind: 'transfer', at: Date.parse(t.created_at), transfer: t }));
+  for (const e of events) {
+    if (seen.has(key(e.tx_hash, e.from_address, e.to_address, e.value))) continue;
+    rows.push({ kind: 'chain', at: e.block_time ? Date.parse(e.block_time) : 0, event: e, address });
+  }
+  return rows.sort((a, b) => b.at - a.at).slice(0, Math.max(10, records.length));
+}
+
+function transferList(rows, myAddress, symbol, open) {
+  if (!rows.length) return h('p', { class: 'muted' }, 'No transfers yet.');
+  return h('ul', { class: 'stack plain' }, rows.map((row) => (row.kind === 'transfer' ? transferItem(row.transfer, myAddress, symbol, open) : chainItem(row.event, myAddress, symbol))));
+}
+
+function transferItem(t, myAddress, symbol, open) {
+  const outgoing = t.from_address.toLowerCase() === myAddress.toLowerCase();
+  const details = h(
+    'details',
+    { open: open.has(t.id), ontoggle: () => (details.open ? open.add(t.id) : open.delete(t.id)) },
+    h(
+      'summary',
+      {},
+      h('strong', {}, `${outgoing ? '−' : '+'}${fmtCoin(t.amount, symbol)}`),
+      ` ${outgoing ? 'to' : 'from'} `,
+      h('code', {}, shortHash(outgoing ? t.to_address : t.from_address)),
+      ' ',
+      badge(t.status),
+      ' ',
+      h('span', { class: 'muted small' }, timeEl(t.created_at)),
+      t.memo ? h('span', { class: 'muted small' }, ` · ${t.memo}`) : null,
+    ),
+    timeline(t),
+  );
+  return h('li', { dataset: { transfer: t.id } }, details);
+}
+
+/** A coin movement the chain shows but no transfer of ours explains: a mint, escrow, a settlement payout. */
+function chainItem(e, myAddress, symbol) {
+  const incoming = e.to_address.toLowerCase() === myAddress.toLowerCase();
+  const other = incoming ? e.from_address : e.to_address;
+  const what = other === ZERO ? (incoming ? 'issued by ESSX' : 'burned') : [incoming ? 'from ' : 'to ', h('code', {}, shortHash(other))];
   return h(
-    'ul',
-    { class: 'stack plain' },
-    items.map((t) => {
-      const outgoing = t.from_address.toLowerCase() === myAddress.toLowerCase();
-      const details = h(
-        'details',
-        { open: open.has(t.id), ontoggle: () => (details.open ? open.add(t.id) : open.delete(t.id)) },
-        h(
-          'summary',
-          {},
-          h('strong', {}, `${outgoing ? '−' : '+'}${fmtCoin(t.amount, symbol)}`),
-          ` ${outgoing ? 'to' : 'from'} `,
-          h('code', {}, shortHash(outgoing ? t.to_address : t.from_address)),
-          ' ',
-          badge(t.status),
-          ' ',
-          h('span', { class: 'muted small' }, timeEl(t.created_at)),
-          t.memo ? h('span', { class: 'muted small' }, ` · ${t.memo}`) : null,
-        ),
-        timeline(t),
-      );
-      return h('li', { dataset: { transfer: t.id } }, details);
-    }),
+    'li',
+    { dataset: { tx: e.tx_hash } },
+    h('strong', {}, `${incoming ? '+' : '−'}${fmtCoin(e.value, symbol)}`),
+    ' ',
+    what,
+    ' ',
+    badge('confirmed'),
+    ' ',
+    h('span', { class: 'muted small' }, e.block_time ? timeEl(e.block_time) : '', ` · block ${e.block_number}`),
   );
 }
