@@ -5,14 +5,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.api.params import RowId, UtcTime
+
 
 class OrderCreate(BaseModel):
     side: Literal["buy", "sell"]
-    slot_start: datetime
+    slot_start: UtcTime
     quantity_wh: int = Field(gt=0, lt=2**32)
     limit_price: str = Field(description="coins per kWh, decimal string")
-    site_id: int | None = Field(default=None, description="sellers: the site the energy comes from")
-    counterpart_id: int | None = Field(default=None, description="a direct offer to this user only")
+    site_id: RowId | None = Field(default=None, description="sellers: the site the energy comes from")
+    counterpart_id: RowId | None = Field(default=None, description="a direct offer to this user only")
 
 
 class OrderAuthorize(BaseModel):

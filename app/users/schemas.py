@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Form
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 
@@ -33,7 +34,7 @@ class TokenPair(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    refresh_token: str
+    refresh_token: str = Field(max_length=4096)
 
 
 class ApproveResult(BaseModel):
@@ -41,3 +42,20 @@ class ApproveResult(BaseModel):
     grant: str
     grant_status: str  # none | minted | pending_wallet
     grant_tx_hash: str | None = None
+
+
+class LoginForm:
+    """The OAuth2 password form (what Swagger UI's Authorize button sends), bounded like the columns the
+    login throttle keeps its keys in; scope and client fields are accepted and ignored."""
+
+    def __init__(
+        self,
+        username: Annotated[str, Form(min_length=1, max_length=320, description="the e-mail address")],
+        password: Annotated[
+            str, Form(min_length=1, max_length=1024, json_schema_extra={"format": "password"})
+        ],
+        grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+        scope: Annotated[str, Form(max_length=1024)] = "",
+    ) -> None:
+        self.username = username
+        self.password = password
