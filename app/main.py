@@ -23,6 +23,7 @@ from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api import openapi
 from app.api.router import api_router
 from app.coin.service import on_tx_final
 from app.context import Context, build_context
@@ -143,11 +144,14 @@ def create_app(
         description="Community energy exchange on Kaia: energy coin, wallets, ESS metering and a local market.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by app/web/router.py from vendored assets, so /docs works offline
+        redoc_url=None,  # ReDoc would need another bundle; Swagger UI covers it
     )
     if ctx is not None:
         app.state.ctx = ctx
     install_error_handlers(app)
     install_middleware(app, settings)
+    openapi.install(app)
     app.include_router(ops_router)
     app.include_router(api_router)
     app.include_router(web_router)  # the dashboard at / (after the API, so it never shadows a route)
