@@ -7,7 +7,7 @@
 It starts `essx run` on free ports in a temporary data folder (no simulated sites; access tokens valid for a
 day so a long run stays authenticated), creates an admin (`essx create-admin`) and a prosumer (registered,
 approved, a custodial wallet with PIN 123456 and 100 coins), then runs `schemathesis run` over /openapi.json
-once per identity (prosumer, then admin) with every phase (examples, coverage, fuzzing, stateful), positive
+once per identity (prosumer, then admin; /stream is asked to close at once, scripts/fuzz_hooks.py) with every phase (examples, coverage, fuzzing, stateful), positive
 and negative data, and the checks:
 
 - not_a_server_error: no 5xx, whatever the input;
@@ -42,6 +42,7 @@ from app.demo.service import ServiceHandle, child_service
 from bench.service import postgres_database
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
+HOOKS = Path(__file__).resolve().with_name("fuzz_hooks.py")  # /stream: once=true
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 PASSWORD = "fuzz-password-1"
 
@@ -99,8 +100,9 @@ def run_schemathesis(
     if args.max_time:
         command += ["--max-time", str(args.max_time)]
     started = time.monotonic()
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
     with (out / "schemathesis.log").open("w") as log:
-        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False, cwd=out)
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False, cwd=out, env=env)
     seconds = time.monotonic() - started
     report = json.loads(next(out.glob("*.json")).read_text())
     return {"seconds": seconds, "report": report, "responses": status_counts(out)}
