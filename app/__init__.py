@@ -1,0 +1,3 @@
+"""The ESSX service."""
+
+import wallet  # noqa: F401  (first: it puts back the recursion limit py_ecc raises on import)

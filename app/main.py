@@ -23,11 +23,13 @@ from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api import openapi
 from app.api.router import api_router
 from app.coin.service import on_tx_final
 from app.context import Context, build_context
 from app.core.config import Settings, get_settings
 from app.core.errors import AppError
+from app.core.limits import RequestLimits
 from app.core.logging import configure_logging, request_id_var
 from app.indexer.service import IndexerWorker
 from app.market.recording import make_hook as market_hook
@@ -142,11 +144,14 @@ def create_app(
         description="Community energy exchange on Kaia: energy coin, wallets, ESS metering and a local market.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by app/web/router.py from vendored assets, so /docs works offline
+        redoc_url=None,  # ReDoc would need another bundle; Swagger UI covers it
     )
     if ctx is not None:
         app.state.ctx = ctx
     install_error_handlers(app)
-    install_middleware(app)
+    install_middleware(app, settings)
+    openapi.install(app)
     app.include_router(ops_router)
     app.include_router(api_router)
     app.include_router(web_router)  # the dashboard at / (after the API, so it never shadows a route)
@@ -214,7 +219,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def install_middleware(app: FastAPI) -> None:
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    # The last added runs first: the request id and metrics see every answer, also the limits' refusals.
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
 
 

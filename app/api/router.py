@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 
+from app.api.openapi import ERROR_RESPONSES
 from app.audit.router import router as audit_router
 from app.coin.router import admin_router as coin_admin_router
 from app.coin.router import router as coin_router
@@ -19,7 +20,7 @@ from app.users.router import router as users_router
 from app.wallets.router import router as wallets_router
 from app.wallets.router import totp_router
 
-api_router = APIRouter(prefix="/api/v1")
+api_router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)  # every refusal: {"error", "detail"}
 for r in (
     users_router,
     users_admin_router,

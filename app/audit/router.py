@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from app.api.deps import AdminUser, SessionDep
+from app.api.params import RowId
 from app.audit import service
 
 router = APIRouter(prefix="/admin/audit", tags=["admin"])
@@ -31,12 +32,14 @@ class AuditPage(BaseModel):
     first_broken_seq: int | None
 
 
-@router.get("", response_model=AuditPage)
+@router.get(
+    "", summary="The audit log, newest first, with a check of its hash chain", response_model=AuditPage
+)
 def list_audit(
     session: SessionDep,
     _admin: AdminUser,
     limit: int = Query(100, ge=1, le=1000),
-    before: int | None = Query(None, ge=1),
+    before: RowId | None = None,
 ) -> AuditPage:
     intact, broken = service.verify(session)
     items = [

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
 from app.api.deps import AdminUser, ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from app.api.params import BlockNumber, RowId
 from app.coin import service
 from app.coin.schemas import (
     Balance,
@@ -28,12 +29,16 @@ router = APIRouter(tags=["coin"])
 admin_router = APIRouter(prefix="/admin/coin", tags=["admin"])
 
 
-@router.get("/coin", response_model=CoinInfo)
+@router.get("/coin", summary="The energy coin: address, supply, decimals, paused", response_model=CoinInfo)
 def get_coin(ctx: ContextDep) -> CoinInfo:
     return service.coin_info(ctx)
 
 
-@router.get("/accounts/{address}/balance", response_model=Balance)
+@router.get(
+    "/accounts/{address}/balance",
+    summary="The coin balance of an address, read from the chain",
+    response_model=Balance,
+)
 def get_balance(address: str, ctx: ContextDep) -> Balance:
     checked = parse_address(address)
     value, block = service.balance_of(ctx, checked)
@@ -42,13 +47,17 @@ def get_balance(address: str, ctx: ContextDep) -> Balance:
     )
 
 
-@router.get("/accounts/{address}/transfers", response_model=TransferPage)
+@router.get(
+    "/accounts/{address}/transfers",
+    summary="Coin transfers in and out of an address (indexed)",
+    response_model=TransferPage,
+)
 def get_transfers(
     address: str,
     session: SessionDep,
     _user: CurrentUser,
     limit: int = Query(50, ge=1, le=500),
-    before_block: int | None = Query(None, ge=0),
+    before_block: BlockNumber | None = None,
 ) -> TransferPage:
     checked = parse_address(address)
     return indexer.transfers_of(session, checked, limit, before_block)
@@ -59,7 +68,10 @@ def _respond(status: int, body: dict[str, Any]) -> JSONResponse:
 
 
 @admin_router.post(
-    "/mint", response_model=CoinOperationPublic, responses={202: {"model": CoinOperationPublic}}
+    "/mint",
+    summary="Mint coins to an address or user (admin)",
+    response_model=CoinOperationPublic,
+    responses={202: {"model": CoinOperationPublic}},
 )
 def mint(
     req: MintRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
@@ -74,7 +86,10 @@ def mint(
 
 
 @admin_router.post(
-    "/burn", response_model=CoinOperationPublic, responses={202: {"model": CoinOperationPublic}}
+    "/burn",
+    summary="Burn coins from the treasury or a holder (admin)",
+    response_model=CoinOperationPublic,
+    responses={202: {"model": CoinOperationPublic}},
 )
 def burn(
     req: BurnRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
@@ -112,12 +127,22 @@ def _pause_route(kind: str, want_paused: bool) -> Any:
     return route
 
 
-admin_router.post("/pause", response_model=CoinOperationPublic)(_pause_route("pause", True))
-admin_router.post("/unpause", response_model=CoinOperationPublic)(_pause_route("unpause", False))
+admin_router.post(
+    "/pause",
+    summary="Pause the coin: no transfers, mints or burns (admin)",
+    response_model=CoinOperationPublic,
+)(_pause_route("pause", True))
+admin_router.post("/unpause", summary="Unpause the coin (admin)", response_model=CoinOperationPublic)(
+    _pause_route("unpause", False)
+)
 
 
-@admin_router.get("/operations/{op_id}", response_model=CoinOperationPublic)
-def get_operation(op_id: int, session: SessionDep, _admin: AdminUser) -> CoinOperationPublic:
+@admin_router.get(
+    "/operations/{op_id}",
+    summary="One mint, burn or pause operation and its transaction (admin)",
+    response_model=CoinOperationPublic,
+)
+def get_operation(op_id: RowId, session: SessionDep, _admin: AdminUser) -> CoinOperationPublic:
     op, tx = service.get_operation(session, op_id)
     return service.to_public(session, op, tx)
 

@@ -75,6 +75,17 @@ def speed() -> float:
     return _clock.speed
 
 
+# Times the service takes from outside lie in [EARLIEST, LATEST): a slot on, a day back or local time
+# never leaves the calendar (datetime overflows before year 1 and after 9999).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def in_range(t: datetime) -> bool:
+    """``t`` (timezone-aware) lies in [EARLIEST, LATEST); aware times compare without overflowing."""
+    return EARLIEST <= t < LATEST
+
+
 def slot_start(t: datetime, slot_minutes: int) -> datetime:
     """The start of the UTC-aligned slot holding ``t`` (slot lengths divide a day, so slots start at
     UTC midnight too); the one rule the market, the collector and the demo share."""

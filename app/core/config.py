@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     relayer_min_balance: str = "1"  # native coin, decimal string; below it /readyz reports an alert
     log_json: bool = True
 
+    # Requests
+    max_body_bytes: int = Field(1_048_576, ge=1024)  # larger bodies get 413 before they are read
+
     # ESS collector (docs/collector.md)
     slot_minutes: int = Field(15, ge=5, le=60)  # must divide a day, so slots align to UTC midnight
     poll_interval_seconds: float = Field(5.0, ge=0.2)  # wall seconds; 1 s and more in production

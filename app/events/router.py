@@ -17,6 +17,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ContextDep
+from app.api.params import RowCursor
 from app.core.errors import Unauthorized
 from app.events import service
 from app.models import User
@@ -28,15 +29,18 @@ HEARTBEAT_SECONDS = 15.0
 
 
 @router.get(
-    "/stream", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}}
+    "/stream",
+    summary="Your events as Server-Sent Events, resumable after Last-Event-ID",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def stream(
     request: Request,
     ctx: ContextDep,
     authorization: str | None = Header(default=None),
     access_token: str | None = Query(default=None),
-    last_event_id: int | None = Header(default=None, alias="Last-Event-ID"),
-    last_event_id_q: int | None = Query(default=None, alias="last_event_id"),
+    last_event_id: RowCursor | None = Header(default=None, alias="Last-Event-ID"),
+    last_event_id_q: RowCursor | None = Query(default=None, alias="last_event_id"),
     once: bool = Query(default=False, description="send what is there and close (for clients that poll)"),
 ) -> StreamingResponse:
     token = access_token or (authorization.removeprefix("Bearer ").strip() if authorization else None)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlmodel import col, or_, select
 
 from app.api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from app.api.params import UtcTime
 from app.coin.service import latest_hash
 from app.core import clock
 from app.core.errors import NotFound
@@ -30,7 +31,7 @@ from wallet.models import OutgoingTx
 router = APIRouter(tags=["market"])
 
 
-@router.get("/market", response_model=MarketInfo)
+@router.get("/market", summary="The market's rules, tariff and the next slots", response_model=MarketInfo)
 def market_info(ctx: ContextDep) -> MarketInfo:
     r = service.rules(ctx)
     now = clock.now()
@@ -77,12 +78,17 @@ def market_info(ctx: ContextDep) -> MarketInfo:
     )
 
 
-@router.get("/market/book", response_model=BookPublic)
-def market_book(slot_start: datetime, ctx: ContextDep, session: SessionDep) -> BookPublic:
+@router.get("/market/book", summary="The public order book of one slot", response_model=BookPublic)
+def market_book(slot_start: UtcTime, ctx: ContextDep, session: SessionDep) -> BookPublic:
     return service.book(ctx, session, slot_start)
 
 
-@router.post("/orders", response_model=OrderPublic, status_code=201)
+@router.post(
+    "/orders",
+    summary="Place a buy or sell order for a delivery slot",
+    response_model=OrderPublic,
+    status_code=201,
+)
 def place_order(
     req: OrderCreate, ctx: ContextDep, session: SessionDep, user: CurrentUser, key: IdempotencyKey = None
 ) -> JSONResponse:
@@ -90,30 +96,36 @@ def place_order(
     return JSONResponse(status_code=status, content=body)
 
 
-@router.post("/orders/{order_id}/authorize", response_model=OrderPublic)
+@router.post(
+    "/orders/{order_id}/authorize",
+    summary="Authorise an order's escrow (PIN and code, or a signature)",
+    response_model=OrderPublic,
+)
 def authorize_order(
     order_id: str, req: OrderAuthorize, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> OrderPublic:
     return service.to_public(session, ctx, service.authorize(ctx, session, user, order_id, req))
 
 
-@router.delete("/orders/{order_id}", response_model=OrderPublic)
+@router.delete(
+    "/orders/{order_id}", summary="Cancel an open order and release its escrow", response_model=OrderPublic
+)
 def cancel_order(order_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> OrderPublic:
     return service.to_public(session, ctx, service.cancel(ctx, session, user, order_id))
 
 
-@router.get("/orders/{order_id}", response_model=OrderPublic)
+@router.get("/orders/{order_id}", summary="One of your orders", response_model=OrderPublic)
 def get_order(order_id: str, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> OrderPublic:
     return service.to_public(session, ctx, service.get_own(session, user, order_id))
 
 
-@router.get("/orders", response_model=OrderList)
+@router.get("/orders", summary="Your orders", response_model=OrderList)
 def list_orders(
     ctx: ContextDep,
     session: SessionDep,
     user: CurrentUser,
-    status: str | None = None,
-    slot_start: datetime | None = None,
+    status: Annotated[str | None, Query(max_length=24)] = None,
+    slot_start: UtcTime | None = None,
 ) -> OrderList:
     return OrderList(
         items=[
@@ -122,7 +134,7 @@ def list_orders(
     )
 
 
-@router.get("/offers", response_model=OrderList)
+@router.get("/offers", summary="Direct offers naming you", response_model=OrderList)
 def direct_offers(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> OrderList:
     """Direct offers naming the caller; accept one by placing the opposite order with counterpart_id set."""
     rows = session.exec(
@@ -186,12 +198,12 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
     )
 
 
-@router.get("/trades", response_model=TradeList)
+@router.get("/trades", summary="Your trades", response_model=TradeList)
 def list_trades(
     session: SessionDep,
     user: CurrentUser,
-    slot_start: datetime | None = None,
-    since: datetime | None = Query(None, description="trades of slots from this time"),
+    slot_start: UtcTime | None = None,
+    since: UtcTime | None = Query(None, description="trades of slots from this time"),
     limit: int = Query(200, ge=1, le=1000),
 ) -> TradeList:
     q = (
@@ -207,7 +219,11 @@ def list_trades(
     return TradeList(items=[trade_public(session, t, user) for t in session.exec(q)])
 
 
-@router.get("/trades/{trade_id}", response_model=TradePublic)
+@router.get(
+    "/trades/{trade_id}",
+    summary="One of your trades, with its on-chain record and refund proof",
+    response_model=TradePublic,
+)
 def get_trade(trade_id: str, session: SessionDep, user: CurrentUser) -> TradePublic:
     t = session.get(Trade, trade_id)
     if t is None or user.id not in (t.buyer_id, t.seller_id):

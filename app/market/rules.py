@@ -42,6 +42,8 @@ class MarketRules:
         """Returns the slot start in UTC, or raises SlotRejected saying why."""
         if slot_start.tzinfo is None:
             raise SlotRejected("slot_start needs a time zone (use UTC, e.g. 2026-11-22T10:15:00Z)")
+        if not clock.in_range(slot_start):  # before any arithmetic: year 1 or 9999 would overflow
+            raise SlotRejected(f"slot_start must lie between {clock.EARLIEST.year} and {clock.LATEST.year}")
         slot_start = slot_start.astimezone(UTC)
         if slot_start != self.slot_of(slot_start):
             raise SlotRejected(f"slot_start must be aligned to {self.slot_minutes}-minute slots in UTC")

@@ -5,16 +5,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.api.params import RowId, UtcTime
 from app.core.money import AMOUNT_HELP, AmountText
 
 
 class OrderCreate(BaseModel):
     side: Literal["buy", "sell"]
-    slot_start: datetime
+    slot_start: UtcTime
     quantity_wh: int = Field(gt=0, lt=2**32)
     limit_price: AmountText = Field(description="coins per kWh: " + AMOUNT_HELP)
-    site_id: int | None = Field(default=None, description="sellers: the site the energy comes from")
-    counterpart_id: int | None = Field(default=None, description="a direct offer to this user only")
+    site_id: RowId | None = Field(default=None, description="sellers: the site the energy comes from")
+    counterpart_id: RowId | None = Field(default=None, description="a direct offer to this user only")
 
 
 class OrderAuthorize(BaseModel):

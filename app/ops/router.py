@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import text
 from sqlmodel import Session
@@ -21,12 +21,16 @@ RELAYER_BALANCE = Gauge("essx_relayer_balance_kei", "Native balance of the relay
 CHAIN_HEAD = Gauge("essx_chain_head_block", "Latest block seen by /readyz")
 
 
-@router.get("/healthz")
+@router.get("/healthz", summary="Liveness: the process answers")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    summary="Readiness: database, chain, contracts and the relayer's balance",
+    responses={503: {"description": "Not ready: the checks say which part failed"}},
+)
 def readyz(ctx: ContextDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     ok = True
@@ -67,6 +71,6 @@ def readyz(ctx: ContextDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 def metrics(_request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

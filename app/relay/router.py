@@ -41,7 +41,8 @@ class NotOnThisChain(AppError):
 
 class KaiaRelayRequest(BaseModel):
     raw_transaction: str = Field(
-        description="0x-hex of the sender-signed fee-delegated transaction (type 0x31)"
+        description="0x-hex of the sender-signed fee-delegated transaction (type 0x31)",
+        max_length=2 + 2 * 32 * 1024,  # Kaia nodes take transactions of at most 32 KiB
     )
 
 
@@ -87,7 +88,9 @@ def relay_kaia(ctx: Context, sender_raw: bytes, expected_sender: str) -> KaiaRel
     )
 
 
-@router.post("/kaia", response_model=KaiaRelayResult)
+@router.post(
+    "/kaia", summary="Pay the fee of your own Kaia fee-delegated transaction", response_model=KaiaRelayResult
+)
 def relay_kaia_route(
     req: KaiaRelayRequest, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> KaiaRelayResult:

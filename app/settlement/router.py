@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import col, func, or_, select
 
 from app.api.deps import AdminUser, ContextDep, CurrentUser, SessionDep
+from app.api.params import UtcTime
 from app.audit import service as audit
 from app.core import clock
 from app.core.errors import AppError
@@ -33,9 +34,9 @@ class SettleDecision(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
 
 
-@admin_router.post("/slots/{slot_start}/settle")
+@admin_router.post("/slots/{slot_start}/settle", summary="Decide how an incomplete slot settles (admin)")
 def settle_slot(
-    slot_start: datetime, req: SettleDecision, ctx: ContextDep, session: SessionDep, admin: AdminUser
+    slot_start: UtcTime, req: SettleDecision, ctx: ContextDep, session: SessionDep, admin: AdminUser
 ) -> dict[str, Any]:
     count, digest = service.decide(ctx, session, slot_start, req.rule, req.reason)
     audit.record(
@@ -80,9 +81,9 @@ def _month_kwh(session: SessionDep, user_id: int, now: datetime) -> int:
     return wh // 1000
 
 
-@router.get("/market/price")
+@router.get("/market/price", summary="A suggested limit price for a slot")
 def price_suggestion(
-    slot_start: datetime,
+    slot_start: UtcTime,
     side: Literal["buy", "sell"],
     ctx: ContextDep,
     session: SessionDep,
@@ -150,7 +151,7 @@ def _month_range(month: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-@router.get("/statements")
+@router.get("/statements", summary="Your monthly statement (JSON, or CSV with Accept: text/csv)")
 def statement(
     month: str,
     ctx: ContextDep,
@@ -267,9 +268,9 @@ def statement(
     return body
 
 
-@admin_router.get("/market/summary")
+@admin_router.get("/market/summary", summary="Market volume, value and prices over a period (admin)")
 def market_summary(
-    session: SessionDep, _admin: AdminUser, from_: datetime = Query(alias="from"), to: datetime = Query()
+    session: SessionDep, _admin: AdminUser, from_: Annotated[UtcTime, Query(alias="from")], to: UtcTime
 ) -> dict[str, Any]:
     trades = list(
         session.exec(select(Trade).where(col(Trade.slot_start) >= from_, col(Trade.slot_start) < to))

@@ -7,6 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Query, status
 
 from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from app.api.params import RowId, UtcTime
 from app.coin.service import latest_hash
 from app.core.errors import BadRequest
 from app.models import Role
@@ -41,20 +42,25 @@ def _window(since: datetime | None, until: datetime | None) -> None:
         raise BadRequest("`to` must be after `from`")
 
 
-@router.post("", response_model=SitePublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    summary="Register an ESS site (battery, inverter, meter) to be polled",
+    response_model=SitePublic,
+    status_code=status.HTTP_201_CREATED,
+)
 def register_site(
     data: SiteCreate, session: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> SitePublic:
     return service.to_public(service.register_site(session, settings, user, data))
 
 
-@router.get("", response_model=list[SitePublic])
+@router.get("", summary="Your sites (all sites for admins)", response_model=list[SitePublic])
 def list_sites(session: SessionDep, user: CurrentUser) -> list[SitePublic]:
     return [service.to_public(s) for s in service.visible_sites(session, user)]
 
 
-@router.get("/{site_id}", response_model=SiteDetail)
-def get_site(site_id: int, session: SessionDep, user: CurrentUser) -> SiteDetail:
+@router.get("/{site_id}", summary="One site with its last reading and open faults", response_model=SiteDetail)
+def get_site(site_id: RowId, session: SessionDep, user: CurrentUser) -> SiteDetail:
     site = service.get_site(session, user, site_id)
     return SiteDetail(
         **service.to_public(site).model_dump(),
@@ -63,23 +69,23 @@ def get_site(site_id: int, session: SessionDep, user: CurrentUser) -> SiteDetail
     )
 
 
-@router.get("/{site_id}/readings", response_model=list[ReadingPublic])
+@router.get("/{site_id}/readings", summary="A site's readings", response_model=list[ReadingPublic])
 def get_readings(
-    site_id: int,
+    site_id: RowId,
     session: SessionDep,
     user: CurrentUser,
     limit: int = Query(100, ge=1, le=5000),
-    since: datetime | None = From,
-    until: datetime | None = To,
+    since: UtcTime | None = From,
+    until: UtcTime | None = To,
 ) -> list[ReadingPublic]:
     service.get_site(session, user, site_id)
     _window(since, until)
     return repository.readings(session, site_id, limit, since, until, with_cause=user.role == Role.admin)
 
 
-@router.get("/{site_id}/faults", response_model=list[FaultPublic])
+@router.get("/{site_id}/faults", summary="A site's faults", response_model=list[FaultPublic])
 def get_faults(
-    site_id: int,
+    site_id: RowId,
     session: SessionDep,
     user: CurrentUser,
     open: bool = Query(False, description="only faults that are still open"),
@@ -89,21 +95,21 @@ def get_faults(
     return repository.faults(session, site_id, only_open=open, limit=limit)
 
 
-@router.get("/{site_id}/events", response_model=list[EventPublic])
+@router.get("/{site_id}/events", summary="A site's events", response_model=list[EventPublic])
 def get_events(
-    site_id: int, session: SessionDep, user: CurrentUser, limit: int = Query(100, ge=1, le=1000)
+    site_id: RowId, session: SessionDep, user: CurrentUser, limit: int = Query(100, ge=1, le=1000)
 ) -> list[EventPublic]:
     service.get_site(session, user, site_id)
     return repository.events(session, site_id, limit)
 
 
-@router.get("/{site_id}/slots", response_model=list[SlotPublic])
+@router.get("/{site_id}/slots", summary="A site's slot energies", response_model=list[SlotPublic])
 def get_slots(
-    site_id: int,
+    site_id: RowId,
     session: SessionDep,
     user: CurrentUser,
-    since: datetime | None = From,
-    until: datetime | None = To,
+    since: UtcTime | None = From,
+    until: UtcTime | None = To,
     limit: int = Query(96, ge=1, le=3000),
 ) -> list[SlotPublic]:
     service.get_site(session, user, site_id)
@@ -111,9 +117,13 @@ def get_slots(
     return repository.slots(session, site_id, since, until, limit)
 
 
-@router.get("/{site_id}/slots/{slot_start}/proof", response_model=ProofPublic)
+@router.get(
+    "/{site_id}/slots/{slot_start}/proof",
+    summary="The Merkle proof of a site's anchored slot",
+    response_model=ProofPublic,
+)
 def get_proof(
-    site_id: int, slot_start: str, session: SessionDep, user: CurrentUser, settings: SettingsDep
+    site_id: RowId, slot_start: str, session: SessionDep, user: CurrentUser, settings: SettingsDep
 ) -> ProofPublic:
     service.get_site(session, user, site_id)
     start = service.parse_slot_start(slot_start, settings.slot_minutes)
@@ -134,9 +144,9 @@ def get_proof(
     )
 
 
-@router.get("/{site_id}/supply", response_model=SupplyPublic)
+@router.get("/{site_id}/supply", summary="What a site can deliver in a slot", response_model=SupplyPublic)
 def get_supply(
-    site_id: int,
+    site_id: RowId,
     session: SessionDep,
     user: CurrentUser,
     settings: SettingsDep,
@@ -147,23 +157,25 @@ def get_supply(
     return service.supply_public(service.estimate_supply(session, site, start, settings))
 
 
-@admin_router.post("/{site_id}/disable", response_model=SitePublic)
-def disable_site(site_id: int, session: SessionDep, admin: AdminUser) -> SitePublic:
+@admin_router.post("/{site_id}/disable", summary="Stop polling a site (admin)", response_model=SitePublic)
+def disable_site(site_id: RowId, session: SessionDep, admin: AdminUser) -> SitePublic:
     site = service.get_site(session, admin, site_id)
     return service.to_public(service.set_enabled(session, admin, site, False))
 
 
-@admin_router.post("/{site_id}/enable", response_model=SitePublic)
-def enable_site(site_id: int, session: SessionDep, admin: AdminUser) -> SitePublic:
+@admin_router.post("/{site_id}/enable", summary="Poll a site again (admin)", response_model=SitePublic)
+def enable_site(site_id: RowId, session: SessionDep, admin: AdminUser) -> SitePublic:
     site = service.get_site(session, admin, site_id)
     return service.to_public(service.set_enabled(session, admin, site, True))
 
 
-@ledger_router.get("/slots", response_model=list[LedgerSlotPublic])
+@ledger_router.get(
+    "/slots", summary="The meter ledger's slot records, newest first", response_model=list[LedgerSlotPublic]
+)
 def list_ledger_slots(
     session: SessionDep,
-    from_: datetime | None = Query(None, alias="from"),
-    to: datetime | None = Query(None),
+    from_: UtcTime | None = Query(None, alias="from"),
+    to: UtcTime | None = Query(None),
     limit: int = Query(96, ge=1, le=1000),
 ) -> list[LedgerSlotPublic]:
     """The slots' ledger records (anchored, submitted, empty or failed), newest first."""
@@ -176,7 +188,9 @@ def list_ledger_slots(
     return out
 
 
-@ledger_router.get("/slots/{slot_start}", response_model=LedgerSlotPublic)
+@ledger_router.get(
+    "/slots/{slot_start}", summary="The meter ledger's record of one slot", response_model=LedgerSlotPublic
+)
 def get_ledger_slot(slot_start: str, session: SessionDep, settings: SettingsDep) -> LedgerSlotPublic:
     start = service.parse_slot_start(slot_start, settings.slot_minutes)
     record = repository.ledger_slot(session, start)

@@ -8,6 +8,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, field_validator
 
+from app.api.params import RowId
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -37,7 +39,7 @@ class SiteCreate(BaseModel):
     pv_nameplate_w: int = Field(gt=0, le=1_000_000)
     battery_capacity_wh: int = Field(ge=0, le=10_000_000)
     reserve_soc_pct: int = Field(10, ge=0, le=100)
-    owner_id: int | None = Field(default=None, description="admins only; default: the caller")
+    owner_id: RowId | None = Field(default=None, description="admins only; default: the caller")
 
     @field_validator("host")
     @classmethod

@@ -16,6 +16,7 @@ from web3.contract import Contract
 
 from app.audit import service as audit
 from app.context import Context
+from app.core import clock
 from app.core.config import Settings, get_settings
 from app.core.errors import AppError, BadRequest, Conflict, Forbidden, NotFound, TooManyRequests
 from app.core.security import utcnow
@@ -273,6 +274,8 @@ def parse_slot_start(value: str, slot_minutes: int) -> datetime:
     except (ValueError, OverflowError, OSError):
         raise BadRequest(f"{value!r} is neither unix seconds nor an ISO 8601 time") from None
     t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    if not clock.in_range(t):  # the slot arithmetic after this would leave the calendar
+        raise BadRequest(f"{value!r} is not between {clock.EARLIEST.year} and {clock.LATEST.year}")
     t = t.astimezone(UTC)
     if t.microsecond or int(t.timestamp()) % (slot_minutes * 60):
         raise BadRequest(f"{t.isoformat()} is not the start of a {slot_minutes}-minute slot")

@@ -12,7 +12,9 @@ from app.transfers.schemas import TransferAuthorize, TransferCreate, TransferLis
 router = APIRouter(prefix="/transfers", tags=["transfers"])
 
 
-@router.post("", response_model=TransferPublic, status_code=201)
+@router.post(
+    "", summary="Start a coin transfer to an address or user", response_model=TransferPublic, status_code=201
+)
 def create_transfer(
     req: TransferCreate, ctx: ContextDep, session: SessionDep, user: CurrentUser, key: IdempotencyKey = None
 ) -> JSONResponse:
@@ -20,7 +22,11 @@ def create_transfer(
     return JSONResponse(status_code=status, content=body)
 
 
-@router.post("/{transfer_id}/authorize", response_model=TransferPublic)
+@router.post(
+    "/{transfer_id}/authorize",
+    summary="Authorise a transfer (PIN and code, or a signature)",
+    response_model=TransferPublic,
+)
 def authorize_transfer(
     transfer_id: str, req: TransferAuthorize, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> TransferPublic:
@@ -28,12 +34,16 @@ def authorize_transfer(
     return service.to_public(session, transfer)
 
 
-@router.get("/{transfer_id}", response_model=TransferPublic)
+@router.get(
+    "/{transfer_id}",
+    summary="One transfer you sent or received, with its steps",
+    response_model=TransferPublic,
+)
 def get_transfer(transfer_id: str, session: SessionDep, user: CurrentUser) -> TransferPublic:
     return service.to_public(session, service.get_own(session, user, transfer_id, may_receive=True))
 
 
-@router.get("", response_model=TransferList)
+@router.get("", summary="Your transfers", response_model=TransferList)
 def list_transfers(
     session: SessionDep,
     user: CurrentUser,

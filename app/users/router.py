@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, status
+from fastapi import APIRouter, Depends, Form, Query, status
 
 from app.api.deps import AdminUser, ClientAddress, ContextDep, CurrentUser, SessionDep, SettingsDep, oauth2
+from app.api.params import RowId
 from app.audit import service as audit
 from app.coin.service import latest_hash
 from app.users import service
@@ -77,18 +78,24 @@ def change_password(
     return service.change_password(session, settings, user, body.old_password, body.new_password, client)
 
 
-@router.get("/users/me", response_model=UserPublic)
+@router.get("/users/me", summary="The current user", response_model=UserPublic)
 def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-@admin_router.get("", response_model=list[UserPublic])
-def list_users(session: SessionDep, _admin: AdminUser, status: str | None = None) -> list[UserPublic]:
+@admin_router.get("", summary="Users, optionally by status (admin)", response_model=list[UserPublic])
+def list_users(
+    session: SessionDep, _admin: AdminUser, status: Annotated[str | None, Query(max_length=16)] = None
+) -> list[UserPublic]:
     return [UserPublic.model_validate(u) for u in service.list_users(session, status)]
 
 
-@admin_router.post("/{user_id}/approve", response_model=ApproveResult)
-def approve(user_id: int, ctx: ContextDep, session: SessionDep, admin: AdminUser) -> ApproveResult:
+@admin_router.post(
+    "/{user_id}/approve",
+    summary="Approve a user, minting the approval grant (admin)",
+    response_model=ApproveResult,
+)
+def approve(user_id: RowId, ctx: ContextDep, session: SessionDep, admin: AdminUser) -> ApproveResult:
     user = service.get_user(session, user_id)
     service.approve(session, user, admin)
     grant = service.approval_grant(ctx.settings)

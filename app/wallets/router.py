@@ -34,7 +34,12 @@ def _public(session, wallet: Wallet) -> WalletPublic:  # type: ignore[no-untyped
     )
 
 
-@router.post("", response_model=WalletPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    summary="Create your custodial wallet, protected by a PIN",
+    response_model=WalletPublic,
+    status_code=status.HTTP_201_CREATED,
+)
 def create_wallet(req: WalletCreate, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletPublic:
     wallet = service.create_custodial(ctx, session, user, req.pin)
     from app.users.grants import pay_pending_grant
@@ -43,7 +48,7 @@ def create_wallet(req: WalletCreate, ctx: ContextDep, session: SessionDep, user:
     return _public(session, wallet)
 
 
-@router.get("/me", response_model=WalletWithBalances)
+@router.get("/me", summary="Your wallet and its balances", response_model=WalletWithBalances)
 def my_wallet(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletWithBalances:
     wallet = service.require_wallet(session, user.id or 0)
     coin, block = balance_of(ctx, wallet.address)
@@ -56,12 +61,16 @@ def my_wallet(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> Wallet
     )
 
 
-@router.post("/me/pin", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/me/pin", summary="Change your wallet's PIN", status_code=status.HTTP_204_NO_CONTENT)
 def change_pin(req: PinChange, session: SessionDep, user: CurrentUser) -> None:
     service.change_pin(session, service.require_wallet(session, user.id or 0), req.old_pin, req.new_pin)
 
 
-@router.post("/link/challenge", response_model=LinkChallengePublic)
+@router.post(
+    "/link/challenge",
+    summary="The message to sign to link your own wallet",
+    response_model=LinkChallengePublic,
+)
 def link_challenge(
     req: LinkChallengeRequest, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> LinkChallengePublic:
@@ -69,7 +78,12 @@ def link_challenge(
     return LinkChallengePublic(message=row.message, expires_at=row.expires_at)
 
 
-@router.post("/link", response_model=WalletPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/link",
+    summary="Link your own wallet with a signed challenge",
+    response_model=WalletPublic,
+    status_code=status.HTTP_201_CREATED,
+)
 def link(req: LinkRequest, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletPublic:
     wallet = service.link(ctx, session, user, req.address, req.message, req.signature)
     from app.users.grants import pay_pending_grant
@@ -78,13 +92,13 @@ def link(req: LinkRequest, ctx: ContextDep, session: SessionDep, user: CurrentUs
     return _public(session, wallet)
 
 
-@totp_router.post("/setup", response_model=TotpSetup)
+@totp_router.post("/setup", summary="Start enrolling a one-time code app (TOTP)", response_model=TotpSetup)
 def totp_setup(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> TotpSetup:
     secret, uri = service.totp_setup(ctx, session, user)
     return TotpSetup(secret=secret, otpauth_uri=uri)
 
 
-@totp_router.post("/verify")
+@totp_router.post("/verify", summary="Finish enrolling TOTP with a first code")
 def totp_verify(req: TotpVerify, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, bool]:
     service.check_otp(ctx, session, user.id or 0, req.code, enrolling=True)
     return {"enabled": True}

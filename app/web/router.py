@@ -1,4 +1,5 @@
-"""The web dashboard: one static page at `/`, its modules and styles under `/ui/`, uPlot from node_modules.
+"""The web dashboard: one static page at `/`, its modules and styles under `/ui/`, uPlot from node_modules;
+and the API docs at `/docs` (Swagger UI from node_modules too, so they work without internet).
 
 No build step: the browser loads plain ES modules. Files are served only from an allow-listed folder
 (static/) and a fixed vendor map, never from a path the request names outside them.
@@ -9,17 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from app.core.config import PROJECT_ROOT
 from app.core.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent / "static"
 UPLOT_DIST = PROJECT_ROOT / "node_modules" / "uplot" / "dist"
+SWAGGER_DIST = PROJECT_ROOT / "node_modules" / "swagger-ui-dist"
 VENDOR = {
     "uplot/uPlot.esm.js": UPLOT_DIST / "uPlot.esm.js",
     "uplot/uPlot.min.css": UPLOT_DIST / "uPlot.min.css",
+    "swagger-ui/swagger-ui-bundle.js": SWAGGER_DIST / "swagger-ui-bundle.js",
+    "swagger-ui/swagger-ui.css": SWAGGER_DIST / "swagger-ui.css",
 }
+DOCS_REDIRECT = "/docs/oauth2-redirect"
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -65,6 +71,25 @@ def index() -> Response:
 @router.get("/favicon.ico")
 def favicon() -> Response:
     return _file(STATIC / "icon.svg", cache="max-age=86400")
+
+
+@router.get("/docs")
+def api_docs() -> HTMLResponse:
+    """Swagger UI over /openapi.json, every asset from this origin (FastAPI's default loads a CDN)."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="ESSX API",
+        swagger_js_url="/ui/vendor/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url="/ui/vendor/swagger-ui/swagger-ui.css",
+        swagger_favicon_url="/favicon.ico",
+        oauth2_redirect_url=DOCS_REDIRECT,
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
+    )
+
+
+@router.get(DOCS_REDIRECT)
+def api_docs_oauth2_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
 
 
 @router.get("/ui/vendor/{name:path}")
