@@ -147,7 +147,9 @@ def get_operation(op_id: RowId, session: SessionDep, _admin: AdminUser) -> CoinO
     return service.to_public(session, op, tx)
 
 
-@admin_router.get("/history", response_model=CoinHistory)
+@admin_router.get(
+    "/history", response_model=CoinHistory, summary="Every mint and burn of the coin, from the chain index"
+)
 def coin_history(
     session: SessionDep,
     _admin: AdminUser,
