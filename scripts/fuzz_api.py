@@ -55,11 +55,13 @@ def prosumer_token(service: ServiceHandle, admin: dict[str, str]) -> str:
         f"{api}/auth/register",
         json={"email": email, "password": PASSWORD, "display_name": "Fuzz", "role": "prosumer"},
     )
-    user.raise_for_status()
-    httpx.post(f"{api}/admin/users/{user.json()['id']}/approve", headers=admin).raise_for_status()
+    user.raise_for_status()  # 202 whether or not the email was new: the id comes from /users/me
     token = httpx.post(f"{api}/auth/token", data={"username": email, "password": PASSWORD})
     token.raise_for_status()
     headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    me = httpx.get(f"{api}/users/me", headers=headers)
+    me.raise_for_status()
+    httpx.post(f"{api}/admin/users/{me.json()['id']}/approve", headers=admin).raise_for_status()
     wallet = httpx.post(f"{api}/wallets", json={"pin": "123456"}, headers=headers)
     wallet.raise_for_status()
     httpx.post(
