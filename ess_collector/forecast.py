@@ -220,13 +220,20 @@ def _after(lim: _Limits, stored: int, flow: int) -> int:
 class SupplyLike(Protocol):
     """What is used of ``ess_collector.supply.SupplyEstimate`` (its expected PV and load, its SoC)."""
 
-    slot_start: datetime
-    expected_pv_wh: int
-    expected_load_wh: int
-    battery_above_reserve_wh: int
-    soc_pct: Decimal | None
-    battery_capacity_wh: int
-    reserve_soc_pct: int
+    @property
+    def slot_start(self) -> datetime: ...
+    @property
+    def expected_pv_wh(self) -> int: ...
+    @property
+    def expected_load_wh(self) -> int: ...
+    @property
+    def battery_above_reserve_wh(self) -> int: ...
+    @property
+    def soc_pct(self) -> Decimal | None: ...
+    @property
+    def battery_capacity_wh(self) -> int: ...
+    @property
+    def reserve_soc_pct(self) -> int: ...
 
 
 def outlook_from_estimate(estimate: SupplyLike, sold_wh: int = 0, bought_wh: int = 0) -> SlotOutlook:

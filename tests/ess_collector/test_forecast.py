@@ -41,7 +41,7 @@ def execute(battery: Battery, slots: list[SlotOutlook], flows: list[tuple[int, i
     charge_max = Fraction(battery.max_charge_w * seconds, 3600)
     discharge_max = Fraction(battery.max_discharge_w * seconds, 3600)
     for s, (exported, imported) in zip(slots, flows, strict=True):
-        net = s.pv_wh - s.load_wh - exported + imported  # + = to the battery, - = from it
+        net = Fraction(s.pv_wh - s.load_wh - exported + imported)  # + = to the battery, - = from it
         if net >= 0:
             stored += min(net, charge_max, (cap - stored) / eta_c) * eta_c
         else:
