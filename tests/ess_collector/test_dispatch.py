@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -363,3 +365,12 @@ def test_check_without_counters_or_answer_is_unknown() -> None:
     other = WriteOutcome(WriteStatus.ACCEPTED, "", None, written, replace(written, mod=0))
     assert check_slot(command, other, Reading(), Reading()).status is DispatchStatus.NOT_FOLLOWED
     assert check_power(command, Reading()) is DispatchStatus.UNKNOWN
+
+
+def test_dispatch_and_forecast_do_not_import_the_service() -> None:
+    code = (
+        "import sys, ess_collector.dispatch, ess_collector.forecast, ess_collector.simulator; "
+        "print(sorted(m for m in sys.modules if m == 'app' or m.startswith('app.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
