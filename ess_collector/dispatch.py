@@ -174,7 +174,9 @@ class WriteOutcome:
         return (w.mod, w.in_w_rte, w.out_w_rte, w.rvrt_tms) == (r.mod, r.in_w_rte, r.out_w_rte, r.rvrt_tms)
 
 
-class _Refused(Exception):
+class ControlRefused(Exception):
+    """The device refused a control request (Modbus exception ``code``) or cannot take one."""
+
     def __init__(self, detail: str, code: int | None = None) -> None:
         super().__init__(detail)
         self.code = code
@@ -192,7 +194,7 @@ def command_controls(command: DispatchCommand, controls: StorageControls) -> Sto
     """The controls that carry out ``command`` on a device that reads back ``controls``."""
     w_max, sf = controls.w_cha_max_w, controls.rate_sf
     if not w_max or sf is None or not -10 <= sf <= 10:
-        raise _Refused("the device offers no rate control (WChaMax or InOutWRte_SF not implemented)")
+        raise ControlRefused("the device offers no rate control (WChaMax or InOutWRte_SF not implemented)")
     full = rate_raw(w_max, w_max, sf, round_up=False)
     revert = min(max(1, command.seconds), MAX_REVERT_S)
     if command.mode is ControlMode.FLOOR:  # power >= -InWRte: InWRte rounded down
@@ -207,18 +209,18 @@ async def read_controls(client: AsyncModbusTcpClient, device_id: int = 1) -> Sto
     start, count = STORAGE_BLOCK
     rr = await client.read_holding_registers(start, count=count, device_id=device_id)
     if rr.isError():
-        raise _Refused(f"reading model 124: Modbus exception {rr.exception_code}", rr.exception_code)
+        raise ControlRefused(f"reading model 124: Modbus exception {rr.exception_code}", rr.exception_code)
     try:
         return decode_controls(rr.registers)
     except MapError as exc:
-        raise _Refused(str(exc)) from None
+        raise ControlRefused(str(exc)) from None
 
 
 async def _write(client: AsyncModbusTcpClient, address: int, values: list[int], device_id: int) -> None:
     rr = await client.write_registers(address, [v & 0xFFFF for v in values], device_id=device_id)
     if rr.isError():
         code = getattr(rr, "exception_code", None)
-        raise _Refused(f"write at {address}: Modbus exception {code}", code)
+        raise ControlRefused(f"write at {address}: Modbus exception {code}", code)
 
 
 async def _apply(
@@ -241,7 +243,7 @@ async def _apply(
         if not mode_first:
             await _write(client, MODE_ADDRESS, [written.mod or 0], device_id)
         readback = await read_controls(client, device_id)
-    except _Refused as exc:
+    except ControlRefused as exc:
         return WriteOutcome(WriteStatus.REFUSED, str(exc), exc.code, written)
     except (TimeoutError, ModbusIOException, ConnectionException) as exc:
         client.close()
@@ -261,7 +263,7 @@ async def send_command(
         if not client.connected and not await client.connect():
             return WriteOutcome(WriteStatus.UNREACHABLE, "cannot connect")
         want = command_controls(command, await read_controls(client, device_id))
-    except _Refused as exc:
+    except ControlRefused as exc:
         return WriteOutcome(WriteStatus.REFUSED, str(exc), exc.code)
     except (TimeoutError, ModbusIOException, ConnectionException) as exc:
         client.close()
