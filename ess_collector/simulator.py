@@ -17,6 +17,14 @@ ready bytes, re-encoded at most once per simulated second, and a read is a slice
 function code 3 for device id 1 exactly like the device in ESS.md: exception 01 for other function
 codes, 02 outside 40000-40336, 03 for a count outside 1-125, 06 when busy, 0B for another device id.
 The collector's side stays pymodbus (``ess_collector.reader``); a test scans this server with pysunspec2.
+
+Like a storage inverter it also takes writes (function codes 16 and 6) to the model 124 controls it
+implements (``IMPLEMENTED_CONTROLS``): ``StorCtl_Mod`` with ``InWRte``/``OutWRte`` set a window for the
+battery's power that self-consumption works inside (a negative InWRte forces a discharge, which goes to
+the grid), ``InOutWRte_RvrtTms`` reverts to self-consumption on its second, ``WChaMax`` and
+``MinRsvPct`` are honoured too. A write is all or nothing: 02 if any register is not such a point, 03
+for a value the point cannot take, 04 with the ``control_refused`` fault; ``control_ignored`` accepts
+and reads back but does not follow. The energy balance holds exactly whatever the battery is told.
 """
 
 from __future__ import annotations
@@ -39,13 +47,19 @@ from .sunspec import (
     INVERTER_FAULT_STATE,
     MAP_LEN,
     MODELS,
+    STORCTL_CHARGE,
+    STORCTL_DISCHARGE,
     DeviceInfo,
     Reading,
+    StorageControls,
     encode,
+    encode_controls,
+    writable_addresses,
 )
 
 FAULTS = (
     "frozen", "slow", "busy", "counter_reset", "spike", "inverter_fault", "battery_fault", "offline",
+    "control_refused", "control_ignored",
 )  # fmt: skip
 MAX_SUBSTEP_S = 60  # catch-up integrates in steps of at most this, so profiles stay smooth
 HB_MODULO = 0xFFFF  # heartbeat runs 0..65534: 0xFFFF is the uint16 "not implemented" sentinel
@@ -53,6 +67,20 @@ INVERTER_ALARM_OVER_TEMP = 1 << 7  # 103.Evt1 OVER_TEMP
 BATTERY_ALARM_CONTACTOR = 1 << 20  # 802.Evt1 CONTACTOR_ERROR
 ALARM_CODE_INVERTER, ALARM_CODE_BATTERY = 1, 2  # vendor AlmCode; both faults -> 3
 SPIKE_ADDRESS = MODELS[103]["W"].address
+RATE_SF = -2  # InOutWRte_SF: charge/discharge rates in 0.01 % of WChaMax
+RATE_FULL = 100 * 10**-RATE_SF  # 100 % at RATE_SF
+# The model 124 controls this storage inverter implements. The model's other writable points (WChaGra,
+# WDisChaGra, VAChaMax, ChaGriSet) stay "not implemented" and writing them is refused like any read-only
+# register; InOutWRte_WinTms and _RmpTms accept only 0, because setpoints take effect at once.
+IMPLEMENTED_CONTROLS = frozenset(
+    ("WChaMax", "StorCtl_Mod", "OutWRte", "InWRte", "InOutWRte_WinTms", "InOutWRte_RvrtTms",
+     "InOutWRte_RmpTms", "MinRsvPct")
+)  # fmt: skip
+_WRITABLE = {a: p for a, p in writable_addresses().items() if p.name in IMPLEMENTED_CONTROLS}
+_CONTROL_FIELDS = {"WChaMax": "w_cha_max", "StorCtl_Mod": "mod", "OutWRte": "out_w_rte", "InWRte": "in_w_rte"}
+_CONTROL_FIELDS |= {"InOutWRte_WinTms": "win_tms", "InOutWRte_RvrtTms": "rvrt_tms"}
+_CONTROL_FIELDS |= {"InOutWRte_RmpTms": "rmp_tms", "MinRsvPct": "min_rsv_pct"}
+_TIMED = frozenset(("StorCtl_Mod", "OutWRte", "InWRte", "InOutWRte_RvrtTms"))  # (re)start the reversion timer
 _MAP_WORDS = struct.Struct(f">{MAP_LEN}H")
 _M64 = (1 << 64) - 1
 T = TypeVar("T")
@@ -119,6 +147,8 @@ class Faults:
     inverter_fault: bool = False
     battery_fault: bool = False
     offline: bool = False
+    control_refused: bool = False  # every write is answered with exception 04 (server device failure)
+    control_ignored: bool = False  # writes are accepted and read back, but the battery ignores them
 
 
 class SiteSimulator:
@@ -160,10 +190,12 @@ class SiteSimulator:
         )
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
+        self.controls = self.default_controls()
+        self._revert_at: int | None = None  # epoch second at which the rate controls revert
         self.pv_w = self.load_w = self.battery_w = self.grid_w = 0
         self._decide()
         self._reading = self.current()
-        self._image = encode(self._reading, self.info)
+        self._image = self._encode(self._reading)
 
     @property
     def _image(self) -> list[int]:
@@ -211,20 +243,27 @@ class SiteSimulator:
 
     # ---- physics -------------------------------------------------------------------------------------
     def _decide(self) -> None:
-        """Self-consumption control at the current second: the battery absorbs surplus, covers deficit."""
-        cfg, f = self.config, self.faults
+        """The battery's power at the current second: self-consumption (absorb surplus, cover deficit)
+        inside the window the model 124 controls set, then inside the battery's power and energy limits."""
+        cfg, f, c = self.config, self.faults, self.controls
         pv, load = self.profile(self._t)
         if f.inverter_fault:
             pv = 0
-        surplus, eff = pv - load, cfg.efficiency_pct
+        eff = cfg.efficiency_pct
         # Taper near full/reserve so one MAX_SUBSTEP_S step can never over- or under-run the battery.
-        room_w = (self._cap_j - self._stored_j) * 100 // eff // MAX_SUBSTEP_S
-        avail_w = (self._stored_j - self._reserve_j) * eff // 100 // MAX_SUBSTEP_S
+        room_w = max(0, (self._cap_j - self._stored_j) * 100 // eff // MAX_SUBSTEP_S)
+        avail_w = max(0, (self._stored_j - self._reserve_j) * eff // 100 // MAX_SUBSTEP_S)
         bat = 0
-        if not f.battery_fault and surplus > 0:
-            bat = -min(surplus, cfg.max_charge_w, room_w)
-        elif not f.battery_fault and surplus < 0:
-            bat = min(-surplus, cfg.max_discharge_w, avail_w)
+        if not f.battery_fault:
+            want = load - pv  # + = discharge to cover a deficit, - = charge from a surplus
+            if c.mod and not f.control_ignored:
+                ref = c.w_cha_max or 0
+                if c.mod & STORCTL_CHARGE:  # charging at most InWRte; a negative InWRte forces discharge
+                    want = max(want, -((c.in_w_rte or 0) * ref // RATE_FULL))
+                if c.mod & STORCTL_DISCHARGE:  # discharging at most OutWRte; negative forces charge
+                    want = min(want, (c.out_w_rte or 0) * ref // RATE_FULL)
+            charge_cap = min(cfg.max_charge_w, c.w_cha_max or 0, room_w)
+            bat = min(max(want, -charge_cap), cfg.max_discharge_w, avail_w)
         self.pv_w, self.load_w, self.battery_w = pv, load, bat
         self.grid_w = load - pv - bat
 
@@ -287,10 +326,69 @@ class SiteSimulator:
             device_time=datetime.fromtimestamp(self._t, UTC),
         )
 
+    def _encode(self, reading: Reading) -> list[int]:
+        image = encode(reading, self.info)
+        encode_controls(image, self.controls)
+        return image
+
     def _publish(self) -> None:
         if not self.faults.frozen:
             self._reading = self.current()
-            self._image = encode(self._reading, self.info)
+            self._image = self._encode(self._reading)
+
+    # ---- model 124 storage controls ------------------------------------------------------------------
+    def default_controls(self) -> StorageControls:
+        """Self-consumption: no limits set, rates at 100 %, no reversion timer."""
+        cfg = self.config
+        return StorageControls(
+            w_cha_max=cfg.max_charge_w, w_cha_max_sf=0, mod=0, out_w_rte=RATE_FULL, in_w_rte=RATE_FULL,
+            rate_sf=RATE_SF, win_tms=0, rvrt_tms=0, rmp_tms=0, min_rsv_pct=cfg.reserve_pct, min_rsv_pct_sf=0,
+        )  # fmt: skip
+
+    def write(self, address: int, values: Sequence[int]) -> int | None:
+        """Apply one write (function code 6 or 16) at the current second: None, or the Modbus exception code.
+
+        All or nothing: every register must be an implemented writable model 124 point (else 02) and
+        every value valid for it (else 03). Writing the mode, a rate or the timeout restarts the
+        reversion timer: ``InOutWRte_RvrtTms`` seconds later the mode and rates revert (0 = never).
+        """
+        with self._lock:
+            if self.faults.control_refused:
+                return SERVER_DEVICE_FAILURE
+            changes: dict[str, int] = {}
+            for k, raw in enumerate(values):
+                point = _WRITABLE.get(address + k)
+                if point is None:
+                    return ILLEGAL_ADDRESS
+                changes[point.name] = raw - 0x10000 if point.type == "int16" and raw & 0x8000 else raw
+            if not all(self._valid(name, value) for name, value in changes.items()):
+                return ILLEGAL_VALUE
+            c = self.controls = replace(self.controls, **{_CONTROL_FIELDS[n]: v for n, v in changes.items()})
+            if "MinRsvPct" in changes:
+                self._reserve_j = self._cap_j * changes["MinRsvPct"] // 100
+            if _TIMED & changes.keys():
+                self._revert_at = self._t + c.rvrt_tms if c.mod and c.rvrt_tms else None
+            self._decide()
+            self._publish()
+            return None
+
+    def _valid(self, name: str, value: int) -> bool:
+        if name == "WChaMax":
+            return 0 <= value <= self.config.max_charge_w
+        if name == "StorCtl_Mod":
+            return value & ~(STORCTL_CHARGE | STORCTL_DISCHARGE) == 0
+        if name in ("OutWRte", "InWRte"):
+            return -RATE_FULL <= value <= RATE_FULL
+        if name == "InOutWRte_RvrtTms":
+            return value != 0xFFFF  # the uint16 "not implemented" value
+        if name == "MinRsvPct":
+            return 0 <= value <= 100
+        return value == 0  # InOutWRte_WinTms, InOutWRte_RmpTms: setpoints apply at once
+
+    def _revert(self) -> None:
+        """The reversion timeout expired: back to self-consumption."""
+        self.controls = replace(self.controls, mod=0, out_w_rte=RATE_FULL, in_w_rte=RATE_FULL)
+        self._revert_at = None
 
     # ---- public API ----------------------------------------------------------------------------------
     @property
@@ -319,8 +417,12 @@ class SiteSimulator:
                 return False
             while self._t < target:
                 dt = min(MAX_SUBSTEP_S, target - self._t)
+                if self._revert_at is not None:  # the reversion happens on its very second
+                    dt = min(dt, self._revert_at - self._t)
                 self._integrate(dt)
                 self._t += dt
+                if self._revert_at is not None and self._t >= self._revert_at:
+                    self._revert()
                 self._decide()
             self._roll_counters()
             if not self.faults.frozen:  # a hung controller stops its heartbeat too
@@ -344,7 +446,7 @@ class SiteSimulator:
             if self.faults.spike_polls <= 0:
                 return self._image_bytes[i : i + 2 * count]
             self.faults.spike_polls -= 1
-            image = encode(replace(self._reading, pv_w=self.spike_w), self.info)
+            image = self._encode(replace(self._reading, pv_w=self.spike_w))
             return _MAP_WORDS.pack(*image)[i : i + 2 * count]
 
     @property
@@ -373,8 +475,9 @@ class SiteSimulator:
             listener(name)
 
     def clear_faults(self) -> None:
-        for name in ("frozen", "slow", "busy", "spike", "inverter_fault", "battery_fault", "offline"):
-            self.set_fault(name, False)
+        for name in FAULTS:
+            if name != "counter_reset":
+                self.set_fault(name, False)
 
     def fault_state(self) -> dict[str, Any]:
         return asdict(self.faults)
@@ -417,8 +520,12 @@ _MBAP = struct.Struct(">HHHB")  # transaction id, protocol id (0), length (unit 
 _READ = struct.Struct(">BHH")  # function code, start address, count
 _ANSWER = struct.Struct(">HHHBBB")  # MBAP + function code + byte count
 _EXCEPTION = struct.Struct(">HHHBBB")  # MBAP + function code | 0x80 + exception code
-ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_BUSY, GATEWAY_NO_RESPONSE = 1, 2, 3, 6, 0x0B
+_WRITE = struct.Struct(">BHHB")  # function code 16, start address, count, byte count
+_WRITTEN = struct.Struct(">HHHBBHH")  # MBAP + function code 6 or 16 + address + count (or value)
+ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, SERVER_DEVICE_FAILURE = 1, 2, 3, 4
+DEVICE_BUSY, GATEWAY_NO_RESPONSE = 6, 0x0B
 DEVICE_ID = 1
+MAX_WRITE = 123  # registers in one function code 16 request
 
 
 class SiteServer:
@@ -487,21 +594,47 @@ class SiteServer:
 
     def answer(self, tid: int, unit: int, pdu: bytes) -> bytes | None:
         """The response frame to one request frame's PDU, or None when it must wait (``slow``)."""
+        function = pdu[0]
         if unit != DEVICE_ID:
-            return _exception(tid, unit, pdu[0], GATEWAY_NO_RESPONSE)
-        if pdu[0] != 3 or len(pdu) != 5:
-            return _exception(tid, unit, pdu[0], ILLEGAL_FUNCTION if pdu[0] != 3 else ILLEGAL_VALUE)
-        _, address, count = _READ.unpack(pdu)
-        if not 1 <= count <= 125:
-            return _exception(tid, unit, 3, ILLEGAL_VALUE)
+            return _exception(tid, unit, function, GATEWAY_NO_RESPONSE)
+        if function == 3:
+            if len(pdu) != 5 or not 1 <= (count := _READ.unpack(pdu)[2]) <= 125:
+                return _exception(tid, unit, 3, ILLEGAL_VALUE)
+        elif function == 6:
+            if len(pdu) != 5:
+                return _exception(tid, unit, 6, ILLEGAL_VALUE)
+            count = 1
+        elif function == 16:
+            if len(pdu) < _WRITE.size:
+                return _exception(tid, unit, 16, ILLEGAL_VALUE)
+            _, _, count, nbytes = _WRITE.unpack_from(pdu)
+            if not 1 <= count <= MAX_WRITE or nbytes != 2 * count or len(pdu) != _WRITE.size + nbytes:
+                return _exception(tid, unit, 16, ILLEGAL_VALUE)
+        else:
+            return _exception(tid, unit, function, ILLEGAL_FUNCTION)
+        address = _READ.unpack_from(pdu)[1]
         if address < BASE or address + count > BASE + MAP_LEN:
-            return _exception(tid, unit, 3, ILLEGAL_ADDRESS)
+            return _exception(tid, unit, function, ILLEGAL_ADDRESS)
         faults = self.sim.faults
         if faults.busy:
-            return _exception(tid, unit, 3, DEVICE_BUSY)
+            return _exception(tid, unit, function, DEVICE_BUSY)
         if faults.slow_s > 0:
             return None
-        return self.registers(tid, unit, address, count)
+        return self.respond(tid, unit, pdu)
+
+    def respond(self, tid: int, unit: int, pdu: bytes) -> bytes:
+        """Carry out a request ``answer`` has checked: a read, or a write to model 124."""
+        function, address, count = _READ.unpack_from(pdu)
+        if function == 3:
+            return self.registers(tid, unit, address, count)
+        if self.clock is not None:  # the write takes effect at the device's current second
+            self.sim.advance_to_second(math.floor(self.clock.seconds()))
+        # function 6 carries one value where 16 carries the count: (address, value) vs (address, count, ...)
+        values = (count,) if function == 6 else struct.unpack_from(f">{count}H", pdu, _WRITE.size)
+        if (code := self.sim.write(address, values)) is not None:
+            return _exception(tid, unit, function, code)
+        # both answers echo the request's first four bytes after the function code
+        return _WRITTEN.pack(tid, 0, 6, unit, function, address, count)
 
     def registers(self, tid: int, unit: int, address: int, count: int) -> bytes:
         if self.clock is not None:
@@ -557,8 +690,7 @@ class _ModbusConnection(asyncio.Protocol):
 
     def _answer_late(self, tid: int, unit: int, pdu: bytes) -> None:
         if self.transport is not None:
-            _, address, count = _READ.unpack(pdu)
-            self.transport.write(self.server.registers(tid, unit, address, count))
+            self.transport.write(self.server.respond(tid, unit, pdu))
 
 
 class SimulatorCluster:

@@ -137,6 +137,28 @@ def official_point_list(model_id: int) -> list[tuple[str, str, int]]:
     return [(p["name"], p["type"], p["size"]) for p in group["points"]]
 
 
+# Copy of the official writable ("access": "RW") points, used only when pysunspec2 is not installed.
+_FALLBACK_WRITABLE: dict[int, str] = {
+    1: "DA",
+    103: "",
+    203: "",
+    124: "WChaMax WChaGra WDisChaGra StorCtl_Mod VAChaMax MinRsvPct OutWRte InWRte InOutWRte_WinTms "
+    "InOutWRte_RvrtTms InOutWRte_RmpTms ChaGriSet",
+    802: "SocRsvMax SoCRsvMin CtrlHb AlmRst SetOp SetInvState",
+}
+
+
+def official_writable_points(model_id: int) -> frozenset[str]:
+    """Names of a model's points the standard marks writable (``"access": "RW"``), from pysunspec2's JSON."""
+    if model_id == VENDOR_MODEL_ID:
+        return frozenset()
+    try:
+        text = resources.files("sunspec2").joinpath(f"models/json/model_{model_id}.json").read_text()
+    except ModuleNotFoundError:
+        return frozenset(_FALLBACK_WRITABLE[model_id].split())
+    return frozenset(p["name"] for p in json.loads(text)["group"]["points"] if p.get("access") == "RW")
+
+
 def fallback_point_list(model_id: int) -> list[tuple[str, str, int]]:
     out = [("ID", "uint16", 1), ("L", "uint16", 1)]
     for token in _FALLBACK[model_id].split():
@@ -508,3 +530,77 @@ def decode_info(regs: Sequence[int]) -> DeviceInfo:
         max_discharge_w=img.value(battery["WDisChaRteMax"]),
         reserve_pct=img.value(storage["MinRsvPct"]),
     )
+
+
+# ---- model 124: storage controls -------------------------------------------------------------------------
+STORAGE = MODELS[124]
+STORAGE_BLOCK = (STORAGE.address, STORAGE.length + 2)  # one read covers ID, L and every point with its SF
+STORCTL_CHARGE, STORCTL_DISCHARGE = 1, 2  # StorCtl_Mod bits: InWRte limits charging, OutWRte discharging
+
+# (StorageControls field, model 124 point)
+_CONTROL_POINTS: tuple[tuple[str, str], ...] = (
+    ("w_cha_max", "WChaMax"),
+    ("w_cha_max_sf", "WChaMax_SF"),
+    ("mod", "StorCtl_Mod"),
+    ("out_w_rte", "OutWRte"),
+    ("in_w_rte", "InWRte"),
+    ("rate_sf", "InOutWRte_SF"),
+    ("win_tms", "InOutWRte_WinTms"),
+    ("rvrt_tms", "InOutWRte_RvrtTms"),
+    ("rmp_tms", "InOutWRte_RmpTms"),
+    ("min_rsv_pct", "MinRsvPct"),
+    ("min_rsv_pct_sf", "MinRsvPct_SF"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageControls:
+    """Model 124's control points as raw register values (``None`` = not implemented).
+
+    Rates are ``raw x 10^rate_sf`` percent of ``WChaMax`` (model 124 has no discharge reference point;
+    like Fronius, the discharge rate refers to ``WChaMax`` too). With ``StorCtl_Mod`` bit 0 the battery
+    power (+ = discharge) stays at or above ``-InWRte``, so a negative InWRte is a minimum discharge;
+    with bit 1 it stays at or below ``OutWRte``, so a negative OutWRte is a minimum charge.
+    """
+
+    w_cha_max: int | None = None
+    w_cha_max_sf: int | None = None
+    mod: int | None = None
+    out_w_rte: int | None = None
+    in_w_rte: int | None = None
+    rate_sf: int | None = None
+    win_tms: int | None = None
+    rvrt_tms: int | None = None  # seconds; 0 = no reversion
+    rmp_tms: int | None = None
+    min_rsv_pct: int | None = None
+    min_rsv_pct_sf: int | None = None
+
+    @property
+    def w_cha_max_w(self) -> int | None:
+        """WChaMax in W (scale factor applied), None when missing."""
+        return _scaled_int(self.w_cha_max, self.w_cha_max_sf)
+
+
+def encode_controls(regs: list[int], controls: StorageControls) -> None:
+    """Write the implemented (not None) control points into a full register image, in place."""
+    img = _Image(regs)
+    for fname, point in _CONTROL_POINTS:
+        if (value := getattr(controls, fname)) is not None:
+            img.put(STORAGE[point], value)
+
+
+def decode_controls(block: Sequence[int]) -> StorageControls:
+    """Decode model 124 from its block (``STORAGE_BLOCK``: the ID register onwards, ID and L checked)."""
+    start, count = STORAGE_BLOCK
+    if len(block) != count or (block[0], block[1]) != (STORAGE.id, STORAGE.length):
+        raise MapError(f"expected model 124 L={STORAGE.length} at {start}, got {tuple(block[:2])}")
+    regs = [0] * MAP_LEN
+    regs[start - BASE : start - BASE + count] = block
+    img = _Image(regs)
+    return StorageControls(**{f: img.value(STORAGE[p]) for f, p in _CONTROL_POINTS})
+
+
+def writable_addresses() -> dict[int, Point]:
+    """Every register address of model 124 the standard marks writable, with its point."""
+    names = official_writable_points(STORAGE.id)
+    return {STORAGE[n].address: STORAGE[n] for n in names}

@@ -7,16 +7,19 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ess_collector.simulator import (
     BATTERY_ALARM_CONTACTOR,
     HB_MODULO,
     INVERTER_ALARM_OVER_TEMP,
+    RATE_FULL,
     SimClock,
     SiteConfig,
     SiteSimulator,
 )
-from ess_collector.sunspec import Reading
+from ess_collector.sunspec import MODELS, Reading
 
 START = datetime(2025, 6, 1, 15, 0, tzinfo=UTC)  # local (KST) midnight
 
@@ -173,3 +176,81 @@ def test_sim_clock_accelerates() -> None:
     time.sleep(0.05)
     elapsed = (clock.now() - START).total_seconds()
     assert 150 < elapsed < 3600
+
+
+# ---- model 124 storage controls ------------------------------------------------------------------------
+
+_M124 = MODELS[124]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 5),
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),  # StorCtl_Mod
+            st.integers(-RATE_FULL, RATE_FULL),  # InWRte
+            st.integers(-RATE_FULL, RATE_FULL),  # OutWRte
+            st.integers(0, 1200),  # reversion timeout, s
+            st.integers(1, 900),  # then run this long
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_controls_keep_energy_balance_and_battery_limits(site: int, commands: list[tuple[int, ...]]) -> None:
+    cfg = SiteConfig.from_seed(4, site)
+    sim = SiteSimulator(site, 4, start=START + timedelta(hours=site * 4), config=cfg)
+    prev = sim.reading
+    for mod, in_rte, out_rte, revert, run in commands:
+        rates = [out_rte & 0xFFFF, in_rte & 0xFFFF, 0, revert]
+        assert sim.write(_M124["OutWRte"].address, rates) is None
+        assert sim.write(_M124["StorCtl_Mod"].address, [mod]) is None
+        lo = -(in_rte * cfg.max_charge_w // RATE_FULL) if mod & 1 else -cfg.max_charge_w
+        hi = out_rte * cfg.max_charge_w // RATE_FULL if mod & 2 else cfg.max_discharge_w
+        r = sim.reading
+        assert r.battery_w is not None and r.soc_pct is not None
+        if Decimal(cfg.reserve_pct) + 2 < r.soc_pct < 98 and lo <= hi:  # away from the battery's limits
+            assert max(lo, -cfg.max_charge_w) <= r.battery_w <= min(hi, cfg.max_discharge_w)
+        for _ in range(0, run, 60):
+            sim.step(min(60, run))
+            now = sim.reading
+            assert balance(now) == 0  # exact in Wh, whatever the battery is told
+            assert all(getattr(now, k) >= getattr(prev, k) for k in COUNTERS)
+            assert now.soc_pct is not None and Decimal(cfg.reserve_pct) <= now.soc_pct <= 100
+            assert now.battery_w is not None and -cfg.max_charge_w <= now.battery_w <= cfg.max_discharge_w
+            assert now.load_w == (now.pv_w or 0) + (now.grid_w or 0) + now.battery_w
+            prev = now
+    assert sim.controls.rvrt_tms == commands[-1][3]
+
+
+def test_reversion_happens_on_its_second() -> None:
+    sim = SiteSimulator(2, 5, start=datetime(2025, 6, 1, 3, 0, tzinfo=UTC))
+    assert sim.battery_w < 0  # noon: charging from PV
+    assert sim.write(_M124["OutWRte"].address, [RATE_FULL, (-3000) & 0xFFFF, 0, 125]) is None
+    assert sim.write(_M124["StorCtl_Mod"].address, [1]) is None
+    forced = sim.config.max_charge_w * 3000 // RATE_FULL
+    assert sim.battery_w == forced
+    sim.step(124)
+    assert sim.battery_w == forced and sim.controls.mod == 1
+    sim.step(1)
+    assert sim.controls.mod == 0 and sim.controls.in_w_rte == RATE_FULL and sim.battery_w < 0
+    # a timeout of 0 never reverts
+    assert sim.write(_M124["InOutWRte_RvrtTms"].address, [0]) is None
+    assert sim.write(_M124["StorCtl_Mod"].address, [1]) is None
+    sim.step(3600)
+    assert sim.controls.mod == 1
+
+
+def test_control_faults_refuse_or_ignore() -> None:
+    sim = SiteSimulator(2, 5, start=datetime(2025, 6, 1, 3, 0, tzinfo=UTC))
+    sim.set_fault("control_refused")
+    assert sim.write(_M124["StorCtl_Mod"].address, [1]) == 4
+    assert sim.controls.mod == 0
+    sim.clear_faults()
+    sim.set_fault("control_ignored")
+    assert sim.write(_M124["InWRte"].address, [(-5000) & 0xFFFF]) is None
+    assert sim.write(_M124["StorCtl_Mod"].address, [1]) is None
+    assert sim.controls.mod == 1 and sim.battery_w < 0  # accepted, read back, not followed
+    sim.clear_faults()
+    assert sim.battery_w > 0  # following again

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
-from ess_collector.sunspec import BASE, MAP_LEN
+from ess_collector.sunspec import BASE, MAP_LEN, MODELS
 
 START = datetime(2025, 6, 1, 3, 0, tzinfo=UTC)
 
@@ -77,3 +77,64 @@ def test_garbage_closes_the_connection(site: tuple[ThreadedCluster, socket.socke
     _, sock = site
     sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
     assert sock.recv(10) == b""
+
+
+def write_request(tid: int, address: int, values: list[int], *, nbytes: int | None = None) -> bytes:
+    body = struct.pack(
+        f">BHHB{len(values)}H",
+        16,
+        address,
+        len(values),
+        2 * len(values) if nbytes is None else nbytes,
+        *values,
+    )
+    return struct.pack(">HHHB", tid, 0, len(body) + 1, 1) + body
+
+
+MODE = MODELS[124]["StorCtl_Mod"].address
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (write_request(4, MODE, [1], nbytes=4), 3),  # byte count does not match the count
+        (write_request(4, MODE, []), 3),  # no registers
+        (write_request(4, BASE + MAP_LEN - 1, [0, 0]), 2),  # runs past the end of the map
+        (write_request(4, MODELS[124]["ChaState"].address, [0]), 2),  # read-only
+        (write_request(4, MODE, [8]), 3),  # a bit StorCtl_Mod does not have
+    ],
+)
+def test_write_exceptions(site: tuple[ThreadedCluster, socket.socket], frame: bytes, code: int) -> None:
+    cluster, sock = site
+    sock.sendall(frame)
+    assert receive(sock) == (4, 3, bytes([0x90, code]))
+    assert cluster.sims[0].controls == cluster.sims[0].default_controls()
+
+
+def test_writes_are_echoed_and_read_back(site: tuple[ThreadedCluster, socket.socket]) -> None:
+    cluster, sock = site
+    sock.sendall(write_request(5, MODE, [2]))
+    assert receive(sock) == (5, 6, struct.pack(">BHH", 16, MODE, 1))
+    rte = MODELS[124]["OutWRte"].address
+    sock.sendall(struct.pack(">HHHBBHH", 6, 0, 6, 1, 6, rte, (-2500) & 0xFFFF))  # function 6: one register
+    assert receive(sock) == (6, 6, struct.pack(">BHH", 6, rte, (-2500) & 0xFFFF))
+    sock.sendall(request(7, 3, MODE, rte - MODE + 1))
+    _, _, pdu = receive(sock)
+    regs = struct.unpack(f">{rte - MODE + 1}H", pdu[2:])
+    assert (regs[0], regs[-1]) == (2, (-2500) & 0xFFFF)
+    sim = cluster.sims[0]
+    floor = -(sim.config.max_charge_w * 2500 // 10_000)  # told to charge at least 25 % of WChaMax...
+    assert sim.battery_w == min(sim.load_w - sim.pv_w, floor) < 0  # ...and still absorbs the PV surplus
+
+
+def test_busy_and_refusing_devices_refuse_writes(site: tuple[ThreadedCluster, socket.socket]) -> None:
+    cluster, sock = site
+    cluster.set_fault(0, "busy")
+    sock.sendall(write_request(1, MODE, [1]))
+    assert receive(sock) == (1, 3, bytes([0x90, 6]))
+    cluster.set_fault(0, "busy", False)
+    cluster.set_fault(0, "control_refused")
+    sock.sendall(write_request(2, MODE, [1]))
+    assert receive(sock) == (2, 3, bytes([0x90, 4]))
+    sock.sendall(request(3, 3, BASE, 2))  # reads still work
+    assert receive(sock)[2][:2] == bytes([3, 4])

@@ -204,3 +204,31 @@ def test_payload_of_the_wrong_size_or_map_is_refused() -> None:
         ss.decode_payload(payload[:-2])
     with pytest.raises(MapError, match="model 203"):
         ss.decode_payload(payload[:244] + b"\x00\xcc" + payload[246:])  # 40122: model 203's ID
+
+
+@pytest.mark.parametrize("model_id", [1, 103, 203, 124, 802])
+def test_writable_fallback_equals_official_json(model_id: int) -> None:
+    pytest.importorskip("sunspec2")
+    official = ss.official_writable_points(model_id)
+    assert frozenset(ss._FALLBACK_WRITABLE[model_id].split()) == official
+    assert model_id != 124 or {"WChaMax", "StorCtl_Mod", "InWRte", "OutWRte", "InOutWRte_RvrtTms"} <= official
+
+
+def test_storage_controls_round_trip() -> None:
+    controls = ss.StorageControls(
+        w_cha_max=5000, w_cha_max_sf=0, mod=1, out_w_rte=10000, in_w_rte=-2672, rate_sf=-2, win_tms=0,
+        rvrt_tms=900, rmp_tms=0, min_rsv_pct=10, min_rsv_pct_sf=0,
+    )  # fmt: skip
+    regs = encode(full_reading())
+    ss.encode_controls(regs, controls)
+    start, count = ss.STORAGE_BLOCK
+    assert (start, count) == (40229, 26)
+    block = regs[start - BASE : start - BASE + count]
+    assert ss.decode_controls(block) == controls and controls.w_cha_max_w == 5000
+    assert regs[40242 - BASE] == (-2672) & 0xFFFF  # InWRte
+    assert decode(regs, received_at=None) == full_reading()  # the controls do not touch the reading
+    bare = ss.decode_controls(encode(full_reading())[start - BASE : start - BASE + count])
+    assert bare.mod is None and bare.in_w_rte is None and bare.rate_sf is None  # not implemented
+    with pytest.raises(MapError):
+        ss.decode_controls(block[:-1])
+    assert set(ss.writable_addresses()) == {ss.STORAGE[n].address for n in ss.official_writable_points(124)}
