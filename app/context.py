@@ -12,9 +12,9 @@ from sqlmodel import Session
 from web3 import Web3
 from web3.contract import Contract
 
-from app.core import clock
 from app.core.config import Settings
 from app.core.db import make_engine
+from common import clock
 from contracts.artifacts import load_artifact
 from contracts.deploy import Deployment, load_deployment
 from wallet.chain import check_chain_id, connect

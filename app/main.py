@@ -40,7 +40,7 @@ from app.settlement.service import make_hook as settlement_hook
 from app.sites.worker import CollectorWorker, install_hooks
 from app.transfers.batching import TransferBatcher, make_batch_hook
 from app.web.router import router as web_router
-from ess_collector.lease import Lease, LeaseKeeper, LeaseLost
+from common.lease import Lease, LeaseKeeper, LeaseLost
 
 log = logging.getLogger(__name__)
 BACKGROUND_LEASE = "essx-background"

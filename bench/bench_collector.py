@@ -46,17 +46,16 @@ from eth_account import Account
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app.core import clock
 from app.core.db import make_engine
 from app.core.migrate import upgrade
 from app.core.security import utcnow
 from app.models import Role, User, UserStatus
-from app.models.site import Site
 from bench.service import machine, percentile
+from common import clock, merkle
 from contracts.artifacts import deploy_contract, load_artifact
-from ess_collector import merkle
 from ess_collector.collector import Collector
 from ess_collector.config import CollectorConfig
+from ess_collector.models import Site
 from wallet.localchain import ANVIL_DEV_KEYS, AnvilNode, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,9 +25,9 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from app.models.site import Site, SiteReading, SlotEnergy
+from common.lease import Lease
 from ess_collector.config import CollectorConfig
-from ess_collector.lease import Lease
+from ess_collector.models import Site, SiteReading, SlotEnergy
 from ess_collector.validation import ENERGY
 
 COMPLETE, RECOVERED, INCOMPLETE = "complete", "recovered", "incomplete"

@@ -19,11 +19,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from web3.contract import Contract
 
-from app.core import clock
-from app.models.site import LedgerSlot, SlotEnergy
-from ess_collector import merkle
+from common import clock, merkle
+from common.lease import Lease
 from ess_collector.config import CollectorConfig
-from ess_collector.lease import Lease
+from ess_collector.models import LedgerSlot, SlotEnergy
 from ess_collector.validation import ENERGY
 from wallet.models import OutgoingTx
 from wallet.relayer import Relayer, TxRejected

@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,12 +27,11 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from app.core import clock
-from app.models.event import UserEvent
-from app.models.site import Site, SiteEvent, SiteFault, SiteReading
+from common import clock
+from common.lease import Lease
 from ess_collector import faults
 from ess_collector.config import CollectorConfig
-from ess_collector.lease import Lease
+from ess_collector.models import Site, SiteEvent, SiteFault, SiteReading
 from ess_collector.reader import SiteConnectionPool, SiteReadError, read_with_client
 from ess_collector.sunspec import Reading
 from ess_collector.validation import (
@@ -48,6 +47,11 @@ from ess_collector.validation import (
 
 log = logging.getLogger(__name__)
 SEEN_EVERY = timedelta(seconds=30)
+
+
+FaultListener = Callable[[Session, int, faults.FaultChange, datetime], None]
+"""Told of each fault that opens or closes (session, site id, change, time), inside the transaction that
+records it: how the app hears of faults without the collector knowing the app's tables."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,9 @@ class Collector:
         *,
         lease: Lease | None = None,
         pool: SiteConnectionPool | None = None,
+        on_fault: FaultListener | None = None,
     ) -> None:
-        self.engine, self.cfg, self.lease = engine, cfg, lease
+        self.engine, self.cfg, self.lease, self.on_fault = engine, cfg, lease, on_fault
         self.pool = pool or SiteConnectionPool(timeout=cfg.timeout_s)
         self.states: dict[int, SiteState] = {}
         self._endpoint_locks: dict[tuple[str, int], asyncio.Lock] = {}
@@ -220,19 +225,9 @@ class Collector:
         self._pending[site_id] = (status, values.get("new_last_seen_at", old_seen))
         return {"site_id": site_id, **values}
 
-    @staticmethod
-    def _apply_fault(session: Session, site_id: int, change: faults.FaultChange, ts: datetime) -> None:
-        owner = session.exec(select(Site.owner_id).where(col(Site.id) == site_id)).first()
-        if owner is not None:  # the owner's live event stream (written with the change itself)
-            kind = "site.fault_opened" if change.open else "site.fault_closed"
-            session.add(
-                UserEvent(
-                    user_id=owner,
-                    kind=kind,
-                    at=ts,
-                    data={"site_id": site_id, "fault": change.kind, "detail": change.detail},
-                )
-            )
+    def _apply_fault(self, session: Session, site_id: int, change: faults.FaultChange, ts: datetime) -> None:
+        if self.on_fault is not None:
+            self.on_fault(session, site_id, change, ts)
         if change.open:
             session.add(SiteFault(site_id=site_id, kind=change.kind, detail=change.detail, opened_at=ts))
             session.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from app.core import clock
+from common import clock
 
 from .netpolicy import DEFAULT_SITE_NETWORKS, IPNetwork
 
@@ -31,7 +31,7 @@ class CollectorConfig:
     balance_tolerance_wh: int = 10
     balance_tolerance_pct: float = 3.0  # of the interval's energy throughput
     catchup_days: int = 7  # aggregation never reaches further back than this after a long stop
-    clock_speed: float = 1.0  # energy seconds per wall second (app/core/clock.py); above 1 only in demos
+    clock_speed: float = 1.0  # energy seconds per wall second (common/clock.py); above 1 only in demos
     # Where sites may be: every address a site's host resolves to must be inside (checked at each connect)
     site_networks: tuple[IPNetwork, ...] = DEFAULT_SITE_NETWORKS
 

@@ -23,7 +23,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
-from app.core import clock
+from common import clock
 
 from .netpolicy import HostOutsideSiteNetworks, IPNetwork, SiteHostRefused, resolve_allowed_async
 from .sunspec import READS, MapError, Reading, decode_payload

@@ -10,6 +10,7 @@ gets a ``no_wallet`` row that is minted once a wallet exists.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -18,10 +19,9 @@ from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.contract import Contract
 
-from app.core import clock
-from app.models.site import LedgerSlot, ProductionReward, Site, SlotEnergy
-from app.models.wallet import Wallet
-from ess_collector.lease import Lease
+from common import clock
+from common.lease import Lease
+from ess_collector.models import LedgerSlot, ProductionReward, Site, SlotEnergy
 from wallet.models import OutgoingTx
 from wallet.relayer import Relayer, TxRejected
 
@@ -38,11 +38,8 @@ def reward_amount(pv_wh: int, per_kwh: int) -> int:
     return pv_wh * per_kwh // 1000
 
 
-def _wallet(session: Session, user_id: int) -> str | None:
-    w = session.exec(
-        select(Wallet).where(col(Wallet.user_id) == user_id, col(Wallet.active).is_(True))
-    ).first()
-    return w.address if w else None
+WalletOf = Callable[[Session, int], str | None]
+"""The address of a user's active wallet, or None: the app owns wallets, the collector only asks."""
 
 
 def _mint(session: Session, relayer: Relayer, coin: Contract, reward: ProductionReward) -> None:
@@ -53,7 +50,9 @@ def _mint(session: Session, relayer: Relayer, coin: Contract, reward: Production
     session.add(reward)
 
 
-def reward_due(engine: Engine, relayer: Relayer, coin: Contract, *, lease: Lease | None = None) -> int:
+def reward_due(
+    engine: Engine, relayer: Relayer, coin: Contract, wallet_of: WalletOf, *, lease: Lease | None = None
+) -> int:
     """Create and mint the rewards of confirmed anchored slots; returns how many mints were prepared."""
     minted = 0
     with Session(engine) as session:
@@ -76,7 +75,7 @@ def reward_due(engine: Engine, relayer: Relayer, coin: Contract, *, lease: Lease
             if ledger is None or ledger.rewards_done or not ledger.reward_per_kwh:
                 continue
             try:
-                minted += _reward_slot(session, relayer, coin, ledger)
+                minted += _reward_slot(session, relayer, coin, ledger, wallet_of)
                 ledger.rewards_done = True
                 session.add(ledger)
                 session.commit()
@@ -86,11 +85,13 @@ def reward_due(engine: Engine, relayer: Relayer, coin: Contract, *, lease: Lease
                     "production reward deferred", extra={"fields": {"slot": slot_id, "error": str(exc)}}
                 )
         relayer.kick()
-    minted += _retry_waiting(engine, relayer, coin, lease)
+    minted += _retry_waiting(engine, relayer, coin, wallet_of, lease)
     return minted
 
 
-def _reward_slot(session: Session, relayer: Relayer, coin: Contract, ledger: LedgerSlot) -> int:
+def _reward_slot(
+    session: Session, relayer: Relayer, coin: Contract, ledger: LedgerSlot, wallet_of: WalletOf
+) -> int:
     rows = session.exec(
         select(SlotEnergy, Site)
         .join(Site, col(Site.id) == col(SlotEnergy.site_id))
@@ -103,7 +104,7 @@ def _reward_slot(session: Session, relayer: Relayer, coin: Contract, ledger: Led
         if amount <= 0:
             continue
         now = _now()
-        address = _wallet(session, site.owner_id)
+        address = wallet_of(session, site.owner_id)
         reward = ProductionReward(
             site_id=record.site_id,
             slot_start=record.slot_start,
@@ -123,14 +124,16 @@ def _reward_slot(session: Session, relayer: Relayer, coin: Contract, ledger: Led
     return minted
 
 
-def _retry_waiting(engine: Engine, relayer: Relayer, coin: Contract, lease: Lease | None) -> int:
+def _retry_waiting(
+    engine: Engine, relayer: Relayer, coin: Contract, wallet_of: WalletOf, lease: Lease | None
+) -> int:
     minted = 0
     with Session(engine, expire_on_commit=False) as session:
         waiting = session.exec(
             select(ProductionReward).where(col(ProductionReward.status) == "no_wallet").limit(100)
         ).all()
         for reward in waiting:
-            address = _wallet(session, reward.owner_id)
+            address = wallet_of(session, reward.owner_id)
             if address is None:
                 continue
             if lease is not None:

@@ -494,7 +494,7 @@ class SimClock:
     """Simulated time = start + speed x elapsed wall time.
 
     With ``anchor`` (Unix wall time at which simulated time was ``start``) the clock agrees with the
-    service's energy clock (app/core/clock.py) in other processes; without, it starts now.
+    service's energy clock (common/clock.py) in other processes; without, it starts now.
     """
 
     def __init__(

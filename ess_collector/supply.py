@@ -17,8 +17,8 @@ from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
-from app.core import clock
-from app.models.site import Site, SiteReading, SlotEnergy
+from common import clock
+from ess_collector.models import Site, SiteReading, SlotEnergy
 
 MEASURED = ("complete", "recovered")
 

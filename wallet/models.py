@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from wallet.dbtypes import BigAmount, UTCDateTime
+from common.dbtypes import BigAmount, UTCDateTime
 
 
 def _utc(nullable: bool = True) -> Column[datetime]:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import wallet.dbtypes
+import common.dbtypes
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -29,7 +29,7 @@ def upgrade() -> None:
     )
     op.create_table('audit_log',
     sa.Column('seq', sa.Integer(), nullable=False),
-    sa.Column('at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.Column('actor_id', sa.Integer(), nullable=True),
     sa.Column('actor_email', sqlmodel.sql.sqltypes.AutoString(length=320), nullable=True),
     sa.Column('action', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -53,22 +53,22 @@ def upgrade() -> None:
     sa.Column('resource', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=True),
     sa.Column('response_status', sa.Integer(), nullable=True),
     sa.Column('response_body', sa.JSON(), nullable=True),
-    sa.Column('created_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('lease_until', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('lease_until', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('scope', 'key', name='uq_idempotency_scope_key')
     )
     op.create_table('indexer_checkpoints',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('block_number', sa.Integer(), nullable=False),
-    sa.Column('updated_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
     op.create_table('login_throttle',
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=400), nullable=False),
     sa.Column('failures', sa.Integer(), nullable=False),
-    sa.Column('window_start', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('locked_until', wallet.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('window_start', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('locked_until', common.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('key')
     )
     op.create_table('nonce_counters',
@@ -84,7 +84,7 @@ def upgrade() -> None:
     sa.Column('nonce', sa.Integer(), nullable=False),
     sa.Column('to', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=True),
     sa.Column('data', sa.Text(), nullable=False),
-    sa.Column('value', wallet.dbtypes.BigAmount(length=80), nullable=False),
+    sa.Column('value', common.dbtypes.BigAmount(length=80), nullable=False),
     sa.Column('gas', sa.Integer(), nullable=False),
     sa.Column('purpose', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -93,8 +93,8 @@ def upgrade() -> None:
     sa.Column('block_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=True),
     sa.Column('gas_used', sa.Integer(), nullable=True),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
-    sa.Column('created_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('chain_id', 'sender', 'nonce', name='uq_outgoing_nonce')
     )
@@ -111,8 +111,8 @@ def upgrade() -> None:
     sa.Column('log_index', sa.Integer(), nullable=False),
     sa.Column('from_address', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
     sa.Column('to_address', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
-    sa.Column('value', wallet.dbtypes.BigAmount(length=80), nullable=False),
-    sa.Column('block_time', wallet.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('value', common.dbtypes.BigAmount(length=80), nullable=False),
+    sa.Column('block_time', common.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('tx_hash', 'log_index', name='uq_transfer_event')
     )
@@ -128,8 +128,8 @@ def upgrade() -> None:
     sa.Column('display_name', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-    sa.Column('created_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('approved_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('approved_at', common.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('approved_by', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['approved_by'], ['users.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -142,11 +142,11 @@ def upgrade() -> None:
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('actor_id', sa.Integer(), nullable=False),
     sa.Column('account', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=True),
-    sa.Column('amount', wallet.dbtypes.BigAmount(length=80), nullable=True),
+    sa.Column('amount', common.dbtypes.BigAmount(length=80), nullable=True),
     sa.Column('memo', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
     sa.Column('tx_id', sa.Integer(), nullable=True),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-    sa.Column('created_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['actor_id'], ['users.id'], ),
     sa.ForeignKeyConstraint(['tx_id'], ['outgoing_tx.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -155,8 +155,8 @@ def upgrade() -> None:
     sa.Column('jti', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('family', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('expires_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('used_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('used_at', common.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
     sa.PrimaryKeyConstraint('jti')
     )
@@ -169,10 +169,10 @@ def upgrade() -> None:
     sa.Column('tx_id', sa.Integer(), nullable=False),
     sa.Column('tx_hash', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
     sa.Column('raw', sa.Text(), nullable=False),
-    sa.Column('max_fee_per_gas', wallet.dbtypes.BigAmount(length=80), nullable=False),
-    sa.Column('max_priority_fee_per_gas', wallet.dbtypes.BigAmount(length=80), nullable=False),
-    sa.Column('sent_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('max_fee_per_gas', common.dbtypes.BigAmount(length=80), nullable=False),
+    sa.Column('max_priority_fee_per_gas', common.dbtypes.BigAmount(length=80), nullable=False),
+    sa.Column('sent_at', common.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tx_id'], ['outgoing_tx.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('tx_hash')
@@ -189,8 +189,8 @@ def upgrade() -> None:
     sa.Column('sealed_key', sa.Text(), nullable=True),
     sa.Column('pin_hash', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
     sa.Column('pin_failures', sa.Integer(), nullable=False),
-    sa.Column('locked_until', wallet.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('locked_until', common.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
     sa.PrimaryKeyConstraint('id')
     )

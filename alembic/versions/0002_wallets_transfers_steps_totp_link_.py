@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import wallet.dbtypes
+import common.dbtypes
 
 revision: str = '0002'
 down_revision: str | None = '0001'
@@ -26,8 +26,8 @@ def upgrade() -> None:
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('address', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
     sa.Column('message', sa.Text(), nullable=False),
-    sa.Column('expires_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('used_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('used_at', common.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
     sa.PrimaryKeyConstraint('nonce')
     )
@@ -41,7 +41,7 @@ def upgrade() -> None:
     sa.Column('from_address', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
     sa.Column('to_address', sqlmodel.sql.sqltypes.AutoString(length=42), nullable=False),
     sa.Column('to_user_id', sa.Integer(), nullable=True),
-    sa.Column('amount', wallet.dbtypes.BigAmount(length=80), nullable=False),
+    sa.Column('amount', common.dbtypes.BigAmount(length=80), nullable=False),
     sa.Column('memo', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=24), nullable=False),
     sa.Column('nonce', sqlmodel.sql.sqltypes.AutoString(length=66), nullable=False),
@@ -51,8 +51,8 @@ def upgrade() -> None:
     sa.Column('signature', sqlmodel.sql.sqltypes.AutoString(length=140), nullable=True),
     sa.Column('tx_id', sa.Integer(), nullable=True),
     sa.Column('failure_reason', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
-    sa.Column('created_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['to_user_id'], ['users.id'], ),
     sa.ForeignKeyConstraint(['tx_id'], ['outgoing_tx.id'], ),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
@@ -70,7 +70,7 @@ def upgrade() -> None:
     sa.Column('sealed_secret', sa.Text(), nullable=False),
     sa.Column('enabled', sa.Boolean(), nullable=False),
     sa.Column('last_counter', sa.Integer(), nullable=False),
-    sa.Column('created_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
     sa.PrimaryKeyConstraint('user_id')
     )
@@ -79,7 +79,7 @@ def upgrade() -> None:
     sa.Column('transfer_id', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-    sa.Column('at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.Column('details', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['transfer_id'], ['transfers.id'], ),
     sa.PrimaryKeyConstraint('id'),

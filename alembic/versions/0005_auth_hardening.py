@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import wallet.dbtypes
+import common.dbtypes
 
 revision: str = '0005'
 down_revision: str | None = '0004'
@@ -27,8 +27,8 @@ def upgrade() -> None:
     op.create_table('revoked_token_families',
     sa.Column('family', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
-    sa.Column('revoked_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', wallet.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', common.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
     sa.PrimaryKeyConstraint('family')
     )
@@ -37,7 +37,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('user_totp', schema=None) as batch_op:
         batch_op.add_column(sa.Column('failures', sa.Integer(), server_default='0', nullable=False))
-        batch_op.add_column(sa.Column('locked_until', wallet.dbtypes.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('locked_until', common.dbtypes.UTCDateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.add_column(sa.Column('session_epoch', sa.Integer(), server_default='0', nullable=False))

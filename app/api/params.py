@@ -13,7 +13,7 @@ from typing import Annotated
 from annotated_types import Ge, Le
 from pydantic import AfterValidator, AwareDatetime
 
-from app.core.clock import EARLIEST, LATEST, in_range
+from common.clock import EARLIEST, LATEST, in_range
 
 MAX_ROW_ID = 2**31 - 1  # PostgreSQL `integer`, the type of our id, seq and block number columns
 

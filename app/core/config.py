@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     demo_sites_failure: str = ""
     production_reward_per_kwh: str = "0"  # coins per kWh of anchored PV minted to the owner; 0 = off
 
-    # Energy time (app/core/clock.py): simulated = clock_start + clock_speed x (wall - clock_anchor).
+    # Energy time (common/clock.py): simulated = clock_start + clock_speed x (wall - clock_anchor).
     # Unset in production (the wall clock); `essx demo` sets all three for every process it starts.
     clock_speed: float = Field(1.0, gt=0, le=100_000)
     clock_start: datetime | None = None

@@ -12,7 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
-from wallet.dbtypes import BigAmount
+from common.dbtypes import BigAmount
 
 __all__ = ["BigAmount", "make_engine", "private_dir", "secure_sqlite_files", "session_scope", "write_private"]
 

@@ -2,7 +2,7 @@
 
 It starts its own ESSX service (`essx run` in its own data folder, so a real installation never sees the
 made-up households) whose energy clock runs ``speed`` times faster than the wall clock
-(app/core/clock.py), serves the households' simulated sites over Modbus TCP on the same clock, registers
+(common/clock.py), serves the households' simulated sites over Modbus TCP on the same clock, registers
 and funds the community, and lets one automatic trader per household place orders around the price
 suggestion. The collector, the market, the chain and settlement are the real ones. At the end it writes a
 report (docs/demo.md explains it).
@@ -29,10 +29,10 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.core.clock import EnergyClock, slot_start
 from app.core.money import format_amount, parse_amount
 from app.demo import community as cm
 from app.demo.service import ServiceHandle, child_service
+from common.clock import EnergyClock, slot_start
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from wallet.chain import connect
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from eth_abi import encode
 from web3 import Web3
 
-from ess_collector.merkle import proofs_in_order
+from common.merkle import proofs_in_order
 
 ESCROW_NONCE_TAG = bytes(Web3.keccak(text="essx.market.escrow.v1"))
 UINT32_MAX = 2**32 - 1

@@ -11,7 +11,6 @@ from sqlmodel import col, or_, select
 from app.api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from app.api.params import UtcTime
 from app.coin.service import latest_hash
-from app.core import clock
 from app.core.errors import NotFound
 from app.core.money import format_amount
 from app.market import service
@@ -26,6 +25,7 @@ from app.market.schemas import (
     TradePublic,
 )
 from app.models import Order, Trade, User
+from common import clock
 from wallet.models import OutgoingTx
 
 router = APIRouter(tags=["market"])

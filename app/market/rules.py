@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from app.core import clock
 from app.core.errors import AppError
 from app.core.money import format_amount
 from app.market.tariff import TariffSchedule
+from common import clock
 
 
 class SlotRejected(AppError):

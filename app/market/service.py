@@ -17,7 +17,6 @@ from sqlmodel import Session, col, func, select
 from app import idempotency
 from app.coin.service import chain_now, ensure_not_paused
 from app.context import Context
-from app.core import clock
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
@@ -32,6 +31,7 @@ from app.models import Order, Role, Site, User, UserStatus
 from app.transfers.service import AuthorizationMissing, WrongSigner
 from app.transfers.spending import authorising_spend, check_available
 from app.wallets import service as wallets
+from common import clock
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
 from wallet.signer import recover_typed_data

@@ -8,9 +8,9 @@ import threading
 from sqlmodel import Session
 
 from app.context import Context
-from app.core import clock
 from app.market import engine, recording
 from app.market.onchain import id32
+from common import clock
 
 log = logging.getLogger(__name__)
 

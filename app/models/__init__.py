@@ -5,8 +5,11 @@ from app.models.coin import CoinOperation, IndexerCheckpoint, TransferEvent
 from app.models.event import UserEvent
 from app.models.idempotency import IdempotencyRecord
 from app.models.market import Order, Trade
-from app.models.site import (
-    JobLease,
+from app.models.transfer import LinkChallenge, Transfer, TransferStep, UserTotp
+from app.models.user import LoginThrottle, RefreshToken, RevokedTokenFamily, Role, User, UserStatus
+from app.models.wallet import Wallet
+from common.lease import JobLease
+from ess_collector.models import (
     LedgerSlot,
     ProductionReward,
     Site,
@@ -15,9 +18,6 @@ from app.models.site import (
     SiteReading,
     SlotEnergy,
 )
-from app.models.transfer import LinkChallenge, Transfer, TransferStep, UserTotp
-from app.models.user import LoginThrottle, RefreshToken, RevokedTokenFamily, Role, User, UserStatus
-from app.models.wallet import Wallet
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
 __all__ = [

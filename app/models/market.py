@@ -8,7 +8,7 @@ from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
 from app.models.user import utc_column
-from wallet.dbtypes import BigAmount
+from common.dbtypes import BigAmount
 
 
 class Order(SQLModel, table=True):

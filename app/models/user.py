@@ -8,11 +8,7 @@ from datetime import datetime
 from sqlalchemy import Column, String
 from sqlmodel import Field, SQLModel
 
-from wallet.dbtypes import UTCDateTime
-
-
-def utc_column(nullable: bool = True, index: bool = False) -> Column[datetime]:
-    return Column(UTCDateTime(), nullable=nullable, index=index)
+from common.dbtypes import utc_column
 
 
 class Role(enum.StrEnum):

@@ -15,13 +15,13 @@ from sqlmodel import col, func, or_, select
 from app.api.deps import AdminUser, ContextDep, CurrentUser, SessionDep
 from app.api.params import UtcTime
 from app.audit import service as audit
-from app.core import clock
 from app.core.errors import AppError
 from app.core.money import format_amount
 from app.market import aggregate_levels, engine
 from app.market.service import rules
 from app.models import Order, Site, SlotEnergy, Trade
 from app.settlement import service
+from common import clock
 
 PRICE_STEP = 10**16  # 0.01 coin per kWh: the precision of a suggested price
 

@@ -18,7 +18,6 @@ from hexbytes import HexBytes
 from sqlmodel import Session, col, select
 
 from app.context import Context
-from app.core import clock
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
 from app.events.service import emit
@@ -26,6 +25,7 @@ from app.market import engine
 from app.market.onchain import id32, unix
 from app.models import LedgerSlot, Order, SlotEnergy, Trade
 from app.settlement.delivery import TradeTerms, delivered_wh, settlement_amounts
+from common import clock
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
 

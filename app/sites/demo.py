@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from app.core.security import hash_secret, utcnow
 from app.models import Role, User, UserStatus
-from app.models.site import Site, SiteEvent
+from ess_collector.models import Site, SiteEvent
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 
 log = logging.getLogger(__name__)

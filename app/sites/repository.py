@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from app.models.site import LedgerSlot, SiteEvent, SiteFault, SiteReading, SlotEnergy
 from app.sites.schemas import EventPublic, FaultPublic, LedgerSlotPublic, ReadingPublic, SlotPublic
+from ess_collector.models import LedgerSlot, SiteEvent, SiteFault, SiteReading, SlotEnergy
 from ess_collector.validation import ENERGY
 
 UNANSWERED = "no valid answer from the device"  # what an owner reads for any failed poll or probe

@@ -16,15 +16,20 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlmodel import Session, col, select
 
 from app.context import Context
-from app.core import clock
 from app.core.money import parse_amount
+from app.models.event import UserEvent
 from app.sites.service import collector_config, meter_ledger
+from app.wallets.service import active_wallet
+from common import clock
+from common.lease import Lease, LeaseLost
 from ess_collector.aggregation import aggregate_due
 from ess_collector.anchoring import anchor_due, on_anchor_final
 from ess_collector.collector import Collector
-from ess_collector.lease import Lease, LeaseLost
+from ess_collector.faults import FaultChange
+from ess_collector.models import Site
 from ess_collector.rewards import on_reward_final, reward_due
 
 log = logging.getLogger(__name__)
@@ -38,13 +43,28 @@ def install_hooks(ctx: Context) -> None:
             ctx.relayer.on_final.append(hook)
 
 
+def tell_owner(session: Session, site_id: int, change: FaultChange, ts: datetime) -> None:
+    """The owner's live event stream hears of a site fault, written with the fault itself."""
+    owner = session.exec(select(Site.owner_id).where(col(Site.id) == site_id)).first()
+    if owner is not None:
+        kind = "site.fault_opened" if change.open else "site.fault_closed"
+        data = {"site_id": site_id, "fault": change.kind, "detail": change.detail}
+        session.add(UserEvent(user_id=owner, kind=kind, at=ts, data=data))
+
+
+def wallet_address(session: Session, user_id: int) -> str | None:
+    """Where a production reward goes: the owner's active wallet, if any."""
+    w = active_wallet(session, user_id)
+    return w.address if w else None
+
+
 class CollectorWorker:
     def __init__(self, ctx: Context, *, holder: str | None = None) -> None:
         settings = ctx.settings
         self.ctx = ctx
         self.cfg = collector_config(settings)
         self.lease = Lease(ctx.engine, LEASE_NAME, holder=holder, ttl_s=settings.collector_lease_seconds)
-        self.collector = Collector(ctx.engine, self.cfg, lease=self.lease)
+        self.collector = Collector(ctx.engine, self.cfg, lease=self.lease, on_fault=tell_owner)
         self.ledger = meter_ledger(ctx)
         self.reward_per_kwh = parse_amount(settings.production_reward_per_kwh, allow_zero=True) or None
         self.job_seconds = settings.collector_job_seconds
@@ -163,7 +183,7 @@ class CollectorWorker:
                     reward_per_kwh=self.reward_per_kwh,
                 )
             if self.reward_per_kwh:
-                reward_due(self.ctx.engine, self.ctx.relayer, self.ctx.coin, lease=self.lease)
+                reward_due(self.ctx.engine, self.ctx.relayer, self.ctx.coin, wallet_address, lease=self.lease)
         except LeaseLost:
             log.warning("collector lease lost during settlement jobs")
         except Exception:

@@ -23,7 +23,7 @@ from app.core.errors import TooManyRequests
 from app.core.security import utcnow
 from app.core.sql import insert_ignore
 from app.models import LoginThrottle
-from wallet.dbtypes import UTCDateTime
+from common.dbtypes import UTCDateTime
 
 T = LoginThrottle
 

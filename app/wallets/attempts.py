@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, case, literal, null, or_, select, update
 from sqlmodel import Session
 
 from app.core.security import utcnow
-from wallet.dbtypes import UTCDateTime
+from common.dbtypes import UTCDateTime
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from sqlmodel import Session, col, select
 from app.core.config import Settings
 from app.core.db import make_engine
 from app.core.migrate import upgrade
-from app.models.site import Site, SiteEvent
 from app.runner import start_demo_sites
+from ess_collector.models import Site, SiteEvent
 from ess_collector.reader import read_site
 from ess_collector.simulator import ThreadedCluster
 

@@ -224,7 +224,7 @@ def test_order_escrow_match_record_and_settle(
     ctx.w3.eth.wait_for_transaction_receipt(tx)
     _meter_slot(ctx, slot_dt, site_id, root)
     later = utcnow() + timedelta(hours=1)
-    monkeypatch.setattr("app.core.clock.now", lambda: later)
+    monkeypatch.setattr("common.clock.now", lambda: later)
     settled = _wait(
         lambda: client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settled"
     )
@@ -414,7 +414,7 @@ def test_admin_settles_an_incomplete_slot_as_contracted(
     admin, _seller_h, _site, buyer, trade = _recorded_trade(client, ctx, slot)
     trade = [trade]
     later = utcnow() + timedelta(hours=1)
-    monkeypatch.setattr("app.core.clock.now", lambda: later)
+    monkeypatch.setattr("common.clock.now", lambda: later)
     # no meter data at all for the slot: nothing settles by itself
     time.sleep(2)
     assert client.get(f"/api/v1/trades/{trade[0]['id']}", headers=buyer).json()["status"] == "recorded"
@@ -476,7 +476,7 @@ def test_call_auction_clears_at_one_price_at_gate_closure(
     time.sleep(1.5)
     assert client.get("/api/v1/trades", headers=buyer).json()["items"] == []  # nothing before gate closure
     closure = rules(ctx).gate_closure(rules(ctx).slot_of(utcnow()) + 2 * rules(ctx).slot)
-    monkeypatch.setattr("app.core.clock.now", lambda: closure + timedelta(seconds=1))
+    monkeypatch.setattr("common.clock.now", lambda: closure + timedelta(seconds=1))
     trades = _wait(
         lambda: [
             t
@@ -512,7 +512,7 @@ def test_settlement_survives_a_restart_between_signing_and_sending(
     ctx.relayer.stop()  # the "old process" stops sending; only its database rows remain
     _meter_slot(ctx, slot_dt, site_id, root)
     later = utcnow() + timedelta(hours=1)
-    monkeypatch.setattr("app.core.clock.now", lambda: later)
+    monkeypatch.setattr("common.clock.now", lambda: later)
     settle_ready_slots(ctx)  # signs and stores the batch; nothing is sent (the relayer is stopped)
     assert client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settling"
     assert settle_ready_slots(ctx) == 0  # a batch in flight is never signed twice

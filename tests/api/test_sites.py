@@ -8,14 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.core.security import utcnow
-from app.models.site import Site, SlotEnergy
+from app.models.event import UserEvent
 from app.sites.service import estimate_supply
+from app.sites.worker import tell_owner
 from ess_collector.aggregation import aggregate_due
 from ess_collector.collector import Collector
+from ess_collector.models import Site, SlotEnergy
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from tests.api.helpers import admin_headers, login, register
 from tests.api.site_helpers import prosumer
@@ -164,7 +166,7 @@ def test_same_endpoint_twice_is_409_and_owners_are_checked(client: TestClient, c
 
 
 def _poll(ctx: Context, cluster: ThreadedCluster, times: int, start: datetime) -> datetime:
-    collector, loop, now = Collector(ctx.engine, FAST), asyncio.new_event_loop(), start
+    collector, loop, now = Collector(ctx.engine, FAST, on_fault=tell_owner), asyncio.new_event_loop(), start
     try:
         for _ in range(times):
             now += timedelta(seconds=FAST.poll_interval_s)
@@ -199,6 +201,11 @@ def test_readings_faults_slots_and_supply_of_a_polled_site(
     assert [f["kind"] for f in detail["open_faults"]] == ["inverter_fault"]
     faults = client.get(f"/api/v1/sites/{site_id}/faults", headers=headers).json()
     assert [f["kind"] for f in faults] == ["inverter_fault"] and faults[0]["closed_at"] is None
+    with Session(ctx.engine) as session:  # the owner heard of it through the collector's fault listener
+        events = session.exec(select(UserEvent).where(col(UserEvent.kind).startswith("site."))).all()
+        assert [(e.kind, e.data["site_id"], e.data["fault"]) for e in events] == [
+            ("site.fault_opened", site_id, "inverter_fault")
+        ]
 
     aggregate_due(ctx.engine, FAST, now)
     slots = client.get(f"/api/v1/sites/{site_id}/slots", params={"from": START.isoformat()}, headers=headers)

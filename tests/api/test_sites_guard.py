@@ -23,9 +23,9 @@ from app.context import Context
 from app.core.errors import TooManyRequests
 from app.core.security import utcnow
 from app.models import LoginThrottle
-from app.models.site import Site
 from app.sites.service import collector_config, count_registration
 from ess_collector.collector import Collector
+from ess_collector.models import Site
 from tests.api.helpers import admin_headers
 from tests.api.site_helpers import prosumer
 from wallet.localchain import free_port

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.core import clock
 from app.core.config import Settings
+from common import clock
 from ess_collector.config import CollectorConfig
 from ess_collector.simulator import SimClock
 

@@ -15,10 +15,10 @@ from sqlmodel import Session, col, select
 
 from app.core.security import utcnow
 from app.models import Role, User, UserStatus
-from app.models.site import Site, SiteEvent, SiteFault, SiteReading, SlotEnergy
 from ess_collector.aggregation import aggregate_due
 from ess_collector.collector import Collector, PollReport
 from ess_collector.config import CollectorConfig
+from ess_collector.models import Site, SiteEvent, SiteFault, SiteReading, SlotEnergy
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from ess_collector.validation import ENERGY
 

@@ -15,11 +15,12 @@ from sqlmodel import Session, col, select
 from app.context import Context
 from app.core.security import utcnow
 from app.models import Wallet
-from app.models.site import LedgerSlot, ProductionReward, Site, SlotEnergy
 from app.sites.service import meter_ledger
-from ess_collector import merkle
+from app.sites.worker import wallet_address
+from common import merkle
 from ess_collector.anchoring import anchor_due, on_anchor_final, proof_for, unix
 from ess_collector.config import CollectorConfig
+from ess_collector.models import LedgerSlot, ProductionReward, Site, SlotEnergy
 from ess_collector.rewards import on_reward_final, reward_due
 from tests.ess_collector.harness import START, Harness, make_owner
 
@@ -201,8 +202,8 @@ def test_production_reward_is_minted_once_per_site_slot(ctx: Context) -> None:
         s.add(Wallet(user_id=owner.owner_id, kind="linked", address=address, created_at=utcnow()))
         s.commit()
     anchor(ctx, reward_per_kwh=per_kwh)
-    assert reward_due(ctx.engine, ctx.relayer, ctx.coin) == 2
-    assert reward_due(ctx.engine, ctx.relayer, ctx.coin) == 0  # exactly once
+    assert reward_due(ctx.engine, ctx.relayer, ctx.coin, wallet_address) == 2
+    assert reward_due(ctx.engine, ctx.relayer, ctx.coin, wallet_address) == 0  # exactly once
     with Session(ctx.engine) as s:
         rewards = s.exec(select(ProductionReward).order_by(col(ProductionReward.site_id))).all()
         for reward in rewards:
@@ -221,7 +222,7 @@ def test_production_reward_is_minted_once_per_site_slot(ctx: Context) -> None:
 def test_no_reward_when_the_policy_is_off(ctx: Context) -> None:
     add_slot_rows(ctx, ["complete"])
     anchor(ctx)
-    assert reward_due(ctx.engine, ctx.relayer, ctx.coin) == 0
+    assert reward_due(ctx.engine, ctx.relayer, ctx.coin, wallet_address) == 0
     with Session(ctx.engine) as s:
         assert s.exec(select(ProductionReward)).first() is None
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app.models.site import Site
+from ess_collector.models import Site
 from ess_collector.validation import ENERGY
 from tests.ess_collector.harness import START, Harness, accepted_energy, counters
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
-from app.models.site import SiteReading
+from ess_collector.models import SiteReading
 from ess_collector.validation import ENERGY
 from tests.ess_collector.harness import START, Harness, accepted_energy, counters, deltas, with_cfg
 

@@ -12,9 +12,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from app.context import Context
-from app.models.site import JobLease, SiteReading
 from app.sites.worker import LEASE_NAME, CollectorWorker
-from ess_collector.lease import Lease, LeaseLost
+from common.lease import JobLease, Lease, LeaseLost
+from ess_collector.models import SiteReading
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from tests.ess_collector.harness import add_sites, make_owner
 

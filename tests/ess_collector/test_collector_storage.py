@@ -9,8 +9,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.core.security import utcnow
-from app.models.site import Site, SiteReading
 from ess_collector.collector import _READING_COLUMNS, _reading_row, _ReadingInsert
+from ess_collector.models import Site, SiteReading
 from ess_collector.sunspec import Reading
 from ess_collector.validation import Verdict
 from tests.ess_collector.harness import make_owner

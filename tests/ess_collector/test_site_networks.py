@@ -16,8 +16,8 @@ from sqlmodel import Session, col
 from sqlmodel import select as sql_select
 
 from app.core.security import utcnow
-from app.models.site import Site, SiteFault, SiteReading
 from ess_collector.collector import Collector
+from ess_collector.models import Site, SiteFault, SiteReading
 from ess_collector.netpolicy import (
     DEFAULT_SITE_NETWORKS,
     HostDoesNotResolve,

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from app.models.user import utc_column
-from wallet.dbtypes import BigAmount
+from common.dbtypes import BigAmount, utc_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL needs 64 bits for a table that grows by
 # one row per site per poll (1,000 sites at 1 s overflow int32 in 25 days).
@@ -214,14 +213,3 @@ class ProductionReward(SQLModel, table=True):
     tx_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("outgoing_tx.id")))
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
-
-
-class JobLease(SQLModel, table=True):
-    """Who runs a schedule: the holder renews before ``expires_at``; anyone may take an expired lease."""
-
-    __tablename__ = "job_leases"
-
-    name: str = Field(sa_column=Column(String(64), primary_key=True))
-    holder: str = Field(max_length=120)
-    expires_at: datetime = Field(sa_column=utc_column(nullable=False))
-    acquired_at: datetime = Field(sa_column=utc_column(nullable=False))

@@ -20,15 +20,26 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import Column, String, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import Field, Session, SQLModel, col
 
-from app.models.site import JobLease
+from common.dbtypes import utc_column
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 log = logging.getLogger(__name__)
+
+
+class JobLease(SQLModel, table=True):
+    """Who runs a schedule: the holder renews before ``expires_at``; anyone may take an expired lease."""
+
+    __tablename__ = "job_leases"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    holder: str = Field(max_length=120)
+    expires_at: datetime = Field(sa_column=utc_column(nullable=False))
+    acquired_at: datetime = Field(sa_column=utc_column(nullable=False))
 
 
 class LeaseLost(RuntimeError):
