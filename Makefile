@@ -27,6 +27,7 @@ test: install lint typecheck pytest
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/check_layers.py
 
 typecheck: $(PY_STAMP)
 	$(BIN)/mypy

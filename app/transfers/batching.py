@@ -21,6 +21,7 @@ from app.context import Context
 from app.core.crash import crash_point
 from app.core.security import utcnow
 from app.models import Transfer
+from app.transfers.steps import StepLog, fail
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
 from wallet.typed_data import split_signature
@@ -39,8 +40,6 @@ def _lock(ctx: Context) -> threading.Lock:
 
 def submit_batch(ctx: Context) -> int:
     """Puts every authorised transfer (up to MAX_BATCH) into one relay transaction; returns how many."""
-    from app.transfers.service import StepLog, _fail
-
     with _lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
         q = (
             select(Transfer)
@@ -58,7 +57,7 @@ def submit_batch(ctx: Context) -> int:
         batch = []
         for t in rows:
             if now >= t.valid_before - 2:
-                _fail(session, t, "authorization expired before it could be relayed", steps)
+                fail(session, t, "authorization expired before it could be relayed", steps)
             else:
                 batch.append(t)
         if not batch:
@@ -123,8 +122,6 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
     def on_final(session: Session, tx: OutgoingTx) -> None:
         if tx.purpose != PURPOSE:
             return
-        from app.transfers.service import StepLog, _fail
-
         transfers = list(
             session.exec(
                 select(Transfer).where(col(Transfer.tx_id) == tx.id, col(Transfer.status) == "submitted")
@@ -139,7 +136,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
                     session.add(t)
                     steps.add(t, "requeued", reason=tx.error or "batch failed")
                 else:
-                    _fail(session, t, f"relay transaction failed: {tx.error}", steps)
+                    fail(session, t, f"relay transaction failed: {tx.error}", steps)
             return
         receipt = ctx.relayer.receipt(tx.tx_hash or "")
         if receipt is None:
@@ -166,7 +163,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
                 steps.add(t, "confirmed", confirmations=ctx.settings.confirmations)
             else:
                 reason = failed.get(key, "the relay did not report this authorization")
-                _fail(session, t, reason, steps)
+                fail(session, t, reason, steps)
             t.updated_at = stamp
             session.add(t)
 
