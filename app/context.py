@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.engine import Engine
@@ -21,11 +23,25 @@ from wallet.chain import check_chain_id, connect
 from wallet.relayer import Relayer
 from wallet.service_key import service_account
 
+if TYPE_CHECKING:
+    from app.market.rules import MarketRules
+
 log = logging.getLogger(__name__)
 
 
 class NotDeployed(RuntimeError):
     pass
+
+
+@dataclass
+class ChainCache:
+    """What this process read from the chain and may reuse: static for the coin's name and metadata,
+    (value, monotonic time it was read) for what changes."""
+
+    coin_static: dict[str, Any] = field(default_factory=dict)  # name, symbol, decimals
+    coin_name: str | None = None
+    paused: tuple[bool, float] | None = None
+    chain_now: tuple[int, float] | None = None
 
 
 @dataclass
@@ -38,7 +54,15 @@ class Context:
     deployment: Deployment
     coin: Contract
     contracts: dict[str, Contract] = field(default_factory=dict)  # every deployed contract by name
-    extras: dict[str, Any] = field(default_factory=dict)
+    cache: ChainCache = field(default_factory=ChainCache)
+    market_rules: MarketRules | None = None  # built from the settings on first use
+    # Set while this process holds the background lease (app/main.py): fences background commits.
+    background_fence: Callable[[Session], None] | None = None
+    # The batcher's wake-up when a batcher may run in this process; None: authorisations batch inline.
+    batcher_wake: threading.Event | None = None
+    market_wake: threading.Event = field(default_factory=threading.Event)
+    transfer_batch_lock: threading.Lock = field(default_factory=threading.Lock)
+    market_lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def chain_id(self) -> int:
@@ -48,9 +72,8 @@ class Context:
         """Commits a background worker's transaction, fenced by the background lease when this process
         holds it (several API processes, docs/architecture.md): once another process leads, it raises
         ``LeaseLost`` instead of writing beside the new leader."""
-        fence = self.extras.get("background_fence")
-        if fence is not None:
-            fence(session)
+        if self.background_fence is not None:
+            self.background_fence(session)
         session.commit()
 
     def close(self) -> None:

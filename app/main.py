@@ -72,21 +72,21 @@ class BackgroundWorkers:
 
     def start(self) -> None:
         self.ctx.relayer.standby = True
-        self.ctx.extras["batcher_wake"] = threading.Event()  # no thread waits on it until we lead
+        self.ctx.batcher_wake = threading.Event()  # no thread waits on it until we lead
         self.keeper.start()
 
     def stop(self) -> None:
         self.keeper.stop()
         # back to a context without background workers (a CLI, a test): relay and step inline, unfenced
         self.ctx.relayer.fence = None
-        self.ctx.extras.pop("background_fence", None)
+        self.ctx.background_fence = None
         self.ctx.relayer.standby = False
-        self.ctx.extras.pop("batcher_wake", None)
+        self.ctx.batcher_wake = None
 
     def _lead(self) -> None:
         ctx = self.ctx
         ctx.relayer.fence = self.lease.fence  # the worker's writes fail once another process leads
-        ctx.extras["background_fence"] = self.lease.fence
+        ctx.background_fence = self.lease.fence
         ctx.relayer.start()  # also finishes whatever a previous process left in flight
         ctx.relayer.standby = False  # after start: no request thread steps inline beside the new thread
         self._workers = [IndexerWorker(ctx), TransferBatcher(ctx), MarketWorker(ctx)]
@@ -103,7 +103,7 @@ class BackgroundWorkers:
         # A worker still finishing a slow pass (its stop timed out) must not commit beside the new leader:
         # the fences stay, and now always refuse.
         ctx.relayer.fence = _lease_lost
-        ctx.extras["background_fence"] = _lease_lost
+        ctx.background_fence = _lease_lost
 
 
 def create_app(

@@ -113,7 +113,7 @@ def test_a_relayer_that_lost_the_lease_writes_nothing(ctx: Context, clean_db: En
             ctx.relayer.fence(session)
     finally:
         workers.stop()
-    assert not ctx.relayer.standby and "batcher_wake" not in ctx.extras
+    assert not ctx.relayer.standby and ctx.batcher_wake is None
 
 
 def test_after_losing_the_lease_the_workers_commits_are_refused_until_the_process_stops(
@@ -133,4 +133,4 @@ def test_after_losing_the_lease_the_workers_commits_are_refused_until_the_proces
             ctx.relayer.fence(session)
     finally:
         workers.stop()
-    assert ctx.relayer.fence is None and "background_fence" not in ctx.extras  # inline and unfenced again
+    assert ctx.relayer.fence is None and ctx.background_fence is None  # inline and unfenced again

@@ -120,7 +120,7 @@ def _pause_route(kind: str, want_paused: bool) -> Any:
             return None, None, ctx.coin.encodeABI(fn_name=kind, args=[])
 
         answer = service.execute(ctx, session, admin, kind, key, req.model_dump(), build)
-        ctx.extras.pop("paused", None)  # every later request reads the new state
+        ctx.cache.paused = None  # every later request reads the new state
         return _respond(*answer)
 
     route.__name__ = kind

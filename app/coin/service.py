@@ -87,7 +87,7 @@ def wallet_network(settings: Settings, chain_id: int) -> WalletNetwork:
 
 
 def coin_info(ctx: Context) -> CoinInfo:
-    cache = ctx.extras.setdefault("coin_static", {})
+    cache = ctx.cache.coin_static
     if not cache:
         f = ctx.coin.functions
         cache.update(name=f.name().call(), symbol=f.symbol().call(), decimals=int(f.decimals().call()))
@@ -235,7 +235,7 @@ def _run_operation(
 def ensure_not_paused(ctx: Context) -> None:
     """Refuses while the coin is paused. The answer is cached for a second (it is read on every money
     request); our own pause and unpause routes drop the cache at once."""
-    cached = ctx.extras.get("paused")
+    cached = ctx.cache.paused
     now = time.monotonic()
     if cached is None or now - cached[1] > 1.0:
         try:
@@ -244,7 +244,7 @@ def ensure_not_paused(ctx: Context) -> None:
             raise ServiceUnavailable(
                 f"cannot read the coin's state from the chain: {type(exc).__name__}"
             ) from None
-        cached = ctx.extras["paused"] = (paused, now)
+        cached = ctx.cache.paused = (paused, now)
     if cached[0]:
         raise CoinPaused()
 
@@ -262,10 +262,9 @@ def balance_now(ctx: Context, address: str) -> int:
 
 def coin_name(ctx: Context) -> str:
     """The token's name (its EIP-712 domain name): set in the constructor, so read once per process."""
-    name = ctx.extras.get("coin_name")
-    if name is None:
-        name = ctx.extras["coin_name"] = str(ctx.coin.functions.name().call())
-    return str(name)
+    if ctx.cache.coin_name is None:
+        ctx.cache.coin_name = str(ctx.coin.functions.name().call())
+    return ctx.cache.coin_name
 
 
 def get_operation(session: Session, op_id: int) -> tuple[CoinOperation, OutgoingTx | None]:
@@ -278,12 +277,12 @@ def get_operation(session: Session, op_id: int) -> tuple[CoinOperation, Outgoing
 def chain_now(ctx: Context) -> int:
     """Seconds since the epoch as the chain sees it (never behind our clock): ERC-3009 windows are checked
     against block time, which can drift from the wall clock on a development chain."""
-    cached = ctx.extras.get("chain_now")
+    cached = ctx.cache.chain_now
     wall = int(time.time())
     if cached is not None and time.monotonic() - cached[1] < 1.0:
         return max(wall, cached[0] + int(time.monotonic() - cached[1]))
     block_ts = int(ctx.w3.eth.get_block("latest")["timestamp"])
-    ctx.extras["chain_now"] = (block_ts, time.monotonic())
+    ctx.cache.chain_now = (block_ts, time.monotonic())
     return max(wall, block_ts)
 
 

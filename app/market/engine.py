@@ -27,14 +27,11 @@ UINT32_MAX = 2**32 - 1
 
 
 def slot_lock(ctx: Context) -> threading.RLock:
-    lock: threading.RLock = ctx.extras.setdefault("market_lock", threading.RLock())
-    return lock
+    return ctx.market_lock
 
 
 def kick(ctx: Context) -> None:
-    event = ctx.extras.get("market_wake")
-    if event is not None:
-        event.set()
+    ctx.market_wake.set()
 
 
 def next_seq(session: Session) -> int:

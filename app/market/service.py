@@ -49,10 +49,10 @@ class ExceedsSupply(AppError):
 
 
 def rules(ctx: Context) -> MarketRules:
-    cached = ctx.extras.get("market_rules")
+    cached = ctx.market_rules
     if cached is None:
         s = ctx.settings
-        cached = ctx.extras["market_rules"] = MarketRules(
+        cached = ctx.market_rules = MarketRules(
             s.slot_minutes,
             s.gate_closure_minutes,
             s.market_horizon_hours,
@@ -159,10 +159,9 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
 
 
 def _coin_name(ctx: Context) -> str:
-    name = ctx.extras.get("coin_name")
-    if name is None:
-        name = ctx.extras["coin_name"] = ctx.coin.functions.name().call()
-    return str(name)
+    if ctx.cache.coin_name is None:
+        ctx.cache.coin_name = str(ctx.coin.functions.name().call())
+    return ctx.cache.coin_name
 
 
 def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, slot_start: datetime) -> None:

@@ -49,7 +49,7 @@ class MarketWorker:
         self.ctx = ctx
         self.interval = interval
         self._stop = threading.Event()
-        self._wake = ctx.extras.setdefault("market_wake", threading.Event())
+        self._wake = ctx.market_wake
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:

@@ -34,8 +34,7 @@ FAILED_TOPIC = Web3.keccak(text="RelayFailed(address,bytes32,bytes)").hex()
 
 
 def _lock(ctx: Context) -> threading.Lock:
-    lock: threading.Lock = ctx.extras.setdefault("transfer_batch_lock", threading.Lock())
-    return lock
+    return ctx.transfer_batch_lock
 
 
 def submit_batch(ctx: Context) -> int:
@@ -176,7 +175,7 @@ def wake_batcher(ctx: Context) -> None:
     In an API process that does not hold the background lease, `batcher_wake` is an event no thread
     waits on: the batcher of the process that holds it finds the transfer on its next pass (`interval`).
     """
-    event = ctx.extras.get("batcher_wake")
+    event = ctx.batcher_wake
     if event is None:
         submit_batch(ctx)
     else:
@@ -197,16 +196,14 @@ class TransferBatcher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._previous = self.ctx.extras.get("batcher_wake")
-        self.ctx.extras["batcher_wake"] = self._wake
+        self._previous = self.ctx.batcher_wake
+        self.ctx.batcher_wake = self._wake
         self._thread = threading.Thread(target=self._run, name="transfer-batcher", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        if self._previous is None:
-            self.ctx.extras.pop("batcher_wake", None)
-        else:  # a follower again: authorisations leave their transfers to the leader's batcher
-            self.ctx.extras["batcher_wake"] = self._previous
+        # a follower again (previous set): authorisations leave their transfers to the leader's batcher
+        self.ctx.batcher_wake = self._previous
         self._stop.set()
         self._wake.set()
         if self._thread:

@@ -446,7 +446,7 @@ def test_call_auction_clears_at_one_price_at_gate_closure(
     client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ctx.settings.market_mechanism = "call"
-    ctx.extras.pop("market_rules", None)
+    ctx.market_rules = None
     admin = admin_headers(client, ctx)
     _s, seller, site_id = _seller(client, ctx, admin)
     _b, buyer, buyer_addr = user_with_custodial_wallet(client)
