@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers every table)
-from alembic import context
 from app.core.config import get_settings
 
 config = context.config

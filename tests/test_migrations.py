@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -14,7 +15,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers every table)
-from alembic import command
 from app.core.db import make_engine
 from app.core.migrate import alembic_config, upgrade
 from tests.conftest import _pg_database
