@@ -37,7 +37,7 @@ class OutgoingTx(SQLModel, table=True):
     value: int = Field(default=0, sa_column=Column(BigAmount, nullable=False))
     gas: int
     purpose: str = Field(max_length=120)
-    # pending -> sent -> mined (success) | failed (reverted or dropped) ; replaced attempts stay in TxAttempt
+    # pending -> sent -> confirmed (mined, deep enough) | failed (reverted or dropped); replaced attempts stay in TxAttempt
     status: str = Field(max_length=16, index=True)
     tx_hash: str | None = Field(default=None, max_length=66, index=True)  # the hash that got mined
     block_number: int | None = None
