@@ -109,6 +109,7 @@ def build_context(settings: Settings, *, engine: Engine | None = None) -> Contex
         account,
         chain_id,
         replace_after=settings.tx_timeout_seconds,
+        max_fee=settings.max_fee_gwei * 10**9,
         confirmations=settings.confirmations,
     )
     contracts = {

@@ -75,6 +75,7 @@ class Relayer:
         *,
         max_in_flight: int = 16,
         replace_after: float = 30.0,
+        max_fee: int | None = None,
         confirmations: int = 1,
         poll_interval: float = 0.05,
         idle_interval: float = 0.25,
@@ -86,6 +87,10 @@ class Relayer:
         self.chain_id = chain_id
         self.max_in_flight = max_in_flight
         self.replace_after = replace_after
+        # No fee bump above this (wei per gas): a stuck transaction then waits for the fees to fall
+        # rather than paying without bound (OpenZeppelin's relayer caps its bumps the same way).
+        self.max_fee = max_fee
+        self._capped: set[int] = set()  # rows already logged as waiting at the cap
         self.confirmations = max(1, confirmations)
         self.poll_interval = poll_interval
         # Idle passes are one indexed SELECT; short, because work may come from other processes.
@@ -387,6 +392,14 @@ class Relayer:
         fees = self.fees()
         max_fee = max(fees.max_fee, latest.max_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
         tip = max(fees.tip, latest.max_priority_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
+        if self.max_fee is not None and max_fee > self.max_fee:
+            if row.id not in self._capped:
+                self._capped.add(row.id or 0)
+                log.warning(
+                    "fee bump capped: the transaction waits at its fee",
+                    extra={"fields": {"tx": row.id, "max_fee": latest.max_fee_per_gas, "cap": self.max_fee}},
+                )
+            return
         attempt = self._add_attempt(session, row, max_fee, tip)
         # The new bytes are stored before they leave the process, and the row is pending again until they
         # have: if this process dies (or loses its lease) in between, the next pass sends the newest bytes.

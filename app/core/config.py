@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     deployments_dir: Path | None = None
     confirmations: int = 1
     tx_timeout_seconds: float = 30.0
+    max_fee_gwei: int = 3000  # no fee bump above this (Kaia's base fee is at most 750 gwei)
 
     # Secrets
     jwt_secret: SecretStr = SecretStr(PLACEHOLDER)

@@ -109,6 +109,31 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(
     assert done.tx_hash in {a.tx_hash for a in attempts}  # whichever version got mined is recorded
 
 
+def test_fee_bumps_stop_at_the_cap(ctx: Context, dev_accounts, manual_mining: None) -> None:
+    holder = dev_accounts[2].address
+    relayer = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
+    with Session(ctx.engine) as s:
+        row = relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 1), purpose="t")
+        s.commit()
+        tx_id = row.id
+    relayer.max_fee = relayer.fees().max_fee * 114 // 100  # below one bump (+15%)
+    relayer.step()  # sent
+    relayer.step()  # stuck, but a bump would cross the cap: it waits
+    relayer.step()
+    with Session(ctx.engine) as s:
+        attempts = s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id)).all()
+    assert len(attempts) == 1
+    relayer.max_fee = None  # without the cap the same row is bumped
+    relayer.step()
+    with Session(ctx.engine) as s:
+        assert len(s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id)).all()) == 2
+    ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    assert tx_id is not None
+    assert (
+        Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id).wait(tx_id, timeout=10).status == "confirmed"
+    )
+
+
 def test_a_replacement_stored_but_never_sent_is_sent_by_the_next_relayer(
     ctx: Context, dev_accounts, manual_mining: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
