@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
@@ -41,7 +42,18 @@ def crash_point(name: str) -> None:
 
 log = logging.getLogger(__name__)
 
-FINAL = ("confirmed", "failed")
+
+class TxStatus(enum.StrEnum):
+    """A relay transaction's state (``OutgoingTx.status``): pending -> sent -> confirmed | failed; a fee
+    bump makes a sent transaction pending again until its replacement has left."""
+
+    pending = "pending"
+    sent = "sent"
+    confirmed = "confirmed"
+    failed = "failed"
+
+
+FINAL = (TxStatus.confirmed, TxStatus.failed)
 BUMP_NUMERATOR = 115  # +15%: above the 10% every pool demands, with a margin for rounding
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # estimate x 1.25 (web3py-ext's 3x wastes block space)
 
@@ -141,7 +153,7 @@ class Relayer:
             value=value,
             gas=gas,
             purpose=purpose,
-            status="pending",
+            status=TxStatus.pending,
             created_at=now,
             updated_at=now,
         )
@@ -261,7 +273,7 @@ class Relayer:
                 .where(
                     col(OutgoingTx.chain_id) == self.chain_id,
                     col(OutgoingTx.sender) == self.address,
-                    col(OutgoingTx.status).in_(("pending", "sent")),
+                    col(OutgoingTx.status).in_((TxStatus.pending, TxStatus.sent)),
                 )
                 .order_by(col(OutgoingTx.nonce))
             ).all()
@@ -273,8 +285,11 @@ class Relayer:
             due = [  # to send, or sent long enough ago to be a candidate for a replacement
                 r
                 for r in open_rows
-                if r.status == "pending"
-                or (r.status == "sent" and (now - _aware(r.updated_at)).total_seconds() > self.replace_after)
+                if r.status == TxStatus.pending
+                or (
+                    r.status == TxStatus.sent
+                    and (now - _aware(r.updated_at)).total_seconds() > self.replace_after
+                )
             ]
             self._broadcast(session, due, latest)
             self._commit(session)
@@ -305,7 +320,7 @@ class Relayer:
         return result
 
     def _watch(self, session: Session, rows: list[OutgoingTx], latest: int) -> None:
-        sent = [r for r in rows if r.status == "sent"]
+        sent = [r for r in rows if r.status == TxStatus.sent]
         if not sent:
             return
         if latest == self._last_block and not self._recheck:
@@ -325,7 +340,10 @@ class Relayer:
                     break
             if receipt is None:
                 # The nonce was used, but by none of our hashes: someone else spent it.
-                row.status, row.error = "failed", "nonce used by a transaction this relayer did not sign"
+                row.status, row.error = (
+                    TxStatus.failed,
+                    "nonce used by a transaction this relayer did not sign",
+                )
             else:
                 if latest - int(receipt["blockNumber"], 16) + 1 < self.confirmations:
                     self._recheck = True  # look again at the next block even if nothing else changes
@@ -336,9 +354,9 @@ class Relayer:
                 row.gas_used = int(receipt["gasUsed"], 16)
                 self._receipts[row.tx_hash] = receipt
                 if int(receipt["status"], 16) == 1:
-                    row.status = "confirmed"
+                    row.status = TxStatus.confirmed
                 else:
-                    row.status, row.error = "failed", "reverted on chain"
+                    row.status, row.error = TxStatus.failed, "reverted on chain"
             row.updated_at = utcnow()
             finished.append(row)
         try:
@@ -378,11 +396,11 @@ class Relayer:
             if row.nonce >= chain_nonce + self.max_in_flight:
                 break  # queued: Kaia guarantees 16 executable slots per account
             latest = attempts[row.id or 0][-1]
-            if row.status == "pending":
+            if row.status == TxStatus.pending:
                 self._send(latest)
                 crash_point(f"relayer.after_broadcast:{row.purpose}")
                 latest.sent_at = now
-                row.status = "sent"
+                row.status = TxStatus.sent
                 row.updated_at = now
                 session.add(latest)
             elif latest.sent_at and (now - _aware(latest.sent_at)).total_seconds() > self.replace_after:
@@ -403,11 +421,11 @@ class Relayer:
         attempt = self._add_attempt(session, row, max_fee, tip)
         # The new bytes are stored before they leave the process, and the row is pending again until they
         # have: if this process dies (or loses its lease) in between, the next pass sends the newest bytes.
-        row.status = "pending"
+        row.status = TxStatus.pending
         session.add(row)
         self._commit(session, wrote=True)
         self._send(attempt)
-        row.status = "sent"
+        row.status = TxStatus.sent
         attempt.sent_at = row.updated_at = utcnow()
         session.add(attempt)
         session.add(row)
