@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers every table)
+import app.tables  # noqa: F401  (registers every table)
 from alembic import context
 from app.core.config import get_settings
 

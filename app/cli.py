@@ -96,7 +96,7 @@ def create_admin(
     """Create an admin account (the first one, or another)."""
     from app.core.db import make_engine
     from app.core.errors import Conflict
-    from app.models import Role, UserStatus
+    from app.users.models import Role, UserStatus
     from app.users.service import create_user
 
     settings = get_settings()
@@ -180,7 +180,7 @@ def _safe_url(url: str) -> str:
 
 
 def _admin_exists(session: Session) -> bool:
-    from app.models import Role, User
+    from app.users.models import Role, User
 
     return session.exec(select(User).where(User.role == Role.admin)).first() is not None
 

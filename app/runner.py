@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from app.core.config import Settings
 from app.core.db import make_engine, private_dir
 from app.core.migrate import upgrade
-from app.models import Role, User
+from app.users.models import Role, User
 from contracts.deploy import LATER_CONTRACTS, MarketParams, deploy, ensure_contracts, is_live, load_deployment
 from ess_collector.simulator import ThreadedCluster
 from wallet.chain import check_chain_id, connect

@@ -50,8 +50,8 @@ from app.core import clock
 from app.core.db import make_engine
 from app.core.migrate import upgrade
 from app.core.security import utcnow
-from app.models import Role, User, UserStatus
 from app.models.site import Site
+from app.users.models import Role, User, UserStatus
 from bench.service import machine, percentile
 from contracts.artifacts import deploy_contract, load_artifact
 from ess_collector import merkle

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.core import clock
-from app.models.event import UserEvent
+from app.events.models import UserEvent
 from app.models.site import Site, SiteEvent, SiteFault, SiteReading
 from ess_collector import faults
 from ess_collector.config import CollectorConfig

@@ -20,7 +20,7 @@ from web3.contract import Contract
 
 from app.core import clock
 from app.models.site import LedgerSlot, ProductionReward, Site, SlotEnergy
-from app.models.wallet import Wallet
+from app.wallets.models import Wallet
 from ess_collector.lease import Lease
 from wallet.models import OutgoingTx
 from wallet.relayer import Relayer, TxRejected

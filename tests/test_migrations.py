@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers every table)
+import app.tables  # noqa: F401  (registers every table)
 from alembic import command
 from app.core.db import make_engine
 from app.core.migrate import alembic_config, upgrade

@@ -9,8 +9,8 @@ from typing import Any
 from sqlmodel import Session, col, or_, select
 from web3 import Web3
 
-from app import idempotency
 from app.audit import service as audit
+from app.coin.models import CoinOperation
 from app.coin.schemas import (
     CoinHistory,
     CoinHistoryEntry,
@@ -24,8 +24,11 @@ from app.core.config import NETWORKS, Settings
 from app.core.errors import AppError, ChainRejected, CoinPaused, NotFound, ServiceUnavailable
 from app.core.money import format_amount, parse_account_ref
 from app.core.security import utcnow
+from app.idempotency import service as idempotency
+from app.indexer.models import IndexerCheckpoint, TransferEvent
 from app.indexer.service import CHECKPOINT
-from app.models import CoinOperation, IndexerCheckpoint, TransferEvent, User, Wallet
+from app.users.models import User
+from app.wallets.models import Wallet
 from wallet.chain import raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.relayer import TxRejected

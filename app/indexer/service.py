@@ -18,7 +18,7 @@ from app.context import Context
 from app.core.money import format_amount
 from app.core.security import utcnow
 from app.core.sql import insert_ignore
-from app.models import IndexerCheckpoint, TransferEvent
+from app.indexer.models import IndexerCheckpoint, TransferEvent
 from wallet.chain import raw_call
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,9 @@ from app.core.security import utcnow
 from app.events.service import emit
 from app.market import ContinuousBook, Fill, Side, clear_call_auction, trade_value
 from app.market import Order as MatchOrder
+from app.market.models import Order, Trade
 from app.market.onchain import id32, order_hash, orders_hash
-from app.models import Order, Trade, Wallet
+from app.wallets.models import Wallet
 
 log = logging.getLogger(__name__)
 UINT32_MAX = 2**32 - 1

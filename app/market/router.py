@@ -15,6 +15,7 @@ from app.core import clock
 from app.core.errors import NotFound
 from app.core.money import format_amount
 from app.market import service
+from app.market.models import Order, Trade
 from app.market.schemas import (
     BookPublic,
     MarketInfo,
@@ -25,7 +26,7 @@ from app.market.schemas import (
     TradeList,
     TradePublic,
 )
-from app.models import Order, Trade, User
+from app.users.models import User
 from wallet.models import OutgoingTx
 
 router = APIRouter(tags=["market"])

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
-from app import idempotency
 from app.coin.service import chain_now, ensure_not_paused
 from app.context import Context
 from app.core import clock
@@ -23,14 +22,17 @@ from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
 from app.core.sql import MAX_INT_ID
 from app.events.service import emit
+from app.idempotency import service as idempotency
 from app.market import aggregate_levels, engine, escrow_amount
+from app.market.models import Order
 from app.market.onchain import escrow_nonce, id32, unix
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
-from app.models import Order, Role, Site, User, UserStatus
+from app.models.site import Site
 from app.transfers.service import AuthorizationMissing, WrongSigner
 from app.transfers.spending import authorising_spend, check_available
+from app.users.models import Role, User, UserStatus
 from app.wallets import service as wallets
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from app.models.user import utc_column
+from app.users.models import utc_column
 from wallet.dbtypes import BigAmount
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL needs 64 bits for a table that grows by

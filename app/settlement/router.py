@@ -19,8 +19,9 @@ from app.core import clock
 from app.core.errors import AppError
 from app.core.money import format_amount
 from app.market import aggregate_levels, engine
+from app.market.models import Order, Trade
 from app.market.service import rules
-from app.models import Order, Site, SlotEnergy, Trade
+from app.models.site import Site, SlotEnergy
 from app.settlement import service
 
 PRICE_STEP = 10**16  # 0.01 coin per kWh: the precision of a suggested price

@@ -23,8 +23,9 @@ from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import engine
+from app.market.models import Order, Trade
 from app.market.onchain import id32, unix
-from app.models import LedgerSlot, Order, SlotEnergy, Trade
+from app.models.site import LedgerSlot, SlotEnergy
 from app.settlement.delivery import TradeTerms, delivered_wh, settlement_amounts
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected

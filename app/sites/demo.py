@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.core.security import hash_secret, utcnow
-from app.models import Role, User, UserStatus
 from app.models.site import Site, SiteEvent
+from app.users.models import Role, User, UserStatus
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.api.params import RowId, UtcTime
 from app.coin.service import latest_hash
 from app.core.errors import BadRequest
-from app.models import Role
 from app.sites import repository, service
 from app.sites.schemas import (
     EventPublic,
@@ -24,6 +23,7 @@ from app.sites.schemas import (
     SlotPublic,
     SupplyPublic,
 )
+from app.users.models import Role
 from ess_collector.anchoring import NotAnchored, energies_of, hex0x, proof_for, unix
 
 router = APIRouter(prefix="/sites", tags=["sites"])

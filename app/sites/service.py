@@ -20,10 +20,10 @@ from app.core import clock
 from app.core.config import Settings, get_settings
 from app.core.errors import AppError, BadRequest, Conflict, Forbidden, NotFound, TooManyRequests
 from app.core.security import utcnow
-from app.models import LoginThrottle, Role, User, UserStatus
 from app.models.site import Site, SiteEvent, SiteFault
 from app.sites.repository import UNANSWERED
 from app.sites.schemas import SiteCreate, SitePublic, SupplyPublic
+from app.users.models import LoginThrottle, Role, User, UserStatus
 from contracts.artifacts import load_artifact
 from ess_collector.config import CollectorConfig
 from ess_collector.netpolicy import SiteHostRefused, resolve_allowed

@@ -20,7 +20,7 @@ from app.coin.service import chain_now
 from app.context import Context
 from app.core.crash import crash_point
 from app.core.security import utcnow
-from app.models import Transfer
+from app.transfers.models import Transfer
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
 from wallet.typed_data import split_signature

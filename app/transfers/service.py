@@ -18,7 +18,6 @@ from sqlalchemy import and_, func, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from app import idempotency
 from app.coin.service import chain_now, coin_name, ensure_not_paused, resolve_recipient
 from app.context import Context
 from app.core.crash import crash_point
@@ -26,10 +25,13 @@ from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
 from app.events.service import emit
-from app.models import Transfer, TransferStep, User, Wallet
+from app.idempotency import service as idempotency
+from app.transfers.models import Transfer, TransferStep
 from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
 from app.transfers.spending import authorising_spend, check_available
+from app.users.models import User
 from app.wallets import service as wallets
+from app.wallets.models import Wallet
 from wallet.models import OutgoingTx
 from wallet.signer import recover_digest
 from wallet.typed_data import (

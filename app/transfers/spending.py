@@ -18,9 +18,10 @@ from app.context import Context
 from app.core.errors import Conflict
 from app.core.money import format_amount
 from app.core.sql import lock_rows
-from app.models import Order, Transfer, Wallet
+from app.market.models import Order
+from app.transfers.models import Transfer
+from app.wallets.models import Wallet
 
-# Authorised but not final: the coins are still in the wallet, promised to the chain.
 RESERVING_TRANSFERS = ("authorized", "submitted")
 RESERVING_ESCROWS = ("authorized", "locking")
 

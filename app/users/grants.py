@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
+from app.coin.models import CoinOperation
 from app.context import Context
 from app.core.security import utcnow
-from app.models import CoinOperation, Role, User, UserStatus, Wallet
+from app.users.models import Role, User, UserStatus
 from app.users.service import approval_grant
+from app.wallets.models import Wallet
 
 
 def pay_pending_grant(ctx: Context, session: Session, user: User, wallet: Wallet) -> CoinOperation | None:

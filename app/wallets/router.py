@@ -5,8 +5,8 @@ from fastapi import APIRouter, status
 from app.api.deps import ContextDep, CurrentUser, SessionDep
 from app.coin.service import balance_of
 from app.core.money import format_amount
-from app.models import Wallet
 from app.wallets import service
+from app.wallets.models import Wallet
 from app.wallets.schemas import (
     LinkChallengePublic,
     LinkChallengeRequest,

@@ -16,8 +16,9 @@ from app.context import Context
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import parse_address
 from app.core.security import hash_secret, utcnow, verify_secret
-from app.models import LinkChallenge, User, UserTotp, Wallet
+from app.users.models import User
 from app.wallets import attempts
+from app.wallets.models import LinkChallenge, UserTotp, Wallet
 from wallet import siwe
 from wallet.envelope import MasterKey, SealedSecret, open_sealed, rewrap, seal
 from wallet.secrets import CustodialKey, new_custodial_key, open_signer

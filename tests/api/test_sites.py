@@ -293,7 +293,7 @@ def test_ledger_slots_list_newest_first(client, ctx) -> None:  # type: ignore[no
     from sqlmodel import Session
 
     from app.core.security import utcnow
-    from app.models import LedgerSlot
+    from app.models.site import LedgerSlot
 
     base = utcnow().replace(minute=0, second=0, microsecond=0)
     with Session(ctx.engine) as s:

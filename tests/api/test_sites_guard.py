@@ -22,9 +22,9 @@ from sqlmodel import select as sql_select
 from app.context import Context
 from app.core.errors import TooManyRequests
 from app.core.security import utcnow
-from app.models import LoginThrottle
 from app.models.site import Site
 from app.sites.service import collector_config, count_registration
+from app.users.models import LoginThrottle
 from ess_collector.collector import Collector
 from tests.api.helpers import admin_headers
 from tests.api.site_helpers import prosumer

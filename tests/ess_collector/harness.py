@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.core.security import utcnow
-from app.models import Role, User, UserStatus
 from app.models.site import Site, SiteEvent, SiteFault, SiteReading, SlotEnergy
+from app.users.models import Role, User, UserStatus
 from ess_collector.aggregation import aggregate_due
 from ess_collector.collector import Collector, PollReport
 from ess_collector.config import CollectorConfig

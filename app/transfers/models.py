@@ -1,13 +1,13 @@
-"""Coin transfers and their ordered, append-only steps; TOTP enrolment; wallet link challenges."""
+"""Coin transfers and their ordered, append-only steps."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.user import utc_column
+from app.users.models import utc_column
 from wallet.dbtypes import BigAmount
 
 
@@ -45,27 +45,3 @@ class TransferStep(SQLModel, table=True):
     kind: str = Field(max_length=32)
     at: datetime = Field(sa_column=utc_column(nullable=False))
     details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-
-
-class UserTotp(SQLModel, table=True):
-    __tablename__ = "user_totp"
-
-    user_id: int = Field(primary_key=True, foreign_key="users.id")
-    sealed_secret: str = Field(sa_column=Column(Text, nullable=False))
-    enabled: bool = False
-    last_counter: int = -1  # the last accepted time step: a code is accepted only once
-    # Wrong codes since the last right one (reserved before checking); the limit locks until locked_until.
-    failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-    locked_until: datetime | None = Field(default=None, sa_column=utc_column())
-    created_at: datetime = Field(sa_column=utc_column(nullable=False))
-
-
-class LinkChallenge(SQLModel, table=True):
-    __tablename__ = "link_challenges"
-
-    nonce: str = Field(primary_key=True, max_length=64)
-    user_id: int = Field(foreign_key="users.id", index=True)
-    address: str = Field(max_length=42)
-    message: str = Field(sa_column=Column(Text, nullable=False))
-    expires_at: datetime = Field(sa_column=utc_column(nullable=False))
-    used_at: datetime | None = Field(default=None, sa_column=utc_column())

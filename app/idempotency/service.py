@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from app.core.errors import IdempotencyKeyReused, MissingIdempotencyKey, RequestInProgress
 from app.core.security import utcnow
-from app.models import IdempotencyRecord
+from app.idempotency.models import IdempotencyRecord
 
 LEASE = timedelta(seconds=120)
 T = TypeVar("T")

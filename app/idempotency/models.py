@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.user import utc_column
+from app.users.models import utc_column
 
 
 class IdempotencyRecord(SQLModel, table=True):
