@@ -24,19 +24,18 @@ from app.core.sql import MAX_INT_ID
 from app.events.service import emit
 from app.idempotency import service as idempotency
 from app.market import aggregate_levels, engine, escrow_amount
-from app.market.models import Order
+from app.market.models import EscrowStatus, Order, OrderStatus
 from app.market.onchain import escrow_nonce, id32, unix
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
 from app.models.site import Site
-from app.transfers.service import AuthorizationMissing, WrongSigner
-from app.transfers.spending import authorising_spend, check_available
+from app.spending import authorizer
+from app.spending.holds import check_available
 from app.users.models import Role, User, UserStatus
 from app.wallets import service as wallets
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
-from wallet.signer import recover_typed_data
 from wallet.typed_data import TokenDomain, receive_with_authorization, split_signature
 
 VALIDITY_SECONDS = 300
@@ -223,23 +222,8 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
     wallet = wallets.require_wallet(session, user.id or 0)
     if wallet.address != order.wallet_address:
         raise Conflict("the order was placed from another wallet")
-    typed = order.typed_data or {}
-    if wallet.kind == "custodial":
-        if req.pin is None:
-            raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-        wallets.check_pin(session, wallet, req.pin)
-        wallets.check_otp(ctx, session, user.id or 0, req.otp)
-        signature = wallets.signer_for(ctx, wallet).sign_typed_data(typed)
-    else:
-        if req.signature is None:
-            raise AuthorizationMissing("a linked wallet authorises with a signature over typed_data")
-        try:
-            signature = bytes.fromhex(req.signature.removeprefix("0x"))
-            signer = recover_typed_data(typed, signature)
-        except ValueError:
-            raise WrongSigner("the signature is malformed") from None
-        if signer != order.wallet_address:
-            raise WrongSigner(f"the signature recovers to {signer}, not {order.wallet_address}")
+    signed = authorizer.sign(ctx, session, wallet, order.typed_data or {}, req)
+    signature = signed.signature
     v, r, s = split_signature(signature)
     market = ctx.contracts["EnergyMarket"]
     data = market.encodeABI(
@@ -260,23 +244,17 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         ],
     )
 
-    def still_pending() -> bool:
-        row = session.exec(select(Order.status, Order.escrow_status).where(col(Order.id) == order_id)).one()
-        return tuple(row) == ("pending_authorization", "none")
-
-    with authorising_spend(ctx, session, wallet, order.escrow_amount, "the escrow", still_pending):
-        # Compare-and-set, as for transfers: of two concurrent authorisations only one passes.
-        changed = session.exec(  # type: ignore[call-overload]
-            update(Order)
-            .where(
-                col(Order.id) == order_id,
-                col(Order.status) == "pending_authorization",
-                col(Order.escrow_status) == "none",
-            )
-            .values(escrow_status="locking")
+    # Compare-and-set, as for transfers: of two concurrent authorisations only one passes.
+    authorise = (
+        update(Order)
+        .where(
+            col(Order.id) == order_id,
+            col(Order.status) == OrderStatus.pending_authorization,
+            col(Order.escrow_status) == EscrowStatus.none,
         )
-        if changed.rowcount != 1:
-            raise Conflict(f"order {order_id} was authorised by another request")
+        .values(escrow_status=EscrowStatus.locking)
+    )
+    with authorizer.authorising_spend(ctx, session, wallet, order.escrow_amount, "the escrow", authorise):
         try:
             tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_lock:{order.id}")
         except TxRejected as exc:

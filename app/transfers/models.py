@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import JSON, Column, UniqueConstraint
@@ -11,19 +12,29 @@ from app.users.models import utc_column
 from wallet.dbtypes import BigAmount
 
 
+class TransferStatus(enum.StrEnum):
+    """pending_authorization -> authorized -> submitted -> confirmed | failed (the API shows `authorized`
+    as `submitted`: the batcher relays it within a moment)."""
+
+    pending_authorization = "pending_authorization"
+    authorized = "authorized"
+    submitted = "submitted"
+    confirmed = "confirmed"
+    failed = "failed"
+
+
 class Transfer(SQLModel, table=True):
     __tablename__ = "transfers"
 
     id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the ERC-3009 nonce derives from it
     user_id: int = Field(foreign_key="users.id", index=True)
-    wallet_kind: str = Field(max_length=16)  # custodial | linked
+    wallet_kind: str = Field(max_length=16)  # WalletKind
     from_address: str = Field(max_length=42, index=True)
     to_address: str = Field(max_length=42, index=True)
     to_user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
     amount: int = Field(sa_column=Column(BigAmount, nullable=False))
     memo: str | None = Field(default=None, max_length=500)
-    # pending_authorization -> submitted -> confirmed | failed
-    status: str = Field(max_length=24, index=True)
+    status: str = Field(max_length=24, index=True)  # TransferStatus
     nonce: str = Field(max_length=66)
     valid_after: int
     valid_before: int

@@ -26,18 +26,17 @@ from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
 from app.events.service import emit
 from app.idempotency import service as idempotency
-from app.transfers.models import Transfer, TransferStep
+from app.spending import authorizer
+from app.spending.holds import check_available
+from app.transfers.models import Transfer, TransferStatus, TransferStep
 from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
-from app.transfers.spending import authorising_spend, check_available
 from app.users.models import User
 from app.wallets import service as wallets
 from app.wallets.models import Wallet
 from wallet.models import OutgoingTx
-from wallet.signer import recover_digest
 from wallet.typed_data import (
     TokenDomain,
     nonce_for,
-    split_signature,
     transfer_with_authorization,
     typed_data_digest,
 )
@@ -52,14 +51,6 @@ class AuthorizationExpired(AppError):
 
 
 class NotYetValid(AppError):
-    status_code = 422
-
-
-class WrongSigner(AppError):
-    status_code = 422
-
-
-class AuthorizationMissing(AppError):
     status_code = 422
 
 
@@ -205,56 +196,28 @@ def authorize(
     wallet = wallets.require_wallet(session, user.id or 0)
     if wallet.address != transfer.from_address:
         raise Conflict("the transfer was created for another wallet")
-    if wallet.kind == "custodial":
-        if req.pin is None:
-            raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-        wallets.check_pin(session, wallet, req.pin)
-        used_otp = wallets.check_otp(ctx, session, user.id or 0, req.otp)
-        signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(transfer.typed_data)
-        how = "pin+otp" if used_otp else "pin"
-    else:
-        if req.signature is None:
-            raise AuthorizationMissing("a linked wallet authorises with a signature over typed_data")
-        try:
-            signature = bytes.fromhex(req.signature.removeprefix("0x"))
-            digest = typed_data_digest(transfer.typed_data)
-            signer = recover_digest(digest, signature)
-            split_signature(signature)
-        except ValueError:
-            raise WrongSigner("the signature is malformed") from None
-        if signer != transfer.from_address:
-            raise WrongSigner(
-                f"the signature recovers to {signer}, not {transfer.from_address}: sign exactly the typed_data "
-                "this transfer returned (our chain id and coin contract)"
-            )
-        how = "signature"
-
-    def still_pending() -> bool:
-        status = session.exec(select(Transfer.status).where(col(Transfer.id) == transfer_id)).one()
-        return bool(status == "pending_authorization")
-
-    with authorising_spend(ctx, session, wallet, transfer.amount, "this transfer", still_pending):
-        # Compare-and-set: of two concurrent authorizations only one passes.
-        changed = session.exec(  # type: ignore[call-overload]
-            update(Transfer)
-            .where(col(Transfer.id) == transfer_id, col(Transfer.status) == "pending_authorization")
-            .values(status="authorized", signature="0x" + signature.hex(), updated_at=utcnow())
-        )
-        if changed.rowcount != 1:
-            raise Conflict(f"transfer {transfer_id} was authorised by another request")
+    signed = authorizer.sign(ctx, session, wallet, transfer.typed_data, req)
+    signature = "0x" + signed.signature.hex()
+    # Compare-and-set: of two concurrent authorizations only one passes.
+    authorise = (
+        update(Transfer)
+        .where(col(Transfer.id) == transfer_id, col(Transfer.status) == TransferStatus.pending_authorization)
+        .values(status=TransferStatus.authorized, signature=signature, updated_at=utcnow())
+    )
+    with authorizer.authorising_spend(ctx, session, wallet, transfer.amount, "this transfer", authorise):
         steps = StepLog(session, [transfer])
-        steps.add(transfer, "authorized", how=how)
+        steps.add(transfer, "authorized", how=signed.how)
         steps.add(
             transfer,
             "signed",
-            digest="0x" + digest.hex(),
-            signature="0x" + signature.hex(),
+            digest="0x" + signed.digest.hex(),
+            signature=signature,
             signer=transfer.from_address,
         )
     crash_point("transfer.after_sign")
     wake_batcher(ctx)  # the batcher relays every authorisation waiting, many per transaction
     # What the compare-and-set wrote, without reading the row back (nothing to flush: not "dirty").
-    for name, value in (("status", "authorized"), ("signature", "0x" + signature.hex())):
+    for name, value in (("status", TransferStatus.authorized), ("signature", signature)):
         set_committed_value(transfer, name, value)
     return transfer
 

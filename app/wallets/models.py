@@ -3,6 +3,7 @@ its TOTP enrolment and the challenges that link a mobile wallet."""
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import Column, Text
@@ -11,12 +12,17 @@ from sqlmodel import Field, SQLModel
 from app.users.models import utc_column
 
 
+class WalletKind(enum.StrEnum):
+    custodial = "custodial"  # we hold the key, sealed; the user authorises with a PIN (and a one-time code)
+    linked = "linked"  # a mobile wallet's address; the user signs in their wallet app
+
+
 class Wallet(SQLModel, table=True):
     __tablename__ = "wallets"
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="users.id", index=True)
-    kind: str = Field(max_length=16)  # custodial | linked
+    kind: str = Field(max_length=16)  # WalletKind
     address: str = Field(max_length=42, index=True)
     active: bool = True
     sealed_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
