@@ -17,6 +17,7 @@ class CoinOperationKind(enum.StrEnum):
     burn = "burn"
     pause = "pause"
     unpause = "unpause"
+    grant = "grant"  # coins a new user receives on registration (app/users/grants.py)
 
 
 class CoinOperationStatus(enum.StrEnum):

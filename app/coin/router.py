@@ -11,6 +11,7 @@ from sqlmodel import Session
 from app.api.deps import AdminUser, ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from app.api.params import BlockNumber, RowId
 from app.coin import service
+from app.coin.models import CoinOperationKind
 from app.coin.schemas import (
     Balance,
     BurnRequest,
@@ -82,7 +83,9 @@ def mint(
         service.ensure_not_paused(ctx)
         return account, amount, ctx.coin.encodeABI(fn_name="mint", args=[account, amount])
 
-    return _respond(*service.execute(ctx, session, admin, "mint", key, req.model_dump(), build))
+    return _respond(
+        *service.execute(ctx, session, admin, CoinOperationKind.mint, key, req.model_dump(), build)
+    )
 
 
 @admin_router.post(
@@ -107,10 +110,14 @@ def burn(
             return holder, amount, ctx.coin.encodeABI(fn_name="burn", args=[amount])
         return holder, amount, ctx.coin.encodeABI(fn_name="burnFrom", args=[holder, amount])
 
-    return _respond(*service.execute(ctx, session, admin, "burn", key, req.model_dump(by_alias=True), build))
+    return _respond(
+        *service.execute(
+            ctx, session, admin, CoinOperationKind.burn, key, req.model_dump(by_alias=True), build
+        )
+    )
 
 
-def _pause_route(kind: str, want_paused: bool) -> Any:
+def _pause_route(kind: CoinOperationKind, want_paused: bool) -> Any:
     def route(
         req: PauseRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
     ) -> JSONResponse:
@@ -131,9 +138,9 @@ admin_router.post(
     "/pause",
     summary="Pause the coin: no transfers, mints or burns (admin)",
     response_model=CoinOperationPublic,
-)(_pause_route("pause", True))
+)(_pause_route(CoinOperationKind.pause, True))
 admin_router.post("/unpause", summary="Unpause the coin (admin)", response_model=CoinOperationPublic)(
-    _pause_route("unpause", False)
+    _pause_route(CoinOperationKind.unpause, False)
 )
 
 

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, or_, select
 from web3 import Web3
 
 from app.audit import service as audit
-from app.coin.models import CoinOperation
+from app.coin.models import CoinOperation, CoinOperationKind, CoinOperationStatus
 from app.coin.schemas import (
     CoinHistory,
     CoinHistoryEntry,
@@ -140,9 +140,9 @@ def on_tx_final(session: Session, tx: OutgoingTx) -> None:
     if not tx.purpose.startswith(PURPOSE + ":"):
         return
     op = session.get(CoinOperation, int(tx.purpose.split(":", 1)[1]))
-    if op is None or op.status != "submitted":
+    if op is None or op.status != CoinOperationStatus.submitted:
         return
-    op.status = "confirmed" if tx.status == "confirmed" else "failed"
+    op.status = CoinOperationStatus.confirmed if tx.status == "confirmed" else CoinOperationStatus.failed
     session.add(op)
     actor = session.get(User, op.actor_id)
     details: dict[str, Any] = {"operation": op.id, "tx_hash": tx.tx_hash, "block_number": tx.block_number}
@@ -157,7 +157,7 @@ def execute(
     ctx: Context,
     session: Session,
     admin: User,
-    kind: str,
+    kind: CoinOperationKind,
     key: str | None,
     body: dict[str, Any],
     build: Any,
@@ -215,7 +215,7 @@ def _run_operation(
             amount=amount,
             memo=body.get("memo"),
             tx_id=tx.id,
-            status="submitted",
+            status=CoinOperationStatus.submitted,
             created_at=utcnow(),
         )
         session.add(op)
@@ -228,7 +228,7 @@ def _run_operation(
     tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
     session.refresh(op)
     public = to_public(session, op, tx_row)
-    status = 202 if op.status == "submitted" else 200
+    status = 202 if op.status == CoinOperationStatus.submitted else 200
     answer = public.model_dump(mode="json")
     if status == 200:
         idempotency.finish(session, claim.record, status, answer)
@@ -318,11 +318,11 @@ def history(session: Session, limit: int, before_block: int | None) -> CoinHisto
     }
     items = []
     for e in events:
-        kind = "mint" if e.from_address == ZERO_ADDRESS else "burn"
+        kind = CoinOperationKind.mint if e.from_address == ZERO_ADDRESS else CoinOperationKind.burn
         entry = CoinHistoryEntry(
             kind=kind,
             reason="unknown",
-            account=e.to_address if kind == "mint" else e.from_address,
+            account=e.to_address if kind == CoinOperationKind.mint else e.from_address,
             amount=format_amount(e.value),
             tx_hash=e.tx_hash,
             block_number=e.block_number,

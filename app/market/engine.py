@@ -17,8 +17,10 @@ from sqlmodel import Session, col, func, select
 from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
-from app.market import ContinuousBook, Fill, Side, clear_call_auction, trade_value
-from app.market import Order as MatchOrder
+from app.market.matching.auction import clear_call_auction
+from app.market.matching.continuous import ContinuousBook
+from app.market.matching.types import Fill, Side, trade_value
+from app.market.matching.types import Order as MatchOrder
 from app.market.models import Order, Trade
 from app.market.onchain import id32, order_hash, orders_hash
 from app.wallets.models import Wallet

@@ -15,7 +15,7 @@ from app.core import clock
 from app.core.errors import NotFound
 from app.core.money import format_amount
 from app.market import service
-from app.market.models import Order, Trade
+from app.market.models import Order, OrderSide, OrderStatus, Trade, TradeStatus
 from app.market.schemas import (
     BookPublic,
     MarketInfo,
@@ -140,7 +140,7 @@ def direct_offers(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> Or
     """Direct offers naming the caller; accept one by placing the opposite order with counterpart_id set."""
     rows = session.exec(
         select(Order)
-        .where(col(Order.counterpart_id) == user.id, col(Order.status) == "open")
+        .where(col(Order.counterpart_id) == user.id, col(Order.status) == OrderStatus.open)
         .order_by(col(Order.slot_start))
     ).all()
     return OrderList(items=[service.to_public(session, ctx, o) for o in rows])
@@ -168,7 +168,7 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
         price=format_amount(t.price),
         value=format_amount(t.value),
         status=t.status,
-        side="buy" if t.buyer_id == user.id else "sell",
+        side=OrderSide.buy if t.buyer_id == user.id else OrderSide.sell,
         buy_order_id=t.buy_order_id,
         sell_order_id=t.sell_order_id,
         buy_order_hash=h(buy),
@@ -178,7 +178,7 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
         trade_no=t.trade_no,
         contracted_wh=t.quantity_wh,
         measured_wh=t.measured_wh,
-        settled_wh=t.delivered_wh if t.status == "settled" else None,
+        settled_wh=t.delivered_wh if t.status == TradeStatus.settled else None,
         paid=format_amount(t.paid) if t.paid is not None else None,
         refunded=format_amount(t.refunded) if t.refunded is not None else None,
         penalty=format_amount(t.penalty) if t.penalty is not None else None,

@@ -23,8 +23,9 @@ from app.core.security import utcnow
 from app.core.sql import MAX_INT_ID
 from app.events.service import emit
 from app.idempotency import service as idempotency
-from app.market import aggregate_levels, engine, escrow_amount
-from app.market.models import EscrowStatus, Order, OrderStatus
+from app.market import engine
+from app.market.matching.types import aggregate_levels, escrow_amount
+from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
 from app.market.onchain import escrow_nonce, id32, unix
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
@@ -34,6 +35,7 @@ from app.spending import authorizer
 from app.spending.holds import check_available
 from app.users.models import Role, User, UserStatus
 from app.wallets import service as wallets
+from app.wallets.models import WalletKind
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
 from wallet.typed_data import TokenDomain, receive_with_authorization, split_signature
@@ -84,7 +86,7 @@ def create(
         ident=lambda order: order.id,
         render=lambda order: to_public(session, ctx, order).model_dump(mode="json"),
     )
-    if body.get("status") == "open":
+    if body.get("status") == OrderStatus.open:
         engine.kick(ctx)
     return status, body
 
@@ -112,14 +114,14 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
         open_wh=req.quantity_wh,
         limit_price=price,
         counterpart_id=req.counterpart_id,
-        status="pending_authorization",
+        status=OrderStatus.pending_authorization,
         created_at=stamp,
         updated_at=stamp,
     )
-    if req.side == "sell":
+    if req.side == OrderSide.sell:
         _check_sell(ctx, session, user, req, slot_start)
         order.site_id = req.site_id
-        order.status = "open"
+        order.status = OrderStatus.open
         order.seq = engine.next_seq(session)
         session.add(order)
         session.flush()
@@ -128,7 +130,7 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
             user.id,
             "order.accepted",
             order_id=order.id,
-            side="sell",
+            side=OrderSide.sell,
             slot_start=slot_start.isoformat(),
         )
         return order
@@ -180,9 +182,9 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
     offered = session.exec(
         select(func.coalesce(func.sum(Order.quantity_wh), 0)).where(
             col(Order.site_id) == site.id,
-            col(Order.side) == "sell",
+            col(Order.side) == OrderSide.sell,
             col(Order.slot_start) == slot_start,
-            col(Order.status).in_(("open", "filled")),
+            col(Order.status).in_((OrderStatus.open, OrderStatus.filled)),
         )
     ).one()
     room = estimate.supply_wh - int(offered)
@@ -210,13 +212,13 @@ def get_own(session: Session, user: User, order_id: str) -> Order:
 
 def authorize(ctx: Context, session: Session, user: User, order_id: str, req: OrderAuthorize) -> Order:
     order = get_own(session, user, order_id)
-    if order.status != "pending_authorization":
+    if order.status != OrderStatus.pending_authorization:
         raise Conflict(f"order {order_id} is already {order.status}")
     if rules(ctx).gate_closure(order.slot_start) <= clock.now():
         raise Conflict("the gate for this slot has closed")
     now = chain_now(ctx)
     if order.valid_before is None or now >= order.valid_before - 5:
-        order.status, order.failure_reason = "failed", "authorization window passed"
+        order.status, order.failure_reason = OrderStatus.failed, "authorization window passed"
         session.commit()
         raise AppError("the authorization window has passed; place the order again")
     wallet = wallets.require_wallet(session, user.id or 0)
@@ -260,7 +262,7 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         except TxRejected as exc:
             raise AppError(f"the escrow cannot be locked: {exc.reason}") from None
         order.signature = "0x" + signature.hex()
-        order.escrow_status, order.lock_tx_id, order.updated_at = "locking", tx.id, utcnow()
+        order.escrow_status, order.lock_tx_id, order.updated_at = EscrowStatus.locking, tx.id, utcnow()
         session.add(order)
     ctx.relayer.kick()
     return order
@@ -268,20 +270,20 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
 
 def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:
     order = get_own(session, user, order_id)
-    if order.status not in ("pending_authorization", "open"):
+    if order.status not in (OrderStatus.pending_authorization, OrderStatus.open):
         raise Conflict(f"order {order_id} is {order.status}: nothing left to cancel")
-    if order.escrow_status == "locking":
+    if order.escrow_status == EscrowStatus.locking:
         raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
     with engine.slot_lock(ctx):
         # the row lock keeps the matcher of another API process (ESSX_WORKERS, PostgreSQL) out until this
         # commits, and the refresh sees what that matcher committed
         session.refresh(order, with_for_update=True)
-        if order.status not in ("pending_authorization", "open"):
+        if order.status not in (OrderStatus.pending_authorization, OrderStatus.open):
             raise Conflict(f"order {order_id} is {order.status}: nothing left to cancel")
-        if order.escrow_status == "locking":
+        if order.escrow_status == EscrowStatus.locking:
             raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
-        order.status, order.open_wh, order.updated_at = "cancelled", 0, utcnow()
-        if order.escrow_status == "locked":
+        order.status, order.open_wh, order.updated_at = OrderStatus.cancelled, 0, utcnow()
+        if order.escrow_status == EscrowStatus.locked:
             engine.release_escrow(ctx, session, order)
         session.add(order)
         emit(session, user.id, "order.cancelled", order_id=order.id)
@@ -322,10 +324,10 @@ def book(ctx: Context, session: Session, slot_start: datetime) -> BookPublic:
 
 def to_public(session: Session, ctx: Context, o: Order) -> OrderPublic:
     challenge = None
-    if o.status == "pending_authorization" and o.side == "buy" and o.valid_before:
+    if o.status == OrderStatus.pending_authorization and o.side == OrderSide.buy and o.valid_before:
         expires = datetime.fromtimestamp(o.valid_before, UTC)
         wallet = wallets.active_wallet(session, o.user_id)
-        if wallet is not None and wallet.kind == "custodial":
+        if wallet is not None and wallet.kind == WalletKind.custodial:
             challenge = OrderChallenge(
                 type="pin", otp_required=wallets.totp_enabled(session, o.user_id), expires_at=expires
             )

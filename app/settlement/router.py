@@ -18,8 +18,9 @@ from app.audit import service as audit
 from app.core import clock
 from app.core.errors import AppError
 from app.core.money import format_amount
-from app.market import aggregate_levels, engine
-from app.market.models import Order, Trade
+from app.market import engine
+from app.market.matching.types import aggregate_levels
+from app.market.models import Order, OrderSide, Trade, TradeStatus
 from app.market.service import rules
 from app.models.site import Site, SlotEnergy
 from app.settlement import service
@@ -180,7 +181,7 @@ def statement(
     rows = []
     for t in trades:
         side = "buy" if t.buyer_id == user.id else "sell"
-        if t.status != "settled":
+        if t.status != TradeStatus.settled:
             pending["trades"] += 1
             if side == "buy":
                 pending["bought_wh"] += t.quantity_wh
@@ -207,7 +208,7 @@ def statement(
                 side,
                 t.id,
                 t.quantity_wh,
-                t.delivered_wh if t.status == "settled" else "",
+                t.delivered_wh if t.status == TradeStatus.settled else "",
                 format_amount(t.price),
                 t.status,
                 format_amount(t.paid or 0),
@@ -279,7 +280,7 @@ def market_summary(
     demand = int(
         session.exec(
             select(func.coalesce(func.sum(Order.quantity_wh), 0)).where(
-                col(Order.side) == "buy",
+                col(Order.side) == OrderSide.buy,
                 col(Order.slot_start) >= from_,
                 col(Order.slot_start) < to,
                 col(Order.status).in_(("open", "filled", "expired", "cancelled")),
@@ -303,8 +304,8 @@ def market_summary(
         "average_price": format_amount(value * 1000 // volume) if volume else None,
         "demand_wh": demand,
         "share_of_demand_met_locally": f"{volume / demand:.3f}" if demand else None,
-        "settled": sum(1 for t in trades if t.status == "settled"),
-        "pending": sum(1 for t in trades if t.status != "settled"),
+        "settled": sum(1 for t in trades if t.status == TradeStatus.settled),
+        "pending": sum(1 for t in trades if t.status != TradeStatus.settled),
         "slots": [
             {
                 "slot_start": k,

@@ -23,7 +23,7 @@ from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import engine
-from app.market.models import Order, Trade
+from app.market.models import Order, Trade, TradeStatus
 from app.market.onchain import id32, unix
 from app.models.site import LedgerSlot, SlotEnergy
 from app.settlement.delivery import TradeTerms, delivered_wh, settlement_amounts
@@ -78,7 +78,9 @@ def settle_ready_slots(ctx: Context) -> int:
     submitted = 0
     now = clock.now()
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
-        slots = session.exec(select(Trade.slot_start).where(col(Trade.status) == "recorded").distinct()).all()
+        slots = session.exec(
+            select(Trade.slot_start).where(col(Trade.status) == TradeStatus.recorded).distinct()
+        ).all()
         for slot_start in slots:
             if _slot_end(ctx, slot_start) > now:
                 continue
@@ -86,7 +88,9 @@ def settle_ready_slots(ctx: Context) -> int:
             if ledger is None or ledger.status != "confirmed" or not ledger.root:
                 continue  # not anchored (yet, or never: incomplete data waits for an admin)
             if session.exec(
-                select(Trade.id).where(col(Trade.slot_start) == slot_start, col(Trade.status) == "settling")
+                select(Trade.id).where(
+                    col(Trade.slot_start) == slot_start, col(Trade.status) == TradeStatus.settling
+                )
             ).first():
                 continue
             trades = _recorded(session, slot_start)
@@ -110,7 +114,7 @@ def _recorded(session: Session, slot_start: datetime) -> list[Trade]:
     return list(
         session.exec(
             select(Trade)
-            .where(col(Trade.slot_start) == slot_start, col(Trade.status) == "recorded")
+            .where(col(Trade.slot_start) == slot_start, col(Trade.status) == TradeStatus.recorded)
             .order_by(col(Trade.trade_no))
             .limit(MAX_BATCH)
         )
@@ -164,7 +168,7 @@ def _submit(
         )
         raise Conflict(f"the chain refuses this settlement: {exc.reason}") from None
     for t in trades:
-        t.status, t.settle_tx_id, t.settle_rule, t.updated_at = "settling", tx.id, rule, utcnow()
+        t.status, t.settle_tx_id, t.settle_rule, t.updated_at = TradeStatus.settling, tx.id, rule, utcnow()
         t.delivered_wh = delivered[t.id]
         session.add(t)
     if background:
@@ -223,12 +227,19 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             return
         trades = list(
             session.exec(
-                select(Trade).where(col(Trade.settle_tx_id) == tx.id, col(Trade.status) == "settling")
+                select(Trade).where(
+                    col(Trade.settle_tx_id) == tx.id, col(Trade.status) == TradeStatus.settling
+                )
             )
         )
         if tx.status != "confirmed":
             for t in trades:
-                t.status, t.settle_tx_id, t.delivered_wh, t.settle_rule = "recorded", None, None, None
+                t.status, t.settle_tx_id, t.delivered_wh, t.settle_rule = (
+                    TradeStatus.recorded,
+                    None,
+                    None,
+                    None,
+                )
                 session.add(t)
             return
         bps = ctx.settings.settlement_penalty_bps
@@ -239,7 +250,7 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             )
             t.paid, t.refunded, t.penalty = to_seller, to_buyer, penalty
             t.measured_wh = t.delivered_wh if t.settle_rule == "measured" else t.measured_wh
-            t.status, t.updated_at = "settled", utcnow()
+            t.status, t.updated_at = TradeStatus.settled, utcnow()
             session.add(t)
             payees.add((t.proof or {}).get("seller", ""))
             buy = session.get(Order, t.buy_order_id)

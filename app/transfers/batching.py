@@ -20,7 +20,8 @@ from app.coin.service import chain_now
 from app.context import Context
 from app.core.crash import crash_point
 from app.core.security import utcnow
-from app.transfers.models import Transfer
+from app.transfers.models import Transfer, TransferStatus
+from app.transfers.steps import StepLog, fail
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
 from wallet.typed_data import split_signature
@@ -39,12 +40,11 @@ def _lock(ctx: Context) -> threading.Lock:
 
 def submit_batch(ctx: Context) -> int:
     """Puts every authorised transfer (up to MAX_BATCH) into one relay transaction; returns how many."""
-    from app.transfers.service import StepLog, _fail
 
     with _lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
         q = (
             select(Transfer)
-            .where(col(Transfer.status) == "authorized")
+            .where(col(Transfer.status) == TransferStatus.authorized)
             .order_by(col(Transfer.updated_at))
             .limit(MAX_BATCH)
         )
@@ -58,7 +58,7 @@ def submit_batch(ctx: Context) -> int:
         batch = []
         for t in rows:
             if now >= t.valid_before - 2:
-                _fail(session, t, "authorization expired before it could be relayed", steps)
+                fail(session, t, "authorization expired before it could be relayed", steps)
             else:
                 batch.append(t)
         if not batch:
@@ -123,11 +123,12 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
     def on_final(session: Session, tx: OutgoingTx) -> None:
         if tx.purpose != PURPOSE:
             return
-        from app.transfers.service import StepLog, _fail
 
         transfers = list(
             session.exec(
-                select(Transfer).where(col(Transfer.tx_id) == tx.id, col(Transfer.status) == "submitted")
+                select(Transfer).where(
+                    col(Transfer.tx_id) == tx.id, col(Transfer.status) == TransferStatus.submitted
+                )
             )
         )
         steps = StepLog(session, transfers)
@@ -135,11 +136,11 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             now = chain_now(ctx)
             for t in transfers:
                 if now < t.valid_before - 5:  # nothing moved; the nonce is unused: relay it again
-                    t.status, t.tx_id, t.updated_at = "authorized", None, utcnow()
+                    t.status, t.tx_id, t.updated_at = TransferStatus.authorized, None, utcnow()
                     session.add(t)
                     steps.add(t, "requeued", reason=tx.error or "batch failed")
                 else:
-                    _fail(session, t, f"relay transaction failed: {tx.error}", steps)
+                    fail(session, t, f"relay transaction failed: {tx.error}", steps)
             return
         receipt = ctx.relayer.receipt(tx.tx_hash or "")
         if receipt is None:
@@ -162,11 +163,11 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             key = t.nonce.lower()
             steps.add(t, "mined", **block)
             if key in used:
-                t.status = "confirmed"
+                t.status = TransferStatus.confirmed
                 steps.add(t, "confirmed", confirmations=ctx.settings.confirmations)
             else:
                 reason = failed.get(key, "the relay did not report this authorization")
-                _fail(session, t, reason, steps)
+                fail(session, t, reason, steps)
             t.updated_at = stamp
             session.add(t)
 

@@ -10,11 +10,10 @@ whatever is retried; every state change is committed before the next step starts
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -24,15 +23,16 @@ from app.core.crash import crash_point
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
-from app.events.service import emit
 from app.idempotency import service as idempotency
 from app.spending import authorizer
 from app.spending.holds import check_available
+from app.transfers.batching import wake_batcher
 from app.transfers.models import Transfer, TransferStatus, TransferStep
 from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
+from app.transfers.steps import StepLog, fail
 from app.users.models import User
 from app.wallets import service as wallets
-from app.wallets.models import Wallet
+from app.wallets.models import Wallet, WalletKind
 from wallet.models import OutgoingTx
 from wallet.typed_data import (
     TokenDomain,
@@ -52,42 +52,6 @@ class AuthorizationExpired(AppError):
 
 class NotYetValid(AppError):
     status_code = 422
-
-
-class StepLog:
-    """Appends steps to some transfers, and the matching live events for the sender (and for the
-    recipient once final). The transfers' last sequence numbers are read in one query, whatever their
-    number (a batch of 150 is one statement, not 150); `new=True` for transfers created just now."""
-
-    def __init__(self, session: Session, transfers: Iterable[Transfer], *, new: bool = False) -> None:
-        self.session = session
-        ids = [t.id for t in transfers]
-        if new or not ids:
-            self._next = dict.fromkeys(ids, 1)
-        else:
-            rows = session.exec(
-                select(TransferStep.transfer_id, func.max(TransferStep.seq))
-                .where(col(TransferStep.transfer_id).in_(ids))
-                .group_by(col(TransferStep.transfer_id))
-            ).all()
-            last = {tid: int(seq or 0) for tid, seq in rows}
-            self._next = {i: last.get(i, 0) + 1 for i in ids}
-
-    def add(self, transfer: Transfer, kind: str, **details: Any) -> None:
-        seq = self._next[transfer.id]
-        self._next[transfer.id] = seq + 1
-        session = self.session
-        session.add(TransferStep(transfer_id=transfer.id, seq=seq, kind=kind, at=utcnow(), details=details))
-        emit(session, transfer.user_id, "transfer.step", transfer_id=transfer.id, step=kind, **details)
-        if kind == "confirmed" and transfer.to_user_id is not None:
-            emit(
-                session,
-                transfer.to_user_id,
-                "transfer.received",
-                transfer_id=transfer.id,
-                amount=format_amount(transfer.amount),
-                from_address=transfer.from_address,
-            )
 
 
 def _domain(ctx: Context) -> TokenDomain:
@@ -143,7 +107,7 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
         to_user_id=to_user_id,
         amount=amount,
         memo=req.memo,
-        status="pending_authorization",
+        status=TransferStatus.pending_authorization,
         nonce="0x" + nonce.hex(),
         valid_after=0,
         valid_before=now + VALIDITY_SECONDS,
@@ -154,7 +118,7 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
     session.add(transfer)
     steps = StepLog(session, [transfer], new=True)
     steps.add(transfer, "requested", to=to_address, amount=format_amount(amount), memo=req.memo)
-    how = "pin" if wallet.kind == "custodial" else "signature"
+    how = "pin" if wallet.kind == WalletKind.custodial else "signature"
     steps.add(transfer, "challenge_issued", type=how, digest="0x" + typed_data_digest(typed).hex())
     session.flush()
     return transfer
@@ -184,11 +148,11 @@ def authorize(
     ctx: Context, session: Session, user: User, transfer_id: str, req: TransferAuthorize
 ) -> Transfer:
     transfer = get_own(session, user, transfer_id)
-    if transfer.status != "pending_authorization":
+    if transfer.status != TransferStatus.pending_authorization:
         raise Conflict(f"transfer {transfer_id} is already {transfer.status}")
     now = chain_now(ctx)
     if now >= transfer.valid_before - 5:
-        _fail(session, transfer, "authorization expired before it was given")
+        fail(session, transfer, "authorization expired before it was given")
         session.commit()
         raise AuthorizationExpired("the authorization window has passed; create a new transfer")
     if now <= transfer.valid_after:
@@ -222,12 +186,6 @@ def authorize(
     return transfer
 
 
-def _fail(session: Session, transfer: Transfer, reason: str, steps: StepLog | None = None) -> None:
-    transfer.status, transfer.failure_reason, transfer.updated_at = "failed", reason, utcnow()
-    session.add(transfer)
-    (steps or StepLog(session, [transfer])).add(transfer, "failed", reason=reason)
-
-
 def to_public(session: Session, t: Transfer) -> TransferPublic:
     steps = session.exec(
         select(TransferStep).where(col(TransferStep.transfer_id) == t.id).order_by(col(TransferStep.seq))
@@ -238,14 +196,14 @@ def to_public(session: Session, t: Transfer) -> TransferPublic:
         if step.kind in ("submitted", "mined"):
             tx_hash = step.details.get("tx_hash", tx_hash)
     challenge = None
-    if t.status == "pending_authorization":
+    if t.status == TransferStatus.pending_authorization:
         expires = datetime.fromtimestamp(t.valid_before, UTC)
-        if t.wallet_kind == "custodial":
+        if t.wallet_kind == WalletKind.custodial:
             otp = wallets.totp_enabled(session, t.user_id)
             challenge = Challenge(type="pin", otp_required=otp, expires_at=expires)
         else:
             challenge = Challenge(type="signature", typed_data=t.typed_data, expires_at=expires)
-    status = "submitted" if t.status == "authorized" else t.status
+    status = TransferStatus.submitted if t.status == TransferStatus.authorized else t.status
     return TransferPublic(
         id=t.id,
         status=status,
@@ -276,10 +234,3 @@ def list_for(session: Session, user: User, direction: str | None, limit: int) ->
     cond = {"in": incoming, "out": outgoing}.get(direction or "", or_(incoming, outgoing))
     q = select(Transfer).where(cond).order_by(col(Transfer.created_at).desc()).limit(limit)
     return list(session.exec(q))
-
-
-# -- relaying in batches ----------------------------------------------------------------------------
-
-from app.transfers.batching import submit_batch, wake_batcher  # noqa: E402  (the batcher uses the helpers above)
-
-__all__ = ["StepLog", "authorize", "create", "get_own", "list_for", "submit_batch", "to_public"]

@@ -18,7 +18,7 @@ from app.core.money import parse_address
 from app.core.security import hash_secret, utcnow, verify_secret
 from app.users.models import User
 from app.wallets import attempts
-from app.wallets.models import LinkChallenge, UserTotp, Wallet
+from app.wallets.models import LinkChallenge, UserTotp, Wallet, WalletKind
 from wallet import siwe
 from wallet.envelope import MasterKey, SealedSecret, open_sealed, rewrap, seal
 from wallet.secrets import CustodialKey, new_custodial_key, open_signer
@@ -88,7 +88,7 @@ def create_custodial(ctx: Context, session: Session, user: User, pin: str) -> Wa
     key = new_custodial_key(master_key(ctx), user.id)
     wallet = Wallet(
         user_id=user.id or 0,
-        kind="custodial",
+        kind=WalletKind.custodial,
         address=key.address,
         sealed_key=key.sealed.to_text(),
         pin_hash=hash_secret(pin),
@@ -121,7 +121,7 @@ def check_pin(session: Session, wallet: Wallet, pin: str) -> None:
 
 
 def change_pin(session: Session, wallet: Wallet, old_pin: str, new_pin: str) -> None:
-    if wallet.kind != "custodial":
+    if wallet.kind != WalletKind.custodial:
         raise Conflict("a linked wallet has no PIN: its own app authorises spending")
     check_pin(session, wallet, old_pin)
     wallet.pin_hash = hash_secret(new_pin)
@@ -258,7 +258,7 @@ def link(ctx: Context, session: Session, user: User, address: str, message: str,
         raise LinkRejected(str(exc)) from None
     challenge.used_at = utcnow()
     session.add(challenge)
-    wallet = Wallet(user_id=user.id or 0, kind="linked", address=checked, created_at=utcnow())
+    wallet = Wallet(user_id=user.id or 0, kind=WalletKind.linked, address=checked, created_at=utcnow())
     session.add(wallet)
     try:
         session.flush()
