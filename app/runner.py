@@ -15,6 +15,8 @@ from sqlmodel import Session, select
 from app.core.config import Settings
 from app.core.db import make_engine, private_dir
 from app.core.migrate import upgrade
+from app.main import create_app
+from app.sites.demo import register_cluster, start_demo_cluster
 from app.users.models import Role, User
 from contracts.deploy import LATER_CONTRACTS, MarketParams, deploy, ensure_contracts, is_live, load_deployment
 from ess_collector.simulator import ThreadedCluster
@@ -94,7 +96,6 @@ def start_demo_sites(
 ) -> tuple[ThreadedCluster | None, str | None]:
     """A few simulated sites next to the API, registered on first start, so there is live data at once.
     Returns them, or why they could not start (what /readyz then reports)."""
-    from app.sites.demo import register_cluster, start_demo_cluster
 
     demo, failure = start_demo_cluster(settings.demo_sites, settings.demo_sites_base_port, engine=engine)
     if demo is not None:
@@ -162,8 +163,6 @@ def serve(settings: Settings) -> None:
     started afresh (spawn) and read their settings from the environment, so what this process decided is
     passed on there; the local secrets are created here first, so every worker reads the same ones."""
     if settings.workers == 1:
-        from app.main import create_app
-
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
         return
     for name in ("jwt_secret", "wallet_master_key"):

@@ -20,11 +20,11 @@ from app.coin.schemas import (
     CoinOperationPublic,
     MintRequest,
     PauseRequest,
-    TransferPage,
 )
 from app.core.errors import Conflict
 from app.core.money import format_amount, parse_address, parse_amount
 from app.indexer import service as indexer
+from app.indexer.schemas import TransferPage
 
 router = APIRouter(tags=["coin"])
 admin_router = APIRouter(prefix="/admin/coin", tags=["admin"])

@@ -16,6 +16,7 @@ from app.core.errors import NotFound
 from app.core.money import format_amount
 from app.market import service
 from app.market.models import Order, OrderSide, OrderStatus, Trade, TradeStatus
+from app.market.onchain import order_hash
 from app.market.schemas import (
     BookPublic,
     MarketInfo,
@@ -154,7 +155,6 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
         return (tx.tx_hash if tx and tx.tx_hash else None) or latest_hash(session, tx_id)
 
     buy, sell = session.get(Order, t.buy_order_id), session.get(Order, t.sell_order_id)
-    from app.market.onchain import order_hash
 
     def h(o: Order | None) -> str:
         if o is None:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
-from app.coin.service import chain_now, ensure_not_paused
+from app.coin.service import chain_now, ensure_not_paused, latest_hash
 from app.context import Context
 from app.core import clock
 from app.core.errors import AppError, Conflict, NotFound
@@ -27,10 +27,11 @@ from app.market import engine
 from app.market.matching.types import aggregate_levels, escrow_amount
 from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
 from app.market.onchain import escrow_nonce, id32, unix
-from app.market.rules import MarketRules
+from app.market.rules import MarketRules, SlotRejected
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
 from app.models.site import Site
+from app.sites.service import estimate_supply
 from app.spending import authorizer
 from app.spending.holds import check_available
 from app.users.models import Role, User, UserStatus
@@ -176,7 +177,6 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
     site = _own_site(session, user, req.site_id)
     if not site.enabled:
         raise Conflict(f"site {site.id} is disabled")
-    from app.sites.service import estimate_supply
 
     estimate = estimate_supply(session, site, slot_start, ctx.settings)
     offered = session.exec(
@@ -306,8 +306,6 @@ def book(ctx: Context, session: Session, slot_start: datetime) -> BookPublic:
     if slot_start.tzinfo is None:
         slot_start = slot_start.replace(tzinfo=UTC)
     if slot_start != r.slot_of(slot_start):
-        from app.market.rules import SlotRejected
-
         raise SlotRejected(f"slot_start must be aligned to {r.slot_minutes}-minute slots in UTC")
     levels = aggregate_levels(engine.book_orders(session, slot_start))
     floor, ceiling = r.band(slot_start)
@@ -334,7 +332,6 @@ def to_public(session: Session, ctx: Context, o: Order) -> OrderPublic:
         else:
             challenge = OrderChallenge(type="signature", typed_data=o.typed_data, expires_at=expires)
     tx = session.get(OutgoingTx, o.lock_tx_id) if o.lock_tx_id else None
-    from app.coin.service import latest_hash
 
     return OrderPublic(
         id=o.id,

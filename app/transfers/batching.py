@@ -22,7 +22,7 @@ from app.core.crash import crash_point
 from app.core.security import utcnow
 from app.transfers.models import Transfer, TransferStatus
 from app.transfers.steps import StepLog, fail
-from wallet.models import OutgoingTx
+from wallet.models import OutgoingTx, TxAttempt
 from wallet.relayer import TxRejected
 from wallet.typed_data import split_signature
 
@@ -104,7 +104,6 @@ def submit_batch(ctx: Context) -> int:
 
 
 def _first_hash(session: Session, tx_id: int) -> str:
-    from wallet.models import TxAttempt
 
     attempt = session.exec(select(TxAttempt).where(col(TxAttempt.tx_id) == tx_id)).first()
     return attempt.tx_hash if attempt else ""

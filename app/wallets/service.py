@@ -20,7 +20,7 @@ from app.users.models import User
 from app.wallets import attempts
 from app.wallets.models import LinkChallenge, UserTotp, Wallet, WalletKind
 from wallet import siwe
-from wallet.envelope import MasterKey, SealedSecret, open_sealed, rewrap, seal
+from wallet.envelope import MasterKey, SealedSecret, aad_for, open_sealed, rewrap, seal
 from wallet.secrets import CustodialKey, new_custodial_key, open_signer
 from wallet.signer import LocalSigner
 
@@ -272,7 +272,6 @@ def link(ctx: Context, session: Session, user: User, address: str, message: str,
 
 def rotate_master_key(session: Session, old: MasterKey, new: MasterKey) -> int:
     """Re-wraps every data key (wallet keys and TOTP secrets); ciphertexts and addresses stay."""
-    from wallet.envelope import aad_for
 
     count = 0
     for w in session.exec(select(Wallet).where(col(Wallet.sealed_key).is_not(None))):
