@@ -11,6 +11,7 @@ from sqlmodel import Session
 from app.api.deps import AdminUser, ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from app.api.params import BlockNumber, RowId
 from app.coin import service
+from app.coin.errors import InsufficientBalance
 from app.coin.models import CoinOperationKind
 from app.coin.schemas import (
     Balance,
@@ -103,7 +104,7 @@ def burn(
         service.ensure_not_paused(ctx)
         balance, _ = service.balance_of(ctx, holder)
         if balance < amount:
-            raise service.InsufficientBalance(
+            raise InsufficientBalance(
                 f"{holder} holds {format_amount(balance)}, cannot burn {format_amount(amount)}"
             )
         if holder == ctx.account.address:

@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 PURPOSE = "coin_operation"
 
 
-class InsufficientBalance(AppError):
-    status_code = 422
-
-
 def resolve_recipient(session: Session, to: object) -> tuple[str, int | None]:
     """A 0x address, or a user id whose active wallet receives the coins: (address, user id or None).
 

@@ -6,17 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from app.core import clock
-from app.core.errors import AppError
 from app.core.money import format_amount
+from app.market.errors import PriceOutsideBand, SlotRejected
 from app.market.tariff import TariffSchedule
-
-
-class SlotRejected(AppError):
-    status_code = 422
-
-
-class PriceOutsideBand(AppError):
-    status_code = 422
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ from app.core.sql import MAX_INT_ID
 from app.events.service import emit
 from app.idempotency import service as idempotency
 from app.market import engine
+from app.market.errors import ExceedsSupply, NotAllowedToTrade, SlotRejected
 from app.market.matching.types import aggregate_levels, escrow_amount
 from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
 from app.market.onchain import escrow_nonce, id32, unix
-from app.market.rules import MarketRules, SlotRejected
+from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
 from app.models.site import Site
@@ -42,14 +43,6 @@ from wallet.relayer import TxRejected
 from wallet.typed_data import TokenDomain, receive_with_authorization, split_signature
 
 VALIDITY_SECONDS = 300
-
-
-class NotAllowedToTrade(AppError):
-    status_code = 403
-
-
-class ExceedsSupply(AppError):
-    status_code = 422
 
 
 def rules(ctx: Context) -> MarketRules:

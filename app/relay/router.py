@@ -13,7 +13,8 @@ from web3 import Web3
 
 from app.api.deps import ContextDep, CurrentUser, SessionDep
 from app.context import Context
-from app.core.errors import AppError, Forbidden
+from app.core.errors import Forbidden
+from app.relay.errors import NotOnThisChain, PolicyRejected
 from app.wallets.service import require_wallet
 from wallet.kaia import FeeDelegationRejected, check_policy, send_raw_kaia, sign_as_fee_payer
 
@@ -29,14 +30,6 @@ ALLOWED_FUNCTIONS = (
     "permit(address,address,uint256,uint256,uint8,bytes32,bytes32)",
 )
 MAX_GAS = 300_000
-
-
-class PolicyRejected(AppError):
-    status_code = 422
-
-
-class NotOnThisChain(AppError):
-    status_code = 501
 
 
 class KaiaRelayRequest(BaseModel):

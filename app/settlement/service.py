@@ -27,16 +27,13 @@ from app.market.models import Order, Trade, TradeStatus
 from app.market.onchain import id32, unix
 from app.models.site import LedgerSlot, SlotEnergy
 from app.settlement.delivery import TradeTerms, delivered_wh, settlement_amounts
+from app.settlement.errors import SlotNotOver
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
 GOOD = ("complete", "recovered")
-
-
-class SlotNotOver(AppError):
-    status_code = 409
 
 
 def _slot_end(ctx: Context, slot_start: datetime) -> datetime:

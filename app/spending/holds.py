@@ -13,7 +13,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from app.coin.service import InsufficientBalance, balance_now
+from app.coin.errors import InsufficientBalance
+from app.coin.service import balance_now
 from app.context import Context
 from app.core.money import format_amount
 from app.market.models import EscrowStatus, Order

@@ -20,7 +20,7 @@ from app.coin.service import chain_now
 from app.context import Context
 from app.core.crash import crash_point
 from app.core.security import utcnow
-from app.transfers.models import Transfer, TransferStatus
+from app.transfers.models import StepKind, Transfer, TransferStatus
 from app.transfers.steps import StepLog, fail
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.relayer import TxRejected
@@ -96,7 +96,7 @@ def submit_batch(ctx: Context) -> int:
         for t in batch:
             t.tx_id, t.status, t.updated_at = tx.id, "submitted", stamp
             session.add(t)
-            steps.add(t, "submitted", tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
+            steps.add(t, StepKind.submitted, tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
         ctx.commit_background(session)
     crash_point("transfer.after_submit")
     ctx.relayer.kick()
@@ -137,7 +137,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
                 if now < t.valid_before - 5:  # nothing moved; the nonce is unused: relay it again
                     t.status, t.tx_id, t.updated_at = TransferStatus.authorized, None, utcnow()
                     session.add(t)
-                    steps.add(t, "requeued", reason=tx.error or "batch failed")
+                    steps.add(t, StepKind.requeued, reason=tx.error or "batch failed")
                 else:
                     fail(session, t, f"relay transaction failed: {tx.error}", steps)
             return
@@ -160,10 +160,10 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
         stamp = utcnow()
         for t in transfers:
             key = t.nonce.lower()
-            steps.add(t, "mined", **block)
+            steps.add(t, StepKind.mined, **block)
             if key in used:
                 t.status = TransferStatus.confirmed
-                steps.add(t, "confirmed", confirmations=ctx.settings.confirmations)
+                steps.add(t, StepKind.confirmed, confirmations=ctx.settings.confirmations)
             else:
                 reason = failed.get(key, "the relay did not report this authorization")
                 fail(session, t, reason, steps)

@@ -23,6 +23,20 @@ class TransferStatus(enum.StrEnum):
     failed = "failed"
 
 
+class StepKind(enum.StrEnum):
+    """The steps a transfer records, in the order they happen (requeued: its batch failed, it waits again)."""
+
+    requested = "requested"
+    challenge_issued = "challenge_issued"
+    authorized = "authorized"
+    signed = "signed"
+    submitted = "submitted"
+    requeued = "requeued"
+    mined = "mined"
+    confirmed = "confirmed"
+    failed = "failed"
+
+
 class Transfer(SQLModel, table=True):
     __tablename__ = "transfers"
 
@@ -53,6 +67,6 @@ class TransferStep(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     transfer_id: str = Field(foreign_key="transfers.id", index=True, max_length=32)
     seq: int
-    kind: str = Field(max_length=32)
+    kind: str = Field(max_length=32)  # StepKind
     at: datetime = Field(sa_column=utc_column(nullable=False))
     details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

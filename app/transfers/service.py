@@ -27,7 +27,8 @@ from app.idempotency import service as idempotency
 from app.spending import authorizer
 from app.spending.holds import check_available
 from app.transfers.batching import wake_batcher
-from app.transfers.models import Transfer, TransferStatus, TransferStep
+from app.transfers.errors import AuthorizationExpired, NotYetValid
+from app.transfers.models import StepKind, Transfer, TransferStatus, TransferStep
 from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
 from app.transfers.steps import StepLog, fail
 from app.users.models import User
@@ -44,14 +45,6 @@ from wallet.typed_data import (
 VALIDITY_SECONDS = 300
 
 OPEN = ("pending_authorization", "authorized", "submitted")
-
-
-class AuthorizationExpired(AppError):
-    status_code = 422
-
-
-class NotYetValid(AppError):
-    status_code = 422
 
 
 def _domain(ctx: Context) -> TokenDomain:
@@ -117,9 +110,9 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
     )
     session.add(transfer)
     steps = StepLog(session, [transfer], new=True)
-    steps.add(transfer, "requested", to=to_address, amount=format_amount(amount), memo=req.memo)
+    steps.add(transfer, StepKind.requested, to=to_address, amount=format_amount(amount), memo=req.memo)
     how = "pin" if wallet.kind == WalletKind.custodial else "signature"
-    steps.add(transfer, "challenge_issued", type=how, digest="0x" + typed_data_digest(typed).hex())
+    steps.add(transfer, StepKind.challenge_issued, type=how, digest="0x" + typed_data_digest(typed).hex())
     session.flush()
     return transfer
 
@@ -170,10 +163,10 @@ def authorize(
     )
     with authorizer.authorising_spend(ctx, session, wallet, transfer.amount, "this transfer", authorise):
         steps = StepLog(session, [transfer])
-        steps.add(transfer, "authorized", how=signed.how)
+        steps.add(transfer, StepKind.authorized, how=signed.how)
         steps.add(
             transfer,
-            "signed",
+            StepKind.signed,
             digest="0x" + signed.digest.hex(),
             signature=signature,
             signer=transfer.from_address,
@@ -193,7 +186,7 @@ def to_public(session: Session, t: Transfer) -> TransferPublic:
     tx = session.get(OutgoingTx, t.tx_id) if t.tx_id else None
     tx_hash = None
     for step in steps:
-        if step.kind in ("submitted", "mined"):
+        if step.kind in (StepKind.submitted, StepKind.mined):
             tx_hash = step.details.get("tx_hash", tx_hash)
     challenge = None
     if t.status == TransferStatus.pending_authorization:

@@ -13,11 +13,12 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from app.context import Context
-from app.core.errors import AppError, Conflict, NotFound
+from app.core.errors import Conflict, NotFound
 from app.core.money import parse_address
 from app.core.security import hash_secret, utcnow, verify_secret
 from app.users.models import User
 from app.wallets import attempts
+from app.wallets.errors import LinkRejected, OtpLocked, OtpRequired, WalletLocked, WrongOtp, WrongPin
 from app.wallets.models import LinkChallenge, UserTotp, Wallet, WalletKind
 from wallet import siwe
 from wallet.envelope import MasterKey, SealedSecret, aad_for, open_sealed, rewrap, seal
@@ -35,30 +36,6 @@ OTP_ATTEMPTS = attempts.AttemptLimit(
     UserTotp, col(UserTotp.failures), col(UserTotp.locked_until), OTP_MAX_FAILURES, OTP_LOCKOUT
 )
 LINK_TTL = timedelta(minutes=10)
-
-
-class WrongPin(AppError):
-    status_code = 403
-
-
-class WalletLocked(AppError):
-    status_code = 423
-
-
-class OtpRequired(AppError):
-    status_code = 403
-
-
-class WrongOtp(AppError):
-    status_code = 403
-
-
-class OtpLocked(AppError):
-    status_code = 423
-
-
-class LinkRejected(AppError):
-    status_code = 422
 
 
 def master_key(ctx: Context) -> MasterKey:
