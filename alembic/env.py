@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers every table)
+import app.tables  # noqa: F401  (registers every table)
 from app.core.config import get_settings
 
 config = context.config

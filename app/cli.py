@@ -11,10 +11,23 @@ import typer
 from rich.console import Console
 from sqlmodel import Session, select
 
+from app.audit.service import verify
+from app.context import build_context
 from app.core.config import Settings, get_settings
+from app.core.db import make_engine, private_dir, write_private
+from app.core.errors import Conflict
 from app.core.logging import configure_logging
+from app.core.migrate import upgrade
 from app.demo.cli import register_commands as register_demo
+from app.indexer.service import reindex as do_reindex
+from app.runner import run_service
 from app.sites.cli import register_commands
+from app.users.models import Role, User, UserStatus
+from app.users.service import create_user
+from app.wallets.service import rotate_master_key as rotate
+from wallet.chain import check_chain_id, connect
+from wallet.envelope import MasterKey
+from wallet.service_key import service_account, write_keystore
 
 cli = typer.Typer(help="ESSX: community energy exchange on Kaia", no_args_is_help=True)
 app = cli  # the console-script entry point
@@ -33,7 +46,6 @@ def _settings(network: str | None = None) -> Settings:
 @cli.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
-    from app.core.migrate import upgrade
 
     settings = get_settings()
     upgrade(settings.sqlalchemy_url)
@@ -48,7 +60,6 @@ def deploy(
     """Deploy the contracts and write deployments/<chain_id>.json."""
     from contracts.deploy import AlreadyDeployed, MarketParams
     from contracts.deploy import deploy as do_deploy
-    from wallet.chain import check_chain_id, connect
 
     settings = _settings(network)
     w3 = connect(settings.chain_urls)
@@ -72,7 +83,6 @@ def deploy(
 
 
 def _service_account(settings: Settings):  # type: ignore[no-untyped-def]
-    from wallet.service_key import service_account
 
     password = (
         settings.service_keystore_password.get_secret_value() if settings.service_keystore_password else None
@@ -94,10 +104,6 @@ def create_admin(
     display_name: Annotated[str, typer.Option()] = "Administrator",
 ) -> None:
     """Create an admin account (the first one, or another)."""
-    from app.core.db import make_engine
-    from app.core.errors import Conflict
-    from app.models import Role, UserStatus
-    from app.users.service import create_user
 
     settings = get_settings()
     if password is None:  # asked, so it stays out of the shell history and the process list
@@ -121,8 +127,6 @@ def create_admin(
 @cli.command()
 def reindex() -> None:
     """Drop the indexed Transfer events and rebuild them from the chain."""
-    from app.context import build_context
-    from app.indexer.service import reindex as do_reindex
 
     ctx = build_context(get_settings())
     count = do_reindex(ctx)
@@ -132,8 +136,6 @@ def reindex() -> None:
 @cli.command("audit-verify")
 def audit_verify() -> None:
     """Check that the audit log's hash chain is intact."""
-    from app.audit.service import verify
-    from app.core.db import make_engine
 
     with Session(make_engine(get_settings().sqlalchemy_url)) as session:
         ok, broken = verify(session)
@@ -149,8 +151,6 @@ def new_keystore(path: Annotated[Path, typer.Argument(help="where to write the e
     """Create a fresh service account in an encrypted (v3, scrypt) keystore file."""
     from eth_account import Account
 
-    from wallet.service_key import write_keystore
-
     password = getpass.getpass("keystore password: ")
     if password != getpass.getpass("again: ") or len(password) < 12:
         console.print("[red]passwords differ or are shorter than 12 characters[/]")
@@ -165,7 +165,6 @@ def new_keystore(path: Annotated[Path, typer.Argument(help="where to write the e
 @cli.command()
 def run() -> None:
     """Run everything for development: migrate, local chain, deploy on first start, API."""
-    from app.runner import run_service
 
     settings = get_settings()
     configure_logging(settings.log_json)
@@ -180,7 +179,6 @@ def _safe_url(url: str) -> str:
 
 
 def _admin_exists(session: Session) -> bool:
-    from app.models import Role, User
 
     return session.exec(select(User).where(User.role == Role.admin)).first() is not None
 
@@ -192,9 +190,6 @@ def rotate_master_key(
     ] = None,
 ) -> None:
     """Re-wrap every wallet data key under a new master key. Then set ESSX_WALLET_MASTER_KEY to it."""
-    from app.core.db import make_engine
-    from app.wallets.service import rotate_master_key as rotate
-    from wallet.envelope import MasterKey
 
     settings = get_settings()
     old = MasterKey.from_setting(settings.secret("wallet_master_key"))
@@ -212,8 +207,6 @@ def rotate_master_key(
 
 def _store_local_secret(settings: Settings, name: str, value: str) -> None:
     import json
-
-    from app.core.db import private_dir, write_private
 
     path = settings.data_dir / "local-secrets.json"
     stored = json.loads(path.read_text()) if path.exists() else {}

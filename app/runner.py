@@ -16,8 +16,8 @@ from app.core.config import Settings
 from app.core.db import make_engine, private_dir
 from app.core.migrate import upgrade
 from app.main import create_app
-from app.models import Role, User
 from app.sites.demo import register_cluster, start_demo_cluster
+from app.users.models import Role, User
 from contracts.deploy import LATER_CONTRACTS, MarketParams, deploy, ensure_contracts, is_live, load_deployment
 from ess_collector.simulator import ThreadedCluster
 from wallet.chain import check_chain_id, connect
@@ -96,6 +96,7 @@ def start_demo_sites(
 ) -> tuple[ThreadedCluster | None, str | None]:
     """A few simulated sites next to the API, registered on first start, so there is live data at once.
     Returns them, or why they could not start (what /readyz then reports)."""
+
     demo, failure = start_demo_cluster(settings.demo_sites, settings.demo_sites_base_port, engine=engine)
     if demo is not None:
         new = register_cluster(engine, demo)

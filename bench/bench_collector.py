@@ -49,7 +49,7 @@ from sqlmodel import Session
 from app.core.db import make_engine
 from app.core.migrate import upgrade
 from app.core.security import utcnow
-from app.models import Role, User, UserStatus
+from app.users.models import Role, User, UserStatus
 from bench.service import machine, percentile
 from common import clock, merkle
 from contracts.artifacts import deploy_contract, load_artifact

@@ -22,7 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.market import ContinuousBook, Order, Side, clear_call_auction
+from app.market.matching.auction import clear_call_auction
+from app.market.matching.continuous import ContinuousBook
+from app.market.matching.types import Order, Side
 
 COIN = 10**18  # base units per coin: prices are realistic 18-decimal integers
 

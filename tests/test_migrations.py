@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers every table)
+import app.tables  # noqa: F401  (registers every table)
 from app.core.db import make_engine
 from app.core.migrate import alembic_config, upgrade
 from tests.conftest import _pg_database

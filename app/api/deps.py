@@ -13,7 +13,7 @@ from sqlmodel import Session
 from app.context import Context
 from app.core.config import Settings
 from app.core.errors import Forbidden, Unauthorized
-from app.models import Role, User
+from app.users.models import Role, User
 from app.users.service import user_for_access_token
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from app.audit.models import AuditEntry, AuditHead
 from app.core.security import utcnow
-from app.models import AuditEntry, AuditHead, User
+from app.users.models import User
 
 GENESIS = "0" * 64
 

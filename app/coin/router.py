@@ -11,6 +11,8 @@ from sqlmodel import Session
 from app.api.deps import AdminUser, ContextDep, CurrentUser, IdempotencyKey, SessionDep
 from app.api.params import BlockNumber, RowId
 from app.coin import service
+from app.coin.errors import InsufficientBalance
+from app.coin.models import CoinOperationKind
 from app.coin.schemas import (
     Balance,
     BurnRequest,
@@ -19,11 +21,11 @@ from app.coin.schemas import (
     CoinOperationPublic,
     MintRequest,
     PauseRequest,
-    TransferPage,
 )
 from app.core.errors import Conflict
 from app.core.money import format_amount, parse_address, parse_amount
 from app.indexer import service as indexer
+from app.indexer.schemas import TransferPage
 
 router = APIRouter(tags=["coin"])
 admin_router = APIRouter(prefix="/admin/coin", tags=["admin"])
@@ -82,7 +84,9 @@ def mint(
         service.ensure_not_paused(ctx)
         return account, amount, ctx.coin.encodeABI(fn_name="mint", args=[account, amount])
 
-    return _respond(*service.execute(ctx, session, admin, "mint", key, req.model_dump(), build))
+    return _respond(
+        *service.execute(ctx, session, admin, CoinOperationKind.mint, key, req.model_dump(), build)
+    )
 
 
 @admin_router.post(
@@ -100,17 +104,21 @@ def burn(
         service.ensure_not_paused(ctx)
         balance, _ = service.balance_of(ctx, holder)
         if balance < amount:
-            raise service.InsufficientBalance(
+            raise InsufficientBalance(
                 f"{holder} holds {format_amount(balance)}, cannot burn {format_amount(amount)}"
             )
         if holder == ctx.account.address:
             return holder, amount, ctx.coin.encodeABI(fn_name="burn", args=[amount])
         return holder, amount, ctx.coin.encodeABI(fn_name="burnFrom", args=[holder, amount])
 
-    return _respond(*service.execute(ctx, session, admin, "burn", key, req.model_dump(by_alias=True), build))
+    return _respond(
+        *service.execute(
+            ctx, session, admin, CoinOperationKind.burn, key, req.model_dump(by_alias=True), build
+        )
+    )
 
 
-def _pause_route(kind: str, want_paused: bool) -> Any:
+def _pause_route(kind: CoinOperationKind, want_paused: bool) -> Any:
     def route(
         req: PauseRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
     ) -> JSONResponse:
@@ -131,9 +139,9 @@ admin_router.post(
     "/pause",
     summary="Pause the coin: no transfers, mints or burns (admin)",
     response_model=CoinOperationPublic,
-)(_pause_route("pause", True))
+)(_pause_route(CoinOperationKind.pause, True))
 admin_router.post("/unpause", summary="Unpause the coin (admin)", response_model=CoinOperationPublic)(
-    _pause_route("unpause", False)
+    _pause_route(CoinOperationKind.unpause, False)
 )
 
 

@@ -92,20 +92,3 @@ class Balance(BaseModel):
     balance: str
     balance_units: str
     block_number: int
-
-
-class TransferPublic(BaseModel):
-    tx_hash: str
-    log_index: int
-    block_number: int
-    block_time: datetime | None
-    from_address: str
-    to_address: str
-    value: str
-    direction: str  # in | out | self
-
-
-class TransferPage(BaseModel):
-    address: str
-    items: list[TransferPublic]
-    indexed_to_block: int | None

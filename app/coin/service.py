@@ -9,8 +9,8 @@ from typing import Any
 from sqlmodel import Session, col, or_, select
 from web3 import Web3
 
-from app import idempotency
 from app.audit import service as audit
+from app.coin.models import CoinOperation, CoinOperationKind, CoinOperationStatus
 from app.coin.schemas import (
     CoinHistory,
     CoinHistoryEntry,
@@ -24,18 +24,17 @@ from app.core.config import NETWORKS, Settings
 from app.core.errors import AppError, ChainRejected, CoinPaused, NotFound, ServiceUnavailable
 from app.core.money import format_amount, parse_account_ref
 from app.core.security import utcnow
+from app.idempotency import service as idempotency
+from app.indexer.models import IndexerCheckpoint, TransferEvent
 from app.indexer.service import CHECKPOINT
-from app.models import CoinOperation, IndexerCheckpoint, TransferEvent, User, Wallet
+from app.users.models import User
+from app.wallets.models import Wallet
 from wallet.chain import raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.relayer import TxRejected
 
 log = logging.getLogger(__name__)
 PURPOSE = "coin_operation"
-
-
-class InsufficientBalance(AppError):
-    status_code = 422
 
 
 def resolve_recipient(session: Session, to: object) -> tuple[str, int | None]:
@@ -137,9 +136,9 @@ def on_tx_final(session: Session, tx: OutgoingTx) -> None:
     if not tx.purpose.startswith(PURPOSE + ":"):
         return
     op = session.get(CoinOperation, int(tx.purpose.split(":", 1)[1]))
-    if op is None or op.status != "submitted":
+    if op is None or op.status != CoinOperationStatus.submitted:
         return
-    op.status = "confirmed" if tx.status == "confirmed" else "failed"
+    op.status = CoinOperationStatus.confirmed if tx.status == "confirmed" else CoinOperationStatus.failed
     session.add(op)
     actor = session.get(User, op.actor_id)
     details: dict[str, Any] = {"operation": op.id, "tx_hash": tx.tx_hash, "block_number": tx.block_number}
@@ -154,7 +153,7 @@ def execute(
     ctx: Context,
     session: Session,
     admin: User,
-    kind: str,
+    kind: CoinOperationKind,
     key: str | None,
     body: dict[str, Any],
     build: Any,
@@ -212,7 +211,7 @@ def _run_operation(
             amount=amount,
             memo=body.get("memo"),
             tx_id=tx.id,
-            status="submitted",
+            status=CoinOperationStatus.submitted,
             created_at=utcnow(),
         )
         session.add(op)
@@ -225,7 +224,7 @@ def _run_operation(
     tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
     session.refresh(op)
     public = to_public(session, op, tx_row)
-    status = 202 if op.status == "submitted" else 200
+    status = 202 if op.status == CoinOperationStatus.submitted else 200
     answer = public.model_dump(mode="json")
     if status == 200:
         idempotency.finish(session, claim.record, status, answer)
@@ -314,11 +313,11 @@ def history(session: Session, limit: int, before_block: int | None) -> CoinHisto
     }
     items = []
     for e in events:
-        kind = "mint" if e.from_address == ZERO_ADDRESS else "burn"
+        kind = CoinOperationKind.mint if e.from_address == ZERO_ADDRESS else CoinOperationKind.burn
         entry = CoinHistoryEntry(
             kind=kind,
             reason="unknown",
-            account=e.to_address if kind == "mint" else e.from_address,
+            account=e.to_address if kind == CoinOperationKind.mint else e.from_address,
             amount=format_amount(e.value),
             tx_hash=e.tx_hash,
             block_number=e.block_number,

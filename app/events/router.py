@@ -20,7 +20,7 @@ from app.api.deps import ContextDep
 from app.api.params import RowCursor
 from app.core.errors import Unauthorized
 from app.events import service
-from app.models import User
+from app.users.models import User
 from app.users.service import user_for_access_token
 
 router = APIRouter(tags=["events"])

@@ -7,7 +7,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from app.core.security import utcnow
-from app.models import UserEvent
+from app.events.models import UserEvent
 
 
 def emit(session: Session, user_id: int | None, kind: str, **data: Any) -> None:

@@ -13,12 +13,12 @@ from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 from web3 import Web3
 
-from app.coin.schemas import TransferPage, TransferPublic
 from app.context import Context
 from app.core.money import format_amount
 from app.core.security import utcnow
 from app.core.sql import insert_ignore
-from app.models import IndexerCheckpoint, TransferEvent
+from app.indexer.models import IndexerCheckpoint, TransferEvent
+from app.indexer.schemas import TransferPage, TransferPublic
 from wallet.chain import raw_call
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,14 @@ from sqlmodel import Session, col, func, select
 from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
-from app.market import ContinuousBook, Fill, Side, clear_call_auction, trade_value
-from app.market import Order as MatchOrder
+from app.market.matching.auction import clear_call_auction
+from app.market.matching.continuous import ContinuousBook
+from app.market.matching.types import Fill, Side, trade_value
+from app.market.matching.types import Order as MatchOrder
+from app.market.models import Order, Trade
 from app.market.onchain import id32, order_hash, orders_hash
-from app.models import Order, Trade, Wallet
+from app.market.rules import MarketRules
+from app.wallets.models import Wallet
 
 log = logging.getLogger(__name__)
 UINT32_MAX = 2**32 - 1
@@ -176,7 +180,6 @@ def _recorded_or_matched(session: Session, order: Order) -> int:
 
 def close_gates(ctx: Context, session: Session, rules_: object, now: datetime) -> int:
     """Past gate closure: the call auction clears (pay-as-clear), then every remainder expires."""
-    from app.market.rules import MarketRules
 
     assert isinstance(rules_, MarketRules)
     closed = 0
@@ -209,7 +212,6 @@ def close_gates(ctx: Context, session: Session, rules_: object, now: datetime) -
 
 def escrows_to_release(session: Session, rules_: object, now: datetime) -> list[Order]:
     """Buy orders whose gate closed, whose escrow is locked and whose trades are all recorded."""
-    from app.market.rules import MarketRules
 
     assert isinstance(rules_, MarketRules)
     rows = session.exec(

@@ -18,8 +18,8 @@ from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import engine
+from app.market.models import Order, Trade
 from app.market.onchain import id32, merkle_proofs, trade_leaf, unix
-from app.models import Order, Trade
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
 

@@ -14,6 +14,8 @@ from app.coin.service import latest_hash
 from app.core.errors import NotFound
 from app.core.money import format_amount
 from app.market import service
+from app.market.models import Order, OrderSide, OrderStatus, Trade, TradeStatus
+from app.market.onchain import order_hash
 from app.market.schemas import (
     BookPublic,
     MarketInfo,
@@ -24,7 +26,7 @@ from app.market.schemas import (
     TradeList,
     TradePublic,
 )
-from app.models import Order, Trade, User
+from app.users.models import User
 from common import clock
 from wallet.models import OutgoingTx
 
@@ -139,7 +141,7 @@ def direct_offers(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> Or
     """Direct offers naming the caller; accept one by placing the opposite order with counterpart_id set."""
     rows = session.exec(
         select(Order)
-        .where(col(Order.counterpart_id) == user.id, col(Order.status) == "open")
+        .where(col(Order.counterpart_id) == user.id, col(Order.status) == OrderStatus.open)
         .order_by(col(Order.slot_start))
     ).all()
     return OrderList(items=[service.to_public(session, ctx, o) for o in rows])
@@ -153,7 +155,6 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
         return (tx.tx_hash if tx and tx.tx_hash else None) or latest_hash(session, tx_id)
 
     buy, sell = session.get(Order, t.buy_order_id), session.get(Order, t.sell_order_id)
-    from app.market.onchain import order_hash
 
     def h(o: Order | None) -> str:
         if o is None:
@@ -167,7 +168,7 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
         price=format_amount(t.price),
         value=format_amount(t.value),
         status=t.status,
-        side="buy" if t.buyer_id == user.id else "sell",
+        side=OrderSide.buy if t.buyer_id == user.id else OrderSide.sell,
         buy_order_id=t.buy_order_id,
         sell_order_id=t.sell_order_id,
         buy_order_hash=h(buy),
@@ -177,7 +178,7 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
         trade_no=t.trade_no,
         contracted_wh=t.quantity_wh,
         measured_wh=t.measured_wh,
-        settled_wh=t.delivered_wh if t.status == "settled" else None,
+        settled_wh=t.delivered_wh if t.status == TradeStatus.settled else None,
         paid=format_amount(t.paid) if t.paid is not None else None,
         refunded=format_amount(t.refunded) if t.refunded is not None else None,
         penalty=format_amount(t.penalty) if t.penalty is not None else None,

@@ -5,18 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from app.core.errors import AppError
 from app.core.money import format_amount
+from app.market.errors import PriceOutsideBand, SlotRejected
 from app.market.tariff import TariffSchedule
 from common import clock
-
-
-class SlotRejected(AppError):
-    status_code = 422
-
-
-class PriceOutsideBand(AppError):
-    status_code = 422
 
 
 @dataclass(frozen=True)

@@ -14,38 +14,35 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
-from app import idempotency
-from app.coin.service import chain_now, ensure_not_paused
+from app.coin.service import chain_now, ensure_not_paused, latest_hash
 from app.context import Context
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
 from app.core.sql import MAX_INT_ID
 from app.events.service import emit
-from app.market import aggregate_levels, engine, escrow_amount
+from app.idempotency import service as idempotency
+from app.market import engine
+from app.market.errors import ExceedsSupply, NotAllowedToTrade, SlotRejected
+from app.market.matching.types import aggregate_levels, escrow_amount
+from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
 from app.market.onchain import escrow_nonce, id32, unix
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
-from app.models import Order, Role, Site, User, UserStatus
-from app.transfers.service import AuthorizationMissing, WrongSigner
-from app.transfers.spending import authorising_spend, check_available
+from app.sites.service import estimate_supply
+from app.spending import authorizer
+from app.spending.holds import check_available
+from app.users.models import Role, User, UserStatus
 from app.wallets import service as wallets
+from app.wallets.models import WalletKind
 from common import clock
+from ess_collector.models import Site
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
-from wallet.signer import recover_typed_data
 from wallet.typed_data import TokenDomain, receive_with_authorization, split_signature
 
 VALIDITY_SECONDS = 300
-
-
-class NotAllowedToTrade(AppError):
-    status_code = 403
-
-
-class ExceedsSupply(AppError):
-    status_code = 422
 
 
 def rules(ctx: Context) -> MarketRules:
@@ -83,7 +80,7 @@ def create(
         ident=lambda order: order.id,
         render=lambda order: to_public(session, ctx, order).model_dump(mode="json"),
     )
-    if body.get("status") == "open":
+    if body.get("status") == OrderStatus.open:
         engine.kick(ctx)
     return status, body
 
@@ -111,14 +108,14 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
         open_wh=req.quantity_wh,
         limit_price=price,
         counterpart_id=req.counterpart_id,
-        status="pending_authorization",
+        status=OrderStatus.pending_authorization,
         created_at=stamp,
         updated_at=stamp,
     )
-    if req.side == "sell":
+    if req.side == OrderSide.sell:
         _check_sell(ctx, session, user, req, slot_start)
         order.site_id = req.site_id
-        order.status = "open"
+        order.status = OrderStatus.open
         order.seq = engine.next_seq(session)
         session.add(order)
         session.flush()
@@ -127,7 +124,7 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
             user.id,
             "order.accepted",
             order_id=order.id,
-            side="sell",
+            side=OrderSide.sell,
             slot_start=slot_start.isoformat(),
         )
         return order
@@ -172,15 +169,14 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
     site = _own_site(session, user, req.site_id)
     if not site.enabled:
         raise Conflict(f"site {site.id} is disabled")
-    from app.sites.service import estimate_supply
 
     estimate = estimate_supply(session, site, slot_start, ctx.settings)
     offered = session.exec(
         select(func.coalesce(func.sum(Order.quantity_wh), 0)).where(
             col(Order.site_id) == site.id,
-            col(Order.side) == "sell",
+            col(Order.side) == OrderSide.sell,
             col(Order.slot_start) == slot_start,
-            col(Order.status).in_(("open", "filled")),
+            col(Order.status).in_((OrderStatus.open, OrderStatus.filled)),
         )
     ).one()
     room = estimate.supply_wh - int(offered)
@@ -208,35 +204,20 @@ def get_own(session: Session, user: User, order_id: str) -> Order:
 
 def authorize(ctx: Context, session: Session, user: User, order_id: str, req: OrderAuthorize) -> Order:
     order = get_own(session, user, order_id)
-    if order.status != "pending_authorization":
+    if order.status != OrderStatus.pending_authorization:
         raise Conflict(f"order {order_id} is already {order.status}")
     if rules(ctx).gate_closure(order.slot_start) <= clock.now():
         raise Conflict("the gate for this slot has closed")
     now = chain_now(ctx)
     if order.valid_before is None or now >= order.valid_before - 5:
-        order.status, order.failure_reason = "failed", "authorization window passed"
+        order.status, order.failure_reason = OrderStatus.failed, "authorization window passed"
         session.commit()
         raise AppError("the authorization window has passed; place the order again")
     wallet = wallets.require_wallet(session, user.id or 0)
     if wallet.address != order.wallet_address:
         raise Conflict("the order was placed from another wallet")
-    typed = order.typed_data or {}
-    if wallet.kind == "custodial":
-        if req.pin is None:
-            raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-        wallets.check_pin(session, wallet, req.pin)
-        wallets.check_otp(ctx, session, user.id or 0, req.otp)
-        signature = wallets.signer_for(ctx, wallet).sign_typed_data(typed)
-    else:
-        if req.signature is None:
-            raise AuthorizationMissing("a linked wallet authorises with a signature over typed_data")
-        try:
-            signature = bytes.fromhex(req.signature.removeprefix("0x"))
-            signer = recover_typed_data(typed, signature)
-        except ValueError:
-            raise WrongSigner("the signature is malformed") from None
-        if signer != order.wallet_address:
-            raise WrongSigner(f"the signature recovers to {signer}, not {order.wallet_address}")
+    signed = authorizer.sign(ctx, session, wallet, order.typed_data or {}, req)
+    signature = signed.signature
     v, r, s = split_signature(signature)
     market = ctx.contracts["EnergyMarket"]
     data = market.encodeABI(
@@ -257,29 +238,23 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         ],
     )
 
-    def still_pending() -> bool:
-        row = session.exec(select(Order.status, Order.escrow_status).where(col(Order.id) == order_id)).one()
-        return tuple(row) == ("pending_authorization", "none")
-
-    with authorising_spend(ctx, session, wallet, order.escrow_amount, "the escrow", still_pending):
-        # Compare-and-set, as for transfers: of two concurrent authorisations only one passes.
-        changed = session.exec(  # type: ignore[call-overload]
-            update(Order)
-            .where(
-                col(Order.id) == order_id,
-                col(Order.status) == "pending_authorization",
-                col(Order.escrow_status) == "none",
-            )
-            .values(escrow_status="locking")
+    # Compare-and-set, as for transfers: of two concurrent authorisations only one passes.
+    authorise = (
+        update(Order)
+        .where(
+            col(Order.id) == order_id,
+            col(Order.status) == OrderStatus.pending_authorization,
+            col(Order.escrow_status) == EscrowStatus.none,
         )
-        if changed.rowcount != 1:
-            raise Conflict(f"order {order_id} was authorised by another request")
+        .values(escrow_status=EscrowStatus.locking)
+    )
+    with authorizer.authorising_spend(ctx, session, wallet, order.escrow_amount, "the escrow", authorise):
         try:
             tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_lock:{order.id}")
         except TxRejected as exc:
             raise AppError(f"the escrow cannot be locked: {exc.reason}") from None
         order.signature = "0x" + signature.hex()
-        order.escrow_status, order.lock_tx_id, order.updated_at = "locking", tx.id, utcnow()
+        order.escrow_status, order.lock_tx_id, order.updated_at = EscrowStatus.locking, tx.id, utcnow()
         session.add(order)
     ctx.relayer.kick()
     return order
@@ -287,20 +262,20 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
 
 def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:
     order = get_own(session, user, order_id)
-    if order.status not in ("pending_authorization", "open"):
+    if order.status not in (OrderStatus.pending_authorization, OrderStatus.open):
         raise Conflict(f"order {order_id} is {order.status}: nothing left to cancel")
-    if order.escrow_status == "locking":
+    if order.escrow_status == EscrowStatus.locking:
         raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
     with engine.slot_lock(ctx):
         # the row lock keeps the matcher of another API process (ESSX_WORKERS, PostgreSQL) out until this
         # commits, and the refresh sees what that matcher committed
         session.refresh(order, with_for_update=True)
-        if order.status not in ("pending_authorization", "open"):
+        if order.status not in (OrderStatus.pending_authorization, OrderStatus.open):
             raise Conflict(f"order {order_id} is {order.status}: nothing left to cancel")
-        if order.escrow_status == "locking":
+        if order.escrow_status == EscrowStatus.locking:
             raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
-        order.status, order.open_wh, order.updated_at = "cancelled", 0, utcnow()
-        if order.escrow_status == "locked":
+        order.status, order.open_wh, order.updated_at = OrderStatus.cancelled, 0, utcnow()
+        if order.escrow_status == EscrowStatus.locked:
             engine.release_escrow(ctx, session, order)
         session.add(order)
         emit(session, user.id, "order.cancelled", order_id=order.id)
@@ -323,8 +298,6 @@ def book(ctx: Context, session: Session, slot_start: datetime) -> BookPublic:
     if slot_start.tzinfo is None:
         slot_start = slot_start.replace(tzinfo=UTC)
     if slot_start != r.slot_of(slot_start):
-        from app.market.rules import SlotRejected
-
         raise SlotRejected(f"slot_start must be aligned to {r.slot_minutes}-minute slots in UTC")
     levels = aggregate_levels(engine.book_orders(session, slot_start))
     floor, ceiling = r.band(slot_start)
@@ -341,17 +314,16 @@ def book(ctx: Context, session: Session, slot_start: datetime) -> BookPublic:
 
 def to_public(session: Session, ctx: Context, o: Order) -> OrderPublic:
     challenge = None
-    if o.status == "pending_authorization" and o.side == "buy" and o.valid_before:
+    if o.status == OrderStatus.pending_authorization and o.side == OrderSide.buy and o.valid_before:
         expires = datetime.fromtimestamp(o.valid_before, UTC)
         wallet = wallets.active_wallet(session, o.user_id)
-        if wallet is not None and wallet.kind == "custodial":
+        if wallet is not None and wallet.kind == WalletKind.custodial:
             challenge = OrderChallenge(
                 type="pin", otp_required=wallets.totp_enabled(session, o.user_id), expires_at=expires
             )
         else:
             challenge = OrderChallenge(type="signature", typed_data=o.typed_data, expires_at=expires)
     tx = session.get(OutgoingTx, o.lock_tx_id) if o.lock_tx_id else None
-    from app.coin.service import latest_hash
 
     return OrderPublic(
         id=o.id,

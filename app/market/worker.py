@@ -10,6 +10,8 @@ from sqlmodel import Session
 from app.context import Context
 from app.market import engine, recording
 from app.market.onchain import id32
+from app.market.service import rules
+from app.settlement.service import settle_ready_slots
 from common import clock
 
 log = logging.getLogger(__name__)
@@ -17,7 +19,6 @@ log = logging.getLogger(__name__)
 
 def run_once(ctx: Context) -> None:
     """One pass over everything the market has to do; safe to run again at any time."""
-    from app.market.service import rules
 
     r = rules(ctx)
     now = clock.now()
@@ -38,7 +39,6 @@ def run_once(ctx: Context) -> None:
                 session.add(o)
             ctx.commit_background(session)
     recording.submit_trades(ctx)
-    from app.settlement.service import settle_ready_slots
 
     settle_ready_slots(ctx)
     ctx.relayer.kick()

@@ -1,91 +1,16 @@
-"""Kaia-native fee delegation: the user's wallet signs a type 0x31 transaction, we co-sign as fee payer.
-
-Only calls of our own contracts and an allow-list of their functions are paid for, within a gas cap, and
-only for the caller's own linked wallet. The local anvil chain cannot execute Kaia transaction types, so
-there the request is validated and then answered with 501.
-"""
+"""Kaia fee delegation (the rules are in service.py)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
-from web3 import Web3
 
 from app.api.deps import ContextDep, CurrentUser, SessionDep
-from app.context import Context
-from app.core.errors import AppError, Forbidden
+from app.relay.errors import PolicyRejected
+from app.relay.schemas import KaiaRelayRequest, KaiaRelayResult
+from app.relay.service import relay_kaia
 from app.wallets.service import require_wallet
-from wallet.kaia import FeeDelegationRejected, check_policy, send_raw_kaia, sign_as_fee_payer
 
 router = APIRouter(prefix="/relay", tags=["relay"])
-
-ALLOWED_FUNCTIONS = (
-    "transfer(address,uint256)",
-    "approve(address,uint256)",
-    "safeTransfer(address,uint256)",
-    "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)",
-    "receiveWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)",
-    "cancelAuthorization(address,bytes32,uint8,bytes32,bytes32)",
-    "permit(address,address,uint256,uint256,uint8,bytes32,bytes32)",
-)
-MAX_GAS = 300_000
-
-
-class PolicyRejected(AppError):
-    status_code = 422
-
-
-class NotOnThisChain(AppError):
-    status_code = 501
-
-
-class KaiaRelayRequest(BaseModel):
-    raw_transaction: str = Field(
-        description="0x-hex of the sender-signed fee-delegated transaction (type 0x31)",
-        max_length=2 + 2 * 32 * 1024,  # Kaia nodes take transactions of at most 32 KiB
-    )
-
-
-class KaiaRelayResult(BaseModel):
-    tx_hash: str
-    sender_tx_hash: str
-    fee_payer: str
-
-
-def selectors() -> set[bytes]:
-    return {bytes(Web3.keccak(text=f))[:4] for f in ALLOWED_FUNCTIONS}
-
-
-def relay_kaia(ctx: Context, sender_raw: bytes, expected_sender: str) -> KaiaRelayResult:
-    try:
-        tx = check_policy(
-            sender_raw,
-            allowed_targets={c.address for c in ctx.contracts.values()},
-            allowed_selectors=selectors(),
-            max_gas=MAX_GAS,
-            chain_id=ctx.chain_id,
-            max_gas_price=int(ctx.w3.eth.gas_price) * 2 if not ctx.settings.is_local else None,
-        )
-    except FeeDelegationRejected as exc:
-        raise PolicyRejected(f"{exc.reason.value}: {exc.detail}") from None
-    if tx.sender != expected_sender:
-        raise Forbidden(
-            f"the transaction is sent by {tx.sender}; only your own wallet {expected_sender} is sponsored"
-        )
-    if ctx.settings.is_local:
-        raise NotOnThisChain(
-            "Kaia fee delegation needs a Kaia node (ESSX_CHAIN=kairos or mainnet); the local anvil chain cannot "
-            "execute type 0x31 transactions. The transaction passed every policy check."
-        )
-    try:  # a reverting call would still cost the fee payer its gas: try it first
-        ctx.w3.eth.call({"from": tx.sender, "to": tx.to, "data": "0x" + tx.input.hex()})  # type: ignore[typeddict-item]
-    except Exception as exc:
-        raise PolicyRejected(f"the call would revert: {exc}") from None
-    signed = sign_as_fee_payer(sender_raw, ctx.account, ctx.chain_id)
-    send_raw_kaia(ctx.w3, signed.raw)
-    return KaiaRelayResult(
-        tx_hash=signed.tx_hash_hex, sender_tx_hash=signed.sender_tx_hash_hex, fee_payer=ctx.account.address
-    )
 
 
 @router.post(

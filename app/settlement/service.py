@@ -22,20 +22,18 @@ from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import engine
+from app.market.models import Order, Trade, TradeStatus
 from app.market.onchain import id32, unix
-from app.models import LedgerSlot, Order, SlotEnergy, Trade
 from app.settlement.delivery import TradeTerms, delivered_wh, settlement_amounts
+from app.settlement.errors import SlotNotOver
 from common import clock
+from ess_collector.models import LedgerSlot, SlotEnergy
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
 GOOD = ("complete", "recovered")
-
-
-class SlotNotOver(AppError):
-    status_code = 409
 
 
 def _slot_end(ctx: Context, slot_start: datetime) -> datetime:
@@ -77,7 +75,9 @@ def settle_ready_slots(ctx: Context) -> int:
     submitted = 0
     now = clock.now()
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
-        slots = session.exec(select(Trade.slot_start).where(col(Trade.status) == "recorded").distinct()).all()
+        slots = session.exec(
+            select(Trade.slot_start).where(col(Trade.status) == TradeStatus.recorded).distinct()
+        ).all()
         for slot_start in slots:
             if _slot_end(ctx, slot_start) > now:
                 continue
@@ -85,7 +85,9 @@ def settle_ready_slots(ctx: Context) -> int:
             if ledger is None or ledger.status != "confirmed" or not ledger.root:
                 continue  # not anchored (yet, or never: incomplete data waits for an admin)
             if session.exec(
-                select(Trade.id).where(col(Trade.slot_start) == slot_start, col(Trade.status) == "settling")
+                select(Trade.id).where(
+                    col(Trade.slot_start) == slot_start, col(Trade.status) == TradeStatus.settling
+                )
             ).first():
                 continue
             trades = _recorded(session, slot_start)
@@ -109,7 +111,7 @@ def _recorded(session: Session, slot_start: datetime) -> list[Trade]:
     return list(
         session.exec(
             select(Trade)
-            .where(col(Trade.slot_start) == slot_start, col(Trade.status) == "recorded")
+            .where(col(Trade.slot_start) == slot_start, col(Trade.status) == TradeStatus.recorded)
             .order_by(col(Trade.trade_no))
             .limit(MAX_BATCH)
         )
@@ -163,7 +165,7 @@ def _submit(
         )
         raise Conflict(f"the chain refuses this settlement: {exc.reason}") from None
     for t in trades:
-        t.status, t.settle_tx_id, t.settle_rule, t.updated_at = "settling", tx.id, rule, utcnow()
+        t.status, t.settle_tx_id, t.settle_rule, t.updated_at = TradeStatus.settling, tx.id, rule, utcnow()
         t.delivered_wh = delivered[t.id]
         session.add(t)
     if background:
@@ -222,12 +224,19 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             return
         trades = list(
             session.exec(
-                select(Trade).where(col(Trade.settle_tx_id) == tx.id, col(Trade.status) == "settling")
+                select(Trade).where(
+                    col(Trade.settle_tx_id) == tx.id, col(Trade.status) == TradeStatus.settling
+                )
             )
         )
         if tx.status != "confirmed":
             for t in trades:
-                t.status, t.settle_tx_id, t.delivered_wh, t.settle_rule = "recorded", None, None, None
+                t.status, t.settle_tx_id, t.delivered_wh, t.settle_rule = (
+                    TradeStatus.recorded,
+                    None,
+                    None,
+                    None,
+                )
                 session.add(t)
             return
         bps = ctx.settings.settlement_penalty_bps
@@ -238,7 +247,7 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             )
             t.paid, t.refunded, t.penalty = to_seller, to_buyer, penalty
             t.measured_wh = t.delivered_wh if t.settle_rule == "measured" else t.measured_wh
-            t.status, t.updated_at = "settled", utcnow()
+            t.status, t.updated_at = TradeStatus.settled, utcnow()
             session.add(t)
             payees.add((t.proof or {}).get("seller", ""))
             buy = session.get(Order, t.buy_order_id)

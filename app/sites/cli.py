@@ -9,6 +9,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from app.context import build_context
+from app.core.config import get_settings
+from app.core.db import make_engine
+from app.core.logging import configure_logging
+from app.runner import ensure_deployed
+from app.sites.demo import SIMULATE, register_cluster
+from app.sites.worker import CollectorWorker, install_hooks
+from ess_collector.simulator import SimulatorCluster, ThreadedCluster
+from ess_collector.simulator_control import ControlServer
+
 console = Console()
 
 
@@ -22,8 +32,6 @@ def simulate(
     register: Annotated[bool, typer.Option(help="register the sites in the configured database")] = False,
 ) -> None:
     """Serve simulated ESS sites over Modbus TCP (SunSpec map), with a fault-switch endpoint."""
-    from ess_collector.simulator import SimulatorCluster, ThreadedCluster
-    from ess_collector.simulator_control import ControlServer
 
     cluster = ThreadedCluster(SimulatorCluster(sites, seed=seed, speed=speed, host=host, base_port=base_port))
     cluster.start()
@@ -35,10 +43,6 @@ def simulate(
                 f"faults: essx sim-fault 0 frozen   (or POST http://127.0.0.1:{control.port}/sites/0/faults/frozen)"
             )
         if register:
-            from app.core.config import get_settings
-            from app.core.db import make_engine
-            from app.sites.demo import SIMULATE, register_cluster
-
             engine = make_engine(get_settings().sqlalchemy_url)
             new = register_cluster(engine, cluster, only_if_empty=False, source=SIMULATE)
             engine.dispose()
@@ -77,11 +81,6 @@ def sim_fault(
 
 def collector() -> None:
     """Run the collector on its own (production): polls, slot energies, anchoring, rewards."""
-    from app.context import build_context
-    from app.core.config import get_settings
-    from app.core.logging import configure_logging
-    from app.runner import ensure_deployed
-    from app.sites.worker import CollectorWorker, install_hooks
 
     settings = get_settings()
     configure_logging(settings.log_json)

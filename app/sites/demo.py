@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.core.security import hash_secret, utcnow
-from app.models import Role, User, UserStatus
+from app.users.models import Role, User, UserStatus
 from ess_collector.models import Site, SiteEvent
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 

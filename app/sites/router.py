@@ -10,8 +10,8 @@ from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 from app.api.params import RowId, UtcTime
 from app.coin.service import latest_hash
 from app.core.errors import BadRequest
-from app.models import Role
 from app.sites import repository, service
+from app.sites.errors import NotAnchoredYet
 from app.sites.schemas import (
     EventPublic,
     FaultPublic,
@@ -24,6 +24,7 @@ from app.sites.schemas import (
     SlotPublic,
     SupplyPublic,
 )
+from app.users.models import Role
 from ess_collector.anchoring import NotAnchored, energies_of, hex0x, proof_for, unix
 
 router = APIRouter(prefix="/sites", tags=["sites"])
@@ -130,7 +131,7 @@ def get_proof(
     try:
         p = proof_for(session, site_id, start)
     except NotAnchored as exc:
-        raise service.NotAnchoredYet(str(exc)) from None
+        raise NotAnchoredYet(str(exc)) from None
     return ProofPublic(
         site_id=site_id,
         slot_start=start,
@@ -195,7 +196,7 @@ def get_ledger_slot(slot_start: str, session: SessionDep, settings: SettingsDep)
     start = service.parse_slot_start(slot_start, settings.slot_minutes)
     record = repository.ledger_slot(session, start)
     if record is None:
-        raise service.NotAnchoredYet(f"slot {start.isoformat()} has no ledger record yet")
+        raise NotAnchoredYet(f"slot {start.isoformat()} has no ledger record yet")
     public = repository.ledger_public(record)
     if public.tx_hash is None and record.tx_id is not None:
         public.tx_hash = latest_hash(session, record.tx_id)  # submitted: the newest signed attempt

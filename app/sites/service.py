@@ -17,11 +17,12 @@ from web3.contract import Contract
 from app.audit import service as audit
 from app.context import Context
 from app.core.config import Settings, get_settings
-from app.core.errors import AppError, BadRequest, Conflict, Forbidden, NotFound, TooManyRequests
+from app.core.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests
 from app.core.security import utcnow
-from app.models import LoginThrottle, Role, User, UserStatus
+from app.sites.errors import SiteNotAllowed
 from app.sites.repository import UNANSWERED
 from app.sites.schemas import SiteCreate, SitePublic, SupplyPublic
+from app.users.models import LoginThrottle, Role, User, UserStatus
 from common import clock
 from contracts.artifacts import load_artifact
 from ess_collector.config import CollectorConfig
@@ -30,18 +31,6 @@ from ess_collector.netpolicy import SiteHostRefused, resolve_allowed
 from ess_collector.reader import read_site
 from ess_collector.supply import SupplyConfig, SupplyEstimate
 from ess_collector.supply import estimate_supply as _estimate_supply
-
-
-class NotAnchoredYet(AppError):
-    """This record is not part of an anchored slot (yet)."""
-
-    status_code = 404
-
-
-class SiteNotAllowed(AppError):
-    """The site's host is outside the networks sites may be in (ESSX_SITE_NETWORKS)."""
-
-    status_code = 422
 
 
 class TooManySiteRegistrations(TooManyRequests):

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.core.money import parse_amount
-from app.models.event import UserEvent
+from app.events.models import UserEvent
 from app.sites.service import collector_config, meter_ledger
 from app.wallets.service import active_wallet
 from common import clock

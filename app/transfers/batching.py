@@ -20,9 +20,9 @@ from app.coin.service import chain_now
 from app.context import Context
 from app.core.crash import crash_point
 from app.core.security import utcnow
-from app.models import Transfer
+from app.transfers.models import StepKind, Transfer, TransferStatus
 from app.transfers.steps import StepLog, fail
-from wallet.models import OutgoingTx
+from wallet.models import OutgoingTx, TxAttempt
 from wallet.relayer import TxRejected
 from wallet.typed_data import split_signature
 
@@ -39,10 +39,11 @@ def _lock(ctx: Context) -> threading.Lock:
 
 def submit_batch(ctx: Context) -> int:
     """Puts every authorised transfer (up to MAX_BATCH) into one relay transaction; returns how many."""
+
     with _lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
         q = (
             select(Transfer)
-            .where(col(Transfer.status) == "authorized")
+            .where(col(Transfer.status) == TransferStatus.authorized)
             .order_by(col(Transfer.updated_at))
             .limit(MAX_BATCH)
         )
@@ -94,7 +95,7 @@ def submit_batch(ctx: Context) -> int:
         for t in batch:
             t.tx_id, t.status, t.updated_at = tx.id, "submitted", stamp
             session.add(t)
-            steps.add(t, "submitted", tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
+            steps.add(t, StepKind.submitted, tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
         ctx.commit_background(session)
     crash_point("transfer.after_submit")
     ctx.relayer.kick()
@@ -102,7 +103,6 @@ def submit_batch(ctx: Context) -> int:
 
 
 def _first_hash(session: Session, tx_id: int) -> str:
-    from wallet.models import TxAttempt
 
     attempt = session.exec(select(TxAttempt).where(col(TxAttempt.tx_id) == tx_id)).first()
     return attempt.tx_hash if attempt else ""
@@ -121,9 +121,12 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
     def on_final(session: Session, tx: OutgoingTx) -> None:
         if tx.purpose != PURPOSE:
             return
+
         transfers = list(
             session.exec(
-                select(Transfer).where(col(Transfer.tx_id) == tx.id, col(Transfer.status) == "submitted")
+                select(Transfer).where(
+                    col(Transfer.tx_id) == tx.id, col(Transfer.status) == TransferStatus.submitted
+                )
             )
         )
         steps = StepLog(session, transfers)
@@ -131,9 +134,9 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             now = chain_now(ctx)
             for t in transfers:
                 if now < t.valid_before - 5:  # nothing moved; the nonce is unused: relay it again
-                    t.status, t.tx_id, t.updated_at = "authorized", None, utcnow()
+                    t.status, t.tx_id, t.updated_at = TransferStatus.authorized, None, utcnow()
                     session.add(t)
-                    steps.add(t, "requeued", reason=tx.error or "batch failed")
+                    steps.add(t, StepKind.requeued, reason=tx.error or "batch failed")
                 else:
                     fail(session, t, f"relay transaction failed: {tx.error}", steps)
             return
@@ -156,10 +159,10 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
         stamp = utcnow()
         for t in transfers:
             key = t.nonce.lower()
-            steps.add(t, "mined", **block)
+            steps.add(t, StepKind.mined, **block)
             if key in used:
-                t.status = "confirmed"
-                steps.add(t, "confirmed", confirmations=ctx.settings.confirmations)
+                t.status = TransferStatus.confirmed
+                steps.add(t, StepKind.confirmed, confirmations=ctx.settings.confirmations)
             else:
                 reason = failed.get(key, "the relay did not report this authorization")
                 fail(session, t, reason, steps)

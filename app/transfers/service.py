@@ -17,25 +17,27 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from app import idempotency
 from app.coin.service import chain_now, coin_name, ensure_not_paused, resolve_recipient
 from app.context import Context
 from app.core.crash import crash_point
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
-from app.models import Transfer, TransferStep, User, Wallet
+from app.idempotency import service as idempotency
+from app.spending import authorizer
+from app.spending.holds import check_available
 from app.transfers.batching import wake_batcher
+from app.transfers.errors import AuthorizationExpired, NotYetValid
+from app.transfers.models import StepKind, Transfer, TransferStatus, TransferStep
 from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
-from app.transfers.spending import authorising_spend, check_available
 from app.transfers.steps import StepLog, fail
+from app.users.models import User
 from app.wallets import service as wallets
+from app.wallets.models import Wallet, WalletKind
 from wallet.models import OutgoingTx
-from wallet.signer import recover_digest
 from wallet.typed_data import (
     TokenDomain,
     nonce_for,
-    split_signature,
     transfer_with_authorization,
     typed_data_digest,
 )
@@ -43,22 +45,6 @@ from wallet.typed_data import (
 VALIDITY_SECONDS = 300
 
 OPEN = ("pending_authorization", "authorized", "submitted")
-
-
-class AuthorizationExpired(AppError):
-    status_code = 422
-
-
-class NotYetValid(AppError):
-    status_code = 422
-
-
-class WrongSigner(AppError):
-    status_code = 422
-
-
-class AuthorizationMissing(AppError):
-    status_code = 422
 
 
 def _domain(ctx: Context) -> TokenDomain:
@@ -114,7 +100,7 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
         to_user_id=to_user_id,
         amount=amount,
         memo=req.memo,
-        status="pending_authorization",
+        status=TransferStatus.pending_authorization,
         nonce="0x" + nonce.hex(),
         valid_after=0,
         valid_before=now + VALIDITY_SECONDS,
@@ -124,9 +110,9 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
     )
     session.add(transfer)
     steps = StepLog(session, [transfer], new=True)
-    steps.add(transfer, "requested", to=to_address, amount=format_amount(amount), memo=req.memo)
-    how = "pin" if wallet.kind == "custodial" else "signature"
-    steps.add(transfer, "challenge_issued", type=how, digest="0x" + typed_data_digest(typed).hex())
+    steps.add(transfer, StepKind.requested, to=to_address, amount=format_amount(amount), memo=req.memo)
+    how = "pin" if wallet.kind == WalletKind.custodial else "signature"
+    steps.add(transfer, StepKind.challenge_issued, type=how, digest="0x" + typed_data_digest(typed).hex())
     session.flush()
     return transfer
 
@@ -155,7 +141,7 @@ def authorize(
     ctx: Context, session: Session, user: User, transfer_id: str, req: TransferAuthorize
 ) -> Transfer:
     transfer = get_own(session, user, transfer_id)
-    if transfer.status != "pending_authorization":
+    if transfer.status != TransferStatus.pending_authorization:
         raise Conflict(f"transfer {transfer_id} is already {transfer.status}")
     now = chain_now(ctx)
     if now >= transfer.valid_before - 5:
@@ -167,56 +153,28 @@ def authorize(
     wallet = wallets.require_wallet(session, user.id or 0)
     if wallet.address != transfer.from_address:
         raise Conflict("the transfer was created for another wallet")
-    if wallet.kind == "custodial":
-        if req.pin is None:
-            raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-        wallets.check_pin(session, wallet, req.pin)
-        used_otp = wallets.check_otp(ctx, session, user.id or 0, req.otp)
-        signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(transfer.typed_data)
-        how = "pin+otp" if used_otp else "pin"
-    else:
-        if req.signature is None:
-            raise AuthorizationMissing("a linked wallet authorises with a signature over typed_data")
-        try:
-            signature = bytes.fromhex(req.signature.removeprefix("0x"))
-            digest = typed_data_digest(transfer.typed_data)
-            signer = recover_digest(digest, signature)
-            split_signature(signature)
-        except ValueError:
-            raise WrongSigner("the signature is malformed") from None
-        if signer != transfer.from_address:
-            raise WrongSigner(
-                f"the signature recovers to {signer}, not {transfer.from_address}: sign exactly the typed_data "
-                "this transfer returned (our chain id and coin contract)"
-            )
-        how = "signature"
-
-    def still_pending() -> bool:
-        status = session.exec(select(Transfer.status).where(col(Transfer.id) == transfer_id)).one()
-        return bool(status == "pending_authorization")
-
-    with authorising_spend(ctx, session, wallet, transfer.amount, "this transfer", still_pending):
-        # Compare-and-set: of two concurrent authorizations only one passes.
-        changed = session.exec(  # type: ignore[call-overload]
-            update(Transfer)
-            .where(col(Transfer.id) == transfer_id, col(Transfer.status) == "pending_authorization")
-            .values(status="authorized", signature="0x" + signature.hex(), updated_at=utcnow())
-        )
-        if changed.rowcount != 1:
-            raise Conflict(f"transfer {transfer_id} was authorised by another request")
+    signed = authorizer.sign(ctx, session, wallet, transfer.typed_data, req)
+    signature = "0x" + signed.signature.hex()
+    # Compare-and-set: of two concurrent authorizations only one passes.
+    authorise = (
+        update(Transfer)
+        .where(col(Transfer.id) == transfer_id, col(Transfer.status) == TransferStatus.pending_authorization)
+        .values(status=TransferStatus.authorized, signature=signature, updated_at=utcnow())
+    )
+    with authorizer.authorising_spend(ctx, session, wallet, transfer.amount, "this transfer", authorise):
         steps = StepLog(session, [transfer])
-        steps.add(transfer, "authorized", how=how)
+        steps.add(transfer, StepKind.authorized, how=signed.how)
         steps.add(
             transfer,
-            "signed",
-            digest="0x" + digest.hex(),
-            signature="0x" + signature.hex(),
+            StepKind.signed,
+            digest="0x" + signed.digest.hex(),
+            signature=signature,
             signer=transfer.from_address,
         )
     crash_point("transfer.after_sign")
     wake_batcher(ctx)  # the batcher relays every authorisation waiting, many per transaction
     # What the compare-and-set wrote, without reading the row back (nothing to flush: not "dirty").
-    for name, value in (("status", "authorized"), ("signature", "0x" + signature.hex())):
+    for name, value in (("status", TransferStatus.authorized), ("signature", signature)):
         set_committed_value(transfer, name, value)
     return transfer
 
@@ -228,17 +186,17 @@ def to_public(session: Session, t: Transfer) -> TransferPublic:
     tx = session.get(OutgoingTx, t.tx_id) if t.tx_id else None
     tx_hash = None
     for step in steps:
-        if step.kind in ("submitted", "mined"):
+        if step.kind in (StepKind.submitted, StepKind.mined):
             tx_hash = step.details.get("tx_hash", tx_hash)
     challenge = None
-    if t.status == "pending_authorization":
+    if t.status == TransferStatus.pending_authorization:
         expires = datetime.fromtimestamp(t.valid_before, UTC)
-        if t.wallet_kind == "custodial":
+        if t.wallet_kind == WalletKind.custodial:
             otp = wallets.totp_enabled(session, t.user_id)
             challenge = Challenge(type="pin", otp_required=otp, expires_at=expires)
         else:
             challenge = Challenge(type="signature", typed_data=t.typed_data, expires_at=expires)
-    status = "submitted" if t.status == "authorized" else t.status
+    status = TransferStatus.submitted if t.status == TransferStatus.authorized else t.status
     return TransferPublic(
         id=t.id,
         status=status,
@@ -269,9 +227,3 @@ def list_for(session: Session, user: User, direction: str | None, limit: int) ->
     cond = {"in": incoming, "out": outgoing}.get(direction or "", or_(incoming, outgoing))
     q = select(Transfer).where(cond).order_by(col(Transfer.created_at).desc()).limit(limit)
     return list(session.exec(q))
-
-
-# -- relaying in batches ----------------------------------------------------------------------------
-
-
-__all__ = ["authorize", "create", "get_own", "list_for", "to_public"]

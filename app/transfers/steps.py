@@ -1,17 +1,16 @@
-"""A transfer's recorded steps and its end as failed: shared by the service and the batcher."""
+"""A transfer's ordered, append-only steps (each also a live event for its sender), and its failure."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from app.core.money import format_amount
 from app.core.security import utcnow
 from app.events.service import emit
-from app.models import Transfer, TransferStep
+from app.transfers.models import StepKind, Transfer, TransferStatus, TransferStep
 
 
 class StepLog:
@@ -33,13 +32,13 @@ class StepLog:
             last = {tid: int(seq or 0) for tid, seq in rows}
             self._next = {i: last.get(i, 0) + 1 for i in ids}
 
-    def add(self, transfer: Transfer, kind: str, **details: Any) -> None:
+    def add(self, transfer: Transfer, kind: StepKind, **details: Any) -> None:
         seq = self._next[transfer.id]
         self._next[transfer.id] = seq + 1
         session = self.session
         session.add(TransferStep(transfer_id=transfer.id, seq=seq, kind=kind, at=utcnow(), details=details))
         emit(session, transfer.user_id, "transfer.step", transfer_id=transfer.id, step=kind, **details)
-        if kind == "confirmed" and transfer.to_user_id is not None:
+        if kind == StepKind.confirmed and transfer.to_user_id is not None:
             emit(
                 session,
                 transfer.to_user_id,
@@ -51,7 +50,6 @@ class StepLog:
 
 
 def fail(session: Session, transfer: Transfer, reason: str, steps: StepLog | None = None) -> None:
-    """Ends a transfer as failed, with the step that says why."""
-    transfer.status, transfer.failure_reason, transfer.updated_at = "failed", reason, utcnow()
+    transfer.status, transfer.failure_reason, transfer.updated_at = TransferStatus.failed, reason, utcnow()
     session.add(transfer)
-    (steps or StepLog(session, [transfer])).add(transfer, "failed", reason=reason)
+    (steps or StepLog(session, [transfer])).add(transfer, StepKind.failed, reason=reason)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
+from app.coin.models import CoinOperation, CoinOperationKind, CoinOperationStatus
 from app.context import Context
 from app.core.security import utcnow
-from app.models import CoinOperation, Role, User, UserStatus, Wallet
+from app.users.models import Role, User, UserStatus
 from app.users.service import approval_grant
+from app.wallets.models import Wallet
 
 
 def pay_pending_grant(ctx: Context, session: Session, user: User, wallet: Wallet) -> CoinOperation | None:
@@ -17,18 +19,20 @@ def pay_pending_grant(ctx: Context, session: Session, user: User, wallet: Wallet
         return None
     memo = f"approval grant for user {user.id}"
     paid = session.exec(
-        select(CoinOperation).where(col(CoinOperation.kind) == "grant", col(CoinOperation.memo) == memo)
+        select(CoinOperation).where(
+            col(CoinOperation.kind) == CoinOperationKind.grant, col(CoinOperation.memo) == memo
+        )
     ).first()
     if paid is not None:
         return None
     data = ctx.coin.encodeABI(fn_name="mint", args=[wallet.address, amount])
     op = CoinOperation(
-        kind="grant",
+        kind=CoinOperationKind.grant,
         actor_id=user.approved_by or user.id or 0,
         account=wallet.address,
         amount=amount,
         memo=memo,
-        status="submitted",
+        status=CoinOperationStatus.submitted,
         created_at=utcnow(),
     )
     session.add(op)

@@ -12,10 +12,11 @@ from sqlmodel import Session, col, select
 
 from app.core.config import Settings
 from app.core.errors import Conflict, NotFound, Unauthorized
+from app.core.money import parse_amount
 from app.core.security import create_token, decode_token, hash_secret, utcnow, verify_secret
 from app.core.sql import insert_ignore
-from app.models import RefreshToken, RevokedTokenFamily, Role, User, UserStatus
 from app.users import throttle
+from app.users.models import RefreshToken, RevokedTokenFamily, Role, User, UserStatus
 from app.users.schemas import TokenPair, UserRegister
 
 
@@ -210,6 +211,5 @@ def list_users(session: Session, status: str | None) -> list[User]:
 
 
 def approval_grant(settings: Settings) -> int:
-    from app.core.money import parse_amount
 
     return parse_amount(settings.approval_grant, allow_zero=True)

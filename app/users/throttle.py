@@ -22,7 +22,7 @@ from app.core.config import Settings
 from app.core.errors import TooManyRequests
 from app.core.security import utcnow
 from app.core.sql import insert_ignore
-from app.models import LoginThrottle
+from app.users.models import LoginThrottle
 from common.dbtypes import UTCDateTime
 
 T = LoginThrottle

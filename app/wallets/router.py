@@ -5,8 +5,9 @@ from fastapi import APIRouter, status
 from app.api.deps import ContextDep, CurrentUser, SessionDep
 from app.coin.service import balance_of
 from app.core.money import format_amount
-from app.models import Wallet
+from app.users.grants import pay_pending_grant
 from app.wallets import service
+from app.wallets.models import Wallet
 from app.wallets.schemas import (
     LinkChallengePublic,
     LinkChallengeRequest,
@@ -42,7 +43,6 @@ def _public(session, wallet: Wallet) -> WalletPublic:  # type: ignore[no-untyped
 )
 def create_wallet(req: WalletCreate, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletPublic:
     wallet = service.create_custodial(ctx, session, user, req.pin)
-    from app.users.grants import pay_pending_grant
 
     pay_pending_grant(ctx, session, user, wallet)
     return _public(session, wallet)
@@ -86,7 +86,6 @@ def link_challenge(
 )
 def link(req: LinkRequest, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletPublic:
     wallet = service.link(ctx, session, user, req.address, req.message, req.signature)
-    from app.users.grants import pay_pending_grant
 
     pay_pending_grant(ctx, session, user, wallet)
     return _public(session, wallet)

@@ -13,13 +13,15 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from app.context import Context
-from app.core.errors import AppError, Conflict, NotFound
+from app.core.errors import Conflict, NotFound
 from app.core.money import parse_address
 from app.core.security import hash_secret, utcnow, verify_secret
-from app.models import LinkChallenge, User, UserTotp, Wallet
+from app.users.models import User
 from app.wallets import attempts
+from app.wallets.errors import LinkRejected, OtpLocked, OtpRequired, WalletLocked, WrongOtp, WrongPin
+from app.wallets.models import LinkChallenge, UserTotp, Wallet, WalletKind
 from wallet import siwe
-from wallet.envelope import MasterKey, SealedSecret, open_sealed, rewrap, seal
+from wallet.envelope import MasterKey, SealedSecret, aad_for, open_sealed, rewrap, seal
 from wallet.secrets import CustodialKey, new_custodial_key, open_signer
 from wallet.signer import LocalSigner
 
@@ -34,30 +36,6 @@ OTP_ATTEMPTS = attempts.AttemptLimit(
     UserTotp, col(UserTotp.failures), col(UserTotp.locked_until), OTP_MAX_FAILURES, OTP_LOCKOUT
 )
 LINK_TTL = timedelta(minutes=10)
-
-
-class WrongPin(AppError):
-    status_code = 403
-
-
-class WalletLocked(AppError):
-    status_code = 423
-
-
-class OtpRequired(AppError):
-    status_code = 403
-
-
-class WrongOtp(AppError):
-    status_code = 403
-
-
-class OtpLocked(AppError):
-    status_code = 423
-
-
-class LinkRejected(AppError):
-    status_code = 422
 
 
 def master_key(ctx: Context) -> MasterKey:
@@ -87,7 +65,7 @@ def create_custodial(ctx: Context, session: Session, user: User, pin: str) -> Wa
     key = new_custodial_key(master_key(ctx), user.id)
     wallet = Wallet(
         user_id=user.id or 0,
-        kind="custodial",
+        kind=WalletKind.custodial,
         address=key.address,
         sealed_key=key.sealed.to_text(),
         pin_hash=hash_secret(pin),
@@ -120,7 +98,7 @@ def check_pin(session: Session, wallet: Wallet, pin: str) -> None:
 
 
 def change_pin(session: Session, wallet: Wallet, old_pin: str, new_pin: str) -> None:
-    if wallet.kind != "custodial":
+    if wallet.kind != WalletKind.custodial:
         raise Conflict("a linked wallet has no PIN: its own app authorises spending")
     check_pin(session, wallet, old_pin)
     wallet.pin_hash = hash_secret(new_pin)
@@ -257,7 +235,7 @@ def link(ctx: Context, session: Session, user: User, address: str, message: str,
         raise LinkRejected(str(exc)) from None
     challenge.used_at = utcnow()
     session.add(challenge)
-    wallet = Wallet(user_id=user.id or 0, kind="linked", address=checked, created_at=utcnow())
+    wallet = Wallet(user_id=user.id or 0, kind=WalletKind.linked, address=checked, created_at=utcnow())
     session.add(wallet)
     try:
         session.flush()
@@ -271,7 +249,6 @@ def link(ctx: Context, session: Session, user: User, address: str, message: str,
 
 def rotate_master_key(session: Session, old: MasterKey, new: MasterKey) -> int:
     """Re-wraps every data key (wallet keys and TOTP secrets); ciphertexts and addresses stay."""
-    from wallet.envelope import aad_for
 
     count = 0
     for w in session.exec(select(Wallet).where(col(Wallet.sealed_key).is_not(None))):

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from app.context import Context
-from app.models import Role, UserStatus
+from app.users.models import Role, UserStatus
 from app.users.service import create_user
 
 PASSWORD = "correct horse battery"

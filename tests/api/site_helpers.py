@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from app.context import Context
-from app.models import User, UserStatus
+from app.users.models import User, UserStatus
 from tests.api.helpers import login, register
 
 

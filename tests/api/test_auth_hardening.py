@@ -21,9 +21,10 @@ from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.core.security import utcnow
-from app.models import LoginThrottle, User, Wallet
 from app.users import service as users_service
+from app.users.models import LoginThrottle, User
 from app.wallets import service as wallets_service
+from app.wallets.models import Wallet
 from tests.api.helpers import PASSWORD, admin_headers, idem, login, register
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet
 

@@ -6,8 +6,9 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 from web3 import Web3
 
+from app.audit.models import AuditEntry
+from app.coin.models import CoinOperation
 from app.context import Context
-from app.models import AuditEntry, CoinOperation
 from tests.api.helpers import admin_headers, idem, login, register
 
 ALICE = Account.create().address

@@ -7,10 +7,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from app.audit.models import AuditEntry
 from app.audit.service import verify
 from app.context import Context
+from app.indexer.models import TransferEvent
 from app.indexer.service import catch_up, reindex
-from app.models import AuditEntry, TransferEvent
 from contracts.deploy import AlreadyDeployed, deploy
 from tests.api.helpers import admin_headers, idem
 

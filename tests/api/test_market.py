@@ -15,7 +15,7 @@ from app.context import Context
 from app.core.security import utcnow
 from app.market.onchain import id32, unix
 from app.market.service import rules
-from app.models import LedgerSlot, SiteReading, SlotEnergy
+from ess_collector.models import LedgerSlot, SiteReading, SlotEnergy
 from tests.api.helpers import admin_headers, idem, login, register
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet
 from wallet.localchain import free_port
@@ -591,7 +591,7 @@ def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
     import threading
 
     from app.market import engine
-    from app.models import Order
+    from app.market.models import Order
 
     admin = admin_headers(client, ctx)
     _user, seller, site_id = _seller(client, ctx, admin)
@@ -639,7 +639,7 @@ def test_the_relayer_confirms_an_escrow_lock_while_the_market_worker_holds_its_l
     import threading
 
     from app.market import engine, recording
-    from app.models import Order
+    from app.market.models import Order
     from wallet.models import OutgoingTx
 
     buyer = register(client, "consumer")

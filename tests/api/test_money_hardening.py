@@ -16,10 +16,14 @@ from eth_account.messages import encode_typed_data
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
+from app.coin.models import CoinOperation
 from app.context import Context
 from app.core.security import utcnow
+from app.idempotency.models import IdempotencyRecord
+from app.market.models import Order
 from app.market.service import rules
-from app.models import CoinOperation, IdempotencyRecord, Order, Site, Transfer
+from app.transfers.models import Transfer
+from ess_collector.models import Site
 from tests.api.helpers import admin_headers, idem, login, register
 from tests.api.wallet_helpers import (
     PIN,

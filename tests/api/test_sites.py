@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.core.security import utcnow
-from app.models.event import UserEvent
+from app.events.models import UserEvent
 from app.sites.service import estimate_supply
 from app.sites.worker import tell_owner
 from ess_collector.aggregation import aggregate_due
@@ -300,7 +300,7 @@ def test_ledger_slots_list_newest_first(client, ctx) -> None:  # type: ignore[no
     from sqlmodel import Session
 
     from app.core.security import utcnow
-    from app.models import LedgerSlot
+    from ess_collector.models import LedgerSlot
 
     base = utcnow().replace(minute=0, second=0, microsecond=0)
     with Session(ctx.engine) as s:

@@ -22,8 +22,8 @@ from sqlmodel import select as sql_select
 from app.context import Context
 from app.core.errors import TooManyRequests
 from app.core.security import utcnow
-from app.models import LoginThrottle
 from app.sites.service import collector_config, count_registration
+from app.users.models import LoginThrottle
 from ess_collector.collector import Collector
 from ess_collector.models import Site
 from tests.api.helpers import admin_headers

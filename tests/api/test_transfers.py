@@ -8,7 +8,7 @@ from sqlalchemy import update
 from sqlmodel import Session
 
 from app.context import Context
-from app.models import Transfer
+from app.transfers.models import Transfer
 from tests.api.helpers import admin_headers, idem
 from tests.api.wallet_helpers import (
     PIN,

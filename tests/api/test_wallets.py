@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from sqlmodel import Session, select
 
 from app.context import Context
-from app.models import Wallet
+from app.wallets.models import Wallet
 from app.wallets.service import rotate_master_key, signer_for
 from tests.api.helpers import login, register
 from tests.api.wallet_helpers import PIN, user_with_custodial_wallet, user_with_linked_wallet

@@ -19,8 +19,8 @@ from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.core.migrate import upgrade
 from app.core.security import verify_secret
-from app.models import Role, User
 from app.runner import banner
+from app.users.models import Role, User
 
 
 def mode(path: Path) -> int:

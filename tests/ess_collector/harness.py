@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.core.security import utcnow
-from app.models import Role, User, UserStatus
+from app.users.models import Role, User, UserStatus
 from ess_collector.aggregation import aggregate_due
 from ess_collector.collector import Collector, PollReport
 from ess_collector.config import CollectorConfig

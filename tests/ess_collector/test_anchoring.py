@@ -14,9 +14,9 @@ from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.core.security import utcnow
-from app.models import Wallet
 from app.sites.service import meter_ledger
 from app.sites.worker import wallet_address
+from app.wallets.models import Wallet
 from common import merkle
 from ess_collector.anchoring import anchor_due, on_anchor_final, proof_for, unix
 from ess_collector.config import CollectorConfig

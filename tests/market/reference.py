@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import replace
 
-from app.market import Fill, Order, Side
+from app.market.matching.types import Fill, Order, Side
 
 
 class NaiveContinuousBook:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from app.market import Order, Side
+from app.market.matching.types import Order, Side
 
 OWNERS = ("alice", "bob", "carol", "dave")
 MANY_OWNERS = tuple(f"user{i}" for i in range(40))

@@ -7,7 +7,8 @@ import json
 import pytest
 from hypothesis import given, settings
 
-from app.market import ContinuousBook, Fill, MatchingError, Order, Side, escrow_amount, trade_value
+from app.market.matching.continuous import ContinuousBook
+from app.market.matching.types import Fill, MatchingError, Order, Side, escrow_amount, trade_value
 from tests.market.reference import NaiveContinuousBook, filled_by_order
 from tests.market.strategies import operations
 

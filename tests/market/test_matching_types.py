@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.market import Fill, MatchingError, Order, Side, aggregate_levels, escrow_amount, trade_value
+from app.market.matching.types import (
+    Fill,
+    MatchingError,
+    Order,
+    Side,
+    aggregate_levels,
+    escrow_amount,
+    trade_value,
+)
 
 
 def test_order_accepts_side_as_string_and_round_trips_json() -> None:

@@ -2,13 +2,52 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
-from app.models.user import utc_column
-from common.dbtypes import BigAmount
+from common.dbtypes import BigAmount, utc_column
+
+
+class OrderSide(enum.StrEnum):
+    buy = "buy"
+    sell = "sell"
+
+
+class OrderStatus(enum.StrEnum):
+    """pending_authorization -> open -> filled | cancelled | expired; failed when the escrow could not lock."""
+
+    pending_authorization = "pending_authorization"
+    open = "open"
+    filled = "filled"
+    cancelled = "cancelled"
+    expired = "expired"
+    failed = "failed"
+
+
+class EscrowStatus(enum.StrEnum):
+    """A buy order's escrow: none -> authorized -> locking -> locked -> releasing -> released."""
+
+    none = "none"
+    authorized = "authorized"
+    locking = "locking"
+    locked = "locked"
+    releasing = "releasing"
+    released = "released"
+
+
+class TradeStatus(enum.StrEnum):
+    """matched -> recording -> recorded -> settling -> settled; refunded (the buyer reclaimed after the
+    timeout)."""
+
+    matched = "matched"
+    recording = "recording"
+    recorded = "recorded"
+    settling = "settling"
+    settled = "settled"
+    refunded = "refunded"
 
 
 class Order(SQLModel, table=True):
@@ -17,7 +56,7 @@ class Order(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the escrow's on-chain id derives from it
     user_id: int = Field(foreign_key="users.id", index=True)
-    side: str = Field(max_length=4)  # buy | sell
+    side: str = Field(max_length=4)  # OrderSide
     slot_start: datetime = Field(sa_column=utc_column(nullable=False))
     quantity_wh: int
     open_wh: int  # still matchable
@@ -25,14 +64,11 @@ class Order(SQLModel, table=True):
     limit_price: int = Field(sa_column=Column(BigAmount, nullable=False))  # base units per kWh
     site_id: int | None = Field(default=None, foreign_key="sites.id")
     counterpart_id: int | None = Field(default=None, foreign_key="users.id")  # a direct offer names one
-    # pending_authorization -> open -> filled | cancelled | expired ; failed when escrow could not lock
-    status: str = Field(max_length=24, index=True)
+    status: str = Field(max_length=24, index=True)  # OrderStatus
     seq: int | None = Field(default=None, index=True)  # time priority once in the book
     wallet_address: str | None = Field(default=None, max_length=42)
     escrow_amount: int = Field(default=0, sa_column=Column(BigAmount, nullable=False))
-    escrow_status: str = Field(
-        default="none", max_length=16
-    )  # none | authorized | locking | locked | released
+    escrow_status: str = Field(default=EscrowStatus.none, max_length=16)
     typed_data: dict | None = Field(default=None, sa_column=Column(JSON))
     valid_after: int | None = None
     valid_before: int | None = None
@@ -58,8 +94,7 @@ class Trade(SQLModel, table=True):
     value: int = Field(sa_column=Column(BigAmount, nullable=False))
     buy_limit_price: int = Field(sa_column=Column(BigAmount, nullable=False))
     orders_hash: str = Field(max_length=66)
-    # matched -> recording -> recorded -> settling -> settled ; refunded (buyer reclaimed after timeout)
-    status: str = Field(max_length=16, index=True)
+    status: str = Field(max_length=16, index=True)  # TradeStatus
     trade_no: int | None = None  # the contract's sequence number, from the TradeRecorded event
     record_tx_id: int | None = Field(default=None, foreign_key="outgoing_tx.id")
     batch_no: int | None = None

@@ -1,14 +1,39 @@
-"""Coin transfers and their ordered, append-only steps; TOTP enrolment; wallet link challenges."""
+"""Coin transfers and their ordered, append-only steps."""
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.user import utc_column
-from common.dbtypes import BigAmount
+from common.dbtypes import BigAmount, utc_column
+
+
+class TransferStatus(enum.StrEnum):
+    """pending_authorization -> authorized -> submitted -> confirmed | failed (the API shows `authorized`
+    as `submitted`: the batcher relays it within a moment)."""
+
+    pending_authorization = "pending_authorization"
+    authorized = "authorized"
+    submitted = "submitted"
+    confirmed = "confirmed"
+    failed = "failed"
+
+
+class StepKind(enum.StrEnum):
+    """The steps a transfer records, in the order they happen (requeued: its batch failed, it waits again)."""
+
+    requested = "requested"
+    challenge_issued = "challenge_issued"
+    authorized = "authorized"
+    signed = "signed"
+    submitted = "submitted"
+    requeued = "requeued"
+    mined = "mined"
+    confirmed = "confirmed"
+    failed = "failed"
 
 
 class Transfer(SQLModel, table=True):
@@ -16,14 +41,13 @@ class Transfer(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the ERC-3009 nonce derives from it
     user_id: int = Field(foreign_key="users.id", index=True)
-    wallet_kind: str = Field(max_length=16)  # custodial | linked
+    wallet_kind: str = Field(max_length=16)  # WalletKind
     from_address: str = Field(max_length=42, index=True)
     to_address: str = Field(max_length=42, index=True)
     to_user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
     amount: int = Field(sa_column=Column(BigAmount, nullable=False))
     memo: str | None = Field(default=None, max_length=500)
-    # pending_authorization -> submitted -> confirmed | failed
-    status: str = Field(max_length=24, index=True)
+    status: str = Field(max_length=24, index=True)  # TransferStatus
     nonce: str = Field(max_length=66)
     valid_after: int
     valid_before: int
@@ -42,30 +66,6 @@ class TransferStep(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     transfer_id: str = Field(foreign_key="transfers.id", index=True, max_length=32)
     seq: int
-    kind: str = Field(max_length=32)
+    kind: str = Field(max_length=32)  # StepKind
     at: datetime = Field(sa_column=utc_column(nullable=False))
     details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-
-
-class UserTotp(SQLModel, table=True):
-    __tablename__ = "user_totp"
-
-    user_id: int = Field(primary_key=True, foreign_key="users.id")
-    sealed_secret: str = Field(sa_column=Column(Text, nullable=False))
-    enabled: bool = False
-    last_counter: int = -1  # the last accepted time step: a code is accepted only once
-    # Wrong codes since the last right one (reserved before checking); the limit locks until locked_until.
-    failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-    locked_until: datetime | None = Field(default=None, sa_column=utc_column())
-    created_at: datetime = Field(sa_column=utc_column(nullable=False))
-
-
-class LinkChallenge(SQLModel, table=True):
-    __tablename__ = "link_challenges"
-
-    nonce: str = Field(primary_key=True, max_length=64)
-    user_id: int = Field(foreign_key="users.id", index=True)
-    address: str = Field(max_length=42)
-    message: str = Field(sa_column=Column(Text, nullable=False))
-    expires_at: datetime = Field(sa_column=utc_column(nullable=False))
-    used_at: datetime | None = Field(default=None, sa_column=utc_column())

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from app.market.matching import (
+from app.market.matching.types import (
     BookLevels,
     Fill,
     GateClosure,

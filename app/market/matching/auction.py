@@ -29,21 +29,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import accumulate
 from operator import attrgetter
-from typing import Any
 
-from app.market.matching import (
+from app.market.matching.pairing import pair_allocations
+from app.market.matching.types import (
     AuctionResult,
-    BookLevels,
-    Fill,
-    GateClosure,
     MatchingError,
     Order,
     Side,
-    aggregate_levels,
-    parse_snapshot,
-    snapshot_state,
 )
-from app.market.matching_pairing import pair_allocations
 
 
 class _Bucketed:
@@ -109,11 +102,6 @@ class _Bucketed:
         lo = volumes.index(best)
         hi = len(volumes) - 1 - volumes[::-1].index(best)
         return (prices[lo] + prices[hi]) // 2
-
-
-def clearing_price(orders: Iterable[Order]) -> int | None:
-    """Midpoint (rounded down) of the prices that maximise min(D, S); None when the curves never cross."""
-    return _Bucketed(orders).price()
 
 
 _order_id = attrgetter("id")
@@ -226,84 +214,3 @@ def _clear(orders: Iterable[Order], check_ids: bool) -> AuctionResult:
         sell_caps = {o: volume - bought[o] for o in suspects if own_sells[o] > volume - bought[o]}
     s_alloc = _ration(sells, volume, sell_caps)
     return AuctionResult(price, pair_allocations(buys, b_alloc, sells, s_alloc, price))
-
-
-class CallAuctionBook:
-    """Collects a slot's orders and clears them once, at gate closure (the `Mechanism` protocol)."""
-
-    name: str = "pay_as_clear"
-
-    def __init__(self) -> None:
-        self._orders: dict[str, Order] = {}
-        self._last_seq = -1
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def last_seq(self) -> int:
-        return self._last_seq
-
-    def __len__(self) -> int:
-        return len(self._orders)
-
-    def submit(self, order: Order) -> list[Fill]:
-        if self._closed:
-            raise MatchingError("the book is closed (gate closure passed)")
-        if order.seq <= self._last_seq:
-            raise MatchingError(f"seq {order.seq} is not after the last accepted seq {self._last_seq}")
-        if order.id in self._orders:
-            raise MatchingError(f"order {order.id!r} is already in the book")
-        self._last_seq = order.seq
-        self._orders[order.id] = order
-        return []
-
-    def cancel(self, order_id: str) -> int:
-        order = self._orders.pop(order_id, None)
-        return 0 if order is None else order.quantity_wh
-
-    def open_orders(self) -> list[Order]:
-        return list(self._orders.values())
-
-    def levels(self, depth: int | None = None) -> BookLevels:
-        return aggregate_levels(self._orders.values(), depth)
-
-    def close(self) -> GateClosure:
-        if self._closed:
-            return GateClosure(price=None, fills=[], expired=[])
-        result = clear_call_auction(list(self._orders.values()), check_ids=False)
-        filled: dict[str, int] = {}
-        for f in result.fills:
-            filled[f.buy_order_id] = filled.get(f.buy_order_id, 0) + f.quantity_wh
-            filled[f.sell_order_id] = filled.get(f.sell_order_id, 0) + f.quantity_wh
-        expired = []
-        for o in self._orders.values():
-            left = o.quantity_wh - filled.get(o.id, 0)
-            if left:
-                expired.append(Order(o.id, o.owner, o.side, left, o.limit_price, o.seq))
-        self._orders.clear()
-        self._closed = True
-        return GateClosure(price=result.price, fills=result.fills, expired=expired)
-
-    def snapshot(self) -> dict[str, Any]:
-        return snapshot_state(self.name, self.open_orders(), self._last_seq, self._closed)
-
-    @classmethod
-    def restore(cls, state: dict[str, Any]) -> CallAuctionBook:
-        orders, last_seq, closed = parse_snapshot(cls.name, state)
-        book = cls.from_orders(orders, last_seq=last_seq)
-        book._closed = closed
-        return book
-
-    @classmethod
-    def from_orders(cls, orders: Iterable[Order], last_seq: int | None = None) -> CallAuctionBook:
-        book = cls()
-        for order in sorted(orders, key=lambda o: o.seq):
-            book.submit(order)
-        if last_seq is not None:
-            if last_seq < book._last_seq:
-                raise MatchingError("last_seq is below an open order's seq")
-            book._last_seq = last_seq
-        return book

@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from app.core.errors import IdempotencyKeyReused, MissingIdempotencyKey, RequestInProgress
 from app.core.security import utcnow
-from app.models import IdempotencyRecord
+from app.idempotency.models import IdempotencyRecord, IdempotencyState
 
 LEASE = timedelta(seconds=120)
 T = TypeVar("T")
@@ -48,7 +48,7 @@ def claim(session: Session, scope: str, key: str | None, body: Any) -> Claim:
         scope=scope,
         key=key,
         request_hash=digest,
-        state="in_progress",
+        state=IdempotencyState.in_progress,
         created_at=now,
         lease_until=now + LEASE,
     )
@@ -66,7 +66,7 @@ def claim(session: Session, scope: str, key: str | None, body: Any) -> Claim:
     if existing.request_hash != digest:
         session.rollback()
         raise IdempotencyKeyReused()
-    if existing.state == "done":
+    if existing.state == IdempotencyState.done:
         session.rollback()
         return Claim(existing, replay=True, resumed=False)
     lease = (
@@ -90,7 +90,7 @@ def attach(session: Session, record: IdempotencyRecord, resource: str) -> None:
 
 
 def finish(session: Session, record: IdempotencyRecord, status: int, body: dict[str, Any]) -> None:
-    record.state = "done"
+    record.state = IdempotencyState.done
     record.response_status = status
     record.response_body = body
     session.add(record)
@@ -105,7 +105,7 @@ def release(session: Session, record: IdempotencyRecord) -> None:
     the same key resumes what was started instead of waiting out the lease with 409."""
     session.rollback()
     fresh = session.get(IdempotencyRecord, record.id)
-    if fresh is None or fresh.state == "done":
+    if fresh is None or fresh.state == IdempotencyState.done:
         session.rollback()
         return
     if fresh.resource is None:

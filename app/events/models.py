@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from app.models.user import utc_column
+from common.dbtypes import utc_column
 
 
 class UserEvent(SQLModel, table=True):

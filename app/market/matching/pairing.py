@@ -1,13 +1,13 @@
 """Turn per-order allocations of a uniform-price auction into fills, never pairing an owner with itself.
 
-Who trades how much is decided before (rationing in `matching_auction`); this only chooses which buy
+Who trades how much is decided before (rationing in `auction`); this only chooses which buy
 is recorded against which sell. Precondition, guaranteed by the rationing: every owner's allocated buy
 plus sell volume is at most the total volume Q, which is exactly when a self-trade-free pairing exists.
 """
 
 from __future__ import annotations
 
-from app.market.matching import Fill, Order
+from app.market.matching.types import Fill, Order
 
 
 def pair_allocations(

@@ -1,8 +1,8 @@
 """Shared vocabulary of the matching engines: orders, fills, money rounding, the public book.
 
 Pure logic: no database, no web framework, no chain. Money is integer coin base units, energy integer
-Wh, prices integer base units per kWh. The mechanisms themselves live in `matching_continuous`
-(pay-as-bid) and `matching_auction` (pay-as-clear); both implement the `Mechanism` protocol below.
+Wh, prices integer base units per kWh. The mechanisms themselves live in `continuous` (pay-as-bid) and
+`auction` (pay-as-clear).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 WH_PER_KWH = 1000
 SNAPSHOT_VERSION = 1
@@ -157,37 +157,6 @@ class GateClosure:
     price: int | None
     fills: list[Fill]
     expired: list[Order]
-
-
-class Mechanism(Protocol):
-    """One slot's order book behind a matching rule; the market service talks only to this."""
-
-    name: str
-
-    @property
-    def closed(self) -> bool: ...
-
-    def submit(self, order: Order) -> list[Fill]:
-        """Accept an order; return the fills it causes now (always [] for a call auction)."""
-        ...
-
-    def cancel(self, order_id: str) -> int:
-        """Remove an open order; return the open quantity removed (0 if unknown or already done)."""
-        ...
-
-    def open_orders(self) -> list[Order]:
-        """Open orders with their remaining quantity, in seq order."""
-        ...
-
-    def levels(self, depth: int | None = None) -> BookLevels: ...
-
-    def close(self) -> GateClosure:
-        """Gate closure: run the final matching (if any) and expire everything left."""
-        ...
-
-    def snapshot(self) -> dict[str, Any]:
-        """Plain JSON-serialisable state, enough to restore identical behaviour."""
-        ...
 
 
 def snapshot_state(name: str, orders: list[Order], last_seq: int, closed: bool) -> dict[str, Any]:

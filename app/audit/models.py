@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from app.models.user import utc_column
+from common.dbtypes import utc_column
 
 
 class AuditEntry(SQLModel, table=True):

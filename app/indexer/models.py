@@ -1,4 +1,4 @@
-"""Admin coin operations and the indexed Transfer events of the energy coin."""
+"""The indexed KIP-7 Transfer events of the energy coin and the indexer's checkpoint."""
 
 from __future__ import annotations
 
@@ -8,23 +8,7 @@ from sqlalchemy import Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.core.db import BigAmount
-from app.models.user import utc_column
-
-
-class CoinOperation(SQLModel, table=True):
-    """One admin action on the coin (mint, burn, pause, unpause) and the transaction that carries it."""
-
-    __tablename__ = "coin_operations"
-
-    id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=16)
-    actor_id: int = Field(foreign_key="users.id")
-    account: str | None = Field(default=None, max_length=42)  # recipient of a mint, holder of a burn
-    amount: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
-    memo: str | None = Field(default=None, max_length=500)
-    tx_id: int | None = Field(default=None, foreign_key="outgoing_tx.id")
-    status: str = Field(max_length=16)  # submitted | confirmed | failed
-    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+from common.dbtypes import utc_column
 
 
 class TransferEvent(SQLModel, table=True):

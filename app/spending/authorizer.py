@@ -1,0 +1,110 @@
+"""The one way to authorise a spend from a user's wallet: a transfer, a buy order's escrow, and whatever
+spends next.
+
+Two steps, in this order:
+1. `sign(...)`: the wallet's factors (PIN and one-time code for a custodial wallet, which we then sign
+   with; the holder's own signature for a linked one) over the spend's EIP-712 typed data. The factor
+   checks may commit the session themselves (attempt counters), so they come before step 2.
+2. `authorising_spend(...)`: under the wallet's row lock, the caller's compare-and-set must still match
+   (else 409: another request authorised it meanwhile), the balance less what is already authorised and
+   not mined (`holds`) must cover the amount (else 422); then the compare-and-set runs, the caller's block
+   records the rest, and everything commits together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Update, func, select
+from sqlmodel import Session
+
+from app.context import Context
+from app.core.errors import Conflict
+from app.core.sql import lock_rows
+from app.spending.errors import AuthorizationMissing, WrongSigner
+from app.spending.holds import check_available
+from app.wallets import service as wallets
+from app.wallets.models import Wallet, WalletKind
+from wallet.signer import recover_digest
+from wallet.typed_data import split_signature, typed_data_digest
+
+
+class Factors(Protocol):
+    """What a request brings to authorise a spend (TransferAuthorize, OrderAuthorize, ...)."""
+
+    pin: str | None
+    otp: str | None
+    signature: str | None
+
+
+@dataclass(frozen=True)
+class Signed:
+    signature: bytes  # r || s || v
+    digest: bytes  # the EIP-712 digest signed
+    how: str  # pin | pin+otp | signature
+
+
+def sign(
+    ctx: Context, session: Session, wallet: Wallet, typed_data: Mapping[str, Any], factors: Factors
+) -> Signed:
+    """The wallet's signature over `typed_data`, given the request's factors; refuses with
+    AuthorizationMissing or WrongSigner (422), or the wallet's PIN and one-time-code errors."""
+    if wallet.kind == WalletKind.custodial:
+        if factors.pin is None:
+            raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
+        wallets.check_pin(session, wallet, factors.pin)
+        used_otp = wallets.check_otp(ctx, session, wallet.user_id, factors.otp)
+        signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(typed_data)
+        return Signed(signature, digest, "pin+otp" if used_otp else "pin")
+    if factors.signature is None:
+        raise AuthorizationMissing("a linked wallet authorises with a signature over typed_data")
+    try:
+        signature = bytes.fromhex(factors.signature.removeprefix("0x"))
+        digest = typed_data_digest(typed_data)
+        signer = recover_digest(digest, signature)
+        split_signature(signature)
+    except ValueError:
+        raise WrongSigner("the signature is malformed") from None
+    if signer != wallet.address:
+        raise WrongSigner(
+            f"the signature recovers to {signer}, not {wallet.address}: sign exactly the typed_data "
+            "you were given (our chain id and coin contract)"
+        )
+    return Signed(signature, digest, "signature")
+
+
+@contextmanager
+def authorising_spend(
+    ctx: Context, session: Session, wallet: Wallet, amount: int, what: str, compare_and_set: Update
+) -> Iterator[None]:
+    """Authorises a spend of `amount` from `wallet` by running `compare_and_set` (an UPDATE whose WHERE
+    says "still waiting for its authorisation" and whose SET makes it authorised, which also makes it a
+    hold on the wallet):
+
+        with authorising_spend(ctx, session, wallet, amount, "this transfer", update(Transfer)...):
+            ...record the steps of the authorisation...
+
+    The wallet's row lock, held until the end of the block, runs the authorisations spending from one
+    address one at a time. Any error rolls back, which also releases the lock."""
+    try:
+        # Per address, not per row: two accounts may have linked the same mobile wallet.
+        table = Wallet.__table__  # type: ignore[attr-defined]
+        lock_rows(session, table, table.c.address == wallet.address)
+        condition = compare_and_set.whereclause
+        if condition is None:
+            raise TypeError("a compare-and-set names the state it expects")
+        pending = select(func.count()).select_from(compare_and_set.table).where(condition)
+        # Read before the balance check, so a duplicate authorisation gets 409, not a balance refusal.
+        if session.execute(pending).scalar_one() != 1:
+            raise Conflict(f"{what} was authorised, or has ended, in another request meanwhile")
+        check_available(ctx, session, wallet.address, amount, what)
+        if session.execute(compare_and_set).rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict(f"{what} was authorised by another request")
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

@@ -1,0 +1,76 @@
+"""What a wallet may still spend: its chain balance minus what it has already authorised.
+
+A transfer or an escrow authorised but not yet mined has not left the chain balance, so the balance alone
+would let a wallet with 5 coins authorise twenty transfers of 5 (nineteen would then fail on chain, at the
+relayer's expense). Every kind of spend lists here where its authorised-but-unmined amounts are (`HOLDS`);
+`authorizer.authorising_spend` refuses a spend these holds leave uncovered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from app.coin.errors import InsufficientBalance
+from app.coin.service import balance_now
+from app.context import Context
+from app.core.money import format_amount
+from app.market.models import EscrowStatus, Order
+from app.transfers.models import Transfer, TransferStatus
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Rows of one table that hold coins of a wallet: `amount` from `address` while `status` is one of
+    `holding` (authorised, not mined yet)."""
+
+    amount: Any
+    address: Any
+    status: Any
+    holding: tuple[str, ...]
+
+
+HOLDS = (
+    Hold(
+        Transfer.amount,
+        Transfer.from_address,
+        Transfer.status,
+        (TransferStatus.authorized, TransferStatus.submitted),
+    ),
+    Hold(
+        Order.escrow_amount,
+        Order.wallet_address,
+        Order.escrow_status,
+        (EscrowStatus.authorized, EscrowStatus.locking),
+    ),
+)
+
+
+def reserved(session: Session, address: str) -> int:
+    """Coins of `address` promised to authorised spends that are not mined yet (summed here: amounts are
+    stored as decimal text, uint256 being wider than any SQL integer)."""
+    total = 0
+    for hold in HOLDS:
+        amounts = session.exec(
+            select(hold.amount).where(col(hold.address) == address, col(hold.status).in_(hold.holding))
+        ).all()
+        total += sum(int(a) for a in amounts)
+    return total
+
+
+def available(ctx: Context, session: Session, address: str) -> int:
+    """Balance minus reservations. The reservations are read first: a spend mined in between is then
+    counted twice (refusing too much, safe); the other order could miss it and allow too much."""
+    held = reserved(session, address)
+    return balance_now(ctx, address) - held
+
+
+def check_available(ctx: Context, session: Session, address: str, amount: int, what: str) -> None:
+    left = available(ctx, session, address)
+    if amount > left:
+        raise InsufficientBalance(
+            f"{what} needs {format_amount(amount)} coins; the wallet has {format_amount(max(left, 0))} available "
+            "(its balance less what it has already authorised)"
+        )
