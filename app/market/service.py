@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import case, update
 from sqlmodel import Session, col, func, select
 
 from app import idempotency
@@ -173,22 +173,28 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
     site = _own_site(session, user, req.site_id)
     if not site.enabled:
         raise Conflict(f"site {site.id} is disabled")
-    from app.sites.service import estimate_supply
+    from app.sites.service import sell_room
 
-    estimate = estimate_supply(session, site, slot_start, ctx.settings)
-    offered = session.exec(
-        select(func.coalesce(func.sum(Order.quantity_wh), 0)).where(
+    committed = case(
+        (col(Order.status).in_(("pending_authorization", "open", "filled")), col(Order.quantity_wh)),
+        else_=col(Order.filled_wh),
+    )
+    rows = session.exec(
+        select(Order.slot_start, func.sum(committed))
+        .where(
             col(Order.site_id) == site.id,
             col(Order.side) == "sell",
-            col(Order.slot_start) == slot_start,
-            col(Order.status).in_(("open", "filled")),
+            col(Order.slot_start) >= clock.now() - rules(ctx).slot,
         )
-    ).one()
-    room = estimate.supply_wh - int(offered)
+        .group_by(col(Order.slot_start))
+    ).all()
+    sold = {start: int(wh or 0) for start, wh in rows}
+    room = sell_room(session, site, slot_start, sold, ctx.settings)
     if req.quantity_wh > room:
         raise ExceedsSupply(
-            f"site {site.id} can deliver about {estimate.supply_wh} Wh in that slot and {int(offered)} Wh are "
-            f"already offered: at most {max(room, 0)} Wh more"
+            f"site {site.id} can deliver at most {room} Wh more in that slot: its battery and expected PV, "
+            f"less the {sold.get(slot_start, 0)} Wh it already sells in that slot and what its other sells "
+            f"and household need (asked {req.quantity_wh} Wh)"
         )
 
 
