@@ -198,6 +198,18 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
         )
 
 
+def sold_by_site(session: Session, slot_start: datetime) -> dict[int, int]:
+    """Wh each site sold (matched) in a slot: what the collector's dispatch must deliver."""
+    rows = session.exec(
+        select(Order.site_id, func.sum(Order.filled_wh))
+        .where(
+            col(Order.side) == "sell", col(Order.slot_start) == slot_start, col(Order.site_id).is_not(None)
+        )
+        .group_by(col(Order.site_id))
+    ).all()
+    return {site: int(wh or 0) for site, wh in rows if site is not None}
+
+
 def _own_site(session: Session, user: User, site_id: int) -> Site:
     """The caller's site; another user's site gets exactly the answer of a missing one."""
     site = session.get(Site, site_id) if 1 <= site_id <= MAX_INT_ID else None

@@ -18,12 +18,14 @@ from app.models.site import (
 from app.models.transfer import LinkChallenge, Transfer, TransferStep, UserTotp
 from app.models.user import LoginThrottle, RefreshToken, RevokedTokenFamily, Role, User, UserStatus
 from app.models.wallet import Wallet
+from ess_collector.dispatch_records import DispatchRecord
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
 __all__ = [
     "AuditEntry",
     "AuditHead",
     "CoinOperation",
+    "DispatchRecord",
     "IdempotencyRecord",
     "IndexerCheckpoint",
     "JobLease",
