@@ -2,7 +2,7 @@
 
 A buy order escrows quantity x limit price in the EnergyMarket contract through a buyer-signed ERC-3009
 ReceiveWithAuthorization, relayed gas-free exactly like a transfer; it enters the book only once the
-escrow is locked on chain. A sell order enters the book at once, capped by its site's supply estimate.
+escrow is locked on chain. A sell order enters the book at once, capped by what its site can still deliver.
 """
 
 from __future__ import annotations
