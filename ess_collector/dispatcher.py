@@ -8,7 +8,7 @@ as the expectation for the rest of the slot; ``decide`` turns the sold energy in
 battery's discharge, written over the collector's connection with the reversion timeout at the slot's
 end. Every decision is a ``dispatch_commands`` row, also when no command was needed, so a restart does
 not command twice. After the slot: ``check_slot`` on the first and last accepted readings of the
-commanded interval; ``release`` unless the site sold in the new slot too (that command replaces it).
+commanded interval, and ``release`` (before the new slot's command, if any).
 A device that refuses the command or does not follow it opens a ``dispatch`` fault on the site; a
 followed command closes it.
 
@@ -72,7 +72,7 @@ class Dispatcher:
                 ).all()
             )
         for record in ended:
-            await self._finish(record, now, again=record.site_id in sold)
+            await self._finish(record, now)
         for site_id, wh in sold.items():
             if site_id not in done and site_id in self.collector.states:
                 await self._start(site_id, slot, wh, now)
@@ -140,7 +140,7 @@ class Dispatcher:
 
     # -- after the slot ---------------------------------------------------------------------------
 
-    async def _finish(self, record: DispatchRecord, now: datetime, *, again: bool) -> None:
+    async def _finish(self, record: DispatchRecord, now: datetime) -> None:
         with Session(self.engine) as session:
             before = _latest(session, record.site_id, after=record.issued_at)
             after = _latest(session, record.site_id, before=record.until)
@@ -161,7 +161,7 @@ class Dispatcher:
             record.status, record.detail = result.status.value, result.detail[:300]
             record.battery_wh, record.export_wh = result.battery_wh, result.export_wh
         record.checked_at = now
-        if not again and site is not None:
+        if site is not None:  # before any command of the new slot (run() finishes first)
             released = await self.collector.command(record.site_id, None)
             if released.status is WriteStatus.ACCEPTED:
                 record.released_at = now
