@@ -26,11 +26,12 @@ def h(clean_db: Engine) -> Iterator[Harness]:
     harness.close()
 
 
-def run_slot(h: Harness, sold: dict[int, int]) -> Dispatcher:
-    """Poll through the slot and into the next one, the dispatch job after each poll."""
-    by_slot = {SLOT: {h.site_ids[i]: wh for i, wh in sold.items()}}
+def run_slot(h: Harness, sold: dict[int, int], slots: int = 1) -> Dispatcher:
+    """Poll through ``slots`` slots from SLOT (each site selling ``sold`` in each) and into the next one,
+    the dispatch job after each poll."""
+    by_slot = {SLOT + k * h.cfg.slot: {h.site_ids[i]: wh for i, wh in sold.items()} for k in range(slots)}
     dispatcher = Dispatcher(h.collector, lambda slot: by_slot.get(slot, {}))
-    while h.now < SLOT + timedelta(minutes=5, seconds=15):
+    while h.now < SLOT + slots * h.cfg.slot + timedelta(seconds=15):
         h.poll()
         h.loop.run_until_complete(dispatcher.run(h.now))
     return dispatcher
@@ -38,7 +39,7 @@ def run_slot(h: Harness, sold: dict[int, int]) -> Dispatcher:
 
 def records(h: Harness) -> list[DispatchRecord]:
     with Session(h.engine) as s:
-        return list(s.exec(select(DispatchRecord).order_by(col(DispatchRecord.site_id))).all())
+        return list(s.exec(select(DispatchRecord).order_by(col(DispatchRecord.id))).all())
 
 
 def exported(h: Harness, index: int, start: datetime, end: datetime) -> int:
@@ -66,6 +67,18 @@ def test_a_site_that_sold_more_than_pv_exports_discharges_and_is_released(h: Har
     # after the release the battery is back to soaking up the PV
     h.poll()
     assert (h.readings(SITE)[-1].battery_w or 0) < 0
+
+
+def test_two_slots_in_a_row_are_two_commands_both_followed(h: Harness) -> None:
+    h.poll_until(SLOT - timedelta(seconds=20))
+    run_slot(h, {SITE: 500}, slots=2)
+    first, second = records(h)
+    assert (first.slot_start, second.slot_start) == (SLOT, SLOT + h.cfg.slot)
+    assert first.status == second.status == "followed", (first.detail, second.detail)
+    assert second.released_at is not None and h.sims[SITE].controls.mod == 0
+    for r in (first, second):
+        out = exported(h, SITE, r.slot_start, r.until)
+        assert out >= 500 * 95 // 100, out
 
 
 @pytest.mark.parametrize(
