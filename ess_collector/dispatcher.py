@@ -2,8 +2,9 @@
 its battery commanded (``ess_collector.dispatch``), and when the slot is over the command is judged from
 the readings and the battery returned to self-consumption.
 
-Once per site and slot, at the first poll inside the slot (the market's gate closed before it, so what
-was sold is final): the latest good reading gives the state of charge and the PV and load of now, taken
+At the first poll inside the slot (the market's gate closed before it, so what was sold is final), and
+again every sixth of the slot with what is still due (sold less exported so far): the latest good
+reading gives the state of charge and the PV and load of now, taken
 as the expectation for the rest of the slot; ``decide`` turns the sold energy into a floor on the
 battery's discharge, written over the collector's connection with the reversion timeout at the slot's
 end. Every decision is a ``dispatch_commands`` row, also when no command was needed, so a restart does
@@ -56,6 +57,7 @@ class Dispatcher:
     def __init__(self, collector: Collector, sold: SoldEnergy, *, battery_power_pct: int = 50) -> None:
         self.collector, self.sold, self.power_pct = collector, sold, battery_power_pct
         self.engine, self.cfg = collector.engine, collector.cfg
+        self.recheck = collector.cfg.slot / 6  # how often a running slot's command is corrected
 
     async def run(self, now: datetime) -> None:
         slot = self.cfg.slot_start(now)
@@ -66,23 +68,36 @@ class Dispatcher:
                 )
             ).all()
             sold = {site: wh for site, wh in self.sold(slot).items() if wh > 0}
-            done = set(
-                session.exec(
-                    select(DispatchRecord.site_id).where(col(DispatchRecord.slot_start) == slot)
-                ).all()
-            )
+            current = {
+                r.site_id: r
+                for r in session.exec(select(DispatchRecord).where(col(DispatchRecord.slot_start) == slot))
+            }
         for record in ended:
             await self._finish(record, now)
         for site_id, wh in sold.items():
-            if site_id not in done and site_id in self.collector.states:
-                await self._start(site_id, slot, wh, now)
+            if site_id not in self.collector.states:
+                continue
+            earlier = current.get(site_id)
+            if earlier is None:
+                await self._start(site_id, slot, wh, now, None)
+            elif earlier.status in ("pending", "not_needed") and now - earlier.issued_at >= self.recheck:
+                await self._start(site_id, slot, wh, now, earlier)
 
     # -- at the slot's start ----------------------------------------------------------------------
 
-    async def _start(self, site_id: int, slot: datetime, sold_wh: int, now: datetime) -> None:
+    async def _start(
+        self, site_id: int, slot: datetime, sold_wh: int, now: datetime, earlier: DispatchRecord | None
+    ) -> None:
+        """Decide and write the slot's command; ``earlier``: correct it from what was exported so far."""
         site = self.collector.target(site_id)
         with Session(self.engine) as session:
             reading = _latest(session, site_id, before=now)
+            opening = _latest(session, site_id, before=slot) if earlier is not None else None
+        due = sold_wh
+        if earlier is not None and reading is not None and opening is not None:
+            due = max(0, sold_wh - ((reading.export_wh or 0) - (opening.export_wh or 0)))
+            if due == 0:
+                return  # delivered already; the command (if any) reverts at the slot's end
         seconds = int(self.cfg.slot.total_seconds())
         left = max(1, int((slot + self.cfg.slot - now).total_seconds()))
         pv_w = reading.pv_w or 0 if reading else 0
@@ -96,7 +111,7 @@ class Dispatcher:
             slot_start=slot,
             slot_seconds=seconds,
             now=now,
-            sold_wh=sold_wh,
+            sold_wh=due,
             bought_wh=0,
             expected_pv_wh=pv_wh,
             expected_load_wh=load_wh,
@@ -114,6 +129,11 @@ class Dispatcher:
             detail=decision.reason[:300],
         )
         cmd = decision.command
+        if earlier is not None:
+            if cmd is None:
+                return  # PV exports the rest: the command (if any) stays until the slot's end
+            record.id = earlier.id
+            record.detail = f"correction, {due} Wh still due: {decision.reason}"[:300]
         if cmd is not None:
             outcome = await self.collector.command(site_id, cmd)
             record.mode, record.battery_w, record.shortfall_wh = (
@@ -122,7 +142,7 @@ class Dispatcher:
                 cmd.shortfall_wh,
             )
             record.write_status = outcome.status.value
-            record.detail = f"{decision.reason}; {outcome.detail}"[:300]
+            record.detail = f"{record.detail}; {outcome.detail}"[:300]
             if outcome.status is WriteStatus.REFUSED:
                 record.status = DispatchStatus.REFUSED.value
             elif outcome.status is WriteStatus.UNREACHABLE:
@@ -198,10 +218,10 @@ def _command(r: DispatchRecord) -> DispatchCommand:
 def _latest(
     session: Session, site_id: int, *, before: datetime | None = None, after: datetime | None = None
 ) -> SiteReading | None:
-    """The last accepted reading before ``before``, or the first one at or after ``after``."""
+    """The last accepted reading at or before ``before``, or the first one at or after ``after``."""
     q = select(SiteReading).where(col(SiteReading.site_id) == site_id, col(SiteReading.accepted).is_(True))
     if before is not None:
-        q = q.where(col(SiteReading.ts) < before).order_by(col(SiteReading.ts).desc())
+        q = q.where(col(SiteReading.ts) <= before).order_by(col(SiteReading.ts).desc())
     if after is not None:
         q = q.where(col(SiteReading.ts) >= after).order_by(col(SiteReading.ts))
     return session.exec(q.limit(1)).first()
