@@ -3,7 +3,7 @@ its battery commanded (``ess_collector.dispatch``), and when the slot is over th
 the readings and the battery returned to self-consumption.
 
 At the first poll inside the slot (the market's gate closed before it, so what was sold is final), and
-again every sixth of the slot with what is still due (sold less exported so far): the latest good
+again every sixth of the slot (until the last sixth) with what is still due (sold less exported so far): the latest good
 reading gives the state of charge and the PV and load of now, taken
 as the expectation for the rest of the slot; ``decide`` turns the sold energy into a floor on the
 battery's discharge, written over the collector's connection with the reversion timeout at the slot's
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -58,6 +58,9 @@ class Dispatcher:
         self.collector, self.sold, self.power_pct = collector, sold, battery_power_pct
         self.engine, self.cfg = collector.engine, collector.cfg
         self.recheck = collector.cfg.slot / 6  # how often a running slot's command is corrected
+        # ... while this much of the slot is left: the check after the slot needs readings over the last
+        # command's interval (three polls)
+        self.min_left = max(self.recheck, timedelta(seconds=3 * collector.cfg.poll_step_s))
 
     async def run(self, now: datetime) -> None:
         slot = self.cfg.slot_start(now)
@@ -80,7 +83,11 @@ class Dispatcher:
             earlier = current.get(site_id)
             if earlier is None:
                 await self._start(site_id, slot, wh, now, None)
-            elif earlier.status in ("pending", "not_needed") and now - earlier.issued_at >= self.recheck:
+            elif (
+                earlier.status in ("pending", "not_needed")
+                and now - earlier.issued_at >= self.recheck
+                and slot + self.cfg.slot - now >= self.min_left
+            ):
                 await self._start(site_id, slot, wh, now, earlier)
 
     # -- at the slot's start ----------------------------------------------------------------------
