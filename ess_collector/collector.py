@@ -31,6 +31,7 @@ from common import clock
 from common.lease import Lease
 from ess_collector import faults
 from ess_collector.config import CollectorConfig
+from ess_collector.dispatch import DispatchCommand, WriteOutcome, WriteStatus, send_with_timeout
 from ess_collector.models import Site, SiteEvent, SiteFault, SiteReading
 from ess_collector.reader import SiteConnectionPool, SiteReadError, read_with_client
 from ess_collector.sunspec import Reading
@@ -62,6 +63,7 @@ class SiteTarget:
     device_id: int
     pv_nameplate_w: int
     battery_capacity_wh: int
+    reserve_soc_pct: int
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,31 @@ class Collector:
             except (OSError, ValueError) as exc:  # e.g. a host name that does not resolve
                 return SiteReadError(f"{type(exc).__name__}: {exc}")
 
+    def target(self, site_id: int) -> SiteTarget:
+        return self._targets[site_id]
+
+    async def command(self, site_id: int, command: DispatchCommand | None) -> WriteOutcome:
+        """Write a dispatch command (None: back to self-consumption) over the site's pooled connection."""
+        t = self._targets[site_id]
+        async with self._endpoint_locks.setdefault((t.host, t.port), asyncio.Lock()):
+            try:
+                client = await self.pool.checked_client(t.host, t.port, self.cfg.site_networks)
+            except (SiteReadError, OSError, ValueError) as exc:
+                return WriteOutcome(WriteStatus.UNREACHABLE, f"{type(exc).__name__}: {exc}"[:300])
+            timeout = 4 * self.cfg.timeout_s  # a command is five requests
+            return await send_with_timeout(client, command, timeout_s=timeout, device_id=t.device_id)
+
+    def set_fault(
+        self, session: Session, site_id: int, kind: str, active: bool, detail: str | None, ts: datetime
+    ) -> None:
+        """Open or close a fault the collector does not infer from readings (e.g. dispatch), in
+        ``session``'s transaction; the site's status follows at the next poll."""
+        state = self.states.get(site_id)
+        if state is None:
+            return
+        for change in faults.set_fault(state, kind, active, detail):
+            self._apply_fault(session, site_id, change, ts)
+
     def _judge(self, t: SiteTarget, result: Reading | SiteReadError, ts: datetime) -> _Outcome:
         st = copy_state(self.states[t.id])
         if isinstance(result, SiteReadError):
@@ -250,7 +277,15 @@ class Collector:
         with Session(self.engine) as session:
             c = _SITES.c  # plain rows, no ORM objects: this runs every poll
             rows = session.execute(
-                sa_select(c.id, c.host, c.port, c.device_id, c.pv_nameplate_w, c.battery_capacity_wh)
+                sa_select(
+                    c.id,
+                    c.host,
+                    c.port,
+                    c.device_id,
+                    c.pv_nameplate_w,
+                    c.battery_capacity_wh,
+                    c.reserve_soc_pct,
+                )
                 .where(c.enabled.is_(True))
                 .order_by(c.id)
             ).all()

@@ -27,7 +27,7 @@ class FaultChange:
     detail: str | None = None
 
 
-def _set(state: SiteState, kind: str, active: bool, detail: str | None) -> list[FaultChange]:
+def set_fault(state: SiteState, kind: str, active: bool, detail: str | None) -> list[FaultChange]:
     if active and kind not in state.open_faults:
         state.open_faults.add(kind)
         return [FaultChange(kind, True, detail)]
@@ -44,32 +44,32 @@ def after_failure(state: SiteState, cfg: CollectorConfig) -> list[FaultChange]:
     site must not work as a port scanner. The cause is in the reading's detail, which only admins see."""
     if state.failures < cfg.comm_lost_polls:
         return []
-    return _set(state, COMM_LOST, True, f"no valid answer for {state.failures} polls")
+    return set_fault(state, COMM_LOST, True, f"no valid answer for {state.failures} polls")
 
 
 def after_answer(state: SiteState, r: Reading, verdict: Verdict, cfg: CollectorConfig) -> list[FaultChange]:
     """A poll that got an answer (``remember`` already folded it into ``state``)."""
-    changes = _set(state, COMM_LOST, False, None)
+    changes = set_fault(state, COMM_LOST, False, None)
     if verdict.stale:  # a frozen device's states are as old as its values: judge them when it thaws
-        return changes + _set(
+        return changes + set_fault(
             state, STALE, state.stale_run >= cfg.stale_polls, f"{state.stale_run} stale readings in a row"
         )
-    changes += _set(state, STALE, False, None)
+    changes += set_fault(state, STALE, False, None)
     alarm = r.alarm_code or 0
     if r.inverter_state is not None or r.alarm_code is not None:
         inverter = r.inverter_state == INVERTER_FAULT_STATE or bool(alarm & ALARM_INVERTER)
-        changes += _set(
+        changes += set_fault(
             state, INVERTER, inverter, f"inverter state {r.inverter_state}, alarms {r.inverter_alarms}"
         )
     if r.battery_state is not None or r.alarm_code is not None:
         battery = r.battery_state == BATTERY_FAULT_STATE or bool(alarm & ALARM_BATTERY)
-        changes += _set(
+        changes += set_fault(
             state, BATTERY, battery, f"battery state {r.battery_state}, alarms {r.battery_alarms}"
         )
     if verdict.imbalance:
-        changes += _set(state, IMBALANCE, state.imbalance_run >= cfg.imbalance_polls, verdict.detail)
+        changes += set_fault(state, IMBALANCE, state.imbalance_run >= cfg.imbalance_polls, verdict.detail)
     elif verdict.accepted:
-        changes += _set(state, IMBALANCE, False, None)
+        changes += set_fault(state, IMBALANCE, False, None)
     return changes
 
 

@@ -169,6 +169,16 @@ def forecast(battery: Battery, slots: Sequence[SlotOutlook], slot_seconds: int) 
     return out
 
 
+def sell_cap(battery: Battery, slots: Sequence[SlotOutlook], slot_seconds: int, slot_start: datetime) -> int:
+    """The most a new sell order for the slot at ``slot_start`` (one of ``slots``) may add, with every
+    commitment of the run kept: energy sold earlier in the run has left the battery, and later slots'
+    sells and own deficits keep their share of it."""
+    for f in forecast(battery, slots, slot_seconds):
+        if f.slot_start == slot_start:
+            return f.sell_wh
+    raise ValueError(f"{slot_start.isoformat()} is not a slot of the run")
+
+
 def _keep(lim: _Limits, slots: Sequence[SlotOutlook]) -> list[int]:
     """keep[k]: the least stored energy at the start of slot k that covers every later slot's net need
     (as far as the power limit lets the battery cover it), counting later surpluses as stored."""

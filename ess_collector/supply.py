@@ -32,6 +32,13 @@ class SupplyConfig:
     clear_sky_derate: float = 0.8  # inverter, temperature and soiling losses at a clear noon
     default_load_w: int = 500
     soc_max_age: timedelta = timedelta(hours=1)
+    # The battery's power (charge and discharge) as a percentage of its capacity per hour: sites do not
+    # report it, and 50 % (0.5 C) is what home batteries and the simulator do. Efficiency per direction.
+    battery_power_pct: int = 50
+    battery_efficiency_pct: int = 95
+
+    def battery_power_w(self, capacity_wh: int) -> int:
+        return capacity_wh * self.battery_power_pct // 100
 
 
 @dataclass(frozen=True)
@@ -64,17 +71,25 @@ def clear_sky_pv_wh(nameplate_w: int, slot_start: datetime, minutes: int, cfg: S
     return int(total)
 
 
-def _history(session: Session, site_id: int, slot_start: datetime, cfg: SupplyConfig) -> list[SlotEnergy]:
-    days = [slot_start - timedelta(days=k) for k in range(1, cfg.history_days + 1)]
-    return list(
-        session.exec(
-            select(SlotEnergy).where(
-                col(SlotEnergy.site_id) == site_id,
-                col(SlotEnergy.slot_start).in_(days),
-                col(SlotEnergy.status).in_(MEASURED),
-            )
-        ).all()
-    )
+def _history(
+    session: Session, site_id: int, slot_starts: list[datetime], cfg: SupplyConfig
+) -> dict[datetime, list[SlotEnergy]]:
+    """Each slot's measured records of the same time on the previous ``history_days`` days (one query)."""
+    wanted = {s - timedelta(days=k): s for s in slot_starts for k in range(1, cfg.history_days + 1)}
+    rows = session.exec(
+        select(SlotEnergy).where(
+            col(SlotEnergy.site_id) == site_id,
+            col(SlotEnergy.slot_start).in_(list(wanted)),
+            col(SlotEnergy.status).in_(MEASURED),
+        )
+    ).all()
+    out: dict[datetime, list[SlotEnergy]] = {s: [] for s in slot_starts}
+    for r in rows:
+        for k in range(1, cfg.history_days + 1):
+            s = r.slot_start + timedelta(days=k)
+            if s in out:
+                out[s].append(r)
+    return out
 
 
 def _latest_soc(session: Session, site_id: int) -> tuple[Decimal | None, datetime | None]:
@@ -103,10 +118,39 @@ def estimate_supply(
     now: datetime | None = None,
 ) -> SupplyEstimate:
     """The market's entry point: what ``site`` can deliver in the slot starting at ``slot_start``."""
+    return estimate_run(session, site, [slot_start], config, now=now)[0]
+
+
+def estimate_run(
+    session: Session,
+    site: Site,
+    slot_starts: list[datetime],
+    config: SupplyConfig | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[SupplyEstimate]:
+    """The estimates of several slots with two queries (the forecast of a run of slots needs them all)."""
     cfg = config or SupplyConfig()
     now = now or clock.now()
     site_id = site.id or 0
-    history = _history(session, site_id, slot_start, cfg)
+    histories = _history(session, site_id, slot_starts, cfg)
+    soc, soc_at = _latest_soc(session, site_id)
+    battery = 0
+    if soc is not None and soc_at is not None and now - soc_at <= cfg.soc_max_age:
+        above = (soc - site.reserve_soc_pct) * site.battery_capacity_wh / 100
+        battery = max(0, int(above))
+    return [_estimate(site, s, histories[s], soc, soc_at, battery, cfg) for s in slot_starts]
+
+
+def _estimate(
+    site: Site,
+    slot_start: datetime,
+    history: list[SlotEnergy],
+    soc: Decimal | None,
+    soc_at: datetime | None,
+    battery: int,
+    cfg: SupplyConfig,
+) -> SupplyEstimate:
     pv_days = [r.pv_wh for r in history if r.pv_wh is not None]
     load_days = [r.load_wh for r in history if r.load_wh is not None]
     if len(pv_days) >= cfg.min_history_days:
@@ -117,13 +161,8 @@ def estimate_supply(
         load, load_method = -(-sum(load_days) // len(load_days)), "history"  # round load up: conservative
     else:
         load, load_method = cfg.default_load_w * cfg.slot_minutes // 60, "default"
-    soc, soc_at = _latest_soc(session, site_id)
-    battery = 0
-    if soc is not None and soc_at is not None and now - soc_at <= cfg.soc_max_age:
-        above = (soc - site.reserve_soc_pct) * site.battery_capacity_wh / 100
-        battery = max(0, int(above))
     return SupplyEstimate(
-        site_id=site_id,
+        site_id=site.id or 0,
         slot_start=slot_start,
         slot_minutes=cfg.slot_minutes,
         supply_wh=max(0, battery + pv - load),

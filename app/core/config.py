@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     collector_lease_seconds: float = Field(15.0, ge=3)
     collector_job_seconds: float = Field(10.0, ge=1)  # cadence of aggregation, anchoring and rewards
     site_max_grid_w: int = Field(25_000, gt=0)
+    # battery power (charge and discharge) in % of its capacity per hour: caps sells per slot (0.5 C)
+    site_battery_power_pct: int = Field(50, ge=1, le=1000)
     site_utc_offset_hours: float = 9.0  # local time of the sites, for the clear-sky PV curve
     site_probe_timeout_seconds: float = Field(1.0, gt=0)  # one read when a site is registered
     # CIDR networks (comma-separated) sites may be in: every address a site's host resolves to must be

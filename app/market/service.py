@@ -2,7 +2,7 @@
 
 A buy order escrows quantity x limit price in the EnergyMarket contract through a buyer-signed ERC-3009
 ReceiveWithAuthorization, relayed gas-free exactly like a transfer; it enters the book only once the
-escrow is locked on chain. A sell order enters the book at once, capped by its site's supply estimate.
+escrow is locked on chain. A sell order enters the book at once, capped by what its site can still deliver.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import case, update
 from sqlmodel import Session, col, func, select
 
 from app.coin.service import chain_now, ensure_not_paused, latest_hash
@@ -30,7 +30,6 @@ from app.market.onchain import escrow_nonce, id32, unix
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
-from app.sites.service import estimate_supply
 from app.spending import authorizer
 from app.spending.holds import check_available
 from app.users.models import Role, User, UserStatus
@@ -169,22 +168,46 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
     site = _own_site(session, user, req.site_id)
     if not site.enabled:
         raise Conflict(f"site {site.id} is disabled")
+    from app.sites.service import sell_room  # app.sites imports the market's order rules
 
-    estimate = estimate_supply(session, site, slot_start, ctx.settings)
-    offered = session.exec(
-        select(func.coalesce(func.sum(Order.quantity_wh), 0)).where(
+    committed = case(
+        (
+            col(Order.status).in_((OrderStatus.pending_authorization, OrderStatus.open, OrderStatus.filled)),
+            col(Order.quantity_wh),
+        ),
+        else_=col(Order.filled_wh),
+    )
+    rows = session.exec(
+        select(Order.slot_start, func.sum(committed))
+        .where(
             col(Order.site_id) == site.id,
             col(Order.side) == OrderSide.sell,
-            col(Order.slot_start) == slot_start,
-            col(Order.status).in_((OrderStatus.open, OrderStatus.filled)),
+            col(Order.slot_start) >= clock.now() - rules(ctx).slot,
         )
-    ).one()
-    room = estimate.supply_wh - int(offered)
+        .group_by(col(Order.slot_start))
+    ).all()
+    sold = {start: int(wh or 0) for start, wh in rows}
+    room = sell_room(session, site, slot_start, sold, ctx.settings)
     if req.quantity_wh > room:
         raise ExceedsSupply(
-            f"site {site.id} can deliver about {estimate.supply_wh} Wh in that slot and {int(offered)} Wh are "
-            f"already offered: at most {max(room, 0)} Wh more"
+            f"site {site.id} can deliver at most {room} Wh more in that slot: its battery and expected PV, "
+            f"less the {sold.get(slot_start, 0)} Wh it already sells in that slot and what its other sells "
+            f"and household need (asked {req.quantity_wh} Wh)"
         )
+
+
+def sold_by_site(session: Session, slot_start: datetime) -> dict[int, int]:
+    """Wh each site sold (matched) in a slot: what the collector's dispatch must deliver."""
+    rows = session.exec(
+        select(Order.site_id, func.sum(Order.filled_wh))
+        .where(
+            col(Order.side) == OrderSide.sell,
+            col(Order.slot_start) == slot_start,
+            col(Order.site_id).is_not(None),
+        )
+        .group_by(col(Order.site_id))
+    ).all()
+    return {site: int(wh or 0) for site, wh in rows if site is not None}
 
 
 def _own_site(session: Session, user: User, site_id: int) -> Site:

@@ -26,10 +26,11 @@ from app.users.models import LoginThrottle, Role, User, UserStatus
 from common import clock
 from contracts.artifacts import load_artifact
 from ess_collector.config import CollectorConfig
+from ess_collector.forecast import battery_from_estimate, outlook_from_estimate, sell_cap
 from ess_collector.models import Site, SiteEvent, SiteFault
 from ess_collector.netpolicy import SiteHostRefused, resolve_allowed
 from ess_collector.reader import read_site
-from ess_collector.supply import SupplyConfig, SupplyEstimate
+from ess_collector.supply import SupplyConfig, SupplyEstimate, estimate_run
 from ess_collector.supply import estimate_supply as _estimate_supply
 
 
@@ -59,7 +60,11 @@ def collector_config(settings: Settings) -> CollectorConfig:
 
 
 def supply_config(settings: Settings) -> SupplyConfig:
-    return SupplyConfig(slot_minutes=settings.slot_minutes, utc_offset_h=settings.site_utc_offset_hours)
+    return SupplyConfig(
+        slot_minutes=settings.slot_minutes,
+        utc_offset_h=settings.site_utc_offset_hours,
+        battery_power_pct=settings.site_battery_power_pct,
+    )
 
 
 def meter_ledger(ctx: Context) -> Contract | None:
@@ -276,6 +281,39 @@ def estimate_supply(
 ) -> SupplyEstimate:
     """What ``site`` can deliver in the slot at ``slot_start``: the market caps sell orders with this."""
     return _estimate_supply(session, site, slot_start, supply_config(settings or get_settings()))
+
+
+def sell_room(
+    session: Session,
+    site: Site,
+    slot_start: datetime,
+    sold: dict[datetime, int],
+    settings: Settings | None = None,
+) -> int:
+    """How much more ``site`` can sell in the slot at ``slot_start`` given what it already sold
+    (``sold``: Wh per slot). The battery is followed from now through every slot up to the last one
+    with a sale (``ess_collector.forecast``): what earlier slots sold has left it, what later slots sold
+    stays in it, and it moves at most its power limit per slot."""
+    cfg = supply_config(settings or get_settings())
+    step = timedelta(minutes=cfg.slot_minutes)
+    now = clock.now()
+    seconds = int(step.total_seconds())
+    first = datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, UTC)
+    last = max([slot_start, *sold])
+    starts = [first + k * step for k in range((last - first) // step + 1)] if first <= slot_start else []
+    if not starts:
+        return 0
+    estimates = estimate_run(session, site, starts, cfg, now=now)
+    power = cfg.battery_power_w(site.battery_capacity_wh)
+    battery = battery_from_estimate(
+        estimates[0],
+        max_charge_w=power,
+        max_discharge_w=power,
+        charge_efficiency_pct=cfg.battery_efficiency_pct,
+        discharge_efficiency_pct=cfg.battery_efficiency_pct,
+    )
+    outlooks = [outlook_from_estimate(e, sold.get(e.slot_start, 0)) for e in estimates]
+    return sell_cap(battery, outlooks, seconds, slot_start)
 
 
 def supply_public(estimate: SupplyEstimate) -> SupplyPublic:

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from app.context import Context
 from app.core.money import parse_amount
 from app.events.models import UserEvent
+from app.market.service import sold_by_site
 from app.sites.service import collector_config, meter_ledger
 from app.wallets.service import active_wallet
 from common import clock
@@ -28,6 +29,7 @@ from common.lease import Lease, LeaseLost
 from ess_collector.aggregation import aggregate_due
 from ess_collector.anchoring import anchor_due, on_anchor_final
 from ess_collector.collector import Collector
+from ess_collector.dispatcher import Dispatcher
 from ess_collector.faults import FaultChange
 from ess_collector.models import Site
 from ess_collector.rewards import on_reward_final, reward_due
@@ -65,6 +67,9 @@ class CollectorWorker:
         self.cfg = collector_config(settings)
         self.lease = Lease(ctx.engine, LEASE_NAME, holder=holder, ttl_s=settings.collector_lease_seconds)
         self.collector = Collector(ctx.engine, self.cfg, lease=self.lease, on_fault=tell_owner)
+        self.dispatcher = Dispatcher(
+            self.collector, self._sold, battery_power_pct=settings.site_battery_power_pct
+        )
         self.ledger = meter_ledger(ctx)
         self.reward_per_kwh = parse_amount(settings.production_reward_per_kwh, allow_zero=True) or None
         self.job_seconds = settings.collector_job_seconds
@@ -157,6 +162,12 @@ class CollectorWorker:
             log.exception("poll failed")
             return
         self.polls += 1
+        try:
+            await self.dispatcher.run(clock.now())
+        except LeaseLost:
+            self.collector.forget()
+        except Exception:  # a command not recorded is decided again at the next poll
+            log.exception("dispatch failed")
         if report.failed:
             log.info(
                 "poll",
@@ -164,6 +175,10 @@ class CollectorWorker:
                     "fields": {"sites": report.sites, "failed": report.failed, "s": round(report.seconds, 3)}
                 },
             )
+
+    def _sold(self, slot_start: datetime) -> dict[int, int]:
+        with Session(self.ctx.engine) as session:
+            return sold_by_site(session, slot_start)
 
     def _settle(self) -> None:
         """Runs in the scheduler's thread pool: database and chain calls must not block the polls."""

@@ -19,6 +19,7 @@ from ess_collector.forecast import (
     battery_from_estimate,
     forecast,
     outlook_from_estimate,
+    sell_cap,
 )
 from ess_collector.supply import SupplyEstimate
 
@@ -227,3 +228,32 @@ def test_from_the_supply_estimate() -> None:
     outlook = outlook_from_estimate(fresh, sold_wh=100)
     assert (outlook.pv_wh, outlook.load_wh, outlook.sold_wh) == (700, 125, 100)
     assert forecast(battery, [outlook], SLOT_S)[0].sell_wh == 700 - 125 - 100 + 1_250
+
+
+def _sell_in_turn(battery: Battery, slots: list[SlotOutlook]) -> list[int]:
+    """Each slot in turn sells all the market lets it (its cap recomputed with the earlier sells)."""
+    for k, s in enumerate(slots):
+        slots[k] = replace(s, sold_wh=sell_cap(battery, slots, SLOT_S, s.slot_start))
+    return [s.sold_wh for s in slots]
+
+
+def test_a_10_kwh_battery_sells_its_energy_once_over_three_slots() -> None:
+    """The regression: the old estimate let a 10 kWh battery sell 19.5 kWh in three slots (the energy
+    above the reserve in each). At 5 kW it adds 1,250 Wh per 15-minute slot; at 40 kW the first slot
+    takes what is above the reserve after losses (9,000 Wh x 95 %) and the others get nothing."""
+    slow = Battery(10_000, Decimal(100), 10, 5_000, 5_000)
+    assert _sell_in_turn(slow, run(3)) == [1250, 1250, 1250]
+    fast = Battery(10_000, Decimal(100), 10, 40_000, 40_000)
+    assert _sell_in_turn(fast, run(3)) == [8550, 0, 0]
+    # a later slot sold first keeps its energy in the battery: the earlier slot gets only the rest
+    later_first = run(3)
+    later_first[2] = replace(
+        later_first[2], sold_wh=sell_cap(fast, later_first, SLOT_S, later_first[2].slot_start)
+    )
+    assert later_first[2].sold_wh == 8550
+    assert sell_cap(fast, later_first, SLOT_S, later_first[0].slot_start) == 0
+    # the household's own load comes first; a full battery cannot charge
+    loaded = run(3, pv=0, load=300)
+    assert _sell_in_turn(slow, loaded) == [950, 950, 950]
+    with pytest.raises(ValueError, match="not a slot of the run"):
+        sell_cap(slow, run(3), SLOT_S, T0 - timedelta(seconds=SLOT_S))
