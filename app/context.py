@@ -39,6 +39,7 @@ class Context:
     coin: Contract
     contracts: dict[str, Contract] = field(default_factory=dict)  # every deployed contract by name
     extras: dict[str, Any] = field(default_factory=dict)
+    service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)
 
     @property
     def chain_id(self) -> int:

@@ -225,7 +225,7 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
     if wallet.kind == "custodial":
         if req.pin is None:
             raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-        wallets.check_pin(session, wallet, req.pin)
+        wallets.check_pin(ctx, session, wallet, req.pin)
         wallets.check_otp(ctx, session, user.id or 0, req.otp)
         signature = wallets.signer_for(ctx, wallet).sign_typed_data(typed)
     else:

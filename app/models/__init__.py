@@ -17,7 +17,7 @@ from app.models.site import (
 )
 from app.models.transfer import LinkChallenge, Transfer, TransferStep, UserTotp
 from app.models.user import LoginThrottle, RefreshToken, RevokedTokenFamily, Role, User, UserStatus
-from app.models.wallet import Wallet
+from app.models.wallet import ServiceSecret, Wallet
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "RefreshToken",
     "RevokedTokenFamily",
     "Role",
+    "ServiceSecret",
     "Site",
     "SiteEvent",
     "SiteFault",

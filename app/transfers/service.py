@@ -206,7 +206,7 @@ def authorize(
     if wallet.kind == "custodial":
         if req.pin is None:
             raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-        wallets.check_pin(session, wallet, req.pin)
+        wallets.check_pin(ctx, session, wallet, req.pin)
         used_otp = wallets.check_otp(ctx, session, user.id or 0, req.otp)
         signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(transfer.typed_data)
         how = "pin+otp" if used_otp else "pin"
