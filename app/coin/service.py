@@ -86,20 +86,40 @@ def wallet_network(settings: Settings, chain_id: int) -> WalletNetwork:
     )
 
 
+COIN_INFO_TTL = 1.0  # seconds: one block on Kaia
+
+
+def cached_coin_info(ctx: Context) -> CoinInfo | None:
+    """coin_info's answer while it is fresh, without any I/O (None: call coin_info)."""
+    cached = ctx.extras.get("coin_info")
+    if cached is not None and time.monotonic() - cached[1] < COIN_INFO_TTL:
+        info: CoinInfo = cached[0]
+        return info
+    return None
+
+
 def coin_info(ctx: Context) -> CoinInfo:
-    cache = ctx.extras.setdefault("coin_static", {})
-    if not cache:
+    """The coin's public facts. Supply and pause state are read from the chain at most once per
+    COIN_INFO_TTL (a dashboard polls this); our own mint, burn and pause routes drop the cache at once."""
+    fresh = cached_coin_info(ctx)
+    if fresh is not None:
+        return fresh
+    now = time.monotonic()
+    static = ctx.extras.setdefault("coin_static", {})
+    if not static:
         f = ctx.coin.functions
-        cache.update(name=f.name().call(), symbol=f.symbol().call(), decimals=int(f.decimals().call()))
-    return CoinInfo(
+        static.update(name=f.name().call(), symbol=f.symbol().call(), decimals=int(f.decimals().call()))
+    info = CoinInfo(
         address=ctx.coin.address,
         total_supply=format_amount(int(ctx.coin.functions.totalSupply().call())),
         chain_id=ctx.chain_id,
         paused=bool(ctx.coin.functions.paused().call()),
         icon_url=ICON_URL,
         network=wallet_network(ctx.settings, ctx.chain_id),
-        **cache,
+        **static,
     )
+    ctx.extras["coin_info"] = (info, now)
+    return info
 
 
 def balance_of(ctx: Context, address: str) -> tuple[int, int]:
@@ -223,6 +243,7 @@ def _run_operation(
         session.commit()  # nonce, signed bytes, operation and idempotency record: one transaction
     assert op.tx_id is not None
     tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
+    ctx.extras.pop("coin_info", None)  # the supply or pause state may have changed
     session.refresh(op)
     public = to_public(session, op, tx_row)
     status = 202 if op.status == "submitted" else 200
