@@ -278,7 +278,25 @@ def balance_now(ctx: Context, address: str) -> int:
     contract layer (ABI lookup, checksums, formatters) cost more CPU than the round trip itself."""
     account = Web3.to_checksum_address(address)  # refuses anything that is not an address
     call = {"to": ctx.coin.address, "data": BALANCE_OF + account[2:].lower().rjust(64, "0")}
-    return int(raw_call(ctx.w3, "eth_call", [call, "latest"]), 16)
+    value = int(raw_call(ctx.w3, "eth_call", [call, "latest"]), 16)
+    seen = ctx.extras.setdefault("balances_seen", {})
+    if len(seen) > 10_000:
+        seen.clear()
+    seen[account] = (value, time.monotonic())
+    return value
+
+
+BALANCE_QUOTE_SECONDS = 1.0  # one block on Kaia
+
+
+def balance_quote(ctx: Context, address: str) -> int:
+    """The balance this process read within the last second (an authorisation reads it exactly, under
+    the wallet's lock), else the latest. Only for answers that bind nothing: a transfer's creation checks
+    it as a courtesy, its authorisation checks the exact balance again."""
+    seen = ctx.extras.get("balances_seen", {}).get(Web3.to_checksum_address(address))
+    if seen is not None and time.monotonic() - seen[1] < BALANCE_QUOTE_SECONDS:
+        return int(seen[0])
+    return balance_now(ctx, address)
 
 
 def coin_name(ctx: Context) -> str:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from sqlmodel import Session, col, select
 
-from app.coin.service import InsufficientBalance, balance_now
+from app.coin.service import InsufficientBalance, balance_now, balance_quote
 from app.context import Context
 from app.core.errors import Conflict
 from app.core.money import format_amount
@@ -41,15 +41,18 @@ def reserved(session: Session, address: str) -> int:
     return sum(int(a) for a in transfers) + sum(int(a) for a in escrows)
 
 
-def available(ctx: Context, session: Session, address: str) -> int:
+def available(ctx: Context, session: Session, address: str, *, exact: bool = True) -> int:
     """Balance minus reservations. The reservations are read first: a transfer mined in between is then
-    counted twice (refusing too much, safe); the other order could miss it and allow too much."""
+    counted twice (refusing too much, safe); the other order could miss it and allow too much. Not
+    `exact`: a balance read up to a second ago (balance_quote), for a first answer that binds nothing."""
     held = reserved(session, address)
-    return balance_now(ctx, address) - held
+    return (balance_now if exact else balance_quote)(ctx, address) - held
 
 
-def check_available(ctx: Context, session: Session, address: str, amount: int, what: str) -> None:
-    left = available(ctx, session, address)
+def check_available(
+    ctx: Context, session: Session, address: str, amount: int, what: str, *, exact: bool = True
+) -> None:
+    left = available(ctx, session, address, exact=exact)
     if amount > left:
         raise InsufficientBalance(
             f"{what} needs {format_amount(amount)} coins; the wallet has {format_amount(max(left, 0))} available "
