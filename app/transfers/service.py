@@ -25,7 +25,7 @@ from app.core.crash import crash_point
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
-from app.events.service import emit
+from app.events.service import emit_rows
 from app.models import Transfer, TransferStep, User, Wallet
 from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, TransferCreate, TransferPublic
 from app.transfers.spending import authorising_spend, check_available
@@ -63,14 +63,29 @@ class AuthorizationMissing(AppError):
 
 class StepLog:
     """Appends steps to some transfers, and the matching live events for the sender (and for the
-    recipient once final). The transfers' last sequence numbers are read in one query, whatever their
-    number (a batch of 150 is one statement, not 150); `new=True` for transfers created just now."""
+    recipient once final); `write()` stores them, in as many statements as there are tables, whatever
+    the number of transfers (a batch of 150 too). The transfers' last sequence numbers are read in one
+    query; `new=True` for transfers created just now, `read=True` to read their steps so far as well, so
+    that an answer can show every step without reading them again (`steps_of`)."""
 
-    def __init__(self, session: Session, transfers: Iterable[Transfer], *, new: bool = False) -> None:
+    def __init__(
+        self, session: Session, transfers: Iterable[Transfer], *, new: bool = False, read: bool = False
+    ) -> None:
         self.session = session
         ids = [t.id for t in transfers]
+        self._keep = new or read
+        self._steps: dict[str, list[StepPublic]] = {i: [] for i in ids}
+        self._rows: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
         if new or not ids:
             self._next = dict.fromkeys(ids, 1)
+        elif read:
+            table = TransferStep.__table__  # type: ignore[attr-defined]
+            query = table.select().where(table.c.transfer_id.in_(ids)).order_by(table.c.seq)
+            for row in session.execute(query):
+                step = StepPublic(seq=row.seq, kind=row.kind, at=row.at, details=row.details)
+                self._steps[row.transfer_id].append(step)
+            self._next = {i: (self._steps[i][-1].seq if self._steps[i] else 0) + 1 for i in ids}
         else:
             rows = session.exec(
                 select(TransferStep.transfer_id, func.max(TransferStep.seq))
@@ -83,18 +98,36 @@ class StepLog:
     def add(self, transfer: Transfer, kind: str, **details: Any) -> None:
         seq = self._next[transfer.id]
         self._next[transfer.id] = seq + 1
-        session = self.session
-        session.add(TransferStep(transfer_id=transfer.id, seq=seq, kind=kind, at=utcnow(), details=details))
-        emit(session, transfer.user_id, "transfer.step", transfer_id=transfer.id, step=kind, **details)
+        at = utcnow()
+        self._rows.append(
+            {"transfer_id": transfer.id, "seq": seq, "kind": kind, "at": at, "details": details}
+        )
+        if self._keep:
+            self._steps[transfer.id].append(StepPublic(seq=seq, kind=kind, at=at, details=details))
+        data = {"transfer_id": transfer.id, "step": kind, **details}
+        self._events.append({"user_id": transfer.user_id, "kind": "transfer.step", "at": at, "data": data})
         if kind == "confirmed" and transfer.to_user_id is not None:
-            emit(
-                session,
-                transfer.to_user_id,
-                "transfer.received",
-                transfer_id=transfer.id,
-                amount=format_amount(transfer.amount),
-                from_address=transfer.from_address,
+            received = {
+                "transfer_id": transfer.id,
+                "amount": format_amount(transfer.amount),
+                "from_address": transfer.from_address,
+            }
+            self._events.append(
+                {"user_id": transfer.to_user_id, "kind": "transfer.received", "at": at, "data": received}
             )
+
+    def write(self) -> None:
+        """Stores the steps added so far, in the session's transaction (after its pending changes, such
+        as a new transfer row the steps refer to)."""
+        if not self._rows:
+            return
+        self.session.flush()
+        self.session.execute(TransferStep.__table__.insert(), self._rows)  # type: ignore[attr-defined]
+        emit_rows(self.session, self._events)
+        self._rows, self._events = [], []
+
+    def steps_of(self, transfer_id: str) -> list[StepPublic]:
+        return list(self._steps[transfer_id])
 
 
 def _domain(ctx: Context) -> TokenDomain:
@@ -104,6 +137,7 @@ def _domain(ctx: Context) -> TokenDomain:
 def create(
     ctx: Context, session: Session, user: User, req: TransferCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
+    written: dict[str, list[StepPublic]] = {}  # the new transfer's steps, to answer without reading them
     return idempotency.create_once(
         session,
         f"{user.id}:transfers.create",
@@ -111,13 +145,17 @@ def create(
         req.model_dump(),
         kind="transfer",
         load=lambda transfer_id: session.get(Transfer, transfer_id),
-        make=lambda: _new_transfer(ctx, session, user, req),
+        make=lambda: _new_transfer(ctx, session, user, req, written),
         ident=lambda transfer: transfer.id,
-        render=lambda transfer: to_public(session, transfer).model_dump(mode="json"),
+        render=lambda transfer: to_public(session, transfer, written.get(transfer.id)).model_dump(
+            mode="json"
+        ),
     )
 
 
-def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreate) -> Transfer:
+def _new_transfer(
+    ctx: Context, session: Session, user: User, req: TransferCreate, written: dict[str, list[StepPublic]]
+) -> Transfer:
     wallet = wallets.require_wallet(session, user.id or 0)
     to_address, to_user_id = resolve_recipient(session, req.to)
     if to_user_id is None:
@@ -163,7 +201,8 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
     steps.add(transfer, "requested", to=to_address, amount=format_amount(amount), memo=req.memo)
     how = "pin" if wallet.kind == "custodial" else "signature"
     steps.add(transfer, "challenge_issued", type=how, digest="0x" + typed_data_digest(typed).hex())
-    session.flush()
+    steps.write()
+    written[transfer.id] = steps.steps_of(transfer.id)
     return transfer
 
 
@@ -189,7 +228,9 @@ def get_own(session: Session, user: User, transfer_id: str, *, may_receive: bool
 
 def authorize(
     ctx: Context, session: Session, user: User, transfer_id: str, req: TransferAuthorize
-) -> Transfer:
+) -> TransferPublic:
+    """Checks the PIN (and code) or the signature, then authorises the spend; answers with the transfer
+    as authorised, without reading back what it wrote."""
     transfer = get_own(session, user, transfer_id)
     if transfer.status != "pending_authorization":
         raise Conflict(f"transfer {transfer_id} is already {transfer.status}")
@@ -240,7 +281,7 @@ def authorize(
         )
         if changed.rowcount != 1:
             raise Conflict(f"transfer {transfer_id} was authorised by another request")
-        steps = StepLog(session, [transfer])
+        steps = StepLog(session, [transfer], read=True)
         steps.add(transfer, "authorized", how=how)
         steps.add(
             transfer,
@@ -249,24 +290,37 @@ def authorize(
             signature="0x" + signature.hex(),
             signer=transfer.from_address,
         )
+        steps.write()
     crash_point("transfer.after_sign")
     wake_batcher(ctx)  # the batcher relays every authorisation waiting, many per transaction
     # What the compare-and-set wrote, without reading the row back (nothing to flush: not "dirty").
     for name, value in (("status", "authorized"), ("signature", "0x" + signature.hex())):
         set_committed_value(transfer, name, value)
-    return transfer
+    return to_public(session, transfer, steps.steps_of(transfer.id))
 
 
 def _fail(session: Session, transfer: Transfer, reason: str, steps: StepLog | None = None) -> None:
+    """Marks `transfer` failed; its step goes into `steps` (written by its owner), or is written now."""
     transfer.status, transfer.failure_reason, transfer.updated_at = "failed", reason, utcnow()
     session.add(transfer)
-    (steps or StepLog(session, [transfer])).add(transfer, "failed", reason=reason)
+    log = steps or StepLog(session, [transfer])
+    log.add(transfer, "failed", reason=reason)
+    if steps is None:
+        log.write()
 
 
-def to_public(session: Session, t: Transfer) -> TransferPublic:
-    steps = session.exec(
-        select(TransferStep).where(col(TransferStep.transfer_id) == t.id).order_by(col(TransferStep.seq))
-    ).all()
+def to_public(session: Session, t: Transfer, known: list[StepPublic] | None = None) -> TransferPublic:
+    """The transfer as the API shows it; `known`: its steps, when the caller has them all already."""
+    if known is None:
+        known = [
+            StepPublic(seq=s.seq, kind=s.kind, at=s.at, details=s.details)
+            for s in session.exec(
+                select(TransferStep)
+                .where(col(TransferStep.transfer_id) == t.id)
+                .order_by(col(TransferStep.seq))
+            )
+        ]
+    steps = known
     tx = session.get(OutgoingTx, t.tx_id) if t.tx_id else None
     tx_hash = None
     for step in steps:
@@ -294,7 +348,7 @@ def to_public(session: Session, t: Transfer) -> TransferPublic:
         block_number=tx.block_number if tx and tx.status == "confirmed" else None,
         failure_reason=t.failure_reason,
         challenge=challenge,
-        steps=[StepPublic(seq=s.seq, kind=s.kind, at=s.at, details=s.details) for s in steps],
+        steps=steps,
     )
 
 
