@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from app.audit.service import verify
 from app.context import build_context
 from app.core.config import Settings, get_settings
-from app.core.db import make_engine, private_dir, write_private
+from app.core.db import make_engine
 from app.core.errors import Conflict
 from app.core.logging import configure_logging
 from app.core.migrate import upgrade
@@ -201,15 +201,5 @@ def rotate_master_key(
         count = rotate(session, old, new)
         session.commit()
     if settings.is_local and settings.wallet_master_key.get_secret_value() in ("", "change-me"):
-        _store_local_secret(settings, "wallet_master_key", new_key)
+        settings.store_local_secret("wallet_master_key", new_key)
     console.print(f"[green]re-wrapped {count} secrets[/] under master key {new.key_id}")
-
-
-def _store_local_secret(settings: Settings, name: str, value: str) -> None:
-    import json
-
-    path = settings.data_dir / "local-secrets.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    stored[name] = value
-    private_dir(path.parent)
-    write_private(path, json.dumps(stored))

@@ -42,6 +42,8 @@ class ChainCache:
     coin_name: str | None = None
     paused: tuple[bool, float] | None = None
     chain_now: tuple[int, float] | None = None
+    coin_info: tuple[Any, float] | None = None  # (CoinInfo, read at): GET /coin's answer (app/coin)
+    balances_seen: dict[str, tuple[int, float]] = field(default_factory=dict)  # address -> (balance, at)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Context:
     market_wake: threading.Event = field(default_factory=threading.Event)
     transfer_batch_lock: threading.Lock = field(default_factory=threading.Lock)
     market_lock: threading.RLock = field(default_factory=threading.RLock)
+    service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)
 
     @property
     def chain_id(self) -> int:

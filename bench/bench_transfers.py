@@ -1,11 +1,17 @@
-"""End-to-end custodial transfers: API call to mined, with N concurrent users on 1-second blocks.
+"""End-to-end transfers: API call to mined, with N concurrent users on 1-second blocks.
 
     .venv/bin/python -m bench.bench_transfers [--users 50] [--seconds 30] [--block-time 1] [--workers 2]
-        [--postgres]
+        [--postgres] [--mode pin|signature]
 
-Each user loops: POST /transfers, POST /transfers/{id}/authorize {pin}. Latency is measured from the
-first API call to the `mined` step the service records; throughput counts transfers confirmed per second
-of the run.
+Each user loops: POST /transfers, POST /transfers/{id}/authorize, with its PIN (custodial wallets, the
+default) or with an EIP-712 signature of the returned typed data (`--mode signature`: linked wallets,
+signed here as a mobile wallet would). Latency is measured from the first API call to the `mined` step the
+service records; throughput counts transfers confirmed per second of the run.
+
+Beside throughput it prints the service's CPU time per operation (its processes' user + system time,
+without the chain node): per confirmed transfer (both requests and its share of the relayed batch), per
+mint, per `GET /coin` and per login (Argon2id). Throughput swings with the machine's other load; CPU per
+operation much less.
 """
 
 from __future__ import annotations
@@ -13,71 +19,145 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import httpx
 from eth_account import Account
+from eth_account.messages import encode_defunct
 
-from bench.service import concurrent_users_main, percentile, running_service
+from bench.service import ServiceCpu, concurrent_users_main, percentile, running_service
+from wallet.signer import LocalSigner
 
 PIN = "123456"
+PASSWORD = "bench-pass-1"
 # (from, to) step pairs: "start" is the client's first call; the rest are the service's recorded steps
 GAPS = {
     "create_request": ("start", "requested"),  # queueing + handling until the transfer row exists
-    "to_authorized": ("requested", "authorized"),  # rest of create, the round trip, authorize incl. Argon2
+    "to_authorized": ("requested", "authorized"),  # rest of create, the round trip, authorize
     "batching": ("authorized", "submitted"),  # waiting for the batcher's next relay transaction
     "to_mined": ("submitted", "mined"),  # broadcast, the next block, the relayer reading the receipt
 }
 
 
-def make_users(base: str, admin: dict[str, str], n: int) -> list[dict[str, str]]:
-    users = []
+class BenchUser:
+    def __init__(self, email: str) -> None:
+        self.email = email
+        self.headers: dict[str, str] = {}
+        self.address = ""
+        self.signer: LocalSigner | None = None  # a linked wallet's key, held by the "phone"
+
+
+def cpu_per(cpu: ServiceCpu, count: int, work: Callable[[], None]) -> float:
+    """Milliseconds of service CPU per operation while `work` does `count` of them."""
+    before = cpu.seconds()
+    work()
+    return round((cpu.seconds() - before) * 1000 / count, 2)
+
+
+def in_parallel(items: list[Any], fn: Callable[[Any], None], threads: int = 10) -> None:
+    chunks = [items[i::threads] for i in range(threads)]
+    workers = [threading.Thread(target=lambda c=c: [fn(x) for x in c]) for c in chunks]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def make_users(
+    base: str, admin: dict[str, str], n: int, mode: str, cpu: ServiceCpu, coin: dict[str, Any]
+) -> tuple[list[BenchUser], dict[str, float]]:
+    users = [BenchUser(f"u{i}-{uuid.uuid4().hex[:6]}@example.com") for i in range(n)]
+    costs: dict[str, float] = {}
     with httpx.Client(base_url=base, timeout=60) as c:
-        for i in range(n):
-            email = f"u{i}-{uuid.uuid4().hex[:6]}@example.com"
-            r = c.post(
-                "/api/v1/auth/register",
-                json={"email": email, "password": "bench-pass-1", "display_name": "u", "role": "consumer"},
-            )
+        for u in users:
+            body = {"email": u.email, "password": PASSWORD, "display_name": "u", "role": "consumer"}
+            r = c.post("/api/v1/auth/register", json=body)
             assert r.status_code == 202, r.text
-            r = c.post("/api/v1/auth/token", data={"username": email, "password": "bench-pass-1"})
-            assert r.status_code == 200, r.text
-            tok = r.json()["access_token"]
-            h = {"Authorization": f"Bearer {tok}"}
-            addr = c.post("/api/v1/wallets", json={"pin": PIN}, headers=h).json()["address"]
-            r = c.post(
-                "/api/v1/admin/coin/mint",
-                json={"to": addr, "amount": "1000000"},
-                headers={**admin, "Idempotency-Key": uuid.uuid4().hex},
+
+        def login_all() -> None:
+            for u in users:
+                r = c.post("/api/v1/auth/token", data={"username": u.email, "password": PASSWORD})
+                assert r.status_code == 200, r.text
+                u.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        costs["login_cpu_ms"] = cpu_per(cpu, n, login_all)
+        for u in users:
+            if mode == "pin":
+                r = c.post("/api/v1/wallets", json={"pin": PIN}, headers=u.headers)
+                assert r.status_code == 201, r.text
+                u.address = r.json()["address"]
+                continue
+            account = Account.create()
+            u.signer = LocalSigner.from_key_bytes(
+                account.key, chain_id=coin["chain_id"], allowed_contracts=[coin["address"]]
             )
-            assert r.status_code == 200, r.text
-            users.append(h)
-    return users
+            u.address = account.address
+            msg = c.post(
+                "/api/v1/wallets/link/challenge", json={"address": u.address}, headers=u.headers
+            ).json()["message"]
+            sig = account.sign_message(encode_defunct(text=msg)).signature.hex()
+            body = {"address": u.address, "message": msg, "signature": sig}
+            for _ in range(20):  # several workers: the challenge may be committed after its answer
+                r = c.post("/api/v1/wallets/link", json=body, headers=u.headers)
+                if r.status_code != 422:
+                    break
+                time.sleep(0.1)
+            assert r.status_code == 201, r.text
+
+    def mint(u: BenchUser) -> None:
+        r = httpx.post(
+            f"{base}/api/v1/admin/coin/mint",
+            json={"to": u.address, "amount": "1000000"},
+            headers={**admin, "Idempotency-Key": uuid.uuid4().hex},
+            timeout=60,
+        )
+        assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
+
+    mint(users[0])  # the first one alone: concurrent first allocations of the relayer's nonce collide
+    costs["mint_cpu_ms"] = cpu_per(cpu, n - 1, lambda: in_parallel(users[1:], mint))
+    return users, costs
+
+
+def coin_info_cpu(base: str, cpu: ServiceCpu, count: int = 300) -> float:
+    with httpx.Client(base_url=base, timeout=60) as c:
+        c.get("/api/v1/coin").raise_for_status()
+
+        def read() -> None:
+            for _ in range(count):
+                c.get("/api/v1/coin").raise_for_status()
+
+        return cpu_per(cpu, count, read)
 
 
 def argon2_ms() -> float:
-    """CPU time of one PIN verification here and now: this machine's speed varies from run to run."""
+    """CPU time of one Argon2id verification (account passwords) here and now: this machine's speed
+    varies from run to run."""
     from app.core.security import hash_secret, verify_secret
 
-    hashed = hash_secret(PIN)
+    hashed = hash_secret(PASSWORD)
     start = time.process_time()
     for _ in range(10):
-        verify_secret(hashed, PIN)
+        verify_secret(hashed, PASSWORD)
     return round((time.process_time() - start) * 100, 1)
 
 
-def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
+def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, object]:
     calibration = argon2_ms()
     with running_service(block_time) as svc:
+        cpu = ServiceCpu(svc.data_dir)
         admin = {"Authorization": f"Bearer {svc.admin_token()}"}
-        headers = make_users(svc.base, admin, users)
+        coin = httpx.get(f"{svc.base}/api/v1/coin").json()
+        people, costs = make_users(svc.base, admin, users, mode, cpu, coin)
+        costs["coin_info_cpu_ms"] = coin_info_cpu(svc.base, cpu)
         sink = Account.create().address
         started: dict[str, float] = {}
         errors: list[str] = []
         stop_at = time.time() + seconds
 
-        def worker(h: dict[str, str]) -> None:
-            with httpx.Client(base_url=svc.base, headers=h, timeout=60) as c:
+        def worker(u: BenchUser) -> None:
+            with httpx.Client(base_url=svc.base, headers=u.headers, timeout=60) as c:
                 while time.time() < stop_at:
                     t0 = time.time()
                     r = c.post(
@@ -88,14 +168,20 @@ def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
                     if r.status_code != 201:
                         errors.append(r.text[:200])
                         continue
-                    tid = r.json()["id"]
-                    r = c.post(f"/api/v1/transfers/{tid}/authorize", json={"pin": PIN})
+                    created = r.json()
+                    if u.signer is None:
+                        proof = {"pin": PIN}
+                    else:
+                        typed = created["challenge"]["typed_data"]
+                        proof = {"signature": "0x" + u.signer.sign_typed_data(typed).hex()}
+                    r = c.post(f"/api/v1/transfers/{created['id']}/authorize", json=proof)
                     if r.status_code != 200:
                         errors.append(r.text[:200])
                         continue
-                    started[tid] = t0
+                    started[created["id"]] = t0
 
-        threads = [threading.Thread(target=worker, args=(h,)) for h in headers]
+        threads = [threading.Thread(target=worker, args=(u,)) for u in people]
+        cpu_before = cpu.seconds()
         begin = time.time()
         for t in threads:
             t.start()
@@ -104,11 +190,12 @@ def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
         submitted_in = time.time() - begin
         # let the last batches be mined, then read every transfer's recorded steps
         time.sleep(max(3.0, 3 * block_time))
+        transfers_cpu = cpu.seconds() - cpu_before
         latencies, confirmed, failed = [], 0, 0
         gaps: dict[str, list[float]] = {name: [] for name in GAPS}
         with httpx.Client(base_url=svc.base, timeout=60) as c:
-            for h in headers:
-                items = c.get("/api/v1/transfers?direction=out&limit=500", headers=h).json()["items"]
+            for u in people:
+                items = c.get("/api/v1/transfers?direction=out&limit=500", headers=u.headers).json()["items"]
                 for t in items:
                     if t["id"] not in started:
                         continue
@@ -122,7 +209,8 @@ def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
                     elif t["status"] == "failed":
                         failed += 1
     return {
-        "bench": "custodial_transfers",
+        "bench": "transfers",
+        "mode": mode,
         "users": users,
         "block_time_s": block_time,
         "seconds": round(submitted_in, 1),
@@ -134,14 +222,21 @@ def run(users: int, seconds: float, block_time: float) -> dict[str, object]:
         "p50_ms": round(percentile(latencies, 50) * 1000) if latencies else None,
         "p99_ms": round(percentile(latencies, 99) * 1000) if latencies else None,
         "first_error": errors[0] if errors else None,
-        "argon2_cpu_ms": calibration,
+        # service CPU per operation (all its processes, without the chain node)
+        "transfer_cpu_ms": round(transfers_cpu * 1000 / confirmed, 2) if confirmed else None,
+        **costs,
+        "argon2_cpu_ms": calibration,  # one password check in the bench's process, for comparison
         # where a transfer's latency goes (medians, ms), from the steps the service recorded
         "p50_gaps_ms": {name: round(percentile(v, 50) * 1000) for name, v in gaps.items() if v},
     }
 
 
 def main() -> None:
-    concurrent_users_main(lambda a: run(a.users, a.seconds, a.block_time), block_time=1.0)
+    concurrent_users_main(
+        lambda a: run(a.users, a.seconds, a.block_time, a.mode),
+        choices={"mode": ("pin", "signature")},
+        block_time=1.0,
+    )
 
 
 if __name__ == "__main__":

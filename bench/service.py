@@ -47,6 +47,31 @@ def postgres_database(admin_url: str = "postgresql://postgres@127.0.0.1:5432/pos
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class ServiceCpu:
+    """CPU time used so far by the service's Python processes (every API worker, not the chain node):
+    found by the data folder in their environment, read from /proc (Linux)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.marker = f"ESSX_DATA_DIR={data_dir}".encode()
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(self) -> float:
+        total = 0
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if self.marker not in (proc / "environ").read_bytes().split(b"\0"):
+                    continue
+                if b"python" not in (proc / "cmdline").read_bytes():
+                    continue
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile, or not ours
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / self.tick
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
@@ -65,11 +90,18 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
 
 
-def concurrent_users_main(run: Callable[[argparse.Namespace], dict[str, object]], **defaults: float) -> None:
-    """The command line of the concurrent-user benchmarks: --users, --seconds, --postgres; prints JSON lines."""
+def concurrent_users_main(
+    run: Callable[[argparse.Namespace], dict[str, object]],
+    choices: dict[str, tuple[str, ...]] | None = None,
+    **defaults: float,
+) -> None:
+    """The command line of the concurrent-user benchmarks: --users, --seconds, --postgres, a float option
+    per default and a choice per `choices` (the first is the default); prints JSON lines."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30)
+    for name, options in (choices or {}).items():
+        parser.add_argument(f"--{name}", choices=options, default=options[0])
     for name, value in defaults.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
     parser.add_argument(

@@ -19,7 +19,9 @@ from app.users.service import user_for_access_token
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def get_context(request: Request) -> Context:
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in the thread pool,
+# a hop that costs more than the function itself.
+async def get_context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -27,7 +29,7 @@ def get_context(request: Request) -> Context:
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
-def get_settings_dep(ctx: ContextDep) -> Settings:
+async def get_settings_dep(ctx: ContextDep) -> Settings:
     return ctx.settings
 
 
@@ -57,7 +59,7 @@ def get_current_user(ctx: ContextDep, session: SessionDep, token: str | None = D
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_admin(user: CurrentUser) -> User:
+async def get_admin(user: CurrentUser) -> User:
     if user.role != Role.admin:
         raise Forbidden("this route is for admins")
     return user
@@ -73,7 +75,7 @@ def _ip(text: str) -> IPv4Address | IPv6Address | None:
         return None
 
 
-def client_address(request: Request, settings: SettingsDep) -> str:
+async def client_address(request: Request, settings: SettingsDep) -> str:
     """The client's IP address: the direct peer's, unless the peer is one of our proxies
     (ESSX_TRUSTED_PROXIES): then the nearest address in X-Forwarded-For that is not one of them. A header
     from anyone else is ignored, so a client cannot pick the address it is throttled under."""

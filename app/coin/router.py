@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
@@ -32,8 +33,10 @@ admin_router = APIRouter(prefix="/admin/coin", tags=["admin"])
 
 
 @router.get("/coin", summary="The energy coin: address, supply, decimals, paused", response_model=CoinInfo)
-def get_coin(ctx: ContextDep) -> CoinInfo:
-    return service.coin_info(ctx)
+async def get_coin(ctx: ContextDep) -> CoinInfo:
+    # Answered on the event loop while cached; reading the chain blocks, so that goes to the thread pool.
+    cached = service.cached_coin_info(ctx)
+    return cached if cached is not None else await run_in_threadpool(service.coin_info, ctx)
 
 
 @router.get(

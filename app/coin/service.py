@@ -85,20 +85,40 @@ def wallet_network(settings: Settings, chain_id: int) -> WalletNetwork:
     )
 
 
+COIN_INFO_TTL = 1.0  # seconds: one block on Kaia
+
+
+def cached_coin_info(ctx: Context) -> CoinInfo | None:
+    """coin_info's answer while it is fresh, without any I/O (None: call coin_info)."""
+    cached = ctx.cache.coin_info
+    if cached is not None and time.monotonic() - cached[1] < COIN_INFO_TTL:
+        info: CoinInfo = cached[0]
+        return info
+    return None
+
+
 def coin_info(ctx: Context) -> CoinInfo:
-    cache = ctx.cache.coin_static
-    if not cache:
+    """The coin's public facts. Supply and pause state are read from the chain at most once per
+    COIN_INFO_TTL (a dashboard polls this); our own mint, burn and pause routes drop the cache at once."""
+    fresh = cached_coin_info(ctx)
+    if fresh is not None:
+        return fresh
+    now = time.monotonic()
+    static = ctx.cache.coin_static
+    if not static:
         f = ctx.coin.functions
-        cache.update(name=f.name().call(), symbol=f.symbol().call(), decimals=int(f.decimals().call()))
-    return CoinInfo(
+        static.update(name=f.name().call(), symbol=f.symbol().call(), decimals=int(f.decimals().call()))
+    info = CoinInfo(
         address=ctx.coin.address,
         total_supply=format_amount(int(ctx.coin.functions.totalSupply().call())),
         chain_id=ctx.chain_id,
         paused=bool(ctx.coin.functions.paused().call()),
         icon_url=ICON_URL,
         network=wallet_network(ctx.settings, ctx.chain_id),
-        **cache,
+        **static,
     )
+    ctx.cache.coin_info = (info, now)
+    return info
 
 
 def balance_of(ctx: Context, address: str) -> tuple[int, int]:
@@ -222,6 +242,7 @@ def _run_operation(
         session.commit()  # nonce, signed bytes, operation and idempotency record: one transaction
     assert op.tx_id is not None
     tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
+    ctx.cache.coin_info = None  # the supply or pause state may have changed
     session.refresh(op)
     public = to_public(session, op, tx_row)
     status = 202 if op.status == CoinOperationStatus.submitted else 200
@@ -256,7 +277,25 @@ def balance_now(ctx: Context, address: str) -> int:
     contract layer (ABI lookup, checksums, formatters) cost more CPU than the round trip itself."""
     account = Web3.to_checksum_address(address)  # refuses anything that is not an address
     call = {"to": ctx.coin.address, "data": BALANCE_OF + account[2:].lower().rjust(64, "0")}
-    return int(raw_call(ctx.w3, "eth_call", [call, "latest"]), 16)
+    value = int(raw_call(ctx.w3, "eth_call", [call, "latest"]), 16)
+    seen = ctx.cache.balances_seen
+    if len(seen) > 10_000:
+        seen.clear()
+    seen[account] = (value, time.monotonic())
+    return value
+
+
+BALANCE_QUOTE_SECONDS = 1.0  # one block on Kaia
+
+
+def balance_quote(ctx: Context, address: str) -> int:
+    """The balance this process read within the last second (an authorisation reads it exactly, under
+    the wallet's lock), else the latest. Only for answers that bind nothing: a transfer's creation checks
+    it as a courtesy, its authorisation checks the exact balance again."""
+    seen = ctx.cache.balances_seen.get(Web3.to_checksum_address(address))
+    if seen is not None and time.monotonic() - seen[1] < BALANCE_QUOTE_SECONDS:
+        return int(seen[0])
+    return balance_now(ctx, address)
 
 
 def coin_name(ctx: Context) -> str:

@@ -10,7 +10,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.db import private_dir, write_private
@@ -57,6 +57,7 @@ class Settings(BaseSettings):
 
     # Secrets
     jwt_secret: SecretStr = SecretStr(PLACEHOLDER)
+    _local_secrets: dict[str, str] = PrivateAttr(default_factory=dict)  # local-secrets.json, once read
     wallet_master_key: SecretStr = SecretStr(PLACEHOLDER)
     service_keystore: Path | None = None  # encrypted keystore (v3 / Klaytn v4) of the service account
     service_keystore_password: SecretStr | None = None
@@ -217,13 +218,26 @@ class Settings(BaseSettings):
             return value
         if not self.is_local:  # unreachable: the validator refuses placeholders outside local
             raise ValueError(f"ESSX_{name.upper()} is not set")
+        cached = self._local_secrets.get(name)
+        if cached is not None:  # read once: the JWT secret is needed on every request
+            return cached
         path = self.data_dir / "local-secrets.json"
         stored = json.loads(path.read_text()) if path.exists() else {}
         if name not in stored:
             stored[name] = secrets.token_hex(32)
             private_dir(path.parent)
             write_private(path, json.dumps(stored))
+        self._local_secrets[name] = str(stored[name])
         return str(stored[name])
+
+    def store_local_secret(self, name: str, value: str) -> None:
+        """Replaces a local secret in the data folder (and in memory)."""
+        path = self.data_dir / "local-secrets.json"
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        stored[name] = value
+        private_dir(path.parent)
+        write_private(path, json.dumps(stored))
+        self._local_secrets[name] = value
 
     @property
     def site_network_list(self) -> tuple[IPNetwork, ...]:

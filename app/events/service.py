@@ -16,6 +16,13 @@ def emit(session: Session, user_id: int | None, kind: str, **data: Any) -> None:
     session.add(UserEvent(user_id=user_id, kind=kind, at=utcnow(), data=data))
 
 
+def emit_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Appends many events (dicts of user_id, kind, at, data) in one statement: on hot paths, where the
+    ORM's per-object insert adds nothing."""
+    if rows:
+        session.execute(UserEvent.__table__.insert(), rows)  # type: ignore[attr-defined]
+
+
 def after(session: Session, user_id: int, last_id: int, limit: int = 200) -> list[UserEvent]:
     return list(
         session.exec(

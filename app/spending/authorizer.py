@@ -55,7 +55,7 @@ def sign(
     if wallet.kind == WalletKind.custodial:
         if factors.pin is None:
             raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-        wallets.check_pin(session, wallet, factors.pin)
+        wallets.check_pin(ctx, session, wallet, factors.pin)
         used_otp = wallets.check_otp(ctx, session, wallet.user_id, factors.otp)
         signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(typed_data)
         return Signed(signature, digest, "pin+otp" if used_otp else "pin")

@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from app.coin.errors import InsufficientBalance
-from app.coin.service import balance_now
+from app.coin.service import balance_now, balance_quote
 from app.context import Context
 from app.core.money import format_amount
 from app.market.models import EscrowStatus, Order
@@ -60,15 +60,18 @@ def reserved(session: Session, address: str) -> int:
     return total
 
 
-def available(ctx: Context, session: Session, address: str) -> int:
-    """Balance minus reservations. The reservations are read first: a spend mined in between is then
-    counted twice (refusing too much, safe); the other order could miss it and allow too much."""
+def available(ctx: Context, session: Session, address: str, *, exact: bool = True) -> int:
+    """Balance minus reservations. The reservations are read first: a transfer mined in between is then
+    counted twice (refusing too much, safe); the other order could miss it and allow too much. Not
+    `exact`: a balance read up to a second ago (balance_quote), for a first answer that binds nothing."""
     held = reserved(session, address)
-    return balance_now(ctx, address) - held
+    return (balance_now if exact else balance_quote)(ctx, address) - held
 
 
-def check_available(ctx: Context, session: Session, address: str, amount: int, what: str) -> None:
-    left = available(ctx, session, address)
+def check_available(
+    ctx: Context, session: Session, address: str, amount: int, what: str, *, exact: bool = True
+) -> None:
+    left = available(ctx, session, address, exact=exact)
     if amount > left:
         raise InsufficientBalance(
             f"{what} needs {format_amount(amount)} coins; the wallet has {format_amount(max(left, 0))} available "

@@ -61,6 +61,7 @@ def submit_batch(ctx: Context) -> int:
             else:
                 batch.append(t)
         if not batch:
+            steps.write()
             ctx.commit_background(session)
             return 0
         relay = ctx.contracts["AuthorizationRelay"]
@@ -96,6 +97,7 @@ def submit_batch(ctx: Context) -> int:
             t.tx_id, t.status, t.updated_at = tx.id, "submitted", stamp
             session.add(t)
             steps.add(t, StepKind.submitted, tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
+        steps.write()
         ctx.commit_background(session)
     crash_point("transfer.after_submit")
     ctx.relayer.kick()
@@ -139,6 +141,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
                     steps.add(t, StepKind.requeued, reason=tx.error or "batch failed")
                 else:
                     fail(session, t, f"relay transaction failed: {tx.error}", steps)
+            steps.write()
             return
         receipt = ctx.relayer.receipt(tx.tx_hash or "")
         if receipt is None:
@@ -168,6 +171,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
                 fail(session, t, reason, steps)
             t.updated_at = stamp
             session.add(t)
+        steps.write()
 
     return on_final
 

@@ -30,8 +30,7 @@ def create_transfer(
 def authorize_transfer(
     transfer_id: str, req: TransferAuthorize, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> TransferPublic:
-    transfer = service.authorize(ctx, session, user, transfer_id, req)
-    return service.to_public(session, transfer)
+    return service.authorize(ctx, session, user, transfer_id, req)
 
 
 @router.get(

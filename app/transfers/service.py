@@ -54,6 +54,7 @@ def _domain(ctx: Context) -> TokenDomain:
 def create(
     ctx: Context, session: Session, user: User, req: TransferCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
+    written: dict[str, list[StepPublic]] = {}  # the new transfer's steps, to answer without reading them
     return idempotency.create_once(
         session,
         f"{user.id}:transfers.create",
@@ -61,13 +62,17 @@ def create(
         req.model_dump(),
         kind="transfer",
         load=lambda transfer_id: session.get(Transfer, transfer_id),
-        make=lambda: _new_transfer(ctx, session, user, req),
+        make=lambda: _new_transfer(ctx, session, user, req, written),
         ident=lambda transfer: transfer.id,
-        render=lambda transfer: to_public(session, transfer).model_dump(mode="json"),
+        render=lambda transfer: to_public(session, transfer, written.get(transfer.id)).model_dump(
+            mode="json"
+        ),
     )
 
 
-def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreate) -> Transfer:
+def _new_transfer(
+    ctx: Context, session: Session, user: User, req: TransferCreate, written: dict[str, list[StepPublic]]
+) -> Transfer:
     wallet = wallets.require_wallet(session, user.id or 0)
     to_address, to_user_id = resolve_recipient(session, req.to)
     if to_user_id is None:
@@ -77,7 +82,7 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
         raise AppError("you cannot send coins to your own wallet")
     ensure_not_paused(ctx)
     # A first answer for the user; the binding check is at authorisation, under the wallet's lock.
-    check_available(ctx, session, wallet.address, amount, "this transfer")
+    check_available(ctx, session, wallet.address, amount, "this transfer", exact=False)
     now = chain_now(ctx)
     transfer_id = uuid.uuid4().hex
     nonce = nonce_for("transfer", transfer_id)
@@ -113,7 +118,8 @@ def _new_transfer(ctx: Context, session: Session, user: User, req: TransferCreat
     steps.add(transfer, StepKind.requested, to=to_address, amount=format_amount(amount), memo=req.memo)
     how = "pin" if wallet.kind == WalletKind.custodial else "signature"
     steps.add(transfer, StepKind.challenge_issued, type=how, digest="0x" + typed_data_digest(typed).hex())
-    session.flush()
+    steps.write()
+    written[transfer.id] = steps.steps_of(transfer.id)
     return transfer
 
 
@@ -139,7 +145,9 @@ def get_own(session: Session, user: User, transfer_id: str, *, may_receive: bool
 
 def authorize(
     ctx: Context, session: Session, user: User, transfer_id: str, req: TransferAuthorize
-) -> Transfer:
+) -> TransferPublic:
+    """Checks the PIN (and code) or the signature, then authorises the spend; answers with the transfer
+    as authorised, without reading back what it wrote."""
     transfer = get_own(session, user, transfer_id)
     if transfer.status != TransferStatus.pending_authorization:
         raise Conflict(f"transfer {transfer_id} is already {transfer.status}")
@@ -162,7 +170,7 @@ def authorize(
         .values(status=TransferStatus.authorized, signature=signature, updated_at=utcnow())
     )
     with authorizer.authorising_spend(ctx, session, wallet, transfer.amount, "this transfer", authorise):
-        steps = StepLog(session, [transfer])
+        steps = StepLog(session, [transfer], read=True)
         steps.add(transfer, StepKind.authorized, how=signed.how)
         steps.add(
             transfer,
@@ -171,18 +179,27 @@ def authorize(
             signature=signature,
             signer=transfer.from_address,
         )
+        steps.write()
     crash_point("transfer.after_sign")
     wake_batcher(ctx)  # the batcher relays every authorisation waiting, many per transaction
     # What the compare-and-set wrote, without reading the row back (nothing to flush: not "dirty").
     for name, value in (("status", TransferStatus.authorized), ("signature", signature)):
         set_committed_value(transfer, name, value)
-    return transfer
+    return to_public(session, transfer, steps.steps_of(transfer.id))
 
 
-def to_public(session: Session, t: Transfer) -> TransferPublic:
-    steps = session.exec(
-        select(TransferStep).where(col(TransferStep.transfer_id) == t.id).order_by(col(TransferStep.seq))
-    ).all()
+def to_public(session: Session, t: Transfer, known: list[StepPublic] | None = None) -> TransferPublic:
+    """The transfer as the API shows it; `known`: its steps, when the caller has them all already."""
+    if known is None:
+        known = [
+            StepPublic(seq=s.seq, kind=s.kind, at=s.at, details=s.details)
+            for s in session.exec(
+                select(TransferStep)
+                .where(col(TransferStep.transfer_id) == t.id)
+                .order_by(col(TransferStep.seq))
+            )
+        ]
+    steps = known
     tx = session.get(OutgoingTx, t.tx_id) if t.tx_id else None
     tx_hash = None
     for step in steps:
@@ -210,7 +227,7 @@ def to_public(session: Session, t: Transfer) -> TransferPublic:
         block_number=tx.block_number if tx and tx.status == "confirmed" else None,
         failure_reason=t.failure_reason,
         challenge=challenge,
-        steps=[StepPublic(seq=s.seq, kind=s.kind, at=s.at, details=s.details) for s in steps],
+        steps=steps,
     )
 
 

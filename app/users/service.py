@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, exists, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -108,10 +108,13 @@ def issue_tokens(session: Session, settings: Settings, user: User, family: str |
 def user_for_access_token(session: Session, settings: Settings, token: str) -> User:
     """The user of a valid access token whose session has not ended (logout, password change)."""
     claims = decode_token(settings.secret("jwt_secret"), token, "access")
-    user = session.get(User, claims.user_id)
-    if user is None or user.status == UserStatus.disabled:
+    # One statement (this runs on every request): the user, and whether its token family was revoked.
+    revoked = exists().where(col(RevokedTokenFamily.family) == claims.family).label("revoked")
+    row = session.exec(select(User, revoked).where(col(User.id) == claims.user_id)).first()
+    if row is None or row[0].status == UserStatus.disabled:
         raise Unauthorized("unknown or disabled user")
-    if claims.epoch != user.session_epoch or session.get(RevokedTokenFamily, claims.family) is not None:
+    user, family_revoked = row
+    if claims.epoch != user.session_epoch or family_revoked:
         raise Unauthorized("this session has ended; please log in again")
     return user
 

@@ -54,3 +54,14 @@ class LinkChallenge(SQLModel, table=True):
     message: str = Field(sa_column=Column(Text, nullable=False))
     expires_at: datetime = Field(sa_column=utc_column(nullable=False))
     used_at: datetime | None = Field(default=None, sa_column=utc_column())
+
+
+class ServiceSecret(SQLModel, table=True):
+    """A secret of the service itself (the PIN pepper), sealed under the master key like a wallet key and
+    re-wrapped with it by `essx rotate-master-key`."""
+
+    __tablename__ = "service_secrets"
+
+    name: str = Field(primary_key=True, max_length=64)
+    sealed: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))

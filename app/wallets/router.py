@@ -62,8 +62,9 @@ def my_wallet(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> Wallet
 
 
 @router.post("/me/pin", summary="Change your wallet's PIN", status_code=status.HTTP_204_NO_CONTENT)
-def change_pin(req: PinChange, session: SessionDep, user: CurrentUser) -> None:
-    service.change_pin(session, service.require_wallet(session, user.id or 0), req.old_pin, req.new_pin)
+def change_pin(req: PinChange, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> None:
+    wallet = service.require_wallet(session, user.id or 0)
+    service.change_pin(ctx, session, wallet, req.old_pin, req.new_pin)
 
 
 @router.post(

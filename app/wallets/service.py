@@ -15,9 +15,9 @@ from sqlmodel import Session, col, select
 from app.context import Context
 from app.core.errors import Conflict, NotFound
 from app.core.money import parse_address
-from app.core.security import hash_secret, utcnow, verify_secret
+from app.core.security import utcnow
 from app.users.models import User
-from app.wallets import attempts
+from app.wallets import attempts, pins
 from app.wallets.errors import LinkRejected, OtpLocked, OtpRequired, WalletLocked, WrongOtp, WrongPin
 from app.wallets.models import LinkChallenge, UserTotp, Wallet, WalletKind
 from wallet import siwe
@@ -68,7 +68,7 @@ def create_custodial(ctx: Context, session: Session, user: User, pin: str) -> Wa
         kind=WalletKind.custodial,
         address=key.address,
         sealed_key=key.sealed.to_text(),
-        pin_hash=hash_secret(pin),
+        pin_hash=pins.hash_pin(ctx, user.id or 0, pin),
         created_at=utcnow(),
     )
     session.add(wallet)
@@ -81,14 +81,18 @@ def _locked_detail(what: str, until: datetime | None) -> str:
     return f"too many wrong {what}; locked {when}"
 
 
-def check_pin(session: Session, wallet: Wallet, pin: str) -> None:
-    """Argon2id check, at most PIN_MAX_FAILURES wrong PINs per lock window however many requests run at
-    once (attempts.py: the attempt is reserved and committed before Argon2 runs). Commits the session."""
+def check_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> None:
+    """Keyed-hash check (pins.py), at most PIN_MAX_FAILURES wrong PINs per lock window however many
+    requests run at once (attempts.py: the attempt is reserved and committed before the PIN is checked).
+    A legacy Argon2id hash is replaced by the keyed hash in the commit that records the success. Commits
+    the session."""
     where = col(Wallet.id) == wallet.id
     attempt = attempts.reserve(session, PIN_ATTEMPTS, where)
     if attempt is None:
         raise WalletLocked(_locked_detail("PINs", attempts.locked_until(session, PIN_ATTEMPTS, where)))
-    if verify_secret(wallet.pin_hash, pin):
+    if pins.verify_pin(ctx, wallet.pin_hash, wallet.user_id, pin):
+        if pins.needs_rehash(wallet.pin_hash):
+            _set_pin_hash(session, wallet, pins.hash_pin(ctx, wallet.user_id, pin))
         attempts.succeeded(session, PIN_ATTEMPTS, where)
         return
     if attempt.locks:
@@ -97,11 +101,21 @@ def check_pin(session: Session, wallet: Wallet, pin: str) -> None:
     raise WrongPin(f"wrong PIN ({left} attempts left before a 15-minute lock)")
 
 
-def change_pin(session: Session, wallet: Wallet, old_pin: str, new_pin: str) -> None:
+def _set_pin_hash(session: Session, wallet: Wallet, pin_hash: str) -> None:
+    session.execute(
+        update(Wallet)
+        .where(col(Wallet.id) == wallet.id)
+        .values(pin_hash=pin_hash)
+        .execution_options(synchronize_session=False)
+    )
+    set_committed_value(wallet, "pin_hash", pin_hash)
+
+
+def change_pin(ctx: Context, session: Session, wallet: Wallet, old_pin: str, new_pin: str) -> None:
     if wallet.kind != WalletKind.custodial:
         raise Conflict("a linked wallet has no PIN: its own app authorises spending")
-    check_pin(session, wallet, old_pin)
-    wallet.pin_hash = hash_secret(new_pin)
+    check_pin(ctx, session, wallet, old_pin)
+    wallet.pin_hash = pins.hash_pin(ctx, wallet.user_id, new_pin)
     session.add(wallet)
 
 
@@ -248,9 +262,10 @@ def link(ctx: Context, session: Session, user: User, address: str, message: str,
 
 
 def rotate_master_key(session: Session, old: MasterKey, new: MasterKey) -> int:
-    """Re-wraps every data key (wallet keys and TOTP secrets); ciphertexts and addresses stay."""
+    """Re-wraps every data key (wallet keys, TOTP secrets, the service's own secrets such as the PIN
+    pepper); ciphertexts and addresses stay."""
 
-    count = 0
+    count = pins.rotate_service_secrets(session, old, new)
     for w in session.exec(select(Wallet).where(col(Wallet.sealed_key).is_not(None))):
         sealed = SealedSecret.from_text(w.sealed_key or "")
         w.sealed_key = rewrap(old, new, sealed, aad_for(w.user_id, w.address)).to_text()

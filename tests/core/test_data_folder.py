@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from app.cli import _store_local_secret, cli
+from app.cli import cli
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.core.migrate import upgrade
@@ -73,10 +73,10 @@ def test_local_secrets_are_0600_in_a_0700_folder(tmp_path: Path, loose_umask: No
     assert mode(secrets_file) == 0o600 and mode(tmp_path / "data") == 0o700
     # rotate-master-key writes the file again: still private, also when it has to create it
     secrets_file.chmod(0o644)
-    _store_local_secret(settings, "wallet_master_key", "00" * 32)
+    settings.store_local_secret("wallet_master_key", "00" * 32)
     assert mode(secrets_file) == 0o600
     secrets_file.unlink()
-    _store_local_secret(settings, "wallet_master_key", "00" * 32)
+    settings.store_local_secret("wallet_master_key", "00" * 32)
     assert mode(secrets_file) == 0o600
 
 
