@@ -1,8 +1,8 @@
 """Orders for delivery slots: placement, escrow authorisation, cancellation, the public book.
 
-A buy order escrows quantity x limit price in the EnergyMarket contract through a buyer-signed ERC-3009
-ReceiveWithAuthorization, relayed gas-free exactly like a transfer; it enters the book only once the
-escrow is locked on chain. A sell order enters the book at once, capped by its site's supply estimate.
+A buy order is authorised by a buyer-signed ERC-3009 ReceiveWithAuthorization for quantity x limit price and
+enters the book at once; the escrow is locked on chain only when the order matches (`app/market/escrow.py`).
+A sell order enters the book at once, capped by its site's supply estimate.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
 from app.core.sql import MAX_INT_ID
 from app.events.service import emit
-from app.market import aggregate_levels, engine, escrow_amount
-from app.market.onchain import escrow_nonce, id32, unix
+from app.market import aggregate_levels, engine, escrow, escrow_amount
+from app.market.onchain import escrow_nonce
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
@@ -33,11 +33,8 @@ from app.transfers.service import AuthorizationMissing, WrongSigner
 from app.transfers.spending import authorising_spend, check_available
 from app.wallets import service as wallets
 from wallet.models import OutgoingTx
-from wallet.relayer import TxRejected
 from wallet.signer import recover_typed_data
 from wallet.typed_data import TokenDomain, receive_with_authorization, split_signature
-
-VALIDITY_SECONDS = 300
 
 
 class NotAllowedToTrade(AppError):
@@ -139,11 +136,10 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
     amount = escrow_amount(req.quantity_wh, price)
     # A first answer for the user; the binding check is at authorisation, under the wallet's lock.
     check_available(ctx, session, wallet.address, amount, "the escrow")
-    now_s = chain_now(ctx)
     market = ctx.contracts["EnergyMarket"]
     order.wallet_address = wallet.address
     order.escrow_amount = amount
-    order.valid_after, order.valid_before = 0, now_s + VALIDITY_SECONDS
+    order.valid_after, order.valid_before = 0, escrow.valid_before(r, slot_start)
     order.typed_data = receive_with_authorization(
         TokenDomain(name=_coin_name(ctx), chain_id=ctx.chain_id, verifying_contract=ctx.coin.address),
         from_=wallet.address,
@@ -234,29 +230,11 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         try:
             signature = bytes.fromhex(req.signature.removeprefix("0x"))
             signer = recover_typed_data(typed, signature)
+            split_signature(signature)  # a high-s signature would fail on chain, at the first match
         except ValueError:
             raise WrongSigner("the signature is malformed") from None
         if signer != order.wallet_address:
             raise WrongSigner(f"the signature recovers to {signer}, not {order.wallet_address}")
-    v, r, s = split_signature(signature)
-    market = ctx.contracts["EnergyMarket"]
-    data = market.encodeABI(
-        fn_name="lockEscrow",
-        args=[
-            id32(order.id),
-            order.wallet_address,
-            order.escrow_amount,
-            unix(order.slot_start),
-            order.quantity_wh,
-            order.limit_price,
-            order.valid_after,
-            order.valid_before,
-            escrow_nonce(order.id, order.slot_start, order.quantity_wh, order.limit_price),
-            v,
-            r,
-            s,
-        ],
-    )
 
     def still_pending() -> bool:
         row = session.exec(select(Order.status, Order.escrow_status).where(col(Order.id) == order_id)).one()
@@ -271,18 +249,12 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
                 col(Order.status) == "pending_authorization",
                 col(Order.escrow_status) == "none",
             )
-            .values(escrow_status="locking")
+            .values(escrow_status="authorized")
         )
         if changed.rowcount != 1:
             raise Conflict(f"order {order_id} was authorised by another request")
-        try:
-            tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_lock:{order.id}")
-        except TxRejected as exc:
-            raise AppError(f"the escrow cannot be locked: {exc.reason}") from None
-        order.signature = "0x" + signature.hex()
-        order.escrow_status, order.lock_tx_id, order.updated_at = "locking", tx.id, utcnow()
-        session.add(order)
-    ctx.relayer.kick()
+        escrow.accept_authorised(session, order, signature, engine.next_seq(session))
+    engine.kick(ctx)
     return order
 
 
@@ -302,7 +274,8 @@ def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:
             raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
         order.status, order.open_wh, order.updated_at = "cancelled", 0, utcnow()
         if order.escrow_status == "locked":
-            engine.release_escrow(ctx, session, order)
+            escrow.release_one(ctx, session, order)
+        escrow.close_unmatched(session, order)
         session.add(order)
         emit(session, user.id, "order.cancelled", order_id=order.id)
         session.commit()

@@ -9,8 +9,7 @@ from sqlmodel import Session
 
 from app.context import Context
 from app.core import clock
-from app.market import engine, recording
-from app.market.onchain import id32
+from app.market import engine, escrow, recording
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +27,7 @@ def run_once(ctx: Context) -> None:
                     engine.match_slot(ctx, session, slot_start)
         engine.close_gates(ctx, session, r, now)
         ctx.commit_background(session)
-        ready = engine.escrows_to_release(session, r, now)
-        if ready:
-            market = ctx.contracts["EnergyMarket"]
-            data = market.encodeABI(fn_name="releaseEscrows", args=[[id32(o.id) for o in ready]])
-            tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="escrow_release_batch")
-            for o in ready:
-                o.escrow_status, o.release_tx_id = "releasing", tx.id
-                session.add(o)
+        if escrow.release_closed(ctx, session, r, now):
             ctx.commit_background(session)
     recording.submit_trades(ctx)
     from app.settlement.service import settle_ready_slots

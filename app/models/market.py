@@ -32,7 +32,7 @@ class Order(SQLModel, table=True):
     escrow_amount: int = Field(default=0, sa_column=Column(BigAmount, nullable=False))
     escrow_status: str = Field(
         default="none", max_length=16
-    )  # none | authorized | locking | locked | released
+    )  # none | authorized | locking | locked | releasing | released ; unused (never matched)
     typed_data: dict | None = Field(default=None, sa_column=Column(JSON))
     valid_after: int | None = None
     valid_before: int | None = None
