@@ -139,7 +139,7 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
     market = ctx.contracts["EnergyMarket"]
     order.wallet_address = wallet.address
     order.escrow_amount = amount
-    order.valid_after, order.valid_before = 0, escrow.valid_before(r, slot_start)
+    order.valid_after, order.valid_before = 0, escrow.valid_before(r, slot_start, now, chain_now(ctx))
     order.typed_data = receive_with_authorization(
         TokenDomain(name=_coin_name(ctx), chain_id=ctx.chain_id, verifying_contract=ctx.coin.address),
         from_=wallet.address,
