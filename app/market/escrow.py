@@ -38,7 +38,9 @@ def valid_before(rules_: MarketRules, slot_start: datetime, now: datetime, chain
     """The authorisation stays good until the slot ends: the order matches until gate closure (the call
     auction at it) and its first trade is recorded shortly after. Counted from the chain's clock, which the
     coin checks (the platform's clock may run on energy time, as in the demo)."""
-    return chain_now + max(int((slot_start + timedelta(minutes=rules_.slot_minutes) - now).total_seconds()), 0)
+    return chain_now + max(
+        int((slot_start + timedelta(minutes=rules_.slot_minutes) - now).total_seconds()), 0
+    )
 
 
 def accept_authorised(session: Session, order: Order, signature: bytes, seq: int) -> None:
