@@ -8,7 +8,7 @@ The buyer signs the ERC-3009 authorisation when placing the order and the order 
 signature is used on chain only when the order has matched, by `lockAndRecordTrades`, together with the pass's
 trade records. An order that never matches costs no gas. A buyer whose balance no longer covers the
 authorisation when its first trade is recorded is skipped: the order is cancelled with the reason, its trades
-voided and the sellers' quantities go back to the book. Releases (cancellation, gate closure) are batched.
+voided (deleted: they never reached the chain) and the sellers' quantities go back to the book. Releases (cancellation, gate closure) are batched.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, func, select
 
-from app.coin.service import balance_now
+from app.coin.service import balance_now, chain_now
 from app.context import Context
 from app.core.money import format_amount
 from app.core.security import utcnow
@@ -31,6 +31,7 @@ from wallet.typed_data import split_signature
 
 log = logging.getLogger(__name__)
 UINT32_MAX = 2**32 - 1
+EXPIRY_MARGIN_SECONDS = 30  # a batch is mined within seconds; closer than this to expiry it may not be
 LockArgs = tuple[bytes, str, int, int, int, int, int, int, int, bytes, bytes]
 
 
@@ -57,12 +58,14 @@ def locks_for_batch(
     ctx: Context, session: Session, trades: list[Trade]
 ) -> tuple[list[LockArgs], list[Trade]]:
     """The `Lock`s a recording batch needs (buy orders matched for the first time) and the trades that stay in
-    it. Each first-time buyer's balance is read now; one that no longer covers its authorisation is skipped."""
+    it. Each first-time buyer's balance is read now; one that no longer covers its authorisation, or whose
+    authorisation is about to expire, is skipped (a lock that would revert would hold up every batch)."""
     locks: list[LockArgs] = []
     kept: list[Trade] = []
     skipped: set[str] = set()
     decided: set[str] = set()
     committed: dict[str, int] = {}
+    expires_before = chain_now(ctx) + EXPIRY_MARGIN_SECONDS
     for t in trades:
         if t.buy_order_id in skipped:
             continue
@@ -73,8 +76,17 @@ def locks_for_batch(
             if order.escrow_status == "authorized":
                 address = order.wallet_address or ""
                 balance = balance_now(ctx, address) - committed.get(address, 0)
-                if balance < order.escrow_amount:
-                    skip_uncovered(session, order, balance)
+                reason = None
+                if (order.valid_before or 0) <= expires_before:
+                    reason = "the escrow authorisation expired before the order's first trade was recorded"
+                elif balance < order.escrow_amount:
+                    reason = (
+                        f"escrow not covered when the order matched: it needs "
+                        f"{format_amount(order.escrow_amount)} coins and the wallet holds "
+                        f"{format_amount(max(balance, 0))}"
+                    )
+                if reason is not None:
+                    skip_unusable(session, order, reason)
                     skipped.add(order.id)
                     continue
                 committed[address] = committed.get(address, 0) + order.escrow_amount
@@ -100,13 +112,10 @@ def _lock_args(order: Order) -> LockArgs:
     )
 
 
-def skip_uncovered(session: Session, order: Order, balance: int) -> None:
-    """Cancel a buy order whose wallet cannot cover its escrow when it first matched; void its trades and give
-    the sellers their quantity back."""
-    order.failure_reason = (
-        f"escrow not covered when the order matched: it needs {format_amount(order.escrow_amount)} coins and "
-        f"the wallet holds {format_amount(max(balance, 0))}"
-    )
+def skip_unusable(session: Session, order: Order, reason: str) -> None:
+    """Cancel a buy order whose wallet cannot cover its escrow when it first matched (or whose authorisation
+    has expired); void its trades and give the sellers their quantity back."""
+    order.failure_reason = reason
     order.status, order.escrow_status, order.open_wh, order.updated_at = "cancelled", "unused", 0, utcnow()
     session.add(order)
     emit(session, order.user_id, "order.cancelled", order_id=order.id, reason=order.failure_reason)
@@ -122,10 +131,9 @@ def skip_uncovered(session: Session, order: Order, balance: int) -> None:
             sell.status = "open"  # past gate closure the next pass expires it
         sell.updated_at = utcnow()
         session.add(sell)
-        t.status, t.updated_at = "void", utcnow()
-        session.add(t)
         for user_id in (t.buyer_id, t.seller_id):
-            emit(session, user_id, "trade.voided", trade_id=t.id, reason="the buyer's escrow was not covered")
+            emit(session, user_id, "trade.voided", trade_id=t.id, reason=reason)
+        session.delete(t)  # never on chain: the match is undone (the events keep what happened)
 
 
 def mark_locking(session: Session, locks: list[LockArgs], tx: OutgoingTx) -> None:
@@ -168,9 +176,7 @@ def release_one(ctx: Context, session: Session, order: Order) -> None:
 
 def _owed_to_trades(session: Session, order: Order) -> int:
     q = session.exec(
-        select(func.coalesce(func.sum(Trade.quantity_wh), 0)).where(
-            col(Trade.buy_order_id) == order.id, col(Trade.status) != "void"
-        )
+        select(func.coalesce(func.sum(Trade.quantity_wh), 0)).where(col(Trade.buy_order_id) == order.id)
     ).one()
     return int(q)
 

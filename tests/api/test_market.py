@@ -634,8 +634,7 @@ def test_a_buyer_whose_balance_no_longer_covers_the_escrow_is_skipped_at_the_mat
     )
     assert skipped and skipped["escrow_status"] == "unused", skipped
     assert "needs 50 coins and the wallet holds 10" in skipped["failure_reason"]
-    trades = client.get("/api/v1/trades", headers=headers).json()["items"]
-    assert [t["status"] for t in trades] == ["void"]
+    assert client.get("/api/v1/trades", headers=headers).json()["items"] == []  # the match is undone
     back = client.get(f"/api/v1/orders/{sell['id']}", headers=seller).json()
     assert (back["status"], back["open_wh"], back["filled_wh"]) == ("open", 300, 0)
     book = client.get("/api/v1/market/book", params={"slot_start": slot}).json()
@@ -760,3 +759,51 @@ def test_the_relayer_confirms_a_batch_lock_while_the_market_worker_holds_its_loc
     with Session(ctx.engine) as s:
         row = s.get(Order, order_id)
         assert row is not None and (row.status, row.escrow_status) == ("filled", "locked")
+
+
+def test_an_authorisation_about_to_expire_at_the_first_match_is_skipped(
+    client: TestClient, ctx: Context, slot: str
+) -> None:
+    """A lock that would revert (expired signature) would hold up every later batch: the order is cancelled
+    instead, and the seller's order stays in the book."""
+    from app.coin.service import chain_now
+    from app.models import Order
+
+    admin = admin_headers(client, ctx)
+    _s, seller, site_id = _seller(client, ctx, admin)
+    _b, buyer, buyer_addr = user_with_custodial_wallet(client)
+    fund(client, admin, buyer_addr, "100")
+    order = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 200, "limit_price": "200"},
+        headers={**buyer, **idem()},
+    ).json()
+    r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"pin": PIN}, headers=buyer)
+    assert r.json()["escrow_status"] == "authorized", r.text
+    with Session(ctx.engine) as s:  # as if the order had waited in the book until its signature ran out
+        row = s.get(Order, order["id"])
+        assert row is not None
+        row.valid_before = chain_now(ctx) + 10
+        s.add(row)
+        s.commit()
+    sell = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 200,
+            "limit_price": "150",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    ).json()
+    skipped = _wait(
+        lambda: (
+            (o := client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json())["status"] == "cancelled"
+            and o
+        )
+    )
+    assert skipped and "authorisation expired" in skipped["failure_reason"], skipped
+    back = client.get(f"/api/v1/orders/{sell['id']}", headers=seller).json()
+    assert (back["status"], back["open_wh"]) == ("open", 200)
+    assert ctx.coin.functions.balanceOf(buyer_addr).call() == 100 * COIN
