@@ -8,12 +8,12 @@ The buyer signs the ERC-3009 authorisation when placing the order and the order 
 signature is used on chain only when the order has matched, by `lockAndRecordTrades`, together with the pass's
 trade records. An order that never matches costs no gas. A buyer whose balance no longer covers the
 authorisation when its first trade is recorded is skipped: the order is cancelled with the reason, its trades
-voided (deleted: they never reached the chain) and the sellers' quantities go back to the book. Releases (cancellation, gate closure) are batched.
+voided (deleted: they never reached the chain) and the sellers' quantities go back to the book. Releases
+(cancellation, gate closure) are batched.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, func, select
@@ -29,7 +29,6 @@ from app.models import Order, Trade
 from wallet.models import OutgoingTx
 from wallet.typed_data import split_signature
 
-log = logging.getLogger(__name__)
 UINT32_MAX = 2**32 - 1
 EXPIRY_MARGIN_SECONDS = 30  # a batch is mined within seconds; closer than this to expiry it may not be
 LockArgs = tuple[bytes, str, int, int, int, int, int, int, int, bytes, bytes]
@@ -56,10 +55,11 @@ def accept_authorised(session: Session, order: Order, signature: bytes, seq: int
 
 def locks_for_batch(
     ctx: Context, session: Session, trades: list[Trade]
-) -> tuple[list[LockArgs], list[Trade]]:
-    """The `Lock`s a recording batch needs (buy orders matched for the first time) and the trades that stay in
-    it. Each first-time buyer's balance is read now; one that no longer covers its authorisation, or whose
+) -> tuple[list[Order], list[LockArgs], list[Trade]]:
+    """The buy orders a recording batch locks (matched for the first time), their `Lock`s, and the trades that
+    stay in the batch. Each first-time buyer's balance is read now; one that no longer covers its authorisation, or whose
     authorisation is about to expire, is skipped (a lock that would revert would hold up every batch)."""
+    orders: list[Order] = []
     locks: list[LockArgs] = []
     kept: list[Trade] = []
     skipped: set[str] = set()
@@ -90,9 +90,10 @@ def locks_for_batch(
                     skipped.add(order.id)
                     continue
                 committed[address] = committed.get(address, 0) + order.escrow_amount
+                orders.append(order)
                 locks.append(_lock_args(order))
         kept.append(t)
-    return locks, kept
+    return orders, locks, kept
 
 
 def _lock_args(order: Order) -> LockArgs:
@@ -136,10 +137,8 @@ def skip_unusable(session: Session, order: Order, reason: str) -> None:
         session.delete(t)  # never on chain: the match is undone (the events keep what happened)
 
 
-def mark_locking(session: Session, locks: list[LockArgs], tx: OutgoingTx) -> None:
-    for lock in locks:
-        order = session.get(Order, lock[0][-16:].hex())
-        assert order is not None
+def mark_locking(session: Session, orders: list[Order], tx: OutgoingTx) -> None:
+    for order in orders:
         order.escrow_status, order.lock_tx_id, order.updated_at = "locking", tx.id, utcnow()
         session.add(order)
 
@@ -149,9 +148,8 @@ def batch_final(session: Session, tx: OutgoingTx) -> None:
     for order in session.exec(
         select(Order).where(col(Order.lock_tx_id) == tx.id, col(Order.escrow_status) == "locking")
     ):
-        order.escrow_status, order.updated_at = (
-            ("locked", utcnow()) if tx.status == "confirmed" else ("authorized", utcnow())
-        )
+        order.escrow_status = "locked" if tx.status == "confirmed" else "authorized"
+        order.updated_at = utcnow()
         session.add(order)
         if tx.status == "confirmed":
             emit(session, order.user_id, "order.escrow_locked", order_id=order.id, escrow_tx_hash=tx.tx_hash)

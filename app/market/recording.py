@@ -42,7 +42,7 @@ def submit_trades(ctx: Context) -> int:
                 .limit(MAX_BATCH)
             )
         )
-        locks, trades = escrow.locks_for_batch(ctx, session, trades)
+        locking, locks, trades = escrow.locks_for_batch(ctx, session, trades)
         if not trades:
             ctx.commit_background(session)  # the skipped buyers' cancellations
             return 0
@@ -85,7 +85,7 @@ def submit_trades(ctx: Context) -> int:
             session.rollback()
             log.error("trade batch rejected", extra={"fields": {"reason": exc.reason}})
             return 0
-        escrow.mark_locking(session, locks, tx)
+        escrow.mark_locking(session, locking, tx)
         for t in trades:
             t.status, t.record_tx_id, t.updated_at = "recording", tx.id, utcnow()
             session.add(t)
