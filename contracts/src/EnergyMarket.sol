@@ -336,8 +336,9 @@ contract EnergyMarket is AccessControl, Pausable {
 
     /// @notice One matching pass on chain (all or nothing): lock the escrow of each buy order that matched for
     /// the first time (each `Lock` as in `lockEscrow`, nonce `escrowNonce(orderId, slotStart, quantityWh,
-    /// limitPrice)`), then record `trades` as `recordTrades` does. A buy order that never matches is never
-    /// locked, so it costs no gas; its signed authorisation expires unused.
+    /// limitPrice)`), then record `trades` as `recordTrades` does, then release what a locked order filled in
+    /// full no longer needs (its price differences; `EscrowReleased`). A buy order that never matches is
+    /// never locked, so it costs no gas; its signed authorisation expires unused.
     function lockAndRecordTrades(Lock[] calldata locks, Trade[] calldata trades)
         external
         onlyRole(OPERATOR_ROLE)
@@ -352,7 +353,13 @@ contract EnergyMarket is AccessControl, Pausable {
                 l.buyer, address(this), l.amount, l.validAfter, l.validBefore, nonce, l.v, l.r, l.s
             );
         }
-        return _recordBatch(trades);
+        (batchNo, firstTradeNo) = _recordBatch(trades);
+        // An order locked and filled in full in this batch needs nothing more: its price differences go
+        // back now, while the buyer's balance is warm, instead of in a release transaction of their own.
+        for (uint256 i = 0; i < locks.length; ++i) {
+            uint256 packed = _escrows[locks[i].orderId].packed;
+            if (packed & MASK32 == 0 && (packed >> AVAILABLE_SHIFT) & MASK88 != 0) _release(locks[i].orderId, 0);
+        }
     }
 
     function _recordBatch(Trade[] calldata trades) private returns (uint256 batchNo, uint256 firstTradeNo) {

@@ -610,10 +610,23 @@ def test_escrow_is_locked_with_the_trades_that_use_it_in_one_batch(
         "AccessControl: account",
     )
     assert mk.escrow(a)["buyer"] == "0x" + "00" * 20 and mk.f.tradeCount().call() == 0
-    receipt = mk.lock_and_record([lock_a, lock_b], trades)
-    assert [e["args"]["orderId"] for e in events(mk.market, "EscrowLocked", receipt)] == [a, b]
+    d = order_id("ld")  # bob's second order, filled in full below its limit in the same batch
+    lock_d = mk.lock_args(bob, d, slot, 1_000)
+    trades.append(mk.trade("l6", d, carol.address, slot, 1_000, PRICE))
+    bob_before = coin.functions.balanceOf(bob.address).call()
+    receipt = mk.lock_and_record([lock_a, lock_b, lock_d], trades)
+    assert [e["args"]["orderId"] for e in events(mk.market, "EscrowLocked", receipt)] == [a, b, d]
     (batch,) = events(mk.market, "BatchRecorded", receipt)
-    assert (batch["args"]["firstTradeNo"], batch["args"]["count"]) == (0, 3)
+    assert (batch["args"]["firstTradeNo"], batch["args"]["count"]) == (0, 4)
+    # d's price difference went back at once; b was filled at its limit (nothing left), a is still open
+    (released,) = events(mk.market, "EscrowReleased", receipt)
+    difference = escrow_amount(1_000, LIMIT) - trade_value(1_000, PRICE)
+    assert (released["args"]["orderId"], released["args"]["amount"]) == (d, difference)
+    assert mk.escrow(d)["available"] == 0
+    assert (
+        coin.functions.balanceOf(bob.address).call()
+        == bob_before - escrow_amount(1_000, LIMIT) - escrow_amount(1_000, LIMIT) + difference
+    )
     ea = mk.escrow(a)
     assert (ea["open_wh"], ea["fills"]) == (1_500, 2)
     assert ea["available"] == escrow_amount(3_000, LIMIT) - trade_value(1_500, PRICE)
