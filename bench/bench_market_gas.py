@@ -158,7 +158,10 @@ LOCK_TYPES = [
 ]
 LOCK_TYPES += ["bytes32", "bytes32"]
 LOCK = f"lockEscrow({','.join(LOCK_TYPES)})"
-RECORD = "recordTrades((bytes32,bytes32,uint16,address,uint64,uint32,uint128,bytes32)[])"
+TRADE_TUPLE = "(bytes32,bytes32,uint16,address,uint64,uint32,uint128,bytes32)"
+RECORD = f"recordTrades({TRADE_TUPLE}[])"
+LOCK_TUPLE = "(bytes32,address,uint256,uint64,uint32,uint128,uint256,uint256,uint8,bytes32,bytes32)"
+LOCK_AND_RECORD = f"lockAndRecordTrades({LOCK_TUPLE}[],{TRADE_TUPLE}[])"
 SETTLE_TUPLE = "(bytes32,bytes32,uint64,address,uint64,uint32,uint128,bytes32,uint64,uint32,bytes32[])"
 SETTLE = f"settleTrades(uint64,bytes32,{SETTLE_TUPLE}[])"
 
@@ -308,6 +311,14 @@ class Market:
 
     def lock_orders(self, n: int, slot: int) -> list[bytes]:
         """n buy orders of QUANTITY_WH at LIMIT, spread over the buyers, locked with signed authorizations."""
+        signed = self.sign_locks(n, slot)
+        self.chain.run_calls(
+            [abi_call(self.market.address, LOCK, LOCK_TYPES, args) for args in signed], gas=250_000
+        )
+        return [args[0] for args in signed]
+
+    def sign_locks(self, n: int, slot: int) -> list[list[Any]]:
+        """n buyers' signed escrow authorisations: `lockEscrow`'s arguments (the nonce is the 9th)."""
         domain = {
             "name": COIN_NAME,
             "version": "1",
@@ -315,8 +326,7 @@ class Market:
             "verifyingContract": self.coin.address,
         }
         amount = escrow_amount(QUANTITY_WH, LIMIT)
-        calls = []
-        ids = []
+        out = []
         for _ in range(n):
             oid = keccak(text=f"order:{self.orders}")
             buyer = self.buyers[self.orders % len(self.buyers)]
@@ -345,10 +355,8 @@ class Market:
             )
             args = [oid, buyer.address, amount, slot, QUANTITY_WH, LIMIT, 0, 2**48, nonce, sig.v]
             args += [sig.r.to_bytes(32, "big"), sig.s.to_bytes(32, "big")]
-            calls.append(abi_call(self.market.address, LOCK, LOCK_TYPES, args))
-            ids.append(oid)
-        self.chain.run_calls(calls, gas=250_000)
-        return ids
+            out.append(args)
+        return out
 
     def make_trades(self, order_ids: list[bytes], sellers: list[str], slot: int) -> list[Trade]:
         trades = []
@@ -548,6 +556,75 @@ def gas_phase(chain: Chain, m: Market, n: int, recurring: int) -> list[dict[str,
     return out
 
 
+def lifecycle_phase(chain: Chain, m: Market, orders: int, trades: int, sellers: int) -> list[dict[str, Any]]:
+    """Everything the platform sends for one slot of a community day, divided by the trades: `orders` buy
+    orders signed, `trades` of them matched once each (the demo's ratio: ~6 orders per trade), with the
+    per-order locks of the old path and the batched lock-on-match path, then settlement, gate-closure
+    release and payout push. The meter anchoring is the collector's and is left out of both."""
+    out: list[dict[str, Any]] = []
+    pool = [Account.create().address for _ in range(sellers)]
+    for offset, path in enumerate(("lock_every_order", "lock_on_match_batched")):
+        slot = (
+            int(chain.w3.eth.get_block("latest")["timestamp"]) // SLOT_SECONDS + 40 + offset
+        ) * SLOT_SECONDS
+        signed = m.sign_locks(orders, slot)
+        matched = signed[:trades]
+        tx_trades = m.make_trades([a[0] for a in matched], pool, slot)
+        batches, record = m.record_calls(tx_trades)
+        receipts: dict[str, list[TxReceipt]] = {}
+        if path == "lock_every_order":
+            locks = [abi_call(m.market.address, LOCK, LOCK_TYPES, a) for a in signed]
+            receipts["lock"] = chain.run_calls(locks, gas=250_000)
+            receipts["record"] = chain.run_calls(record, gas=2_000_000)
+            locked = [a[0] for a in signed]
+        else:
+            assert len(record) == 1, "one matching pass: one batch"
+            items = [t.record_tuple() for t in tx_trades]
+            lock_items = [(*a[:8], *a[9:]) for a in matched]
+            call = abi_call(
+                m.market.address,
+                LOCK_AND_RECORD,
+                [f"{LOCK_TUPLE}[]", f"{TRADE_TUPLE}[]"],
+                [lock_items, items],
+                len(items),
+            )
+            receipts["lock_and_record"] = chain.run_calls([call])
+            locked = [a[0] for a in matched]
+        assert m.f.batchRoot(batches[0].batch_no).call() == batches[0].layers[-1][0]
+        root = keccak(text=f"ledger root {slot}")
+        chain.run([(m.ledger.functions.anchor(slot, root, 100, TOTALS), 200_000)])
+        receipts["settle"] = chain.run_calls([m.settle_call(slot, root, batches, full_or_short)])
+        release = m.f.releaseEscrows(locked)
+        receipts["release"] = chain.run([(release, chain.estimate(release))])
+        payees = sorted(set(pool) | {a[1] for a in matched})
+        payees = [a for a in payees if m.f.balances(a).call() > 0]
+        push = m.f.withdrawForBatch(payees)
+        receipts["payout"] = chain.run([(push, chain.estimate(push))])
+        total = sum(int(r["gasUsed"]) for rs in receipts.values() for r in rs)
+        unmatched = 0
+        if path == "lock_every_order":  # an unmatched order's lock and its share of the release
+            unmatched = round(
+                per_trade(receipts["lock"][trades:], orders - trades)
+                + per_trade(receipts["release"], len(locked))
+            )
+        out.append(
+            {
+                "bench": "lifecycle_gas_per_settled_trade",
+                "path": path,
+                "orders": orders,
+                "trades": trades,
+                "sellers": sellers,
+                "transactions": sum(len(rs) for rs in receipts.values()),
+                "gas_per_trade": round(total / trades),
+                "by_step_per_trade": {k: round(per_trade(rs, trades)) for k, rs in receipts.items()},
+                "gas_per_unmatched_order": unmatched,
+            }
+        )
+    held = m.coin.functions.balanceOf(m.market.address).call()
+    assert held == m.f.totalEscrowed().call() + m.f.totalCredited().call()
+    return out
+
+
 def throughput_phase(chain: Chain, m: Market, n: int, e2e: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     slot = (int(chain.w3.eth.get_block("latest")["timestamp"]) // SLOT_SECONDS + 8) * SLOT_SECONDS
@@ -654,6 +731,10 @@ def main() -> None:
     parser.add_argument("--throughput-trades", type=int, default=3_000)
     parser.add_argument("--e2e-trades", type=int, default=1_000)
     parser.add_argument("--buyers", type=int, default=100)
+    parser.add_argument("--lifecycle-orders", type=int, default=180, help="buy orders in one community slot")
+    parser.add_argument("--lifecycle-trades", type=int, default=30, help="of which matched (one trade each)")
+    parser.add_argument("--lifecycle-sellers", type=int, default=10)
+    parser.add_argument("--only-lifecycle", action="store_true", help="skip the gas and throughput phases")
     args = parser.parse_args()
     print(json.dumps({"machine": machine()}), flush=True)
     node = AnvilNode(port=free_port(), block_time=None).start()
@@ -663,6 +744,14 @@ def main() -> None:
         gas_limit = int(chain.w3.eth.get_block("latest")["gasLimit"])
         print(json.dumps({"chain": "anvil", "hardfork": info.get("hardFork"), "block_gas_limit": gas_limit}))
         m = setup(chain, args.buyers)
+        base = transfer_baseline(chain, m)
+        for row in lifecycle_phase(
+            chain, m, args.lifecycle_orders, args.lifecycle_trades, args.lifecycle_sellers
+        ):
+            row["vs_transfer_existing_holder"] = ratio(row["gas_per_trade"], base["existing_holder"])
+            print(json.dumps(row), flush=True)
+        if args.only_lifecycle:
+            return
         for row in gas_phase(chain, m, args.gas_trades, args.recurring_trades):
             print(json.dumps(row), flush=True)
         for row in throughput_phase(chain, m, args.throughput_trades, args.e2e_trades):

@@ -376,8 +376,9 @@ def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: di
         f"{chain.transactions} transactions since the service started, {chain.gas:,} gas in all"
         + (f", {chain.gas // int(s['trades']):,} gas per trade" if int(s["trades"]) else "")
         + ". Every one was sent and paid for by the platform's relayer: no household held the chain's native "
-        "coin. Wallets were funded by mints; orders lock their escrow with a signed authorisation; trades "
-        "are recorded and settled in batches; each slot's meter data is anchored once.",
+        "coin. Wallets were funded by mints; buy orders sign their escrow authorisation, used on chain only "
+        "when they match, in the batch that records the trades; trades are settled in batches; each slot's "
+        "meter data is anchored once.",
         "",
         "| contract.function | transactions | gas |",
         "|---|---:|---:|",

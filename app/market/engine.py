@@ -17,17 +17,17 @@ from sqlmodel import Session, col, func, select
 from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
+from app.market import escrow
 from app.market.matching.auction import clear_call_auction
 from app.market.matching.continuous import ContinuousBook
 from app.market.matching.types import Fill, Side, trade_value
 from app.market.matching.types import Order as MatchOrder
 from app.market.models import Order, Trade
-from app.market.onchain import id32, order_hash, orders_hash
+from app.market.onchain import order_hash, orders_hash
 from app.market.rules import MarketRules
 from app.wallets.models import Wallet
 
 log = logging.getLogger(__name__)
-UINT32_MAX = 2**32 - 1
 
 
 def slot_lock(ctx: Context) -> threading.RLock:
@@ -160,24 +160,6 @@ def seller_address(session: Session, user_id: int) -> str | None:
     return w.address if w else None
 
 
-def release_escrow(ctx: Context, session: Session, order: Order) -> None:
-    """Gives back the order's unmatched part (and price differences) in its own transaction."""
-    market = ctx.contracts["EnergyMarket"]
-    cancel = min(order.quantity_wh - _recorded_or_matched(session, order), UINT32_MAX)
-    data = market.encodeABI(fn_name="releaseEscrow", args=[id32(order.id), max(cancel, 0)])
-    tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_release:{order.id}")
-    order.escrow_status, order.release_tx_id = "releasing", tx.id
-    session.add(order)
-
-
-def _recorded_or_matched(session: Session, order: Order) -> int:
-    """What the order owes to trades (recorded or about to be): never released."""
-    q = session.exec(
-        select(func.coalesce(func.sum(Trade.quantity_wh), 0)).where(col(Trade.buy_order_id) == order.id)
-    ).one()
-    return int(q)
-
-
 def close_gates(ctx: Context, session: Session, rules_: object, now: datetime) -> int:
     """Past gate closure: the call auction clears (pay-as-clear), then every remainder expires."""
 
@@ -204,32 +186,8 @@ def close_gates(ctx: Context, session: Session, rules_: object, now: datetime) -
             if o.escrow_status == "locking":
                 continue  # expires once its lock is final
             o.status, o.updated_at = "expired", utcnow()
+            escrow.close_unmatched(session, o)
             session.add(o)
             emit(session, o.user_id, "order.expired", order_id=o.id, open_wh=o.open_wh)
             closed += 1
     return closed
-
-
-def escrows_to_release(session: Session, rules_: object, now: datetime) -> list[Order]:
-    """Buy orders whose gate closed, whose escrow is locked and whose trades are all recorded."""
-
-    assert isinstance(rules_, MarketRules)
-    rows = session.exec(
-        select(Order).where(
-            col(Order.side) == "buy",
-            col(Order.escrow_status) == "locked",
-            col(Order.status).in_(("expired", "filled", "cancelled")),
-        )
-    ).all()
-    out = []
-    for o in rows:
-        if rules_.gate_closure(o.slot_start) > now and o.status != "cancelled":
-            continue
-        unrecorded = session.exec(
-            select(func.count())
-            .select_from(Trade)
-            .where(col(Trade.buy_order_id) == o.id, col(Trade.status).in_(("matched", "recording")))
-        ).one()
-        if not unrecorded:
-            out.append(o)
-    return out

@@ -28,7 +28,8 @@ class OrderStatus(enum.StrEnum):
 
 
 class EscrowStatus(enum.StrEnum):
-    """A buy order's escrow: none -> authorized -> locking -> locked -> releasing -> released."""
+    """A buy order's escrow: none -> authorized -> locking -> locked -> releasing -> released, or unused
+    (authorised, never matched)."""
 
     none = "none"
     authorized = "authorized"
@@ -36,6 +37,7 @@ class EscrowStatus(enum.StrEnum):
     locked = "locked"
     releasing = "releasing"
     released = "released"
+    unused = "unused"  # authorised, never matched: nothing was ever locked
 
 
 class TradeStatus(enum.StrEnum):
@@ -68,7 +70,9 @@ class Order(SQLModel, table=True):
     seq: int | None = Field(default=None, index=True)  # time priority once in the book
     wallet_address: str | None = Field(default=None, max_length=42)
     escrow_amount: int = Field(default=0, sa_column=Column(BigAmount, nullable=False))
-    escrow_status: str = Field(default=EscrowStatus.none, max_length=16)
+    escrow_status: str = Field(
+        default=EscrowStatus.none, max_length=16
+    )  # none | authorized | locking | locked | releasing | released ; unused (never matched)
     typed_data: dict | None = Field(default=None, sa_column=Column(JSON))
     valid_after: int | None = None
     valid_before: int | None = None

@@ -1,7 +1,8 @@
-"""Recording matched trades on chain in batches, and finishing escrow locks and releases.
+"""Recording matched trades on chain in batches, each with the escrow locks its buy orders need.
 
 One recording batch is in flight at a time, so each buy order's fill numbers (which the contract checks)
-follow recording order. A failed batch puts its trades back to `matched`; nothing was recorded.
+follow recording order. A failed batch puts its trades back to `matched` and its orders back to
+`authorized`; nothing was recorded or locked. The escrow side of a batch is `app/market/escrow.py`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from web3 import Web3
 from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
-from app.market import engine
-from app.market.models import Order, Trade
+from app.market import engine, escrow
+from app.market.models import Trade
 from app.market.onchain import id32, merkle_proofs, trade_leaf, unix
 from wallet.models import OutgoingTx
 from wallet.relayer import TxRejected
@@ -41,7 +42,9 @@ def submit_trades(ctx: Context) -> int:
                 .limit(MAX_BATCH)
             )
         )
+        locking, locks, trades = escrow.locks_for_batch(ctx, session, trades)
         if not trades:
+            ctx.commit_background(session)  # the skipped buyers' cancellations
             return 0
         fills: dict[str, int] = {}
         items = []
@@ -75,13 +78,14 @@ def submit_trades(ctx: Context) -> int:
             fills[t.buy_order_id] += 1
             t.proof = {"batch_index": i, "seller": seller}
         market = ctx.contracts["EnergyMarket"]
-        data = market.encodeABI(fn_name="recordTrades", args=[items])
+        data = market.encodeABI(fn_name="lockAndRecordTrades", args=[locks, items])
         try:
             tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="trade_batch")
         except TxRejected as exc:
             session.rollback()
             log.error("trade batch rejected", extra={"fields": {"reason": exc.reason}})
             return 0
+        escrow.mark_locking(session, locking, tx)
         for t in trades:
             t.status, t.record_tx_id, t.updated_at = "recording", tx.id, utcnow()
             session.add(t)
@@ -93,44 +97,12 @@ def submit_trades(ctx: Context) -> int:
 def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
     def on_final(session: Session, tx: OutgoingTx) -> None:
         if tx.purpose == "trade_batch":
+            escrow.batch_final(session, tx)
             _trades_final(ctx, session, tx)
-        elif tx.purpose.startswith("escrow_lock:"):
-            _lock_final(ctx, session, tx, tx.purpose.split(":", 1)[1])
         elif tx.purpose.startswith("escrow_release"):
-            for order in session.exec(select(Order).where(col(Order.release_tx_id) == tx.id)):
-                order.escrow_status = "released" if tx.status == "confirmed" else "locked"
-                session.add(order)
-                if tx.status == "confirmed":
-                    emit(session, order.user_id, "order.escrow_released", order_id=order.id)
+            escrow.release_final(session, tx)
 
     return on_final
-
-
-def _lock_final(ctx: Context, session: Session, tx: OutgoingTx, order_id: str) -> None:
-    order = session.get(Order, order_id)
-    if order is None or order.escrow_status != "locking":
-        return
-    order.updated_at = utcnow()
-    if tx.status != "confirmed":
-        order.status, order.escrow_status, order.failure_reason = (
-            "failed",
-            "none",
-            f"escrow lock failed: {tx.error}",
-        )
-        session.add(order)
-        emit(session, order.user_id, "order.failed", order_id=order.id, reason=order.failure_reason)
-        return
-    order.escrow_status = "locked"
-    if order.status == "pending_authorization":
-        order.status = "open"
-        # no market lock here: the relayer calls this inside its own write transaction, and the market
-        # worker takes that lock before it writes; waiting for it here deadlocked the two
-        order.seq = engine.next_seq(session)
-        emit(
-            session, order.user_id, "order.accepted", order_id=order.id, side="buy", escrow_tx_hash=tx.tx_hash
-        )
-    session.add(order)
-    engine.kick(ctx)
 
 
 def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:

@@ -1,8 +1,8 @@
 """Orders for delivery slots: placement, escrow authorisation, cancellation, the public book.
 
-A buy order escrows quantity x limit price in the EnergyMarket contract through a buyer-signed ERC-3009
-ReceiveWithAuthorization, relayed gas-free exactly like a transfer; it enters the book only once the
-escrow is locked on chain. A sell order enters the book at once, capped by what its site can still deliver.
+A buy order is authorised by a buyer-signed ERC-3009 ReceiveWithAuthorization for quantity x limit price and
+enters the book at once; the escrow is locked on chain only when the order matches (`app/market/escrow.py`).
+A sell order enters the book at once, capped by what its site can still deliver.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from app.core.security import utcnow
 from app.core.sql import MAX_INT_ID
 from app.events.service import emit
 from app.idempotency import service as idempotency
-from app.market import engine
+from app.market import engine, escrow
 from app.market.errors import ExceedsSupply, NotAllowedToTrade, SlotRejected
 from app.market.matching.types import aggregate_levels, escrow_amount
 from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
-from app.market.onchain import escrow_nonce, id32, unix
+from app.market.onchain import escrow_nonce
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
@@ -38,10 +38,7 @@ from app.wallets.models import WalletKind
 from common import clock
 from ess_collector.models import Site
 from wallet.models import OutgoingTx
-from wallet.relayer import TxRejected
 from wallet.typed_data import TokenDomain, receive_with_authorization, split_signature
-
-VALIDITY_SECONDS = 300
 
 
 def rules(ctx: Context) -> MarketRules:
@@ -135,11 +132,10 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
     amount = escrow_amount(req.quantity_wh, price)
     # A first answer for the user; the binding check is at authorisation, under the wallet's lock.
     check_available(ctx, session, wallet.address, amount, "the escrow")
-    now_s = chain_now(ctx)
     market = ctx.contracts["EnergyMarket"]
     order.wallet_address = wallet.address
     order.escrow_amount = amount
-    order.valid_after, order.valid_before = 0, now_s + VALIDITY_SECONDS
+    order.valid_after, order.valid_before = 0, escrow.valid_before(r, slot_start, now, chain_now(ctx))
     order.typed_data = receive_with_authorization(
         TokenDomain(name=_coin_name(ctx), chain_id=ctx.chain_id, verifying_contract=ctx.coin.address),
         from_=wallet.address,
@@ -241,25 +237,7 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         raise Conflict("the order was placed from another wallet")
     signed = authorizer.sign(ctx, session, wallet, order.typed_data or {}, req)
     signature = signed.signature
-    v, r, s = split_signature(signature)
-    market = ctx.contracts["EnergyMarket"]
-    data = market.encodeABI(
-        fn_name="lockEscrow",
-        args=[
-            id32(order.id),
-            order.wallet_address,
-            order.escrow_amount,
-            unix(order.slot_start),
-            order.quantity_wh,
-            order.limit_price,
-            order.valid_after,
-            order.valid_before,
-            escrow_nonce(order.id, order.slot_start, order.quantity_wh, order.limit_price),
-            v,
-            r,
-            s,
-        ],
-    )
+    split_signature(signature)  # a high-s signature would fail on chain, at the first match
 
     # Compare-and-set, as for transfers: of two concurrent authorisations only one passes.
     authorise = (
@@ -269,17 +247,11 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
             col(Order.status) == OrderStatus.pending_authorization,
             col(Order.escrow_status) == EscrowStatus.none,
         )
-        .values(escrow_status=EscrowStatus.locking)
+        .values(escrow_status=EscrowStatus.authorized)
     )
     with authorizer.authorising_spend(ctx, session, wallet, order.escrow_amount, "the escrow", authorise):
-        try:
-            tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_lock:{order.id}")
-        except TxRejected as exc:
-            raise AppError(f"the escrow cannot be locked: {exc.reason}") from None
-        order.signature = "0x" + signature.hex()
-        order.escrow_status, order.lock_tx_id, order.updated_at = EscrowStatus.locking, tx.id, utcnow()
-        session.add(order)
-    ctx.relayer.kick()
+        escrow.accept_authorised(session, order, signature, engine.next_seq(session))
+    engine.kick(ctx)
     return order
 
 
@@ -299,7 +271,8 @@ def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:
             raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
         order.status, order.open_wh, order.updated_at = OrderStatus.cancelled, 0, utcnow()
         if order.escrow_status == EscrowStatus.locked:
-            engine.release_escrow(ctx, session, order)
+            escrow.release_one(ctx, session, order)
+        escrow.close_unmatched(session, order)
         session.add(order)
         emit(session, user.id, "order.cancelled", order_id=order.id)
         session.commit()

@@ -8,8 +8,7 @@ import threading
 from sqlmodel import Session
 
 from app.context import Context
-from app.market import engine, recording
-from app.market.onchain import id32
+from app.market import engine, escrow, recording
 from app.market.service import rules
 from app.settlement.service import settle_ready_slots
 from common import clock
@@ -29,14 +28,7 @@ def run_once(ctx: Context) -> None:
                     engine.match_slot(ctx, session, slot_start)
         engine.close_gates(ctx, session, r, now)
         ctx.commit_background(session)
-        ready = engine.escrows_to_release(session, r, now)
-        if ready:
-            market = ctx.contracts["EnergyMarket"]
-            data = market.encodeABI(fn_name="releaseEscrows", args=[[id32(o.id) for o in ready]])
-            tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="escrow_release_batch")
-            for o in ready:
-                o.escrow_status, o.release_tx_id = "releasing", tx.id
-                session.add(o)
+        if escrow.release_closed(ctx, session, r, now):
             ctx.commit_background(session)
     recording.submit_trades(ctx)
 

@@ -94,6 +94,22 @@ contract EnergyMarket is AccessControl, Pausable {
         bytes32 ordersHash; // the platform's hash of both orders' terms
     }
 
+    /// A buy order's escrow authorisation, used by `lockAndRecordTrades` when the order first matches: the
+    /// `lockEscrow` arguments without the nonce (derived from the terms).
+    struct Lock {
+        bytes32 orderId;
+        address buyer;
+        uint256 amount;
+        uint64 slotStart;
+        uint32 quantityWh;
+        uint128 limitPrice;
+        uint256 validAfter;
+        uint256 validBefore;
+        uint8 v;
+        bytes32 r;
+        bytes32 s;
+    }
+
     /// A recorded trade (the eight leaf words, its batch and Merkle proof) and the energy delivered for it.
     struct Settlement {
         bytes32 tradeId;
@@ -315,6 +331,38 @@ contract EnergyMarket is AccessControl, Pausable {
         whenNotPaused
         returns (uint256 batchNo, uint256 firstTradeNo)
     {
+        return _recordBatch(trades);
+    }
+
+    /// @notice One matching pass on chain (all or nothing): lock the escrow of each buy order that matched for
+    /// the first time (each `Lock` as in `lockEscrow`, nonce `escrowNonce(orderId, slotStart, quantityWh,
+    /// limitPrice)`), then record `trades` as `recordTrades` does, then release what a locked order filled in
+    /// full no longer needs (its price differences; `EscrowReleased`). A buy order that never matches is
+    /// never locked, so it costs no gas; its signed authorisation expires unused.
+    function lockAndRecordTrades(Lock[] calldata locks, Trade[] calldata trades)
+        external
+        onlyRole(OPERATOR_ROLE)
+        whenNotPaused
+        returns (uint256 batchNo, uint256 firstTradeNo)
+    {
+        for (uint256 i = 0; i < locks.length; ++i) {
+            Lock calldata l = locks[i];
+            bytes32 nonce = escrowNonce(l.orderId, l.slotStart, l.quantityWh, l.limitPrice);
+            _openEscrow(l.orderId, l.buyer, l.amount, l.slotStart, l.quantityWh, l.limitPrice);
+            coin.receiveWithAuthorization(
+                l.buyer, address(this), l.amount, l.validAfter, l.validBefore, nonce, l.v, l.r, l.s
+            );
+        }
+        (batchNo, firstTradeNo) = _recordBatch(trades);
+        // An order locked and filled in full in this batch needs nothing more: its price differences go
+        // back now, while the buyer's balance is warm, instead of in a release transaction of their own.
+        for (uint256 i = 0; i < locks.length; ++i) {
+            uint256 packed = _escrows[locks[i].orderId].packed;
+            if (packed & MASK32 == 0 && (packed >> AVAILABLE_SHIFT) & MASK88 != 0) _release(locks[i].orderId, 0);
+        }
+    }
+
+    function _recordBatch(Trade[] calldata trades) private returns (uint256 batchNo, uint256 firstTradeNo) {
         uint256 n = trades.length;
         if (n == 0) revert EmptyBatch();
         batchNo = _batchCount;

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.core.security import utcnow
@@ -19,6 +19,7 @@ from ess_collector.models import LedgerSlot, SiteReading, SlotEnergy
 from tests.api.helpers import admin_headers, idem, login, register
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet
 from wallet.localchain import free_port
+from wallet.models import OutgoingTx
 
 COIN = 10**18
 
@@ -171,13 +172,12 @@ def test_order_escrow_match_record_and_settle(
         and order["challenge"]["type"] == "pin"
     )
     r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"pin": PIN}, headers=buyer)
-    assert r.status_code == 200 and r.json()["escrow_status"] == "locking", r.text
+    assert r.status_code == 200 and r.json()["escrow_status"] == "authorized", r.text
     filled = _wait(
         lambda: client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json()["status"] == "filled"
     )
     assert filled, client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json()
     market = ctx.contracts["EnergyMarket"]
-    assert ctx.coin.functions.balanceOf(market.address).call() == 120 * COIN  # escrow left the buyer's wallet
     trades = _wait(
         lambda: [
             t
@@ -186,6 +186,10 @@ def test_order_escrow_match_record_and_settle(
         ]
     )
     assert len(trades) == 1, client.get("/api/v1/trades", headers=buyer).json()
+    # locked with the trade record in one transaction: the escrow left the buyer's wallet
+    assert ctx.coin.functions.balanceOf(market.address).call() == 120 * COIN
+    locked = client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json()
+    assert locked["escrow_status"] == "locked" and locked["escrow_tx_hash"] == trades[0]["record_tx_hash"]
     trade = trades[0]
     assert (
         trade["quantity_wh"] == 600
@@ -469,12 +473,11 @@ def test_call_auction_clears_at_one_price_at_gate_closure(
         json={"side": "buy", "slot_start": slot, "quantity_wh": 400, "limit_price": "200"},
         headers={**buyer, **idem()},
     ).json()
-    client.post(f"/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer)
-    assert _wait(
-        lambda: client.get(f"/api/v1/orders/{buy['id']}", headers=buyer).json()["escrow_status"] == "locked"
-    )
+    r = client.post(f"/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer)
+    assert (r.json()["status"], r.json()["escrow_status"]) == ("open", "authorized"), r.text
     time.sleep(1.5)
     assert client.get("/api/v1/trades", headers=buyer).json()["items"] == []  # nothing before gate closure
+    assert ctx.coin.functions.balanceOf(buyer_addr).call() == 100 * COIN  # nothing locked before a match
     closure = rules(ctx).gate_closure(rules(ctx).slot_of(utcnow()) + 2 * rules(ctx).slot)
     monkeypatch.setattr("common.clock.now", lambda: closure + timedelta(seconds=1))
     trades = _wait(
@@ -564,21 +567,81 @@ def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
     sig = account.sign_message(encode_typed_data(full_message=typed)).signature.hex()
     r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"signature": sig}, headers=headers)
     assert r.status_code == 200, r.text
-    assert _wait(
-        lambda: client.get(f"/api/v1/orders/{order['id']}", headers=headers).json()["status"] == "open"
-    )
-    assert ctx.coin.functions.balanceOf(account.address).call() == 0  # 250 Wh x 200 = 50 coins escrowed
-    assert ctx.w3.eth.get_balance(account.address) == 0  # and the wallet paid no gas
+    assert (r.json()["status"], r.json()["escrow_status"]) == ("open", "authorized")
     book = client.get("/api/v1/market/book", params={"slot_start": slot}).json()
     assert book["bids"] == [{"price": "200", "quantity_wh": 250}]
+    # an order that has not matched costs no gas: nothing is locked and the platform sent nothing for it
+    assert ctx.coin.functions.balanceOf(account.address).call() == 50 * COIN
+    assert ctx.w3.eth.get_balance(account.address) == 0
+    with Session(ctx.engine) as s:
+        assert not s.exec(select(OutgoingTx).where(col(OutgoingTx.purpose).contains("escrow"))).all()
     cancelled = client.delete(f"/api/v1/orders/{order['id']}", headers=headers).json()
-    assert cancelled["status"] == "cancelled"
-    assert _wait(lambda: ctx.coin.functions.balanceOf(account.address).call() == 50 * COIN)
-    assert _wait(
+    assert (cancelled["status"], cancelled["escrow_status"]) == ("cancelled", "unused")
+    assert ctx.coin.functions.balanceOf(account.address).call() == 50 * COIN
+    with Session(ctx.engine) as s:
+        assert not s.exec(select(OutgoingTx).where(col(OutgoingTx.purpose).contains("escrow"))).all()
+
+
+def test_a_buyer_whose_balance_no_longer_covers_the_escrow_is_skipped_at_the_match(
+    client: TestClient, ctx: Context, slot: str
+) -> None:
+    """The authorisation is used only at the first match; a wallet emptied meanwhile (outside the platform)
+    gets its order cancelled with the reason, its trade voided, and the seller's quantity back in the book."""
+    from eth_account.messages import encode_typed_data
+
+    from tests.api.wallet_helpers import user_with_linked_wallet
+
+    admin = admin_headers(client, ctx)
+    _s, seller, site_id = _seller(client, ctx, admin)
+    _u, headers, account = user_with_linked_wallet(client)
+    fund(client, admin, account.address, "50")
+    order = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 250, "limit_price": "200"},
+        headers={**headers, **idem()},
+    ).json()
+    sig = account.sign_message(
+        encode_typed_data(full_message=order["challenge"]["typed_data"])
+    ).signature.hex()
+    r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"signature": sig}, headers=headers)
+    assert r.status_code == 200, r.text
+    # the buyer spends 40 of its 50 coins from its own wallet, behind the platform's back
+    ctx.w3.eth.wait_for_transaction_receipt(
+        ctx.w3.eth.send_transaction({"from": ctx.account.address, "to": account.address, "value": 10**17})
+    )
+    call = ctx.coin.functions.transfer(ctx.account.address, 40 * COIN).build_transaction(
+        {"from": account.address, "nonce": 0, "gas": 100_000, "chainId": ctx.chain_id}
+    )
+    raw = account.sign_transaction(call).rawTransaction
+    ctx.w3.eth.wait_for_transaction_receipt(ctx.w3.eth.send_raw_transaction(raw))
+    sell = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 300,
+            "limit_price": "150",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    ).json()
+    skipped = _wait(
         lambda: (
-            client.get(f"/api/v1/orders/{order['id']}", headers=headers).json()["escrow_status"] == "released"
+            (o := client.get(f"/api/v1/orders/{order['id']}", headers=headers).json())["status"]
+            == "cancelled"
+            and o
         )
     )
+    assert skipped and skipped["escrow_status"] == "unused", skipped
+    assert "needs 50 coins and the wallet holds 10" in skipped["failure_reason"]
+    assert client.get("/api/v1/trades", headers=headers).json()["items"] == []  # the match is undone
+    back = client.get(f"/api/v1/orders/{sell['id']}", headers=seller).json()
+    assert (back["status"], back["open_wh"], back["filled_wh"]) == ("open", 300, 0)
+    book = client.get("/api/v1/market/book", params={"slot_start": slot}).json()
+    assert book["asks"] == [{"price": "150", "quantity_wh": 300}] and book["bids"] == []
+    market = ctx.contracts["EnergyMarket"]
+    assert market.functions.escrows(id32(order["id"])).call()[4] == 0  # never locked
+    assert ctx.coin.functions.balanceOf(account.address).call() == 10 * COIN
 
 
 def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
@@ -630,10 +693,10 @@ def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
     assert (after["status"], after["open_wh"], after["filled_wh"]) == ("filled", 0, 300)
 
 
-def test_the_relayer_confirms_an_escrow_lock_while_the_market_worker_holds_its_lock(
+def test_the_relayer_confirms_a_batch_lock_while_the_market_worker_holds_its_lock(
     client: TestClient, ctx: Context, slot: str
 ) -> None:
-    """The relayer finishes an escrow lock inside its own write transaction, and the market worker takes
+    """The relayer finishes a batch's escrow locks inside its own write transaction, and the market worker takes
     its lock before writing: if the hook waited for that lock, each would wait for the other until the
     database's busy timeout (30 s with every writer stalled; seen in the demo)."""
     import threading
@@ -653,17 +716,19 @@ def test_the_relayer_confirms_an_escrow_lock_while_the_market_worker_holds_its_l
             quantity_wh=100,
             open_wh=100,
             limit_price=150 * COIN,
-            status="pending_authorization",
+            status="filled",
             escrow_status="locking",
             created_at=now,
             updated_at=now,
         )
         tx = OutgoingTx(
             chain_id=ctx.chain_id, sender="0x" + "11" * 20, nonce=10**9, data="0x", gas=100_000,
-            purpose=f"escrow_lock:{order.id}", status="confirmed", created_at=now, updated_at=now,
+            purpose="trade_batch", status="confirmed", created_at=now, updated_at=now,
         )  # fmt: skip
-        s.add(order)
         s.add(tx)
+        s.flush()
+        order.lock_tx_id = tx.id
+        s.add(order)
         s.commit()
         order_id, tx_id = order.id, tx.id
     held, release, done = threading.Event(), threading.Event(), threading.Event()
@@ -694,4 +759,52 @@ def test_the_relayer_confirms_an_escrow_lock_while_the_market_worker_holds_its_l
     assert finished, "the relayer's hook waited for the market lock"
     with Session(ctx.engine) as s:
         row = s.get(Order, order_id)
-        assert row is not None and (row.status, row.escrow_status) == ("open", "locked") and row.seq
+        assert row is not None and (row.status, row.escrow_status) == ("filled", "locked")
+
+
+def test_an_authorisation_about_to_expire_at_the_first_match_is_skipped(
+    client: TestClient, ctx: Context, slot: str
+) -> None:
+    """A lock that would revert (expired signature) would hold up every later batch: the order is cancelled
+    instead, and the seller's order stays in the book."""
+    from app.coin.service import chain_now
+    from app.market.models import Order
+
+    admin = admin_headers(client, ctx)
+    _s, seller, site_id = _seller(client, ctx, admin)
+    _b, buyer, buyer_addr = user_with_custodial_wallet(client)
+    fund(client, admin, buyer_addr, "100")
+    order = client.post(
+        "/api/v1/orders",
+        json={"side": "buy", "slot_start": slot, "quantity_wh": 200, "limit_price": "200"},
+        headers={**buyer, **idem()},
+    ).json()
+    r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"pin": PIN}, headers=buyer)
+    assert r.json()["escrow_status"] == "authorized", r.text
+    with Session(ctx.engine) as s:  # as if the order had waited in the book until its signature ran out
+        row = s.get(Order, order["id"])
+        assert row is not None
+        row.valid_before = chain_now(ctx) + 10
+        s.add(row)
+        s.commit()
+    sell = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 200,
+            "limit_price": "150",
+            "site_id": site_id,
+        },
+        headers={**seller, **idem()},
+    ).json()
+    skipped = _wait(
+        lambda: (
+            (o := client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json())["status"] == "cancelled"
+            and o
+        )
+    )
+    assert skipped and "authorisation expired" in skipped["failure_reason"], skipped
+    back = client.get(f"/api/v1/orders/{sell['id']}", headers=seller).json()
+    assert (back["status"], back["open_wh"]) == ("open", 200)
+    assert ctx.coin.functions.balanceOf(buyer_addr).call() == 100 * COIN

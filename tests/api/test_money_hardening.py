@@ -131,7 +131,8 @@ def test_a_transfer_and_an_escrow_compete_for_the_same_coins(
     client: TestClient, ctx: Context, slot: str, manual_mining: None
 ) -> None:
     """5 coins, a transfer and a buy order's escrow of 5 each, authorised at once: one passes. Until it is
-    mined the chain balance has not moved, and still the coins stay reserved for it."""
+    mined (or, for the escrow, until the order matches) the chain balance has not moved, and still the coins
+    stay reserved for it."""
     admin = admin_headers(client, ctx)
     _u, headers, addr = user_with_custodial_wallet(client)
     ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
@@ -161,17 +162,21 @@ def test_a_transfer_and_an_escrow_compete_for_the_same_coins(
         r = authorise(path)
         assert r.status_code in (409, 422), r.text
         assert r.status_code == 409 or r.json()["error"] == "InsufficientBalance", r.text
-    assert _wait(lambda: _pending_count(ctx) == 1)  # only the winner was relayed
-    ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-    assert _wait(lambda: ctx.coin.functions.balanceOf(addr).call() == 0)
-    market = ctx.contracts["EnergyMarket"].address
-    assert ctx.coin.functions.balanceOf(to).call() + ctx.coin.functions.balanceOf(market).call() == 5 * COIN
-    time.sleep(0.5)
-    assert _pending_count(ctx) == 0
     with Session(ctx.engine) as s:
         authorised = [t for t in s.exec(select(Transfer)).all() if t.signature is not None]
         locked = [o for o in s.exec(select(Order)).all() if o.signature is not None]
         assert len(authorised) + len(locked) == 1
+    if locked:  # the escrow won: it waits in the book, unlocked until it matches, the coins still reserved
+        time.sleep(0.5)
+        assert _pending_count(ctx) == 0 and locked[0].escrow_status == "authorized"
+        assert authorise(paths[1]).json()["error"] == "InsufficientBalance"
+        return
+    assert _wait(lambda: _pending_count(ctx) == 1)  # only the winning transfer was relayed
+    ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    assert _wait(lambda: ctx.coin.functions.balanceOf(addr).call() == 0)
+    assert ctx.coin.functions.balanceOf(to).call() == 5 * COIN
+    time.sleep(0.5)
+    assert _pending_count(ctx) == 0
 
 
 def _pending_count(ctx: Context) -> int:

@@ -208,6 +208,24 @@ class Market:
             oid, buyer.address, amount, slot, quantity_wh, limit, 0, valid_before, nonce, sig.v, sig.r, sig.s
         )
 
+    def lock_args(
+        self, buyer: LocalAccount, oid: bytes, slot: int, quantity_wh: int, limit: int = LIMIT
+    ) -> tuple[Any, ...]:
+        """A `Lock` for `lockAndRecordTrades`: the buyer's signed authorisation, used only when it matches."""
+        call = self.lock_call(buyer, oid, slot, quantity_wh, limit)
+        args = call.args
+        return (*args[:8], *args[9:])  # lockEscrow's arguments without the nonce
+
+    def lock_and_record(self, locks: list[tuple[Any, ...]], trades: list[TradeIn]) -> TxReceipt:
+        receipt = send(
+            self.w3, self.f.lockAndRecordTrades(locks, [t.as_tuple() for t in trades]), self.operator
+        )
+        for lock in locks:
+            self.orders.append(lock[0])
+            self.accounts.add(lock[1])
+        self._recorded(receipt, trades)
+        return receipt
+
     def lock(
         self, buyer: LocalAccount, oid: bytes, slot: int, quantity_wh: int, limit: int = LIMIT, **kw: Any
     ) -> TxReceipt:
@@ -236,6 +254,9 @@ class Market:
 
     def record(self, trades: list[TradeIn]) -> list[Recorded]:
         receipt = send(self.w3, self.f.recordTrades([t.as_tuple() for t in trades]), self.operator)
+        return self._recorded(receipt, trades)
+
+    def _recorded(self, receipt: TxReceipt, trades: list[TradeIn]) -> list[Recorded]:
         (batch,) = events(self.market, "BatchRecorded", receipt)
         batch_no, first = batch["args"]["batchNo"], batch["args"]["firstTradeNo"]
         leaves = [
@@ -552,6 +573,77 @@ def test_record_trades_partial_fills_and_price_differences(
     assert mk.escrow(a)["open_wh"] == 0
     for r in mk.recorded:
         assert process_proof(r.leaf, r.proof()) == mk.f.batchRoot(r.batch_no).call()
+
+
+@pytest.mark.usefixtures("funded")
+def test_escrow_is_locked_with_the_trades_that_use_it_in_one_batch(
+    w3: Web3,
+    mk: Market,
+    coin: Contract,
+    admin: LocalAccount,
+    alice: LocalAccount,
+    bob: LocalAccount,
+    carol: LocalAccount,
+    slot: int,
+) -> None:
+    a, b, c = order_id("la"), order_id("lb"), order_id("lc")
+    lock_a, lock_b = mk.lock_args(alice, a, slot, 3_000), mk.lock_args(bob, b, slot, 1_000)
+    mk.lock_args(carol, c, slot, 1_000)  # carol signed too, but her order never matches: never sent
+    before = coin.functions.balanceOf(carol.address).call()
+    trades = [
+        mk.trade("l1", a, carol.address, slot, 1_000, PRICE),
+        mk.trade("l2", b, carol.address, slot, 1_000, LIMIT),
+        mk.trade("l3", a, bob.address, slot, 500, PRICE),
+    ]
+    # all or nothing: a forged authorisation in the batch records nothing and locks nothing
+    forged = (*lock_b[:2], lock_b[2] + 1, *lock_b[3:])  # another amount than bob signed
+    assert_reverts(
+        w3,
+        mk.f.lockAndRecordTrades([lock_a, forged], [t.as_tuple() for t in trades]),
+        admin,
+        "KIP7TransferAuthorization: invalid signature",
+    )
+    assert_reverts(
+        w3,
+        mk.f.lockAndRecordTrades([lock_a, lock_b], [t.as_tuple() for t in trades]),
+        bob,
+        "AccessControl: account",
+    )
+    assert mk.escrow(a)["buyer"] == "0x" + "00" * 20 and mk.f.tradeCount().call() == 0
+    d = order_id("ld")  # bob's second order, filled in full below its limit in the same batch
+    lock_d = mk.lock_args(bob, d, slot, 1_000)
+    trades.append(mk.trade("l6", d, carol.address, slot, 1_000, PRICE))
+    bob_before = coin.functions.balanceOf(bob.address).call()
+    receipt = mk.lock_and_record([lock_a, lock_b, lock_d], trades)
+    assert [e["args"]["orderId"] for e in events(mk.market, "EscrowLocked", receipt)] == [a, b, d]
+    (batch,) = events(mk.market, "BatchRecorded", receipt)
+    assert (batch["args"]["firstTradeNo"], batch["args"]["count"]) == (0, 4)
+    # d's price difference went back at once; b was filled at its limit (nothing left), a is still open
+    (released,) = events(mk.market, "EscrowReleased", receipt)
+    difference = escrow_amount(1_000, LIMIT) - trade_value(1_000, PRICE)
+    assert (released["args"]["orderId"], released["args"]["amount"]) == (d, difference)
+    assert mk.escrow(d)["available"] == 0
+    assert (
+        coin.functions.balanceOf(bob.address).call()
+        == bob_before - escrow_amount(1_000, LIMIT) - escrow_amount(1_000, LIMIT) + difference
+    )
+    ea = mk.escrow(a)
+    assert (ea["open_wh"], ea["fills"]) == (1_500, 2)
+    assert ea["available"] == escrow_amount(3_000, LIMIT) - trade_value(1_500, PRICE)
+    assert mk.escrow(b)["open_wh"] == 0 and mk.escrow(c)["buyer"] == "0x" + "00" * 20
+    assert coin.functions.balanceOf(carol.address).call() == before  # carol's unmatched order cost nothing
+    # a lock is used once: the same authorisation in a later batch reverts
+    assert_reverts(
+        w3,
+        mk.f.lockAndRecordTrades([lock_b], [mk.trade("l4", a, carol.address, slot, 100).as_tuple()]),
+        admin,
+        error_data("OrderExists(bytes32)", ["bytes32"], [b]),
+    )
+    mk.fills[a] -= 1  # the reverted trade took no fill number
+    # later fills of a locked order need no lock
+    mk.lock_and_record([], [mk.trade("l5", a, carol.address, slot, 1_500, PRICE)])
+    assert mk.escrow(a)["open_wh"] == 0
+    mk.check()
 
 
 @pytest.mark.usefixtures("funded")

@@ -279,7 +279,7 @@ function orderForm(box, { app, symbol, slotSelect, sites, onPlaced }) {
         notice(
           'ok',
           order.status === 'pending_authorization'
-            ? `Order placed: ${what}. It enters the book once its escrow is locked on chain.`
+            ? `Order placed: ${what}. It is in the book; coins are locked on chain only for what it matches.`
             : `Order placed: ${what} (${String(order.status).replaceAll('_', ' ')}).`,
         ),
       );
