@@ -23,7 +23,7 @@ from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
 from app.core.sql import MAX_INT_ID
 from app.events.service import emit
-from app.market import aggregate_levels, engine, escrow_amount
+from app.market import engine, escrow_amount
 from app.market.onchain import escrow_nonce, id32, unix
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
@@ -293,8 +293,9 @@ def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:
     if order.escrow_status == "locking":
         raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
     with engine.slot_lock(ctx):
-        # the row lock keeps the matcher of another API process (ESSX_WORKERS, PostgreSQL) out until this
-        # commits, and the refresh sees what that matcher committed
+        # the change counter's lock keeps the matcher of another API process (ESSX_WORKERS) out until this
+        # commits (the matcher takes it first), and the refresh sees what that matcher committed
+        engine.lock_changes(session)
         session.refresh(order, with_for_update=True)
         if order.status not in ("pending_authorization", "open"):
             raise Conflict(f"order {order_id} is {order.status}: nothing left to cancel")
@@ -327,7 +328,7 @@ def book(ctx: Context, session: Session, slot_start: datetime) -> BookPublic:
         from app.market.rules import SlotRejected
 
         raise SlotRejected(f"slot_start must be aligned to {r.slot_minutes}-minute slots in UTC")
-    levels = aggregate_levels(engine.book_orders(session, slot_start))
+    levels = engine.book_levels(session, slot_start)
     floor, ceiling = r.band(slot_start)
     return BookPublic(
         slot_start=slot_start,

@@ -22,12 +22,14 @@ def run_once(ctx: Context) -> None:
     r = rules(ctx)
     now = clock.now()
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
-        if r.mechanism == "continuous":
-            for slot_start in engine.slots_with_open_orders(session):
-                if r.gate_closure(slot_start) > now:
-                    engine.match_slot(ctx, session, slot_start)
-        engine.close_gates(ctx, session, r, now)
-        ctx.commit_background(session)
+        try:
+            if r.mechanism == "continuous":
+                engine.match_open_slots(ctx, session, lambda slot_start: r.gate_closure(slot_start) > now)
+            engine.close_gates(ctx, session, r, now)
+            ctx.commit_background(session)
+        except BaseException:
+            engine.live_books(ctx).reset()  # it may hold fills that were not committed: rebuild it
+            raise
         ready = engine.escrows_to_release(session, r, now)
         if ready:
             market = ctx.contracts["EnergyMarket"]

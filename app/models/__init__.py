@@ -4,7 +4,7 @@ from app.models.audit import AuditEntry, AuditHead
 from app.models.coin import CoinOperation, IndexerCheckpoint, TransferEvent
 from app.models.event import UserEvent
 from app.models.idempotency import IdempotencyRecord
-from app.models.market import Order, Trade
+from app.models.market import MarketChange, Order, Trade
 from app.models.site import (
     JobLease,
     LedgerSlot,
@@ -30,6 +30,7 @@ __all__ = [
     "LedgerSlot",
     "LinkChallenge",
     "LoginThrottle",
+    "MarketChange",
     "NonceCounter",
     "Order",
     "OutgoingTx",
