@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlmodel import Session, SQLModel, select
 
 from app.core.config import Settings
@@ -28,6 +28,7 @@ from app.core.db import make_engine
 from app.market import engine as market_engine
 from app.market import service
 from app.models import Order, User
+from app.models.market import next_change
 from bench.service import machine, percentile, postgres_database
 
 COIN = 10**18
@@ -44,7 +45,7 @@ def slot_ahead() -> datetime:
     return start + timedelta(hours=2)
 
 
-def seed(engine: Any, slot: datetime, n: int) -> None:
+def seed(engine: Any, slot: datetime, n: int, prefix: str = "u") -> None:
     """`n` open orders that do not cross (bids 100-149 coins/kWh, asks 150-199) from 1000 households."""
     rng = random.Random(n)
     now = datetime.now(UTC)
@@ -53,7 +54,7 @@ def seed(engine: Any, slot: datetime, n: int) -> None:
             insert(User),
             [
                 {
-                    "email": f"u{i}@bench.test",
+                    "email": f"{prefix}{i}@bench.test",
                     "password_hash": "x",
                     "display_name": f"u{i}",
                     "role": "prosumer",
@@ -64,15 +65,22 @@ def seed(engine: Any, slot: datetime, n: int) -> None:
             ],
         )
         ids = [u for u in s.exec(select(User.id)) if u is not None]
+        # numbers from the change counter, as the API gives them: the market worker's book sees these orders
+        base = next_change(s.connection(), n) - n
         rows = []
         for i in range(n):
             sell = i % 2 == 1
             price = (rng.randrange(150, 200) if sell else rng.randrange(100, 150)) * COIN
             q = rng.randint(100, 5000)
-            rows.append(order_row(rng.choice(ids), "sell" if sell else "buy", slot, q, price, i + 1, now))
+            rows.append(
+                order_row(rng.choice(ids), "sell" if sell else "buy", slot, q, price, base + i + 1, now)
+            )
         for k in range(0, n, 5000):
             s.execute(insert(Order), rows[k : k + 5000])
         s.commit()
+    if engine.dialect.name == "postgresql":  # what autovacuum does soon after a bulk load: fresh statistics
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE orders"))
 
 
 def order_row(user_id: int, side: str, slot: datetime, q: int, price: int, seq: int, now: datetime) -> dict:
@@ -86,6 +94,7 @@ def order_row(user_id: int, side: str, slot: datetime, q: int, price: int, seq: 
         "limit_price": price,
         "status": "open",
         "seq": seq,
+        "change_no": seq,
         "escrow_amount": 0,
         "created_at": now,
         "updated_at": now,
