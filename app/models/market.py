@@ -14,7 +14,11 @@ from wallet.dbtypes import BigAmount
 
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
-    __table_args__ = (Index("ix_orders_slot_status", "slot_start", "status"),)
+    __table_args__ = (
+        Index("ix_orders_slot_status", "slot_start", "status"),
+        # what a site already offers in a slot (the sell check): not a scan of the slot's whole book
+        Index("ix_orders_site_slot", "site_id", "slot_start"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the escrow's on-chain id derives from it
     user_id: int = Field(foreign_key="users.id", index=True)
