@@ -13,6 +13,7 @@ from app.market import engine, recording
 from app.market.onchain import id32
 
 log = logging.getLogger(__name__)
+MIN_PASS_GAP = 0.1  # seconds between two passes
 
 
 def run_once(ctx: Context) -> None:
@@ -70,5 +71,8 @@ class MarketWorker:
                 run_once(self.ctx)
             except Exception:
                 log.exception("market pass failed")
+            # every placement kicks: under load, a short gap lets one incremental pass take what arrived
+            # meanwhile instead of a pass per order
+            self._stop.wait(MIN_PASS_GAP)
             self._wake.wait(self.interval)
             self._wake.clear()
