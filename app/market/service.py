@@ -275,6 +275,7 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         )
         if changed.rowcount != 1:
             raise Conflict(f"order {order_id} was authorised by another request")
+        engine.lock_changes(session)  # the order counter before the relayer's nonce counter, as a cancel does
         try:
             tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_lock:{order.id}")
         except TxRejected as exc:

@@ -33,6 +33,7 @@ def run_once(ctx: Context) -> None:
             raise
         ready = engine.escrows_to_release(session, r, now)
         if ready:
+            engine.lock_changes(session)  # the order counter before the nonce counter, as a cancel does
             market = ctx.contracts["EnergyMarket"]
             data = market.encodeABI(fn_name="releaseEscrows", args=[[id32(o.id) for o in ready]])
             tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="escrow_release_batch")
