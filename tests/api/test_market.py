@@ -588,7 +588,9 @@ def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
     the matcher holds the change counter's lock for its pass, which makes the cancel wait and then see the
     fill, instead of overwriting it."""
     if ctx.engine.dialect.name != "postgresql":
-        pytest.skip("waiting on a lock needs PostgreSQL; several API processes are supported on PostgreSQL only")
+        pytest.skip(
+            "waiting on a lock needs PostgreSQL; several API processes are supported on PostgreSQL only"
+        )
     import threading
 
     from app.market import engine
