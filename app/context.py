@@ -65,6 +65,7 @@ class Context:
     market_wake: threading.Event = field(default_factory=threading.Event)
     transfer_batch_lock: threading.Lock = field(default_factory=threading.Lock)
     market_lock: threading.RLock = field(default_factory=threading.RLock)
+    market_books: Any = None  # app/market/book.py's LiveBooks, in the process holding the background lease
     service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)
 
     @property

@@ -1,8 +1,8 @@
 """Matching, recording and gate closure: the market's background work, restart-safe.
 
-Continuous matching replays a slot's open orders in arrival order into a fresh book: resting orders never
-cross each other, so every fill the replay finds is new. That makes matching idempotent: after a crash the
-same open orders give the same fills, and fills are committed together with the order updates.
+Continuous matching keeps each open slot's book in memory (`app/market/book.py`), current with the
+orders changed since the last pass; fills are committed together with the order updates, and a failed
+pass drops the books, so after a crash or a failure the rebuilt book finds the same fills again.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, func, select
 
@@ -18,11 +19,11 @@ from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import escrow
+from app.market.book import LiveBooks
 from app.market.matching.auction import clear_call_auction
-from app.market.matching.continuous import ContinuousBook
-from app.market.matching.types import Fill, Side, trade_value
+from app.market.matching.types import BookLevels, Fill, Side, trade_value
 from app.market.matching.types import Order as MatchOrder
-from app.market.models import Order, Trade
+from app.market.models import Order, Trade, next_change
 from app.market.onchain import order_hash, orders_hash
 from app.market.rules import MarketRules
 from app.wallets.models import Wallet
@@ -39,11 +40,31 @@ def kick(ctx: Context) -> None:
 
 
 def next_seq(session: Session) -> int:
-    current = session.exec(select(func.max(Order.seq))).one()
-    return int(current or 0) + 1
+    """An order's time priority, from the change counter: committed in the order given, so an order
+    that reaches the book later never has an earlier seq than one already in it."""
+    return next_change(session.connection())
+
+
+def lock_changes(session: Session) -> None:
+    """Take the change counter's lock before locking any order row: every order write takes it (the
+    stamp), the matcher first of all, so taking it first keeps two writers from waiting on each other."""
+    next_change(session.connection(), 0)
+
+
+def live_books(ctx: Context) -> LiveBooks:
+    if ctx.market_books is None:
+        ctx.market_books = LiveBooks()
+    books: LiveBooks = ctx.market_books
+    return books
+
+
+def match_open_slots(ctx: Context, session: Session, gate_open: Callable[[datetime], bool]) -> list[Trade]:
+    """Continuous pay-as-bid: what the orders changed since the last pass cross, committed as trades."""
+    return [_book_fill(ctx, session, f) for f in live_books(ctx).match(session, gate_open)]
 
 
 def book_orders(session: Session, slot_start: datetime) -> list[MatchOrder]:
+    """A slot's open book orders in arrival order, row-locked: what the call auction clears."""
     rows = session.exec(
         select(Order)
         .where(
@@ -51,59 +72,37 @@ def book_orders(session: Session, slot_start: datetime) -> list[MatchOrder]:
             col(Order.status) == "open",
             col(Order.counterpart_id).is_(None),
         )
-        .order_by(col(Order.seq), col(Order.id))  # ties (seq given by two processes) replay the same way
-        .with_for_update()  # a cancel in another API process waits for this pass (PostgreSQL)
-        .execution_options(populate_existing=True)
-    ).all()
-    return [_as_match(o) for o in rows]
-
-
-def _as_match(o: Order) -> MatchOrder:
-    return MatchOrder(
-        id=o.id,
-        owner=str(o.user_id),
-        side=Side(o.side),
-        quantity_wh=o.open_wh,
-        limit_price=o.limit_price,
-        seq=o.seq or 0,
-    )
-
-
-def match_slot(ctx: Context, session: Session, slot_start: datetime) -> list[Trade]:
-    """Continuous pay-as-bid: replay the open orders in arrival order; commit what crosses as trades."""
-    fills: list[Fill] = []
-    book = ContinuousBook()
-    for order in book_orders(session, slot_start):
-        fills.extend(book.submit(order))
-    fills.extend(_direct_fills(session, slot_start))
-    return [_book_fill(ctx, session, f) for f in fills]
-
-
-def _direct_fills(session: Session, slot_start: datetime) -> list[Fill]:
-    """Direct offers match only the counterpart's order that names them back, at the seller's price."""
-    rows = session.exec(
-        select(Order)
-        .where(
-            col(Order.slot_start) == slot_start,
-            col(Order.status) == "open",
-            col(Order.counterpart_id).is_not(None),
-        )
+        .order_by(col(Order.seq), col(Order.id))
         .with_for_update()
         .execution_options(populate_existing=True)
     ).all()
-    fills = []
-    sells = {(o.user_id, o.counterpart_id): o for o in rows if o.side == "sell"}
-    left = {o.id: o.open_wh for o in rows}  # what is still open as the pairs are filled
-    for buy in sorted((o for o in rows if o.side == "buy"), key=lambda o: o.seq or 0):
-        sell = sells.get((buy.counterpart_id or 0, buy.user_id))
-        if sell is None or buy.limit_price < sell.limit_price:
-            continue
-        q = min(left[buy.id], left[sell.id])
-        if q > 0:
-            left[buy.id] -= q
-            left[sell.id] -= q
-            fills.append(Fill(buy.id, sell.id, q, sell.limit_price))
-    return fills
+    return [
+        MatchOrder(
+            id=o.id,
+            owner=str(o.user_id),
+            side=Side(o.side),
+            quantity_wh=o.open_wh,
+            limit_price=o.limit_price,
+            seq=o.seq or 0,
+        )
+        for o in rows
+    ]
+
+
+def book_levels(session: Session, slot_start: datetime) -> BookLevels:
+    """The public book from one GROUP BY per price level: no order is loaded."""
+    rows = session.exec(
+        select(Order.side, Order.limit_price, func.sum(Order.open_wh))
+        .where(
+            col(Order.slot_start) == slot_start,
+            col(Order.status) == "open",
+            col(Order.counterpart_id).is_(None),
+        )
+        .group_by(col(Order.side), col(Order.limit_price))
+    ).all()
+    bids = sorted(((int(p), int(q)) for side, p, q in rows if side == "buy"), reverse=True)
+    asks = sorted((int(p), int(q)) for side, p, q in rows if side == "sell")
+    return {"bids": bids, "asks": asks}
 
 
 def _book_fill(ctx: Context, session: Session, fill: Fill) -> Trade:
@@ -149,10 +148,6 @@ def _book_fill(ctx: Context, session: Session, fill: Fill) -> Trade:
     return trade
 
 
-def slots_with_open_orders(session: Session) -> list[datetime]:
-    return list(session.exec(select(Order.slot_start).where(col(Order.status) == "open").distinct()))
-
-
 def seller_address(session: Session, user_id: int) -> str | None:
     w = session.exec(
         select(Wallet).where(col(Wallet.user_id) == user_id, col(Wallet.active).is_(True))
@@ -166,7 +161,12 @@ def close_gates(ctx: Context, session: Session, rules_: object, now: datetime) -
     assert isinstance(rules_, MarketRules)
     closed = 0
     pending = session.exec(
-        select(Order.slot_start).where(col(Order.status).in_(("open", "pending_authorization"))).distinct()
+        select(Order.slot_start)
+        .where(
+            col(Order.status).in_(("open", "pending_authorization")),
+            col(Order.slot_start) <= now + timedelta(minutes=rules_.gate_closure_minutes),
+        )
+        .distinct()
     ).all()
     for slot_start in pending:
         if rules_.gate_closure(slot_start) > now:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, BigInteger, Column, Connection, Index, event, text
 from sqlmodel import Field, SQLModel
 
 from common.dbtypes import BigAmount, utc_column
@@ -54,7 +55,11 @@ class TradeStatus(enum.StrEnum):
 
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
-    __table_args__ = (Index("ix_orders_slot_status", "slot_start", "status"),)
+    __table_args__ = (
+        Index("ix_orders_slot_status", "slot_start", "status"),
+        # what a site already offers in a slot (the sell check): not a scan of the slot's whole book
+        Index("ix_orders_site_slot", "site_id", "slot_start"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the escrow's on-chain id derives from it
     user_id: int = Field(foreign_key="users.id", index=True)
@@ -82,6 +87,45 @@ class Order(SQLModel, table=True):
     failure_reason: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
+    # stamped on every insert and update from `market_changes`: what the matcher's book has not seen yet
+    change_no: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+
+
+class MarketChange(SQLModel, table=True):
+    """One row: the last change number given to an order (and the last seq, which comes from it).
+
+    Numbers are taken with `UPDATE ... RETURNING`, which holds the row's lock (PostgreSQL) or the write
+    lock (SQLite) until commit, so they are committed in the order they are given: a reader that has seen
+    number n has seen every number below it. The market worker relies on that to keep its book current.
+    """
+
+    __tablename__ = "market_changes"
+
+    id: int = Field(primary_key=True)
+    last_no: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+_BUMP = text("UPDATE market_changes SET last_no = last_no + :step WHERE id = 1 RETURNING last_no")
+# the row may be missing (a wiped database): start above every number already in use
+_START = text(
+    "INSERT INTO market_changes (id, last_no) VALUES (1, (SELECT COALESCE(MAX(seq), 0) FROM orders) "
+    "+ (SELECT COALESCE(MAX(change_no), 0) FROM orders)) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def next_change(conn: Connection, step: int = 1) -> int:
+    """The next change number (step 0: the current one), locking the counter until the commit."""
+    no = conn.execute(_BUMP, {"step": step}).scalar()
+    if no is None:
+        conn.execute(_START)
+        no = conn.execute(_BUMP, {"step": step}).scalar_one()
+    return int(no)
+
+
+@event.listens_for(Order, "before_insert")
+@event.listens_for(Order, "before_update")
+def _stamp_change(_mapper: Any, conn: Connection, order: Order) -> None:
+    order.change_no = next_change(conn)
 
 
 class Trade(SQLModel, table=True):

@@ -24,7 +24,7 @@ from app.events.service import emit
 from app.idempotency import service as idempotency
 from app.market import engine, escrow
 from app.market.errors import ExceedsSupply, NotAllowedToTrade, SlotRejected
-from app.market.matching.types import aggregate_levels, escrow_amount
+from app.market.matching.types import escrow_amount
 from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
 from app.market.onchain import escrow_nonce
 from app.market.rules import MarketRules
@@ -262,8 +262,9 @@ def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:
     if order.escrow_status == EscrowStatus.locking:
         raise Conflict("the escrow is being locked right now; cancel again in a few seconds")
     with engine.slot_lock(ctx):
-        # the row lock keeps the matcher of another API process (ESSX_WORKERS, PostgreSQL) out until this
-        # commits, and the refresh sees what that matcher committed
+        # the change counter's lock keeps the matcher of another API process (ESSX_WORKERS) out until this
+        # commits (the matcher takes it first), and the refresh sees what that matcher committed
+        engine.lock_changes(session)
         session.refresh(order, with_for_update=True)
         if order.status not in (OrderStatus.pending_authorization, OrderStatus.open):
             raise Conflict(f"order {order_id} is {order.status}: nothing left to cancel")
@@ -295,7 +296,7 @@ def book(ctx: Context, session: Session, slot_start: datetime) -> BookPublic:
         slot_start = slot_start.replace(tzinfo=UTC)
     if slot_start != r.slot_of(slot_start):
         raise SlotRejected(f"slot_start must be aligned to {r.slot_minutes}-minute slots in UTC")
-    levels = aggregate_levels(engine.book_orders(session, slot_start))
+    levels = engine.book_levels(session, slot_start)
     floor, ceiling = r.band(slot_start)
     return BookPublic(
         slot_start=slot_start,

@@ -14,6 +14,7 @@ from app.settlement.service import settle_ready_slots
 from common import clock
 
 log = logging.getLogger(__name__)
+MIN_PASS_GAP = 0.1  # seconds between two passes
 
 
 def run_once(ctx: Context) -> None:
@@ -22,12 +23,14 @@ def run_once(ctx: Context) -> None:
     r = rules(ctx)
     now = clock.now()
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
-        if r.mechanism == "continuous":
-            for slot_start in engine.slots_with_open_orders(session):
-                if r.gate_closure(slot_start) > now:
-                    engine.match_slot(ctx, session, slot_start)
-        engine.close_gates(ctx, session, r, now)
-        ctx.commit_background(session)
+        try:
+            if r.mechanism == "continuous":
+                engine.match_open_slots(ctx, session, lambda slot_start: r.gate_closure(slot_start) > now)
+            engine.close_gates(ctx, session, r, now)
+            ctx.commit_background(session)
+        except BaseException:
+            engine.live_books(ctx).reset()  # it may hold fills that were not committed: rebuild it
+            raise
         if escrow.release_closed(ctx, session, r, now):
             ctx.commit_background(session)
     recording.submit_trades(ctx)
@@ -60,5 +63,8 @@ class MarketWorker:
                 run_once(self.ctx)
             except Exception:
                 log.exception("market pass failed")
+            # every placement kicks: under load, a short gap lets one incremental pass take what arrived
+            # meanwhile instead of a pass per order
+            self._stop.wait(MIN_PASS_GAP)
             self._wake.wait(self.interval)
             self._wake.clear()

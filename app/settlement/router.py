@@ -14,7 +14,6 @@ from app.api.params import UtcTime
 from app.audit import service as audit
 from app.core.money import format_amount
 from app.market import engine
-from app.market.matching.types import aggregate_levels
 from app.market.models import Trade, TradeStatus
 from app.market.service import rules
 from app.settlement import service, statements
@@ -90,7 +89,7 @@ def price_suggestion(
     month_kwh = _month_kwh(session, user.id or 0, clock.now())
     retail = r.tariff.retail_price(slot_start, month_kwh)  # what the caller would pay the utility now
     tier = r.tariff.tier_index(slot_start, month_kwh)
-    levels = aggregate_levels(engine.book_orders(session, slot_start))
+    levels = engine.book_levels(session, slot_start)
     demand = sum(q for _, q in levels["bids"])
     supply = sum(q for _, q in levels["asks"])
     recent = list(session.exec(select(Trade.price).order_by(col(Trade.created_at).desc()).limit(20)))

@@ -648,9 +648,12 @@ def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
     client: TestClient, ctx: Context, slot: str
 ) -> None:
     """With several API processes (ESSX_WORKERS) a cancel and the leader's matcher can meet on one order:
-    the matcher's row locks make the cancel wait and then see the fill, instead of overwriting it."""
+    the matcher holds the change counter's lock for its pass, which makes the cancel wait and then see the
+    fill, instead of overwriting it."""
     if ctx.engine.dialect.name != "postgresql":
-        pytest.skip("row locks are PostgreSQL's; several API processes are supported on PostgreSQL only")
+        pytest.skip(
+            "waiting on a lock needs PostgreSQL; several API processes are supported on PostgreSQL only"
+        )
     import threading
 
     from app.market import engine
@@ -673,6 +676,7 @@ def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
     results: list[int] = []
     with Session(ctx.engine) as matcher:  # stands in for the leader's matching pass
         slot_dt = datetime.fromisoformat(slot)
+        engine.lock_changes(matcher)  # what a matching pass takes first
         assert [o.id for o in engine.book_orders(matcher, slot_dt)] == [order["id"]]
         cancel = threading.Thread(
             target=lambda: results.append(

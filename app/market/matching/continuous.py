@@ -198,6 +198,11 @@ class ContinuousBook:
     def open_orders(self) -> list[Order]:
         return [r.to_order() for r in self._orders.values()]
 
+    def open_quantity(self, order_id: str) -> int:
+        """The order's open Wh in the book, 0 when it is not (or no longer) there."""
+        resting = self._orders.get(order_id)
+        return resting.qty if resting is not None else 0
+
     def levels(self, depth: int | None = None) -> BookLevels:
         return {"bids": self._bids.depth(depth), "asks": self._asks.depth(depth)}
 
