@@ -8,6 +8,7 @@ escrow is locked on chain. A sell order enters the book at once, capped by its s
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from app.market.onchain import escrow_nonce, id32, unix
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
-from app.models import Order, Role, Site, User, UserStatus
+from app.models import Order, Role, Site, User, UserStatus, Wallet
 from app.transfers.service import AuthorizationMissing, WrongSigner
 from app.transfers.spending import authorising_spend, check_available
 from app.wallets import service as wallets
@@ -238,6 +239,34 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
             raise WrongSigner("the signature is malformed") from None
         if signer != order.wallet_address:
             raise WrongSigner(f"the signature recovers to {signer}, not {order.wallet_address}")
+    _lock_escrow(ctx, session, order, wallet, signature)
+    return order
+
+
+def place_for_agent(
+    ctx: Context, session: Session, user: User, req: OrderCreate, link: Callable[[Order], None]
+) -> Order:
+    """An order the user's trading agent places (app/trading): the same rules and escrow as a manual
+    order, a buy order's escrow signed with the custodial key the user authorised once for the profile
+    (not per order). `link` adds the agent's own rows, committed in the order's transaction, so a crash
+    leaves either both or neither."""
+    order = _new_order(ctx, session, user, req)
+    link(order)
+    if order.side == "sell":
+        ctx.commit_background(session)
+        engine.kick(ctx)
+        return order
+    wallet = wallets.require_wallet(session, user.id or 0)
+    if wallet.kind != "custodial":
+        raise AuthorizationMissing("a linked wallet signs each escrow in its own app")
+    signature = wallets.signer_for(ctx, wallet).sign_typed_data(order.typed_data or {})
+    _lock_escrow(ctx, session, order, wallet, signature)
+    return order
+
+
+def _lock_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet, signature: bytes) -> None:
+    """Stores the escrow lock transaction for a signed order, under the wallet's spending lock; commits."""
+    order_id = order.id
     v, r, s = split_signature(signature)
     market = ctx.contracts["EnergyMarket"]
     data = market.encodeABI(
@@ -283,7 +312,6 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         order.escrow_status, order.lock_tx_id, order.updated_at = "locking", tx.id, utcnow()
         session.add(order)
     ctx.relayer.kick()
-    return order
 
 
 def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:

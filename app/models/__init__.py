@@ -18,6 +18,7 @@ from app.models.site import (
 from app.models.transfer import LinkChallenge, Transfer, TransferStep, UserTotp
 from app.models.user import LoginThrottle, RefreshToken, RevokedTokenFamily, Role, User, UserStatus
 from app.models.wallet import Wallet
+from app.trading.models import AgentActivity, AgentOrder, TradingProfile  # noqa: F401  (registers the tables)
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
 __all__ = [
