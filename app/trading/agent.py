@@ -126,7 +126,9 @@ def _wants(
     r = market.rules(ctx)
     if site is None or not site.enabled:
         use = profile.expected_use_wh or 0
-        why = "your expected use" if site is None else f"site {site.id} is disabled: your expected use"
+        why = f"your expected use of {use} Wh per slot"
+        if site is not None:
+            why = f"site {site.id} is disabled: {why}"
         buys = {s: _priced(ctx, session, user, profile, s, "buy", use, why) for s in slots}
         return {s: Want(0, 0, "no site") for s in slots}, buys
     estimates = [estimate_supply(session, site, s, ctx.settings) for s in slots]

@@ -14,4 +14,4 @@ class ProfileRejected(AppError):
 class ProfileNotAuthorized(AppError):
     """Enabling needs the wallet's authorisation: PIN (and code) or an EIP-712 signature."""
 
-    status_code = 401
+    status_code = 422
