@@ -32,7 +32,7 @@ from app.core.crash import crash_point
 from app.core.errors import AppError
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
-from app.market import escrow_amount
+from app.market import engine, escrow_amount
 from app.market import service as market
 from app.market.rules import MarketRules
 from app.market.schemas import OrderCreate
@@ -81,7 +81,11 @@ def run_pass(ctx: Context) -> None:
         user_ids = session.exec(select(TradingProfile.user_id)).all()
         for user_id in user_ids:
             try:
-                _trade_for(ctx, session, user_id, slots, now)
+                # The market's lock first, then row locks (the price suggestion reads the book FOR UPDATE),
+                # in the order the matcher and a cancel take them; the transaction ends with the user.
+                with engine.slot_lock(ctx):
+                    _trade_for(ctx, session, user_id, slots, now)
+                    ctx.commit_background(session)
             except Exception:
                 session.rollback()
                 log.exception("automatic trading for user %s failed", user_id)
