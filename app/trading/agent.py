@@ -87,7 +87,7 @@ def run_pass(ctx: Context) -> None:
                 # The market's lock first, then row locks (the price suggestion reads the book FOR UPDATE),
                 # in the order the matcher and a cancel take them; the transaction ends with the user.
                 with engine.slot_lock(ctx):
-                    _trade_for(ctx, session, user_id, slots, now)
+                    _trade_for(ctx, session, user_id, slots)
                     ctx.commit_background(session)
             except Exception:
                 session.rollback()
@@ -101,7 +101,7 @@ def _upcoming_slots(r: MarketRules, now: datetime) -> list[datetime]:
     return [first + i * r.slot for i in range(AGENT_SLOTS)]
 
 
-def _trade_for(ctx: Context, session: Session, user_id: int, slots: list[datetime], now: datetime) -> None:
+def _trade_for(ctx: Context, session: Session, user_id: int, slots: list[datetime]) -> None:
     profile = session.get(TradingProfile, user_id)
     user = session.get(User, user_id)
     if profile is None or user is None:
