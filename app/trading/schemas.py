@@ -26,10 +26,10 @@ class ProfileSettings(BaseModel):
         default=20, ge=0, le=100, description="battery charge the agent never sells below (0-100 %)"
     )
     max_wh_per_slot: int = Field(
-        default=5000, gt=0, lt=2**32, description="the most the agent trades per slot"
+        default=5000, gt=0, lt=2**31, description="the most the agent trades per slot"
     )
     expected_use_wh: int | None = Field(
-        default=None, ge=0, lt=2**32, description="without a site: what you expect to use per slot (Wh)"
+        default=None, ge=0, lt=2**31, description="without a site: what you expect to use per slot (Wh)"
     )
     daily_limit: AmountText = Field(
         default="0", description="the most buy escrow the agent may commit per UTC day"
