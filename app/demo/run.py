@@ -352,6 +352,7 @@ def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Co
     state.wall_trading = time.time()
     rng = random.Random(opts.seed)
     traded: set[datetime] = set()
+    agents_stopped = False
     futures: list[Any] = []
     total = (state.trading_end - state.trading_start).total_seconds()
     with Progress(
@@ -399,6 +400,12 @@ def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Co
                 settled=counts[1],
                 orders=sum(state.orders.values()),
             )
+            if opts.traders == "automatic" and not agents_stopped and now >= state.trading_end - margin:
+                # the traded period ends: the agents stop, cancelling their orders for later slots
+                agents_stopped = True
+                futures += [
+                    pool.submit(api.call, "DELETE", "/trading/profile", h.token) for h in state.households
+                ]
             if now >= state.trading_end + timedelta(minutes=opts.slot_minutes / 2) and not futures:
                 break
             time.sleep(0.2)
