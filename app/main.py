@@ -38,6 +38,7 @@ from app.ops.router import LATENCY, REQUESTS
 from app.ops.router import router as ops_router
 from app.settlement.service import make_hook as settlement_hook
 from app.sites.worker import CollectorWorker, install_hooks
+from app.trading import agent as trading_agent
 from app.transfers.batching import TransferBatcher, make_batch_hook
 from app.web.router import router as web_router
 from common.lease import Lease, LeaseKeeper, LeaseLost
@@ -89,7 +90,11 @@ class BackgroundWorkers:
         ctx.background_fence = self.lease.fence
         ctx.relayer.start()  # also finishes whatever a previous process left in flight
         ctx.relayer.standby = False  # after start: no request thread steps inline beside the new thread
-        self._workers = [IndexerWorker(ctx), TransferBatcher(ctx), MarketWorker(ctx)]
+        self._workers = [
+            IndexerWorker(ctx),
+            TransferBatcher(ctx),
+            MarketWorker(ctx, before_pass=[trading_agent.run_if_due]),
+        ]
         for worker in self._workers:
             worker.start()
 

@@ -39,6 +39,7 @@ KNOWN_CYCLES: list[frozenset[str]] = [
             "settlement",
             "sites",
             "spending",
+            "trading",
             "transfers",
             "users",
             "wallets",

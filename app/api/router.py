@@ -14,6 +14,7 @@ from app.settlement.router import router as settlement_router
 from app.sites.router import admin_router as sites_admin_router
 from app.sites.router import ledger_router
 from app.sites.router import router as sites_router
+from app.trading.router import router as trading_router
 from app.transfers.router import router as transfers_router
 from app.users.router import admin_router as users_admin_router
 from app.users.router import router as users_router
@@ -34,6 +35,7 @@ for r in (
     events_router,
     settlement_router,
     market_router,
+    trading_router,
     settlement_admin_router,
     sites_router,
     sites_admin_router,

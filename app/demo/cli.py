@@ -30,6 +30,9 @@ def demo(
         "data/demo"
     ),
     out: Annotated[Path | None, typer.Option(help="report folder (default: <data-dir>/report)")] = None,
+    traders: Annotated[
+        str, typer.Option(help="automatic: every household's trading profile (the platform's agent); manual")
+    ] = "automatic",
     keep_running: Annotated[
         bool, typer.Option(help="leave the demo service running afterwards, to browse it in the dashboard")
     ] = False,
@@ -47,6 +50,7 @@ def demo(
         data_dir=data_dir,
         out_dir=out,
         keep_running=keep_running,
+        traders=traders,
         start=start.replace(tzinfo=UTC) if start is not None and start.tzinfo is None else start,
     )
     try:

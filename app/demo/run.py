@@ -56,6 +56,7 @@ class DemoOptions:
     keep_running: bool = False
     workers: int = 8  # households acting at the same time
     start: datetime | None = None  # first traded slot (energy time, in the past); default: end about now
+    traders: str = "automatic"  # automatic: each household's trading profile; manual: orders placed here
 
     @property
     def gate_minutes(self) -> int:
@@ -69,6 +70,8 @@ class DemoOptions:
             raise ValueError("--hours must be between 1 and 168")
         if not 1 <= self.speed <= 3600:
             raise ValueError("--speed must be between 1 and 3600")
+        if self.traders not in ("automatic", "manual"):
+            raise ValueError("--traders must be automatic or manual")
         if self.slot_minutes not in (5, 10, 15, 20, 30, 60):
             raise ValueError("--slot-minutes must be one of 5, 10, 15, 20, 30, 60")
         if self.start is not None:
@@ -246,8 +249,37 @@ def setup_community(
                 },
             )
             h.site_id = int(site["id"])
+        if state.options.traders == "automatic":
+            enable_agent(api, state, h)
 
     list(pool.map(join, state.households))
+
+
+def enable_agent(api: Api, state: DemoState, h: cm.Household) -> None:
+    """The household's trading profile: the platform's agent trades for it, following the price
+    suggestion; a consumer states its mean expected use per slot."""
+    opts = state.options
+    use = None
+    if h.config is None:
+        day = [
+            state.clock.now().replace(hour=0, minute=0, second=0, microsecond=0) + k * state.slot
+            for k in range(24 * 60 // opts.slot_minutes)
+        ]
+        use = sum(cm.consumer_load_wh(opts.seed, h.index, s, opts.slot_minutes) for s in day) // len(day)
+    api.call(
+        "PUT",
+        "/trading/profile",
+        h.token,
+        json={
+            "enabled": True,
+            "site_id": h.site_id,
+            "reserve_pct": h.config.reserve_pct if h.config is not None else 0,
+            "max_wh_per_slot": 100_000,
+            "expected_use_wh": use,
+            "daily_limit": opts.funding,
+            "pin": cm.PIN,
+        },
+    )
 
 
 # -- trading -------------------------------------------------------------------------------------------
@@ -320,6 +352,7 @@ def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Co
     state.wall_trading = time.time()
     rng = random.Random(opts.seed)
     traded: set[datetime] = set()
+    agents_stopped = False
     futures: list[Any] = []
     total = (state.trading_end - state.trading_start).total_seconds()
     with Progress(
@@ -339,7 +372,13 @@ def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Co
             now = clock.now()
             nxt = align(now, slot) + slot
             for s in (nxt, nxt + slot):  # this slot's successor and the one after, while their gate is open
-                if state.trading_start <= s < state.trading_end and s not in traded and now < s - margin:
+                manual = opts.traders == "manual"
+                if (
+                    manual
+                    and state.trading_start <= s < state.trading_end
+                    and s not in traded
+                    and now < s - margin
+                ):
                     traded.add(s)
                     seeds = [rng.randrange(2**32) for _ in state.households]
                     futures += [
@@ -361,6 +400,12 @@ def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Co
                 settled=counts[1],
                 orders=sum(state.orders.values()),
             )
+            if opts.traders == "automatic" and not agents_stopped and now >= state.trading_end - margin:
+                # the traded period ends: the agents stop, cancelling their orders for later slots
+                agents_stopped = True
+                futures += [
+                    pool.submit(api.call, "DELETE", "/trading/profile", h.token) for h in state.households
+                ]
             if now >= state.trading_end + timedelta(minutes=opts.slot_minutes / 2) and not futures:
                 break
             time.sleep(0.2)
@@ -374,6 +419,21 @@ def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Co
                 break
             time.sleep(1.0)
         progress.update(wait, total=1, completed=1)
+    if opts.traders == "automatic":
+        count_agent_orders(api, state)
+
+
+def count_agent_orders(api: Api, state: DemoState) -> None:
+    """The orders the households' agents placed in the traded period (repriced ones count each time)."""
+    for h in state.households:
+        for o in api.call("GET", "/orders", h.token)["items"]:
+            if (
+                state.trading_start.isoformat()
+                <= o["slot_start"].replace("Z", "+00:00")
+                < state.trading_end.isoformat()
+            ):
+                state.orders[o["side"]] += 1
+                h.orders.append(o["id"])
 
 
 def run_demo(

@@ -8,6 +8,7 @@ A sell order enters the book at once, capped by what its site can still deliver.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,10 +32,11 @@ from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
 from app.spending import authorizer
+from app.spending.errors import AuthorizationMissing
 from app.spending.holds import check_available
 from app.users.models import Role, User, UserStatus
 from app.wallets import service as wallets
-from app.wallets.models import WalletKind
+from app.wallets.models import Wallet, WalletKind
 from common import clock
 from ess_collector.models import Site
 from wallet.models import OutgoingTx
@@ -236,7 +238,35 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
     if wallet.address != order.wallet_address:
         raise Conflict("the order was placed from another wallet")
     signed = authorizer.sign(ctx, session, wallet, order.typed_data or {}, req)
-    signature = signed.signature
+    _accept_escrow(ctx, session, order, wallet, signed.signature)
+    return order
+
+
+def place_for_agent(
+    ctx: Context, session: Session, user: User, req: OrderCreate, link: Callable[[Order], None]
+) -> Order:
+    """An order the user's trading agent places (app/trading): the same rules and escrow as a manual
+    order, a buy order's escrow signed with the custodial key the user authorised once for the profile
+    (not per order). `link` adds the agent's own rows, committed in the order's transaction, so a crash
+    leaves either both or neither."""
+    order = _new_order(ctx, session, user, req)
+    link(order)
+    if order.side == OrderSide.sell:
+        ctx.commit_background(session)
+        engine.kick(ctx)
+        return order
+    wallet = wallets.require_wallet(session, user.id or 0)
+    if wallet.kind != WalletKind.custodial:
+        raise AuthorizationMissing("a linked wallet signs each escrow in its own app")
+    signature = wallets.signer_for(ctx, wallet).sign_typed_data(order.typed_data or {})
+    _accept_escrow(ctx, session, order, wallet, signature)
+    return order
+
+
+def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet, signature: bytes) -> None:
+    """Keeps a signed order's escrow authorisation, under the wallet's spending lock, and puts the order
+    in the book; nothing goes on chain until it matches (app/market/escrow.py). Commits."""
+    order_id = order.id
     split_signature(signature)  # a high-s signature would fail on chain, at the first match
 
     # Compare-and-set, as for transfers: of two concurrent authorisations only one passes.
@@ -252,7 +282,6 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
     with authorizer.authorising_spend(ctx, session, wallet, order.escrow_amount, "the escrow", authorise):
         escrow.accept_authorised(session, order, signature, engine.next_seq(session))
     engine.kick(ctx)
-    return order
 
 
 def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:

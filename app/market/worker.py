@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 
 from sqlmodel import Session
 
@@ -40,9 +41,15 @@ def run_once(ctx: Context) -> None:
 
 
 class MarketWorker:
-    def __init__(self, ctx: Context, interval: float = 1.0) -> None:
+    """``before_pass``: work of upper layers run first in every pass (the automatic trader), so the
+    market loop needs not import them."""
+
+    def __init__(
+        self, ctx: Context, interval: float = 1.0, before_pass: Sequence[Callable[[Context], None]] = ()
+    ) -> None:
         self.ctx = ctx
         self.interval = interval
+        self.before_pass = tuple(before_pass)
         self._stop = threading.Event()
         self._wake = ctx.market_wake
         self._thread: threading.Thread | None = None
@@ -59,6 +66,11 @@ class MarketWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            for work in self.before_pass:
+                try:
+                    work(self.ctx)
+                except Exception:
+                    log.exception("%s failed", getattr(work, "__qualname__", work))
             try:
                 run_once(self.ctx)
             except Exception:

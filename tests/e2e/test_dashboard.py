@@ -370,3 +370,26 @@ def test_the_market_opens_on_my_order_with_one_band_and_errors_in_coins(
     expect(refused).to_contain_text("coins per kWh")
     assert "000000000" not in refused.inner_text()
     screenshots(page, "market-my-order")
+
+
+def test_a_consumer_turns_automatic_trading_on_and_off(new_page: NewPage, community: Community) -> None:
+    sam = community.register("consumer", "Sam", wallet=True)
+    community.mint(sam.address or "", "100")
+    community.wait_balance(sam, "100")
+    page = new_page()
+    log_in(page, community.base, sam.email)
+    page.get_by_role("link", name="Auto-trading").click()
+    expect(page.get_by_role("heading", name="Automatic trading")).to_be_visible()
+    page.get_by_label("Expected use per slot (Wh)").fill("200")
+    page.get_by_label("Spending limit per day (ENC)").fill("50")
+    page.get_by_role("button", name="Enable").click()
+    page.get_by_label("Wallet PIN").fill(PIN)
+    page.get_by_role("button", name="Authorize").click()
+    expect(page.locator("#profile-title")).to_contain_text("enabled")
+    # the agent runs in the market loop every few seconds: its first orders show in the activity list
+    expect(page.locator("#agent-activity")).to_contain_text("placed", timeout=40_000)
+    expect(page.locator("#agent-activity")).to_contain_text("your expected use of 200 Wh per slot")
+    screenshot(page, "trading")
+    page.get_by_role("button", name="Turn off").click()
+    expect(page.locator("#profile-title")).to_contain_text("off")
+    expect(page.locator("#agent-activity")).to_contain_text("revoked by you", timeout=15_000)

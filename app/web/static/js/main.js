@@ -18,6 +18,13 @@ const VIEWS = [
     load: () => import('./views/market.js'),
   },
   {
+    path: '/trading',
+    label: 'Auto-trading',
+    roles: ['prosumer', 'consumer'],
+    needs: () => has('/trading/profile'),
+    load: () => import('./views/trading.js'),
+  },
+  {
     path: '/trades',
     label: 'Trades',
     roles: ['prosumer', 'consumer'],

@@ -1,0 +1,239 @@
+"""Automatic trading on a real chain: the profile, its one-time authorisation, the agent's orders within
+the daily limit, bad input, revocation (open orders cancelled, escrow released) and passes that crash."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from eth_account.messages import encode_typed_data
+from fastapi.testclient import TestClient
+from sqlmodel import Session, col, select
+
+from app.context import Context
+from app.core.security import utcnow
+from app.market import service as market
+from app.market.matching.types import escrow_amount
+from app.market.models import Order
+from app.trading import agent
+from app.trading.models import AgentOrder
+from ess_collector.models import SiteReading
+from tests.api.helpers import admin_headers, login, register
+from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet, user_with_linked_wallet
+from wallet.localchain import free_port
+
+COIN = 10**18
+
+
+def _prosumer(client: TestClient, admin: dict[str, str]) -> tuple[dict, dict[str, str], int, str]:
+    """An approved prosumer with a custodial wallet and a site whose battery holds 90 %."""
+    user = register(client, "prosumer")
+    client.post(f"/api/v1/admin/users/{user['id']}/approve", headers=admin)
+    headers = login(client, user["email"])
+    wallet = client.post("/api/v1/wallets", json={"pin": PIN}, headers=headers)
+    assert wallet.status_code == 201
+    site = client.post(
+        "/api/v1/sites",
+        json={
+            "name": "roof",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "pv_nameplate_w": 5000,
+            "battery_capacity_wh": 10_000,
+            "reserve_soc_pct": 10,
+        },
+        headers=headers,
+    )
+    assert site.status_code == 201, site.text
+    return user, headers, site.json()["id"], wallet.json()["address"]
+
+
+def _reading(ctx: Context, site_id: int) -> None:
+    with Session(ctx.engine) as s:
+        s.add(SiteReading(site_id=site_id, ts=utcnow(), quality="ok", soc_tenths=900, accepted=True))
+        s.commit()
+
+
+def _orders(ctx: Context, user_id: int) -> list[Order]:
+    with Session(ctx.engine) as s:
+        return list(s.exec(select(Order).where(col(Order.user_id) == user_id)))
+
+
+def _wait(fn, timeout: float = 30):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def _profile(**over: Any) -> dict[str, Any]:
+    return {"enabled": True, "reserve_pct": 20, "max_wh_per_slot": 2000, "daily_limit": "50", **over}
+
+
+def test_bad_profiles_are_refused_and_change_nothing(client: TestClient, ctx: Context) -> None:
+    admin = admin_headers(client, ctx)
+    _u, headers, site_id, address = _prosumer(client, admin)
+    fund(client, admin, address, "100")
+    other = _prosumer(client, admin)[2]
+    floor, ceiling = market.rules(ctx).band(utcnow())
+    cases = [
+        (_profile(site_id=site_id, pin=PIN, sell_floor="1"), 422, "outside the market's price band"),
+        (_profile(site_id=site_id, pin=PIN, buy_ceiling="100000"), 422, "outside the market's price band"),
+        (_profile(site_id=site_id, pin=PIN, reserve_pct=101), 422, "less than or equal to 100"),
+        (_profile(site_id=site_id, pin=PIN, reserve_pct=-1), 422, "greater than or equal to 0"),
+        (_profile(site_id=site_id, pin=PIN, daily_limit="100.5"), 422, "above your balance 100"),
+        (_profile(site_id=other, pin=PIN), 422, f"site {other} is not one of your sites"),
+        (_profile(site_id=site_id), 422, "needs your wallet's pin"),
+        (_profile(site_id=site_id, pin="999999"), 403, "wrong PIN"),
+    ]
+    for body, status, words in cases:
+        r = client.put("/api/v1/trading/profile", json=body, headers=headers)
+        assert r.status_code == status, (body, r.text)
+        assert r.json()["error"] and words in str(r.json()["detail"]), r.text
+    profile = client.get("/api/v1/trading/profile", headers=headers).json()
+    assert profile["enabled"] is False and profile["version"] == 0 and profile["updated_at"] is None
+    assert client.get("/api/v1/trading/activity", headers=headers).json()["items"] == []
+    assert floor < ceiling
+
+
+def test_agent_sells_from_the_forecast_and_buys_within_the_daily_limit(
+    client: TestClient, ctx: Context
+) -> None:
+    admin = admin_headers(client, ctx)
+    seller, s_headers, site_id, _ = _prosumer(client, admin)
+    _reading(ctx, site_id)
+    buyer, b_headers, b_address = user_with_custodial_wallet(client)
+    fund(client, admin, b_address, "100")
+    r = client.put(
+        "/api/v1/trading/profile",
+        json=_profile(site_id=site_id, pin=PIN, reserve_pct=30, daily_limit="0"),
+        headers=s_headers,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["enabled"] and r.json()["authorized_by"] == "pin"
+    r = client.put(
+        "/api/v1/trading/profile",
+        json=_profile(expected_use_wh=500, daily_limit="10", pin=PIN),
+        headers=b_headers,
+    )
+    assert r.status_code == 200, r.text
+
+    agent.run_pass(ctx)
+    agent.run_pass(ctx)  # a second pass keeps what the first placed
+
+    sells = [o for o in _orders(ctx, seller["id"]) if o.side == "sell"]
+    assert sells and all(o.site_id == site_id and o.status in ("open", "filled") for o in sells)
+    assert len({o.slot_start for o in sells}) == len(sells)  # one order per slot
+    assert (
+        sum(o.quantity_wh for o in sells) <= 10_000 * 60 // 100 + 4 * 1250
+    )  # above the 30 % reserve, plus PV
+    buys = [o for o in _orders(ctx, buyer["id"])]
+    assert buys and all(o.side == "buy" for o in buys)
+    committed = sum(
+        o.escrow_amount if o.status in agent.LIVE else escrow_amount(o.filled_wh, o.limit_price) for o in buys
+    )
+    assert 0 < committed <= 10 * COIN  # the daily limit, across slots (a repriced order's release is free)
+    activity = client.get("/api/v1/trading/activity", headers=b_headers).json()["items"]
+    assert any(a["action"] == "placed" for a in activity)
+    assert any(a["reason"] == "the daily spending limit is reached" for a in activity)
+    profile = client.get("/api/v1/trading/profile", headers=b_headers).json()
+    assert 0 < float(profile["spent_today"]) <= 10
+
+
+def test_turning_the_agent_off_cancels_its_orders_and_releases_their_escrow(
+    client: TestClient, ctx: Context
+) -> None:
+    admin = admin_headers(client, ctx)
+    buyer, headers, address = user_with_custodial_wallet(client)
+    fund(client, admin, address, "1000")
+    body = _profile(expected_use_wh=200, daily_limit="100", pin=PIN)
+    assert client.put("/api/v1/trading/profile", json=body, headers=headers).status_code == 200
+    agent.run_pass(ctx)
+    placed = _orders(ctx, buyer["id"])
+    assert len(placed) == agent.AGENT_SLOTS, [
+        a["reason"] for a in client.get("/api/v1/trading/activity", headers=headers).json()["items"]
+    ]
+    assert all(o.status == "open" and o.escrow_status == "authorized" for o in placed)
+    # Nothing matched: nothing is locked on chain (escrow only for what matches, app/market/escrow.py),
+    # but the authorised amounts stay reserved against the wallet's balance.
+    assert ctx.coin.functions.balanceOf(address).call() == 1000 * COIN
+
+    r = client.delete("/api/v1/trading/profile", headers=headers)
+    assert r.status_code == 200 and r.json()["enabled"] is False
+    ended = _orders(ctx, buyer["id"])
+    assert all(o.status == "cancelled" and o.escrow_status == "unused" for o in ended), [
+        (o.status, o.escrow_status) for o in ended
+    ]
+    assert ctx.coin.functions.balanceOf(address).call() == 1000 * COIN
+    agent.run_pass(ctx)  # off: nothing new
+    assert len(_orders(ctx, buyer["id"])) == agent.AGENT_SLOTS
+    actions = [a["action"] for a in client.get("/api/v1/trading/activity", headers=headers).json()["items"]]
+    assert actions.count("cancelled") == agent.AGENT_SLOTS and "disabled" in actions
+
+
+class Killed(BaseException):
+    """Stands for the process dying: not an Exception, so no handler in the pass catches it."""
+
+
+def test_a_pass_killed_after_placing_never_places_twice(
+    client: TestClient, ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = admin_headers(client, ctx)
+    seller, s_headers, site_id, _ = _prosumer(client, admin)
+    _reading(ctx, site_id)
+    assert (
+        client.put(
+            "/api/v1/trading/profile",
+            json=_profile(site_id=site_id, pin=PIN, daily_limit="0"),
+            headers=s_headers,
+        ).status_code
+        == 200
+    )
+    real = market.place_for_agent
+    calls = 0
+
+    def dies_after_second(*args: Any, **kwargs: Any) -> Order:
+        nonlocal calls
+        calls += 1
+        order = real(*args, **kwargs)  # committed with its link
+        if calls == 2:
+            raise Killed
+        return order
+
+    monkeypatch.setattr(market, "place_for_agent", dies_after_second)
+    with pytest.raises(Killed):
+        agent.run_pass(ctx)
+    monkeypatch.setattr(market, "place_for_agent", real)
+    agent.run_pass(ctx)
+    agent.run_pass(ctx)
+    orders = [o for o in _orders(ctx, seller["id"]) if o.status in ("open", "filled")]
+    with Session(ctx.engine) as s:
+        links = list(s.exec(select(AgentOrder).where(col(AgentOrder.user_id) == seller["id"])))
+    assert orders and len(orders) == len({o.slot_start for o in orders})
+    assert {link.order_id for link in links} == {o.id for o in _orders(ctx, seller["id"])}
+    assert len([link for link in links if link.live_key]) == len(orders)
+
+
+def test_a_linked_wallet_enables_the_agent_with_a_signature(client: TestClient, ctx: Context) -> None:
+    _u, headers, account = user_with_linked_wallet(client)
+    settings = _profile(expected_use_wh=300, daily_limit="0")
+    typed = client.post("/api/v1/trading/profile/typed-data", json=settings, headers=headers)
+    assert typed.status_code == 200, typed.text
+    signature = account.sign_message(
+        encode_typed_data(full_message=typed.json()["typed_data"])
+    ).signature.hex()
+    wrong = client.put(
+        "/api/v1/trading/profile",
+        json={**settings, "daily_limit": "0", "max_wh_per_slot": 3000, "signature": signature},
+        headers=headers,
+    )
+    assert wrong.status_code == 422 and "recovers to" in wrong.json()["detail"]
+    r = client.put("/api/v1/trading/profile", json={**settings, "signature": signature}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["enabled"] and r.json()["authorized_by"] == "signature" and r.json()["version"] == 1
+    agent.run_pass(ctx)
+    reasons = {a["reason"] for a in client.get("/api/v1/trading/activity", headers=headers).json()["items"]}
+    assert any("linked wallet signs each escrow" in why for why in reasons)
