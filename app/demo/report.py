@@ -171,7 +171,7 @@ def summary_json(data: dict[str, Any], chain: ChainStats, state: DemoState) -> d
         "trades": s["trades"],
         "settled": s["settled"],
         "volume_wh": s["volume_wh"],
-        "delivered_wh": sum(h.bought_wh for h in data["households"]),
+        "delivered_wh": s["delivered_wh"],
         "share_of_demand_met_locally": s["share_of_demand_met_locally"],
         "transactions": chain.transactions,
         "gas": chain.gas,
@@ -295,7 +295,7 @@ def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: di
     load = sum(v["load_wh"] for v in energy.values())
     imported = sum(v["import_wh"] for v in energy.values())
     exported = sum(v["export_wh"] for v in energy.values())
-    delivered = sum(h.bought_wh for h in hs)
+    delivered = int(s["delivered_wh"])  # the traded span's trades; statements cover whole months
     prosumers = sum(1 for h in hs if h.role == "prosumer")
     settled = int(s["settled"])
     lines = [

@@ -159,6 +159,8 @@ def market_summary(session: Session, from_: datetime, to: datetime) -> dict[str,
     )
     volume = sum(t.quantity_wh for t in trades)
     value = sum(t.value for t in trades)
+    # Metered delivery of the settled trades of this span (at most what they contracted).
+    delivered = sum(t.delivered_wh or 0 for t in trades if t.status == TradeStatus.settled)
     by_slot: dict[str, dict[str, Any]] = {}
     for t in trades:
         s = by_slot.setdefault(t.slot_start.isoformat(), {"volume_wh": 0, "value": 0, "prices": set()})
@@ -170,6 +172,7 @@ def market_summary(session: Session, from_: datetime, to: datetime) -> dict[str,
         "to": to.isoformat(),
         "trades": len(trades),
         "volume_wh": volume,
+        "delivered_wh": delivered,
         "value": format_amount(value),
         "average_price": format_amount(value * 1000 // volume) if volume else None,
         "demand_wh": demand,
