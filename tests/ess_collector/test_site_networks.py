@@ -123,7 +123,9 @@ def test_a_name_is_checked_again_at_each_connection(clean_db: Engine, listener: 
         loop.close()
     assert not connected(listener)
     with Session(clean_db) as s:
-        rows = s.exec(sql_select(SiteReading).where(col(SiteReading.site_id) == site_id)).all()
+        rows = s.exec(
+            sql_select(SiteReading).where(col(SiteReading.site_id) == site_id).order_by(col(SiteReading.id))
+        ).all()
     assert (rows[-1].detail or "").startswith("SiteNotAllowed")
 
 
