@@ -45,12 +45,6 @@ def next_seq(session: Session) -> int:
     return next_change(session.connection())
 
 
-def lock_changes(session: Session) -> None:
-    """Take the change counter's lock before locking any order row: every order write takes it (the
-    stamp), the matcher first of all, so taking it first keeps two writers from waiting on each other."""
-    next_change(session.connection(), 0)
-
-
 def live_books(ctx: Context) -> LiveBooks:
     if ctx.market_books is None:
         ctx.market_books = LiveBooks()

@@ -23,7 +23,7 @@ from app.context import Context
 from app.core.money import format_amount
 from app.core.security import utcnow
 from app.events.service import emit
-from app.market.models import Order, Trade, next_change
+from app.market.models import Order, Trade, lock_changes
 from app.market.onchain import id32, unix
 from app.market.rules import MarketRules
 from wallet.models import OutgoingTx
@@ -184,9 +184,7 @@ def release_closed(ctx: Context, session: Session, rules_: MarketRules, now: dat
     ready = _to_release(session, rules_, now)
     if not ready:
         return 0
-    next_change(
-        session.connection(), 0
-    )  # lock the order counter before the relayer's nonce counter, as a cancel does
+    lock_changes(session)  # the order counter before the relayer's nonce counter, as a cancel does
     market = ctx.contracts["EnergyMarket"]
     data = market.encodeABI(fn_name="releaseEscrows", args=[[id32(o.id) for o in ready]])
     tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="escrow_release_batch")

@@ -26,7 +26,7 @@ from app.idempotency import service as idempotency
 from app.market import engine, escrow
 from app.market.errors import ExceedsSupply, NotAllowedToTrade, SlotRejected
 from app.market.matching.types import escrow_amount
-from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
+from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus, lock_changes
 from app.market.onchain import escrow_nonce
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
@@ -293,7 +293,7 @@ def cancel(ctx: Context, session: Session, user: User, order_id: str) -> Order:
     with engine.slot_lock(ctx):
         # the change counter's lock keeps the matcher of another API process (ESSX_WORKERS) out until this
         # commits (the matcher takes it first), and the refresh sees what that matcher committed
-        engine.lock_changes(session)
+        lock_changes(session)
         session.refresh(order, with_for_update=True)
         if order.status not in (OrderStatus.pending_authorization, OrderStatus.open):
             raise Conflict(f"order {order_id} is {order.status}: nothing left to cancel")

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.core.security import utcnow
+from app.market import models as market_models
 from app.market.onchain import id32, unix
 from app.market.service import rules
 from ess_collector.models import LedgerSlot, SiteReading, SlotEnergy
@@ -676,7 +677,7 @@ def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
     results: list[int] = []
     with Session(ctx.engine) as matcher:  # stands in for the leader's matching pass
         slot_dt = datetime.fromisoformat(slot)
-        engine.lock_changes(matcher)  # what a matching pass takes first
+        market_models.lock_changes(matcher)  # what a matching pass takes first
         assert [o.id for o in engine.book_orders(matcher, slot_dt)] == [order["id"]]
         cancel = threading.Thread(
             target=lambda: results.append(
