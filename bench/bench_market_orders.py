@@ -1,9 +1,17 @@
-"""Order placements through the API beside a deep book: `--book` open orders (default 50,000) seeded into
-one slot, then sellers place sell orders from their sites and buyers with linked wallets place buy orders
-and authorise each escrow by signature (create + sign typed data + authorize), while a reader polls
-GET /market/book. One `essx run` (and its anvil) on this machine, the clients too.
+"""Order placements beside a deep book: `--book` open orders (default 50,000) seeded into one slot, then,
+one mode after the other in the same service, while a reader polls GET /market/book:
 
-    .venv/bin/python -m bench.bench_market_orders [--users 16] [--seconds 30] [--book 50000] [--postgres]
+- `sell`: `--users` prosumers loop sell orders from their sites (`POST /orders`);
+- `signature`: `--users` consumers with linked wallets loop buy orders and authorise each escrow by
+  signature (`POST /orders`, sign the typed data, `POST /orders/{id}/authorize`);
+- `profile`: `--profiles` consumers with custodial wallets enable a trading profile (PIN, once); the
+  automatic trader then places their buy orders (4 slots each), its escrow signed under the profile's
+  authorisation. Measured from the first to the last order its passes place after every profile is on.
+
+One `essx run` (and its anvil) on this machine, the clients too.
+
+    .venv/bin/python -m bench.bench_market_orders [--users 16] [--seconds 30] [--book 50000] \
+        [--profiles 100] [--modes sell,signature,profile] [--postgres] [--workers 2]
 
 CPU per placement is the service's and anvil's process CPU (from /proc) over the placements made.
 """
@@ -14,15 +22,17 @@ import os
 import threading
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.core.db import make_engine
+from app.trading.models import AgentOrder
 from bench.bench_market_book import seed
 from bench.service import concurrent_users_main, percentile, running_service
 from ess_collector.models import SiteReading
@@ -113,15 +123,78 @@ def buyer(c: httpx.Client, admin: dict[str, str]) -> tuple[dict[str, str], Accou
     return h, acct
 
 
-def run(users: int, seconds: float, book_orders: int) -> dict[str, object]:
+def custodial_buyer(c: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
+    h = account(c, admin, "consumer")
+    r = c.post("/api/v1/wallets", json={"pin": "123456"}, headers=h)
+    assert r.status_code == 201, r.text
+    r = c.post(
+        "/api/v1/admin/coin/mint",
+        json={"to": r.json()["address"], "amount": "1000000"},
+        headers={**admin, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert r.status_code == 200, r.text
+    return h
+
+
+class CpuTimeline:
+    """The service's CPU sampled every 0.1 s, to read what a window between two timestamps cost."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), service_cpu_seconds(self.data_dir)))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> CpuTimeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, t: float) -> float:
+        before = [s for s in self.samples if s[0] <= t] or self.samples[:1]
+        after = [s for s in self.samples if s[0] >= t] or self.samples[-1:]
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+
+
+def _loop_result(
+    mode: str, done: list[float], errors: list[str], elapsed: float, service_cpu: float, client_cpu: float
+) -> dict[str, object]:
+    n = len(done)
+    return {
+        "placed_per_s": round(n / elapsed, 1),
+        "placed": n,
+        "p50_ms": round(percentile(done, 50) * 1000) if done else None,
+        "p99_ms": round(percentile(done, 99) * 1000) if done else None,
+        "service_cpu_ms_per_placement": round(service_cpu / n * 1000, 1) if n else None,
+        "client_cpu_ms_per_placement": round(client_cpu / n * 1000, 1) if n else None,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "load": round(os.getloadavg()[0], 2),
+        "seconds": round(elapsed, 1),
+        "mode": mode,
+    }
+
+
+def run(users: int, seconds: float, book_orders: int, profiles: int, mode: str) -> dict[str, object]:
+    modes = ("sell", "signature", "profile") if mode == "all" else (mode,)
     with running_service(1.0) as svc:
         db_url = svc.env.get("ESSX_DATABASE_URL") or f"sqlite:///{(svc.data_dir / 'essx.db').resolve()}"
         admin = {"Authorization": f"Bearer {svc.admin_token()}"}
         with httpx.Client(base_url=svc.base, timeout=60) as c:
-            info = c.get("/api/v1/market").json()["next_slots"][2]
-            slot, floor, ceiling = info["slot_start"], info["floor"], info["ceiling"]
-            sellers = [seller(c, admin, db_url, 20000 + i) for i in range(users // 2)]
-            buyers = [buyer(c, admin) for _ in range(users - users // 2)]
+            info = c.get("/api/v1/market").json()["next_slots"]
+            slot, floor, ceiling = info[2]["slot_start"], info[2]["floor"], info[2]["ceiling"]
+            sellers = [seller(c, admin, db_url, 20000 + i) for i in range(users)] if "sell" in modes else []
+            buyers = [buyer(c, admin) for _ in range(users)] if "signature" in modes else []
+            holders = [custodial_buyer(c, admin) for _ in range(profiles)] if "profile" in modes else []
         engine = make_engine(db_url)
         seed(engine, datetime.fromisoformat(slot), book_orders, prefix=f"b{uuid.uuid4().hex[:6]}-")
         engine.dispose()
@@ -129,13 +202,21 @@ def run(users: int, seconds: float, book_orders: int) -> dict[str, object]:
             c.get("/api/v1/market/book", params={"slot_start": slot})
         time.sleep(5)
 
-        sells: list[float] = []
-        buys: list[float] = []
         books: list[float] = []
-        errors: list[str] = []
-        stop_at = time.time() + seconds
+        stop_reader = threading.Event()
 
-        def sell_loop(h: dict[str, str], site_id: int) -> None:
+        def book_loop() -> None:
+            with httpx.Client(base_url=svc.base, timeout=60) as cl:
+                while not stop_reader.is_set():
+                    t0 = time.perf_counter()
+                    r = cl.get("/api/v1/market/book", params={"slot_start": slot})
+                    if r.status_code == 200:
+                        books.append(time.perf_counter() - t0)
+                    stop_reader.wait(0.2)
+
+        def sell_loop(
+            h: dict[str, str], site_id: int, stop_at: float, done: list[float], errors: list[str]
+        ) -> None:
             with httpx.Client(base_url=svc.base, headers=h, timeout=60) as cl:
                 while time.time() < stop_at:
                     t0 = time.perf_counter()
@@ -153,9 +234,11 @@ def run(users: int, seconds: float, book_orders: int) -> dict[str, object]:
                     if r.status_code != 201:
                         errors.append(r.text[:200])
                         continue
-                    sells.append(time.perf_counter() - t0)
+                    done.append(time.perf_counter() - t0)
 
-        def buy_loop(h: dict[str, str], acct: Account) -> None:
+        def buy_loop(
+            h: dict[str, str], acct: Account, stop_at: float, done: list[float], errors: list[str]
+        ) -> None:
             with httpx.Client(base_url=svc.base, headers=h, timeout=60) as cl:
                 while time.time() < stop_at:
                     t0 = time.perf_counter()
@@ -173,52 +256,97 @@ def run(users: int, seconds: float, book_orders: int) -> dict[str, object]:
                     if r.status_code != 200:
                         errors.append(r.text[:200])
                         continue
-                    buys.append(time.perf_counter() - t0)
+                    done.append(time.perf_counter() - t0)
 
-        def book_loop() -> None:
-            with httpx.Client(base_url=svc.base, timeout=60) as cl:
-                while time.time() < stop_at:
-                    t0 = time.perf_counter()
-                    r = cl.get("/api/v1/market/book", params={"slot_start": slot})
-                    if r.status_code == 200:
-                        books.append(time.perf_counter() - t0)
-                    time.sleep(0.2)
+        def timed_loops(name: str, target: Any, args: list[tuple[Any, ...]]) -> dict[str, object]:
+            done: list[float] = []
+            errors: list[str] = []
+            stop_at = time.time() + seconds
+            threads = [threading.Thread(target=target, args=(*a, stop_at, done, errors)) for a in args]
+            cpu0, client0, begin = service_cpu_seconds(svc.data_dir), time.process_time(), time.time()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.time() - begin
+            service_cpu = service_cpu_seconds(svc.data_dir) - cpu0
+            return _loop_result(name, done, errors, elapsed, service_cpu, time.process_time() - client0)
 
-        threads = [threading.Thread(target=sell_loop, args=a) for a in sellers]
-        threads += [threading.Thread(target=buy_loop, args=a) for a in buyers]
-        threads.append(threading.Thread(target=book_loop))
-        cpu0, client0, begin = service_cpu_seconds(svc.data_dir), time.process_time(), time.time()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.time() - begin
-        service_cpu = service_cpu_seconds(svc.data_dir) - cpu0
-        client_cpu = time.process_time() - client0
-    placed = len(sells) + len(buys)
+        def profile_pass() -> dict[str, object]:
+            """Enable every profile (PIN, once), then time the agent's passes that follow."""
+            body = {
+                "enabled": True,
+                "expected_use_wh": 20,
+                "max_wh_per_slot": 100,
+                "buy_ceiling": info[0]["floor"],  # at the floor: no trade, so no chain traffic in the window
+                "daily_limit": "1000",
+                "pin": "123456",
+            }
+            errors: list[str] = []
+            with CpuTimeline(svc.data_dir) as cpu, httpx.Client(base_url=svc.base, timeout=60) as cl:
+                for h in holders:
+                    r = cl.put("/api/v1/trading/profile", json=body, headers=h)
+                    if r.status_code != 200:
+                        errors.append(r.text[:200])
+                enabled_at = datetime.now(UTC)
+                want = 4 * (len(holders) - len(errors))
+                engine = make_engine(db_url)
+                deadline = time.time() + 120
+                placed: list[datetime] = []
+                while time.time() < deadline:
+                    with Session(engine) as s:
+                        placed = sorted(
+                            s.exec(select(AgentOrder.placed_at).where(col(AgentOrder.side) == "buy")).all()
+                        )
+                    if len(placed) >= want:
+                        break
+                    time.sleep(1)
+                time.sleep(0.5)
+                engine.dispose()
+            times = [p.astimezone(UTC).timestamp() for p in placed if p.astimezone(UTC) > enabled_at]
+            n = len(times)
+            if n < 2:
+                return {"mode": "profile", "placed": n, "errors": len(errors), "first_error": errors[:1]}
+            elapsed = times[-1] - times[0]
+            service_cpu = cpu.at(times[-1]) - cpu.at(times[0])
+            result = _loop_result("profile", [], errors, elapsed, service_cpu, 0.0)
+            result.update(placed=n, placed_before_all_enabled=len(placed) - n, p50_ms=None, p99_ms=None)
+            result["placed_per_s"] = round((n - 1) / elapsed, 1)
+            result["service_cpu_ms_per_placement"] = round(service_cpu / (n - 1) * 1000, 1)
+            result.pop("client_cpu_ms_per_placement")
+            return result
+
+        reader = threading.Thread(target=book_loop)
+        reader.start()
+        results: dict[str, object] = {}
+        try:
+            if "sell" in modes:
+                results["sell"] = timed_loops("sell", sell_loop, sellers)
+            if "signature" in modes:
+                results["signature"] = timed_loops("signature", buy_loop, buyers)
+            if "profile" in modes:
+                results["profile"] = profile_pass()
+        finally:
+            stop_reader.set()
+            reader.join()
     return {
         "bench": "market_order_placements",
         "book_orders": book_orders,
         "users": users,
-        "seconds": round(elapsed, 1),
-        "placed_per_s": round(placed / elapsed, 1),
-        "sells_per_s": round(len(sells) / elapsed, 1),
-        "buys_per_s": round(len(buys) / elapsed, 1),
-        "sell_p50_ms": round(percentile(sells, 50) * 1000) if sells else None,
-        "sell_p99_ms": round(percentile(sells, 99) * 1000) if sells else None,
-        "buy_p50_ms": round(percentile(buys, 50) * 1000) if buys else None,
-        "buy_p99_ms": round(percentile(buys, 99) * 1000) if buys else None,
+        "profiles": profiles,
+        "modes": results,
         "book_p50_ms": round(percentile(books, 50) * 1000, 1) if books else None,
         "book_p99_ms": round(percentile(books, 99) * 1000, 1) if books else None,
-        "service_cpu_ms_per_placement": round(service_cpu / placed * 1000, 1) if placed else None,
-        "client_cpu_ms_per_placement": round(client_cpu / placed * 1000, 1) if placed else None,
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
     }
 
 
 def main() -> None:
-    concurrent_users_main(lambda a: run(a.users, a.seconds, int(a.book)), book=50_000)
+    concurrent_users_main(
+        lambda a: run(a.users, a.seconds, int(a.book), int(a.profiles), a.mode),
+        choices={"mode": ("all", "sell", "signature", "profile")},
+        book=50_000,
+        profiles=100,
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from wallet.typed_data import (
     normalize_signature,
     permit,
     receive_with_authorization,
+    signable,
     split_signature,
     transfer_with_authorization,
     typed_data_digest,
@@ -320,3 +321,28 @@ def test_split_signature_rejects_malleable_and_malformed_signatures() -> None:
     for bad in (sig[:64], sig + b"\x00", sig[:64] + b"\x1d", "0xzz", b"\x00" * 65):
         with pytest.raises(MalformedSignature):
             split_signature(bad)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"message": {"value": 5}},  # an int, not a decimal string
+        {"message": {"value": "0x05"}},  # hex: eth-account's path
+        {"message": {"from": ALICE.lower()}},
+        {"message": {"nonce": "0x" + "AB" * 32}},
+        {"domain": {"chainId": "1001"}},
+        {"domain": {"name": "Énergie ☀"}},
+        {"domain": {"verifyingContract": TOKEN.lower()}},
+        {"message": {"extra": "1"}},  # not ours: eth-account ignores unknown message keys
+        {"message": {"to": BOB.replace("C44", "c44")}},  # a broken checksum: eth-account's path
+    ],
+)
+def test_our_direct_digest_equals_eth_accounts_encoder(change: dict[str, dict[str, Any]]) -> None:
+    td = receive_with_authorization(
+        DOMAIN, from_=ALICE, to=BOB, value=5, valid_after=10, valid_before=20, nonce=nonce_for("order", "x")
+    )
+    for part, values in change.items():
+        td[part].update(values)
+    message = signable(td)
+    assert typed_data_digest(td) == keccak(b"\x19" + message.version + message.header + message.body)
