@@ -68,6 +68,8 @@ class Context:
     market_lock: threading.RLock = field(default_factory=threading.RLock)
     trading_last_pass: tuple[float, datetime] | None = None  # app/trading/agent.py: (monotonic, energy time)
     market_books: Any = None  # app/market/book.py's LiveBooks, in the process holding the background lease
+    # slot start -> (monotonic time read, its book levels): app/market/engine.py's recent_book_levels
+    market_levels: dict[datetime, tuple[float, Any]] = field(default_factory=dict)
     service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -97,6 +98,25 @@ def book_levels(session: Session, slot_start: datetime) -> BookLevels:
     bids = sorted(((int(p), int(q)) for side, p, q in rows if side == "buy"), reverse=True)
     asks = sorted((int(p), int(q)) for side, p, q in rows if side == "sell")
     return {"bids": bids, "asks": asks}
+
+
+LEVELS_FRESH_SECONDS = 1.0
+
+
+def recent_book_levels(ctx: Context, session: Session, slot_start: datetime) -> BookLevels:
+    """A slot's book levels read within the last second: for the automatic trader's price suggestions,
+    which advise and bind nothing (it asks once per user and slot; at 50k orders a read costs tens of
+    ms)."""
+    now = time.monotonic()
+    cached = ctx.market_levels.get(slot_start)
+    if cached is not None and now - cached[0] < LEVELS_FRESH_SECONDS:
+        levels: BookLevels = cached[1]
+        return levels
+    levels = book_levels(session, slot_start)
+    if len(ctx.market_levels) > 64:
+        ctx.market_levels.clear()
+    ctx.market_levels[slot_start] = (now, levels)
+    return levels
 
 
 def _book_fill(ctx: Context, session: Session, fill: Fill) -> Trade:

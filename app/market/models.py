@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Connection, Index, event, text
+from sqlalchemy import JSON, BigInteger, Column, Connection, Index, event, inspect, text
 from sqlmodel import Field, Session, SQLModel
 
 from common.dbtypes import BigAmount, utc_column
@@ -59,6 +59,8 @@ class Order(SQLModel, table=True):
         Index("ix_orders_slot_status", "slot_start", "status"),
         # what a site already offers in a slot (the sell check): not a scan of the slot's whole book
         Index("ix_orders_site_slot", "site_id", "slot_start"),
+        # a wallet's authorised escrows, summed by every spending check (app/spending/holds.py)
+        Index("ix_orders_wallet_escrow", "wallet_address", "escrow_status"),
     )
 
     id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the escrow's on-chain id derives from it
@@ -125,7 +127,10 @@ def next_change(conn: Connection, step: int = 1) -> int:
 @event.listens_for(Order, "before_insert")
 @event.listens_for(Order, "before_update")
 def _stamp_change(_mapper: Any, conn: Connection, order: Order) -> None:
-    order.change_no = next_change(conn)
+    # A placement that took a number for the order's seq in this transaction sets change_no to it: one
+    # number (one UPDATE of the counter) per placement instead of two.
+    if not any(n is not None for n in inspect(order).attrs.change_no.history.added):
+        order.change_no = next_change(conn)
 
 
 class Trade(SQLModel, table=True):

@@ -114,7 +114,7 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
         _check_sell(ctx, session, user, req, slot_start)
         order.site_id = req.site_id
         order.status = OrderStatus.open
-        order.seq = engine.next_seq(session)
+        order.seq = order.change_no = engine.next_seq(session)  # one number: its priority and its change
         session.add(order)
         session.flush()
         emit(
@@ -133,7 +133,7 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
     ensure_not_paused(ctx)
     amount = escrow_amount(req.quantity_wh, price)
     # A first answer for the user; the binding check is at authorisation, under the wallet's lock.
-    check_available(ctx, session, wallet.address, amount, "the escrow")
+    check_available(ctx, session, wallet.address, amount, "the escrow", exact=False)
     market = ctx.contracts["EnergyMarket"]
     order.wallet_address = wallet.address
     order.escrow_amount = amount
@@ -281,6 +281,7 @@ def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet,
     )
     with authorizer.authorising_spend(ctx, session, wallet, order.escrow_amount, "the escrow", authorise):
         escrow.accept_authorised(session, order, signature, engine.next_seq(session))
+        order.change_no = order.seq  # the number just taken is also this update's change number
     engine.kick(ctx)
 
 

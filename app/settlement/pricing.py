@@ -10,6 +10,7 @@ from sqlmodel import Session, col, func, select
 from app.context import Context
 from app.core.money import format_amount
 from app.market import engine
+from app.market.matching.types import BookLevels
 from app.market.models import Trade
 from app.market.service import rules
 from common import clock
@@ -41,8 +42,16 @@ def _month_kwh(session: Session, user_id: int, now: datetime) -> int:
     return wh // 1000
 
 
-def suggest(ctx: Context, session: Session, user_id: int, slot_start: datetime, side: str) -> dict[str, Any]:
-    """A limit price for `user_id` in a slot, with how it was found (manual traders and the agent)."""
+def suggest(
+    ctx: Context,
+    session: Session,
+    user_id: int,
+    slot_start: datetime,
+    side: str,
+    levels: BookLevels | None = None,
+) -> dict[str, Any]:
+    """A limit price for `user_id` in a slot, with how it was found (manual traders and the agent).
+    `levels`: the slot's book levels when the caller has them (else read now)."""
     r = rules(ctx)
     if slot_start.tzinfo is None:
         slot_start = slot_start.replace(tzinfo=UTC)
@@ -50,7 +59,8 @@ def suggest(ctx: Context, session: Session, user_id: int, slot_start: datetime, 
     month_kwh = _month_kwh(session, user_id, clock.now())
     retail = r.tariff.retail_price(slot_start, month_kwh)  # what the caller would pay the utility now
     tier = r.tariff.tier_index(slot_start, month_kwh)
-    levels = engine.book_levels(session, slot_start)
+    if levels is None:
+        levels = engine.book_levels(session, slot_start)
     demand = sum(q for _, q in levels["bids"])
     supply = sum(q for _, q in levels["asks"])
     recent = list(session.exec(select(Trade.price).order_by(col(Trade.created_at).desc()).limit(20)))

@@ -83,6 +83,7 @@ def run_pass(ctx: Context) -> None:
     r = market.rules(ctx)
     now = clock.now()
     slots = _upcoming_slots(r, now)
+    ctx.market_levels.clear()  # the pass starts from the book as it is
     with Session(ctx.engine, expire_on_commit=False) as session:
         user_ids = session.exec(select(TradingProfile.user_id)).all()
         for user_id in user_ids:
@@ -192,7 +193,8 @@ def _priced(
             f"nothing to {side} in this slot" if filled <= 0 else f"{filled} Wh of this slot already traded",
         )
     floor, ceiling = market.rules(ctx).band(slot)
-    price = parse_amount(suggest(ctx, session, user.id or 0, slot, side)["suggested_price"])
+    levels = engine.recent_book_levels(ctx, session, slot)  # one read per slot and second, not per user
+    price = parse_amount(suggest(ctx, session, user.id or 0, slot, side, levels)["suggested_price"])
     if side == "sell" and profile.sell_floor is not None:
         price = max(price, profile.sell_floor)
     if side == "buy" and profile.buy_ceiling is not None:

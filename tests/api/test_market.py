@@ -538,6 +538,33 @@ def test_settlement_survives_a_restart_between_signing_and_sending(
     assert ctx.coin.functions.balanceOf(seller_addr).call() == 75 * COIN
 
 
+def test_a_sell_order_takes_one_change_number(client: TestClient, ctx: Context, slot: str) -> None:
+    _u, headers, site_id = _seller(client, ctx, admin_headers(client, ctx))
+    r = client.post(
+        "/api/v1/orders",
+        json={
+            "side": "sell",
+            "slot_start": slot,
+            "quantity_wh": 100,
+            "limit_price": "250",
+            "site_id": site_id,
+        },
+        headers={**headers, **idem()},
+    )
+    assert r.status_code == 201, r.text
+    with Session(ctx.engine) as s:
+        row = s.get(market_models.Order, r.json()["id"])
+        assert row is not None and row.seq is not None and row.seq == row.change_no
+        counter = s.get(market_models.MarketChange, 1)
+        assert counter is not None and counter.last_no >= row.seq
+    cancelled = client.delete(f"/api/v1/orders/{r.json()['id']}", headers=headers)
+    assert cancelled.status_code == 200, cancelled.text
+    with Session(ctx.engine) as s:  # an update takes a new number of its own
+        row = s.get(market_models.Order, r.json()["id"])
+        assert row is not None and row.seq is not None and row.change_no is not None
+        assert row.change_no > row.seq
+
+
 def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
     client: TestClient, ctx: Context, slot: str
 ) -> None:
@@ -569,6 +596,9 @@ def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
     r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"signature": sig}, headers=headers)
     assert r.status_code == 200, r.text
     assert (r.json()["status"], r.json()["escrow_status"]) == ("open", "authorized")
+    with Session(ctx.engine) as s:  # one number from the change counter: its priority and its change
+        row = s.get(market_models.Order, order["id"])
+        assert row is not None and row.seq is not None and row.seq == row.change_no
     book = client.get("/api/v1/market/book", params={"slot_start": slot}).json()
     assert book["bids"] == [{"price": "200", "quantity_wh": 250}]
     # an order that has not matched costs no gas: nothing is locked and the platform sent nothing for it
