@@ -182,5 +182,8 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
+        # uvicorn kills a worker that has not answered its health check within 5 s and starts another: on a
+        # busy machine a worker still importing the app missed it, again and again, and never served
+        timeout_worker_healthcheck=60,
         **FAST,
     )
