@@ -84,7 +84,11 @@ def create(
     return status, body
 
 
-def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> Order:
+def _new_order(
+    ctx: Context, session: Session, user: User, req: OrderCreate, *, first_answer: bool = True
+) -> Order:
+    """`first_answer=False`: the caller authorises the escrow at once (the agent), with the exact balance
+    check; the quoted one here would only repeat it."""
     _can_trade(user)
     r = rules(ctx)
     now = clock.now()
@@ -139,8 +143,8 @@ def _new_order(ctx: Context, session: Session, user: User, req: OrderCreate) -> 
     wallet = wallets.require_wallet(session, user.id or 0)
     ensure_not_paused(ctx)
     amount = escrow_amount(req.quantity_wh, price)
-    # A first answer for the user; the binding check is at authorisation, under the wallet's lock.
-    check_available(ctx, session, wallet.address, amount, "the escrow", exact=False)
+    if first_answer:  # for the user; the binding check is at authorisation, under the wallet's lock
+        check_available(ctx, session, wallet.address, amount, "the escrow", exact=False)
     market = ctx.contracts["EnergyMarket"]
     order.wallet_address = wallet.address
     order.escrow_amount = amount
@@ -264,7 +268,7 @@ def place_for_agent(
     order, a buy order's escrow signed with the custodial key the user authorised once for the profile
     (not per order). `link` adds the agent's own rows, committed in the order's transaction, so a crash
     leaves either both or neither."""
-    order = _new_order(ctx, session, user, req)
+    order = _new_order(ctx, session, user, req, first_answer=False)
     link(order)
     if order.side == OrderSide.sell:
         ctx.commit_background(session)
