@@ -85,10 +85,17 @@ def create(
 
 
 def _new_order(
-    ctx: Context, session: Session, user: User, req: OrderCreate, *, first_answer: bool = True
+    ctx: Context,
+    session: Session,
+    user: User,
+    req: OrderCreate,
+    *,
+    first_answer: bool = True,
+    wallet: Wallet | None = None,
 ) -> Order:
     """`first_answer=False`: the caller authorises the escrow at once (the agent), with the exact balance
-    check; the quoted one here would only repeat it."""
+    check; the quoted one here would only repeat it. `wallet`: the buyer's active wallet, if the caller
+    has it."""
     _can_trade(user)
     r = rules(ctx)
     now = clock.now()
@@ -140,7 +147,7 @@ def _new_order(
     if req.site_id is not None:
         _own_site(session, user, req.site_id)  # where a buyer takes the energy: theirs, like a seller's
     order.site_id = req.site_id
-    wallet = wallets.require_wallet(session, user.id or 0)
+    wallet = wallet or wallets.require_wallet(session, user.id or 0)
     ensure_not_paused(ctx)
     amount = escrow_amount(req.quantity_wh, price)
     if first_answer:  # for the user; the binding check is at authorisation, under the wallet's lock
@@ -268,13 +275,13 @@ def place_for_agent(
     order, a buy order's escrow signed with the custodial key the user authorised once for the profile
     (not per order). `link` adds the agent's own rows, committed in the order's transaction, so a crash
     leaves either both or neither."""
-    order = _new_order(ctx, session, user, req, first_answer=False)
+    wallet = wallets.require_wallet(session, user.id or 0) if req.side == OrderSide.buy else None
+    order = _new_order(ctx, session, user, req, first_answer=False, wallet=wallet)
     link(order)
-    if order.side == OrderSide.sell:
+    if wallet is None:  # a sell
         ctx.commit_background(session)
         engine.kick(ctx)
         return order
-    wallet = wallets.require_wallet(session, user.id or 0)
     if wallet.kind != WalletKind.custodial:
         raise AuthorizationMissing("a linked wallet signs each escrow in its own app")
     signature = wallets.signer_for(ctx, wallet).sign_typed_data(order.typed_data or {})
