@@ -110,8 +110,10 @@ class Dispatcher:
         pv_w = reading.pv_w or 0 if reading else 0
         load_w = reading.load_w or 0 if reading else 0
         soc = None if reading is None or reading.soc_tenths is None else Decimal(reading.soc_tenths) / 10
-        power = site.battery_capacity_wh * self.power_pct // 100
-        battery = Battery(site.battery_capacity_wh, soc, site.reserve_soc_pct, power, power)
+        default = site.battery_capacity_wh * self.power_pct // 100
+        charge = default if site.max_charge_w is None else site.max_charge_w
+        discharge = default if site.max_discharge_w is None else site.max_discharge_w
+        battery = Battery(site.battery_capacity_wh, soc, site.reserve_soc_pct, charge, discharge)
         pv_wh, load_wh = pv_w * left // 3600, -(-load_w * left // 3600)
         decision = decide(
             site_id=site_id,
