@@ -206,7 +206,11 @@ def cancel_agent_orders(ctx: Context, session: Session, user: User, reason: str)
     for link, order in rows:
         if order.escrow_status == "locking":
             continue
-        cancel_order(ctx, session, user, link, order, reason)
+        try:
+            cancel_order(ctx, session, user, link, order, reason)
+        except Conflict:  # matched, expired or cancelled by the agent's pass meanwhile: nothing to cancel
+            session.rollback()
+            continue
         cancelled += 1
     return cancelled
 
