@@ -4,12 +4,16 @@ For each enabled profile and each of the next ``AGENT_SLOTS`` slots whose gate i
 what the user should have in the book on each side, and places, reprices or cancels that user's orders
 to match, through the market's own order rules and escrow (app/market/service.py):
 
-- sell: the site's joint plan (ess_collector/forecast.py: expected PV and load, the battery's state,
-  power limits, efficiency and the profile's reserve, with every other commitment of the run kept),
-  capped by the market's per-slot supply check and the profile's maximum per slot;
-- buy: what the forecast says the household must buy (a site), or the expected use (no site), within
-  what is left of the daily spending limit;
-- price: the price suggestion, never below the sell floor nor above the buy ceiling, inside the band.
+- sell: what the site can deliver (app/trading/planning.py): the battery followed from now through the
+  slot in delivery and the slots whose gate has closed, then a joint plan of the open slots
+  (ess_collector/forecast.py: power limits, efficiency, the profile's reserve, every commitment kept) on a
+  pessimistic outlook (the measured sky, the larger of the expected and measured load, margins), within
+  the profile's maximum per slot;
+- buy: what the site will surely import (the same plan on an optimistic outlook), or the expected use
+  (no site), within what is left of the daily spending limit;
+- price: the price suggestion, never below the sell floor nor above the buy ceiling, inside the band;
+  a live order is repriced only when the suggestion moves by more than a step (5 % of the band), near
+  the gate closure more closely, and whenever it is larger than what is wanted.
 
 Idempotent: an order and the agent's link to it (``AgentOrder.live_key``, unique per user, slot and side)
 commit together, so a pass killed anywhere leaves either both or neither, and the next pass sees what is

@@ -31,6 +31,7 @@ from ess_collector.forecast import Battery, SlotOutlook, forecast, stored_after
 PV_SELL_MARGIN_PCT = 20  # of the scaled PV: the sky changes within the hour
 LOAD_SELL_MARGIN_PCT = 30  # on the load: a household's load swings (morning and evening peaks)
 LOAD_BUY_MARGIN_PCT = 20  # off the load a purchase is sized on: the battery may cover more than expected
+QTY_SLACK_WH = 100  # a live order this much (or 20 %) smaller than wanted is kept: small orders drift
 MIN_SKY_W = 50  # below this expected PV (night, dawn) the measured ratio says nothing: count no PV
 
 
@@ -189,10 +190,11 @@ def keep_live(
 ) -> bool:
     """Whether a live order stays as it is (hysteresis: every reprice of a buy releases and signs escrow
     again). Never larger than wanted: what is sold must be deliverable. Far from the gate it stays while
-    its price is within one step of the suggestion and its size at least 80 % of the wanted one; near
-    the gate the last suggestion counts, within a fifth of a step and 90 %."""
+    its price is within one step of the suggestion and it falls short of the wanted size by at most 20 %
+    or ``QTY_SLACK_WH``; near the gate the last suggestion counts, within a fifth of a step, 10 % or half
+    the slack."""
     if want_wh <= 0 or open_wh > want_wh:
         return False
     tolerance = price_step // 5 if near_gate else price_step
-    least = want_wh * (9 if near_gate else 8) // 10
-    return abs(live_price - want_price) <= tolerance and open_wh >= least
+    short = max(want_wh // 10, QTY_SLACK_WH // 2) if near_gate else max(want_wh // 5, QTY_SLACK_WH)
+    return abs(live_price - want_price) <= tolerance and open_wh >= want_wh - short

@@ -136,7 +136,13 @@ def test_planned_sells_are_deliverable_on_the_pessimistic_outlook(
         (1_000, 100, 1_000, 101, True, True),
         (1_001, 100, 1_000, 100, False, False),  # never more than wanted
         (800, 100, 1_000, 100, False, True),  # 80 % far from the gate
+        (799, 100, 1_000, 100, False, False),
         (800, 100, 1_000, 100, True, False),  # 90 % near it
+        (900, 100, 1_000, 100, True, True),
+        (40, 100, 140, 100, False, True),  # small orders: 100 Wh of slack far from the gate
+        (39, 100, 140, 100, False, False),
+        (90, 100, 140, 100, True, True),  # and 50 Wh near it
+        (89, 100, 140, 100, True, False),
         (1_000, 100, 0, 0, False, False),
     ],
 )
