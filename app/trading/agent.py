@@ -77,7 +77,14 @@ def run_if_due(ctx: Context) -> None:
     runs fast (`essx demo`): at least five passes per slot."""
     wall, energy = time.monotonic(), clock.now()
     last_wall, last_energy = ctx.trading_last_pass or (0.0, None)
-    slot = market.rules(ctx).slot
+    r = market.rules(ctx)
+    slot = r.slot
+    latest_gate = r.gate_closure(_upcoming_slots(r, energy)[0] - slot)
+    if ctx.trading_gate_seen != latest_gate:
+        # a gate closed since the last look: the market's pass (next in this thread) matches that slot
+        # first, so its trades exist when the slot starts and dispatch reads them
+        ctx.trading_gate_seen = latest_gate
+        return
     if wall - last_wall < AGENT_INTERVAL_S and last_energy is not None and energy - last_energy < slot / 5:
         return
     ctx.trading_last_pass = (wall, energy)
