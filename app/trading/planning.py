@@ -29,7 +29,7 @@ from decimal import Decimal
 from ess_collector.forecast import Battery, SlotOutlook, forecast, stored_after
 
 PV_SELL_MARGIN_PCT = 20  # of the scaled PV: the sky changes within the hour
-LOAD_SELL_MARGIN_PCT = 30  # on the load: a household's load swings (morning and evening peaks)
+LOAD_SELL_MARGIN_PCT = 50  # on the load: a household's load swings and ramps (morning and evening peaks)
 LOAD_BUY_MARGIN_PCT = 20  # off the load a purchase is sized on: the battery may cover more than expected
 QTY_SLACK_WH = 100  # a live order this much (or 20 %) smaller than wanted is kept: small orders drift
 MIN_SKY_W = 50  # below this expected PV (night, dawn) the measured ratio says nothing: count no PV
