@@ -37,11 +37,13 @@ from app.market.worker import MarketWorker
 from app.ops.router import LATENCY, REQUESTS
 from app.ops.router import router as ops_router
 from app.settlement.service import make_hook as settlement_hook
+from app.settlement.service import settle_ready_slots
 from app.sites.worker import CollectorWorker, install_hooks
 from app.trading import agent as trading_agent
 from app.transfers.batching import TransferBatcher, make_batch_hook
 from app.web.router import router as web_router
-from common.lease import Lease, LeaseKeeper, LeaseLost
+from common.lease import Lease, LeaseLost
+from common.worker import LeaseKeeper
 
 log = logging.getLogger(__name__)
 BACKGROUND_LEASE = "essx-background"
@@ -93,7 +95,9 @@ class BackgroundWorkers:
         self._workers = [
             IndexerWorker(ctx),
             TransferBatcher(ctx),
-            MarketWorker(ctx, before_pass=[trading_agent.run_if_due]),
+            # the market's pass, then settlement of what it recorded: composed here, so neither imports
+            # the other (nor the automatic trader, which places its orders first)
+            MarketWorker(ctx, before_pass=[trading_agent.run_if_due], after_pass=[settle_ready_slots]),
         ]
         for worker in self._workers:
             worker.start()

@@ -30,6 +30,7 @@ from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
+from common.worker import Pacing, Worker
 from wallet.chain import raw_call
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 
@@ -107,10 +108,13 @@ class Relayer:
         self.poll_interval = poll_interval
         # Idle passes are one indexed SELECT; short, because work may come from other processes.
         self.idle_interval = idle_interval
-        self._wake = threading.Event()
         self._done = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The broadcast/watch loop; a failing node or database is retried at once, then less and less often.
+        self.worker = Worker(
+            "relayer",
+            [self.step],
+            Pacing(idle_interval, busy_interval=poll_interval, backoff_first=poll_interval, backoff_max=2.0),
+        )
         self._fees: Fees | None = None
         self._last_block: int | None = None
         self._recheck = True
@@ -234,36 +238,13 @@ class Relayer:
     # -- the worker -------------------------------------------------------------------------------
 
     def kick(self) -> None:
-        self._wake.set()
+        self.worker.kick()
 
     def start(self) -> None:
-        if self._thread is not None:
-            if not self._stop.is_set():
-                return  # running
-            self._thread.join()  # a stopped run is still finishing its pass: one relayer thread at a time
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="relayer", daemon=True)
-        self._thread.start()
+        self.worker.start()  # a stopped run still finishing its pass is waited for: one relayer thread
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            if self._thread.is_alive():  # a slow pass: it ends at its next check; start() waits for it
-                log.warning("relayer thread still finishing a pass after 10 s")
-            else:
-                self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.step()
-            except Exception:  # the worker must survive a flaky node; the next tick retries
-                log.exception("relayer step failed")
-                busy = True
-            self._wake.wait(self.poll_interval if busy else self.idle_interval)
-            self._wake.clear()
+        self.worker.stop()
 
     def step(self) -> bool:
         """One pass: watch blocks, broadcast pending in nonce order, replace stuck ones. True if busy."""
@@ -456,7 +437,7 @@ class Relayer:
                     raise KeyError(tx_id)
                 if row.status in FINAL or time.monotonic() >= deadline:
                     return row
-            if self._thread is None and not self.standby:
+            if not self.worker.running and not self.standby:
                 self.step()
                 time.sleep(self.poll_interval)
             else:

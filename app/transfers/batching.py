@@ -22,6 +22,7 @@ from app.core.crash import crash_point
 from app.core.security import utcnow
 from app.transfers.models import StepKind, Transfer, TransferStatus
 from app.transfers.steps import StepLog, fail
+from common.worker import Pacing, Worker
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.relayer import TxRejected
 from wallet.typed_data import split_signature
@@ -189,39 +190,26 @@ def wake_batcher(ctx: Context) -> None:
         event.set()
 
 
-class TransferBatcher:
+class TransferBatcher(Worker):
     """Relays authorised transfers: woken by each authorisation in this process, and every `interval`
     for anything else (authorised by another API worker process, or left behind by a restart)."""
 
     def __init__(self, ctx: Context, interval: float = 0.2, linger: float = 0.05) -> None:
+        # linger: a short wait so authorisations arriving together share one transaction
+        pacing = Pacing(interval, busy_interval=interval, backoff_first=interval, backoff_max=5.0)
+        super().__init__("transfer-batcher", [self.submit], pacing, linger=linger)
         self.ctx = ctx
-        self.interval = interval
-        self.linger = linger  # a short wait so authorisations arriving together share one transaction
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._previous: threading.Event | None = None
-        self._thread: threading.Thread | None = None
+
+    def submit(self) -> int:
+        return submit_batch(self.ctx)
 
     def start(self) -> None:
         self._previous = self.ctx.batcher_wake
-        self.ctx.batcher_wake = self._wake
-        self._thread = threading.Thread(target=self._run, name="transfer-batcher", daemon=True)
-        self._thread.start()
+        self.ctx.batcher_wake = self.wake
+        super().start()
 
     def stop(self) -> None:
         # a follower again (previous set): authorisations leave their transfers to the leader's batcher
         self.ctx.batcher_wake = self._previous
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                submit_batch(self.ctx)
-            except Exception:
-                log.exception("transfer batching failed")
-            if self._wake.wait(self.interval):
-                self._wake.clear()
-                self._stop.wait(self.linger)
+        super().stop()
