@@ -33,6 +33,7 @@ from web3.exceptions import ContractLogicError
 from common.worker import Pacing, Worker
 from wallet.chain import raw_call
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
+from wallet.purposes import Completions, Purpose, TxPurpose
 
 
 def crash_point(name: str) -> None:
@@ -120,7 +121,8 @@ class Relayer:
         self._recheck = True
         self._chain_nonce: tuple[int, int] | None = None  # (block, confirmed nonce): changes only with blocks
         self._receipts: dict[str, dict[str, Any]] = {}  # raw receipts of transactions just made final
-        self.on_final: list[Callable[[Session, OutgoingTx], None]] = []
+        # Who finishes each kind of final transaction: the domains register their handlers at start-up.
+        self.completions = Completions()
         # Set by the process that holds the background lease: renews it inside each of the worker's
         # transactions and raises (rolling the transaction back) once another process holds it.
         self.fence: Callable[[Session], None] | None = None
@@ -135,7 +137,7 @@ class Relayer:
         *,
         to: str | None,
         data: bytes | str,
-        purpose: str,
+        purpose: Purpose | TxPurpose,
         value: int = 0,
         gas: int | None = None,
     ) -> OutgoingTx:
@@ -156,7 +158,7 @@ class Relayer:
             data=data_hex,
             value=value,
             gas=gas,
-            purpose=purpose,
+            purpose=str(purpose),
             status=TxStatus.pending,
             created_at=now,
             updated_at=now,
@@ -342,8 +344,7 @@ class Relayer:
             finished.append(row)
         try:
             for row in finished:
-                for hook in self.on_final:
-                    hook(session, row)
+                self.completions.dispatch(session, row)  # the one handler of its purpose, exactly once
             if finished:
                 self._commit(session, wrote=True)  # the hooks' queries may have flushed already
         except BaseException:
@@ -363,7 +364,7 @@ class Relayer:
         return dict(result) if result else None
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:
-        """For `on_final` hooks: the raw receipt the watcher just read (no second call), else the node's."""
+        """For completion handlers: the raw receipt the watcher just read (no second call), else the node's."""
         cached = self._receipts.get(tx_hash)
         return cached if cached is not None else self._receipt(tx_hash)
 

@@ -35,6 +35,7 @@ from ess_collector.dispatcher import Dispatcher
 from ess_collector.faults import FaultChange
 from ess_collector.models import Site
 from ess_collector.rewards import on_reward_final, reward_due
+from wallet.purposes import TxPurpose
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "ess-collector"
@@ -42,9 +43,8 @@ LEASE_NAME = "ess-collector"
 
 def install_hooks(ctx: Context) -> None:
     """Whichever process's relayer sees an anchor or a reward mint become final finishes its row."""
-    for hook in (on_anchor_final, on_reward_final):
-        if hook not in ctx.relayer.on_final:
-            ctx.relayer.on_final.append(hook)
+    ctx.relayer.completions.register(TxPurpose.meter_anchor, on_anchor_final)
+    ctx.relayer.completions.register(TxPurpose.production_reward, on_reward_final)
 
 
 def tell_owner(session: Session, site_id: int, change: FaultChange, ts: datetime) -> None:

@@ -24,11 +24,12 @@ from app.transfers.models import StepKind, Transfer, TransferStatus
 from app.transfers.steps import StepLog, fail
 from common.worker import Pacing, Worker
 from wallet.models import OutgoingTx, TxAttempt
+from wallet.purposes import Completions, Purpose, TxPurpose
 from wallet.relayer import TxRejected
 from wallet.typed_data import split_signature
 
 log = logging.getLogger(__name__)
-PURPOSE = "transfer_batch"
+PURPOSE = TxPurpose.transfer_batch
 MAX_BATCH = 150  # ~70k gas an item at worst: well inside a 30M block
 USED_TOPIC = Web3.keccak(text="AuthorizationUsed(address,bytes32)").hex()
 FAILED_TOPIC = Web3.keccak(text="RelayFailed(address,bytes32,bytes)").hex()
@@ -120,10 +121,12 @@ def _revert_text(data: bytes) -> str:
     return "0x" + data.hex() if data else "reverted without a reason"
 
 
-def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
-    def on_final(session: Session, tx: OutgoingTx) -> None:
-        if tx.purpose != PURPOSE:
-            return
+def register_completions(completions: Completions, ctx: Context) -> None:
+    completions.register(PURPOSE, make_batch_hook(ctx))
+
+
+def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
+    def on_batch_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
 
         transfers = list(
             session.exec(
@@ -174,7 +177,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             session.add(t)
         steps.write()
 
-    return on_final
+    return on_batch_final
 
 
 def wake_batcher(ctx: Context) -> None:
