@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
@@ -34,6 +33,7 @@ from common.worker import Pacing, Worker
 from wallet.chain import raw_call
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
+from wallet.signer import Signer
 
 
 def crash_point(name: str) -> None:
@@ -84,7 +84,7 @@ class Relayer:
         self,
         engine: Engine,
         w3: Web3,
-        account: LocalAccount,
+        signer: Signer,
         chain_id: int,
         *,
         max_in_flight: int = 16,
@@ -96,8 +96,8 @@ class Relayer:
     ) -> None:
         self.engine = engine
         self.w3 = w3
-        self.account = account
-        self.address = account.address
+        self.signer = signer  # signs; the key stays inside it (wallet/signer.py)
+        self.address = Web3.to_checksum_address(signer.address)
         self.chain_id = chain_id
         self.max_in_flight = max_in_flight
         self.replace_after = replace_after
@@ -224,11 +224,11 @@ class Relayer:
         }
         if row.to:
             tx["to"] = row.to
-        signed = self.account.sign_transaction(tx)
+        signed = self.signer.sign_transaction(tx)  # refuses another chain, checks the signature recovers
         attempt = TxAttempt(
             tx_id=row.id or 0,
-            tx_hash=signed.hash.hex(),
-            raw=signed.rawTransaction.hex(),
+            tx_hash=HexBytes(signed.hash).hex(),
+            raw=HexBytes(signed.raw).hex(),
             max_fee_per_gas=max_fee,
             max_priority_fee_per_gas=tip,
             created_at=utcnow(),

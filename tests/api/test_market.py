@@ -520,7 +520,7 @@ def test_settlement_survives_a_restart_between_signing_and_sending(
     settle_ready_slots(ctx)  # signs and stores the batch; nothing is sent (the relayer is stopped)
     assert client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settling"
     assert settle_ready_slots(ctx) == 0  # a batch in flight is never signed twice
-    restarted = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id)
+    restarted = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id)
     restarted.completions = ctx.relayer.completions
     for _ in range(40):
         restarted.step()
