@@ -2,7 +2,7 @@
 sums them; without it each check scanned every order)
 
 Revision ID: wallet_holds_index
-Revises: trading_profiles
+Revises: site_battery_power
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "wallet_holds_index"
-down_revision: str | None = "trading_profiles"
+down_revision: str | None = "site_battery_power"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
