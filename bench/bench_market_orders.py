@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.core.db import make_engine
@@ -90,17 +91,24 @@ def seller(c: httpx.Client, admin: dict[str, str], db_url: str, port: int) -> tu
     )
     assert site.status_code == 201, site.text
     engine = make_engine(db_url)
-    with Session(engine) as s:  # a fresh reading: 8 kWh above the reserve to sell
-        s.add(
-            SiteReading(
-                site_id=site.json()["id"],
-                ts=datetime.now().astimezone(),
-                quality="ok",
-                soc_tenths=900,
-                accepted=True,
-            )
-        )
-        s.commit()
+    for attempt in range(20):  # with ESSX_WORKERS=2 the answer may come before the site is committed
+        try:
+            with Session(engine) as s:  # a fresh reading: 8 kWh above the reserve to sell
+                s.add(
+                    SiteReading(
+                        site_id=site.json()["id"],
+                        ts=datetime.now().astimezone(),
+                        quality="ok",
+                        soc_tenths=900,
+                        accepted=True,
+                    )
+                )
+                s.commit()
+            break
+        except IntegrityError:
+            if attempt == 19:
+                raise
+            time.sleep(0.1)
     engine.dispose()
     return h, site.json()["id"]
 
