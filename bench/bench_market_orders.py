@@ -66,7 +66,12 @@ def account(c: httpx.Client, admin: dict[str, str], role: str) -> dict[str, str]
         json={"email": email, "password": PASSWORD, "display_name": "u", "role": role},
     )
     assert r.status_code == 202, r.text
-    tok = c.post("/api/v1/auth/token", data={"username": email, "password": PASSWORD}).json()["access_token"]
+    for _ in range(20):  # with ESSX_WORKERS=2 the other worker may not see the new account yet
+        r = c.post("/api/v1/auth/token", data={"username": email, "password": PASSWORD})
+        if r.status_code == 200:
+            break
+        time.sleep(0.1)
+    tok = r.json()["access_token"]
     h = {"Authorization": f"Bearer {tok}"}
     me = c.get("/api/v1/users/me", headers=h).json()
     if me["status"] != "approved":
