@@ -25,6 +25,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from web3 import Web3
@@ -189,7 +190,29 @@ class Relayer:
         return self._fees
 
     def _allocate_nonce(self, session: Session) -> int:
-        """UPDATE first, so the row lock (PostgreSQL) or write lock (SQLite) serialises allocations."""
+        """UPDATE ... RETURNING on the counter row: its row lock (PostgreSQL) or the write lock (SQLite)
+        serialises allocations. On first use the row is created with INSERT ... ON CONFLICT DO NOTHING
+        and the UPDATE runs again: of several first allocations at once, one inserts, the others wait
+        for its commit, insert nothing, and queue behind it on the row (a plain INSERT raised
+        IntegrityError in all but one of them)."""
+        taken = self._take_nonce(session)
+        if taken is not None:
+            return taken
+        # First use on this chain: start from what the chain knows (deployments may have used nonces).
+        start = int(self.w3.eth.get_transaction_count(self.address, "pending"))  # type: ignore[arg-type]
+        table: Any = NonceCounter.__table__  # type: ignore[attr-defined]
+        dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        session.execute(
+            dialect.insert(table)
+            .values(chain_id=self.chain_id, address=self.address, next_nonce=start)
+            .on_conflict_do_nothing()
+        )
+        taken = self._take_nonce(session)
+        if taken is None:  # the row exists now, whoever inserted it
+            raise RuntimeError("nonce counter missing right after it was created")
+        return taken
+
+    def _take_nonce(self, session: Session) -> int | None:
         stmt = (
             update(NonceCounter)
             .where(col(NonceCounter.chain_id) == self.chain_id, col(NonceCounter.address) == self.address)
@@ -197,13 +220,7 @@ class Relayer:
             .returning(col(NonceCounter.next_nonce))
         )
         result = session.exec(stmt).first()  # type: ignore[call-overload]
-        if result is not None:
-            return int(result[0]) - 1
-        # First use on this chain: start from what the chain knows (deployments may have used nonces).
-        start = int(self.w3.eth.get_transaction_count(self.address, "pending"))  # type: ignore[arg-type]
-        session.add(NonceCounter(chain_id=self.chain_id, address=self.address, next_nonce=start + 1))
-        session.flush()
-        return start
+        return None if result is None else int(result[0]) - 1
 
     def _add_attempt(self, session: Session, row: OutgoingTx, max_fee: int, tip: int) -> TxAttempt:
         tx: dict[str, Any] = {
