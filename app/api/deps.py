@@ -37,7 +37,11 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 def get_session(ctx: ContextDep) -> Iterator[Session]:
-    """One unit of work per request: committed once when the route returns, rolled back on error."""
+    """One unit of work per request: committed once when the route returns, rolled back on error.
+
+    Its scope is "function": the commit runs before the response is sent (FastAPI's default scope,
+    "request", ran it after, so a client, or the other worker, could act on an answer whose writes
+    were not committed yet)."""
     with Session(ctx.engine, expire_on_commit=False) as session:
         try:
             yield session
@@ -47,7 +51,7 @@ def get_session(ctx: ContextDep) -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_current_user(ctx: ContextDep, session: SessionDep, token: str | None = Depends(oauth2)) -> User:
