@@ -45,6 +45,8 @@ class ChainCache:
     chain_now: tuple[int, float] | None = None
     coin_info: tuple[Any, float] | None = None  # (CoinInfo, read at): GET /coin's answer (app/coin)
     balances_seen: dict[str, tuple[int, float]] = field(default_factory=dict)  # address -> (balance, at)
+    # custodial address -> (balance, wall time before its read, monotonic time): app/spending/holds.py
+    own_key_balances: dict[str, tuple[int, datetime, float]] = field(default_factory=dict)
 
 
 @dataclass

@@ -100,7 +100,9 @@ def authorising_spend(
         # Read before the balance check, so a duplicate authorisation gets 409, not a balance refusal.
         if session.execute(pending).scalar_one() != 1:
             raise Conflict(f"{what} was authorised, or has ended, in another request meanwhile")
-        check_available(ctx, session, wallet.address, amount, what)
+        check_available(
+            ctx, session, wallet.address, amount, what, own_key=wallet.kind == WalletKind.custodial
+        )
         if session.execute(compare_and_set).rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(f"{what} was authorised by another request")
         yield

@@ -8,15 +8,19 @@ relayer's expense). Every kind of spend lists here where its authorised-but-unmi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_, or_
 from sqlmodel import Session, col, select
 
 from app.coin.errors import InsufficientBalance
 from app.coin.service import balance_now, balance_quote
 from app.context import Context
 from app.core.money import format_amount
+from app.core.security import utcnow
 from app.market.models import EscrowStatus, Order
 from app.transfers.models import Transfer, TransferStatus
 
@@ -24,12 +28,15 @@ from app.transfers.models import Transfer, TransferStatus
 @dataclass(frozen=True)
 class Hold:
     """Rows of one table that hold coins of a wallet: `amount` from `address` while `status` is one of
-    `holding` (authorised, not mined yet)."""
+    `holding` (authorised, not mined yet); once `status` is one of `spent` the coins have left the wallet
+    on chain, and `changed_at` is at or after the moment our records learnt it."""
 
     amount: Any
     address: Any
     status: Any
     holding: tuple[str, ...]
+    spent: tuple[str, ...]
+    changed_at: Any
 
 
 HOLDS = (
@@ -38,24 +45,38 @@ HOLDS = (
         Transfer.from_address,
         Transfer.status,
         (TransferStatus.authorized, TransferStatus.submitted),
+        (TransferStatus.confirmed,),
+        Transfer.updated_at,
     ),
     Hold(
         Order.escrow_amount,
         Order.wallet_address,
         Order.escrow_status,
         (EscrowStatus.authorized, EscrowStatus.locking),
+        (EscrowStatus.locked, EscrowStatus.releasing, EscrowStatus.released),
+        Order.updated_at,
     ),
 )
 
+# A custodial wallet's chain balance, read by an eth_call, is reused this long by this process (see
+# `_spendable_own_key`); CLOCK_MARGIN widens the window of spends counted against it, against clock skew
+# between the service's processes.
+OWN_KEY_BALANCE_SECONDS = 10.0
+CLOCK_MARGIN = timedelta(seconds=2)
 
-def reserved(session: Session, address: str) -> int:
+
+def reserved(session: Session, address: str, *, spent_since: datetime | None = None) -> int:
     """Coins of `address` promised to authorised spends that are not mined yet (summed here: amounts are
-    stored as decimal text, uint256 being wider than any SQL integer)."""
+    stored as decimal text, uint256 being wider than any SQL integer). With `spent_since`, also the spends
+    our records saw leave the wallet at or after that moment."""
     total = 0
     for hold in HOLDS:
-        amounts = session.exec(
-            select(hold.amount).where(col(hold.address) == address, col(hold.status).in_(hold.holding))
-        ).all()
+        counted: ColumnElement[bool] = col(hold.status).in_(hold.holding)
+        if spent_since is not None:
+            counted = or_(
+                counted, and_(col(hold.status).in_(hold.spent), col(hold.changed_at) >= spent_since)
+            )
+        amounts = session.exec(select(hold.amount).where(col(hold.address) == address, counted)).all()
         total += sum(int(a) for a in amounts)
     return total
 
@@ -65,12 +86,50 @@ def available(ctx: Context, session: Session, address: str, *, exact: bool = Tru
     counted twice (refusing too much, safe); the other order could miss it and allow too much. Not
     `exact`: a balance read up to a second ago (balance_quote), for a first answer that binds nothing."""
     held = reserved(session, address)
-    return (balance_now if exact else balance_quote)(ctx, address) - held
+    if not exact:
+        return balance_quote(ctx, address) - held
+    read_at = utcnow()  # before the read: every spend mined after the read is recorded after this
+    balance = balance_now(ctx, address)
+    kept = ctx.cache.own_key_balances
+    if len(kept) > 10_000:
+        kept.clear()
+    kept[address] = (balance, read_at, time.monotonic())
+    return balance - held
+
+
+def _spendable_own_key(ctx: Context, session: Session, address: str) -> int | None:
+    """A lower bound of what a custodial wallet may spend, without asking the chain; None if this process
+    has no recent balance of it.
+
+    Only we hold a custodial wallet's key, so coins leave it only through the spends listed in HOLDS.
+    A balance B read at moment T reflects every spend mined before the read; a spend mined after it is
+    either still holding, or our records marked it spent after T. So B less the holding spends and less
+    the spends marked spent since T (some of those counted twice: only lower) is at most the exact answer;
+    coins received since T are missing (only lower too). Callers that find it short ask the chain."""
+    cached = ctx.cache.own_key_balances.get(address)
+    if cached is None or time.monotonic() - cached[2] > OWN_KEY_BALANCE_SECONDS:
+        return None
+    balance, read_at, _ = cached
+    return balance - reserved(session, address, spent_since=read_at - CLOCK_MARGIN)
 
 
 def check_available(
-    ctx: Context, session: Session, address: str, amount: int, what: str, *, exact: bool = True
+    ctx: Context,
+    session: Session,
+    address: str,
+    amount: int,
+    what: str,
+    *,
+    exact: bool = True,
+    own_key: bool = False,
 ) -> None:
+    """Refuses (InsufficientBalance) a spend of `amount` its wallet cannot cover. `own_key`: a custodial
+    wallet (its key is ours alone): a recent balance of it with our own record of its spends may answer
+    yes without an eth_call; a no is always checked against the chain, so the answer is the exact one."""
+    if own_key:
+        lower = _spendable_own_key(ctx, session, address)
+        if lower is not None and amount <= lower:
+            return
     left = available(ctx, session, address, exact=exact)
     if amount > left:
         raise InsufficientBalance(

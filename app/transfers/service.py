@@ -82,7 +82,15 @@ def _new_transfer(
         raise AppError("you cannot send coins to your own wallet")
     ensure_not_paused(ctx)
     # A first answer for the user; the binding check is at authorisation, under the wallet's lock.
-    check_available(ctx, session, wallet.address, amount, "this transfer", exact=False)
+    check_available(
+        ctx,
+        session,
+        wallet.address,
+        amount,
+        "this transfer",
+        exact=False,
+        own_key=wallet.kind == WalletKind.custodial,
+    )
     now = chain_now(ctx)
     transfer_id = uuid.uuid4().hex
     nonce = nonce_for("transfer", transfer_id)
