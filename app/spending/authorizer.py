@@ -6,9 +6,10 @@ Two steps, in this order:
    with; the holder's own signature for a linked one) over the spend's EIP-712 typed data. The factor
    checks may commit the session themselves (attempt counters), so they come before step 2.
 2. `authorising_spend(...)`: under the wallet's row lock, the caller's compare-and-set must still match
-   (else 409: another request authorised it meanwhile), the balance less what is already authorised and
-   not mined (`holds`) must cover the amount (else 422); then the compare-and-set runs, the caller's block
-   records the rest, and everything commits together.
+   (else 409: another request authorised it meanwhile); it makes the spend a hold, and the balance less
+   every hold authorised and not mined (`holds`, this one included) must not go below zero (else 422,
+   and the compare-and-set is rolled back); the caller's block records the rest, and everything commits
+   together.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Update, func, select
+from sqlalchemy import Update
 from sqlmodel import Session
 
 from app.context import Context
@@ -93,18 +94,21 @@ def authorising_spend(
         # Per address, not per row: two accounts may have linked the same mobile wallet.
         table = Wallet.__table__  # type: ignore[attr-defined]
         lock_rows(session, table, table.c.address == wallet.address)
-        condition = compare_and_set.whereclause
-        if condition is None:
+        if compare_and_set.whereclause is None:
             raise TypeError("a compare-and-set names the state it expects")
-        pending = select(func.count()).select_from(compare_and_set.table).where(condition)
-        # Read before the balance check, so a duplicate authorisation gets 409, not a balance refusal.
-        if session.execute(pending).scalar_one() != 1:
+        # The compare-and-set first: a duplicate authorisation gets 409, not a balance refusal. It makes the
+        # spend one of the wallet's holds, so the balance check counts it with the others.
+        if session.execute(compare_and_set).rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(f"{what} was authorised, or has ended, in another request meanwhile")
         check_available(
-            ctx, session, wallet.address, amount, what, own_key=wallet.kind == WalletKind.custodial
+            ctx,
+            session,
+            wallet.address,
+            amount,
+            what,
+            own_key=wallet.kind == WalletKind.custodial,
+            counted=True,
         )
-        if session.execute(compare_and_set).rowcount != 1:  # type: ignore[attr-defined]
-            raise Conflict(f"{what} was authorised by another request")
         yield
         session.commit()
     except BaseException:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, and_, or_, union_all
 from sqlmodel import Session, col, select
 
 from app.coin.errors import InsufficientBalance
@@ -69,16 +69,16 @@ def reserved(session: Session, address: str, *, spent_since: datetime | None = N
     """Coins of `address` promised to authorised spends that are not mined yet (summed here: amounts are
     stored as decimal text, uint256 being wider than any SQL integer). With `spent_since`, also the spends
     our records saw leave the wallet at or after that moment."""
-    total = 0
+    parts = []
     for hold in HOLDS:
         counted: ColumnElement[bool] = col(hold.status).in_(hold.holding)
         if spent_since is not None:
             counted = or_(
                 counted, and_(col(hold.status).in_(hold.spent), col(hold.changed_at) >= spent_since)
             )
-        amounts = session.exec(select(hold.amount).where(col(hold.address) == address, counted)).all()
-        total += sum(int(a) for a in amounts)
-    return total
+        parts.append(select(hold.amount).where(col(hold.address) == address, counted))
+    # one statement for every kind of spend: it is read on every authorisation
+    return sum(int(a) for a in session.execute(union_all(*parts)).scalars())
 
 
 def available(ctx: Context, session: Session, address: str, *, exact: bool = True) -> int:
@@ -122,17 +122,21 @@ def check_available(
     *,
     exact: bool = True,
     own_key: bool = False,
+    counted: bool = False,
 ) -> None:
-    """Refuses (InsufficientBalance) a spend of `amount` its wallet cannot cover. `own_key`: a custodial
-    wallet (its key is ours alone): a recent balance of it with our own record of its spends may answer
-    yes without an eth_call; a no is always checked against the chain, so the answer is the exact one."""
+    """Refuses (InsufficientBalance) a spend of `amount` its wallet cannot cover. `counted`: the spend is
+    among the holds already (its compare-and-set ran in this transaction). `own_key`: a custodial wallet
+    (its key is ours alone): a recent balance of it with our own record of its spends may answer yes
+    without an eth_call; a no is always checked against the chain, so the answer is the exact one."""
+    needed = 0 if counted else amount
     if own_key:
         lower = _spendable_own_key(ctx, session, address)
-        if lower is not None and amount <= lower:
+        if lower is not None and needed <= lower:
             return
     left = available(ctx, session, address, exact=exact)
-    if amount > left:
+    if needed > left:
+        has = left + amount - needed  # what the wallet had for this spend
         raise InsufficientBalance(
-            f"{what} needs {format_amount(amount)} coins; the wallet has {format_amount(max(left, 0))} available "
+            f"{what} needs {format_amount(amount)} coins; the wallet has {format_amount(max(has, 0))} available "
             "(its balance less what it has already authorised)"
         )
