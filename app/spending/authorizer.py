@@ -14,7 +14,7 @@ Two steps, in this order:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -46,20 +46,39 @@ class Signed:
     signature: bytes  # r || s || v
     digest: bytes  # the EIP-712 digest signed
     how: str  # pin | pin+otp | signature
+    # The right PIN's record (its attempt counter starting over), written with the spend it authorises.
+    record_success: Callable[[Session], None] | None = None
 
 
 def sign(
-    ctx: Context, session: Session, wallet: Wallet, typed_data: Mapping[str, Any], factors: Factors
+    ctx: Context,
+    session: Session,
+    wallet: Wallet,
+    typed_data: Mapping[str, Any],
+    factors: Factors,
+    *,
+    record_with_spend: bool = False,
 ) -> Signed:
     """The wallet's signature over `typed_data`, given the request's factors; refuses with
-    AuthorizationMissing or WrongSigner (422), or the wallet's PIN and one-time-code errors."""
+    AuthorizationMissing or WrongSigner (422), or the wallet's PIN and one-time-code errors.
+    `record_with_spend`: a right PIN's record is left to `authorising_spend(..., signed)` (one commit
+    fewer); else it is committed here."""
     if wallet.kind == WalletKind.custodial:
         if factors.pin is None:
             raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-        wallets.check_pin(ctx, session, wallet, factors.pin)
-        used_otp = wallets.check_otp(ctx, session, wallet.user_id, factors.otp)
-        signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(typed_data)
-        return Signed(signature, digest, "pin+otp" if used_otp else "pin")
+        record_success = wallets.verify_pin(ctx, session, wallet, factors.pin)
+        try:
+            used_otp = wallets.check_otp(ctx, session, wallet.user_id, factors.otp)
+            signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(typed_data)
+        except BaseException:
+            _record_alone(session, record_success)
+            raise
+        how = "pin+otp" if used_otp else "pin"
+        if not record_with_spend:
+            record_success(session)
+            session.commit()
+            return Signed(signature, digest, how)
+        return Signed(signature, digest, how, record_success)
     if factors.signature is None:
         raise AuthorizationMissing("a linked wallet authorises with a signature over typed_data")
     try:
@@ -77,9 +96,22 @@ def sign(
     return Signed(signature, digest, "signature")
 
 
+def _record_alone(session: Session, record: Callable[[Session], None]) -> None:
+    """Writes a right PIN's record in a transaction of its own (the one it came with rolled back)."""
+    session.rollback()
+    record(session)
+    session.commit()
+
+
 @contextmanager
 def authorising_spend(
-    ctx: Context, session: Session, wallet: Wallet, amount: int, what: str, compare_and_set: Update
+    ctx: Context,
+    session: Session,
+    wallet: Wallet,
+    amount: int,
+    what: str,
+    compare_and_set: Update,
+    signed: Signed | None = None,
 ) -> Iterator[None]:
     """Authorises a spend of `amount` from `wallet` by running `compare_and_set` (an UPDATE whose WHERE
     says "still waiting for its authorisation" and whose SET makes it authorised, which also makes it a
@@ -89,11 +121,15 @@ def authorising_spend(
             ...record the steps of the authorisation...
 
     The wallet's row lock, held until the end of the block, runs the authorisations spending from one
-    address one at a time. Any error rolls back, which also releases the lock."""
+    address one at a time. Any error rolls back, which also releases the lock. `signed`: its right PIN's
+    record is written in this transaction (one commit fewer), or alone if this one rolls back."""
+    record = signed.record_success if signed is not None else None
     try:
         # Per address, not per row: two accounts may have linked the same mobile wallet.
         table = Wallet.__table__  # type: ignore[attr-defined]
         lock_rows(session, table, table.c.address == wallet.address)
+        if record is not None:
+            record(session)
         if compare_and_set.whereclause is None:
             raise TypeError("a compare-and-set names the state it expects")
         # The compare-and-set first: a duplicate authorisation gets 409, not a balance refusal. It makes the
@@ -113,4 +149,6 @@ def authorising_spend(
         session.commit()
     except BaseException:
         session.rollback()
+        if record is not None:
+            _record_alone(session, record)
         raise

@@ -183,7 +183,7 @@ def authorize(
     wallet = wallets.require_wallet(session, user.id or 0)
     if wallet.address != transfer.from_address:
         raise Conflict("the transfer was created for another wallet")
-    signed = authorizer.sign(ctx, session, wallet, transfer.typed_data, req)
+    signed = authorizer.sign(ctx, session, wallet, transfer.typed_data, req, record_with_spend=True)
     signature = "0x" + signed.signature.hex()
     # Compare-and-set: of two concurrent authorizations only one passes.
     authorise = (
@@ -191,7 +191,9 @@ def authorize(
         .where(col(Transfer.id) == transfer_id, col(Transfer.status) == TransferStatus.pending_authorization)
         .values(status=TransferStatus.authorized, signature=signature, updated_at=utcnow())
     )
-    with authorizer.authorising_spend(ctx, session, wallet, transfer.amount, "this transfer", authorise):
+    with authorizer.authorising_spend(
+        ctx, session, wallet, transfer.amount, "this transfer", authorise, signed
+    ):
         steps = StepLog(session, [transfer], read=True)
         steps.add(transfer, StepKind.authorized, how=signed.how)
         steps.add(

@@ -49,3 +49,22 @@ def test_a_remembered_balance_counts_spends_mined_since_and_asks_the_chain_befor
     assert _authorize(client, headers, third).status_code == 200
     assert wait_final(client, headers, third)["status"] == "confirmed"
     assert ctx.coin.functions.balanceOf(address).call() == 1 * 10**18
+
+
+def test_a_right_pin_for_a_refused_spend_still_starts_the_count_over(
+    client: TestClient, ctx: Context
+) -> None:
+    """The right PIN's record is written with the spend; when the spend is refused (here: the coins are
+    promised to an earlier transfer), it is written alone, so the wrong PINs before it do not add up."""
+    admin = admin_headers(client, ctx)
+    _user, headers, address = user_with_custodial_wallet(client)
+    fund(client, admin, address, "1")
+    first, second = _create(client, headers, "1"), _create(client, headers, "1")
+    assert _authorize(client, headers, first).status_code == 200
+    for _ in range(4):
+        wrong = client.post(f"/api/v1/transfers/{second}/authorize", json={"pin": "000000"}, headers=headers)
+        assert wrong.status_code == 403, wrong.text
+    refused = _authorize(client, headers, second)
+    assert refused.status_code == 422 and refused.json()["error"] == "InsufficientBalance", refused.text
+    wrong = client.post(f"/api/v1/transfers/{second}/authorize", json={"pin": "000000"}, headers=headers)
+    assert wrong.status_code == 403 and "4 attempts left" in wrong.json()["detail"], wrong.text
