@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 
@@ -36,31 +37,45 @@ async def get_settings_dep(ctx: ContextDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_session(ctx: ContextDep) -> Iterator[Session]:
+async def get_session(ctx: ContextDep) -> AsyncIterator[Session]:
     """One unit of work per request: committed once when the route returns, rolled back on error.
 
     Its scope is "function": the commit runs before the response is sent (FastAPI's default scope,
     "request", ran it after, so a client, or the other worker, could act on an answer whose writes
-    were not committed yet)."""
-    with Session(ctx.engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    were not committed yet). Opening a session does no I/O, and most money routes commit themselves,
+    so this runs on the event loop and takes the thread pool only for a commit or rollback that is
+    left to do (each hop to the pool costs more CPU than a small route)."""
+    session = Session(ctx.engine, expire_on_commit=False)
+    try:
+        yield session
+        if session.in_transaction():
+            await run_in_threadpool(session.commit)
+    except BaseException:
+        if session.in_transaction():
+            await run_in_threadpool(session.rollback)
+        raise
+    finally:
+        session.close()  # holds no connection any more: nothing to do on the database
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_current_user(ctx: ContextDep, session: SessionDep, token: str | None = Depends(oauth2)) -> User:
+def current_user(ctx: Context, session: Session, token: str | None) -> User:
+    """The user of the request's bearer token (blocking: reads the database)."""
     if not token:
         raise Unauthorized("missing bearer token")
     return user_for_access_token(session, ctx.settings, token)
 
 
+def get_current_user(ctx: ContextDep, session: SessionDep, token: str | None = Depends(oauth2)) -> User:
+    return current_user(ctx, session, token)
+
+
 CurrentUser = Annotated[User, Depends(get_current_user)]
+# The bearer token alone, for a hot route that reads its user (`current_user`) in the same thread-pool
+# call as the rest of its work: a `CurrentUser` dependency is a hop of its own.
+BearerToken = Annotated[str | None, Depends(oauth2)]
 
 
 async def get_admin(user: CurrentUser) -> User:
