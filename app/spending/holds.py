@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, union_all
+from sqlalchemy import ColumnElement, and_, bindparam, or_, union_all
 from sqlmodel import Session, col, select
 
 from app.coin.errors import InsufficientBalance
@@ -65,20 +65,32 @@ OWN_KEY_BALANCE_SECONDS = 10.0
 CLOCK_MARGIN = timedelta(seconds=2)
 
 
+def _holds_query(with_spent: bool) -> Any:
+    """One statement over every kind of spend (it runs on every authorisation), built once: its compiled
+    form and cache key are reused; the statuses are plain equalities, not an IN list expanded at each run."""
+    parts = []
+    for hold in HOLDS:
+        counted: ColumnElement[bool] = or_(*(col(hold.status) == s for s in hold.holding))
+        if with_spent:
+            gone = or_(*(col(hold.status) == s for s in hold.spent))
+            counted = or_(counted, and_(gone, col(hold.changed_at) >= bindparam("since")))
+        parts.append(select(hold.amount).where(col(hold.address) == bindparam("address"), counted))
+    return union_all(*parts)
+
+
+HOLDING = _holds_query(with_spent=False)
+HOLDING_OR_SPENT = _holds_query(with_spent=True)
+
+
 def reserved(session: Session, address: str, *, spent_since: datetime | None = None) -> int:
     """Coins of `address` promised to authorised spends that are not mined yet (summed here: amounts are
     stored as decimal text, uint256 being wider than any SQL integer). With `spent_since`, also the spends
     our records saw leave the wallet at or after that moment."""
-    parts = []
-    for hold in HOLDS:
-        counted: ColumnElement[bool] = col(hold.status).in_(hold.holding)
-        if spent_since is not None:
-            counted = or_(
-                counted, and_(col(hold.status).in_(hold.spent), col(hold.changed_at) >= spent_since)
-            )
-        parts.append(select(hold.amount).where(col(hold.address) == address, counted))
-    # one statement for every kind of spend: it is read on every authorisation
-    return sum(int(a) for a in session.execute(union_all(*parts)).scalars())
+    if spent_since is None:
+        rows = session.execute(HOLDING, {"address": address})
+    else:
+        rows = session.execute(HOLDING_OR_SPENT, {"address": address, "since": spent_since})
+    return sum(int(a) for a in rows.scalars())
 
 
 def available(ctx: Context, session: Session, address: str, *, exact: bool = True) -> int:
