@@ -78,10 +78,14 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 BearerToken = Annotated[str | None, Depends(oauth2)]
 
 
-async def get_admin(user: CurrentUser) -> User:
+def require_admin(user: User) -> User:
     if user.role != Role.admin:
         raise Forbidden("this route is for admins")
     return user
+
+
+async def get_admin(user: CurrentUser) -> User:
+    return require_admin(user)
 
 
 AdminUser = Annotated[User, Depends(get_admin)]

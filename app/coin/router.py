@@ -9,7 +9,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
-from app.api.deps import AdminUser, ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from app.api.deps import (
+    AdminUser,
+    BearerToken,
+    ContextDep,
+    CurrentUser,
+    IdempotencyKey,
+    SessionDep,
+    current_user,
+    require_admin,
+)
 from app.api.params import BlockNumber, RowId
 from app.coin import service
 from app.coin.errors import InsufficientBalance
@@ -78,18 +87,21 @@ def _respond(status: int, body: dict[str, Any]) -> JSONResponse:
     response_model=CoinOperationPublic,
     responses={202: {"model": CoinOperationPublic}},
 )
-def mint(
-    req: MintRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
+async def mint(
+    req: MintRequest, ctx: ContextDep, session: SessionDep, token: BearerToken, key: IdempotencyKey = None
 ) -> JSONResponse:
+    # One thread-pool call for the admin and the mint (an `AdminUser` dependency is a hop of its own).
     def build(s: Session) -> tuple[str, int, str]:
         account = service.resolve_account(s, req.to)
         amount = parse_amount(req.amount)
         service.ensure_not_paused(ctx)
         return account, amount, ctx.coin.encodeABI(fn_name="mint", args=[account, amount])
 
-    return _respond(
-        *service.execute(ctx, session, admin, CoinOperationKind.mint, key, req.model_dump(), build)
-    )
+    def work() -> tuple[int, dict[str, Any]]:
+        admin = require_admin(current_user(ctx, session, token))
+        return service.execute(ctx, session, admin, CoinOperationKind.mint, key, req.model_dump(), build)
+
+    return _respond(*await run_in_threadpool(work))
 
 
 @admin_router.post(
