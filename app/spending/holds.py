@@ -113,7 +113,9 @@ def _spendable_own_key(ctx: Context, session: Session, address: str) -> int | No
     """A lower bound of what a custodial wallet may spend, without asking the chain; None if this process
     has no recent balance of it.
 
-    Only we hold a custodial wallet's key, so coins leave it only through the spends listed in HOLDS.
+    Only we hold a custodial wallet's key, and it signs only the spends listed in HOLDS (never an
+    approval or a permit that `transferFrom` or `burnFrom` could draw on), so coins leave it only
+    through those spends. A new kind of spend must be added to HOLDS, with its `spent` states.
     A balance B read at moment T reflects every spend mined before the read; a spend mined after it is
     either still holding, or our records marked it spent after T. So B less the holding spends and less
     the spends marked spent since T (some of those counted twice: only lower) is at most the exact answer;
