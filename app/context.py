@@ -26,6 +26,8 @@ from wallet.service_key import service_account
 
 if TYPE_CHECKING:
     from app.market.rules import MarketRules
+    from app.users.models import User
+    from app.wallets.models import Wallet
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,18 @@ class Context:
     trading_last_pass: tuple[float, datetime] | None = None  # app/trading/agent.py: (monotonic, energy time)
     market_books: Any = None  # app/market/book.py's LiveBooks, in the process holding the background lease
     service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)
+    # What follows a wallet's creation or linking in the caller's transaction: paying a pending approval
+    # grant (app/coin/grants.py, wired by app/main.py; the wallets domain sits below the coin's).
+    on_wallet_added: Callable[[Context, Session, User, Wallet], object] | None = None
 
     @property
     def chain_id(self) -> int:
         return self.deployment.chain_id
+
+    def wallet_added(self, session: Session, user: User, wallet: Wallet) -> None:
+        if self.on_wallet_added is None:  # a grant must not be skipped silently
+            raise RuntimeError("Context.on_wallet_added is not wired (app/main.py create_app does it)")
+        self.on_wallet_added(self, session, user, wallet)
 
     def commit_background(self, session: Session) -> None:
         """Commits a background worker's transaction, fenced by the background lease when this process

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import openapi
-from app.api.router import api_router
+from app.coin.grants import pay_pending_grant
 from app.coin.service import on_tx_final
 from app.context import Context, build_context
 from app.core.config import Settings, get_settings
@@ -33,9 +33,11 @@ from app.core.limits import RequestLimits
 from app.core.logging import configure_logging, request_id_var
 from app.indexer.service import IndexerWorker
 from app.market.recording import make_hook as market_hook
+from app.market.service import sold_by_site
 from app.market.worker import MarketWorker
 from app.ops.router import LATENCY, REQUESTS
 from app.ops.router import router as ops_router
+from app.routes import api_router
 from app.settlement.service import make_hook as settlement_hook
 from app.sites.worker import CollectorWorker, install_hooks
 from app.trading import agent as trading_agent
@@ -119,6 +121,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = ctx or build_context(settings)
+        context.on_wallet_added = pay_pending_grant
         context.relayer.on_final.append(on_tx_final)
         context.relayer.on_final.append(make_batch_hook(context))
         context.relayer.on_final.append(market_hook(context))
@@ -130,7 +133,11 @@ def create_app(
             background.start()
         # The collector is its own process in production (`essx collector`); `essx run` enables it here.
         # It has a lease of its own, so it may run in every API worker process.
-        collector = CollectorWorker(context) if workers and context.settings.collector_enabled else None
+        collector = (
+            CollectorWorker(context, sold_by_site=sold_by_site)
+            if workers and context.settings.collector_enabled
+            else None
+        )
         if collector is not None:
             collector.start()
         try:

@@ -1,4 +1,5 @@
-"""Annotated dependencies that keep route signatures short."""
+"""Annotated dependencies that keep route signatures short: the context, the request's unit of work, the
+client's address. Who is calling is a user's question: `app/users/deps.py` (`CurrentUser`, `AdminUser`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ from sqlmodel import Session
 
 from app.context import Context
 from app.core.config import Settings
-from app.core.errors import Forbidden, Unauthorized
-from app.users.models import Role, User
-from app.users.service import user_for_access_token
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -48,24 +46,6 @@ def get_session(ctx: ContextDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def get_current_user(ctx: ContextDep, session: SessionDep, token: str | None = Depends(oauth2)) -> User:
-    if not token:
-        raise Unauthorized("missing bearer token")
-    return user_for_access_token(session, ctx.settings, token)
-
-
-CurrentUser = Annotated[User, Depends(get_current_user)]
-
-
-async def get_admin(user: CurrentUser) -> User:
-    if user.role != Role.admin:
-        raise Forbidden("this route is for admins")
-    return user
-
-
-AdminUser = Annotated[User, Depends(get_admin)]
 
 
 def _ip(text: str) -> IPv4Address | IPv6Address | None:

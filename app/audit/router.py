@@ -6,9 +6,10 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from app.api.deps import AdminUser, SessionDep
+from app.api.deps import SessionDep
 from app.api.params import RowId
 from app.audit import service
+from app.users.deps import AdminUser
 
 router = APIRouter(prefix="/admin/audit", tags=["admin"])
 

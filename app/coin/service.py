@@ -121,12 +121,6 @@ def coin_info(ctx: Context) -> CoinInfo:
     return info
 
 
-def balance_of(ctx: Context, address: str) -> tuple[int, int]:
-    block = int(ctx.w3.eth.block_number)
-    value = int(ctx.coin.functions.balanceOf(Web3.to_checksum_address(address)).call(block_identifier=block))
-    return value, block
-
-
 def to_public(session: Session, op: CoinOperation, tx: OutgoingTx | None) -> CoinOperationPublic:
     return CoinOperationPublic(
         id=op.id or 0,

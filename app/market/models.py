@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Connection, Index, event, text
 from sqlmodel import Field, Session, SQLModel
 
+from app.spending.holds import Hold, register
 from common.dbtypes import BigAmount, utc_column
 
 
@@ -89,6 +90,17 @@ class Order(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
     # stamped on every insert and update from `market_changes`: what the matcher's book has not seen yet
     change_no: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+
+
+# A buy order's authorised escrow holds its coins until the lock is mined (app/spending/holds.py).
+register(
+    Hold(
+        Order.escrow_amount,
+        Order.wallet_address,
+        Order.escrow_status,
+        (EscrowStatus.authorized, EscrowStatus.locking),
+    )
+)
 
 
 class MarketChange(SQLModel, table=True):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -21,7 +22,6 @@ from sqlmodel import Session, col, select
 from app.context import Context
 from app.core.money import parse_amount
 from app.events.models import UserEvent
-from app.market.service import sold_by_site
 from app.sites.service import collector_config, meter_ledger
 from app.wallets.service import active_wallet
 from common import clock
@@ -61,9 +61,19 @@ def wallet_address(session: Session, user_id: int) -> str | None:
 
 
 class CollectorWorker:
-    def __init__(self, ctx: Context, *, holder: str | None = None) -> None:
+    """`sold_by_site(session, slot_start)`: Wh each site sold in a slot, what its dispatch must deliver
+    (the market's orders: app/market/service.py; the market sits above the sites, so it is passed in)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        sold_by_site: Callable[[Session, datetime], dict[int, int]],
+        holder: str | None = None,
+    ) -> None:
         settings = ctx.settings
         self.ctx = ctx
+        self.sold_by_site = sold_by_site
         self.cfg = collector_config(settings)
         self.lease = Lease(ctx.engine, LEASE_NAME, holder=holder, ttl_s=settings.collector_lease_seconds)
         self.collector = Collector(ctx.engine, self.cfg, lease=self.lease, on_fault=tell_owner)
@@ -178,7 +188,7 @@ class CollectorWorker:
 
     def _sold(self, slot_start: datetime) -> dict[int, int]:
         with Session(self.ctx.engine) as session:
-            return sold_by_site(session, slot_start)
+            return self.sold_by_site(session, slot_start)
 
     def _settle(self) -> None:
         """Runs in the scheduler's thread pool: database and chain calls must not block the polls."""

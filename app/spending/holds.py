@@ -2,8 +2,10 @@
 
 A transfer or an escrow authorised but not yet mined has not left the chain balance, so the balance alone
 would let a wallet with 5 coins authorise twenty transfers of 5 (nineteen would then fail on chain, at the
-relayer's expense). Every kind of spend lists here where its authorised-but-unmined amounts are (`HOLDS`);
-`authorizer.authorising_spend` refuses a spend these holds leave uncovered.
+relayer's expense). Every kind of spend registers where its authorised-but-unmined amounts are, beside its
+table (`register`: app/transfers/models.py, app/market/models.py; the spending domain sits below the
+domains that spend, so it cannot import their tables); `authorizer.authorising_spend` refuses a spend
+these holds leave uncovered. Every process that serves spends imports all of them (app/routes.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from app.coin.errors import InsufficientBalance
 from app.coin.service import balance_now, balance_quote
 from app.context import Context
 from app.core.money import format_amount
-from app.market.models import EscrowStatus, Order
-from app.transfers.models import Transfer, TransferStatus
 
 
 @dataclass(frozen=True)
@@ -32,20 +32,12 @@ class Hold:
     holding: tuple[str, ...]
 
 
-HOLDS = (
-    Hold(
-        Transfer.amount,
-        Transfer.from_address,
-        Transfer.status,
-        (TransferStatus.authorized, TransferStatus.submitted),
-    ),
-    Hold(
-        Order.escrow_amount,
-        Order.wallet_address,
-        Order.escrow_status,
-        (EscrowStatus.authorized, EscrowStatus.locking),
-    ),
-)
+HOLDS: list[Hold] = []  # one per table, appended when its models module is imported
+
+
+def register(hold: Hold) -> Hold:
+    HOLDS.append(hold)
+    return hold
 
 
 def reserved(session: Session, address: str) -> int:

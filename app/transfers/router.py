@@ -5,9 +5,10 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from app.api.deps import ContextDep, IdempotencyKey, SessionDep
 from app.transfers import service
 from app.transfers.schemas import TransferAuthorize, TransferCreate, TransferList, TransferPublic
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
 

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from app.context import Context
+from app.market.service import sold_by_site
 from app.sites.worker import LEASE_NAME, CollectorWorker
 from common.lease import JobLease, Lease, LeaseLost
 from ess_collector.models import SiteReading
@@ -80,7 +81,10 @@ def test_two_workers_poll_once_and_a_standby_takes_over(ctx: Context) -> None:
     ctx = replace(ctx, settings=settings)
     with ThreadedCluster(SimulatorCluster(2, seed=3, speed=1)) as cluster:
         add_sites(ctx.engine, cluster, make_owner(ctx.engine), datetime.now(UTC))
-        one, two = CollectorWorker(ctx, holder="one"), CollectorWorker(ctx, holder="two")
+        one, two = (
+            CollectorWorker(ctx, sold_by_site=sold_by_site, holder="one"),
+            CollectorWorker(ctx, sold_by_site=sold_by_site, holder="two"),
+        )
         one.start()
         try:
             assert _wait(lambda: one.polls >= 1, 5)

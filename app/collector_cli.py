@@ -13,6 +13,7 @@ from app.context import build_context
 from app.core.config import get_settings
 from app.core.db import make_engine
 from app.core.logging import configure_logging
+from app.market.service import sold_by_site
 from app.runner import ensure_deployed
 from app.sites.demo import SIMULATE, register_cluster
 from app.sites.worker import CollectorWorker, install_hooks
@@ -89,7 +90,7 @@ def collector() -> None:
     ctx = build_context(settings)
     install_hooks(ctx)
     ctx.relayer.start()  # sends the anchors this process prepares, and finishes any left in flight
-    worker = CollectorWorker(ctx)
+    worker = CollectorWorker(ctx, sold_by_site=sold_by_site)
     worker.start()
     console.print(
         f"[green]collector running[/] (poll every {settings.poll_interval_seconds:g} s, "
