@@ -18,9 +18,7 @@ from decimal import Decimal
 from sqlmodel import Session, col, select
 
 from common import clock
-from ess_collector.models import Site, SiteReading, SlotEnergy
-
-MEASURED = ("complete", "recovered")
+from ess_collector.models import MEASURED, Site, SiteReading, SlotEnergy
 
 
 @dataclass(frozen=True)

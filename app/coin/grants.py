@@ -10,12 +10,13 @@ from sqlmodel import Session, col, select
 
 from app.audit import service as audit
 from app.coin.models import CoinOperation, CoinOperationKind, CoinOperationStatus
+from app.coin.schemas import ApproveResult, GrantStatus
 from app.coin.service import latest_hash
 from app.context import Context
 from app.core.security import utcnow
 from app.users import service as users
 from app.users.models import Role, User, UserStatus
-from app.users.schemas import ApproveResult, UserPublic
+from app.users.schemas import UserPublic
 from app.wallets.models import Wallet
 from app.wallets.service import active_wallet
 
@@ -57,13 +58,13 @@ def approve_user(ctx: Context, session: Session, user_id: int, admin: User) -> A
     user = users.get_user(session, user_id)
     users.approve(session, user, admin)
     grant = users.approval_grant(ctx.settings)
-    grant_status = "none" if grant == 0 else "pending_wallet"
+    grant_status = GrantStatus.none if grant == 0 else GrantStatus.pending_wallet
     grant_tx = None
     wallet = active_wallet(session, user.id or 0)
     if grant and wallet is not None:
         op = pay_pending_grant(ctx, session, user, wallet)
         if op is not None:
-            grant_status, grant_tx = "minted", op.tx_id
+            grant_status, grant_tx = GrantStatus.minted, op.tx_id
     audit.record(
         session,
         admin,

@@ -15,6 +15,7 @@ from app.coin import grants, service
 from app.coin.errors import InsufficientBalance
 from app.coin.models import CoinOperationKind
 from app.coin.schemas import (
+    ApproveResult,
     Balance,
     BurnRequest,
     CoinHistory,
@@ -28,7 +29,6 @@ from app.core.money import format_amount, parse_address, parse_amount
 from app.indexer import service as indexer
 from app.indexer.schemas import TransferPage
 from app.users.deps import AdminUser, CurrentUser
-from app.users.schemas import ApproveResult
 from app.wallets.service import balance_of
 
 router = APIRouter(tags=["coin"])

@@ -31,7 +31,7 @@ from app.users.models import User
 from app.wallets.models import Wallet
 from wallet.chain import raw_call
 from wallet.models import OutgoingTx, TxAttempt
-from wallet.relayer import TxRejected
+from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 PURPOSE = "coin_operation"
@@ -152,7 +152,9 @@ def on_tx_final(session: Session, tx: OutgoingTx) -> None:
     op = session.get(CoinOperation, int(tx.purpose.split(":", 1)[1]))
     if op is None or op.status != CoinOperationStatus.submitted:
         return
-    op.status = CoinOperationStatus.confirmed if tx.status == "confirmed" else CoinOperationStatus.failed
+    op.status = (
+        CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
+    )
     session.add(op)
     actor = session.get(User, op.actor_id)
     details: dict[str, Any] = {"operation": op.id, "tx_hash": tx.tx_hash, "block_number": tx.block_number}

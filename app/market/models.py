@@ -54,6 +54,16 @@ class TradeStatus(enum.StrEnum):
     refunded = "refunded"
 
 
+class SettleRule(enum.StrEnum):
+    """How a trade's delivered energy was decided (`Trade.settle_rule`): from the anchored meter data, or
+    by an admin for a slot whose data is incomplete (as contracted, or as measured so far)."""
+
+    measured = "measured"
+    contracted = "contracted"
+    measured_by_admin = "measured_by_admin"
+    contracted_by_admin = "contracted_by_admin"
+
+
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
     __table_args__ = (
@@ -164,7 +174,7 @@ class Trade(SQLModel, table=True):
     paid: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
     refunded: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
     penalty: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
-    settle_rule: str | None = Field(default=None, max_length=24)  # measured | contracted | measured_by_admin
+    settle_rule: str | None = Field(default=None, max_length=24)  # SettleRule
     settle_tx_id: int | None = Field(default=None, foreign_key="outgoing_tx.id")
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))

@@ -22,12 +22,13 @@ from app.core.security import utcnow
 from app.core.sql import MAX_INT_ID
 from app.market import service as market
 from app.market.matching.types import escrow_amount
-from app.market.models import Order
+from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
 from app.trading.errors import ProfileNotAuthorized, ProfileRejected
 from app.trading.models import AgentAction, AgentActivity, AgentOrder, TradingProfile
 from app.trading.schemas import ActivityPublic, ProfilePublic, ProfileSettings, ProfileUpdate
 from app.users.models import Role, User
 from app.wallets import service as wallets
+from app.wallets.models import WalletKind
 from ess_collector.models import Site
 from wallet.signer import recover_typed_data
 
@@ -136,7 +137,7 @@ def _authorize(
     ctx: Context, session: Session, user: User, req: ProfileUpdate, values: dict[str, Any], version: int
 ) -> str:
     wallet = wallets.require_wallet(session, user.id or 0)
-    if wallet.kind == "custodial":
+    if wallet.kind == WalletKind.custodial:
         if req.pin is None:
             raise ProfileNotAuthorized("enabling the agent needs your wallet's pin (and otp when enrolled)")
         wallets.check_pin(ctx, session, wallet, req.pin)
@@ -200,11 +201,14 @@ def cancel_agent_orders(ctx: Context, session: Session, user: User, reason: str)
     rows = session.exec(
         select(AgentOrder, Order)
         .join(Order, col(Order.id) == col(AgentOrder.order_id))
-        .where(col(AgentOrder.user_id) == user.id, col(Order.status).in_(("pending_authorization", "open")))
+        .where(
+            col(AgentOrder.user_id) == user.id,
+            col(Order.status).in_((OrderStatus.pending_authorization, OrderStatus.open)),
+        )
     ).all()
     cancelled = 0
     for link, order in rows:
-        if order.escrow_status == "locking":
+        if order.escrow_status == EscrowStatus.locking:
             continue
         cancel_order(ctx, session, user, link, order, reason)
         cancelled += 1
@@ -260,14 +264,14 @@ def spent_today(session: Session, user_id: int, now: datetime) -> int:
         .join(AgentOrder, col(AgentOrder.order_id) == col(Order.id))
         .where(
             col(AgentOrder.user_id) == user_id,
-            col(AgentOrder.side) == "buy",
+            col(AgentOrder.side) == OrderSide.buy,
             col(AgentOrder.placed_at) >= day_start(now),
             col(AgentOrder.placed_at) < day_start(now) + timedelta(days=1),
         )
     ).all()
     total = 0
     for o in rows:
-        live = o.status in ("pending_authorization", "open")
+        live = o.status in (OrderStatus.pending_authorization, OrderStatus.open)
         total += o.escrow_amount if live else escrow_amount(o.filled_wh, o.limit_price)
     return total
 

@@ -35,6 +35,7 @@ from app.users.models import User
 from app.wallets import service as wallets
 from app.wallets.models import Wallet, WalletKind
 from wallet.models import OutgoingTx
+from wallet.relayer import TxStatus
 from wallet.typed_data import (
     TokenDomain,
     nonce_for,
@@ -44,7 +45,7 @@ from wallet.typed_data import (
 
 VALIDITY_SECONDS = 300
 
-OPEN = ("pending_authorization", "authorized", "submitted")
+OPEN = (TransferStatus.pending_authorization, TransferStatus.authorized, TransferStatus.submitted)
 
 
 def _domain(ctx: Context) -> TokenDomain:
@@ -224,7 +225,7 @@ def to_public(session: Session, t: Transfer, known: list[StepPublic] | None = No
         memo=t.memo,
         created_at=t.created_at,
         tx_hash=(tx.tx_hash if tx and tx.tx_hash else tx_hash),
-        block_number=tx.block_number if tx and tx.status == "confirmed" else None,
+        block_number=tx.block_number if tx and tx.status == TxStatus.confirmed else None,
         failure_reason=t.failure_reason,
         challenge=challenge,
         steps=steps,
