@@ -23,6 +23,9 @@ from app.core.sql import MAX_INT_ID
 from app.market import service as market
 from app.market.matching.types import escrow_amount
 from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
+from app.spending import authorizer
+from app.spending.authorizer import Factor
+from app.spending.errors import AuthorizationMissing, WrongSigner
 from app.trading.errors import ProfileNotAuthorized, ProfileRejected
 from app.trading.models import AgentAction, AgentActivity, AgentOrder, TradingProfile
 from app.trading.schemas import ActivityPublic, ProfilePublic, ProfileSettings, ProfileUpdate
@@ -30,7 +33,6 @@ from app.users.models import Role, User
 from app.wallets import service as wallets
 from app.wallets.models import WalletKind
 from ess_collector.models import Site
-from wallet.signer import recover_typed_data
 
 PROFILE_TYPES = [
     {"name": "user", "type": "uint256"},
@@ -135,25 +137,25 @@ def typed_data_for(ctx: Context, session: Session, user: User, req: ProfileSetti
 
 def _authorize(
     ctx: Context, session: Session, user: User, req: ProfileUpdate, values: dict[str, Any], version: int
-) -> str:
+) -> Factor:
+    """The wallet's factors for enabling the agent (app/spending/authorizer.py: verify), refused as
+    ProfileNotAuthorized. Recorded as pin (with or without a one-time code) or signature."""
     wallet = wallets.require_wallet(session, user.id or 0)
-    if wallet.kind == WalletKind.custodial:
-        if req.pin is None:
-            raise ProfileNotAuthorized("enabling the agent needs your wallet's pin (and otp when enrolled)")
-        wallets.check_pin(ctx, session, wallet, req.pin)
-        wallets.check_otp(ctx, session, user.id or 0, req.otp)
-        return "pin"
-    if req.signature is None:
-        raise ProfileNotAuthorized(
-            "a linked wallet enables the agent with a signature over POST /api/v1/trading/profile/typed-data"
-        )
     try:
-        signer = recover_typed_data(typed_data(ctx, user, values, version), req.signature)
-    except ValueError:
-        raise ProfileNotAuthorized("the signature is malformed") from None
-    if signer != wallet.address:
-        raise ProfileNotAuthorized(f"the signature recovers to {signer}, not your wallet {wallet.address}")
-    return "signature"
+        how = authorizer.verify(ctx, session, wallet, typed_data(ctx, user, values, version), req)
+    except AuthorizationMissing:
+        raise ProfileNotAuthorized(
+            "enabling the agent needs your wallet's pin (and otp when enrolled)"
+            if wallet.kind == WalletKind.custodial
+            else "a linked wallet enables the agent with a signature over POST /api/v1/trading/profile/typed-data"
+        ) from None
+    except WrongSigner as exc:
+        raise ProfileNotAuthorized(
+            "the signature is malformed"
+            if exc.signer is None
+            else f"the signature recovers to {exc.signer}, not your wallet {wallet.address}"
+        ) from None
+    return Factor.signature if how == Factor.signature else Factor.pin
 
 
 def put_profile(ctx: Context, session: Session, user: User, req: ProfileUpdate) -> TradingProfile:
