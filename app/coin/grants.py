@@ -19,6 +19,7 @@ from app.users.models import Role, User, UserStatus
 from app.users.schemas import UserPublic
 from app.wallets.models import Wallet
 from app.wallets.service import active_wallet
+from wallet.purposes import Purpose, TxPurpose
 
 
 def pay_pending_grant(ctx: Context, session: Session, user: User, wallet: Wallet) -> CoinOperation | None:
@@ -46,7 +47,9 @@ def pay_pending_grant(ctx: Context, session: Session, user: User, wallet: Wallet
     )
     session.add(op)
     session.flush()
-    tx = ctx.relayer.prepare(session, to=ctx.coin.address, data=data, purpose=f"coin_operation:{op.id}")
+    tx = ctx.relayer.prepare(
+        session, to=ctx.coin.address, data=data, purpose=Purpose.of(TxPurpose.coin_operation, op.id)
+    )
     op.tx_id = tx.id
     session.add(op)
     return op
