@@ -64,9 +64,7 @@ def test_the_collector_relayer_leaves_a_transfer_batch_to_the_service(ctx: Conte
     # The transfer batch takes the lower nonce: the collector's anchor behind it waits on the chain for it.
     batch = _prepare(ctx, Purpose.of(TxPurpose.transfer_batch, 1), holder, 11)
     anchor = _prepare(ctx, Purpose.of(TxPurpose.meter_anchor, 1_700_000_000), holder, 13)
-    collector = _relayer(
-        ctx, COLLECTOR_KINDS, meter_anchor=anchors_done, production_reward=Finished()
-    )
+    collector = _relayer(ctx, COLLECTOR_KINDS, meter_anchor=anchors_done, production_reward=Finished())
     for _ in range(3):
         collector.step()
     assert _row(ctx, batch).status == TxStatus.pending and _sent_attempts(ctx, batch) == 0
