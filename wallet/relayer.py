@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hexbytes import HexBytes
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import ColumnElement, func, not_, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -270,7 +270,7 @@ class Relayer:
                     col(OutgoingTx.chain_id) == self.chain_id,
                     col(OutgoingTx.sender) == self.address,
                     col(OutgoingTx.status).in_(OPEN),
-                    *self._kind_filter(),
+                    *self._mine(),
                 )
                 .order_by(col(OutgoingTx.nonce))
             ).all()
@@ -288,23 +288,45 @@ class Relayer:
                     and (now - _aware(r.updated_at)).total_seconds() > self.replace_after
                 )
             ]
+            if self.kinds is not None and any(r.status == TxStatus.sent for r in due):
+                # A row behind an open nonce of another kind waits for the relayer of that kind (the
+                # service): a fee bump would not get it mined sooner, only make it dearer once it is.
+                waits_from = self._first_open_of_other_kinds(session)
+                if waits_from is not None:
+                    due = [r for r in due if r.status == TxStatus.pending or r.nonce < waits_from]
             wrote = self._broadcast(session, due, latest)
             self._commit(session, wrote=wrote)
             return True
 
-    def _kind_filter(self) -> list[ColumnElement[bool]]:
-        """Rows of this relayer's kinds: the stored purpose is ``kind`` or ``kind:ref``."""
+    def _of_kinds(self) -> ColumnElement[bool] | None:
+        """Rows of this relayer's kinds (None: all rows): the stored purpose is ``kind`` or ``kind:ref``."""
         if self.kinds is None:
-            return []
+            return None
         purpose = col(OutgoingTx.purpose)
-        return [
-            or_(
-                *(
-                    or_(purpose == k.value, purpose.startswith(f"{k.value}:", autoescape=True))
-                    for k in sorted(self.kinds)
-                )
+        return or_(
+            *(
+                or_(purpose == k.value, purpose.startswith(f"{k.value}:", autoescape=True))
+                for k in sorted(self.kinds)
             )
-        ]
+        )
+
+    def _mine(self) -> list[ColumnElement[bool]]:
+        of_kinds = self._of_kinds()
+        return [] if of_kinds is None else [of_kinds]
+
+    def _first_open_of_other_kinds(self, session: Session) -> int | None:
+        of_kinds = self._of_kinds()
+        if of_kinds is None:
+            return None
+        first = session.exec(
+            select(func.min(OutgoingTx.nonce)).where(
+                col(OutgoingTx.chain_id) == self.chain_id,
+                col(OutgoingTx.sender) == self.address,
+                col(OutgoingTx.status).in_(OPEN),
+                not_(of_kinds),
+            )
+        ).one()
+        return int(first) if first is not None else None
 
     def _move(self, session: Session, row: OutgoingTx, expected: tuple[TxStatus, ...], **values: Any) -> bool:
         """Compare-and-set: writes ``values`` only if the row is still in one of the ``expected`` states

@@ -153,3 +153,36 @@ def test_two_relayers_running_together_finish_each_transaction_once(ctx: Context
     calls = service_done.calls + collector_done.calls
     assert sorted(i for i, _ in calls) == sorted(ids)  # each exactly once, by one or the other
     assert ctx.coin.functions.balanceOf(holder).call() == before + 12
+
+
+def test_the_collector_relayer_bumps_its_own_stuck_anchor_but_not_one_waiting_for_the_service(
+    ctx: Context, dev_accounts
+) -> None:
+    """An anchor behind a transfer batch that the service has not sent waits for the service: bumping its
+    fee would not get it mined sooner, only dearer. Alone and stuck, it is bumped as always."""
+    holder = dev_accounts[2].address
+    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        collector = Relayer(
+            ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, kinds=COLLECTOR_KINDS, replace_after=0.0
+        )
+        batch = _prepare(ctx, Purpose.of(TxPurpose.transfer_batch, 2), holder, 1)
+        anchor = _prepare(ctx, Purpose.of(TxPurpose.meter_anchor, 1_700_000_900), holder, 1)
+        for _ in range(3):
+            collector.step()
+        with Session(ctx.engine) as s:
+            assert len(s.exec(select(TxAttempt).where(col(TxAttempt.tx_id) == anchor)).all()) == 1
+        service = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, replace_after=600.0)
+        service.step()  # sends the batch
+        ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        service.step()  # finishes it (and the anchor, mined in the same block)
+        assert _row(ctx, batch).status == TxStatus.confirmed
+        stuck = _prepare(ctx, Purpose.of(TxPurpose.meter_anchor, 1_700_001_800), holder, 1)
+        collector.step()  # sent
+        collector.step()  # not mined after replace_after, nothing of another kind before it: bumped
+        with Session(ctx.engine) as s:
+            assert len(s.exec(select(TxAttempt).where(col(TxAttempt.tx_id) == stuck)).all()) == 2
+        ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        assert collector.wait(stuck, timeout=10).status == TxStatus.confirmed
+    finally:
+        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
