@@ -69,6 +69,8 @@ class Context:
     transfer_batch_lock: threading.Lock = field(default_factory=threading.Lock)
     market_lock: threading.RLock = field(default_factory=threading.RLock)
     trading_last_pass: tuple[float, datetime] | None = None  # app/trading/agent.py: (monotonic, energy time)
+    trading_resume_after: int = 0  # app/trading/agent.py: the last user of a pass cut short by a gate closure
+    trading_gate_seen: datetime | None = None  # app/trading/agent.py: the latest gate closure it let pass
     market_books: Any = None  # app/market/book.py's LiveBooks, in the process holding the background lease
     service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)
 
