@@ -9,21 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
-from app.api.deps import (
-    AdminUser,
-    BearerToken,
-    ContextDep,
-    CurrentUser,
-    IdempotencyKey,
-    SessionDep,
-    current_user,
-    require_admin,
-)
+from app.api.deps import ContextDep, IdempotencyKey, SessionDep
 from app.api.params import BlockNumber, RowId
-from app.coin import service
+from app.coin import grants, service
 from app.coin.errors import InsufficientBalance
 from app.coin.models import CoinOperationKind
 from app.coin.schemas import (
+    ApproveResult,
     Balance,
     BurnRequest,
     CoinHistory,
@@ -36,9 +28,24 @@ from app.core.errors import Conflict
 from app.core.money import format_amount, parse_address, parse_amount
 from app.indexer import service as indexer
 from app.indexer.schemas import TransferPage
+from app.users.deps import AdminUser, BearerToken, CurrentUser, current_user, require_admin
+from app.wallets.service import balance_of
 
 router = APIRouter(tags=["coin"])
 admin_router = APIRouter(prefix="/admin/coin", tags=["admin"])
+approval_router = APIRouter(prefix="/admin/users", tags=["admin"])  # approving a user mints its grant
+
+
+@approval_router.post(
+    "/{user_id}/approve",
+    summary="Approve a user, minting the approval grant (admin)",
+    response_model=ApproveResult,
+)
+def approve(user_id: RowId, ctx: ContextDep, session: SessionDep, admin: AdminUser) -> ApproveResult:
+    result = grants.approve_user(ctx, session, user_id, admin)
+    session.commit()
+    ctx.relayer.kick()
+    return result
 
 
 @router.get("/coin", summary="The energy coin: address, supply, decimals, paused", response_model=CoinInfo)
@@ -55,7 +62,7 @@ async def get_coin(ctx: ContextDep) -> CoinInfo:
 )
 def get_balance(address: str, ctx: ContextDep) -> Balance:
     checked = parse_address(address)
-    value, block = service.balance_of(ctx, checked)
+    value, block = balance_of(ctx, checked)
     return Balance(
         address=checked, balance=format_amount(value), balance_units=str(value), block_number=block
     )
@@ -117,7 +124,7 @@ def burn(
         amount = parse_amount(req.amount)
         holder = service.resolve_account(s, req.from_) if req.from_ is not None else ctx.account.address
         service.ensure_not_paused(ctx)
-        balance, _ = service.balance_of(ctx, holder)
+        balance, _ = balance_of(ctx, holder)
         if balance < amount:
             raise InsufficientBalance(
                 f"{holder} holds {format_amount(balance)}, cannot burn {format_amount(amount)}"

@@ -19,11 +19,11 @@ from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import engine, escrow
-from app.market.models import Trade
+from app.market.models import Trade, TradeStatus
 from app.market.onchain import id32, merkle_proofs, trade_leaf, unix
 from wallet.models import OutgoingTx
 from wallet.purposes import Completions, Purpose, TxPurpose
-from wallet.relayer import TxRejected
+from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
@@ -32,13 +32,15 @@ BATCH_TOPIC = Web3.keccak(text="BatchRecorded(uint256,uint256,uint256,bytes32)")
 
 def submit_trades(ctx: Context) -> int:
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
-        in_flight = session.exec(select(Trade.id).where(col(Trade.status) == "recording").limit(1)).first()
+        in_flight = session.exec(
+            select(Trade.id).where(col(Trade.status) == TradeStatus.recording).limit(1)
+        ).first()
         if in_flight is not None:
             return 0
         trades = list(
             session.exec(
                 select(Trade)
-                .where(col(Trade.status) == "matched")
+                .where(col(Trade.status) == TradeStatus.matched)
                 .order_by(col(Trade.created_at), col(Trade.id))
                 .limit(MAX_BATCH)
             )
@@ -88,7 +90,7 @@ def submit_trades(ctx: Context) -> int:
             return 0
         escrow.mark_locking(session, locking, tx)
         for t in trades:
-            t.status, t.record_tx_id, t.updated_at = "recording", tx.id, utcnow()
+            t.status, t.record_tx_id, t.updated_at = TradeStatus.recording, tx.id, utcnow()
             session.add(t)
         ctx.commit_background(session)
     ctx.relayer.kick()
@@ -115,14 +117,16 @@ def release_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
 
 def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:
     trades = list(
-        session.exec(select(Trade).where(col(Trade.record_tx_id) == tx.id, col(Trade.status) == "recording"))
+        session.exec(
+            select(Trade).where(col(Trade.record_tx_id) == tx.id, col(Trade.status) == TradeStatus.recording)
+        )
     )
     if not trades:
         return
     trades.sort(key=lambda t: (t.proof or {}).get("batch_index", 0))
-    if tx.status != "confirmed":
+    if tx.status != TxStatus.confirmed:
         for t in trades:
-            t.status, t.record_tx_id, t.proof = "matched", None, None
+            t.status, t.record_tx_id, t.proof = TradeStatus.matched, None, None
             session.add(t)
         return
     receipt = ctx.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
@@ -152,7 +156,7 @@ def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:
     if computed != bytes(root):
         log.error("batch root differs from ours", extra={"fields": {"tx": tx.tx_hash}})
     for i, t in enumerate(trades):
-        t.trade_no, t.batch_no, t.status, t.updated_at = first + i, batch_no, "recorded", utcnow()
+        t.trade_no, t.batch_no, t.status, t.updated_at = first + i, batch_no, TradeStatus.recorded, utcnow()
         t.proof = {
             **(t.proof or {}),
             "proof": ["0x" + p.hex() for p in proofs[i]],

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlmodel import col, or_, select
 
-from app.api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from app.api.deps import ContextDep, IdempotencyKey, SessionDep
 from app.api.params import UtcTime
 from app.coin.service import latest_hash
 from app.core.errors import NotFound
@@ -26,6 +26,7 @@ from app.market.schemas import (
     TradeList,
     TradePublic,
 )
+from app.users.deps import CurrentUser
 from app.users.models import User
 from common import clock
 from wallet.models import OutgoingTx

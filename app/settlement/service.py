@@ -22,19 +22,18 @@ from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import engine
-from app.market.models import Order, Trade, TradeStatus
+from app.market.models import Order, SettleRule, Trade, TradeStatus
 from app.market.onchain import id32, unix
 from app.settlement.delivery import TradeTerms, delivered_wh, settlement_amounts
 from app.settlement.errors import SlotNotOver
 from common import clock
-from ess_collector.models import LedgerSlot, SlotEnergy
+from ess_collector.models import MEASURED, LedgerSlot, LedgerStatus, SlotEnergy
 from wallet.models import OutgoingTx
 from wallet.purposes import Completions, Purpose, TxPurpose
-from wallet.relayer import TxRejected
+from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
-GOOD = ("complete", "recovered")
 
 
 def _slot_end(ctx: Context, slot_start: datetime) -> datetime:
@@ -64,7 +63,7 @@ def measure(session: Session, slot_start: datetime, trades: list[Trade]) -> dict
             )
         )
     }
-    if any(s not in energies or energies[s].status not in GOOD for s in sites):
+    if any(s not in energies or energies[s].status not in MEASURED for s in sites):
         return None
     exported = {s: int(e.export_wh or 0) for s, e in energies.items()}
     imported = {s: int(e.import_wh or 0) for s, e in energies.items()}
@@ -83,7 +82,7 @@ def settle_ready_slots(ctx: Context) -> int:
             if _slot_end(ctx, slot_start) > now:
                 continue
             ledger = session.exec(select(LedgerSlot).where(col(LedgerSlot.slot_start) == slot_start)).first()
-            if ledger is None or ledger.status != "confirmed" or not ledger.root:
+            if ledger is None or ledger.status != LedgerStatus.confirmed or not ledger.root:
                 continue  # not anchored (yet, or never: incomplete data waits for an admin)
             if session.exec(
                 select(Trade.id).where(
@@ -101,7 +100,7 @@ def settle_ready_slots(ctx: Context) -> int:
                 slot_start,
                 trades,
                 delivered,
-                "measured",
+                SettleRule.measured,
                 ledger_root=ledger.root,
                 background=True,
             )
@@ -125,7 +124,7 @@ def _submit(
     slot_start: datetime,
     trades: list[Trade],
     delivered: dict[str, int],
-    rule: str,
+    rule: SettleRule,
     *,
     ledger_root: str | None = None,
     decision_hash: bytes | None = None,
@@ -188,7 +187,7 @@ def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reas
         if session.exec(select(Trade.id).where(col(Trade.slot_start) == slot_start)).first() is None:
             raise NotFound(f"no trades in the slot {slot_start.isoformat()}")
         raise Conflict("every trade of this slot is already settled, settling, or not yet recorded")
-    if rule == "contracted":
+    if rule == SettleRule.contracted:
         delivered = {t.id: t.quantity_wh for t in trades}
     else:
         delivered = _partial_measure(session, slot_start, trades)
@@ -199,7 +198,9 @@ def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reas
         "trades": sorted(delivered.items()),
     }
     digest = hashlib.sha256(json.dumps(decision, sort_keys=True).encode()).digest()
-    count = _submit(ctx, session, slot_start, trades, delivered, f"{rule}_by_admin", decision_hash=digest)
+    count = _submit(
+        ctx, session, slot_start, trades, delivered, SettleRule(f"{rule}_by_admin"), decision_hash=digest
+    )
     return count, "0x" + digest.hex()
 
 
@@ -237,7 +238,7 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
                 )
             )
         )
-        if tx.status != "confirmed":
+        if tx.status != TxStatus.confirmed:
             for t in trades:
                 t.status, t.settle_tx_id, t.delivered_wh, t.settle_rule = (
                     TradeStatus.recorded,
@@ -254,7 +255,7 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
                 t.quantity_wh, t.price, t.delivered_wh or 0, bps
             )
             t.paid, t.refunded, t.penalty = to_seller, to_buyer, penalty
-            t.measured_wh = t.delivered_wh if t.settle_rule == "measured" else t.measured_wh
+            t.measured_wh = t.delivered_wh if t.settle_rule == SettleRule.measured else t.measured_wh
             t.status, t.updated_at = TradeStatus.settled, utcnow()
             session.add(t)
             payees.add((t.proof or {}).get("seller", ""))

@@ -1,7 +1,10 @@
 """The one way to authorise a spend from a user's wallet: a transfer, a buy order's escrow, and whatever
 spends next.
 
-Two steps, in this order:
+An act that moves no coins but needs the same factors (enabling the trading agent) calls `verify(...)`:
+step 1's checks, without signing.
+
+Two steps for a spend, in this order:
 1. `sign(...)`: the wallet's factors (PIN and one-time code for a custodial wallet, which we then sign
    with; the holder's own signature for a linked one) over the spend's EIP-712 typed data. The factor
    checks may commit the session themselves (attempt counters), so they come before step 2.
@@ -17,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import Update
@@ -41,11 +45,20 @@ class Factors(Protocol):
     signature: str | None
 
 
+class Factor(StrEnum):
+    """What authorised: the PIN (a custodial wallet without a one-time code app), the PIN and a code, or
+    the linked wallet holder's signature."""
+
+    pin = "pin"
+    pin_otp = "pin+otp"
+    signature = "signature"
+
+
 @dataclass(frozen=True)
 class Signed:
     signature: bytes  # r || s || v
     digest: bytes  # the EIP-712 digest signed
-    how: str  # pin | pin+otp | signature
+    how: Factor
     # The right PIN's record (its attempt counter starting over), written with the spend it authorises.
     record_success: Callable[[Session], None] | None = None
 
@@ -73,12 +86,47 @@ def sign(
         except BaseException:
             _record_alone(session, record_success)
             raise
-        how = "pin+otp" if used_otp else "pin"
+        how = Factor.pin_otp if used_otp else Factor.pin
         if not record_with_spend:
             record_success(session)
             session.commit()
             return Signed(signature, digest, how)
         return Signed(signature, digest, how, record_success)
+    signature, digest = _holder_signature(
+        wallet,
+        typed_data,
+        factors,
+        "sign exactly the typed_data you were given (our chain id and coin contract)",
+    )
+    return Signed(signature, digest, Factor.signature)
+
+
+def verify(
+    ctx: Context, session: Session, wallet: Wallet, typed_data: Mapping[str, Any], factors: Factors
+) -> Factor:
+    """The same checks as `sign` for an act that moves no coins (enabling the trading agent), signing
+    nothing: a custodial wallet's PIN and one-time code, with their attempt limits and lockout, or a linked
+    wallet holder's signature over `typed_data`. Refuses as `sign` does; returns the factors that passed."""
+    if wallet.kind == WalletKind.custodial:
+        return Factor.pin_otp if _custodial_factors(ctx, session, wallet, factors) else Factor.pin
+    _holder_signature(wallet, typed_data, factors, "sign exactly the typed_data you were given")
+    return Factor.signature
+
+
+def _custodial_factors(ctx: Context, session: Session, wallet: Wallet, factors: Factors) -> bool:
+    """Checks the PIN, then the one-time code when enrolled (each may commit its attempt counter);
+    True when a code was used."""
+    if factors.pin is None:
+        raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
+    wallets.check_pin(ctx, session, wallet, factors.pin)
+    return wallets.check_otp(ctx, session, wallet.user_id, factors.otp)
+
+
+def _holder_signature(
+    wallet: Wallet, typed_data: Mapping[str, Any], factors: Factors, hint: str
+) -> tuple[bytes, bytes]:
+    """The linked wallet holder's signature over `typed_data` and its digest, checked to recover to the
+    wallet's address."""
     if factors.signature is None:
         raise AuthorizationMissing("a linked wallet authorises with a signature over typed_data")
     try:
@@ -89,11 +137,8 @@ def sign(
     except ValueError:
         raise WrongSigner("the signature is malformed") from None
     if signer != wallet.address:
-        raise WrongSigner(
-            f"the signature recovers to {signer}, not {wallet.address}: sign exactly the typed_data "
-            "you were given (our chain id and coin contract)"
-        )
-    return Signed(signature, digest, "signature")
+        raise WrongSigner(f"the signature recovers to {signer}, not {wallet.address}: {hint}", signer=signer)
+    return signature, digest
 
 
 def _record_alone(session: Session, record: Callable[[Session], None]) -> None:

@@ -2,8 +2,10 @@
 
 A transfer or an escrow authorised but not yet mined has not left the chain balance, so the balance alone
 would let a wallet with 5 coins authorise twenty transfers of 5 (nineteen would then fail on chain, at the
-relayer's expense). Every kind of spend lists here where its authorised-but-unmined amounts are (`HOLDS`);
-`authorizer.authorising_spend` refuses a spend these holds leave uncovered.
+relayer's expense). Every kind of spend registers where its authorised-but-unmined amounts are, beside its
+table (`register`: app/transfers/models.py, app/market/models.py; the spending domain sits below the
+domains that spend, so it cannot import their tables); `authorizer.authorising_spend` refuses a spend
+these holds leave uncovered. Every process that serves spends imports all of them (app/routes.py).
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from app.coin.service import balance_now, balance_quote
 from app.context import Context
 from app.core.money import format_amount
 from app.core.security import utcnow
-from app.market.models import EscrowStatus, Order
-from app.transfers.models import Transfer, TransferStatus
 
 
 @dataclass(frozen=True)
@@ -35,28 +35,21 @@ class Hold:
     address: Any
     status: Any
     holding: tuple[str, ...]
-    spent: tuple[str, ...]
-    changed_at: Any
+    # Where known: the states in which the coins have left the wallet on chain, and the column stamped
+    # when our records learnt it. A custodial wallet's balance is answered without an eth_call only
+    # while every registered hold says so (`_spendable_own_key`).
+    spent: tuple[str, ...] = ()
+    changed_at: Any = None
 
 
-HOLDS = (
-    Hold(
-        Transfer.amount,
-        Transfer.from_address,
-        Transfer.status,
-        (TransferStatus.authorized, TransferStatus.submitted),
-        (TransferStatus.confirmed,),
-        Transfer.updated_at,
-    ),
-    Hold(
-        Order.escrow_amount,
-        Order.wallet_address,
-        Order.escrow_status,
-        (EscrowStatus.authorized, EscrowStatus.locking),
-        (EscrowStatus.locked, EscrowStatus.releasing, EscrowStatus.released),
-        Order.updated_at,
-    ),
-)
+HOLDS: list[Hold] = []  # one per table, appended when its models module is imported
+
+
+def register(hold: Hold) -> Hold:
+    HOLDS.append(hold)
+    _queries.clear()
+    return hold
+
 
 # A custodial wallet's chain balance, read by an eth_call, is reused this long by this process (see
 # `_spendable_own_key`); CLOCK_MARGIN widens the window of spends counted against it, against clock skew
@@ -78,8 +71,14 @@ def _holds_query(with_spent: bool) -> Any:
     return union_all(*parts)
 
 
-HOLDING = _holds_query(with_spent=False)
-HOLDING_OR_SPENT = _holds_query(with_spent=True)
+_queries: dict[bool, Any] = {}  # built on first use, after every hold has registered
+
+
+def _query(with_spent: bool) -> Any:
+    query = _queries.get(with_spent)
+    if query is None:
+        query = _queries[with_spent] = _holds_query(with_spent)
+    return query
 
 
 def reserved(session: Session, address: str, *, spent_since: datetime | None = None) -> int:
@@ -87,9 +86,9 @@ def reserved(session: Session, address: str, *, spent_since: datetime | None = N
     stored as decimal text, uint256 being wider than any SQL integer). With `spent_since`, also the spends
     our records saw leave the wallet at or after that moment."""
     if spent_since is None:
-        rows = session.execute(HOLDING, {"address": address})
+        rows = session.execute(_query(False), {"address": address})
     else:
-        rows = session.execute(HOLDING_OR_SPENT, {"address": address, "since": spent_since})
+        rows = session.execute(_query(True), {"address": address, "since": spent_since})
     return sum(int(a) for a in rows.scalars())
 
 
@@ -120,6 +119,8 @@ def _spendable_own_key(ctx: Context, session: Session, address: str) -> int | No
     either still holding, or our records marked it spent after T. So B less the holding spends and less
     the spends marked spent since T (some of those counted twice: only lower) is at most the exact answer;
     coins received since T are missing (only lower too). Callers that find it short ask the chain."""
+    if not all(hold.spent and hold.changed_at is not None for hold in HOLDS):
+        return None  # a kind of spend that does not say when its coins left: ask the chain
     cached = ctx.cache.own_key_balances.get(address)
     if cached is None or time.monotonic() - cached[2] > OWN_KEY_BALANCE_SECONDS:
         return None

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.deps import BearerToken, ContextDep, CurrentUser, IdempotencyKey, SessionDep, current_user
+from app.api.deps import ContextDep, IdempotencyKey, SessionDep
 from app.transfers import service
 from app.transfers.schemas import TransferAuthorize, TransferCreate, TransferList, TransferPublic
+from app.users.deps import BearerToken, CurrentUser, current_user
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
 

@@ -36,6 +36,7 @@ from app.users.models import User
 from app.wallets import service as wallets
 from app.wallets.models import Wallet, WalletKind
 from wallet.models import OutgoingTx
+from wallet.relayer import TxStatus
 from wallet.typed_data import (
     TokenDomain,
     nonce_for,
@@ -45,7 +46,7 @@ from wallet.typed_data import (
 
 VALIDITY_SECONDS = 300
 
-OPEN = ("pending_authorization", "authorized", "submitted")
+OPEN = (TransferStatus.pending_authorization, TransferStatus.authorized, TransferStatus.submitted)
 TRANSFERS: Table = Transfer.__table__  # type: ignore[attr-defined]
 INSERT_TRANSFER = TRANSFERS.insert()  # built once: its cache key is computed once
 
@@ -253,7 +254,7 @@ def to_public(
         memo=t.memo,
         created_at=t.created_at,
         tx_hash=(tx.tx_hash if tx and tx.tx_hash else tx_hash),
-        block_number=tx.block_number if tx and tx.status == "confirmed" else None,
+        block_number=tx.block_number if tx and tx.status == TxStatus.confirmed else None,
         failure_reason=t.failure_reason,
         challenge=challenge,
         steps=steps,

@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
+from web3 import Web3
 
 from app.context import Context
 from app.core.errors import Conflict, NotFound
@@ -293,3 +294,10 @@ def rotate_master_key(session: Session, old: MasterKey, new: MasterKey) -> int:
         session.add(t)
         count += 1
     return count
+
+
+def balance_of(ctx: Context, address: str) -> tuple[int, int]:
+    """The coin balance of an address and the block it was read at (GET /wallets/me, /accounts/.../balance)."""
+    block = int(ctx.w3.eth.block_number)
+    value = int(ctx.coin.functions.balanceOf(Web3.to_checksum_address(address)).call(block_identifier=block))
+    return value, block
