@@ -162,6 +162,7 @@ TRADE_TUPLE = "(bytes32,bytes32,uint16,address,uint64,uint32,uint128,bytes32)"
 RECORD = f"recordTrades({TRADE_TUPLE}[])"
 LOCK_TUPLE = "(bytes32,address,uint256,uint64,uint32,uint128,uint256,uint256,uint8,bytes32,bytes32)"
 LOCK_AND_RECORD = f"lockAndRecordTrades({LOCK_TUPLE}[],{TRADE_TUPLE}[])"
+LOCK_RECORD_CLOSE = f"lockRecordAndClose({LOCK_TUPLE}[],{TRADE_TUPLE}[],bytes32[])"
 SETTLE_TUPLE = "(bytes32,bytes32,uint64,address,uint64,uint32,uint128,bytes32,uint64,uint32,bytes32[])"
 SETTLE = f"settleTrades(uint64,bytes32,{SETTLE_TUPLE}[])"
 
@@ -560,10 +561,13 @@ def lifecycle_phase(chain: Chain, m: Market, orders: int, trades: int, sellers: 
     """Everything the platform sends for one slot of a community day, divided by the trades: `orders` buy
     orders signed, `trades` of them matched once each (the demo's ratio: ~6 orders per trade), with the
     per-order locks of the old path and the batched lock-on-match path, then settlement, gate-closure
-    release and payout push. The meter anchoring is the collector's and is left out of both."""
+    release and payout push. The meter anchoring is the collector's and is left out of all paths.
+    `lock_on_match_close_in_batch`: the call auction's case, where the orders can match no more when their
+    trades are recorded, so the batch also closes them (`lockRecordAndClose`) and no release follows."""
     out: list[dict[str, Any]] = []
     pool = [Account.create().address for _ in range(sellers)]
-    for offset, path in enumerate(("lock_every_order", "lock_on_match_batched")):
+    paths = ("lock_every_order", "lock_on_match_batched", "lock_on_match_close_in_batch")
+    for offset, path in enumerate(paths):
         slot = (
             int(chain.w3.eth.get_block("latest")["timestamp"]) // SLOT_SECONDS + 40 + offset
         ) * SLOT_SECONDS
@@ -588,14 +592,25 @@ def lifecycle_phase(chain: Chain, m: Market, orders: int, trades: int, sellers: 
                 [lock_items, items],
                 len(items),
             )
+            if path == "lock_on_match_close_in_batch":
+                locked = []
+                call = abi_call(
+                    m.market.address,
+                    LOCK_RECORD_CLOSE,
+                    [f"{LOCK_TUPLE}[]", f"{TRADE_TUPLE}[]", "bytes32[]"],
+                    [lock_items, items, [a[0] for a in matched]],
+                    len(items),
+                )
+            else:
+                locked = [a[0] for a in matched]
             receipts["lock_and_record"] = chain.run_calls([call])
-            locked = [a[0] for a in matched]
         assert m.f.batchRoot(batches[0].batch_no).call() == batches[0].layers[-1][0]
         root = keccak(text=f"ledger root {slot}")
         chain.run([(m.ledger.functions.anchor(slot, root, 100, TOTALS), 200_000)])
         receipts["settle"] = chain.run_calls([m.settle_call(slot, root, batches, full_or_short)])
-        release = m.f.releaseEscrows(locked)
-        receipts["release"] = chain.run([(release, chain.estimate(release))])
+        if locked:
+            release = m.f.releaseEscrows(locked)
+            receipts["release"] = chain.run([(release, chain.estimate(release))])
         payees = sorted(set(pool) | {a[1] for a in matched})
         payees = [a for a in payees if m.f.balances(a).call() > 0]
         push = m.f.withdrawForBatch(payees)

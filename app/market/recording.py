@@ -77,15 +77,18 @@ def submit_trades(ctx: Context) -> int:
             )
             fills[t.buy_order_id] += 1
             t.proof = {"batch_index": i, "seller": seller}
+        closing = escrow.to_close_in_batch(session, trades, locking)
         market = ctx.contracts["EnergyMarket"]
-        data = market.encodeABI(fn_name="lockAndRecordTrades", args=[locks, items])
+        data = market.encodeABI(
+            fn_name="lockRecordAndClose", args=[locks, items, [id32(o.id) for o in closing]]
+        )
         try:
             tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="trade_batch")
         except TxRejected as exc:
             session.rollback()
             log.error("trade batch rejected", extra={"fields": {"reason": exc.reason}})
             return 0
-        escrow.mark_locking(session, locking, tx)
+        escrow.mark_locking(session, locking, closing, tx)
         for t in trades:
             t.status, t.record_tx_id, t.updated_at = "recording", tx.id, utcnow()
             session.add(t)

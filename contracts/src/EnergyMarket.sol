@@ -345,6 +345,33 @@ contract EnergyMarket is AccessControl, Pausable {
         whenNotPaused
         returns (uint256 batchNo, uint256 firstTradeNo)
     {
+        return _lockAndRecord(locks, trades);
+    }
+
+    /// @notice `lockAndRecordTrades`, then close the orders `closeIds` as `releaseEscrows` does (cancel their
+    /// open quantity, send each buyer everything its order does not owe to recorded trades). For orders that
+    /// can match no more when their trades are recorded (a call auction's orders expire at it): their release
+    /// rides in the batch, where the buyer's coin balance is already warm, instead of a transaction of its own.
+    function lockRecordAndClose(Lock[] calldata locks, Trade[] calldata trades, bytes32[] calldata closeIds)
+        external
+        onlyRole(OPERATOR_ROLE)
+        whenNotPaused
+        returns (uint256 batchNo, uint256 firstTradeNo)
+    {
+        (batchNo, firstTradeNo) = _lockAndRecord(locks, trades);
+        for (uint256 i = 0; i < closeIds.length; ++i) {
+            uint256 packed = _escrows[closeIds[i]].packed;
+            // locked and filled in full in this batch: released above already
+            if (packed == 0 || packed & MASK32 != 0 || (packed >> AVAILABLE_SHIFT) & MASK88 != 0) {
+                _release(closeIds[i], type(uint32).max);
+            }
+        }
+    }
+
+    function _lockAndRecord(Lock[] calldata locks, Trade[] calldata trades)
+        private
+        returns (uint256 batchNo, uint256 firstTradeNo)
+    {
         for (uint256 i = 0; i < locks.length; ++i) {
             Lock calldata l = locks[i];
             bytes32 nonce = escrowNonce(l.orderId, l.slotStart, l.quantityWh, l.limitPrice);

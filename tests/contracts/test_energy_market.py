@@ -647,6 +647,68 @@ def test_escrow_is_locked_with_the_trades_that_use_it_in_one_batch(
 
 
 @pytest.mark.usefixtures("funded")
+def test_a_batch_closes_the_orders_that_can_match_no_more(
+    w3: Web3,
+    mk: Market,
+    coin: Contract,
+    admin: LocalAccount,
+    alice: LocalAccount,
+    bob: LocalAccount,
+    carol: LocalAccount,
+    slot: int,
+) -> None:
+    """`lockRecordAndClose`: the call auction's orders expire at it, so the recording batch also closes them
+    and sends each buyer what its order does not owe to the trades; no release transaction follows."""
+    a, b, c = order_id("ca"), order_id("cb"), order_id("cc")
+    lock_a, lock_b = mk.lock_args(alice, a, slot, 3_000), mk.lock_args(bob, b, slot, 1_000)
+    mk.lock_and_record([mk.lock_args(bob, c, slot, 2_000)], [mk.trade("c0", c, carol.address, slot, 500)])
+    alice_before = coin.functions.balanceOf(alice.address).call()
+    bob_before = coin.functions.balanceOf(bob.address).call()
+    trades = [
+        mk.trade("c1", a, carol.address, slot, 1_000, PRICE),
+        mk.trade("c2", b, carol.address, slot, 1_000, PRICE),  # filled in full below its limit
+        mk.trade("c3", c, carol.address, slot, 500, PRICE),  # c was locked by the earlier batch
+    ]
+    # only the operator; an order never locked cannot be closed (all or nothing)
+    args = [[lock_a, lock_b], [t.as_tuple() for t in trades], [a, b, c]]
+    assert_reverts(w3, mk.f.lockRecordAndClose(*args), bob, "AccessControl: account")
+    unknown = order_id("never locked")
+    assert_reverts(
+        w3,
+        mk.f.lockRecordAndClose(args[0], args[1], [a, unknown]),
+        admin,
+        error_data("UnknownOrder(bytes32)", ["bytes32"], [unknown]),
+    )
+    receipt = send(w3, mk.f.lockRecordAndClose(*args), admin)
+    mk.orders.extend([a, b])
+    mk._recorded(receipt, trades)
+    released = {e["args"]["orderId"]: e["args"] for e in events(mk.market, "EscrowReleased", receipt)}
+    assert set(released) == {a, b, c}
+    assert released[a]["cancelledWh"] == 2_000 and released[c]["cancelledWh"] == 1_000
+    assert released[b]["amount"] == escrow_amount(1_000, LIMIT) - trade_value(1_000, PRICE)
+    for oid in (a, b, c):
+        e = mk.escrow(oid)
+        assert (e["open_wh"], e["available"]) == (0, 0)
+    # each buyer paid exactly its trades' values in this batch
+    assert coin.functions.balanceOf(alice.address).call() == alice_before - trade_value(1_000, PRICE)
+    assert coin.functions.balanceOf(bob.address).call() == (
+        bob_before - trade_value(1_000, PRICE) + escrow_amount(2_000, LIMIT) - 2 * trade_value(500, PRICE)
+    )
+    # closed orders take no more fills
+    late = mk.trade("c4", a, carol.address, slot, 1)
+    assert_reverts(
+        w3,
+        mk.f.recordTrades([late.as_tuple()]),
+        admin,
+        error_data(
+            "QuantityExceedsOpen(bytes32,uint256,uint256)", ["bytes32", "uint256", "uint256"], [a, 0, 1]
+        ),
+    )
+    mk.fills[a] -= 1
+    mk.check()
+
+
+@pytest.mark.usefixtures("funded")
 def test_record_trades_checks_each_trade(
     w3: Web3,
     mk: Market,
