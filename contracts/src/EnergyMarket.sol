@@ -257,7 +257,7 @@ contract EnergyMarket is AccessControl, Pausable {
     ) external onlyRole(OPERATOR_ROLE) whenNotPaused {
         bytes32 expected = escrowNonce(orderId, slotStart, quantityWh, limitPrice);
         if (nonce != expected) revert NonceMismatch(orderId, expected, nonce);
-        _openEscrow(orderId, buyer, amount, slotStart, quantityWh, limitPrice);
+        _openStoredEscrow(orderId, buyer, amount, slotStart, quantityWh, limitPrice);
         coin.receiveWithAuthorization(buyer, address(this), amount, validAfter, validBefore, nonce, v, r, s);
     }
 
@@ -270,7 +270,7 @@ contract EnergyMarket is AccessControl, Pausable {
         uint128 limitPrice,
         uint256 amount
     ) external whenNotPaused {
-        _openEscrow(orderId, msg.sender, amount, slotStart, quantityWh, limitPrice);
+        _openStoredEscrow(orderId, msg.sender, amount, slotStart, quantityWh, limitPrice);
         if (!coin.transferFrom(msg.sender, address(this), amount)) revert TransferFailed();
     }
 
@@ -301,7 +301,8 @@ contract EnergyMarket is AccessControl, Pausable {
     function refundExpired(bytes32 orderId) external returns (uint256 amount) {
         Escrow storage e = _escrows[orderId];
         uint256 packed = e.packed;
-        if (packed == 0) revert UnknownOrder(orderId);
+        if (e.buyer == address(0)) revert UnknownOrder(orderId);
+        if (packed == 0) revert NothingToRefund(orderId); // closed in the batch that locked it
         uint256 availableAt = ((packed >> SLOT_SHIFT) & MASK40) + refundTimeout;
         if (block.timestamp < availableAt) revert RefundNotYetAvailable(availableAt);
         amount = (packed >> AVAILABLE_SHIFT) & MASK88;
@@ -345,47 +346,68 @@ contract EnergyMarket is AccessControl, Pausable {
         whenNotPaused
         returns (uint256 batchNo, uint256 firstTradeNo)
     {
-        return _lockAndRecord(locks, trades);
+        return _lockAndRecord(locks, trades, new bytes32[](0));
     }
 
     /// @notice `lockAndRecordTrades`, then close the orders `closeIds` as `releaseEscrows` does (cancel their
     /// open quantity, send each buyer everything its order does not owe to recorded trades). For orders that
     /// can match no more when their trades are recorded (a call auction's orders expire at it): their release
     /// rides in the batch, where the buyer's coin balance is already warm, instead of a transaction of its own.
+    /// An order locked and closed in the same batch keeps no escrow word at all (only its buyer, for
+    /// settlement and refunds): its state lives in transient storage for the length of the call.
     function lockRecordAndClose(Lock[] calldata locks, Trade[] calldata trades, bytes32[] calldata closeIds)
         external
         onlyRole(OPERATOR_ROLE)
         whenNotPaused
         returns (uint256 batchNo, uint256 firstTradeNo)
     {
-        (batchNo, firstTradeNo) = _lockAndRecord(locks, trades);
-        for (uint256 i = 0; i < closeIds.length; ++i) {
-            uint256 packed = _escrows[closeIds[i]].packed;
-            // locked and filled in full in this batch: released above already
-            if (packed == 0 || packed & MASK32 != 0 || (packed >> AVAILABLE_SHIFT) & MASK88 != 0) {
-                _release(closeIds[i], type(uint32).max);
-            }
-        }
+        return _lockAndRecord(locks, trades, closeIds);
     }
 
-    function _lockAndRecord(Lock[] calldata locks, Trade[] calldata trades)
+    /// Locks into transient storage, records, closes `closeIds`, then stores the escrow word of each order
+    /// locked here that can still be filled. An order with nothing open and nothing left is not stored (its
+    /// buyer is; `_release` and `refundExpired` treat it as closed); one filled in full below its limit gets
+    /// its price differences back first.
+    function _lockAndRecord(Lock[] calldata locks, Trade[] calldata trades, bytes32[] memory closeIds)
         private
         returns (uint256 batchNo, uint256 firstTradeNo)
     {
         for (uint256 i = 0; i < locks.length; ++i) {
             Lock calldata l = locks[i];
             bytes32 nonce = escrowNonce(l.orderId, l.slotStart, l.quantityWh, l.limitPrice);
-            _openEscrow(l.orderId, l.buyer, l.amount, l.slotStart, l.quantityWh, l.limitPrice);
+            uint256 packed = _openEscrow(l.orderId, l.buyer, l.amount, l.slotStart, l.quantityWh, l.limitPrice);
+            _tstore(_packedKey(l.orderId), packed);
             coin.receiveWithAuthorization(
                 l.buyer, address(this), l.amount, l.validAfter, l.validBefore, nonce, l.v, l.r, l.s
             );
         }
         (batchNo, firstTradeNo) = _recordBatch(trades);
-        // An order locked and filled in full in this batch needs nothing more: its price differences go
-        // back now, while the buyer's balance is warm, instead of in a release transaction of their own.
+        for (uint256 i = 0; i < closeIds.length; ++i) {
+            bytes32 orderId = closeIds[i];
+            uint256 key = _packedKey(orderId);
+            uint256 packed = _tload(key);
+            if (packed != 0) {
+                _tstore(key, _releaseWord(orderId, _escrows[orderId].buyer, packed, type(uint32).max));
+            } else {
+                packed = _escrows[orderId].packed;
+                // locked and filled in full at its limit before: nothing to cancel or release
+                if (packed == 0 || packed & MASK32 != 0 || (packed >> AVAILABLE_SHIFT) & MASK88 != 0) {
+                    _release(orderId, type(uint32).max);
+                }
+            }
+        }
         for (uint256 i = 0; i < locks.length; ++i) {
-            uint256 packed = _escrows[locks[i].orderId].packed;
-            if (packed & MASK32 == 0 && (packed >> AVAILABLE_SHIFT) & MASK88 != 0) _release(locks[i].orderId, 0);
+            bytes32 orderId = locks[i].orderId;
+            uint256 key = _packedKey(orderId);
+            uint256 packed = _tload(key);
+            _tstore(key, 0);
+            if (packed & MASK32 != 0) {
+                _escrows[orderId].packed = packed;
+            } else if ((packed >> AVAILABLE_SHIFT) & MASK88 != 0) {
+                // filled in full in this batch: its price differences go back now, while the buyer's balance
+                // is warm, instead of in a release transaction of their own
+                _releaseWord(orderId, locks[i].buyer, packed, 0);
+            }
         }
     }
 
@@ -423,7 +445,12 @@ contract EnergyMarket is AccessControl, Pausable {
             mstore(0x00, orderId)
             mstore(0x20, _escrows.slot)
             let key := keccak256(0x00, 0x40)
-            let packed := sload(key)
+            // an order locked in this batch lives in transient storage until the batch ends
+            let packed := tload(key)
+            let inBatch := iszero(iszero(packed))
+            if iszero(inBatch) {
+                packed := sload(key)
+            }
             let quantityWh := calldataload(add(p, 0xa0))
             let price := calldataload(add(p, 0xc0))
             ok := and(iszero(iszero(packed)), eq(calldataload(add(p, 0x80)), and(shr(SLOT_SHIFT, packed), MASK40)))
@@ -438,7 +465,14 @@ contract EnergyMarket is AccessControl, Pausable {
             ok := and(ok, iszero(gt(value, and(shr(AVAILABLE_SHIFT, packed), MASK88))))
             if ok {
                 // open quantity and available go down, fills goes up; no field can borrow (checked above).
-                sstore(key, add(sub(sub(packed, quantityWh), shl(AVAILABLE_SHIFT, value)), shl(FILLS_SHIFT, 1)))
+                let next := add(sub(sub(packed, quantityWh), shl(AVAILABLE_SHIFT, value)), shl(FILLS_SHIFT, 1))
+                switch inBatch
+                case 0 {
+                    sstore(key, next)
+                }
+                default {
+                    tstore(key, next)
+                }
                 // The leaf: keccak256 of the trade's eight words with `fill` replaced by the trade number.
                 let m := mload(0x40)
                 calldatacopy(m, p, 0x100)
@@ -455,7 +489,8 @@ contract EnergyMarket is AccessControl, Pausable {
     /// The slow path of `_recordOne`: reverts with the first condition the trade at calldata offset `p` fails.
     function _recordError(uint256 p) private view {
         bytes32 orderId = bytes32(_word(p + 0x20));
-        uint256 packed = _escrows[orderId].packed;
+        uint256 packed = _tload(_packedKey(orderId));
+        if (packed == 0) packed = _escrows[orderId].packed;
         if (packed == 0) revert UnknownOrder(orderId);
         uint256 field = _word(p + 0x80); // slotStart
         uint256 orderSlot = (packed >> SLOT_SHIFT) & MASK40;
@@ -681,7 +716,7 @@ contract EnergyMarket is AccessControl, Pausable {
     // Internals
     // ------------------------------------------------------------------------------------------------------
 
-    function _openEscrow(
+    function _openStoredEscrow(
         bytes32 orderId,
         address buyer,
         uint256 amount,
@@ -689,9 +724,20 @@ contract EnergyMarket is AccessControl, Pausable {
         uint32 quantityWh,
         uint128 limitPrice
     ) private {
+        _escrows[orderId].packed = _openEscrow(orderId, buyer, amount, slotStart, quantityWh, limitPrice);
+    }
+
+    function _openEscrow(
+        bytes32 orderId,
+        address buyer,
+        uint256 amount,
+        uint64 slotStart,
+        uint32 quantityWh,
+        uint128 limitPrice
+    ) private returns (uint256 packed) {
         if (buyer == address(0)) revert ZeroAddress();
         Escrow storage e = _escrows[orderId];
-        if (e.packed != 0) revert OrderExists(orderId);
+        if (e.buyer != address(0)) revert OrderExists(orderId); // every escrow ever opened keeps its buyer
         if (
             quantityWh == 0 ||
             limitPrice == 0 ||
@@ -702,7 +748,7 @@ contract EnergyMarket is AccessControl, Pausable {
         ) revert InvalidOrder(orderId);
         uint256 required = escrowAmount(quantityWh, limitPrice);
         if (amount < required) revert EscrowTooSmall(orderId, required, amount);
-        e.packed =
+        packed =
             uint256(quantityWh) |
             (amount << AVAILABLE_SHIFT) |
             (uint256(limitPrice) << LIMIT_SHIFT) |
@@ -715,20 +761,34 @@ contract EnergyMarket is AccessControl, Pausable {
     function _release(bytes32 orderId, uint32 cancelWh) private returns (uint256 released) {
         Escrow storage e = _escrows[orderId];
         uint256 packed = e.packed;
-        if (packed == 0) revert UnknownOrder(orderId);
+        if (packed == 0) {
+            if (e.buyer == address(0)) revert UnknownOrder(orderId);
+            return 0; // closed in the batch that locked it: nothing open, nothing left
+        }
+        uint256 available = (packed >> AVAILABLE_SHIFT) & MASK88;
+        packed = _releaseWord(orderId, e.buyer, packed, cancelWh);
+        e.packed = packed;
+        released = available - ((packed >> AVAILABLE_SHIFT) & MASK88);
+    }
+
+    /// Cancels up to `cancelWh` of an escrow word's open quantity, pays the buyer what the word no longer needs
+    /// and returns the new word (the caller stores it).
+    function _releaseWord(bytes32 orderId, address buyer, uint256 packed, uint32 cancelWh)
+        private
+        returns (uint256)
+    {
         uint256 openWh = packed & MASK32;
         uint256 available = (packed >> AVAILABLE_SHIFT) & MASK88;
         uint256 cancelled = cancelWh < openWh ? cancelWh : openWh;
         openWh -= cancelled;
         uint256 keep = escrowAmount(openWh, (packed >> LIMIT_SHIFT) & MASK80);
-        released = available - keep;
-        e.packed = (packed & ~(MASK32 | (MASK88 << AVAILABLE_SHIFT))) | openWh | (keep << AVAILABLE_SHIFT);
-        address buyer = e.buyer;
+        uint256 released = available - keep;
         if (released > 0) {
             _totalEscrowed -= uint128(released);
             _pay(buyer, released);
         }
         emit EscrowReleased(orderId, buyer, uint32(cancelled), released);
+        return (packed & ~(MASK32 | (MASK88 << AVAILABLE_SHIFT))) | openWh | (keep << AVAILABLE_SHIFT);
     }
 
     function _settle(uint64 slotStart, Settlement[] calldata s) private returns (uint256 settled) {
@@ -830,6 +890,28 @@ contract EnergyMarket is AccessControl, Pausable {
             mstore(0x00, lo)
             mstore(0x20, hi)
             h := keccak256(0x00, 0x40)
+        }
+    }
+
+    /// The storage key of an order's escrow word; the same key holds it in transient storage while the batch
+    /// that locked it runs.
+    function _packedKey(bytes32 orderId) private pure returns (uint256 key) {
+        assembly ("memory-safe") {
+            mstore(0x00, orderId)
+            mstore(0x20, _escrows.slot)
+            key := keccak256(0x00, 0x40)
+        }
+    }
+
+    function _tload(uint256 key) private view returns (uint256 v) {
+        assembly ("memory-safe") {
+            v := tload(key)
+        }
+    }
+
+    function _tstore(uint256 key, uint256 v) private {
+        assembly ("memory-safe") {
+            tstore(key, v)
         }
     }
 
