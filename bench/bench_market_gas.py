@@ -19,7 +19,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eth_abi import encode
@@ -47,6 +47,7 @@ QUANTITY_WH = 3_000
 BATCH = 100
 FEES = {"maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9}
 NONCE_TAG = keccak(text="essx.market.escrow.v1")
+ZERO_ADDRESS = "0x" + "00" * 20
 TOTALS = [1_000, 800, 300, 500, 100, 100]
 
 
@@ -103,6 +104,7 @@ class Trade:
     quantity_wh: int
     price: int
     orders_hash: bytes
+    buyer: str
 
     def record_tuple(self, fill: int = 0) -> tuple[Any, ...]:
         return (
@@ -126,12 +128,23 @@ class Trade:
             self.quantity_wh,
             self.price,
             self.orders_hash,
+            self.buyer,
         )
 
     def leaf(self, trade_no: int) -> bytes:
         return keccak(
             encode(
-                ["bytes32", "bytes32", "uint256", "address", "uint64", "uint32", "uint128", "bytes32"],
+                [
+                    "bytes32",
+                    "bytes32",
+                    "uint256",
+                    "address",
+                    "uint64",
+                    "uint32",
+                    "uint128",
+                    "bytes32",
+                    "address",
+                ],
                 list(self.leaf_words(trade_no)),
             )
         )
@@ -163,7 +176,9 @@ RECORD = f"recordTrades({TRADE_TUPLE}[])"
 LOCK_TUPLE = "(bytes32,address,uint256,uint64,uint32,uint128,uint256,uint256,uint8,bytes32,bytes32)"
 LOCK_AND_RECORD = f"lockAndRecordTrades({LOCK_TUPLE}[],{TRADE_TUPLE}[])"
 LOCK_RECORD_CLOSE = f"lockRecordAndClose({LOCK_TUPLE}[],{TRADE_TUPLE}[],bytes32[])"
-SETTLE_TUPLE = "(bytes32,bytes32,uint64,address,uint64,uint32,uint128,bytes32,uint64,uint32,bytes32[])"
+SETTLE_TUPLE = (
+    "(bytes32,bytes32,uint64,address,uint64,uint32,uint128,bytes32,address,uint64,uint32,bytes32[])"
+)
 SETTLE = f"settleTrades(uint64,bytes32,{SETTLE_TUPLE}[])"
 
 
@@ -302,6 +317,7 @@ class Market:
     market: Contract
     buyers: list[LocalAccount]
     orders: int = 0
+    buyer_of: dict[bytes, str] = field(default_factory=dict)
     batches: int = 0
     trades: int = 0
     _next_trade_no: int = 0  # trade numbers follow recording order (one sender, nonce order)
@@ -332,6 +348,7 @@ class Market:
             oid = keccak(text=f"order:{self.orders}")
             buyer = self.buyers[self.orders % len(self.buyers)]
             self.orders += 1
+            self.buyer_of[oid] = buyer.address
             nonce = escrow_nonce(oid, slot, QUANTITY_WH, LIMIT)
             message = {
                 "from": buyer.address,
@@ -359,7 +376,11 @@ class Market:
             out.append(args)
         return out
 
-    def make_trades(self, order_ids: list[bytes], sellers: list[str], slot: int) -> list[Trade]:
+    def make_trades(
+        self, order_ids: list[bytes], sellers: list[str], slot: int, locked_in_batch: bool = False
+    ) -> list[Trade]:
+        """`locked_in_batch`: the orders are locked by the recording batch itself, so the leaves name their
+        buyers (a stored escrow names its buyer itself: zero in the leaf)."""
         trades = []
         for i, oid in enumerate(order_ids):
             n = self.trades + i
@@ -372,6 +393,7 @@ class Market:
                     2_000 + n % 1_000,
                     LIMIT - 50 * 10**15 + n * 10**9,  # below the limit: every fill leaves a price difference
                     keccak(text=f"orders:{n}"),
+                    self.buyer_of[oid] if locked_in_batch else ZERO_ADDRESS,
                 )
             )
         self.trades += len(order_ids)
@@ -573,7 +595,7 @@ def lifecycle_phase(chain: Chain, m: Market, orders: int, trades: int, sellers: 
         ) * SLOT_SECONDS
         signed = m.sign_locks(orders, slot)
         matched = signed[:trades]
-        tx_trades = m.make_trades([a[0] for a in matched], pool, slot)
+        tx_trades = m.make_trades([a[0] for a in matched], pool, slot, path != "lock_every_order")
         batches, record = m.record_calls(tx_trades)
         receipts: dict[str, list[TxReceipt]] = {}
         if path == "lock_every_order":

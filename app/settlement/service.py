@@ -34,6 +34,7 @@ from wallet.relayer import TxRejected
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
 GOOD = ("complete", "recovered")
+ZERO_ADDRESS = "0x" + "00" * 20
 
 
 def _slot_end(ctx: Context, slot_start: datetime) -> datetime:
@@ -145,6 +146,7 @@ def _submit(
                 t.quantity_wh,
                 t.price,
                 HexBytes(t.orders_hash),
+                proof.get("buyer", ZERO_ADDRESS),  # the leaf's: zero when the escrow is stored
                 t.batch_no,
                 delivered[t.id],
                 [HexBytes(p) for p in proof.get("proof", [])],

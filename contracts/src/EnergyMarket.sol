@@ -110,7 +110,7 @@ contract EnergyMarket is AccessControl, Pausable {
         bytes32 s;
     }
 
-    /// A recorded trade (the eight leaf words, its batch and Merkle proof) and the energy delivered for it.
+    /// A recorded trade (the nine leaf words, its batch and Merkle proof) and the energy delivered for it.
     struct Settlement {
         bytes32 tradeId;
         bytes32 buyOrderId;
@@ -120,12 +120,13 @@ contract EnergyMarket is AccessControl, Pausable {
         uint32 quantityWh;
         uint128 price;
         bytes32 ordersHash;
+        address buyer; // as in the leaf: the buyer if the order was locked in the trade's batch, else zero
         uint64 batchNo;
         uint32 deliveredWh;
         bytes32[] proof;
     }
 
-    /// A recorded trade (the eight leaf words, its batch and Merkle proof), for `refundTrade`.
+    /// A recorded trade (the nine leaf words, its batch and Merkle proof), for `refundTrade`.
     struct TradeProof {
         bytes32 tradeId;
         bytes32 buyOrderId;
@@ -135,6 +136,7 @@ contract EnergyMarket is AccessControl, Pausable {
         uint32 quantityWh;
         uint128 price;
         bytes32 ordersHash;
+        address buyer;
         uint64 batchNo;
         bytes32[] proof;
     }
@@ -301,8 +303,7 @@ contract EnergyMarket is AccessControl, Pausable {
     function refundExpired(bytes32 orderId) external returns (uint256 amount) {
         Escrow storage e = _escrows[orderId];
         uint256 packed = e.packed;
-        if (e.buyer == address(0)) revert UnknownOrder(orderId);
-        if (packed == 0) revert NothingToRefund(orderId); // closed in the batch that locked it
+        if (packed == 0) revert UnknownOrder(orderId);
         uint256 availableAt = ((packed >> SLOT_SHIFT) & MASK40) + refundTimeout;
         if (block.timestamp < availableAt) revert RefundNotYetAvailable(availableAt);
         amount = (packed >> AVAILABLE_SHIFT) & MASK88;
@@ -353,8 +354,9 @@ contract EnergyMarket is AccessControl, Pausable {
     /// open quantity, send each buyer everything its order does not owe to recorded trades). For orders that
     /// can match no more when their trades are recorded (a call auction's orders expire at it): their release
     /// rides in the batch, where the buyer's coin balance is already warm, instead of a transaction of its own.
-    /// An order locked and closed in the same batch keeps no escrow word at all (only its buyer, for
-    /// settlement and refunds): its state lives in transient storage for the length of the call.
+    /// An order locked and closed in the same batch keeps no storage at all: its state lives in transient
+    /// storage for the length of the call, and its buyer goes into its trades' leaves (for settlement and
+    /// refunds). Its id cannot be locked again by the operator: the coin has used the authorisation's nonce.
     function lockRecordAndClose(Lock[] calldata locks, Trade[] calldata trades, bytes32[] calldata closeIds)
         external
         onlyRole(OPERATOR_ROLE)
@@ -365,9 +367,9 @@ contract EnergyMarket is AccessControl, Pausable {
     }
 
     /// Locks into transient storage, records, closes `closeIds`, then stores the escrow word of each order
-    /// locked here that can still be filled. An order with nothing open and nothing left is not stored (its
-    /// buyer is; `_release` and `refundExpired` treat it as closed); one filled in full below its limit gets
-    /// its price differences back first.
+    /// locked here that can still be filled. An order with nothing open and nothing left is not stored (to
+    /// `_release` and `refundExpired` it is unknown); one filled in full below its limit gets its price
+    /// differences back first.
     function _lockAndRecord(Lock[] calldata locks, Trade[] calldata trades, bytes32[] memory closeIds)
         private
         returns (uint256 batchNo, uint256 firstTradeNo)
@@ -376,7 +378,10 @@ contract EnergyMarket is AccessControl, Pausable {
             Lock calldata l = locks[i];
             bytes32 nonce = escrowNonce(l.orderId, l.slotStart, l.quantityWh, l.limitPrice);
             uint256 packed = _openEscrow(l.orderId, l.buyer, l.amount, l.slotStart, l.quantityWh, l.limitPrice);
-            _tstore(_packedKey(l.orderId), packed);
+            uint256 key = _packedKey(l.orderId);
+            if (_tload(key) != 0) revert OrderExists(l.orderId); // twice in this batch
+            _tstore(key, packed);
+            _tstore(key + 1, uint256(uint160(l.buyer)));
             coin.receiveWithAuthorization(
                 l.buyer, address(this), l.amount, l.validAfter, l.validBefore, nonce, l.v, l.r, l.s
             );
@@ -387,7 +392,7 @@ contract EnergyMarket is AccessControl, Pausable {
             uint256 key = _packedKey(orderId);
             uint256 packed = _tload(key);
             if (packed != 0) {
-                _tstore(key, _releaseWord(orderId, _escrows[orderId].buyer, packed, type(uint32).max));
+                _tstore(key, _releaseWord(orderId, address(uint160(_tload(key + 1))), packed, type(uint32).max));
             } else {
                 packed = _escrows[orderId].packed;
                 // locked and filled in full at its limit before: nothing to cancel or release
@@ -401,8 +406,9 @@ contract EnergyMarket is AccessControl, Pausable {
             uint256 key = _packedKey(orderId);
             uint256 packed = _tload(key);
             _tstore(key, 0);
+            _tstore(key + 1, 0);
             if (packed & MASK32 != 0) {
-                _escrows[orderId].packed = packed;
+                (_escrows[orderId].packed, _escrows[orderId].buyer) = (packed, locks[i].buyer);
             } else if ((packed >> AVAILABLE_SHIFT) & MASK88 != 0) {
                 // filled in full in this batch: its price differences go back now, while the buyer's balance
                 // is warm, instead of in a release transaction of their own
@@ -448,8 +454,13 @@ contract EnergyMarket is AccessControl, Pausable {
             // an order locked in this batch lives in transient storage until the batch ends
             let packed := tload(key)
             let inBatch := iszero(iszero(packed))
-            if iszero(inBatch) {
+            let buyer := 0 // in the leaf: the buyer of an order locked in this batch, else zero (stored)
+            switch inBatch
+            case 0 {
                 packed := sload(key)
+            }
+            default {
+                buyer := tload(add(key, 1))
             }
             let quantityWh := calldataload(add(p, 0xa0))
             let price := calldataload(add(p, 0xc0))
@@ -473,11 +484,14 @@ contract EnergyMarket is AccessControl, Pausable {
                 default {
                     tstore(key, next)
                 }
-                // The leaf: keccak256 of the trade's eight words with `fill` replaced by the trade number.
+                // The leaf: keccak256 of the trade's eight words with `fill` replaced by the trade number, and
+                // the buyer of an order locked in this batch (such an order may keep no storage at all; a stored
+                // escrow names its buyer itself, and reading it here would cost every trade a cold slot).
                 let m := mload(0x40)
                 calldatacopy(m, p, 0x100)
                 mstore(add(m, 0x40), tradeNo)
-                leaf := keccak256(m, 0x100)
+                mstore(add(m, 0x100), buyer)
+                leaf := keccak256(m, 0x120)
                 // TradeRecorded(tradeId, buyOrderId, tradeNo)
                 mstore(m, tradeNo)
                 log3(m, 0x20, topic, calldataload(p), orderId)
@@ -556,7 +570,7 @@ contract EnergyMarket is AccessControl, Pausable {
         _verify(t.batchNo, tradeNo, _leafAt(t), t.proof);
         _closedTrades[word] = bits | bit;
         amount = tradeValue(t.quantityWh, t.price);
-        address buyer = _escrows[t.buyOrderId].buyer;
+        address buyer = _buyerOf(t.buyer, t.buyOrderId);
         if (amount > 0) {
             _totalEscrowed -= uint128(amount);
             _pay(buyer, amount);
@@ -698,7 +712,8 @@ contract EnergyMarket is AccessControl, Pausable {
     }
 
     /// @notice The Merkle leaf of a recorded trade: keccak256(abi.encode(tradeId, buyOrderId, tradeNo, seller,
-    /// slotStart, quantityWh, price, ordersHash)).
+    /// slotStart, quantityWh, price, ordersHash, buyer)); buyer is the buy order's when the order was locked in
+    /// the trade's own batch, else zero (the order's stored escrow names it).
     function tradeLeaf(
         bytes32 tradeId,
         bytes32 buyOrderId,
@@ -707,9 +722,12 @@ contract EnergyMarket is AccessControl, Pausable {
         uint64 slotStart,
         uint32 quantityWh,
         uint128 price,
-        bytes32 ordersHash
+        bytes32 ordersHash,
+        address buyer
     ) public pure returns (bytes32) {
-        return keccak256(abi.encode(tradeId, buyOrderId, tradeNo, seller, slotStart, quantityWh, price, ordersHash));
+        return keccak256(
+            abi.encode(tradeId, buyOrderId, tradeNo, seller, slotStart, quantityWh, price, ordersHash, buyer)
+        );
     }
 
     // ------------------------------------------------------------------------------------------------------
@@ -725,6 +743,7 @@ contract EnergyMarket is AccessControl, Pausable {
         uint128 limitPrice
     ) private {
         _escrows[orderId].packed = _openEscrow(orderId, buyer, amount, slotStart, quantityWh, limitPrice);
+        _escrows[orderId].buyer = buyer;
     }
 
     function _openEscrow(
@@ -737,7 +756,7 @@ contract EnergyMarket is AccessControl, Pausable {
     ) private returns (uint256 packed) {
         if (buyer == address(0)) revert ZeroAddress();
         Escrow storage e = _escrows[orderId];
-        if (e.buyer != address(0)) revert OrderExists(orderId); // every escrow ever opened keeps its buyer
+        if (e.buyer != address(0)) revert OrderExists(orderId);
         if (
             quantityWh == 0 ||
             limitPrice == 0 ||
@@ -753,7 +772,6 @@ contract EnergyMarket is AccessControl, Pausable {
             (amount << AVAILABLE_SHIFT) |
             (uint256(limitPrice) << LIMIT_SHIFT) |
             (uint256(slotStart) << SLOT_SHIFT);
-        e.buyer = buyer;
         _totalEscrowed += uint128(amount);
         emit EscrowLocked(orderId, buyer, slotStart, quantityWh, limitPrice, amount);
     }
@@ -761,10 +779,7 @@ contract EnergyMarket is AccessControl, Pausable {
     function _release(bytes32 orderId, uint32 cancelWh) private returns (uint256 released) {
         Escrow storage e = _escrows[orderId];
         uint256 packed = e.packed;
-        if (packed == 0) {
-            if (e.buyer == address(0)) revert UnknownOrder(orderId);
-            return 0; // closed in the batch that locked it: nothing open, nothing left
-        }
+        if (packed == 0) revert UnknownOrder(orderId); // never stored (or closed in the batch that locked it)
         uint256 available = (packed >> AVAILABLE_SHIFT) & MASK88;
         packed = _releaseWord(orderId, e.buyer, packed, cancelWh);
         e.packed = packed;
@@ -821,7 +836,7 @@ contract EnergyMarket is AccessControl, Pausable {
 
         (uint256 toSeller, uint256 toBuyer, uint256 penalty) = settlementAmounts(x.quantityWh, x.price, x.deliveredWh);
         if (toSeller > 0) _credit(x.seller, toSeller);
-        if (toBuyer > 0) _credit(_escrows[x.buyOrderId].buyer, toBuyer);
+        if (toBuyer > 0) _credit(_buyerOf(x.buyer, x.buyOrderId), toBuyer);
         emit TradeSettled(tradeNo, x.tradeId, x.deliveredWh, toSeller, toBuyer, penalty);
         return (true, toSeller + toBuyer);
     }
@@ -831,16 +846,16 @@ contract EnergyMarket is AccessControl, Pausable {
     function _leafAt(Settlement calldata x) private pure returns (bytes32 leaf) {
         assembly ("memory-safe") {
             let m := mload(0x40)
-            calldatacopy(m, x, 0x100)
-            leaf := keccak256(m, 0x100)
+            calldatacopy(m, x, 0x120)
+            leaf := keccak256(m, 0x120)
         }
     }
 
     function _leafAt(TradeProof calldata x) private pure returns (bytes32 leaf) {
         assembly ("memory-safe") {
             let m := mload(0x40)
-            calldatacopy(m, x, 0x100)
-            leaf := keccak256(m, 0x100)
+            calldatacopy(m, x, 0x120)
+            leaf := keccak256(m, 0x120)
         }
     }
 
@@ -891,6 +906,11 @@ contract EnergyMarket is AccessControl, Pausable {
             mstore(0x20, hi)
             h := keccak256(0x00, 0x40)
         }
+    }
+
+    /// A trade's buyer: the one in its leaf, or (zero there) its stored escrow's.
+    function _buyerOf(address inLeaf, bytes32 buyOrderId) private view returns (address) {
+        return inLeaf != address(0) ? inLeaf : _escrows[buyOrderId].buyer;
     }
 
     /// The storage key of an order's escrow word; the same key holds it in transient storage while the batch

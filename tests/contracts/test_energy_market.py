@@ -32,6 +32,7 @@ PENALTY_BPS = 2_000  # 20 % of the shortfall value goes to the buyer
 PRICE = 150 * 10**15  # 0.15 coin per kWh
 LIMIT = 200 * 10**15
 UINT32_MAX = 2**32 - 1
+ZERO_ADDRESS = "0x" + "00" * 20
 PLAIN_TRANSFER_GAS = 36_776  # a KIP-7 transfer to an existing holder (KAIA.md, measured on anvil)
 NONCE_TAG = keccak(text="essx.market.escrow.v1")
 TOTALS = [1_000, 800, 300, 500, 100, 100]
@@ -76,11 +77,12 @@ def trade_leaf(
     quantity_wh: int,
     price: int,
     orders_hash: bytes,
+    buyer: str,
 ) -> bytes:
     return keccak(
         encode(
-            ["bytes32", "bytes32", "uint256", "address", "uint64", "uint32", "uint128", "bytes32"],
-            [trade_id, buy_order_id, trade_no, seller, slot_start, quantity_wh, price, orders_hash],
+            ["bytes32", "bytes32", "uint256", "address", "uint64", "uint32", "uint128", "bytes32", "address"],
+            [trade_id, buy_order_id, trade_no, seller, slot_start, quantity_wh, price, orders_hash, buyer],
         )
     )
 
@@ -124,6 +126,7 @@ class TradeIn:
 @dataclass
 class Recorded:
     trade: TradeIn
+    buyer: str
     trade_no: int
     batch_no: int
     batch_leaves: list[bytes]
@@ -148,6 +151,7 @@ class Recorded:
             t.quantity_wh,
             t.price,
             t.orders_hash,
+            self.buyer,
         )
 
     def proof(self) -> list[bytes]:
@@ -223,7 +227,7 @@ class Market:
         for lock in locks:
             self.orders.append(lock[0])
             self.accounts.add(lock[1])
-        self._recorded(receipt, trades)
+        self._recorded(receipt, trades, {lock[0]: lock[1] for lock in locks})
         return receipt
 
     def lock(
@@ -256,7 +260,11 @@ class Market:
         receipt = send(self.w3, self.f.recordTrades([t.as_tuple() for t in trades]), self.operator)
         return self._recorded(receipt, trades)
 
-    def _recorded(self, receipt: TxReceipt, trades: list[TradeIn]) -> list[Recorded]:
+    def _recorded(
+        self, receipt: TxReceipt, trades: list[TradeIn], locked: dict[bytes, str] | None = None
+    ) -> list[Recorded]:
+        """`locked`: the orders this batch locked, and their buyers (in their trades' leaves; else zero)."""
+        buyers = {t.buy_order_id: (locked or {}).get(t.buy_order_id, ZERO_ADDRESS) for t in trades}
         (batch,) = events(self.market, "BatchRecorded", receipt)
         batch_no, first = batch["args"]["batchNo"], batch["args"]["firstTradeNo"]
         leaves = [
@@ -269,6 +277,7 @@ class Market:
                 t.quantity_wh,
                 t.price,
                 t.orders_hash,
+                buyers[t.buy_order_id],
             )
             for i, t in enumerate(trades)
         ]
@@ -278,7 +287,9 @@ class Market:
         assert [(e["args"]["tradeId"], e["args"]["buyOrderId"], e["args"]["tradeNo"]) for e in logged] == [
             (t.trade_id, t.buy_order_id, first + i) for i, t in enumerate(trades)
         ]
-        done = [Recorded(t, first + i, batch_no, leaves, i) for i, t in enumerate(trades)]
+        done = [
+            Recorded(t, buyers[t.buy_order_id], first + i, batch_no, leaves, i) for i, t in enumerate(trades)
+        ]
         self.recorded.extend(done)
         self.accounts.update(t.seller for t in trades)
         self.check()
@@ -417,6 +428,7 @@ def test_python_formulas_match_the_contract(market: Contract) -> None:
         5,
         7,
         keccak(text="h"),
+        Web3.to_checksum_address("0x" + "cd" * 20),
     )
     assert f.tradeLeaf(*args).call() == trade_leaf(*args)
 
@@ -632,12 +644,20 @@ def test_escrow_is_locked_with_the_trades_that_use_it_in_one_batch(
     assert ea["available"] == escrow_amount(3_000, LIMIT) - trade_value(1_500, PRICE)
     assert mk.escrow(b)["open_wh"] == 0 and mk.escrow(c)["buyer"] == "0x" + "00" * 20
     assert coin.functions.balanceOf(carol.address).call() == before  # carol's unmatched order cost nothing
-    # a lock is used once: the same authorisation in a later batch reverts
+    # a lock is used once: the same authorisation in a later batch reverts (a is stored: OrderExists; b ended
+    # in its batch and was not stored: the coin refuses the used authorisation)
+    assert_reverts(
+        w3,
+        mk.f.lockAndRecordTrades([lock_a], [mk.trade("l4", a, carol.address, slot, 100).as_tuple()]),
+        admin,
+        error_data("OrderExists(bytes32)", ["bytes32"], [a]),
+    )
+    mk.fills[a] -= 1
     assert_reverts(
         w3,
         mk.f.lockAndRecordTrades([lock_b], [mk.trade("l4", a, carol.address, slot, 100).as_tuple()]),
         admin,
-        error_data("OrderExists(bytes32)", ["bytes32"], [b]),
+        "KIP7TransferAuthorization: authorization is used or canceled",
     )
     mk.fills[a] -= 1  # the reverted trade took no fill number
     # later fills of a locked order need no lock
@@ -651,6 +671,7 @@ def test_a_batch_closes_the_orders_that_can_match_no_more(
     w3: Web3,
     mk: Market,
     coin: Contract,
+    ledger: Contract,
     admin: LocalAccount,
     alice: LocalAccount,
     bob: LocalAccount,
@@ -681,7 +702,9 @@ def test_a_batch_closes_the_orders_that_can_match_no_more(
     )
     receipt = send(w3, mk.f.lockRecordAndClose(*args), admin)
     mk.orders.extend([a, b])
-    mk._recorded(receipt, trades)
+    mk.accounts.update({alice.address, bob.address})
+    recorded = mk._recorded(receipt, trades, {a: alice.address, b: bob.address})
+    assert [r.buyer for r in recorded] == [alice.address, bob.address, ZERO_ADDRESS]  # c's escrow names bob
     released = {e["args"]["orderId"]: e["args"] for e in events(mk.market, "EscrowReleased", receipt)}
     assert set(released) == {a, b, c}
     assert released[a]["cancelledWh"] == 2_000 and released[c]["cancelledWh"] == 1_000
@@ -703,19 +726,36 @@ def test_a_batch_closes_the_orders_that_can_match_no_more(
         error_data("UnknownOrder(bytes32)", ["bytes32"], [a]),
     )
     mk.fills[a] -= 1
-    # a and b were locked and closed in this batch: no escrow word was ever stored, only the buyer (for
-    # settlement and refunds); releasing them again is a no-op, there is nothing to refund, no second lock
-    assert mk.escrow(a) == {**mk.escrow(order_id("none")), "buyer": alice.address}
+    # a and b were locked and closed in this batch: nothing of them was stored (their buyers are in their
+    # trades' leaves); to releases and refunds they are unknown, and the coin refuses the same lock again
+    assert mk.escrow(a) == mk.escrow(order_id("none")) and mk.escrow(b) == mk.escrow(order_id("none"))
     assert mk.escrow(c)["slot"] == slot  # c was stored by its earlier batch
-    assert mk.f.releaseEscrows([a, b, c]).call({"from": admin.address}) == 0
-    advance_to(w3, slot + REFUND_TIMEOUT)
-    assert_reverts(w3, mk.f.refundExpired(a), alice, error_data("NothingToRefund(bytes32)", ["bytes32"], [a]))
+    unknown_a = error_data("UnknownOrder(bytes32)", ["bytes32"], [a])
+    assert_reverts(w3, mk.f.releaseEscrows([c, a]), admin, unknown_a)
     assert_reverts(
         w3,
         mk.f.lockAndRecordTrades([lock_a], [mk.trade("c5", c, carol.address, slot, 1).as_tuple()]),
         admin,
-        error_data("OrderExists(bytes32)", ["bytes32"], [a]),
+        "KIP7TransferAuthorization: authorization is used or canceled",
     )
+    # settlement refunds a shortfall to the buyer in the leaf (a: nothing stored) or in the escrow (c)
+    root = anchor(w3, ledger, admin, slot)
+    forged = list(recorded[0].settlement(0))
+    forged[8] = carol.address
+    assert_reverts(
+        w3,
+        mk.f.settleTrades(slot, root, [tuple(forged)]),
+        admin,
+        error_data("InvalidProof(uint256)", ["uint256"], [recorded[0].trade_no]),
+    )
+    send(w3, mk.f.settleTrades(slot, root, [recorded[0].settlement(0), recorded[2].settlement(0)]), admin)
+    assert mk.balance(alice.address) == recorded[0].value and mk.balance(bob.address) == recorded[2].value
+    advance_to(w3, slot + REFUND_TIMEOUT)
+    assert_reverts(w3, mk.f.refundExpired(a), alice, unknown_a)
+    # and a refund after the timeout pays the leaf's buyer
+    bob_wallet = coin.functions.balanceOf(bob.address).call()
+    send(w3, mk.f.refundTrade(recorded[1].trade_proof()), carol)
+    assert coin.functions.balanceOf(bob.address).call() == bob_wallet + recorded[1].value
     mk.fills[c] -= 1
     mk.check()
 
@@ -1054,8 +1094,14 @@ def test_settlement_checks(
         mk.f.settleTrades(slot, root, [tuple(tampered)]),
         error_data("InvalidProof(uint256)", ["uint256"], [t1.trade_no]),
     )
+    tampered = list(t1.settlement(0))
+    tampered[8] = bob.address  # the shortfall refund to someone else than the order's buyer
+    rejects(
+        mk.f.settleTrades(slot, root, [tuple(tampered)]),
+        error_data("InvalidProof(uint256)", ["uint256"], [t1.trade_no]),
+    )
     tampered = list(t1.settlement(2_000))
-    tampered[8] = 5  # no such batch
+    tampered[9] = 5  # no such batch
     rejects(
         mk.f.settleTrades(slot, root, [tuple(tampered)]),
         error_data("UnknownBatch(uint256)", ["uint256"], [5]),
