@@ -2,8 +2,9 @@
 
 A slot settles automatically once it is over, its meter data is anchored (the MeterLedger root) and every
 site involved has a complete (or recovered) slot energy. Otherwise it waits for an admin decision, or for
-the buyer's on-chain refund after the timeout. Each settlement transaction names the trades it settles;
-the contract skips trades already settled, so a batch retried after a crash pays nobody twice.
+the buyer's on-chain refund after the timeout. Each settlement transaction names the trades it settles, batch
+by batch (`settleBatches`: the trades as calldata, each recorded batch's root checked once); the contract skips
+trades already settled, so a batch retried after a crash pays nobody twice.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from hexbytes import HexBytes
 from sqlmodel import Session, col, select
@@ -133,30 +135,14 @@ def _submit(
 ) -> int:
     """``background``: called by the market loop, whose commits are fenced by the background lease."""
     market = ctx.contracts["EnergyMarket"]
-    items = []
-    for t in trades:
-        proof = t.proof or {}
-        items.append(
-            (
-                id32(t.id),
-                id32(t.buy_order_id),
-                t.trade_no,
-                proof["seller"],
-                unix(t.slot_start),
-                t.quantity_wh,
-                t.price,
-                HexBytes(t.orders_hash),
-                proof.get("buyer", ZERO_ADDRESS),  # the leaf's: zero when the escrow is stored
-                t.batch_no,
-                delivered[t.id],
-                [HexBytes(p) for p in proof.get("proof", [])],
-            )
-        )
+    items = _batch_settlements(session, slot_start, trades, delivered)
     if ledger_root is not None:
-        data = market.encodeABI(fn_name="settleTrades", args=[unix(slot_start), HexBytes(ledger_root), items])
+        data = market.encodeABI(
+            fn_name="settleBatches", args=[unix(slot_start), HexBytes(ledger_root), items]
+        )
     else:
         data = market.encodeABI(
-            fn_name="settleTradesByDecision", args=[unix(slot_start), decision_hash, items]
+            fn_name="settleBatchesByDecision", args=[unix(slot_start), decision_hash, items]
         )
     try:
         tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="settle_batch")
@@ -176,6 +162,42 @@ def _submit(
         session.commit()
     ctx.relayer.kick()
     return len(trades)
+
+
+def _batch_settlements(
+    session: Session, slot_start: datetime, trades: list[Trade], delivered: dict[str, int]
+) -> list[tuple[Any, ...]]:
+    """`settleBatches`' input: per recorded batch, every leaf of the batch (zero for the trades settled now,
+    which go as calldata) so the contract checks the batch root once instead of a proof per trade."""
+    by_batch: dict[int, list[Trade]] = {}
+    for t in trades:
+        by_batch.setdefault(t.batch_no or 0, []).append(t)
+    items = []
+    for batch_no, settling in sorted(by_batch.items()):
+        members = list(
+            session.exec(select(Trade).where(col(Trade.batch_no) == batch_no).order_by(col(Trade.trade_no)))
+        )
+        first = members[0].trade_no or 0
+        now = {t.id for t in settling}
+        leaves = [b"\0" * 32 if m.id in now else HexBytes((m.proof or {})["leaf"]) for m in members]
+        rows = []
+        for t in sorted(settling, key=lambda t: t.trade_no or 0):
+            proof = t.proof or {}
+            rows.append(
+                (
+                    (t.trade_no or 0) - first,
+                    id32(t.id),
+                    id32(t.buy_order_id),
+                    proof["seller"],
+                    t.quantity_wh,
+                    t.price,
+                    HexBytes(t.orders_hash),
+                    proof.get("buyer", ZERO_ADDRESS),  # the leaf's: zero when the escrow is stored
+                    delivered[t.id],
+                )
+            )
+        items.append((batch_no, first, leaves, rows))
+    return items
 
 
 def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reason: str) -> tuple[int, str]:

@@ -141,6 +141,29 @@ contract EnergyMarket is AccessControl, Pausable {
         bytes32[] proof;
     }
 
+    /// A trade settled by `settleBatches`: its leaf words except the trade number (the batch's first + index)
+    /// and the slot (the call's), and the energy delivered for it.
+    struct BatchTrade {
+        uint32 index; // position in the batch; strictly increasing within a BatchSettlement
+        bytes32 tradeId;
+        bytes32 buyOrderId;
+        address seller;
+        uint32 quantityWh;
+        uint128 price;
+        bytes32 ordersHash;
+        address buyer; // as in the leaf
+        uint32 deliveredWh;
+    }
+
+    /// One recorded batch in `settleBatches`: every leaf of the batch in order (those of the trades settled
+    /// here may be zero: the contract computes them), so the root is checked once, with no per-trade proofs.
+    struct BatchSettlement {
+        uint64 batchNo;
+        uint64 firstTradeNo;
+        bytes32[] leaves;
+        BatchTrade[] trades;
+    }
+
     // One escrow: a packed word that recording reads and writes (so a trade touches one storage slot), and
     // the buyer. Word layout, low to high bits: openWh uint32 | available uint88 | limitPrice uint80 |
     // slotStart uint40 | fills uint16. limitPrice and slotStart are never zero, so a locked order's word is
@@ -223,6 +246,7 @@ contract EnergyMarket is AccessControl, Pausable {
     error NothingToRefund(bytes32 orderId);
     error NothingToWithdraw(address account);
     error TransferFailed();
+    error InvalidBatch(uint256 batchNo);
 
     constructor(address coin_, address ledger_, address admin, uint64 refundTimeout_, uint16 penaltyBps_) {
         if (coin_ == address(0) || ledger_ == address(0) || admin == address(0)) revert ZeroAddress();
@@ -544,6 +568,102 @@ contract EnergyMarket is AccessControl, Pausable {
         if (anchored != ledgerRoot) revert LedgerRootMismatch(slotStart, anchored, ledgerRoot);
         settled = _settle(slotStart, s);
         if (settled > 0) emit SlotSettled(slotStart, ledgerRoot, settled);
+    }
+
+    /// @notice Settle trades of `slotStart` batch by batch against its anchored meter data (the checks of
+    /// `settleTrades`): each batch's trades settled here come as calldata, the batch's other trades as leaves,
+    /// and the batch root is recomputed once (no proofs); credits go to balances (a payee repeated in the call
+    /// costs a warm update); no event per trade (the deliveries are in the calldata), one `SlotSettled`.
+    /// Trades already settled or refunded are skipped. Reverts `InvalidBatch` when the leaves do not give the
+    /// batch's root (wrong terms, slot, first trade number, buyer, or a trade of another slot presented).
+    function settleBatches(uint64 slotStart, bytes32 ledgerRoot, BatchSettlement[] calldata b)
+        external
+        onlyRole(OPERATOR_ROLE)
+        whenNotPaused
+        returns (uint256 settled)
+    {
+        (bytes32 anchored, , , uint64 anchoredAt) = ledger.records(slotStart);
+        if (anchoredAt == 0) revert SlotNotAnchored(slotStart);
+        if (anchored != ledgerRoot) revert LedgerRootMismatch(slotStart, anchored, ledgerRoot);
+        settled = _settleBatches(slotStart, b);
+        if (settled > 0) emit SlotSettled(slotStart, ledgerRoot, settled);
+    }
+
+    /// @notice `settleBatches` by an admin decision (as `settleTradesByDecision`).
+    function settleBatchesByDecision(uint64 slotStart, bytes32 decisionHash, BatchSettlement[] calldata b)
+        external
+        onlyRole(OPERATOR_ROLE)
+        whenNotPaused
+        returns (uint256 settled)
+    {
+        if (decisionHash == bytes32(0)) revert EmptyDecision();
+        settled = _settleBatches(slotStart, b);
+        if (settled > 0) emit SlotSettledByDecision(slotStart, decisionHash, settled);
+    }
+
+    function _settleBatches(uint64 slotStart, BatchSettlement[] calldata b) private returns (uint256 settled) {
+        if (b.length == 0) revert EmptyBatch();
+        uint256 moved;
+        for (uint256 i = 0; i < b.length; ++i) {
+            _checkBatch(slotStart, b[i]);
+            (uint256 count, uint256 amount) = _settleBatch(b[i]);
+            settled += count;
+            moved += amount;
+        }
+        if (moved > 0) {
+            _totalEscrowed -= uint128(moved);
+            _totalCredited += uint128(moved);
+        }
+    }
+
+    /// Reverts unless the batch's leaves, with those of the trades settled here computed, give its root.
+    function _checkBatch(uint64 slotStart, BatchSettlement calldata x) private view {
+        bytes32 root = _batchRoots[x.batchNo];
+        if (root == bytes32(0)) revert UnknownBatch(x.batchNo);
+        bytes32[] memory nodes = x.leaves;
+        uint256 n = x.trades.length;
+        if (n == 0) revert EmptyBatch();
+        uint256 next; // the smallest index the next trade may have
+        for (uint256 j = 0; j < n; ++j) {
+            BatchTrade calldata t = x.trades[j];
+            if (t.index < next || t.index >= nodes.length) revert InvalidBatch(x.batchNo);
+            next = uint256(t.index) + 1;
+            nodes[t.index] = _batchLeaf(slotStart, uint256(x.firstTradeNo) + t.index, t);
+        }
+        if (_merkleRoot(nodes) != root) revert InvalidBatch(x.batchNo);
+    }
+
+    function _batchLeaf(uint64 slotStart, uint256 tradeNo, BatchTrade calldata t) private pure returns (bytes32) {
+        return
+            tradeLeaf(
+                t.tradeId,
+                t.buyOrderId,
+                tradeNo,
+                t.seller,
+                slotStart,
+                t.quantityWh,
+                t.price,
+                t.ordersHash,
+                t.buyer
+            );
+    }
+
+    /// Settles the checked batch's trades that are still open; returns how many and the coins credited.
+    function _settleBatch(BatchSettlement calldata x) private returns (uint256 settled, uint256 moved) {
+        for (uint256 j = 0; j < x.trades.length; ++j) {
+            BatchTrade calldata t = x.trades[j];
+            uint256 tradeNo = uint256(x.firstTradeNo) + t.index;
+            (uint256 word, uint256 bit) = (tradeNo >> 8, 1 << (tradeNo & 255));
+            uint256 bits = _closedTrades[word];
+            if (bits & bit != 0) continue; // already settled or refunded
+            if (t.deliveredWh > t.quantityWh) revert DeliveredExceedsQuantity(tradeNo, t.quantityWh, t.deliveredWh);
+            _closedTrades[word] = bits | bit;
+            (uint256 toSeller, uint256 toBuyer, ) = settlementAmounts(t.quantityWh, t.price, t.deliveredWh);
+            if (toSeller > 0) _credit(t.seller, toSeller);
+            if (toBuyer > 0) _credit(_buyerOf(t.buyer, t.buyOrderId), toBuyer);
+            moved += toSeller + toBuyer;
+            ++settled;
+        }
     }
 
     /// @notice Settle trades of `slotStart` by an admin decision (meter data incomplete; e.g. "as contracted":

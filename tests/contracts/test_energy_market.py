@@ -1123,6 +1123,128 @@ def test_settlement_checks(
     mk.check()
 
 
+def batch_settlement(batch: list[Recorded], delivered: dict[int, int]) -> tuple[Any, ...]:
+    """`settleBatches`' input for one recorded batch: the trades at the indexes in `delivered` (index ->
+    delivered Wh) as calldata, the others as their leaves."""
+    first = batch[0].trade_no
+    leaves = [b"\0" * 32 if i in delivered else r.leaf for i, r in enumerate(batch)]
+    rows = [
+        (
+            i,
+            r.trade.trade_id,
+            r.trade.buy_order_id,
+            r.trade.seller,
+            r.trade.quantity_wh,
+            r.trade.price,
+            r.trade.orders_hash,
+            r.buyer,
+            d,
+        )
+        for i, d in sorted(delivered.items())
+        for r in [batch[i]]
+    ]
+    return (batch[0].batch_no, first, leaves, rows)
+
+
+@pytest.mark.usefixtures("funded")
+def test_settle_batches_checks_each_batch_root_once(
+    w3: Web3,
+    mk: Market,
+    ledger: Contract,
+    admin: LocalAccount,
+    alice: LocalAccount,
+    bob: LocalAccount,
+    carol: LocalAccount,
+    slot: int,
+) -> None:
+    """`settleBatches`: trades as calldata, the batch's other trades as leaves, no proofs; the same payouts
+    as `settleTrades`; idempotent; every forgery changes the root."""
+    a, b, c = order_id("sa"), order_id("sb"), order_id("sc")
+    mk.lock(alice, a, slot, 3_000, LIMIT)  # stored: zero buyer in the leaf
+    mk.lock_and_record(  # b locked in the batch: bob in the leaf
+        [mk.lock_args(bob, b, slot, 1_000)],
+        [
+            mk.trade("s1", a, carol.address, slot, 2_000, PRICE),
+            mk.trade("s2", b, carol.address, slot, 1_000, PRICE),
+            mk.trade("s3", a, bob.address, slot, 1_000, PRICE),
+        ],
+    )
+    batch = mk.recorded[-3:]
+    other = slot + SLOT_SECONDS
+    mk.lock(alice, c, other, 1_000, LIMIT)
+    (late,) = mk.record([mk.trade("s4", c, carol.address, other, 1_000, PRICE)])
+    root = anchor(w3, ledger, admin, slot)
+    anchor(w3, ledger, admin, other, root)
+
+    def rejects(items: list[tuple[Any, ...]], reason: str, s: int = slot) -> None:
+        assert_reverts(w3, mk.f.settleBatches(s, root, items), admin, reason)
+
+    invalid = error_data("InvalidBatch(uint256)", ["uint256"], [batch[0].batch_no])
+    good = batch_settlement(batch, {0: 2_000, 1: 500})
+    rows = [list(r) for r in good[3]]
+    rows[0][5] = PRICE + 1  # a better price than recorded
+    rejects([(*good[:3], [tuple(r) for r in rows])], invalid)
+    rows = [list(r) for r in good[3]]
+    rows[1][7] = alice.address  # the shortfall refund to another buyer
+    rejects([(*good[:3], [tuple(r) for r in rows])], invalid)
+    rejects([(good[0], good[1] + 1, good[2], good[3])], invalid)  # another first trade number
+    rejects([(*good[:3], [good[3][1], good[3][0]])], invalid)  # indexes not increasing
+    rejects([(*good[:3], [good[3][0], good[3][0]])], invalid)  # the same trade twice
+    rejects([(*good[:3], [(5, *good[3][0][1:])])], invalid)  # beyond the batch
+    rejects(
+        [good], error_data("InvalidBatch(uint256)", ["uint256"], [batch[0].batch_no]), other
+    )  # other slot
+    rejects(
+        [batch_settlement([late], {0: 1_000})],
+        error_data("InvalidBatch(uint256)", ["uint256"], [late.batch_no]),
+    )
+    over = batch_settlement(batch, {2: 1_001})
+    rejects(
+        [over],
+        error_data(
+            "DeliveredExceedsQuantity(uint256,uint256,uint256)",
+            ["uint256", "uint256", "uint256"],
+            [batch[2].trade_no, 1_000, 1_001],
+        ),
+    )
+    rejects([(9, 0, [b"\1" * 32], [])], error_data("UnknownBatch(uint256)", ["uint256"], [9]))
+    assert_reverts(w3, mk.f.settleBatches(slot, root, [good]), bob, "AccessControl: account")
+    unanchored = slot + 2 * SLOT_SECONDS
+    assert_reverts(
+        w3,
+        mk.f.settleBatches(unanchored, root, [good]),
+        admin,
+        error_data("SlotNotAnchored(uint64)", ["uint64"], [unanchored]),
+    )
+
+    receipt = send(w3, mk.f.settleBatches(slot, root, [good]), admin)
+    assert events(mk.market, "TradeSettled", receipt) == []  # the deliveries are in the calldata
+    (slot_event,) = events(mk.market, "SlotSettled", receipt)
+    assert slot_event["args"]["settled"] == 2
+    to_seller, to_buyer, _ = settlement_amounts(1_000, PRICE, 500)
+    assert mk.balance(carol.address) == batch[0].value + to_seller
+    assert mk.balance(bob.address) == to_buyer  # the leaf's buyer
+    assert [mk.f.isTradeClosed(r.trade_no).call() for r in batch] == [True, True, False]
+    mk.check()
+    # again, with the third trade: the first two are skipped, alice (stored escrow) gets the shortfall
+    again = batch_settlement(batch, {0: 2_000, 1: 500, 2: 0})
+    assert mk.f.settleBatches(slot, root, [again]).call({"from": admin.address}) == 1
+    send(w3, mk.f.settleBatches(slot, root, [again]), admin)
+    assert (
+        mk.balance(alice.address) == batch[2].value
+        and mk.balance(carol.address) == batch[0].value + to_seller
+    )
+    assert mk.f.settleBatches(slot, root, [again]).call({"from": admin.address}) == 0
+    # the other slot's trade, by an admin decision
+    decision = keccak(text="as contracted")
+    receipt = send(
+        w3, mk.f.settleBatchesByDecision(other, decision, [batch_settlement([late], {0: 1_000})]), admin
+    )
+    (decided,) = events(mk.market, "SlotSettledByDecision", receipt)
+    assert decided["args"]["settled"] == 1
+    mk.check()
+
+
 def test_settlement_by_admin_decision(
     w3: Web3, mk: Market, admin: LocalAccount, carol: LocalAccount, slot: int, two_trades: list[Recorded]
 ) -> None:
