@@ -23,6 +23,7 @@ from contracts.deploy import Deployment, load_deployment
 from wallet.chain import check_chain_id, connect
 from wallet.relayer import Relayer
 from wallet.service_key import service_account
+from wallet.signer import LocalSigner
 
 if TYPE_CHECKING:
     from app.market.rules import MarketRules
@@ -109,10 +110,12 @@ def build_context(settings: Settings, *, engine: Engine | None = None) -> Contex
         password_file=settings.service_keystore_password_file,
     )
     engine = engine or make_engine(settings.sqlalchemy_url)
+    # The relayer signs through the Signer interface; the local signer wraps the service key.
+    signer = LocalSigner(account, chain_id=chain_id, allowed_contracts=deployment.contracts.values())
     relayer = Relayer(
         engine,
         w3,
-        account,
+        signer,
         chain_id,
         replace_after=settings.tx_timeout_seconds,
         max_fee=settings.max_fee_gwei * 10**9,
