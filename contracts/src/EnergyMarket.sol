@@ -349,7 +349,7 @@ contract EnergyMarket is AccessControl, Pausable {
     /// to the trade. Trade numbers are sequential from `firstTradeNo`; the leaves
     /// `tradeLeaf(tradeId, buyOrderId, tradeNo, seller, slotStart, quantityWh, price, ordersHash)` in batch order
     /// form a sorted-pair Merkle tree (pairs (2i, 2i+1) hashed in sorted order, an odd last node carried up
-    /// unchanged) whose root is stored as batch `batchNo`. Gas: about 11.1k per trade in batches of 100 when
+    /// unchanged) whose root is stored as batch `batchNo`. Gas: about 11.3k per trade in batches of 100 when
     /// every trade has its own buy order, less when orders repeat.
     function recordTrades(Trade[] calldata trades)
         external
