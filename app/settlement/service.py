@@ -281,9 +281,10 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
             t.measured_wh = t.delivered_wh if t.settle_rule == "measured" else t.measured_wh
             t.status, t.updated_at = TradeStatus.settled, utcnow()
             session.add(t)
-            payees.add((t.proof or {}).get("seller", ""))
+            if to_seller:
+                payees.add((t.proof or {}).get("seller", ""))
             buy = session.get(Order, t.buy_order_id)
-            if buy is not None and buy.wallet_address:
+            if to_buyer and buy is not None and buy.wallet_address:  # a buyer is credited only a shortfall
                 payees.add(buy.wallet_address)
             for user_id in (t.buyer_id, t.seller_id):
                 emit(
@@ -294,7 +295,8 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
                     delivered_wh=t.delivered_wh,
                     tx_hash=tx.tx_hash,
                 )
-        # The contract credits balances; push them out to the wallets, gas-free for everyone.
+        # The contract credits balances; push them out to the wallets, gas-free for everyone (only accounts
+        # this settlement credited: a zero balance in the list still costs a cold read).
         market = ctx.contracts["EnergyMarket"]
         accounts = sorted(a for a in payees if a)
         if accounts:
