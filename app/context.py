@@ -21,6 +21,7 @@ from common import clock
 from contracts.artifacts import load_artifact
 from contracts.deploy import Deployment, load_deployment
 from wallet.chain import check_chain_id, connect
+from wallet.purposes import TxPurpose
 from wallet.relayer import Relayer
 from wallet.service_key import service_account
 from wallet.signer import LocalSigner
@@ -68,6 +69,8 @@ class Context:
     transfer_batch_lock: threading.Lock = field(default_factory=threading.Lock)
     market_lock: threading.RLock = field(default_factory=threading.RLock)
     trading_last_pass: tuple[float, datetime] | None = None  # app/trading/agent.py: (monotonic, energy time)
+    trading_resume_after: int = 0  # app/trading/agent.py: the last user of a pass cut short by a gate closure
+    trading_gate_seen: datetime | None = None  # app/trading/agent.py: the latest gate closure it let pass
     market_books: Any = None  # app/market/book.py's LiveBooks, in the process holding the background lease
     service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)
 
@@ -88,8 +91,11 @@ class Context:
         self.engine.dispose()
 
 
-def build_context(settings: Settings, *, engine: Engine | None = None) -> Context:
-    """Connects to the chain, refuses a wrong chain id, loads the deployment; raises if anything is off."""
+def build_context(
+    settings: Settings, *, engine: Engine | None = None, relay_kinds: frozenset[TxPurpose] | None = None
+) -> Context:
+    """Connects to the chain, refuses a wrong chain id, loads the deployment; raises if anything is off.
+    ``relay_kinds``: the purpose kinds this process's relayer acts on (None: all, the service)."""
     clock.configure_from(settings)
     w3 = connect(settings.chain_urls)
     chain_id = check_chain_id(w3, settings.expected_chain_id)
@@ -120,6 +126,7 @@ def build_context(settings: Settings, *, engine: Engine | None = None) -> Contex
         replace_after=settings.tx_timeout_seconds,
         max_fee=settings.max_fee_gwei * 10**9,
         confirmations=settings.confirmations,
+        kinds=relay_kinds,
     )
     contracts = {
         name: w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact(name).abi)
