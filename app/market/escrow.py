@@ -9,7 +9,9 @@ signature is used on chain only when the order has matched, by `lockAndRecordTra
 trade records. An order that never matches costs no gas. A buyer whose balance no longer covers the
 authorisation when its first trade is recorded is skipped: the order is cancelled with the reason, its trades
 voided (deleted: they never reached the chain) and the sellers' quantities go back to the book. Releases
-(cancellation, gate closure) are batched.
+(cancellation, gate closure) are batched. A buy order that can match no more when its trades are recorded
+(a call auction's orders expire at it; a filled order) is closed in the recording batch itself
+(`lockRecordAndClose`): its release rides there, with no transaction of its own.
 """
 
 from __future__ import annotations
@@ -144,24 +146,69 @@ def skip_unusable(session: Session, order: Order, reason: str) -> None:
         session.delete(t)  # never on chain: the match is undone (the events keep what happened)
 
 
-def mark_locking(session: Session, orders: list[Order], tx: OutgoingTx) -> None:
+def to_close_in_batch(session: Session, trades: list[Trade], locking: list[Order]) -> list[Order]:
+    """The buy orders of a recording batch that can match no more (filled, expired or cancelled) and whose
+    every unrecorded trade is in this batch: the batch closes them (cancels the rest, releases what they do
+    not owe to trades). Orders locked now or locked by an earlier batch; none with a release in flight."""
+    in_batch: dict[str, int] = {}
+    for t in trades:
+        in_batch[t.buy_order_id] = in_batch.get(t.buy_order_id, 0) + 1
+    first_time = {o.id for o in locking}
+    out = []
+    for order_id, count in in_batch.items():
+        order = session.get(Order, order_id)
+        assert order is not None
+        if order.status not in (OrderStatus.filled, OrderStatus.expired, OrderStatus.cancelled):
+            continue
+        if order.id not in first_time and order.escrow_status != EscrowStatus.locked:
+            continue
+        unrecorded = session.exec(
+            select(func.count())
+            .select_from(Trade)
+            .where(
+                col(Trade.buy_order_id) == order_id,
+                col(Trade.status).in_((TradeStatus.matched, TradeStatus.recording)),
+            )
+        ).one()
+        if unrecorded == count:
+            out.append(order)
+    return out
+
+
+def mark_locking(session: Session, orders: list[Order], closing: list[Order], tx: OutgoingTx) -> None:
     for order in orders:
         order.escrow_status, order.lock_tx_id, order.updated_at = EscrowStatus.locking, tx.id, utcnow()
+        session.add(order)
+    for order in closing:
+        order.release_tx_id = tx.id
+        # locked by an earlier batch: its release is in flight now
+        if order.escrow_status == EscrowStatus.locked:
+            order.escrow_status = EscrowStatus.releasing
         session.add(order)
 
 
 def batch_final(session: Session, tx: OutgoingTx) -> None:
-    """The batch that locked these orders is final: locked, or (reverted) authorised again for the retry."""
+    """The batch that locked (and closed) these orders is final: locked, or released when the batch closed
+    them; if it reverted, authorised again for the retry (and a closed order that was locked before: locked)."""
+    confirmed = tx.status == TxStatus.confirmed
     for order in session.exec(
         select(Order).where(col(Order.lock_tx_id) == tx.id, col(Order.escrow_status) == EscrowStatus.locking)
     ):
-        order.escrow_status = (
-            EscrowStatus.locked if tx.status == TxStatus.confirmed else EscrowStatus.authorized
-        )
+        order.escrow_status = EscrowStatus.locked if confirmed else EscrowStatus.authorized
         order.updated_at = utcnow()
         session.add(order)
-        if tx.status == TxStatus.confirmed:
+        if confirmed:
             emit(session, order.user_id, "order.escrow_locked", order_id=order.id, escrow_tx_hash=tx.tx_hash)
+    for order in session.exec(select(Order).where(col(Order.release_tx_id) == tx.id)):
+        if confirmed:
+            order.escrow_status = EscrowStatus.released
+            emit(session, order.user_id, "order.escrow_released", order_id=order.id)
+        else:
+            order.release_tx_id = None
+            if order.escrow_status == EscrowStatus.releasing:
+                order.escrow_status = EscrowStatus.locked
+        order.updated_at = utcnow()
+        session.add(order)
 
 
 def close_unmatched(session: Session, order: Order) -> None:

@@ -27,6 +27,7 @@ from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
+ZERO_ADDRESS = "0x" + "00" * 20
 BATCH_TOPIC = Web3.keccak(text="BatchRecorded(uint256,uint256,uint256,bytes32)").hex()
 
 
@@ -49,6 +50,7 @@ def submit_trades(ctx: Context) -> int:
         if not trades:
             ctx.commit_background(session)  # the skipped buyers' cancellations
             return 0
+        locked_now = {o.id: o.wallet_address or "" for o in locking}
         fills: dict[str, int] = {}
         items = []
         for i, t in enumerate(trades):
@@ -79,16 +81,21 @@ def submit_trades(ctx: Context) -> int:
                 )
             )
             fills[t.buy_order_id] += 1
-            t.proof = {"batch_index": i, "seller": seller}
+            # the leaf names the buyer of an order this batch locks; a stored escrow names its own (zero)
+            buyer = locked_now.get(t.buy_order_id, ZERO_ADDRESS)
+            t.proof = {"batch_index": i, "seller": seller, "buyer": buyer}
+        closing = escrow.to_close_in_batch(session, trades, locking)
         market = ctx.contracts["EnergyMarket"]
-        data = market.encodeABI(fn_name="lockAndRecordTrades", args=[locks, items])
+        data = market.encodeABI(
+            fn_name="lockRecordAndClose", args=[locks, items, [id32(o.id) for o in closing]]
+        )
         try:
             tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=TxPurpose.trade_batch)
         except TxRejected as exc:
             session.rollback()
             log.error("trade batch rejected", extra={"fields": {"reason": exc.reason}})
             return 0
-        escrow.mark_locking(session, locking, tx)
+        escrow.mark_locking(session, locking, closing, tx)
         for t in trades:
             t.status, t.record_tx_id, t.updated_at = TradeStatus.recording, tx.id, utcnow()
             session.add(t)
@@ -149,6 +156,7 @@ def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:
             t.quantity_wh,
             t.price,
             HexBytes(t.orders_hash),
+            (t.proof or {})["buyer"],
         )
         for i, t in enumerate(trades)
     ]

@@ -190,6 +190,7 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
                 "trade_no": t.trade_no,
                 "batch_no": t.batch_no,
                 "seller": (t.proof or {}).get("seller"),
+                "buyer": (t.proof or {}).get("buyer"),  # the leaf's: zero when the escrow is stored
                 "leaf": (t.proof or {}).get("leaf"),
                 "proof": (t.proof or {}).get("proof"),
             }

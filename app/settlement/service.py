@@ -2,8 +2,9 @@
 
 A slot settles automatically once it is over, its meter data is anchored (the MeterLedger root) and every
 site involved has a complete (or recovered) slot energy. Otherwise it waits for an admin decision, or for
-the buyer's on-chain refund after the timeout. Each settlement transaction names the trades it settles;
-the contract skips trades already settled, so a batch retried after a crash pays nobody twice.
+the buyer's on-chain refund after the timeout. Each settlement transaction names the trades it settles, batch
+by batch (`settleBatches`: the trades as calldata, each recorded batch's root checked once); the contract skips
+trades already settled, so a batch retried after a crash pays nobody twice.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from hexbytes import HexBytes
 from sqlmodel import Session, col, select
@@ -34,6 +36,7 @@ from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
+ZERO_ADDRESS = "0x" + "00" * 20
 
 
 def _slot_end(ctx: Context, slot_start: datetime) -> datetime:
@@ -132,29 +135,14 @@ def _submit(
 ) -> int:
     """``background``: called by the market loop, whose commits are fenced by the background lease."""
     market = ctx.contracts["EnergyMarket"]
-    items = []
-    for t in trades:
-        proof = t.proof or {}
-        items.append(
-            (
-                id32(t.id),
-                id32(t.buy_order_id),
-                t.trade_no,
-                proof["seller"],
-                unix(t.slot_start),
-                t.quantity_wh,
-                t.price,
-                HexBytes(t.orders_hash),
-                t.batch_no,
-                delivered[t.id],
-                [HexBytes(p) for p in proof.get("proof", [])],
-            )
-        )
+    items = _batch_settlements(session, slot_start, trades, delivered)
     if ledger_root is not None:
-        data = market.encodeABI(fn_name="settleTrades", args=[unix(slot_start), HexBytes(ledger_root), items])
+        data = market.encodeABI(
+            fn_name="settleBatches", args=[unix(slot_start), HexBytes(ledger_root), items]
+        )
     else:
         data = market.encodeABI(
-            fn_name="settleTradesByDecision", args=[unix(slot_start), decision_hash, items]
+            fn_name="settleBatchesByDecision", args=[unix(slot_start), decision_hash, items]
         )
     try:
         tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=TxPurpose.settle_batch)
@@ -174,6 +162,42 @@ def _submit(
         session.commit()
     ctx.relayer.kick()
     return len(trades)
+
+
+def _batch_settlements(
+    session: Session, slot_start: datetime, trades: list[Trade], delivered: dict[str, int]
+) -> list[tuple[Any, ...]]:
+    """`settleBatches`' input: per recorded batch, every leaf of the batch (zero for the trades settled now,
+    which go as calldata) so the contract checks the batch root once instead of a proof per trade."""
+    by_batch: dict[int, list[Trade]] = {}
+    for t in trades:
+        by_batch.setdefault(t.batch_no or 0, []).append(t)
+    items = []
+    for batch_no, settling in sorted(by_batch.items()):
+        members = list(
+            session.exec(select(Trade).where(col(Trade.batch_no) == batch_no).order_by(col(Trade.trade_no)))
+        )
+        first = members[0].trade_no or 0
+        now = {t.id for t in settling}
+        leaves = [b"\0" * 32 if m.id in now else HexBytes((m.proof or {})["leaf"]) for m in members]
+        rows = []
+        for t in sorted(settling, key=lambda t: t.trade_no or 0):
+            proof = t.proof or {}
+            rows.append(
+                (
+                    (t.trade_no or 0) - first,
+                    id32(t.id),
+                    id32(t.buy_order_id),
+                    proof["seller"],
+                    t.quantity_wh,
+                    t.price,
+                    HexBytes(t.orders_hash),
+                    proof.get("buyer", ZERO_ADDRESS),  # the leaf's: zero when the escrow is stored
+                    delivered[t.id],
+                )
+            )
+        items.append((batch_no, first, leaves, rows))
+    return items
 
 
 def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reason: str) -> tuple[int, str]:
@@ -258,9 +282,10 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
             t.measured_wh = t.delivered_wh if t.settle_rule == SettleRule.measured else t.measured_wh
             t.status, t.updated_at = TradeStatus.settled, utcnow()
             session.add(t)
-            payees.add((t.proof or {}).get("seller", ""))
+            if to_seller:
+                payees.add((t.proof or {}).get("seller", ""))
             buy = session.get(Order, t.buy_order_id)
-            if buy is not None and buy.wallet_address:
+            if to_buyer and buy is not None and buy.wallet_address:  # a buyer is credited only a shortfall
                 payees.add(buy.wallet_address)
             for user_id in (t.buyer_id, t.seller_id):
                 emit(
@@ -271,7 +296,8 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
                     delivered_wh=t.delivered_wh,
                     tx_hash=tx.tx_hash,
                 )
-        # The contract credits balances; push them out to the wallets, gas-free for everyone.
+        # The contract credits balances; push them out to the wallets, gas-free for everyone (only accounts
+        # this settlement credited: a zero balance in the list still costs a cold read).
         market = ctx.contracts["EnergyMarket"]
         accounts = sorted(a for a in payees if a)
         if accounts:
