@@ -102,13 +102,16 @@ class Order(SQLModel, table=True):
     change_no: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
 
 
-# A buy order's authorised escrow holds its coins until the lock is mined (app/spending/holds.py).
+# A buy order's authorised escrow holds its coins until the lock is mined (app/spending/holds.py); from
+# `locked` on they have left the wallet (a release returns part of them: counting it as gone only errs low).
 register(
     Hold(
         Order.escrow_amount,
         Order.wallet_address,
         Order.escrow_status,
         (EscrowStatus.authorized, EscrowStatus.locking),
+        spent=(EscrowStatus.locked, EscrowStatus.releasing, EscrowStatus.released),
+        changed_at=Order.updated_at,  # stamped when the batch's receipt marks the escrow locked
     )
 )
 
