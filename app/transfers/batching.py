@@ -27,7 +27,7 @@ from app.transfers.steps import StepLog, fail
 from common.worker import Pacing, Worker
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
-from wallet.relayer import TxRejected
+from wallet.relayer import TxRejected, TxStatus
 from wallet.typed_data import split_signature
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], No
             )
         )
         steps = StepLog(session, transfers)
-        if tx.status != "confirmed":
+        if tx.status != TxStatus.confirmed:
             now = chain_now(ctx)
             for t in transfers:
                 if now < t.valid_before - 5:  # nothing moved; the nonce is unused: relay it again
