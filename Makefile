@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck pytest contracts contracts-check install clean-data bench
+# `make test-fast`: the tests that need no child `essx run` and no browser, on parallel workers (pytest-xdist,
+# one per core; each has its own anvil and databases). `make test` stays the whole suite.
+FAST_WORKERS ?= auto
+
+.PHONY: run test test-fast lint typecheck pytest contracts contracts-check install clean-data bench
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -34,6 +38,9 @@ typecheck: $(PY_STAMP)
 
 pytest: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(FAST_WORKERS) -m "not process and not browser"
 
 contracts: $(NODE_STAMP)
 	node contracts/build.mjs
