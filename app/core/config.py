@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -221,23 +225,37 @@ class Settings(BaseSettings):
         cached = self._local_secrets.get(name)
         if cached is not None:  # read once: the JWT secret is needed on every request
             return cached
-        path = self.data_dir / "local-secrets.json"
-        stored = json.loads(path.read_text()) if path.exists() else {}
-        if name not in stored:
-            stored[name] = secrets.token_hex(32)
-            private_dir(path.parent)
-            write_private(path, json.dumps(stored))
-        self._local_secrets[name] = str(stored[name])
-        return str(stored[name])
+        with self._local_secrets_file() as stored:
+            if name not in stored:
+                stored[name] = secrets.token_hex(32)
+            value = str(stored[name])
+        self._local_secrets[name] = value
+        return value
 
     def store_local_secret(self, name: str, value: str) -> None:
         """Replaces a local secret in the data folder (and in memory)."""
-        path = self.data_dir / "local-secrets.json"
-        stored = json.loads(path.read_text()) if path.exists() else {}
-        stored[name] = value
-        private_dir(path.parent)
-        write_private(path, json.dumps(stored))
+        with self._local_secrets_file() as stored:
+            stored[name] = value
         self._local_secrets[name] = value
+
+    @contextmanager
+    def _local_secrets_file(self) -> Iterator[dict[str, str]]:
+        """local-secrets.json read, changed and written under an exclusive lock, replaced atomically: two
+        processes starting together agree on one secret, and no reader ever sees a half-written file."""
+        path = self.data_dir / "local-secrets.json"
+        private_dir(path.parent)
+        lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+            before = dict(stored)
+            yield stored
+            if stored != before:
+                partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+                write_private(partial, json.dumps(stored))
+                os.replace(partial, path)
+        finally:
+            os.close(lock_fd)  # closing the descriptor releases the lock
 
     @property
     def site_network_list(self) -> tuple[IPNetwork, ...]:

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -78,6 +81,32 @@ def test_local_secrets_are_0600_in_a_0700_folder(tmp_path: Path, loose_umask: No
     secrets_file.unlink()
     settings.store_local_secret("wallet_master_key", "00" * 32)
     assert mode(secrets_file) == 0o600
+
+
+def _secrets_of_a_new_process(data_dir: Path, start: Any, out: Any) -> None:
+    start.wait()
+    settings = Settings(data_dir=data_dir)  # each worker process builds its own settings
+    out.put((settings.secret("jwt_secret"), settings.secret("wallet_master_key")))
+
+
+def test_processes_starting_together_agree_on_the_local_secrets(tmp_path: Path) -> None:
+    """`essx run --workers N` starts N processes at once; each must read the same secrets (a JWT signed by
+    one worker is checked by another) and none may read a half-written file."""
+    context = multiprocessing.get_context("fork")
+    start, out = context.Barrier(8), context.Queue()
+    workers = [
+        context.Process(target=_secrets_of_a_new_process, args=(tmp_path / "data", start, out))
+        for _ in range(8)
+    ]
+    for worker in workers:
+        worker.start()
+    seen = {out.get(timeout=30) for _ in workers}
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    assert len(seen) == 1
+    stored = json.loads((tmp_path / "data" / "local-secrets.json").read_text())
+    assert seen == {(stored["jwt_secret"], stored["wallet_master_key"])}
 
 
 def test_essx_run_makes_its_data_folder_private(tmp_path: Path, loose_umask: None) -> None:
