@@ -27,10 +27,27 @@ from app.core.db import make_engine
 from app.core.migrate import upgrade
 from app.main import create_app
 from contracts.deploy import Deployment, deploy
+from tests.service_process import ServiceProcess
 from tests.service_setup import empty_tables, service_settings
 from wallet.localchain import ANVIL_DEV_KEYS, AnvilNode, environment_chain_url, free_port
 
 PG_ADMIN_URL = os.environ.get("ESSX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A module that starts `essx run` must say so (`pytestmark = pytest.mark.process`), or `make
+    test-fast` would run it and stop being fast; docs/testing.md."""
+    unmarked = sorted(
+        {
+            item.module.__name__
+            for item in items
+            if isinstance(item, pytest.Function)
+            and ServiceProcess in vars(item.module).values()
+            and item.get_closest_marker("process") is None
+        }
+    )
+    if unmarked:
+        raise pytest.UsageError(f"these modules start `essx run` but are not marked process: {unmarked}")
 
 
 @pytest.fixture(scope="session", autouse=True)
