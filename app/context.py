@@ -23,6 +23,7 @@ from contracts.deploy import Deployment, load_deployment
 from wallet.chain import check_chain_id, connect
 from wallet.relayer import Relayer
 from wallet.service_key import service_account
+from wallet.signer import LocalSigner
 
 if TYPE_CHECKING:
     from app.market.rules import MarketRules
@@ -67,6 +68,8 @@ class Context:
     transfer_batch_lock: threading.Lock = field(default_factory=threading.Lock)
     market_lock: threading.RLock = field(default_factory=threading.RLock)
     trading_last_pass: tuple[float, datetime] | None = None  # app/trading/agent.py: (monotonic, energy time)
+    trading_resume_after: int = 0  # app/trading/agent.py: the last user of a pass cut short by a gate closure
+    trading_gate_seen: datetime | None = None  # app/trading/agent.py: the latest gate closure it let pass
     market_books: Any = None  # app/market/book.py's LiveBooks, in the process holding the background lease
     service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)
 
@@ -109,10 +112,12 @@ def build_context(settings: Settings, *, engine: Engine | None = None) -> Contex
         password_file=settings.service_keystore_password_file,
     )
     engine = engine or make_engine(settings.sqlalchemy_url)
+    # The relayer signs through the Signer interface; the local signer wraps the service key.
+    signer = LocalSigner(account, chain_id=chain_id, allowed_contracts=deployment.contracts.values())
     relayer = Relayer(
         engine,
         w3,
-        account,
+        signer,
         chain_id,
         replace_after=settings.tx_timeout_seconds,
         max_fee=settings.max_fee_gwei * 10**9,

@@ -25,23 +25,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import openapi
 from app.api.router import api_router
-from app.coin.service import on_tx_final
+from app.coin import service as coin_service
 from app.context import Context, build_context
 from app.core.config import Settings, get_settings
 from app.core.errors import AppError
 from app.core.limits import RequestLimits
 from app.core.logging import configure_logging, request_id_var
 from app.indexer.service import IndexerWorker
-from app.market.recording import make_hook as market_hook
+from app.market import recording as market_recording
 from app.market.worker import MarketWorker
 from app.ops.router import LATENCY, REQUESTS
 from app.ops.router import router as ops_router
-from app.settlement.service import make_hook as settlement_hook
+from app.settlement import service as settlement_service
 from app.sites.worker import CollectorWorker, install_hooks
 from app.trading import agent as trading_agent
-from app.transfers.batching import TransferBatcher, make_batch_hook
+from app.transfers import batching
+from app.transfers.batching import TransferBatcher
 from app.web.router import router as web_router
-from common.lease import Lease, LeaseKeeper, LeaseLost
+from common.lease import Lease, LeaseLost
+from common.worker import LeaseKeeper
 
 log = logging.getLogger(__name__)
 BACKGROUND_LEASE = "essx-background"
@@ -93,7 +95,13 @@ class BackgroundWorkers:
         self._workers = [
             IndexerWorker(ctx),
             TransferBatcher(ctx),
-            MarketWorker(ctx, before_pass=[trading_agent.run_if_due]),
+            # the market's pass, then settlement of what it recorded: composed here, so neither imports
+            # the other (nor the automatic trader, which places its orders first)
+            MarketWorker(
+                ctx,
+                before_pass=[trading_agent.run_if_due],
+                after_pass=[settlement_service.settle_ready_slots],
+            ),
         ]
         for worker in self._workers:
             worker.start()
@@ -111,6 +119,16 @@ class BackgroundWorkers:
         ctx.background_fence = _lease_lost
 
 
+def register_completions(ctx: Context) -> None:
+    """Each domain registers who finishes its kinds of relayed transaction (wallet/purposes.py)."""
+    completions = ctx.relayer.completions
+    coin_service.register_completions(completions)
+    batching.register_completions(completions, ctx)
+    market_recording.register_completions(completions, ctx)
+    settlement_service.register_completions(completions, ctx)
+    install_hooks(ctx)  # anchors and reward mints, whichever process prepared them
+
+
 def create_app(
     settings: Settings | None = None, ctx: Context | None = None, *, workers: bool = True
 ) -> FastAPI:
@@ -119,11 +137,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = ctx or build_context(settings)
-        context.relayer.on_final.append(on_tx_final)
-        context.relayer.on_final.append(make_batch_hook(context))
-        context.relayer.on_final.append(market_hook(context))
-        context.relayer.on_final.append(settlement_hook(context))
-        install_hooks(context)  # anchors and reward mints, whichever process prepared them
+        register_completions(context)
         app.state.ctx = context
         background = BackgroundWorkers(context) if workers else None
         if background is not None:

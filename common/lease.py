@@ -1,7 +1,8 @@
 """A database lease, so a schedule runs in one process at a time however many are started.
 
 Used by the collector's schedule and by the API's background workers (relayer, batcher, indexer,
-market: ``app/main.py``); ``LeaseKeeper`` renews a lease from a thread and says when it is won or lost.
+market: ``app/main.py``); ``common/worker.py``'s ``LeaseKeeper`` renews a lease from a thread and says when
+it is won or lost.
 
 One row per schedule in ``job_leases``. Taking it is a single conditional UPDATE (``holder = me OR
 expired``), atomic on SQLite (one writer) and PostgreSQL (row lock), so two processes can never both win.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -145,67 +145,3 @@ class Lease:
         with Session(self.engine) as session:
             row = session.get(JobLease, self.name)
             return (row.holder, row.expires_at) if row and row.expires_at > self.clock() else None
-
-
-class LeaseKeeper:
-    """Keeps trying to take (and then renews) a lease from a thread of its own, every third of its TTL.
-
-    ``on_gain`` runs when this process becomes the holder, ``on_loss`` when it stops being one (the
-    renewal failed or was late, or ``stop()``); both run in the keeper's thread, never at the same time.
-    A holder that dies stops renewing, so another process's keeper takes over once the TTL has passed.
-    """
-
-    def __init__(
-        self,
-        lease: Lease,
-        on_gain: Callable[[], None],
-        on_loss: Callable[[], None],
-        *,
-        every_s: float | None = None,
-    ) -> None:
-        self.lease = lease
-        self.on_gain, self.on_loss = on_gain, on_loss
-        self.every = every_s if every_s is not None else max(0.5, lease.ttl.total_seconds() / 3)
-        self.leading = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """The first attempt runs in the caller's thread, so a lone process leads as soon as it starts."""
-        self._check()
-        self._thread = threading.Thread(target=self._run, name=f"lease:{self.lease.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-        if self.leading:
-            self.leading = False
-            self.on_loss()
-        try:
-            self.lease.release()  # another process takes over at once rather than after the TTL
-        except Exception:
-            log.exception("could not release lease %s", self.lease.name)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self._check()
-
-    def _check(self) -> None:
-        try:
-            held = self.lease.try_acquire()
-        except Exception:  # the database is unreachable: we cannot prove we still hold it
-            log.exception("lease %s check failed", self.lease.name)
-            held = False
-        if held and not self.leading:
-            log.info("lease taken", extra={"fields": {"lease": self.lease.name, "holder": self.lease.holder}})
-            self.leading = True
-            self.on_gain()
-        elif self.leading and not held:
-            log.warning(
-                "lease lost", extra={"fields": {"lease": self.lease.name, "holder": self.lease.holder}}
-            )
-            self.leading = False
-            self.on_loss()

@@ -25,10 +25,11 @@ from ess_collector.config import CollectorConfig
 from ess_collector.models import LedgerSlot, SlotEnergy
 from ess_collector.validation import ENERGY
 from wallet.models import OutgoingTx
+from wallet.purposes import Purpose, TxPurpose
 from wallet.relayer import Relayer, TxRejected
 
 log = logging.getLogger(__name__)
-PURPOSE = "meter_anchor"
+PURPOSE = TxPurpose.meter_anchor
 ANCHORABLE = ("complete", "recovered")
 UINT32_MAX = 2**32 - 1
 MAX_SLOTS_PER_RUN = 8
@@ -158,7 +159,7 @@ def _submit(session: Session, relayer: Relayer, ledger: Contract, record: Ledger
     data = ledger.encodeABI(fn_name="anchor", args=[slot, HexBytes(record.root or ""), record.count, totals])
     record.updated_at = _now()
     try:
-        tx = relayer.prepare(session, to=ledger.address, data=data, purpose=f"{PURPOSE}:{slot}")
+        tx = relayer.prepare(session, to=ledger.address, data=data, purpose=Purpose.of(PURPOSE, slot))
     except TxRejected as exc:
         _reconcile(ledger, record, exc.reason)
         session.add(record)
@@ -181,10 +182,8 @@ def _reconcile(ledger: Contract, record: LedgerSlot, reason: str) -> None:
         log.warning("anchor rejected", extra={"fields": {"slot": unix(record.slot_start), "reason": reason}})
 
 
-def on_anchor_final(session: Session, tx: OutgoingTx) -> None:
-    """Relayer hook (also after a restart): finish the ledger row of a final anchor transaction."""
-    if not tx.purpose.startswith(PURPOSE + ":"):
-        return
+def on_anchor_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
+    """Completion of ``meter_anchor`` (also after a restart): finish the ledger row of a final anchor."""
     record = session.exec(select(LedgerSlot).where(col(LedgerSlot.tx_id) == tx.id)).first()
     if record is None or record.status != "submitted":
         return

@@ -64,6 +64,8 @@ class SiteTarget:
     pv_nameplate_w: int
     battery_capacity_wh: int
     reserve_soc_pct: int
+    max_charge_w: int | None = None  # None: unknown (a share of the capacity is assumed)
+    max_discharge_w: int | None = None
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,8 @@ class Collector:
                     c.pv_nameplate_w,
                     c.battery_capacity_wh,
                     c.reserve_soc_pct,
+                    c.max_charge_w,
+                    c.max_discharge_w,
                 )
                 .where(c.enabled.is_(True))
                 .order_by(c.id)

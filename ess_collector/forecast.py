@@ -133,14 +133,7 @@ def forecast(battery: Battery, slots: Sequence[SlotOutlook], slot_seconds: int) 
     for a, b in pairwise(slots):
         if b.slot_start - a.slot_start != step:
             raise ValueError(f"slots must be consecutive: {a.slot_start} then {b.slot_start}")
-    lim = _Limits(
-        capacity=battery.capacity_wh,
-        reserve=battery.reserve_wh,
-        charge=battery.max_charge_w * slot_seconds // 3600,
-        discharge=battery.max_discharge_w * slot_seconds // 3600,
-        eta_c=battery.charge_efficiency_pct,
-        eta_d=battery.discharge_efficiency_pct,
-    )
+    lim = _limits(battery, slot_seconds)
     keep = _keep(lim, slots)
     start = min(max(battery.stored_wh, 0), lim.capacity)
     path = plan = start
@@ -167,6 +160,28 @@ def forecast(battery: Battery, slots: Sequence[SlotOutlook], slot_seconds: int) 
         path = _after(lim, path, _traded_only(lim, s.net_wh, path, keep[k + 1]))
         plan = _after(lim, plan, plan_most)
     return out
+
+
+def stored_after(battery: Battery, slot: SlotOutlook, seconds: int) -> int:
+    """Stored Wh after a slot (or the rest of one, ``seconds`` long, with its energies for that time)
+    in which only its commitments are traded: a surplus is stored as far as it fits, a deficit is covered
+    down to the reserve within the power limit."""
+    if seconds <= 0:
+        raise ValueError("seconds must be positive")
+    lim = _limits(battery, seconds)
+    stored = min(max(battery.stored_wh, 0), lim.capacity)
+    return _after(lim, stored, _traded_only(lim, slot.net_wh, stored, lim.reserve))
+
+
+def _limits(battery: Battery, slot_seconds: int) -> _Limits:
+    return _Limits(
+        capacity=battery.capacity_wh,
+        reserve=battery.reserve_wh,
+        charge=battery.max_charge_w * slot_seconds // 3600,
+        discharge=battery.max_discharge_w * slot_seconds // 3600,
+        eta_c=battery.charge_efficiency_pct,
+        eta_d=battery.discharge_efficiency_pct,
+    )
 
 
 def sell_cap(battery: Battery, slots: Sequence[SlotOutlook], slot_seconds: int, slot_start: datetime) -> int:

@@ -41,6 +41,10 @@ class Site(SQLModel, table=True):
     pv_nameplate_w: int
     battery_capacity_wh: int
     reserve_soc_pct: int
+    # The battery's power limits (AC side) as the owner declares them from the nameplate; None: unknown,
+    # counted as SupplyConfig.battery_power_pct of the capacity per hour.
+    max_charge_w: int | None = None
+    max_discharge_w: int | None = None
     enabled: bool = True
     status: str = Field(default="unknown", max_length=16)  # unknown | online | offline | fault
     created_at: datetime = Field(sa_column=utc_column(nullable=False))

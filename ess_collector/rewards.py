@@ -23,10 +23,11 @@ from common import clock
 from common.lease import Lease
 from ess_collector.models import LedgerSlot, ProductionReward, Site, SlotEnergy
 from wallet.models import OutgoingTx
+from wallet.purposes import Purpose, TxPurpose
 from wallet.relayer import Relayer, TxRejected
 
 log = logging.getLogger(__name__)
-PURPOSE = "production_reward"
+PURPOSE = TxPurpose.production_reward
 MAX_SLOTS_PER_RUN = 4
 
 
@@ -45,7 +46,7 @@ WalletOf = Callable[[Session, int], str | None]
 def _mint(session: Session, relayer: Relayer, coin: Contract, reward: ProductionReward) -> None:
     to = Web3.to_checksum_address(reward.to_address or "")
     data = coin.encodeABI(fn_name="mint", args=[to, reward.amount])
-    tx = relayer.prepare(session, to=coin.address, data=data, purpose=f"{PURPOSE}:{reward.id}")
+    tx = relayer.prepare(session, to=coin.address, data=data, purpose=Purpose.of(PURPOSE, reward.id))
     reward.status, reward.tx_id, reward.updated_at = "submitted", tx.id, _now()
     session.add(reward)
 
@@ -151,11 +152,9 @@ def _retry_waiting(
     return minted
 
 
-def on_reward_final(session: Session, tx: OutgoingTx) -> None:
-    """Relayer hook: a reward's mint is final."""
-    if not tx.purpose.startswith(PURPOSE + ":"):
-        return
-    reward = session.get(ProductionReward, int(tx.purpose.split(":", 1)[1]))
+def on_reward_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
+    """Completion of ``production_reward``: a reward's mint is final."""
+    reward = session.get(ProductionReward, purpose.ref_id) if purpose.ref_id is not None else None
     if reward is None or reward.status != "submitted":
         return
     reward.status = "confirmed" if tx.status == "confirmed" else "failed"

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from sqlmodel import Session, col, select
 
@@ -39,6 +40,24 @@ class SupplyConfig:
 
     def battery_power_w(self, capacity_wh: int) -> int:
         return capacity_wh * self.battery_power_pct // 100
+
+    def site_power_w(self, site: SiteLimits) -> tuple[int, int]:
+        """(charge, discharge) W: the site's declared limits, else ``battery_power_pct`` of its capacity."""
+        default = self.battery_power_w(site.battery_capacity_wh)
+        charge = site.max_charge_w if site.max_charge_w is not None else default
+        discharge = site.max_discharge_w if site.max_discharge_w is not None else default
+        return charge, discharge
+
+
+class SiteLimits(Protocol):
+    """What the power limits need of a site (the ``Site`` row or the collector's ``SiteTarget``)."""
+
+    @property
+    def battery_capacity_wh(self) -> int: ...
+    @property
+    def max_charge_w(self) -> int | None: ...
+    @property
+    def max_discharge_w(self) -> int | None: ...
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from sqlmodel import Session
 from app.context import Context, build_context
 from app.core.config import Settings
 from app.main import BackgroundWorkers, create_app
-from common.lease import Lease, LeaseKeeper, LeaseLost
+from common.lease import Lease, LeaseLost
+from common.worker import LeaseKeeper
 from tests.api.helpers import admin_headers, idem
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet, wait_final
 from tests.polling import TRANSFER_STEPS, wait_until

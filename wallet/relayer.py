@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
@@ -30,8 +29,11 @@ from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
+from common.worker import Pacing, Worker
 from wallet.chain import raw_call
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
+from wallet.purposes import Completions, Purpose, TxPurpose
+from wallet.signer import Signer
 
 
 def crash_point(name: str) -> None:
@@ -82,7 +84,7 @@ class Relayer:
         self,
         engine: Engine,
         w3: Web3,
-        account: LocalAccount,
+        signer: Signer,
         chain_id: int,
         *,
         max_in_flight: int = 16,
@@ -94,8 +96,8 @@ class Relayer:
     ) -> None:
         self.engine = engine
         self.w3 = w3
-        self.account = account
-        self.address = account.address
+        self.signer = signer  # signs; the key stays inside it (wallet/signer.py)
+        self.address = Web3.to_checksum_address(signer.address)
         self.chain_id = chain_id
         self.max_in_flight = max_in_flight
         self.replace_after = replace_after
@@ -107,16 +109,20 @@ class Relayer:
         self.poll_interval = poll_interval
         # Idle passes are one indexed SELECT; short, because work may come from other processes.
         self.idle_interval = idle_interval
-        self._wake = threading.Event()
         self._done = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The broadcast/watch loop; a failing node or database is retried at once, then less and less often.
+        self.worker = Worker(
+            "relayer",
+            [self.step],
+            Pacing(idle_interval, busy_interval=poll_interval, backoff_first=poll_interval, backoff_max=2.0),
+        )
         self._fees: Fees | None = None
         self._last_block: int | None = None
         self._recheck = True
         self._chain_nonce: tuple[int, int] | None = None  # (block, confirmed nonce): changes only with blocks
         self._receipts: dict[str, dict[str, Any]] = {}  # raw receipts of transactions just made final
-        self.on_final: list[Callable[[Session, OutgoingTx], None]] = []
+        # Who finishes each kind of final transaction: the domains register their handlers at start-up.
+        self.completions = Completions()
         # Set by the process that holds the background lease: renews it inside each of the worker's
         # transactions and raises (rolling the transaction back) once another process holds it.
         self.fence: Callable[[Session], None] | None = None
@@ -131,7 +137,7 @@ class Relayer:
         *,
         to: str | None,
         data: bytes | str,
-        purpose: str,
+        purpose: Purpose | TxPurpose,
         value: int = 0,
         gas: int | None = None,
     ) -> OutgoingTx:
@@ -152,7 +158,7 @@ class Relayer:
             data=data_hex,
             value=value,
             gas=gas,
-            purpose=purpose,
+            purpose=str(purpose),
             status=TxStatus.pending,
             created_at=now,
             updated_at=now,
@@ -218,11 +224,11 @@ class Relayer:
         }
         if row.to:
             tx["to"] = row.to
-        signed = self.account.sign_transaction(tx)
+        signed = self.signer.sign_transaction(tx)  # refuses another chain, checks the signature recovers
         attempt = TxAttempt(
             tx_id=row.id or 0,
-            tx_hash=signed.hash.hex(),
-            raw=signed.rawTransaction.hex(),
+            tx_hash=HexBytes(signed.hash).hex(),
+            raw=HexBytes(signed.raw).hex(),
             max_fee_per_gas=max_fee,
             max_priority_fee_per_gas=tip,
             created_at=utcnow(),
@@ -234,36 +240,13 @@ class Relayer:
     # -- the worker -------------------------------------------------------------------------------
 
     def kick(self) -> None:
-        self._wake.set()
+        self.worker.kick()
 
     def start(self) -> None:
-        if self._thread is not None:
-            if not self._stop.is_set():
-                return  # running
-            self._thread.join()  # a stopped run is still finishing its pass: one relayer thread at a time
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="relayer", daemon=True)
-        self._thread.start()
+        self.worker.start()  # a stopped run still finishing its pass is waited for: one relayer thread
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            if self._thread.is_alive():  # a slow pass: it ends at its next check; start() waits for it
-                log.warning("relayer thread still finishing a pass after 10 s")
-            else:
-                self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.step()
-            except Exception:  # the worker must survive a flaky node; the next tick retries
-                log.exception("relayer step failed")
-                busy = True
-            self._wake.wait(self.poll_interval if busy else self.idle_interval)
-            self._wake.clear()
+        self.worker.stop()
 
     def step(self) -> bool:
         """One pass: watch blocks, broadcast pending in nonce order, replace stuck ones. True if busy."""
@@ -361,8 +344,7 @@ class Relayer:
             finished.append(row)
         try:
             for row in finished:
-                for hook in self.on_final:
-                    hook(session, row)
+                self.completions.dispatch(session, row)  # the one handler of its purpose, exactly once
             if finished:
                 self._commit(session, wrote=True)  # the hooks' queries may have flushed already
         except BaseException:
@@ -382,7 +364,7 @@ class Relayer:
         return dict(result) if result else None
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:
-        """For `on_final` hooks: the raw receipt the watcher just read (no second call), else the node's."""
+        """For completion handlers: the raw receipt the watcher just read (no second call), else the node's."""
         cached = self._receipts.get(tx_hash)
         return cached if cached is not None else self._receipt(tx_hash)
 
@@ -456,7 +438,7 @@ class Relayer:
                     raise KeyError(tx_id)
                 if row.status in FINAL or time.monotonic() >= deadline:
                     return row
-            if self._thread is None and not self.standby:
+            if not self.worker.running and not self.standby:
                 self.step()
                 time.sleep(self.poll_interval)
             else:

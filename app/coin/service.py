@@ -31,10 +31,11 @@ from app.users.models import User
 from app.wallets.models import Wallet
 from wallet.chain import raw_call
 from wallet.models import OutgoingTx, TxAttempt
+from wallet.purposes import Completions, Purpose, TxPurpose
 from wallet.relayer import TxRejected
 
 log = logging.getLogger(__name__)
-PURPOSE = "coin_operation"
+PURPOSE = TxPurpose.coin_operation
 
 
 def resolve_recipient(session: Session, to: object) -> tuple[str, int | None]:
@@ -150,12 +151,14 @@ def latest_hash(session: Session, tx_id: int) -> str | None:
     return attempt.tx_hash if attempt else None
 
 
-def on_tx_final(session: Session, tx: OutgoingTx) -> None:
-    """Relayer hook: runs in the relayer's transaction when a coin operation's transaction is final,
-    also after a restart, so the operation and its audit entry are finished exactly once."""
-    if not tx.purpose.startswith(PURPOSE + ":"):
-        return
-    op = session.get(CoinOperation, int(tx.purpose.split(":", 1)[1]))
+def register_completions(completions: Completions) -> None:
+    completions.register(PURPOSE, on_tx_final)
+
+
+def on_tx_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
+    """Runs in the relayer's transaction when a coin operation's transaction is final, also after a
+    restart, so the operation and its audit entry are finished exactly once."""
+    op = session.get(CoinOperation, purpose.ref_id) if purpose.ref_id is not None else None
     if op is None or op.status != CoinOperationStatus.submitted:
         return
     op.status = CoinOperationStatus.confirmed if tx.status == "confirmed" else CoinOperationStatus.failed
@@ -209,7 +212,9 @@ def _run_operation(
     if op is None:
         try:
             account, amount, data = build(session)
-            tx = ctx.relayer.prepare(session, to=ctx.coin.address, data=data, purpose="pending")
+            tx = ctx.relayer.prepare(
+                session, to=ctx.coin.address, data=data, purpose=PURPOSE
+            )  # its id follows
         except (AppError, TxRejected) as exc:
             idempotency.release(session, claim.record)
             reason = exc.detail if isinstance(exc, AppError) else exc.reason
@@ -236,7 +241,7 @@ def _run_operation(
         )
         session.add(op)
         session.flush()
-        tx.purpose = f"{PURPOSE}:{op.id}"
+        tx.purpose = str(Purpose.of(PURPOSE, op.id))
         session.add(tx)
         idempotency.attach(session, claim.record, f"{PURPOSE}:{op.id}")
         session.commit()  # nonce, signed bytes, operation and idempotency record: one transaction
@@ -362,12 +367,13 @@ def history(session: Session, limit: int, before_block: int | None) -> CoinHisto
             block_number=e.block_number,
             block_time=e.block_time,
         )
-        purpose, _, ident = purposes.get(e.tx_hash.lower(), "").partition(":")
-        if purpose == PURPOSE and ident.isdigit() and (op := session.get(CoinOperation, int(ident))):
+        purpose = Purpose.parse(purposes.get(e.tx_hash.lower(), ""))
+        tx_kind, ident = (purpose.kind, purpose.ref_id) if purpose else (None, None)
+        if tx_kind == PURPOSE and ident is not None and (op := session.get(CoinOperation, ident)):
             entry.reason, entry.memo = op.kind, op.memo
             actor = session.get(User, op.actor_id)
             entry.actor_email = actor.email if actor else None
-        elif purpose == "production_reward":
+        elif tx_kind == TxPurpose.production_reward:
             entry.reason = "production_reward"
         items.append(entry)
     checkpoint = session.get(IndexerCheckpoint, CHECKPOINT)

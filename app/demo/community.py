@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ess_collector.simulator import SiteConfig, noise
+from ess_collector.simulator import SiteConfig, SiteSimulator, noise
 
 PIN = "246810"  # every demo household's wallet PIN (a demo: the accounts are throw-away)
 PASSWORD = "demo-household-password"
@@ -109,3 +109,47 @@ def limit_price(suggested: int, floor: int, ceiling: int, side: str, rng: random
     step = rng.randint(0, max(0, band // 20))
     price = suggested + step if side == "buy" else suggested - step
     return max(floor, min(ceiling, price))
+
+
+@dataclass(frozen=True)
+class SlotFlows:
+    """The community's grid flows in one slot without the market: what its sites would have exported,
+    and what its sites and consumers would have imported."""
+
+    slot_start: datetime
+    export_wh: int
+    import_wh: int
+
+    @property
+    def feasible_wh(self) -> int:
+        """What local trade could at most have moved in the slot: min(export, import)."""
+        return min(self.export_wh, self.import_wh)
+
+
+def flows_without_market(
+    households: list[Household], seed: int, sims_start: datetime, slots: list[datetime], slot_minutes: int
+) -> list[SlotFlows]:
+    """The same simulated sites (same seed, sizes and start) in self-consumption only, no dispatch: the
+    community's export and import per slot had nobody traded. Consumers import their whole load."""
+    prosumers = [h for h in households if h.config is not None]
+    sims = [
+        SiteSimulator(i, seed, start=sims_start, config=h.config)
+        for i, h in enumerate(prosumers)
+        if h.config is not None
+    ]
+    step = timedelta(minutes=slot_minutes)
+    out = []
+    for s in slots:
+        exported = imported = 0
+        for sim in sims:
+            sim.advance_to(s)
+            before = sim.reading
+            sim.advance_to(s + step)
+            after = sim.reading
+            exported += (after.export_wh or 0) - (before.export_wh or 0)
+            imported += (after.import_wh or 0) - (before.import_wh or 0)
+        imported += sum(
+            consumer_load_wh(seed, h.index, s, slot_minutes) for h in households if h.config is None
+        )
+        out.append(SlotFlows(s, exported, imported))
+    return out

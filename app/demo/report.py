@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from app.core.money import DECIMALS, format_amount, parse_amount
+from app.demo import community as cm
 from contracts.artifacts import load_artifact
 from contracts.deploy import load_deployment
 from wallet.chain import connect, raw_call
@@ -102,12 +103,21 @@ def collect(api: Api, state: DemoState) -> dict[str, Any]:
     admin = state.admin_token
     span = {"from": start.isoformat(), "to": end.isoformat()}
     summary = api.call("GET", "/admin/market/summary", admin, params=span)
+    tariff = api.call("GET", "/market")["tariff"]
     slots = []
     t = start
     while t < end:
         band = api.call("GET", "/market/price", admin, params={"slot_start": t.isoformat(), "side": "buy"})
-        slots.append({"slot_start": t, "floor": band["band"]["floor"], "retail": band["retail_price"]})
+        slots.append({"slot_start": t, "floor": band["band"]["floor"], "retail": first_tier(tariff, t)})
         t += state.slot
+    assert state.clock.start is not None
+    flows = cm.flows_without_market(
+        state.households,
+        state.options.seed,
+        state.clock.start,
+        [b["slot_start"] for b in slots],
+        state.options.slot_minutes,
+    )
     energy: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     households = []
     for h in state.households:
@@ -145,7 +155,57 @@ def collect(api: Api, state: DemoState) -> dict[str, Any]:
                 **totals,
             )
         )
-    return {"summary": summary, "bands": slots, "energy": energy, "households": households}
+    return {"summary": summary, "bands": slots, "energy": energy, "households": households, "flows": flows}
+
+
+def first_tier(tariff: dict[str, Any], when: datetime) -> str:
+    """The first retail tier's price at ``when`` (summer or not, local time): what the statements' savings
+    count against, so the report's retail line and its savings column use the same tariff."""
+    local = when + timedelta(hours=float(tariff["utc_offset_hours"]))
+    tiers = tariff["summer_tiers"] if local.month in tariff["summer_months"] else tariff["tiers"]
+    return str(tiers[0]["price"])
+
+
+@dataclass(frozen=True)
+class LocalVolume:
+    """Totals of the local-volume table: the community's feasible local volume without the market and
+    what the market contracted and delivered."""
+
+    export_wh: int
+    import_wh: int
+    feasible_wh: int
+    contracted_wh: int
+    delivered_wh: int
+
+    @property
+    def delivered_over_contracted(self) -> float | None:
+        return self.delivered_wh / self.contracted_wh if self.contracted_wh else None
+
+    @property
+    def delivered_share(self) -> float | None:
+        """Delivered energy as a share of the feasible local volume."""
+        return self.delivered_wh / self.feasible_wh if self.feasible_wh else None
+
+    @property
+    def contracted_share(self) -> float | None:
+        return self.contracted_wh / self.feasible_wh if self.feasible_wh else None
+
+
+def local_volume(data: dict[str, Any]) -> tuple[list[tuple[cm.SlotFlows, int, int]], LocalVolume]:
+    """Per slot (flows without the market, contracted Wh, delivered Wh) and the totals."""
+    by_slot = {x["slot_start"]: x for x in data["summary"]["slots"]}
+    rows = []
+    for f in data["flows"]:
+        x = by_slot.get(f.slot_start.isoformat(), {})
+        rows.append((f, int(x.get("volume_wh", 0)), int(x.get("delivered_wh", 0))))
+    total = LocalVolume(
+        export_wh=sum(f.export_wh for f, _, _ in rows),
+        import_wh=sum(f.import_wh for f, _, _ in rows),
+        feasible_wh=sum(f.feasible_wh for f, _, _ in rows),
+        contracted_wh=sum(c for _, c, _ in rows),
+        delivered_wh=sum(d for _, _, d in rows),
+    )
+    return rows, total
 
 
 def write_report(api: Api, svc: ServiceHandle, state: DemoState, out_dir: Path) -> Path:
@@ -162,6 +222,8 @@ def write_report(api: Api, svc: ServiceHandle, state: DemoState, out_dir: Path) 
 
 def summary_json(data: dict[str, Any], chain: ChainStats, state: DemoState) -> dict[str, Any]:
     s = data["summary"]
+    rows, total = local_volume(data)
+    trades = int(s["trades"])
     return {
         "households": len(state.households),
         "trading_start": state.trading_start.isoformat(),
@@ -175,7 +237,27 @@ def summary_json(data: dict[str, Any], chain: ChainStats, state: DemoState) -> d
         "share_of_demand_met_locally": s["share_of_demand_met_locally"],
         "transactions": chain.transactions,
         "gas": chain.gas,
+        "gas_per_trade": chain.gas // trades if trades else None,
+        "feasible_wh": total.feasible_wh,
+        "delivered_over_contracted": _ratio(total.delivered_over_contracted),
+        "share_of_feasible_delivered": _ratio(total.delivered_share),
+        "share_of_feasible_contracted": _ratio(total.contracted_share),
+        "slots": [
+            {
+                "slot_start": f.slot_start.isoformat(),
+                "export_wh": f.export_wh,
+                "import_wh": f.import_wh,
+                "feasible_wh": f.feasible_wh,
+                "contracted_wh": c,
+                "delivered_wh": d,
+            }
+            for f, c, d in rows
+        ],
     }
+
+
+def _ratio(x: float | None) -> str | None:
+    return None if x is None else f"{x:.3f}"
 
 
 # -- charts ---------------------------------------------------------------------------------------------
@@ -193,7 +275,13 @@ def draw_charts(data: dict[str, Any], state: DemoState, out_dir: Path) -> dict[s
     by_slot = {s["slot_start"]: s for s in data["summary"]["slots"]}
 
     fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
-    ax.step(x, [float(b["retail"]) for b in bands], where="post", label="retail tariff", color="#c0392b")
+    ax.step(
+        x,
+        [float(b["retail"]) for b in bands],
+        where="post",
+        label="retail tariff (first tier, as in the savings)",
+        color="#c0392b",
+    )
     ax.step(x, [float(b["floor"]) for b in bands], where="post", label="feed-in price", color="#7f8c8d")
     traded = [(b["slot_start"], by_slot.get(b["slot_start"].isoformat())) for b in bands]
     points = [(t, s) for t, s in traded if s]
@@ -288,6 +376,51 @@ def _coins(units: int) -> str:
     return f"{Decimal(format_amount(units)):,.0f}"
 
 
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _local_volume_lines(data: dict[str, Any], chain: ChainStats) -> list[str]:
+    rows, t = local_volume(data)
+    trades = int(data["summary"]["trades"])
+    gas = f"{chain.gas // trades:,}" if trades else "-"
+    lines = [
+        "## Local volume: feasible, contracted, delivered",
+        "",
+        "*Feasible* is what local trade could at most have moved: per slot the smaller of the community's "
+        "grid export and grid import **without the market** (the same simulated sites, seed and start run "
+        "again in self-consumption, no dispatch; consumers import their whole load), summed over the slots. "
+        "*Contracted* is what the trades agreed; *delivered* is what settlement paid for, as metered.",
+        "",
+        "| | |",
+        "|---|---:|",
+        f"| feasible local volume | {_kwh(t.feasible_wh)} kWh |",
+        f"| contracted | {_kwh(t.contracted_wh)} kWh |",
+        f"| delivered (metered, settled) | {_kwh(t.delivered_wh)} kWh |",
+        f"| **delivered / contracted** | **{_share(t.delivered_over_contracted)}** |",
+        f"| **share of the feasible volume traded, by delivered energy** | **{_share(t.delivered_share)}** |",
+        f"| share of the feasible volume traded, by contracted energy | {_share(t.contracted_share)} |",
+        f"| gas per trade (everything the platform sent / trades) | {gas} |",
+        "",
+        "The shares can exceed 1: batteries discharged on command deliver energy that would otherwise have "
+        "stayed in them, beyond what the community exported without the market.",
+        "",
+        "| slot (UTC) | export kWh (no market) | import kWh (no market) | feasible kWh | contracted kWh | "
+        "delivered kWh |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for f, c, d in rows:
+        lines.append(
+            f"| {f.slot_start:%m-%d %H:%M} | {_kwh(f.export_wh)} | {_kwh(f.import_wh)} | "
+            f"{_kwh(f.feasible_wh)} | {_kwh(c)} | {_kwh(d)} |"
+        )
+    lines.append(
+        f"| **total** | {_kwh(t.export_wh)} | {_kwh(t.import_wh)} | **{_kwh(t.feasible_wh)}** | "
+        f"**{_kwh(t.contracted_wh)}** | **{_kwh(t.delivered_wh)}** |"
+    )
+    return lines
+
+
 def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: dict[str, str]) -> str:
     s, hs, opts = data["summary"], data["households"], state.options
     energy = data["energy"]
@@ -318,11 +451,14 @@ def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: di
         f"| contracted locally (trades) | {_kwh(int(s['volume_wh']))} |",
         f"| delivered and settled locally (metered) | {_kwh(delivered)} |",
         "",
-        f"Share of the buy orders' energy met by local trades: **{s['share_of_demand_met_locally'] or '-'}**. "
-        "A trade pays only for the energy the seller's meter shows as exported in its slot; the rest of the "
-        "escrow goes back to the buyer.",
+        f"Share of the buy orders' energy met by local trades (contracted): "
+        f"**{s['share_of_demand_met_locally'] or '-'}**. A trade pays only for the energy the seller's meter "
+        "shows as exported in its slot (and a buyer's site as imported); the rest of the escrow goes back to "
+        "the buyer.",
         "",
         f"![Community energy and local trade]({charts['energy']})",
+        "",
+        *_local_volume_lines(data, chain),
         "",
         "## Market",
         "",
@@ -333,7 +469,9 @@ def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: di
         "",
         f"![Prices over the day]({charts['prices']})",
         "",
-        "| slot (UTC) | traded kWh | price min | price max | retail | feed-in |",
+        "Retail is the tariff's first tier, the one the households' savings below are counted against.",
+        "",
+        "| slot (UTC) | traded kWh | price min | price max | retail (first tier) | feed-in |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     by_slot = {x["slot_start"]: x for x in s["slots"]}
@@ -351,7 +489,8 @@ def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: di
         "",
         "## Households",
         "",
-        "Savings: what buyers did not pay against the retail tariff; extra income: what sellers earned above "
+        "Savings: what buyers did not pay against the retail tariff's first tier; extra income: what sellers "
+        "earned above "
         "the feed-in price (both in coins, 1 coin = 1 KRW in the default tariff).",
         "",
         "| household | PV kW | battery kWh | PV kWh | used kWh | bought kWh | sold kWh | paid | received | saved | extra income |",

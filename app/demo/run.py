@@ -246,6 +246,8 @@ def setup_community(
                     "pv_nameplate_w": h.config.pv_peak_w,
                     "battery_capacity_wh": h.config.capacity_wh,
                     "reserve_soc_pct": h.config.reserve_pct,
+                    "max_charge_w": h.config.max_charge_w,
+                    "max_discharge_w": h.config.max_discharge_w,
                 },
             )
             h.site_id = int(site["id"])

@@ -6,7 +6,6 @@ The table can always be rebuilt from the chain (`essx reindex`): the chain is th
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, or_
@@ -19,6 +18,7 @@ from app.core.security import utcnow
 from app.core.sql import insert_ignore
 from app.indexer.models import IndexerCheckpoint, TransferEvent
 from app.indexer.schemas import TransferPage, TransferPublic
+from common.worker import Pacing, Worker
 from wallet.chain import raw_call
 
 log = logging.getLogger(__name__)
@@ -151,29 +151,15 @@ def transfers_of(session: Session, address: str, limit: int, before_block: int |
     return TransferPage(address=address, items=items, indexed_to_block=row.block_number if row else None)
 
 
-class IndexerWorker:
-    """Background thread that keeps the index close to the chain head."""
+class IndexerWorker(Worker):
+    """Keeps the index close to the chain head: passes back to back while it catches up."""
 
     def __init__(self, ctx: Context) -> None:
+        every = ctx.settings.indexer_interval_seconds
+        super().__init__(
+            "indexer", [self.sync], Pacing(every, backoff_first=every, backoff_max=max(every, 15.0))
+        )
         self.ctx = ctx
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                new = sync_once(self.ctx)
-            except Exception:
-                log.exception("indexer step failed")
-                new = 0
-            if not new:
-                self._stop.wait(self.ctx.settings.indexer_interval_seconds)
+    def sync(self) -> int:
+        return sync_once(self.ctx)

@@ -27,6 +27,7 @@ from app.market.models import Order, Trade, lock_changes
 from app.market.onchain import id32, unix
 from app.market.rules import MarketRules
 from wallet.models import OutgoingTx
+from wallet.purposes import Purpose, TxPurpose
 from wallet.typed_data import split_signature
 
 UINT32_MAX = 2**32 - 1
@@ -167,7 +168,9 @@ def release_one(ctx: Context, session: Session, order: Order) -> None:
     market = ctx.contracts["EnergyMarket"]
     cancel = min(order.quantity_wh - _owed_to_trades(session, order), UINT32_MAX)
     data = market.encodeABI(fn_name="releaseEscrow", args=[id32(order.id), max(cancel, 0)])
-    tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=f"escrow_release:{order.id}")
+    tx = ctx.relayer.prepare(
+        session, to=market.address, data=data, purpose=Purpose.of(TxPurpose.escrow_release, order.id)
+    )
     order.escrow_status, order.release_tx_id = "releasing", tx.id
     session.add(order)
 
@@ -187,7 +190,7 @@ def release_closed(ctx: Context, session: Session, rules_: MarketRules, now: dat
     lock_changes(session)  # the order counter before the relayer's nonce counter, as a cancel does
     market = ctx.contracts["EnergyMarket"]
     data = market.encodeABI(fn_name="releaseEscrows", args=[[id32(o.id) for o in ready]])
-    tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="escrow_release_batch")
+    tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=TxPurpose.escrow_release_batch)
     for o in ready:
         o.escrow_status, o.release_tx_id = "releasing", tx.id
         session.add(o)

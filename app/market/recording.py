@@ -22,6 +22,7 @@ from app.market import engine, escrow
 from app.market.models import Trade
 from app.market.onchain import id32, merkle_proofs, trade_leaf, unix
 from wallet.models import OutgoingTx
+from wallet.purposes import Completions, Purpose, TxPurpose
 from wallet.relayer import TxRejected
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def submit_trades(ctx: Context) -> int:
         market = ctx.contracts["EnergyMarket"]
         data = market.encodeABI(fn_name="lockAndRecordTrades", args=[locks, items])
         try:
-            tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="trade_batch")
+            tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=TxPurpose.trade_batch)
         except TxRejected as exc:
             session.rollback()
             log.error("trade batch rejected", extra={"fields": {"reason": exc.reason}})
@@ -94,15 +95,22 @@ def submit_trades(ctx: Context) -> int:
     return len(trades)
 
 
-def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
-    def on_final(session: Session, tx: OutgoingTx) -> None:
-        if tx.purpose == "trade_batch":
-            escrow.batch_final(session, tx)
-            _trades_final(ctx, session, tx)
-        elif tx.purpose.startswith("escrow_release"):
-            escrow.release_final(session, tx)
+def register_completions(completions: Completions, ctx: Context) -> None:
+    completions.register(TxPurpose.trade_batch, make_hook(ctx))
+    completions.register(TxPurpose.escrow_release, release_final)
+    completions.register(TxPurpose.escrow_release_batch, release_final)
 
-    return on_final
+
+def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
+    def on_trades_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
+        escrow.batch_final(session, tx)
+        _trades_final(ctx, session, tx)
+
+    return on_trades_final
+
+
+def release_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
+    escrow.release_final(session, tx)
 
 
 def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:

@@ -1,9 +1,12 @@
-"""The market's background loop: match, close gates, record trades, release escrow (and settle)."""
+"""The market's background loop: match, close gates, record trades, release escrow.
+
+Work of other domains that belongs in the same loop (the automatic trader before the market's pass,
+settlement after it) is passed in by whoever composes the background jobs (``app/main.py``), so the market
+imports neither of them."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 
 from sqlmodel import Session
@@ -11,8 +14,8 @@ from sqlmodel import Session
 from app.context import Context
 from app.market import engine, escrow, recording
 from app.market.service import rules
-from app.settlement.service import settle_ready_slots
 from common import clock
+from common.worker import Pacing, Worker
 
 log = logging.getLogger(__name__)
 MIN_PASS_GAP = 0.1  # seconds between two passes
@@ -36,47 +39,31 @@ def run_once(ctx: Context) -> None:
             ctx.commit_background(session)
     recording.submit_trades(ctx)
 
-    settle_ready_slots(ctx)
-    ctx.relayer.kick()
 
-
-class MarketWorker:
-    """``before_pass``: work of upper layers run first in every pass (the automatic trader), so the
-    market loop needs not import them."""
+class MarketWorker(Worker):
+    """``before_pass`` and ``after_pass``: work of other domains run in every pass before and after the
+    market's own (the automatic trader, settlement), so the market needs not import them. Each step's
+    failure is logged and the others still run; the relayer is kicked at the end of every pass."""
 
     def __init__(
-        self, ctx: Context, interval: float = 1.0, before_pass: Sequence[Callable[[Context], None]] = ()
+        self,
+        ctx: Context,
+        interval: float = 1.0,
+        before_pass: Sequence[Callable[[Context], object]] = (),
+        after_pass: Sequence[Callable[[Context], object]] = (),
     ) -> None:
+        steps = [_bound(work, ctx) for work in (*before_pass, run_once, *after_pass)]
+        steps.append(ctx.relayer.kick)
+        # every placement kicks: under load, a short gap lets one incremental pass take what arrived
+        # meanwhile instead of a pass per order
+        pacing = Pacing(interval, busy_interval=interval, backoff_first=interval, backoff_max=10.0)
+        super().__init__("market", steps, pacing, wake=ctx.market_wake, min_gap=MIN_PASS_GAP)
         self.ctx = ctx
-        self.interval = interval
-        self.before_pass = tuple(before_pass)
-        self._stop = threading.Event()
-        self._wake = ctx.market_wake
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="market", daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
+def _bound(work: Callable[[Context], object], ctx: Context) -> Callable[[], object]:
+    def step() -> object:
+        return work(ctx)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for work in self.before_pass:
-                try:
-                    work(self.ctx)
-                except Exception:
-                    log.exception("%s failed", getattr(work, "__qualname__", work))
-            try:
-                run_once(self.ctx)
-            except Exception:
-                log.exception("market pass failed")
-            # every placement kicks: under load, a short gap lets one incremental pass take what arrived
-            # meanwhile instead of a pass per order
-            self._stop.wait(MIN_PASS_GAP)
-            self._wake.wait(self.interval)
-            self._wake.clear()
+    step.__qualname__ = getattr(work, "__qualname__", repr(work))
+    return step

@@ -29,6 +29,7 @@ from app.settlement.errors import SlotNotOver
 from common import clock
 from ess_collector.models import LedgerSlot, SlotEnergy
 from wallet.models import OutgoingTx
+from wallet.purposes import Completions, Purpose, TxPurpose
 from wallet.relayer import TxRejected
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def _submit(
             fn_name="settleTradesByDecision", args=[unix(slot_start), decision_hash, items]
         )
     try:
-        tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose="settle_batch")
+        tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=TxPurpose.settle_batch)
     except TxRejected as exc:
         session.rollback()
         log.error(
@@ -218,10 +219,17 @@ def _partial_measure(session: Session, slot_start: datetime, trades: list[Trade]
     return delivered_wh(terms, exported, imported)
 
 
-def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
-    def on_final(session: Session, tx: OutgoingTx) -> None:
-        if tx.purpose != "settle_batch":
-            return
+def register_completions(completions: Completions, ctx: Context) -> None:
+    completions.register(TxPurpose.settle_batch, make_hook(ctx))
+    completions.register(TxPurpose.withdraw_batch, withdrawn)
+
+
+def withdrawn(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
+    """The payouts left the contract (or stay credited there, to be withdrawn by their owners)."""
+
+
+def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
+    def on_settle_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
         trades = list(
             session.exec(
                 select(Trade).where(
@@ -268,8 +276,8 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
         if accounts:
             data = market.encodeABI(fn_name="withdrawForBatch", args=[accounts])
             try:
-                ctx.relayer.prepare(session, to=market.address, data=data, purpose="withdraw_batch")
+                ctx.relayer.prepare(session, to=market.address, data=data, purpose=TxPurpose.withdraw_batch)
             except TxRejected as exc:
                 log.error("withdrawal batch rejected", extra={"fields": {"reason": exc.reason}})
 
-    return on_final
+    return on_settle_final

@@ -163,8 +163,11 @@ def market_summary(session: Session, from_: datetime, to: datetime) -> dict[str,
     delivered = sum(t.delivered_wh or 0 for t in trades if t.status == TradeStatus.settled)
     by_slot: dict[str, dict[str, Any]] = {}
     for t in trades:
-        s = by_slot.setdefault(t.slot_start.isoformat(), {"volume_wh": 0, "value": 0, "prices": set()})
+        s = by_slot.setdefault(
+            t.slot_start.isoformat(), {"volume_wh": 0, "delivered_wh": 0, "value": 0, "prices": set()}
+        )
         s["volume_wh"] += t.quantity_wh
+        s["delivered_wh"] += (t.delivered_wh or 0) if t.status == TradeStatus.settled else 0
         s["value"] += t.value
         s["prices"].add(t.price)
     return {
@@ -183,6 +186,7 @@ def market_summary(session: Session, from_: datetime, to: datetime) -> dict[str,
             {
                 "slot_start": k,
                 "volume_wh": v["volume_wh"],
+                "delivered_wh": v["delivered_wh"],
                 "value": format_amount(v["value"]),
                 "min_price": format_amount(min(v["prices"])),
                 "max_price": format_amount(max(v["prices"])),

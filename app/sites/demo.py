@@ -138,6 +138,8 @@ def register_cluster(
                 pv_nameplate_w=sim.config.pv_peak_w,
                 battery_capacity_wh=sim.config.capacity_wh,
                 reserve_soc_pct=sim.config.reserve_pct,
+                max_charge_w=sim.config.max_charge_w,
+                max_discharge_w=sim.config.max_discharge_w,
                 created_at=now,
             )
             session.add(site)

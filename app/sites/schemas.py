@@ -39,6 +39,12 @@ class SiteCreate(BaseModel):
     pv_nameplate_w: int = Field(gt=0, le=1_000_000)
     battery_capacity_wh: int = Field(ge=0, le=10_000_000)
     reserve_soc_pct: int = Field(10, ge=0, le=100)
+    max_charge_w: int | None = Field(
+        None, ge=0, le=10_000_000, description="the battery's charge power limit; default: 0.5 C"
+    )
+    max_discharge_w: int | None = Field(
+        None, ge=0, le=10_000_000, description="the battery's discharge power limit; default: 0.5 C"
+    )
     owner_id: RowId | None = Field(default=None, description="admins only; default: the caller")
 
     @field_validator("host")
@@ -82,6 +88,8 @@ class SitePublic(BaseModel):
     pv_nameplate_w: int
     battery_capacity_wh: int
     reserve_soc_pct: int
+    max_charge_w: int | None
+    max_discharge_w: int | None
     enabled: bool
     status: str  # unknown | online | offline | fault | disabled
     created_at: datetime

@@ -304,11 +304,11 @@ def sell_room(
     if not starts:
         return 0
     estimates = estimate_run(session, site, starts, cfg, now=now)
-    power = cfg.battery_power_w(site.battery_capacity_wh)
+    charge, discharge = cfg.site_power_w(site)
     battery = battery_from_estimate(
         estimates[0],
-        max_charge_w=power,
-        max_discharge_w=power,
+        max_charge_w=charge,
+        max_discharge_w=discharge,
         charge_efficiency_pct=cfg.battery_efficiency_pct,
         discharge_efficiency_pct=cfg.battery_efficiency_pct,
     )

@@ -1,7 +1,8 @@
 """The collector's schedule (APScheduler 3, AsyncIOScheduler on a loop of its own thread).
 
-Jobs: ``lease`` takes or renews the database lease; ``poll`` polls every due site; ``settle`` builds slot
-energies, anchors final slots and pays production rewards. Every process may run this worker (several
+Jobs: ``poll`` polls every due site; ``settle`` builds slot energies, anchors final slots and pays
+production rewards. The database lease is kept by ``common/worker.py``'s ``LeaseKeeper`` (the same keeper as
+the API's background workers), in a thread of its own. Every process may run this worker (several
 API workers, a standby ``essx collector``): only the lease holder's jobs do anything, and its writes are
 fenced by the lease, so the schedule never runs twice. The job state that matters (last accepted
 counters, slot rows, ledger rows, rewards) is in the database, so a restart or a takeover resumes it.
@@ -26,6 +27,7 @@ from app.sites.service import collector_config, meter_ledger
 from app.wallets.service import active_wallet
 from common import clock
 from common.lease import Lease, LeaseLost
+from common.worker import LeaseKeeper
 from ess_collector.aggregation import aggregate_due
 from ess_collector.anchoring import anchor_due, on_anchor_final
 from ess_collector.collector import Collector
@@ -33,6 +35,7 @@ from ess_collector.dispatcher import Dispatcher
 from ess_collector.faults import FaultChange
 from ess_collector.models import Site
 from ess_collector.rewards import on_reward_final, reward_due
+from wallet.purposes import TxPurpose
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "ess-collector"
@@ -40,9 +43,8 @@ LEASE_NAME = "ess-collector"
 
 def install_hooks(ctx: Context) -> None:
     """Whichever process's relayer sees an anchor or a reward mint become final finishes its row."""
-    for hook in (on_anchor_final, on_reward_final):
-        if hook not in ctx.relayer.on_final:
-            ctx.relayer.on_final.append(hook)
+    ctx.relayer.completions.register(TxPurpose.meter_anchor, on_anchor_final)
+    ctx.relayer.completions.register(TxPurpose.production_reward, on_reward_final)
 
 
 def tell_owner(session: Session, site_id: int, change: FaultChange, ts: datetime) -> None:
@@ -66,6 +68,8 @@ class CollectorWorker:
         self.ctx = ctx
         self.cfg = collector_config(settings)
         self.lease = Lease(ctx.engine, LEASE_NAME, holder=holder, ttl_s=settings.collector_lease_seconds)
+        every = max(1.0, self.lease.ttl.total_seconds() / 3)
+        self.keeper = LeaseKeeper(self.lease, self._gained, self._lost, every_s=every)
         self.collector = Collector(ctx.engine, self.cfg, lease=self.lease, on_fault=tell_owner)
         self.dispatcher = Dispatcher(
             self.collector, self._sold, battery_power_pct=settings.site_battery_power_pct
@@ -87,20 +91,18 @@ class CollectorWorker:
         if self.ledger is None:
             log.warning("no MeterLedger in this deployment: slots are aggregated but not anchored")
         self._thread = threading.Thread(target=self._run, name="ess-collector", daemon=True)
+        self.keeper.start()  # the first attempt runs here: a lone process holds the lease before polling
         self._thread.start()
         self._ready.wait(10)
 
     def _run(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        now = datetime.now(UTC)
         scheduler = self._scheduler = AsyncIOScheduler(
             event_loop=loop,
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
         )
-        lease_every = max(1.0, self.lease.ttl.total_seconds() / 3)
-        scheduler.add_job(self._renew, IntervalTrigger(seconds=lease_every), id="lease", next_run_time=now)
         scheduler.add_job(self._poll, IntervalTrigger(seconds=self.cfg.poll_interval_s), id="poll")
         scheduler.add_job(self._settle, IntervalTrigger(seconds=self.job_seconds), id="settle")
         scheduler.start()
@@ -129,25 +131,24 @@ class CollectorWorker:
         asyncio.run_coroutine_threadsafe(shutdown(), loop)
         thread.join(15)
         self._thread = self._loop = None
-        try:
-            self.lease.release()  # a standby takes over at once rather than after the TTL
-        except Exception:
-            log.exception("could not release the collector lease")
+        self.keeper.stop()  # releases the lease: a standby takes over at once rather than after the TTL
 
     # -- jobs -------------------------------------------------------------------------------------
 
-    async def _renew(self) -> None:
-        was_held = self.lease.held
-        try:
-            held = await asyncio.to_thread(self.lease.try_acquire)
-        except Exception:
-            log.exception("collector lease check failed")
-            held = False
-        if held and not was_held:
-            log.info("collector schedule taken", extra={"fields": {"holder": self.lease.holder}})
-            self.collector.forget()  # another process may have polled meanwhile: reload from the database
-        elif was_held and not held:
-            log.warning("collector schedule lost", extra={"fields": {"holder": self.lease.holder}})
+    def _gained(self) -> None:
+        log.info("collector schedule taken", extra={"fields": {"holder": self.lease.holder}})
+        self._forget()  # another process may have polled meanwhile: reload from the database
+
+    def _lost(self) -> None:
+        log.warning("collector schedule lost", extra={"fields": {"holder": self.lease.holder}})
+        self._forget()
+
+    def _forget(self) -> None:
+        """In the loop's thread, between two polls, never in the middle of one."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self.collector.forget)
+        else:
             self.collector.forget()
 
     async def _poll(self) -> None:

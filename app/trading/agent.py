@@ -4,12 +4,16 @@ For each enabled profile and each of the next ``AGENT_SLOTS`` slots whose gate i
 what the user should have in the book on each side, and places, reprices or cancels that user's orders
 to match, through the market's own order rules and escrow (app/market/service.py):
 
-- sell: the site's joint plan (ess_collector/forecast.py: expected PV and load, the battery's state,
-  power limits, efficiency and the profile's reserve, with every other commitment of the run kept),
-  capped by the market's per-slot supply check and the profile's maximum per slot;
-- buy: what the forecast says the household must buy (a site), or the expected use (no site), within
-  what is left of the daily spending limit;
-- price: the price suggestion, never below the sell floor nor above the buy ceiling, inside the band.
+- sell: what the site can deliver (app/trading/planning.py): the battery followed from now through the
+  slot in delivery and the slots whose gate has closed, then a joint plan of the open slots
+  (ess_collector/forecast.py: power limits, efficiency, the profile's reserve, every commitment kept) on a
+  pessimistic outlook (the measured sky, the larger of the expected and measured load, margins), within
+  the profile's maximum per slot;
+- buy: what the site will surely import (the same plan on an optimistic outlook), or the expected use
+  (no site), within what is left of the daily spending limit;
+- price: the price suggestion, never below the sell floor nor above the buy ceiling, inside the band;
+  a live order is repriced only when the suggestion moves by more than a step (5 % of the band), near
+  the gate closure more closely, and whenever it is larger than what is wanted.
 
 Idempotent: an order and the agent's link to it (``AgentOrder.live_key``, unique per user, slot and side)
 commit together, so a pass killed anywhere leaves either both or neither, and the next pass sees what is
@@ -24,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from app.context import Context
 from app.core.crash import crash_point
@@ -38,22 +42,24 @@ from app.market.models import Order
 from app.market.rules import MarketRules
 from app.market.schemas import OrderCreate
 from app.settlement.pricing import suggest
-from app.sites.service import estimate_supply
-from app.trading import service
+from app.sites.service import supply_config
+from app.trading import planning, service
 from app.trading.models import AgentAction, AgentActivity, AgentOrder, TradingProfile
 from app.users.models import Role, User
 from app.wallets import service as wallets
 from common import clock
-from ess_collector.forecast import SlotOutlook, battery_from_estimate, forecast
-from ess_collector.models import Site
+from ess_collector.forecast import battery_from_estimate
+from ess_collector.models import Site, SiteReading
+from ess_collector.supply import estimate_run
 
 log = logging.getLogger(__name__)
 
 AGENT_SLOTS = 4  # how far ahead the agent keeps orders in the book (an hour of 15-minute slots)
 AGENT_INTERVAL_S = 10.0  # the market loop runs every second; the agent's forecasts need not
 MIN_ORDER_WH = 10  # below this an order is not worth its escrow
-# Without the device's reported power limits, a home battery moves about half its capacity per hour.
-DEFAULT_C_RATE_DEN = 2
+NEAR_GATE_PCT = (
+    25  # within this share of a slot before its gate closure, orders follow the suggestion closely
+)
 LIVE = ("pending_authorization", "open")
 
 
@@ -71,7 +77,14 @@ def run_if_due(ctx: Context) -> None:
     runs fast (`essx demo`): at least five passes per slot."""
     wall, energy = time.monotonic(), clock.now()
     last_wall, last_energy = ctx.trading_last_pass or (0.0, None)
-    slot = market.rules(ctx).slot
+    r = market.rules(ctx)
+    slot = r.slot
+    latest_gate = r.gate_closure(_upcoming_slots(r, energy)[0] - slot)
+    if ctx.trading_gate_seen != latest_gate:
+        # a gate closed since the last look: the market's pass (next in this thread) matches that slot
+        # first, so its trades exist when the slot starts and dispatch reads them
+        ctx.trading_gate_seen = latest_gate
+        return
     if wall - last_wall < AGENT_INTERVAL_S and last_energy is not None and energy - last_energy < slot / 5:
         return
     ctx.trading_last_pass = (wall, energy)
@@ -79,13 +92,23 @@ def run_if_due(ctx: Context) -> None:
 
 
 def run_pass(ctx: Context) -> None:
-    """One pass over every profile; one user's failure is logged and does not stop the others."""
+    """One pass over every profile; one user's failure is logged and does not stop the others.
+
+    The pass runs before the market's own pass in the same thread: when a gate closes while it runs, it
+    stops so that slot is matched now (dispatch needs its trades at the slot's start), and the next pass
+    begins with the users this one did not reach."""
     r = market.rules(ctx)
     now = clock.now()
     slots = _upcoming_slots(r, now)
     with Session(ctx.engine, expire_on_commit=False) as session:
-        user_ids = session.exec(select(TradingProfile.user_id)).all()
+        user_ids = sorted(session.exec(select(TradingProfile.user_id)).all())
+        after = ctx.trading_resume_after
+        user_ids = [u for u in user_ids if u > after] + [u for u in user_ids if u <= after]
+        ctx.trading_resume_after = 0
         for user_id in user_ids:
+            if clock.now() >= r.gate_closure(slots[0]):
+                ctx.trading_resume_after = user_id - 1
+                return
             try:
                 # The market's lock first, then row locks (the price suggestion reads the book FOR UPDATE),
                 # in the order the matcher and a cancel take them; the transaction ends with the user.
@@ -133,7 +156,6 @@ def _wants(
     site: Site | None,
     slots: list[datetime],
 ) -> tuple[dict[datetime, Want], dict[datetime, Want]]:
-    r = market.rules(ctx)
     if site is None or not site.enabled:
         use = profile.expected_use_wh or 0
         why = f"your expected use of {use} Wh per slot"
@@ -141,35 +163,88 @@ def _wants(
             why = f"site {site.id} is disabled: {why}"
         buys = {s: _priced(ctx, session, user, profile, s, "buy", use, why) for s in slots}
         return {s: Want(0, 0, "no site") for s in slots}, buys
-    estimates = [estimate_supply(session, site, s, ctx.settings) for s in slots]
+    return _site_wants(ctx, session, user, profile, site, slots)
+
+
+def _site_wants(
+    ctx: Context,
+    session: Session,
+    user: User,
+    profile: TradingProfile,
+    site: Site,
+    slots: list[datetime],
+) -> tuple[dict[datetime, Want], dict[datetime, Want]]:
+    """The site's plan (app/trading/planning.py) from the slot in delivery through the last upcoming one:
+    sells it can deliver and buys it will import, priced."""
+    r = market.rules(ctx)
+    now = clock.now()
+    current = r.slot_of(now)
+    run = [current + k * r.slot for k in range((slots[-1] - current) // r.slot + 1)]
+    cfg = supply_config(ctx.settings)
+    estimates = estimate_run(session, site, [current - r.slot, *run], cfg, now=now)
+    previous, in_delivery, ahead = estimates[0], estimates[1], estimates[2:]
     live_open = _live_open(session, user.id or 0, slots)
-    outlook = []
-    for s, e in zip(slots, estimates, strict=True):
-        sold, bought = _committed(session, site.id or 0, s)
-        outlook.append(
-            SlotOutlook(
-                slot_start=s,
+    inputs = []
+    for e in [in_delivery, *ahead]:
+        sold, bought = _committed(session, site.id or 0, e.slot_start)
+        inputs.append(
+            planning.SlotInput(
+                slot_start=e.slot_start,
                 pv_wh=e.expected_pv_wh,
                 load_wh=e.expected_load_wh,
-                sold_wh=max(sold - live_open.get((s, "sell"), 0), 0),
-                bought_wh=max(bought - live_open.get((s, "buy"), 0), 0),
+                sold_wh=max(sold - live_open.get((e.slot_start, "sell"), 0), 0),
+                bought_wh=max(bought - live_open.get((e.slot_start, "buy"), 0), 0),
+                gate_open=e.slot_start in slots,
             )
         )
-    power = site.battery_capacity_wh // DEFAULT_C_RATE_DEN
-    battery = battery_from_estimate(estimates[0], max_charge_w=power, max_discharge_w=power)
+    charge, discharge = cfg.site_power_w(site)
+    battery = battery_from_estimate(
+        in_delivery,
+        max_charge_w=charge,
+        max_discharge_w=discharge,
+        charge_efficiency_pct=cfg.battery_efficiency_pct,
+        discharge_efficiency_pct=cfg.battery_efficiency_pct,
+    )
     battery = replace(battery, reserve_pct=max(site.reserve_soc_pct, profile.reserve_pct))
-    plan = forecast(battery, outlook, r.slot_minutes * 60)
+    slot_s = r.slot_minutes * 60
+    # the sky and the household now, against what the estimate expected over the last slot
+    expected_w = (previous.expected_pv_wh + in_delivery.expected_pv_wh) * 3600 // (2 * slot_s)
+    measured = _measured(session, site.id or 0, now - r.slot, expected_w)
+    plan = planning.plan_site(
+        battery,
+        inputs[1:],
+        slot_s,
+        current=inputs[0],
+        seconds_left=int((current + r.slot - now).total_seconds()),
+        measured=measured,
+    )
     sells, buys = {}, {}
-    for s, e, f, o in zip(slots, estimates, plan, outlook, strict=True):
-        room = e.supply_wh - o.sold_wh  # the market's own per-slot cap on what the site offers
-        qty = min(f.plan_sell_wh, room)
+    for p in plan:
         why = (
-            f"forecast: PV {f.pv_wh} Wh, load {f.load_wh} Wh, battery {f.battery_wh} Wh keeping "
-            f"{f.keep_wh} Wh (reserve {battery.reserve_pct} %), {f.sold_wh} Wh already sold"
+            f"plan: PV {p.pv_wh} Wh, load {p.load_wh} Wh (with margins), battery {p.battery_wh} Wh keeping "
+            f"{p.keep_wh} Wh (reserve {battery.reserve_pct} %, {discharge} W at most)"
         )
-        sells[s] = _priced(ctx, session, user, profile, s, "sell", qty, why)
-        buys[s] = _priced(ctx, session, user, profile, s, "buy", f.plan_buy_wh, why)
+        sells[p.slot_start] = _priced(ctx, session, user, profile, p.slot_start, "sell", p.sell_wh, why)
+        buys[p.slot_start] = _priced(ctx, session, user, profile, p.slot_start, "buy", p.buy_wh, why)
     return sells, buys
+
+
+def _measured(
+    session: Session, site_id: int, since: datetime, expected_pv_w: int
+) -> planning.Measured | None:
+    """Mean PV and load power of the site's good readings since ``since``; None without any."""
+    pv, load = session.exec(
+        select(func.avg(SiteReading.pv_w), func.avg(SiteReading.load_w)).where(
+            col(SiteReading.site_id) == site_id,
+            col(SiteReading.ts) >= since,
+            col(SiteReading.quality) == "ok",
+            col(SiteReading.pv_w).is_not(None),
+            col(SiteReading.load_w).is_not(None),
+        )
+    ).one()
+    if pv is None or load is None:
+        return None
+    return planning.Measured(pv_w=int(pv), load_w=int(load), expected_pv_w=expected_pv_w)
 
 
 def _priced(
@@ -289,13 +364,18 @@ def _settle_side(
 
 
 def _close_enough(ctx: Context, order: Order, want: Want, slot: datetime) -> bool:
-    """Keep a live order whose price is within 5 % of the band and whose open quantity is 90-100 % of
-    the wanted one: repricing a buy costs an escrow release and a lock."""
-    floor, ceiling = market.rules(ctx).band(slot)
-    return (
-        want.quantity_wh > 0
-        and abs(order.limit_price - want.price) <= (ceiling - floor) // 20
-        and want.quantity_wh * 9 // 10 <= order.open_wh <= want.quantity_wh
+    """Keep a live order unless the wanted price moved by more than a step (5 % of the band), its size
+    fell short or is more than wanted; near the gate closure the latest suggestion counts more closely
+    (app/trading/planning.py, ``keep_live``). Repricing a buy costs an escrow release and a signature."""
+    r = market.rules(ctx)
+    floor, ceiling = r.band(slot)
+    return planning.keep_live(
+        open_wh=order.open_wh,
+        live_price=order.limit_price,
+        want_wh=want.quantity_wh,
+        want_price=want.price,
+        price_step=(ceiling - floor) // 20,
+        near_gate=r.gate_closure(slot) - clock.now() <= r.slot * NEAR_GATE_PCT // 100,
     )
 
 

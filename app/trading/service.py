@@ -20,6 +20,7 @@ from app.core.errors import Conflict
 from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
 from app.core.sql import MAX_INT_ID
+from app.market import engine
 from app.market import service as market
 from app.market.matching.types import escrow_amount
 from app.market.models import Order
@@ -206,7 +207,11 @@ def cancel_agent_orders(ctx: Context, session: Session, user: User, reason: str)
     for link, order in rows:
         if order.escrow_status == "locking":
             continue
-        cancel_order(ctx, session, user, link, order, reason)
+        try:
+            cancel_order(ctx, session, user, link, order, reason)
+        except Conflict:  # matched, expired or cancelled by the agent's pass meanwhile: nothing to cancel
+            session.rollback()
+            continue
         cancelled += 1
     return cancelled
 
@@ -214,11 +219,17 @@ def cancel_agent_orders(ctx: Context, session: Session, user: User, reason: str)
 def cancel_order(
     ctx: Context, session: Session, user: User, link: AgentOrder, order: Order, reason: str
 ) -> None:
-    """One of the agent's orders cancelled through the market's own cancel (one commit, with the note)."""
-    link.live_key = None
-    session.add(link)
-    note(session, user.id or 0, AgentAction.cancelled, reason, order=order, quantity_wh=order.open_wh)
-    market.cancel(ctx, session, user, order.id)
+    """One of the agent's orders cancelled through the market's own cancel (one commit, with the note).
+
+    The market's lock is taken before anything is written: the cancel takes it anyway, and a session
+    that wrote first would hold the database's write lock while the agent's pass, holding the market's
+    lock, waits for it (SQLite: every writer stalled until the busy timeout, seen in `essx demo` when
+    the profiles are turned off while the agent runs)."""
+    with engine.slot_lock(ctx):
+        link.live_key = None
+        session.add(link)
+        note(session, user.id or 0, AgentAction.cancelled, reason, order=order, quantity_wh=order.open_wh)
+        market.cancel(ctx, session, user, order.id)
 
 
 def note(

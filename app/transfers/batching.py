@@ -22,12 +22,14 @@ from app.core.crash import crash_point
 from app.core.security import utcnow
 from app.transfers.models import StepKind, Transfer, TransferStatus
 from app.transfers.steps import StepLog, fail
+from common.worker import Pacing, Worker
 from wallet.models import OutgoingTx, TxAttempt
+from wallet.purposes import Completions, Purpose, TxPurpose
 from wallet.relayer import TxRejected
 from wallet.typed_data import split_signature
 
 log = logging.getLogger(__name__)
-PURPOSE = "transfer_batch"
+PURPOSE = TxPurpose.transfer_batch
 MAX_BATCH = 150  # ~70k gas an item at worst: well inside a 30M block
 USED_TOPIC = Web3.keccak(text="AuthorizationUsed(address,bytes32)").hex()
 FAILED_TOPIC = Web3.keccak(text="RelayFailed(address,bytes32,bytes)").hex()
@@ -119,10 +121,12 @@ def _revert_text(data: bytes) -> str:
     return "0x" + data.hex() if data else "reverted without a reason"
 
 
-def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
-    def on_final(session: Session, tx: OutgoingTx) -> None:
-        if tx.purpose != PURPOSE:
-            return
+def register_completions(completions: Completions, ctx: Context) -> None:
+    completions.register(PURPOSE, make_batch_hook(ctx))
+
+
+def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
+    def on_batch_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
 
         transfers = list(
             session.exec(
@@ -173,7 +177,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx], None]:
             session.add(t)
         steps.write()
 
-    return on_final
+    return on_batch_final
 
 
 def wake_batcher(ctx: Context) -> None:
@@ -189,39 +193,26 @@ def wake_batcher(ctx: Context) -> None:
         event.set()
 
 
-class TransferBatcher:
+class TransferBatcher(Worker):
     """Relays authorised transfers: woken by each authorisation in this process, and every `interval`
     for anything else (authorised by another API worker process, or left behind by a restart)."""
 
     def __init__(self, ctx: Context, interval: float = 0.2, linger: float = 0.05) -> None:
+        # linger: a short wait so authorisations arriving together share one transaction
+        pacing = Pacing(interval, busy_interval=interval, backoff_first=interval, backoff_max=5.0)
+        super().__init__("transfer-batcher", [self.submit], pacing, linger=linger)
         self.ctx = ctx
-        self.interval = interval
-        self.linger = linger  # a short wait so authorisations arriving together share one transaction
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._previous: threading.Event | None = None
-        self._thread: threading.Thread | None = None
+
+    def submit(self) -> int:
+        return submit_batch(self.ctx)
 
     def start(self) -> None:
         self._previous = self.ctx.batcher_wake
-        self.ctx.batcher_wake = self._wake
-        self._thread = threading.Thread(target=self._run, name="transfer-batcher", daemon=True)
-        self._thread.start()
+        self.ctx.batcher_wake = self.wake
+        super().start()
 
     def stop(self) -> None:
         # a follower again (previous set): authorisations leave their transfers to the leader's batcher
         self.ctx.batcher_wake = self._previous
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                submit_batch(self.ctx)
-            except Exception:
-                log.exception("transfer batching failed")
-            if self._wake.wait(self.interval):
-                self._wake.clear()
-                self._stop.wait(self.linger)
+        super().stop()

@@ -10,6 +10,7 @@ from app.core.security import utcnow
 from app.users.models import Role, User, UserStatus
 from app.users.service import approval_grant
 from app.wallets.models import Wallet
+from wallet.purposes import Purpose, TxPurpose
 
 
 def pay_pending_grant(ctx: Context, session: Session, user: User, wallet: Wallet) -> CoinOperation | None:
@@ -37,7 +38,9 @@ def pay_pending_grant(ctx: Context, session: Session, user: User, wallet: Wallet
     )
     session.add(op)
     session.flush()
-    tx = ctx.relayer.prepare(session, to=ctx.coin.address, data=data, purpose=f"coin_operation:{op.id}")
+    tx = ctx.relayer.prepare(
+        session, to=ctx.coin.address, data=data, purpose=Purpose.of(TxPurpose.coin_operation, op.id)
+    )
     op.tx_id = tx.id
     session.add(op)
     return op

@@ -448,8 +448,8 @@ def test_settlement_survives_a_restart_between_signing_and_sending(
     settle_ready_slots(ctx)  # signs and stores the batch; nothing is sent (the relayer is stopped)
     assert client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settling"
     assert settle_ready_slots(ctx) == 0  # a batch in flight is never signed twice
-    restarted = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id)
-    restarted.on_final = list(ctx.relayer.on_final)
+    restarted = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id)
+    restarted.completions = ctx.relayer.completions
     for _ in range(40):
         restarted.step()
         if client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settled":
@@ -617,6 +617,7 @@ def test_the_relayer_confirms_a_batch_lock_while_the_market_worker_holds_its_loc
     from app.market import engine, recording
     from app.market.models import Order
     from wallet.models import OutgoingTx
+    from wallet.purposes import Purpose, TxPurpose
 
     buyer = register(client, "consumer")
     now = utcnow()
@@ -658,7 +659,7 @@ def test_the_relayer_confirms_a_batch_lock_while_the_market_worker_holds_its_loc
             final.updated_at = utcnow()  # the relayer has written before it calls the hook
             s.add(final)
             s.flush()
-            recording.make_hook(ctx)(s, final)
+            recording.make_hook(ctx)(s, final, Purpose(TxPurpose.trade_batch))
             s.commit()
         done.set()
 

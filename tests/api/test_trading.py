@@ -197,3 +197,49 @@ def test_a_linked_wallet_enables_the_agent_with_a_signature(client: TestClient, 
     agent.run_pass(ctx)
     reasons = {a["reason"] for a in client.get("/api/v1/trading/activity", headers=headers).json()["items"]}
     assert any("linked wallet signs each escrow" in why for why in reasons)
+
+
+def test_the_agent_sells_within_the_sites_declared_power_and_keeps_its_orders(
+    client: TestClient, ctx: Context
+) -> None:
+    admin = admin_headers(client, ctx)
+    seller = register(client, "prosumer")
+    client.post(f"/api/v1/admin/users/{seller['id']}/approve", headers=admin)
+    headers = login(client, seller["email"])
+    assert client.post("/api/v1/wallets", json={"pin": PIN}, headers=headers).status_code == 201
+    site = {
+        "name": "roof",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "pv_nameplate_w": 5000,
+        "battery_capacity_wh": 10_000,
+        "reserve_soc_pct": 10,
+        "max_charge_w": 2000,
+        "max_discharge_w": 2000,
+    }
+    bad = client.post("/api/v1/sites", json={**site, "max_discharge_w": -1}, headers=headers)
+    assert bad.status_code == 422 and "max_discharge_w" in bad.text
+    r = client.post("/api/v1/sites", json=site, headers=headers)
+    assert r.status_code == 201 and r.json()["max_discharge_w"] == 2000, r.text
+    site_id = r.json()["id"]
+    with Session(ctx.engine) as s:  # a full battery, no sun, a household using 300 W
+        s.add(
+            SiteReading(
+                site_id=site_id, ts=utcnow(), quality="ok", soc_tenths=900, pv_w=0, load_w=300, accepted=True
+            )
+        )
+        s.commit()
+    body = _profile(site_id=site_id, pin=PIN, reserve_pct=10, max_wh_per_slot=100_000, daily_limit="0")
+    assert client.put("/api/v1/trading/profile", json=body, headers=headers).status_code == 200
+
+    agent.run_pass(ctx)
+    sells = [o for o in _orders(ctx, seller["id"]) if o.side == "sell"]
+    r_ = market.rules(ctx)
+    most = 2000 * r_.slot_minutes // 60  # the battery's power over a slot
+    least_load = 500 * r_.slot_minutes // 60  # the supply estimate's default household load
+    assert len(sells) == agent.AGENT_SLOTS
+    assert all(0 < o.quantity_wh <= most - least_load for o in sells), [o.quantity_wh for o in sells]
+    # a second pass with nothing changed keeps every order (no cancel and re-place)
+    agent.run_pass(ctx)
+    again = [o for o in _orders(ctx, seller["id"]) if o.side == "sell"]
+    assert {o.id for o in again} == {o.id for o in sells} and all(o.status == "open" for o in again)

@@ -90,3 +90,14 @@ def test_limit_price_stays_in_the_band(floor: int, width: int, offset: int, side
     price = cm.limit_price(suggested, floor, ceiling, side, random.Random(seed))
     assert floor <= price <= ceiling
     assert (price >= suggested) if side == "buy" else (price <= suggested)
+
+
+def test_flows_without_market_rerun_the_sites_and_add_the_consumers_load() -> None:
+    households = cm.plan_community(8)
+    start = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    slots = [datetime(2026, 12, 5, h, tzinfo=UTC) for h in (3, 15)]  # noon and midnight in Korea
+    noon, night = cm.flows_without_market(households, 0, start, slots, 60)
+    assert cm.flows_without_market(households, 0, start, slots, 60) == [noon, night]  # deterministic
+    consumers = sum(cm.consumer_load_wh(0, h.index, slots[1], 60) for h in households if h.role == "consumer")
+    assert night.export_wh == 0 and night.import_wh >= consumers > 0 and night.feasible_wh == 0
+    assert noon.export_wh > 0 and noon.feasible_wh == min(noon.export_wh, noon.import_wh)

@@ -77,8 +77,18 @@ def test_demo_trades_settles_and_reports(tmp_path: Path) -> None:
     assert 0 < numbers["delivered_wh"] <= numbers["volume_wh"]
     assert numbers["orders"]["buy"] > 0 and numbers["orders"]["sell"] > 0
     assert numbers["transactions"] > 0 and numbers["gas"] > 21_000 * numbers["transactions"]
+    # the local-volume table: per slot and in total, the shares stated as of delivered energy
+    rows = numbers["slots"]
+    assert len(rows) == hours and sum(r["contracted_wh"] for r in rows) == numbers["volume_wh"]
+    assert sum(r["delivered_wh"] for r in rows) == numbers["delivered_wh"]
+    assert all(r["feasible_wh"] == min(r["export_wh"], r["import_wh"]) for r in rows)
+    assert numbers["feasible_wh"] == sum(r["feasible_wh"] for r in rows)
+    assert numbers["delivered_over_contracted"] == f"{numbers['delivered_wh'] / numbers['volume_wh']:.3f}"
+    assert numbers["gas_per_trade"] == numbers["gas"] // numbers["trades"]
     text = report.read_text()
-    for heading in ("## Energy", "## Market", "## Households", "## On chain"):
+    assert "share of the feasible volume traded, by delivered energy" in text
+    assert "retail (first tier)" in text
+    for heading in ("## Energy", "## Local volume", "## Market", "## Households", "## On chain"):
         assert heading in text
     assert "EnergyMarket.settleTrades" in text and "MeterLedger.anchor" in text
     for chart in ("prices.png", "energy.png", "savings.png"):

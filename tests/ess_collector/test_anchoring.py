@@ -15,13 +15,13 @@ from sqlmodel import Session, col, select
 from app.context import Context
 from app.core.security import utcnow
 from app.sites.service import meter_ledger
-from app.sites.worker import wallet_address
+from app.sites.worker import install_hooks, wallet_address
 from app.wallets.models import Wallet
 from common import merkle
-from ess_collector.anchoring import anchor_due, on_anchor_final, proof_for, unix
+from ess_collector.anchoring import anchor_due, proof_for, unix
 from ess_collector.config import CollectorConfig
 from ess_collector.models import LedgerSlot, ProductionReward, Site, SlotEnergy
-from ess_collector.rewards import on_reward_final, reward_due
+from ess_collector.rewards import reward_due
 from tests.ess_collector.harness import START, Harness, make_owner
 
 CFG = CollectorConfig(slot_minutes=15, anchor_grace_s=60)
@@ -94,8 +94,7 @@ def add_slot_rows(ctx: Context, statuses: list[str], slot: datetime = SLOT) -> l
 def anchor(ctx: Context, **kw: object) -> list[LedgerSlot]:
     ledger = meter_ledger(ctx)
     assert ledger is not None
-    if on_anchor_final not in ctx.relayer.on_final:
-        ctx.relayer.on_final += [on_anchor_final, on_reward_final]
+    install_hooks(ctx)
     rows = anchor_due(ctx.engine, ctx.relayer, ledger, CFG, LATER, **kw)  # type: ignore[arg-type]
     for r in rows:
         if r.tx_id is not None:
@@ -237,7 +236,7 @@ def test_end_to_end_from_simulated_sites_to_a_verified_proof(ctx: Context) -> No
         h.close()
     ledger = meter_ledger(ctx)
     assert ledger is not None
-    ctx.relayer.on_final.append(on_anchor_final)
+    install_hooks(ctx)
     rows = anchor_due(ctx.engine, ctx.relayer, ledger, h.cfg, START + timedelta(hours=1))
     anchored = [r for r in rows if r.slot_start == START]
     assert anchored and anchored[0].count == 3 and anchored[0].tx_id is not None

@@ -7,7 +7,9 @@ from sqlmodel import Session, col, select
 
 from app.context import Context
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
+from wallet.purposes import TxPurpose
 from wallet.relayer import Relayer
+from wallet.signer import LocalSigner, Signer, SigningRefused
 
 
 def _mint_data(ctx: Context, to: str, amount: int) -> str:
@@ -24,11 +26,11 @@ def test_signed_but_never_broadcast_is_finished_after_a_restart(ctx: Context, de
         tx_id = row.id
     assert ctx.coin.functions.balanceOf(holder).call() == before
     # "Process 2": a fresh relayer over the same database finishes it, once.
-    fresh = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id)
+    fresh = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id)
     assert tx_id is not None
     done = fresh.wait(tx_id, timeout=20)
     assert done.status == "confirmed" and done.block_number
-    again = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id)
+    again = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id)
     again.step()
     again.step()
     assert ctx.coin.functions.balanceOf(holder).call() == before + 7
@@ -44,7 +46,7 @@ def test_broadcast_then_crash_does_not_pay_twice(ctx: Context, dev_accounts) -> 
     ctx.relayer.step()  # broadcast (automine: mined at once) but "dies" before recording the receipt
     assert tx_id is not None
     # A new process re-sends the same stored bytes: the node knows them, nothing is paid twice.
-    fresh = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id)
+    fresh = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id)
     with Session(ctx.engine) as s:
         s.get(OutgoingTx, tx_id).status = "pending"  # type: ignore[union-attr]
         s.commit()
@@ -77,7 +79,7 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(
     ctx: Context, dev_accounts, manual_mining: None
 ) -> None:
     holder = dev_accounts[2].address
-    relayer = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
+    relayer = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, replace_after=0.0)
     with Session(ctx.engine) as s:
         row = relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 1), purpose="t")
         s.commit()
@@ -92,14 +94,14 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(
     assert second.max_priority_fee_per_gas * 100 >= first.max_priority_fee_per_gas * 110
     ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     assert tx_id is not None
-    done = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id).wait(tx_id, timeout=10)
+    done = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id).wait(tx_id, timeout=10)
     assert done.status == "confirmed"
     assert done.tx_hash in {a.tx_hash for a in attempts}  # whichever version got mined is recorded
 
 
 def test_fee_bumps_stop_at_the_cap(ctx: Context, dev_accounts, manual_mining: None) -> None:
     holder = dev_accounts[2].address
-    relayer = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
+    relayer = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, replace_after=0.0)
     with Session(ctx.engine) as s:
         row = relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 1), purpose="t")
         s.commit()
@@ -118,7 +120,8 @@ def test_fee_bumps_stop_at_the_cap(ctx: Context, dev_accounts, manual_mining: No
     ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     assert tx_id is not None
     assert (
-        Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id).wait(tx_id, timeout=10).status == "confirmed"
+        Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id).wait(tx_id, timeout=10).status
+        == "confirmed"
     )
 
 
@@ -129,7 +132,7 @@ def test_a_replacement_stored_but_never_sent_is_sent_by_the_next_relayer(
     the next relayer must send those stored bytes, or the nonce and everything behind it stalls."""
     holder = dev_accounts[2].address
     before = ctx.coin.functions.balanceOf(holder).call()
-    first = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=0.0)
+    first = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, replace_after=0.0)
     with Session(ctx.engine) as s:
         row = first.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 3), purpose="t")
         s.commit()
@@ -150,10 +153,26 @@ def test_a_replacement_stored_but_never_sent_is_sent_by_the_next_relayer(
         new_hash = attempts[1].tx_hash
     # the node forgets the first version (a restarted node, or a pool that dropped it)
     ctx.w3.provider.make_request("anvil_dropTransaction", [old_hash])  # type: ignore[arg-type]
-    nxt = Relayer(ctx.engine, ctx.w3, ctx.account, ctx.chain_id, replace_after=600.0)
+    nxt = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, replace_after=600.0)
     nxt.step()
     ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     assert tx_id is not None
     done = nxt.wait(tx_id, timeout=10)
     assert (done.status, done.tx_hash) == ("confirmed", new_hash)
     assert ctx.coin.functions.balanceOf(holder).call() == before + 3
+
+
+def test_the_relayer_signs_through_a_signer_and_keeps_no_key(ctx: Context, dev_accounts) -> None:
+    """The relayer holds a Signer (wallet/signer.py), not the key; a signer bound to another chain refuses,
+    and neither the refusal nor the relayer's state shows the key."""
+    key = ctx.account.key.hex().removeprefix("0x")
+    assert isinstance(ctx.relayer.signer, Signer) and not hasattr(ctx.relayer, "account")
+    assert key not in repr(vars(ctx.relayer)) and key not in repr(ctx.relayer.signer)
+    other_chain = LocalSigner(ctx.account, chain_id=ctx.chain_id + 1, allowed_contracts=[ctx.coin.address])
+    relayer = Relayer(ctx.engine, ctx.w3, other_chain, ctx.chain_id)
+    data = _mint_data(ctx, dev_accounts[2].address, 1)
+    with Session(ctx.engine) as s, pytest.raises(SigningRefused) as refused:
+        relayer.prepare(s, to=ctx.coin.address, data=data, purpose=TxPurpose.coin_operation)
+    assert key not in str(refused.value) and key not in repr(refused.value)
+    with Session(ctx.engine) as s:
+        assert s.exec(select(OutgoingTx)).first() is None  # nothing stored
