@@ -17,9 +17,11 @@ from app.market.matching.types import escrow_amount
 from app.market.models import Order
 from app.trading import agent
 from app.trading.models import AgentOrder
-from tests.api.helpers import admin_headers
+from ess_collector.models import SiteReading
+from tests.api.helpers import admin_headers, login, register
 from tests.api.market_helpers import charge_battery, prosumer_with_site
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet, user_with_linked_wallet
+from wallet.localchain import free_port
 
 COIN = 10**18
 
