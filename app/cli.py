@@ -12,6 +12,7 @@ from rich.console import Console
 from sqlmodel import Session, select
 
 from app.audit.service import verify
+from app.collector_cli import register_commands
 from app.context import build_context
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine
@@ -21,7 +22,6 @@ from app.core.migrate import upgrade
 from app.demo.cli import register_commands as register_demo
 from app.indexer.service import reindex as do_reindex
 from app.runner import run_service
-from app.sites.cli import register_commands
 from app.users.models import Role, User, UserStatus
 from app.users.service import create_user
 from app.wallets.service import rotate_master_key as rotate

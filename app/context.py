@@ -21,12 +21,15 @@ from common import clock
 from contracts.artifacts import load_artifact
 from contracts.deploy import Deployment, load_deployment
 from wallet.chain import check_chain_id, connect
+from wallet.purposes import TxPurpose
 from wallet.relayer import Relayer
 from wallet.service_key import service_account
 from wallet.signer import LocalSigner
 
 if TYPE_CHECKING:
     from app.market.rules import MarketRules
+    from app.users.models import User
+    from app.wallets.models import Wallet
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ class ChainCache:
     chain_now: tuple[int, float] | None = None
     coin_info: tuple[Any, float] | None = None  # (CoinInfo, read at): GET /coin's answer (app/coin)
     balances_seen: dict[str, tuple[int, float]] = field(default_factory=dict)  # address -> (balance, at)
+    # custodial address -> (balance, wall time before its read, monotonic time): app/spending/holds.py
+    own_key_balances: dict[str, tuple[int, datetime, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,10 +77,18 @@ class Context:
     trading_gate_seen: datetime | None = None  # app/trading/agent.py: the latest gate closure it let pass
     market_books: Any = None  # app/market/book.py's LiveBooks, in the process holding the background lease
     service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)
+    # What follows a wallet's creation or linking in the caller's transaction: paying a pending approval
+    # grant (app/coin/grants.py, wired by app/main.py; the wallets domain sits below the coin's).
+    on_wallet_added: Callable[[Context, Session, User, Wallet], object] | None = None
 
     @property
     def chain_id(self) -> int:
         return self.deployment.chain_id
+
+    def wallet_added(self, session: Session, user: User, wallet: Wallet) -> None:
+        if self.on_wallet_added is None:  # a grant must not be skipped silently
+            raise RuntimeError("Context.on_wallet_added is not wired (app/main.py create_app does it)")
+        self.on_wallet_added(self, session, user, wallet)
 
     def commit_background(self, session: Session) -> None:
         """Commits a background worker's transaction, fenced by the background lease when this process
@@ -90,8 +103,11 @@ class Context:
         self.engine.dispose()
 
 
-def build_context(settings: Settings, *, engine: Engine | None = None) -> Context:
-    """Connects to the chain, refuses a wrong chain id, loads the deployment; raises if anything is off."""
+def build_context(
+    settings: Settings, *, engine: Engine | None = None, relay_kinds: frozenset[TxPurpose] | None = None
+) -> Context:
+    """Connects to the chain, refuses a wrong chain id, loads the deployment; raises if anything is off.
+    ``relay_kinds``: the purpose kinds this process's relayer acts on (None: all, the service)."""
     clock.configure_from(settings)
     w3 = connect(settings.chain_urls)
     chain_id = check_chain_id(w3, settings.expected_chain_id)
@@ -122,6 +138,7 @@ def build_context(settings: Settings, *, engine: Engine | None = None) -> Contex
         replace_after=settings.tx_timeout_seconds,
         max_fee=settings.max_fee_gwei * 10**9,
         confirmations=settings.confirmations,
+        kinds=relay_kinds,
     )
     contracts = {
         name: w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact(name).abi)

@@ -24,8 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import openapi
-from app.api.router import api_router
 from app.coin import service as coin_service
+from app.coin.grants import pay_pending_grant
 from app.context import Context, build_context
 from app.core.config import Settings, get_settings
 from app.core.errors import AppError
@@ -33,9 +33,11 @@ from app.core.limits import RequestLimits
 from app.core.logging import configure_logging, request_id_var
 from app.indexer.service import IndexerWorker
 from app.market import recording as market_recording
+from app.market.service import sold_by_site
 from app.market.worker import MarketWorker
 from app.ops.router import LATENCY, REQUESTS
 from app.ops.router import router as ops_router
+from app.routes import api_router
 from app.settlement import service as settlement_service
 from app.sites.worker import CollectorWorker, install_hooks
 from app.trading import agent as trading_agent
@@ -137,6 +139,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = ctx or build_context(settings)
+        context.on_wallet_added = pay_pending_grant
         register_completions(context)
         app.state.ctx = context
         background = BackgroundWorkers(context) if workers else None
@@ -144,7 +147,11 @@ def create_app(
             background.start()
         # The collector is its own process in production (`essx collector`); `essx run` enables it here.
         # It has a lease of its own, so it may run in every API worker process.
-        collector = CollectorWorker(context) if workers and context.settings.collector_enabled else None
+        collector = (
+            CollectorWorker(context, sold_by_site=sold_by_site)
+            if workers and context.settings.collector_enabled
+            else None
+        )
         if collector is not None:
             collector.start()
         try:

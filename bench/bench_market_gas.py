@@ -19,7 +19,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eth_abi import encode
@@ -47,6 +47,7 @@ QUANTITY_WH = 3_000
 BATCH = 100
 FEES = {"maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9}
 NONCE_TAG = keccak(text="essx.market.escrow.v1")
+ZERO_ADDRESS = "0x" + "00" * 20
 TOTALS = [1_000, 800, 300, 500, 100, 100]
 
 
@@ -103,6 +104,7 @@ class Trade:
     quantity_wh: int
     price: int
     orders_hash: bytes
+    buyer: str
 
     def record_tuple(self, fill: int = 0) -> tuple[Any, ...]:
         return (
@@ -126,12 +128,23 @@ class Trade:
             self.quantity_wh,
             self.price,
             self.orders_hash,
+            self.buyer,
         )
 
     def leaf(self, trade_no: int) -> bytes:
         return keccak(
             encode(
-                ["bytes32", "bytes32", "uint256", "address", "uint64", "uint32", "uint128", "bytes32"],
+                [
+                    "bytes32",
+                    "bytes32",
+                    "uint256",
+                    "address",
+                    "uint64",
+                    "uint32",
+                    "uint128",
+                    "bytes32",
+                    "address",
+                ],
                 list(self.leaf_words(trade_no)),
             )
         )
@@ -162,8 +175,15 @@ TRADE_TUPLE = "(bytes32,bytes32,uint16,address,uint64,uint32,uint128,bytes32)"
 RECORD = f"recordTrades({TRADE_TUPLE}[])"
 LOCK_TUPLE = "(bytes32,address,uint256,uint64,uint32,uint128,uint256,uint256,uint8,bytes32,bytes32)"
 LOCK_AND_RECORD = f"lockAndRecordTrades({LOCK_TUPLE}[],{TRADE_TUPLE}[])"
-SETTLE_TUPLE = "(bytes32,bytes32,uint64,address,uint64,uint32,uint128,bytes32,uint64,uint32,bytes32[])"
+LOCK_RECORD_CLOSE = f"lockRecordAndClose({LOCK_TUPLE}[],{TRADE_TUPLE}[],bytes32[])"
+SETTLE_TUPLE = (
+    "(bytes32,bytes32,uint64,address,uint64,uint32,uint128,bytes32,address,uint64,uint32,bytes32[])"
+)
 SETTLE = f"settleTrades(uint64,bytes32,{SETTLE_TUPLE}[])"
+BATCH_SETTLEMENT = (
+    "(uint64,uint64,bytes32[],(uint32,bytes32,bytes32,address,uint32,uint128,bytes32,address,uint32)[])"
+)
+SETTLE_BATCHES = f"settleBatches(uint64,bytes32,{BATCH_SETTLEMENT}[])"
 
 
 def abi_call(to: str, signature: str, types: list[str], args: list[Any], trades: int = 0) -> Call:
@@ -301,6 +321,7 @@ class Market:
     market: Contract
     buyers: list[LocalAccount]
     orders: int = 0
+    buyer_of: dict[bytes, str] = field(default_factory=dict)
     batches: int = 0
     trades: int = 0
     _next_trade_no: int = 0  # trade numbers follow recording order (one sender, nonce order)
@@ -331,6 +352,7 @@ class Market:
             oid = keccak(text=f"order:{self.orders}")
             buyer = self.buyers[self.orders % len(self.buyers)]
             self.orders += 1
+            self.buyer_of[oid] = buyer.address
             nonce = escrow_nonce(oid, slot, QUANTITY_WH, LIMIT)
             message = {
                 "from": buyer.address,
@@ -358,7 +380,11 @@ class Market:
             out.append(args)
         return out
 
-    def make_trades(self, order_ids: list[bytes], sellers: list[str], slot: int) -> list[Trade]:
+    def make_trades(
+        self, order_ids: list[bytes], sellers: list[str], slot: int, locked_in_batch: bool = False
+    ) -> list[Trade]:
+        """`locked_in_batch`: the orders are locked by the recording batch itself, so the leaves name their
+        buyers (a stored escrow names its buyer itself: zero in the leaf)."""
         trades = []
         for i, oid in enumerate(order_ids):
             n = self.trades + i
@@ -371,6 +397,7 @@ class Market:
                     2_000 + n % 1_000,
                     LIMIT - 50 * 10**15 + n * 10**9,  # below the limit: every fill leaves a price difference
                     keccak(text=f"orders:{n}"),
+                    self.buyer_of[oid] if locked_in_batch else ZERO_ADDRESS,
                 )
             )
         self.trades += len(order_ids)
@@ -403,6 +430,31 @@ class Market:
         items = [b.settlement(i, deliver(t)) for b in batches for i, t in enumerate(b.trades)]
         types = ["uint64", "bytes32", f"{SETTLE_TUPLE}[]"]
         return abi_call(self.market.address, SETTLE, types, [slot, root, items], len(items))
+
+    def settle_batches_call(
+        self, slot: int, root: bytes, batches: list[Batch], deliver: Callable[[Trade], int]
+    ) -> Call:
+        """`settleBatches`: each batch's trades as calldata, its root recomputed once, no proofs."""
+        items = []
+        for b in batches:
+            trades = [
+                (
+                    i,
+                    t.trade_id,
+                    t.buy_order_id,
+                    t.seller,
+                    t.quantity_wh,
+                    t.price,
+                    t.orders_hash,
+                    t.buyer,
+                    deliver(t),
+                )
+                for i, t in enumerate(b.trades)
+            ]
+            items.append((b.batch_no, b.first_trade_no, [b"\0" * 32] * len(b.trades), trades))
+        types = ["uint64", "bytes32", f"{BATCH_SETTLEMENT}[]"]
+        count = sum(len(b.trades) for b in batches)
+        return abi_call(self.market.address, SETTLE_BATCHES, types, [slot, root, items], count)
 
 
 DOMAIN_FIELDS = [
@@ -560,16 +612,19 @@ def lifecycle_phase(chain: Chain, m: Market, orders: int, trades: int, sellers: 
     """Everything the platform sends for one slot of a community day, divided by the trades: `orders` buy
     orders signed, `trades` of them matched once each (the demo's ratio: ~6 orders per trade), with the
     per-order locks of the old path and the batched lock-on-match path, then settlement, gate-closure
-    release and payout push. The meter anchoring is the collector's and is left out of both."""
+    release and payout push. The meter anchoring is the collector's and is left out of all paths.
+    `lock_on_match_close_in_batch`: the call auction's case, where the orders can match no more when their
+    trades are recorded, so the batch also closes them (`lockRecordAndClose`) and no release follows."""
     out: list[dict[str, Any]] = []
     pool = [Account.create().address for _ in range(sellers)]
-    for offset, path in enumerate(("lock_every_order", "lock_on_match_batched")):
+    paths = ("lock_every_order", "lock_on_match_batched", "lock_on_match_close_in_batch")
+    for offset, path in enumerate(paths):
         slot = (
             int(chain.w3.eth.get_block("latest")["timestamp"]) // SLOT_SECONDS + 40 + offset
         ) * SLOT_SECONDS
         signed = m.sign_locks(orders, slot)
         matched = signed[:trades]
-        tx_trades = m.make_trades([a[0] for a in matched], pool, slot)
+        tx_trades = m.make_trades([a[0] for a in matched], pool, slot, path != "lock_every_order")
         batches, record = m.record_calls(tx_trades)
         receipts: dict[str, list[TxReceipt]] = {}
         if path == "lock_every_order":
@@ -588,14 +643,26 @@ def lifecycle_phase(chain: Chain, m: Market, orders: int, trades: int, sellers: 
                 [lock_items, items],
                 len(items),
             )
+            if path == "lock_on_match_close_in_batch":
+                locked = []
+                call = abi_call(
+                    m.market.address,
+                    LOCK_RECORD_CLOSE,
+                    [f"{LOCK_TUPLE}[]", f"{TRADE_TUPLE}[]", "bytes32[]"],
+                    [lock_items, items, [a[0] for a in matched]],
+                    len(items),
+                )
+            else:
+                locked = [a[0] for a in matched]
             receipts["lock_and_record"] = chain.run_calls([call])
-            locked = [a[0] for a in matched]
         assert m.f.batchRoot(batches[0].batch_no).call() == batches[0].layers[-1][0]
         root = keccak(text=f"ledger root {slot}")
         chain.run([(m.ledger.functions.anchor(slot, root, 100, TOTALS), 200_000)])
-        receipts["settle"] = chain.run_calls([m.settle_call(slot, root, batches, full_or_short)])
-        release = m.f.releaseEscrows(locked)
-        receipts["release"] = chain.run([(release, chain.estimate(release))])
+        settle = m.settle_call if path == "lock_every_order" else m.settle_batches_call
+        receipts["settle"] = chain.run_calls([settle(slot, root, batches, full_or_short)])
+        if locked:
+            release = m.f.releaseEscrows(locked)
+            receipts["release"] = chain.run([(release, chain.estimate(release))])
         payees = sorted(set(pool) | {a[1] for a in matched})
         payees = [a for a in payees if m.f.balances(a).call() > 0]
         push = m.f.withdrawForBatch(payees)

@@ -27,10 +27,9 @@ from sqlmodel import Session, col, select
 
 from common.lease import Lease
 from ess_collector.config import CollectorConfig
-from ess_collector.models import Site, SiteReading, SlotEnergy
+from ess_collector.models import Site, SiteReading, SlotEnergy, SlotStatus
 from ess_collector.validation import ENERGY
 
-COMPLETE, RECOVERED, INCOMPLETE = "complete", "recovered", "incomplete"
 POWERS = ("pv_w", "load_w", "grid_w", "battery_w")
 MAX_SLOTS_PER_RUN = 96  # a long catch-up proceeds in bounded steps
 
@@ -96,9 +95,9 @@ def compute_slot(
     inside = [p for p in samples if s <= _us(p.ts) < e]
     good = [p for p in inside if p.quality == "ok"]
     expected = cfg.expected_polls
-    status = INCOMPLETE
+    status = SlotStatus.incomplete
     if tiled:
-        status = COMPLETE if len(good) >= cfg.complete_ratio * expected else RECOVERED
+        status = SlotStatus.complete if len(good) >= cfg.complete_ratio * expected else SlotStatus.recovered
     stats: dict[str, int | None] = {}
     for i, name in enumerate(POWERS):
         values = [v for p in good if (v := p.powers[i]) is not None]

@@ -22,15 +22,14 @@ from web3.contract import Contract
 from common import clock, merkle
 from common.lease import Lease
 from ess_collector.config import CollectorConfig
-from ess_collector.models import LedgerSlot, SlotEnergy
+from ess_collector.models import MEASURED, LedgerSlot, LedgerStatus, SlotEnergy
 from ess_collector.validation import ENERGY
 from wallet.models import OutgoingTx
 from wallet.purposes import Purpose, TxPurpose
-from wallet.relayer import Relayer, TxRejected
+from wallet.relayer import Relayer, TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 PURPOSE = TxPurpose.meter_anchor
-ANCHORABLE = ("complete", "recovered")
 UINT32_MAX = 2**32 - 1
 MAX_SLOTS_PER_RUN = 8
 
@@ -88,7 +87,7 @@ def anchor_due(
     written: list[LedgerSlot] = []
     with Session(engine, expire_on_commit=False) as session:
         slots = due_slots(session, cfg, now)
-        retry = session.exec(select(LedgerSlot).where(col(LedgerSlot.status) == "failed")).all()
+        retry = session.exec(select(LedgerSlot).where(col(LedgerSlot.status) == LedgerStatus.failed)).all()
     for slot in slots:
         with Session(engine, expire_on_commit=False) as session:
             if lease is not None:
@@ -101,7 +100,7 @@ def anchor_due(
             if lease is not None:
                 lease.fence(session)
             fresh = session.get(LedgerSlot, row.id)
-            if fresh is not None and fresh.status == "failed":
+            if fresh is not None and fresh.status == LedgerStatus.failed:
                 _submit(session, relayer, ledger, fresh)
                 session.commit()
                 written.append(fresh)
@@ -118,7 +117,7 @@ def _anchor_slot(
     reward_per_kwh: int | None,
 ) -> LedgerSlot:
     rows = session.exec(
-        select(SlotEnergy).where(col(SlotEnergy.slot_start) == slot, col(SlotEnergy.status).in_(ANCHORABLE))
+        select(SlotEnergy).where(col(SlotEnergy.slot_start) == slot, col(SlotEnergy.status).in_(MEASURED))
     ).all()
     totals = [sum(energies_of(r)[i] for r in rows) for i in range(len(ENERGY))]
     now = _now()
@@ -133,7 +132,7 @@ def _anchor_slot(
         battery_charge_wh=totals[4],
         battery_discharge_wh=totals[5],
         contract=ledger.address,
-        status="empty",
+        status=LedgerStatus.empty,
         reward_per_kwh=reward_per_kwh or None,
         created_at=now,
         updated_at=now,
@@ -147,7 +146,7 @@ def _anchor_slot(
         r.leaf = hex0x(leaves[r.id])
         session.add(r)
     if any(t > UINT32_MAX for t in totals) or len(rows) > UINT32_MAX:
-        record.status, record.error = "conflict", "a total does not fit uint32 Wh: cannot anchor"
+        record.status, record.error = LedgerStatus.conflict, "a total does not fit uint32 Wh: cannot anchor"
         return record
     _submit(session, relayer, ledger, record)
     return record
@@ -164,7 +163,7 @@ def _submit(session: Session, relayer: Relayer, ledger: Contract, record: Ledger
         _reconcile(ledger, record, exc.reason)
         session.add(record)
         return
-    record.status, record.tx_id, record.error = "submitted", tx.id, None
+    record.status, record.tx_id, record.error = LedgerStatus.submitted, tx.id, None
     session.add(record)
 
 
@@ -174,23 +173,30 @@ def _reconcile(ledger: Contract, record: LedgerSlot, reason: str) -> None:
     root, count, totals, block = ledger.functions.records(unix(record.slot_start)).call()
     ours = [getattr(record, f) for f in ENERGY]
     if block and hex0x(root) == record.root and count == record.count and list(totals) == ours:
-        record.status, record.block_number, record.error = "confirmed", int(block), None
+        record.status, record.block_number, record.error = LedgerStatus.confirmed, int(block), None
     elif block:
-        record.status, record.error = "conflict", f"the chain holds another record for this slot ({reason})"
+        record.status, record.error = (
+            LedgerStatus.conflict,
+            f"the chain holds another record for this slot ({reason})",
+        )
     else:
-        record.status, record.error = "failed", reason[:500]
+        record.status, record.error = LedgerStatus.failed, reason[:500]
         log.warning("anchor rejected", extra={"fields": {"slot": unix(record.slot_start), "reason": reason}})
 
 
 def on_anchor_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
     """Completion of ``meter_anchor`` (also after a restart): finish the ledger row of a final anchor."""
     record = session.exec(select(LedgerSlot).where(col(LedgerSlot.tx_id) == tx.id)).first()
-    if record is None or record.status != "submitted":
+    if record is None or record.status != LedgerStatus.submitted:
         return
-    if tx.status == "confirmed":
-        record.status, record.tx_hash, record.block_number = "confirmed", tx.tx_hash, tx.block_number
+    if tx.status == TxStatus.confirmed:
+        record.status, record.tx_hash, record.block_number = (
+            LedgerStatus.confirmed,
+            tx.tx_hash,
+            tx.block_number,
+        )
     else:
-        record.status, record.error = "failed", tx.error
+        record.status, record.error = LedgerStatus.failed, tx.error
     record.updated_at = _now()
     session.add(record)
 

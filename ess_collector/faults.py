@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import CollectorConfig
+from .models import SiteStatus
 from .sunspec import BATTERY_FAULT_STATE, INVERTER_FAULT_STATE, Reading
 from .validation import SiteState, Verdict
 
@@ -73,9 +74,9 @@ def after_answer(state: SiteState, r: Reading, verdict: Verdict, cfg: CollectorC
     return changes
 
 
-def site_status(state: SiteState) -> str:
+def site_status(state: SiteState) -> SiteStatus:
     if COMM_LOST in state.open_faults:
-        return "offline"
+        return SiteStatus.offline
     if state.open_faults:
-        return "fault"
-    return "online" if state.answered else "unknown"
+        return SiteStatus.fault
+    return SiteStatus.online if state.answered else SiteStatus.unknown

@@ -8,6 +8,7 @@ resolution), time timezone-aware UTC. Counters are lifetime acc32 values, so the
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
@@ -24,6 +25,48 @@ POWER_FIELDS = ("pv_w", "load_w", "grid_w", "battery_w")
 
 def _bigint(nullable: bool = True) -> Column[int]:
     return Column(BigInteger, nullable=nullable)
+
+
+class SiteStatus(StrEnum):
+    """What the collector last saw of a site (`Site.status`, ess_collector/faults.py: site_status)."""
+
+    unknown = "unknown"  # registered, no answer seen yet
+    online = "online"
+    offline = "offline"  # communication lost
+    fault = "fault"  # answering, with an open fault
+
+
+class SlotStatus(StrEnum):
+    """A site-slot's energy (`SlotEnergy.status`): enough good polls, gaps filled from the counters, or
+    too few to tell."""
+
+    complete = "complete"
+    recovered = "recovered"
+    incomplete = "incomplete"
+
+
+MEASURED = (SlotStatus.complete, SlotStatus.recovered)  # a slot's energy that counts (anchoring, settlement)
+
+
+class LedgerStatus(StrEnum):
+    """A slot's commitment on the MeterLedger (`LedgerSlot.status`): empty (nothing complete: not
+    anchored) | submitted -> confirmed | failed (retried) | conflict (the chain holds another record)."""
+
+    empty = "empty"
+    submitted = "submitted"
+    confirmed = "confirmed"
+    failed = "failed"
+    conflict = "conflict"
+
+
+class RewardStatus(StrEnum):
+    """A production reward's mint (`ProductionReward.status`): no_wallet (waits for one) | submitted ->
+    confirmed | failed."""
+
+    no_wallet = "no_wallet"
+    submitted = "submitted"
+    confirmed = "confirmed"
+    failed = "failed"
 
 
 class Site(SQLModel, table=True):
@@ -46,7 +89,7 @@ class Site(SQLModel, table=True):
     max_charge_w: int | None = None
     max_discharge_w: int | None = None
     enabled: bool = True
-    status: str = Field(default="unknown", max_length=16)  # unknown | online | offline | fault
+    status: str = Field(default=SiteStatus.unknown, max_length=16)  # SiteStatus
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     disabled_at: datetime | None = Field(default=None, sa_column=utc_column())
     last_seen_at: datetime | None = Field(default=None, sa_column=utc_column())  # last answer
@@ -141,7 +184,7 @@ class SlotEnergy(SQLModel, table=True):
     site_id: int = Field(foreign_key="sites.id")
     slot_start: datetime = Field(sa_column=utc_column(nullable=False, index=True))
     slot_minutes: int
-    status: str = Field(max_length=16)  # complete | recovered | incomplete
+    status: str = Field(max_length=16)  # SlotStatus
     good_polls: int
     expected_polls: int
     pv_wh: int | None = None
@@ -186,8 +229,7 @@ class LedgerSlot(SQLModel, table=True):
     battery_charge_wh: int = Field(sa_column=_bigint(False))
     battery_discharge_wh: int = Field(sa_column=_bigint(False))
     contract: str | None = Field(default=None, max_length=42)
-    # empty (nothing complete: not anchored) | submitted | confirmed | failed | conflict
-    status: str = Field(max_length=16, index=True)
+    status: str = Field(max_length=16, index=True)  # LedgerStatus
     tx_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("outgoing_tx.id")))
     tx_hash: str | None = Field(default=None, max_length=66)
     block_number: int | None = None
@@ -213,7 +255,7 @@ class ProductionReward(SQLModel, table=True):
     pv_wh: int
     amount: int = Field(sa_column=Column(BigAmount, nullable=False))  # coin base units
     to_address: str | None = Field(default=None, max_length=42)
-    status: str = Field(max_length=16, index=True)  # no_wallet | submitted | confirmed | failed
+    status: str = Field(max_length=16, index=True)  # RewardStatus
     tx_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("outgoing_tx.id")))
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))

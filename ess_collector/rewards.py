@@ -21,10 +21,10 @@ from web3.contract import Contract
 
 from common import clock
 from common.lease import Lease
-from ess_collector.models import LedgerSlot, ProductionReward, Site, SlotEnergy
+from ess_collector.models import LedgerSlot, LedgerStatus, ProductionReward, RewardStatus, Site, SlotEnergy
 from wallet.models import OutgoingTx
 from wallet.purposes import Purpose, TxPurpose
-from wallet.relayer import Relayer, TxRejected
+from wallet.relayer import Relayer, TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 PURPOSE = TxPurpose.production_reward
@@ -47,7 +47,7 @@ def _mint(session: Session, relayer: Relayer, coin: Contract, reward: Production
     to = Web3.to_checksum_address(reward.to_address or "")
     data = coin.encodeABI(fn_name="mint", args=[to, reward.amount])
     tx = relayer.prepare(session, to=coin.address, data=data, purpose=Purpose.of(PURPOSE, reward.id))
-    reward.status, reward.tx_id, reward.updated_at = "submitted", tx.id, _now()
+    reward.status, reward.tx_id, reward.updated_at = RewardStatus.submitted, tx.id, _now()
     session.add(reward)
 
 
@@ -60,7 +60,7 @@ def reward_due(
         slots = session.exec(
             select(LedgerSlot)
             .where(
-                col(LedgerSlot.status) == "confirmed",
+                col(LedgerSlot.status) == LedgerStatus.confirmed,
                 col(LedgerSlot.rewards_done).is_(False),
                 col(LedgerSlot.reward_per_kwh).is_not(None),
             )
@@ -113,7 +113,7 @@ def _reward_slot(
             pv_wh=record.pv_wh or 0,
             amount=amount,
             to_address=address,
-            status="no_wallet",
+            status=RewardStatus.no_wallet,
             created_at=now,
             updated_at=now,
         )
@@ -131,7 +131,7 @@ def _retry_waiting(
     minted = 0
     with Session(engine, expire_on_commit=False) as session:
         waiting = session.exec(
-            select(ProductionReward).where(col(ProductionReward.status) == "no_wallet").limit(100)
+            select(ProductionReward).where(col(ProductionReward.status) == RewardStatus.no_wallet).limit(100)
         ).all()
         for reward in waiting:
             address = wallet_of(session, reward.owner_id)
@@ -155,8 +155,8 @@ def _retry_waiting(
 def on_reward_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
     """Completion of ``production_reward``: a reward's mint is final."""
     reward = session.get(ProductionReward, purpose.ref_id) if purpose.ref_id is not None else None
-    if reward is None or reward.status != "submitted":
+    if reward is None or reward.status != RewardStatus.submitted:
         return
-    reward.status = "confirmed" if tx.status == "confirmed" else "failed"
+    reward.status = RewardStatus.confirmed if tx.status == TxStatus.confirmed else RewardStatus.failed
     reward.updated_at = _now()
     session.add(reward)

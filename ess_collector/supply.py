@@ -19,9 +19,7 @@ from typing import Protocol
 from sqlmodel import Session, col, select
 
 from common import clock
-from ess_collector.models import Site, SiteReading, SlotEnergy
-
-MEASURED = ("complete", "recovered")
+from ess_collector.models import MEASURED, Site, SiteReading, SlotEnergy
 
 
 @dataclass(frozen=True)

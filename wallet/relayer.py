@@ -8,6 +8,10 @@
 - After a crash, the worker finds the stored rows and finishes them: nothing is lost or sent twice.
 - With several processes only one runs the worker (the caller's lease decides; ``fence`` renews it in
   each of the worker's transactions); the others are on ``standby``: they prepare and wait, never watch.
+- A relayer given ``kinds`` sends, bumps and finishes only the transactions of those purpose kinds (the
+  standalone collector: its anchors and reward mints); without, every transaction of the account (the
+  service). Two relayers may so share a kind: each status change is a compare-and-set on the status the
+  pass read, so a transaction is finished, and its completion run, exactly once.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hexbytes import HexBytes
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, func, not_, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.exceptions import ContractLogicError
@@ -56,6 +62,7 @@ class TxStatus(enum.StrEnum):
 
 
 FINAL = (TxStatus.confirmed, TxStatus.failed)
+OPEN = (TxStatus.pending, TxStatus.sent)
 BUMP_NUMERATOR = 115  # +15%: above the 10% every pool demands, with a margin for rounding
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # estimate x 1.25 (web3py-ext's 3x wastes block space)
 
@@ -93,6 +100,7 @@ class Relayer:
         confirmations: int = 1,
         poll_interval: float = 0.05,
         idle_interval: float = 0.25,
+        kinds: frozenset[TxPurpose] | None = None,
     ) -> None:
         self.engine = engine
         self.w3 = w3
@@ -123,6 +131,9 @@ class Relayer:
         self._receipts: dict[str, dict[str, Any]] = {}  # raw receipts of transactions just made final
         # Who finishes each kind of final transaction: the domains register their handlers at start-up.
         self.completions = Completions()
+        # The purpose kinds this relayer acts on (None: all). A process that finishes only some kinds
+        # must not send or finish the others: their handlers live in another process.
+        self.kinds = kinds
         # Set by the process that holds the background lease: renews it inside each of the worker's
         # transactions and raises (rolling the transaction back) once another process holds it.
         self.fence: Callable[[Session], None] | None = None
@@ -195,7 +206,29 @@ class Relayer:
         return self._fees
 
     def _allocate_nonce(self, session: Session) -> int:
-        """UPDATE first, so the row lock (PostgreSQL) or write lock (SQLite) serialises allocations."""
+        """UPDATE ... RETURNING on the counter row: its row lock (PostgreSQL) or the write lock (SQLite)
+        serialises allocations. On first use the row is created with INSERT ... ON CONFLICT DO NOTHING
+        and the UPDATE runs again: of several first allocations at once, one inserts, the others wait
+        for its commit, insert nothing, and queue behind it on the row (a plain INSERT raised
+        IntegrityError in all but one of them)."""
+        taken = self._take_nonce(session)
+        if taken is not None:
+            return taken
+        # First use on this chain: start from what the chain knows (deployments may have used nonces).
+        start = int(self.w3.eth.get_transaction_count(self.address, "pending"))  # type: ignore[arg-type]
+        table: Any = NonceCounter.__table__  # type: ignore[attr-defined]
+        dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        session.execute(
+            dialect.insert(table)
+            .values(chain_id=self.chain_id, address=self.address, next_nonce=start)
+            .on_conflict_do_nothing()
+        )
+        taken = self._take_nonce(session)
+        if taken is None:  # the row exists now, whoever inserted it
+            raise RuntimeError("nonce counter missing right after it was created")
+        return taken
+
+    def _take_nonce(self, session: Session) -> int | None:
         stmt = (
             update(NonceCounter)
             .where(col(NonceCounter.chain_id) == self.chain_id, col(NonceCounter.address) == self.address)
@@ -203,13 +236,7 @@ class Relayer:
             .returning(col(NonceCounter.next_nonce))
         )
         result = session.exec(stmt).first()  # type: ignore[call-overload]
-        if result is not None:
-            return int(result[0]) - 1
-        # First use on this chain: start from what the chain knows (deployments may have used nonces).
-        start = int(self.w3.eth.get_transaction_count(self.address, "pending"))  # type: ignore[arg-type]
-        session.add(NonceCounter(chain_id=self.chain_id, address=self.address, next_nonce=start + 1))
-        session.flush()
-        return start
+        return None if result is None else int(result[0]) - 1
 
     def _add_attempt(self, session: Session, row: OutgoingTx, max_fee: int, tip: int) -> TxAttempt:
         tx: dict[str, Any] = {
@@ -243,6 +270,9 @@ class Relayer:
         self.worker.kick()
 
     def start(self) -> None:
+        missing = sorted(k for k in self.kinds or () if self.completions.handler(k) is None)
+        if missing:  # it would finish them without their completion
+            raise ValueError(f"relayer for kinds without a handler: {', '.join(missing)}")
         self.worker.start()  # a stopped run still finishing its pass is waited for: one relayer thread
 
     def stop(self) -> None:
@@ -256,7 +286,8 @@ class Relayer:
                 .where(
                     col(OutgoingTx.chain_id) == self.chain_id,
                     col(OutgoingTx.sender) == self.address,
-                    col(OutgoingTx.status).in_((TxStatus.pending, TxStatus.sent)),
+                    col(OutgoingTx.status).in_(OPEN),
+                    *self._mine(),
                 )
                 .order_by(col(OutgoingTx.nonce))
             ).all()
@@ -274,9 +305,62 @@ class Relayer:
                     and (now - _aware(r.updated_at)).total_seconds() > self.replace_after
                 )
             ]
-            self._broadcast(session, due, latest)
-            self._commit(session)
+            if self.kinds is not None and any(r.status == TxStatus.sent for r in due):
+                # A row behind an open nonce of another kind waits for the relayer of that kind (the
+                # service): a fee bump would not get it mined sooner, only make it dearer once it is.
+                waits_from = self._first_open_of_other_kinds(session)
+                if waits_from is not None:
+                    due = [r for r in due if r.status == TxStatus.pending or r.nonce < waits_from]
+            wrote = self._broadcast(session, due, latest)
+            self._commit(session, wrote=wrote)
             return True
+
+    def _of_kinds(self) -> ColumnElement[bool] | None:
+        """Rows of this relayer's kinds (None: all rows): the stored purpose is ``kind`` or ``kind:ref``."""
+        if self.kinds is None:
+            return None
+        purpose = col(OutgoingTx.purpose)
+        return or_(
+            *(
+                or_(purpose == k.value, purpose.startswith(f"{k.value}:", autoescape=True))
+                for k in sorted(self.kinds)
+            )
+        )
+
+    def _mine(self) -> list[ColumnElement[bool]]:
+        of_kinds = self._of_kinds()
+        return [] if of_kinds is None else [of_kinds]
+
+    def _first_open_of_other_kinds(self, session: Session) -> int | None:
+        of_kinds = self._of_kinds()
+        if of_kinds is None:
+            return None
+        first = session.exec(
+            select(func.min(OutgoingTx.nonce)).where(
+                col(OutgoingTx.chain_id) == self.chain_id,
+                col(OutgoingTx.sender) == self.address,
+                col(OutgoingTx.status).in_(OPEN),
+                not_(of_kinds),
+            )
+        ).one()
+        return int(first) if first is not None else None
+
+    def _move(self, session: Session, row: OutgoingTx, expected: tuple[TxStatus, ...], **values: Any) -> bool:
+        """Compare-and-set: writes ``values`` only if the row is still in one of the ``expected`` states
+        (another relayer sharing its kind may have moved it since this pass read it; PostgreSQL's row
+        lock makes the second writer wait for the first and then see its result). True if written; the
+        in-memory row then holds the values, without a second UPDATE from the session."""
+        values["updated_at"] = values.get("updated_at") or utcnow()
+        result = session.exec(  # type: ignore[call-overload]
+            update(OutgoingTx)
+            .where(col(OutgoingTx.id) == row.id, col(OutgoingTx.status).in_(expected))
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            return False
+        for key, value in values.items():
+            set_committed_value(row, key, value)
+        return True
 
     def _commit(self, session: Session, *, wrote: bool = False) -> None:
         """Commits, fenced by the caller's lease when there is something to write (a pass that only
@@ -315,34 +399,37 @@ class Relayer:
             return
         attempts = self._attempts(session, [r.id for r in sent if r.id is not None])
         finished: list[OutgoingTx] = []
-        for row in sent:
-            receipt = None
-            for attempt in attempts.get(row.id or 0, []):
-                receipt = self._receipt(attempt.tx_hash)
-                if receipt is not None:
-                    break
-            if receipt is None:
-                # The nonce was used, but by none of our hashes: someone else spent it.
-                row.status, row.error = (
-                    TxStatus.failed,
-                    "nonce used by a transaction this relayer did not sign",
-                )
-            else:
-                if latest - int(receipt["blockNumber"], 16) + 1 < self.confirmations:
-                    self._recheck = True  # look again at the next block even if nothing else changes
-                    continue
-                row.tx_hash = HexBytes(receipt["transactionHash"]).hex()
-                row.block_number = int(receipt["blockNumber"], 16)
-                row.block_hash = HexBytes(receipt["blockHash"]).hex()
-                row.gas_used = int(receipt["gasUsed"], 16)
-                self._receipts[row.tx_hash] = receipt
-                if int(receipt["status"], 16) == 1:
-                    row.status = TxStatus.confirmed
-                else:
-                    row.status, row.error = TxStatus.failed, "reverted on chain"
-            row.updated_at = utcnow()
-            finished.append(row)
         try:
+            for row in sent:
+                receipt = None
+                for attempt in attempts.get(row.id or 0, []):
+                    receipt = self._receipt(attempt.tx_hash)
+                    if receipt is not None:
+                        break
+                values: dict[str, Any]
+                if receipt is None:
+                    # The nonce was used, but by none of our hashes: someone else spent it.
+                    values = {
+                        "status": TxStatus.failed,
+                        "error": "nonce used by a transaction this relayer did not sign",
+                    }
+                else:
+                    if latest - int(receipt["blockNumber"], 16) + 1 < self.confirmations:
+                        self._recheck = True  # look again at the next block even if nothing else changes
+                        continue
+                    ok = int(receipt["status"], 16) == 1
+                    values = {
+                        "tx_hash": HexBytes(receipt["transactionHash"]).hex(),
+                        "block_number": int(receipt["blockNumber"], 16),
+                        "block_hash": HexBytes(receipt["blockHash"]).hex(),
+                        "gas_used": int(receipt["gasUsed"], 16),
+                        "status": TxStatus.confirmed if ok else TxStatus.failed,
+                        "error": None if ok else "reverted on chain",
+                    }
+                    self._receipts[values["tx_hash"]] = receipt
+                # Final once: a relayer sharing this kind that got here first leaves nothing to write.
+                if self._move(session, row, OPEN, **values):
+                    finished.append(row)
             for row in finished:
                 self.completions.dispatch(session, row)  # the one handler of its purpose, exactly once
             if finished:
@@ -368,12 +455,14 @@ class Relayer:
         cached = self._receipts.get(tx_hash)
         return cached if cached is not None else self._receipt(tx_hash)
 
-    def _broadcast(self, session: Session, rows: list[OutgoingTx], block: int) -> None:
+    def _broadcast(self, session: Session, rows: list[OutgoingTx], block: int) -> bool:
+        """Sends pending rows and bumps stuck ones; True if it wrote something."""
         if not rows:
-            return
+            return False
         chain_nonce = self._confirmed_nonce(block)
         attempts = self._attempts(session, [r.id for r in rows if r.id is not None])
         now = utcnow()
+        wrote = False
         for row in rows:
             if row.nonce >= chain_nonce + self.max_in_flight:
                 break  # queued: Kaia guarantees 16 executable slots per account
@@ -381,14 +470,15 @@ class Relayer:
             if row.status == TxStatus.pending:
                 self._send(latest)
                 crash_point(f"relayer.after_broadcast:{row.purpose}")
-                latest.sent_at = now
-                row.status = TxStatus.sent
-                row.updated_at = now
+                latest.sent_at = now  # these bytes left, whoever records the row as sent
                 session.add(latest)
+                self._move(session, row, (TxStatus.pending,), status=TxStatus.sent, updated_at=now)
+                wrote = True
             elif latest.sent_at and (now - _aware(latest.sent_at)).total_seconds() > self.replace_after:
-                self._replace(session, row, latest)
+                wrote = self._replace(session, row, latest) or wrote
+        return wrote
 
-    def _replace(self, session: Session, row: OutgoingTx, latest: TxAttempt) -> None:
+    def _replace(self, session: Session, row: OutgoingTx, latest: TxAttempt) -> bool:
         fees = self.fees()
         max_fee = max(fees.max_fee, latest.max_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
         tip = max(fees.tip, latest.max_priority_fee_per_gas * BUMP_NUMERATOR // 100 + 1)
@@ -399,22 +489,23 @@ class Relayer:
                     "fee bump capped: the transaction waits at its fee",
                     extra={"fields": {"tx": row.id, "max_fee": latest.max_fee_per_gas, "cap": self.max_fee}},
                 )
-            return
-        attempt = self._add_attempt(session, row, max_fee, tip)
-        # The new bytes are stored before they leave the process, and the row is pending again until they
-        # have: if this process dies (or loses its lease) in between, the next pass sends the newest bytes.
-        row.status = TxStatus.pending
-        session.add(row)
+            return False
+        # The row is pending again until the new bytes have left: if this process dies (or loses its
+        # lease) in between, the next pass sends the newest bytes. Claimed first (compare-and-set), so of
+        # two relayers sharing the kind only one bumps, and none bumps a row that became final.
+        if not self._move(session, row, (TxStatus.sent,), status=TxStatus.pending):
+            return False
+        attempt = self._add_attempt(session, row, max_fee, tip)  # stored before it leaves the process
         self._commit(session, wrote=True)
         self._send(attempt)
-        row.status = TxStatus.sent
-        attempt.sent_at = row.updated_at = utcnow()
+        attempt.sent_at = now = utcnow()
         session.add(attempt)
-        session.add(row)
+        self._move(session, row, (TxStatus.pending,), status=TxStatus.sent, updated_at=now)
         log.warning(
             "replaced a stuck transaction",
             extra={"fields": {"nonce": row.nonce, "old": latest.tx_hash, "new": attempt.tx_hash}},
         )
+        return True
 
     def _send(self, attempt: TxAttempt) -> None:
         try:

@@ -1,35 +1,16 @@
+"""The admin's view of the audit log."""
+
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
-from app.api.deps import AdminUser, SessionDep
+from app.api.deps import SessionDep
 from app.api.params import RowId
 from app.audit import service
+from app.audit.schemas import AuditEntryPublic, AuditPage
+from app.users.deps import AdminUser
 
 router = APIRouter(prefix="/admin/audit", tags=["admin"])
-
-
-class AuditEntryPublic(BaseModel):
-    seq: int
-    at: datetime
-    actor_id: int | None
-    actor_email: str | None
-    action: str
-    target: str | None
-    details: dict[str, Any]
-    outcome: str
-    prev_hash: str
-    hash: str
-
-
-class AuditPage(BaseModel):
-    items: list[AuditEntryPublic]
-    chain_intact: bool
-    first_broken_seq: int | None
 
 
 @router.get(

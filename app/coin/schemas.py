@@ -1,10 +1,27 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from app.core.money import AccountRef, AmountText
+from app.users.schemas import UserPublic
+
+
+class GrantStatus(StrEnum):
+    """What approving a user did about its approval grant (app/coin/grants.py)."""
+
+    none = "none"  # no grant configured
+    minted = "minted"  # the mint is prepared: the user had a wallet
+    pending_wallet = "pending_wallet"  # paid when the user creates or links a wallet
+
+
+class ApproveResult(BaseModel):
+    user: UserPublic
+    grant: str
+    grant_status: str  # GrantStatus
+    grant_tx_hash: str | None = None
 
 
 class MintRequest(BaseModel):

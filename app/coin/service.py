@@ -32,7 +32,7 @@ from app.wallets.models import Wallet
 from wallet.chain import raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
-from wallet.relayer import TxRejected
+from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 PURPOSE = TxPurpose.coin_operation
@@ -122,12 +122,6 @@ def coin_info(ctx: Context) -> CoinInfo:
     return info
 
 
-def balance_of(ctx: Context, address: str) -> tuple[int, int]:
-    block = int(ctx.w3.eth.block_number)
-    value = int(ctx.coin.functions.balanceOf(Web3.to_checksum_address(address)).call(block_identifier=block))
-    return value, block
-
-
 def to_public(session: Session, op: CoinOperation, tx: OutgoingTx | None) -> CoinOperationPublic:
     return CoinOperationPublic(
         id=op.id or 0,
@@ -161,7 +155,9 @@ def on_tx_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
     op = session.get(CoinOperation, purpose.ref_id) if purpose.ref_id is not None else None
     if op is None or op.status != CoinOperationStatus.submitted:
         return
-    op.status = CoinOperationStatus.confirmed if tx.status == "confirmed" else CoinOperationStatus.failed
+    op.status = (
+        CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
+    )
     session.add(op)
     actor = session.get(User, op.actor_id)
     details: dict[str, Any] = {"operation": op.id, "tx_hash": tx.tx_hash, "block_number": tx.block_number}

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.market.models import OrderSide
+from app.users.models import Role
 from ess_collector.simulator import SiteConfig, SiteSimulator, noise
 
 PIN = "246810"  # every demo household's wallet PIN (a demo: the accounts are throw-away)
@@ -22,7 +24,7 @@ MIN_ORDER_WH = 100
 class Household:
     index: int
     name: str
-    role: str  # "prosumer" (a site with PV and a battery) or "consumer" (no site)
+    role: Role  # prosumer (a site with PV and a battery) or consumer (no site)
     config: SiteConfig | None
     email: str = ""
     user_id: int = 0
@@ -52,9 +54,9 @@ def plan_community(households: int, *, seed: int = 0, consumer_share: float = 0.
             config = dataclasses.replace(
                 base, pv_peak_w=pv, capacity_wh=capacity, max_charge_w=power, max_discharge_w=power
             )
-            out.append(Household(i, f"Household {i + 1} (prosumer)", "prosumer", config))
+            out.append(Household(i, f"Household {i + 1} (prosumer)", Role.prosumer, config))
         else:
-            out.append(Household(i, f"Household {i + 1} (consumer)", "consumer", None))
+            out.append(Household(i, f"Household {i + 1} (consumer)", Role.consumer, None))
     return out
 
 
@@ -76,7 +78,7 @@ def consumer_load_wh(
 
 @dataclass(frozen=True)
 class Intent:
-    side: str  # "buy" or "sell"
+    side: OrderSide
     quantity_wh: int
 
 
@@ -87,8 +89,8 @@ def decide(household: Household, supply: dict[str, Any] | None, load_wh: int | N
     the battery serves the house) and buys what PV and the battery above its reserve will not cover; a
     consumer buys its expected load.
     """
-    if household.role == "consumer":
-        return Intent("buy", load_wh) if load_wh and load_wh >= MIN_ORDER_WH else None
+    if household.role == Role.consumer:
+        return Intent(OrderSide.buy, load_wh) if load_wh and load_wh >= MIN_ORDER_WH else None
     if supply is None:
         return None
     surplus = supply["expected_pv_wh"] - supply["expected_load_wh"]
@@ -97,17 +99,17 @@ def decide(household: Household, supply: dict[str, Any] | None, load_wh: int | N
         soc = supply.get("soc_pct")
         headroom = int(supply["battery_capacity_wh"] * (100 - soc) / 100) if soc is not None else 0
         qty = min((surplus - headroom) * 9 // 10, supply["supply_wh"])  # a margin: estimates are estimates
-        return Intent("sell", qty) if qty >= MIN_ORDER_WH else None
+        return Intent(OrderSide.sell, qty) if qty >= MIN_ORDER_WH else None
     shortfall = -surplus - supply["battery_above_reserve_wh"]
-    return Intent("buy", shortfall) if shortfall >= MIN_ORDER_WH else None
+    return Intent(OrderSide.buy, shortfall) if shortfall >= MIN_ORDER_WH else None
 
 
-def limit_price(suggested: int, floor: int, ceiling: int, side: str, rng: random.Random) -> int:
+def limit_price(suggested: int, floor: int, ceiling: int, side: OrderSide, rng: random.Random) -> int:
     """Around the service's price suggestion: a buyer bids up to 5 % of the band above it, a seller asks
     up to 5 % below it, so most orders meet; always inside the band."""
     band = ceiling - floor
     step = rng.randint(0, max(0, band // 20))
-    price = suggested + step if side == "buy" else suggested - step
+    price = suggested + step if side == OrderSide.buy else suggested - step
     return max(floor, min(ceiling, price))
 
 

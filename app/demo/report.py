@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from app.core.money import DECIMALS, format_amount, parse_amount
 from app.demo import community as cm
+from app.users.models import Role
 from contracts.artifacts import load_artifact
 from contracts.deploy import load_deployment
 from wallet.chain import connect, raw_call
@@ -429,7 +430,7 @@ def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: di
     imported = sum(v["import_wh"] for v in energy.values())
     exported = sum(v["export_wh"] for v in energy.values())
     delivered = int(s["delivered_wh"])  # the traded span's trades; statements cover whole months
-    prosumers = sum(1 for h in hs if h.role == "prosumer")
+    prosumers = sum(1 for h in hs if h.role == Role.prosumer)
     settled = int(s["settled"])
     lines = [
         "# ESSX community demo",

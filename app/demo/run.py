@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from app.core.money import format_amount, parse_amount
 from app.demo import community as cm
 from app.demo.service import ServiceHandle, child_service
+from app.market.models import OrderSide
+from app.users.models import Role
 from common.clock import EnergyClock, slot_start
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from wallet.chain import connect
@@ -39,6 +42,13 @@ from wallet.chain import connect
 NEVER = datetime.min.replace(tzinfo=UTC)
 ADMIN_EMAIL = "operator@essx-demo.example.com"
 ADMIN_PASSWORD = "demo-operator-password"
+
+
+class Traders(StrEnum):
+    """Who places the households' orders (`--traders`)."""
+
+    automatic = "automatic"  # each household's trading profile (app/trading)
+    manual = "manual"  # the demo, order by order
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ class DemoOptions:
     keep_running: bool = False
     workers: int = 8  # households acting at the same time
     start: datetime | None = None  # first traded slot (energy time, in the past); default: end about now
-    traders: str = "automatic"  # automatic: each household's trading profile; manual: orders placed here
+    traders: str = "automatic"  # Traders
 
     @property
     def gate_minutes(self) -> int:
@@ -70,7 +80,7 @@ class DemoOptions:
             raise ValueError("--hours must be between 1 and 168")
         if not 1 <= self.speed <= 3600:
             raise ValueError("--speed must be between 1 and 3600")
-        if self.traders not in ("automatic", "manual"):
+        if self.traders not in set(Traders):
             raise ValueError("--traders must be automatic or manual")
         if self.slot_minutes not in (5, 10, 15, 20, 30, 60):
             raise ValueError("--slot-minutes must be one of 5, 10, 15, 20, 30, 60")
@@ -210,7 +220,7 @@ def setup_community(
     api: Api, svc: ServiceHandle, state: DemoState, ports: list[int], pool: ThreadPoolExecutor
 ) -> None:
     admin = state.admin_token = svc.admin_token(ADMIN_EMAIL, ADMIN_PASSWORD)
-    prosumers = [h for h in state.households if h.role == "prosumer"]
+    prosumers = [h for h in state.households if h.role == Role.prosumer]
     for h, port in zip(prosumers, ports, strict=True):
         h.port = port
 
@@ -251,7 +261,7 @@ def setup_community(
                 },
             )
             h.site_id = int(site["id"])
-        if state.options.traders == "automatic":
+        if state.options.traders == Traders.automatic:
             enable_agent(api, state, h)
 
     list(pool.map(join, state.households))
@@ -313,11 +323,11 @@ def trade_slot(api: Api, state: DemoState, h: cm.Household, slot_start: datetime
         "quantity_wh": intent.quantity_wh,
         "limit_price": format_amount(price),
     }
-    if intent.side == "sell":
+    if intent.side == OrderSide.sell:
         body["site_id"] = h.site_id
     try:
         order = api.call("POST", "/orders", h.token, json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
-        if intent.side == "buy":
+        if intent.side == OrderSide.buy:
             api.call("POST", f"/orders/{order['id']}/authorize", h.token, json={"pin": cm.PIN})
     except ApiError as exc:  # e.g. a gate that closed meanwhile, or not enough coins left: the trader skips
         if exc.status >= 500:
@@ -374,7 +384,7 @@ def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Co
             now = clock.now()
             nxt = align(now, slot) + slot
             for s in (nxt, nxt + slot):  # this slot's successor and the one after, while their gate is open
-                manual = opts.traders == "manual"
+                manual = opts.traders == Traders.manual
                 if (
                     manual
                     and state.trading_start <= s < state.trading_end
@@ -402,7 +412,7 @@ def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Co
                 settled=counts[1],
                 orders=sum(state.orders.values()),
             )
-            if opts.traders == "automatic" and not agents_stopped and now >= state.trading_end - margin:
+            if opts.traders == Traders.automatic and not agents_stopped and now >= state.trading_end - margin:
                 # the traded period ends: the agents stop, cancelling their orders for later slots
                 agents_stopped = True
                 futures += [
@@ -421,7 +431,7 @@ def run_market(api: Api, state: DemoState, pool: ThreadPoolExecutor, console: Co
                 break
             time.sleep(1.0)
         progress.update(wait, total=1, completed=1)
-    if opts.traders == "automatic":
+    if opts.traders == Traders.automatic:
         count_agent_orders(api, state)
 
 

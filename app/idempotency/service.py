@@ -144,8 +144,7 @@ def create_once(
     try:
         created = make()
         attach(session, claimed.record, f"{kind}:{ident(created)}")
-        session.flush()
-        answer = render(created)
+        answer = render(created)  # the record's resource and answer are written in one UPDATE
         finish(session, claimed.record, 201, answer)  # commits the new row together with its answer
     except Exception:
         release(session, claimed.record)

@@ -25,7 +25,7 @@ from sqlmodel import Session, col
 from app.market.matching.continuous import ContinuousBook
 from app.market.matching.types import Fill, Side
 from app.market.matching.types import Order as MatchOrder
-from app.market.models import Order, next_change
+from app.market.models import Order, OrderSide, OrderStatus, next_change
 
 _COLUMNS = (
     col(Order.id),
@@ -92,7 +92,7 @@ class LiveBooks:
         return fills
 
     def _open_rows(self, session: Session, slot_start: datetime | None = None) -> list[Any]:
-        q = select(*_COLUMNS).where(col(Order.status) == "open")
+        q = select(*_COLUMNS).where(col(Order.status) == OrderStatus.open)
         if slot_start is not None:
             q = q.where(col(Order.slot_start) == slot_start)
         return list(session.connection().execute(q).all())
@@ -117,7 +117,7 @@ class LiveBooks:
     def _apply(self, session: Session, rows: list[Any], is_open: Callable[[datetime], bool]) -> list[Fill]:
         arrived, stale = [], set()
         for row in rows:
-            live = row.status == "open"
+            live = row.status == OrderStatus.open
             if row.counterpart_id is not None:
                 offers = self._direct.get(row.slot_start, {})
                 known = offers.get(row.id)
@@ -157,9 +157,9 @@ class LiveBooks:
         """
         offers = self._direct.get(slot_start, {})
         ordered = sorted(offers.values(), key=lambda o: o.seq)
-        sells = {(o.user_id, o.counterpart_id): o for o in ordered if o.side == "sell"}
+        sells = {(o.user_id, o.counterpart_id): o for o in ordered if o.side == OrderSide.sell}
         fills = []
-        for buy in (o for o in ordered if o.side == "buy"):
+        for buy in (o for o in ordered if o.side == OrderSide.buy):
             sell = sells.get((buy.counterpart_id, buy.user_id))
             if sell is None or buy.price < sell.price:
                 continue

@@ -23,7 +23,7 @@ from app.market.book import LiveBooks
 from app.market.matching.auction import clear_call_auction
 from app.market.matching.types import BookLevels, Fill, Side, trade_value
 from app.market.matching.types import Order as MatchOrder
-from app.market.models import Order, Trade, next_change
+from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus, Trade, TradeStatus, next_change
 from app.market.onchain import order_hash, orders_hash
 from app.market.rules import MarketRules
 from app.wallets.models import Wallet
@@ -63,7 +63,7 @@ def book_orders(session: Session, slot_start: datetime) -> list[MatchOrder]:
         select(Order)
         .where(
             col(Order.slot_start) == slot_start,
-            col(Order.status) == "open",
+            col(Order.status) == OrderStatus.open,
             col(Order.counterpart_id).is_(None),
         )
         .order_by(col(Order.seq), col(Order.id))
@@ -89,13 +89,13 @@ def book_levels(session: Session, slot_start: datetime) -> BookLevels:
         select(Order.side, Order.limit_price, func.sum(Order.open_wh))
         .where(
             col(Order.slot_start) == slot_start,
-            col(Order.status) == "open",
+            col(Order.status) == OrderStatus.open,
             col(Order.counterpart_id).is_(None),
         )
         .group_by(col(Order.side), col(Order.limit_price))
     ).all()
-    bids = sorted(((int(p), int(q)) for side, p, q in rows if side == "buy"), reverse=True)
-    asks = sorted((int(p), int(q)) for side, p, q in rows if side == "sell")
+    bids = sorted(((int(p), int(q)) for side, p, q in rows if side == OrderSide.buy), reverse=True)
+    asks = sorted((int(p), int(q)) for side, p, q in rows if side == OrderSide.sell)
     return {"bids": bids, "asks": asks}
 
 
@@ -108,11 +108,15 @@ def _book_fill(ctx: Context, session: Session, fill: Fill) -> Trade:
         o.open_wh -= fill.quantity_wh
         o.filled_wh += fill.quantity_wh
         if o.open_wh == 0:
-            o.status = "filled"
+            o.status = OrderStatus.filled
         o.updated_at = now
         session.add(o)
-    buy_hash = order_hash(buy.id, buy.user_id, "buy", buy.slot_start, buy.quantity_wh, buy.limit_price)
-    sell_hash = order_hash(sell.id, sell.user_id, "sell", sell.slot_start, sell.quantity_wh, sell.limit_price)
+    buy_hash = order_hash(
+        buy.id, buy.user_id, OrderSide.buy, buy.slot_start, buy.quantity_wh, buy.limit_price
+    )
+    sell_hash = order_hash(
+        sell.id, sell.user_id, OrderSide.sell, sell.slot_start, sell.quantity_wh, sell.limit_price
+    )
     trade = Trade(
         id=uuid.uuid4().hex,
         slot_start=buy.slot_start,
@@ -125,7 +129,7 @@ def _book_fill(ctx: Context, session: Session, fill: Fill) -> Trade:
         value=trade_value(fill.quantity_wh, fill.price),
         buy_limit_price=buy.limit_price,
         orders_hash="0x" + orders_hash(buy_hash, sell_hash).hex(),
-        status="matched",
+        status=TradeStatus.matched,
         created_at=now,
         updated_at=now,
     )
@@ -157,7 +161,7 @@ def close_gates(ctx: Context, session: Session, rules_: object, now: datetime) -
     pending = session.exec(
         select(Order.slot_start)
         .where(
-            col(Order.status).in_(("open", "pending_authorization")),
+            col(Order.status).in_((OrderStatus.open, OrderStatus.pending_authorization)),
             col(Order.slot_start) <= now + timedelta(minutes=rules_.gate_closure_minutes),
         )
         .distinct()
@@ -172,14 +176,15 @@ def close_gates(ctx: Context, session: Session, rules_: object, now: datetime) -
         for o in session.exec(
             select(Order)
             .where(
-                col(Order.slot_start) == slot_start, col(Order.status).in_(("open", "pending_authorization"))
+                col(Order.slot_start) == slot_start,
+                col(Order.status).in_((OrderStatus.open, OrderStatus.pending_authorization)),
             )
             .with_for_update()
             .execution_options(populate_existing=True)
         ):
-            if o.escrow_status == "locking":
+            if o.escrow_status == EscrowStatus.locking:
                 continue  # expires once its lock is final
-            o.status, o.updated_at = "expired", utcnow()
+            o.status, o.updated_at = OrderStatus.expired, utcnow()
             escrow.close_unmatched(session, o)
             session.add(o)
             emit(session, o.user_id, "order.expired", order_id=o.id, open_wh=o.open_wh)

@@ -9,7 +9,9 @@ signature is used on chain only when the order has matched, by `lockAndRecordTra
 trade records. An order that never matches costs no gas. A buyer whose balance no longer covers the
 authorisation when its first trade is recorded is skipped: the order is cancelled with the reason, its trades
 voided (deleted: they never reached the chain) and the sellers' quantities go back to the book. Releases
-(cancellation, gate closure) are batched.
+(cancellation, gate closure) are batched. A buy order that can match no more when its trades are recorded
+(a call auction's orders expire at it; a filled order) is closed in the recording batch itself
+(`lockRecordAndClose`): its release rides there, with no transaction of its own.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from app.context import Context
 from app.core.money import format_amount
 from app.core.security import utcnow
 from app.events.service import emit
-from app.market.models import Order, Trade, lock_changes
+from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus, Trade, TradeStatus, lock_changes
 from app.market.onchain import id32, unix
 from app.market.rules import MarketRules
 from wallet.models import OutgoingTx
 from wallet.purposes import Purpose, TxPurpose
+from wallet.relayer import TxStatus
 from wallet.typed_data import split_signature
 
 UINT32_MAX = 2**32 - 1
@@ -48,10 +51,10 @@ def accept_authorised(session: Session, order: Order, signature: bytes, seq: int
     """The buyer signed: keep the signature for the first match and put the order in the book. Nothing goes
     on chain now; the wallet's balance stays reserved (`app/transfers/spending.py`) while it is authorised."""
     order.signature = "0x" + signature.hex()
-    order.escrow_status, order.status, order.updated_at = "authorized", "open", utcnow()
+    order.escrow_status, order.status, order.updated_at = EscrowStatus.authorized, OrderStatus.open, utcnow()
     order.seq = seq
     session.add(order)
-    emit(session, order.user_id, "order.accepted", order_id=order.id, side="buy")
+    emit(session, order.user_id, "order.accepted", order_id=order.id, side=OrderSide.buy)
 
 
 def locks_for_batch(
@@ -74,7 +77,7 @@ def locks_for_batch(
             decided.add(t.buy_order_id)
             order = session.get(Order, t.buy_order_id)
             assert order is not None
-            if order.escrow_status == "authorized":
+            if order.escrow_status == EscrowStatus.authorized:
                 address = order.wallet_address or ""
                 balance = balance_now(ctx, address) - committed.get(address, 0)
                 reason = None
@@ -118,19 +121,24 @@ def skip_unusable(session: Session, order: Order, reason: str) -> None:
     """Cancel a buy order whose wallet cannot cover its escrow when it first matched (or whose authorisation
     has expired); void its trades and give the sellers their quantity back."""
     order.failure_reason = reason
-    order.status, order.escrow_status, order.open_wh, order.updated_at = "cancelled", "unused", 0, utcnow()
+    order.status, order.escrow_status, order.open_wh, order.updated_at = (
+        OrderStatus.cancelled,
+        EscrowStatus.unused,
+        0,
+        utcnow(),
+    )
     session.add(order)
     emit(session, order.user_id, "order.cancelled", order_id=order.id, reason=order.failure_reason)
     for t in session.exec(select(Trade).where(col(Trade.buy_order_id) == order.id)):
-        if t.status != "matched":
+        if t.status != TradeStatus.matched:
             continue
         order.filled_wh -= t.quantity_wh
         sell = session.get(Order, t.sell_order_id)
         assert sell is not None
         sell.open_wh += t.quantity_wh
         sell.filled_wh -= t.quantity_wh
-        if sell.status == "filled":
-            sell.status = "open"  # past gate closure the next pass expires it
+        if sell.status == OrderStatus.filled:
+            sell.status = OrderStatus.open  # past gate closure the next pass expires it
         sell.updated_at = utcnow()
         session.add(sell)
         for user_id in (t.buyer_id, t.seller_id):
@@ -138,28 +146,75 @@ def skip_unusable(session: Session, order: Order, reason: str) -> None:
         session.delete(t)  # never on chain: the match is undone (the events keep what happened)
 
 
-def mark_locking(session: Session, orders: list[Order], tx: OutgoingTx) -> None:
+def to_close_in_batch(session: Session, trades: list[Trade], locking: list[Order]) -> list[Order]:
+    """The buy orders of a recording batch that can match no more (filled, expired or cancelled) and whose
+    every unrecorded trade is in this batch: the batch closes them (cancels the rest, releases what they do
+    not owe to trades). Orders locked now or locked by an earlier batch; none with a release in flight."""
+    in_batch: dict[str, int] = {}
+    for t in trades:
+        in_batch[t.buy_order_id] = in_batch.get(t.buy_order_id, 0) + 1
+    first_time = {o.id for o in locking}
+    out = []
+    for order_id, count in in_batch.items():
+        order = session.get(Order, order_id)
+        assert order is not None
+        if order.status not in (OrderStatus.filled, OrderStatus.expired, OrderStatus.cancelled):
+            continue
+        if order.id not in first_time and order.escrow_status != EscrowStatus.locked:
+            continue
+        unrecorded = session.exec(
+            select(func.count())
+            .select_from(Trade)
+            .where(
+                col(Trade.buy_order_id) == order_id,
+                col(Trade.status).in_((TradeStatus.matched, TradeStatus.recording)),
+            )
+        ).one()
+        if unrecorded == count:
+            out.append(order)
+    return out
+
+
+def mark_locking(session: Session, orders: list[Order], closing: list[Order], tx: OutgoingTx) -> None:
     for order in orders:
-        order.escrow_status, order.lock_tx_id, order.updated_at = "locking", tx.id, utcnow()
+        order.escrow_status, order.lock_tx_id, order.updated_at = EscrowStatus.locking, tx.id, utcnow()
+        session.add(order)
+    for order in closing:
+        order.release_tx_id = tx.id
+        # locked by an earlier batch: its release is in flight now
+        if order.escrow_status == EscrowStatus.locked:
+            order.escrow_status = EscrowStatus.releasing
         session.add(order)
 
 
 def batch_final(session: Session, tx: OutgoingTx) -> None:
-    """The batch that locked these orders is final: locked, or (reverted) authorised again for the retry."""
+    """The batch that locked (and closed) these orders is final: locked, or released when the batch closed
+    them; if it reverted, authorised again for the retry (and a closed order that was locked before: locked)."""
+    confirmed = tx.status == TxStatus.confirmed
     for order in session.exec(
-        select(Order).where(col(Order.lock_tx_id) == tx.id, col(Order.escrow_status) == "locking")
+        select(Order).where(col(Order.lock_tx_id) == tx.id, col(Order.escrow_status) == EscrowStatus.locking)
     ):
-        order.escrow_status = "locked" if tx.status == "confirmed" else "authorized"
+        order.escrow_status = EscrowStatus.locked if confirmed else EscrowStatus.authorized
         order.updated_at = utcnow()
         session.add(order)
-        if tx.status == "confirmed":
+        if confirmed:
             emit(session, order.user_id, "order.escrow_locked", order_id=order.id, escrow_tx_hash=tx.tx_hash)
+    for order in session.exec(select(Order).where(col(Order.release_tx_id) == tx.id)):
+        if confirmed:
+            order.escrow_status = EscrowStatus.released
+            emit(session, order.user_id, "order.escrow_released", order_id=order.id)
+        else:
+            order.release_tx_id = None
+            if order.escrow_status == EscrowStatus.releasing:
+                order.escrow_status = EscrowStatus.locked
+        order.updated_at = utcnow()
+        session.add(order)
 
 
 def close_unmatched(session: Session, order: Order) -> None:
     """A cancelled or expired buy order: an authorisation never used on chain is simply dropped (no gas)."""
-    if order.escrow_status == "authorized" and order.filled_wh == 0:
-        order.escrow_status = "unused"
+    if order.escrow_status == EscrowStatus.authorized and order.filled_wh == 0:
+        order.escrow_status = EscrowStatus.unused
         session.add(order)
 
 
@@ -171,7 +226,7 @@ def release_one(ctx: Context, session: Session, order: Order) -> None:
     tx = ctx.relayer.prepare(
         session, to=market.address, data=data, purpose=Purpose.of(TxPurpose.escrow_release, order.id)
     )
-    order.escrow_status, order.release_tx_id = "releasing", tx.id
+    order.escrow_status, order.release_tx_id = EscrowStatus.releasing, tx.id
     session.add(order)
 
 
@@ -192,7 +247,7 @@ def release_closed(ctx: Context, session: Session, rules_: MarketRules, now: dat
     data = market.encodeABI(fn_name="releaseEscrows", args=[[id32(o.id) for o in ready]])
     tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=TxPurpose.escrow_release_batch)
     for o in ready:
-        o.escrow_status, o.release_tx_id = "releasing", tx.id
+        o.escrow_status, o.release_tx_id = EscrowStatus.releasing, tx.id
         session.add(o)
     return len(ready)
 
@@ -200,19 +255,22 @@ def release_closed(ctx: Context, session: Session, rules_: MarketRules, now: dat
 def _to_release(session: Session, rules_: MarketRules, now: datetime) -> list[Order]:
     rows = session.exec(
         select(Order).where(
-            col(Order.side) == "buy",
-            col(Order.escrow_status) == "locked",
-            col(Order.status).in_(("expired", "filled", "cancelled")),
+            col(Order.side) == OrderSide.buy,
+            col(Order.escrow_status) == EscrowStatus.locked,
+            col(Order.status).in_((OrderStatus.expired, OrderStatus.filled, OrderStatus.cancelled)),
         )
     ).all()
     out = []
     for o in rows:
-        if rules_.gate_closure(o.slot_start) > now and o.status != "cancelled":
+        if rules_.gate_closure(o.slot_start) > now and o.status != OrderStatus.cancelled:
             continue
         unrecorded = session.exec(
             select(func.count())
             .select_from(Trade)
-            .where(col(Trade.buy_order_id) == o.id, col(Trade.status).in_(("matched", "recording")))
+            .where(
+                col(Trade.buy_order_id) == o.id,
+                col(Trade.status).in_((TradeStatus.matched, TradeStatus.recording)),
+            )
         ).one()
         if not unrecorded:
             out.append(o)
@@ -221,7 +279,9 @@ def _to_release(session: Session, rules_: MarketRules, now: datetime) -> list[Or
 
 def release_final(session: Session, tx: OutgoingTx) -> None:
     for order in session.exec(select(Order).where(col(Order.release_tx_id) == tx.id)):
-        order.escrow_status = "released" if tx.status == "confirmed" else "locked"
+        order.escrow_status = (
+            EscrowStatus.released if tx.status == TxStatus.confirmed else EscrowStatus.locked
+        )
         session.add(order)
-        if tx.status == "confirmed":
+        if tx.status == TxStatus.confirmed:
             emit(session, order.user_id, "order.escrow_released", order_id=order.id)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Connection, Index, event, text
 from sqlmodel import Field, Session, SQLModel
 
+from app.spending.holds import Hold, register
 from common.dbtypes import BigAmount, utc_column
 
 
@@ -53,6 +54,16 @@ class TradeStatus(enum.StrEnum):
     refunded = "refunded"
 
 
+class SettleRule(enum.StrEnum):
+    """How a trade's delivered energy was decided (`Trade.settle_rule`): from the anchored meter data, or
+    by an admin for a slot whose data is incomplete (as contracted, or as measured so far)."""
+
+    measured = "measured"
+    contracted = "contracted"
+    measured_by_admin = "measured_by_admin"
+    contracted_by_admin = "contracted_by_admin"
+
+
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
     __table_args__ = (
@@ -89,6 +100,20 @@ class Order(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
     # stamped on every insert and update from `market_changes`: what the matcher's book has not seen yet
     change_no: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+
+
+# A buy order's authorised escrow holds its coins until the lock is mined (app/spending/holds.py); from
+# `locked` on they have left the wallet (a release returns part of them: counting it as gone only errs low).
+register(
+    Hold(
+        Order.escrow_amount,
+        Order.wallet_address,
+        Order.escrow_status,
+        (EscrowStatus.authorized, EscrowStatus.locking),
+        spent=(EscrowStatus.locked, EscrowStatus.releasing, EscrowStatus.released),
+        changed_at=Order.updated_at,  # stamped when the batch's receipt marks the escrow locked
+    )
+)
 
 
 class MarketChange(SQLModel, table=True):
@@ -152,7 +177,7 @@ class Trade(SQLModel, table=True):
     paid: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
     refunded: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
     penalty: int | None = Field(default=None, sa_column=Column(BigAmount, nullable=True))
-    settle_rule: str | None = Field(default=None, max_length=24)  # measured | contracted | measured_by_admin
+    settle_rule: str | None = Field(default=None, max_length=24)  # SettleRule
     settle_tx_id: int | None = Field(default=None, foreign_key="outgoing_tx.id")
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))

@@ -64,11 +64,24 @@ def trade_leaf(
     quantity_wh: int,
     price: int,
     orders_hash_: bytes,
+    buyer: str,
 ) -> bytes:
+    """The contract's `tradeLeaf`: the recorded trade's words (fill replaced by the trade number) and the buy
+    order's buyer."""
     return bytes(
         Web3.keccak(
             encode(
-                ["bytes32", "bytes32", "uint256", "address", "uint64", "uint32", "uint128", "bytes32"],
+                [
+                    "bytes32",
+                    "bytes32",
+                    "uint256",
+                    "address",
+                    "uint64",
+                    "uint32",
+                    "uint128",
+                    "bytes32",
+                    "address",
+                ],
                 [
                     id32(trade_id),
                     id32(buy_order_id),
@@ -78,6 +91,7 @@ def trade_leaf(
                     quantity_wh,
                     price,
                     orders_hash_,
+                    buyer,
                 ],
             )
         )

@@ -19,26 +19,29 @@ from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import engine, escrow
-from app.market.models import Trade
+from app.market.models import Trade, TradeStatus
 from app.market.onchain import id32, merkle_proofs, trade_leaf, unix
 from wallet.models import OutgoingTx
 from wallet.purposes import Completions, Purpose, TxPurpose
-from wallet.relayer import TxRejected
+from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
+ZERO_ADDRESS = "0x" + "00" * 20
 BATCH_TOPIC = Web3.keccak(text="BatchRecorded(uint256,uint256,uint256,bytes32)").hex()
 
 
 def submit_trades(ctx: Context) -> int:
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
-        in_flight = session.exec(select(Trade.id).where(col(Trade.status) == "recording").limit(1)).first()
+        in_flight = session.exec(
+            select(Trade.id).where(col(Trade.status) == TradeStatus.recording).limit(1)
+        ).first()
         if in_flight is not None:
             return 0
         trades = list(
             session.exec(
                 select(Trade)
-                .where(col(Trade.status) == "matched")
+                .where(col(Trade.status) == TradeStatus.matched)
                 .order_by(col(Trade.created_at), col(Trade.id))
                 .limit(MAX_BATCH)
             )
@@ -47,6 +50,7 @@ def submit_trades(ctx: Context) -> int:
         if not trades:
             ctx.commit_background(session)  # the skipped buyers' cancellations
             return 0
+        locked_now = {o.id: o.wallet_address or "" for o in locking}
         fills: dict[str, int] = {}
         items = []
         for i, t in enumerate(trades):
@@ -77,18 +81,23 @@ def submit_trades(ctx: Context) -> int:
                 )
             )
             fills[t.buy_order_id] += 1
-            t.proof = {"batch_index": i, "seller": seller}
+            # the leaf names the buyer of an order this batch locks; a stored escrow names its own (zero)
+            buyer = locked_now.get(t.buy_order_id, ZERO_ADDRESS)
+            t.proof = {"batch_index": i, "seller": seller, "buyer": buyer}
+        closing = escrow.to_close_in_batch(session, trades, locking)
         market = ctx.contracts["EnergyMarket"]
-        data = market.encodeABI(fn_name="lockAndRecordTrades", args=[locks, items])
+        data = market.encodeABI(
+            fn_name="lockRecordAndClose", args=[locks, items, [id32(o.id) for o in closing]]
+        )
         try:
             tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=TxPurpose.trade_batch)
         except TxRejected as exc:
             session.rollback()
             log.error("trade batch rejected", extra={"fields": {"reason": exc.reason}})
             return 0
-        escrow.mark_locking(session, locking, tx)
+        escrow.mark_locking(session, locking, closing, tx)
         for t in trades:
-            t.status, t.record_tx_id, t.updated_at = "recording", tx.id, utcnow()
+            t.status, t.record_tx_id, t.updated_at = TradeStatus.recording, tx.id, utcnow()
             session.add(t)
         ctx.commit_background(session)
     ctx.relayer.kick()
@@ -115,14 +124,16 @@ def release_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
 
 def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:
     trades = list(
-        session.exec(select(Trade).where(col(Trade.record_tx_id) == tx.id, col(Trade.status) == "recording"))
+        session.exec(
+            select(Trade).where(col(Trade.record_tx_id) == tx.id, col(Trade.status) == TradeStatus.recording)
+        )
     )
     if not trades:
         return
     trades.sort(key=lambda t: (t.proof or {}).get("batch_index", 0))
-    if tx.status != "confirmed":
+    if tx.status != TxStatus.confirmed:
         for t in trades:
-            t.status, t.record_tx_id, t.proof = "matched", None, None
+            t.status, t.record_tx_id, t.proof = TradeStatus.matched, None, None
             session.add(t)
         return
     receipt = ctx.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
@@ -145,6 +156,7 @@ def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:
             t.quantity_wh,
             t.price,
             HexBytes(t.orders_hash),
+            (t.proof or {})["buyer"],
         )
         for i, t in enumerate(trades)
     ]
@@ -152,7 +164,7 @@ def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:
     if computed != bytes(root):
         log.error("batch root differs from ours", extra={"fields": {"tx": tx.tx_hash}})
     for i, t in enumerate(trades):
-        t.trade_no, t.batch_no, t.status, t.updated_at = first + i, batch_no, "recorded", utcnow()
+        t.trade_no, t.batch_no, t.status, t.updated_at = first + i, batch_no, TradeStatus.recorded, utcnow()
         t.proof = {
             **(t.proof or {}),
             "proof": ["0x" + p.hex() for p in proofs[i]],

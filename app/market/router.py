@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlmodel import col, or_, select
 
-from app.api.deps import ContextDep, CurrentUser, IdempotencyKey, SessionDep
+from app.api.deps import ContextDep, IdempotencyKey, SessionDep
 from app.api.params import UtcTime
 from app.coin.service import latest_hash
 from app.core.errors import NotFound
@@ -26,6 +26,7 @@ from app.market.schemas import (
     TradeList,
     TradePublic,
 )
+from app.users.deps import CurrentUser
 from app.users.models import User
 from common import clock
 from wallet.models import OutgoingTx
@@ -189,6 +190,7 @@ def trade_public(session: SessionDep, t: Trade, user: User) -> TradePublic:
                 "trade_no": t.trade_no,
                 "batch_no": t.batch_no,
                 "seller": (t.proof or {}).get("seller"),
+                "buyer": (t.proof or {}).get("buyer"),  # the leaf's: zero when the escrow is stored
                 "leaf": (t.proof or {}).get("leaf"),
                 "proof": (t.proof or {}).get("proof"),
             }

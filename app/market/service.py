@@ -31,6 +31,7 @@ from app.market.onchain import escrow_nonce
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
+from app.sites.service import sell_room
 from app.spending import authorizer
 from app.spending.errors import AuthorizationMissing
 from app.spending.holds import check_available
@@ -166,8 +167,6 @@ def _check_sell(ctx: Context, session: Session, user: User, req: OrderCreate, sl
     site = _own_site(session, user, req.site_id)
     if not site.enabled:
         raise Conflict(f"site {site.id} is disabled")
-    from app.sites.service import sell_room  # app.sites imports the market's order rules
-
     committed = case(
         (
             col(Order.status).in_((OrderStatus.pending_authorization, OrderStatus.open, OrderStatus.filled)),

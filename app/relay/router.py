@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import ContextDep, CurrentUser, SessionDep
+from app.api.deps import ContextDep, SessionDep
 from app.relay.errors import PolicyRejected
 from app.relay.schemas import KaiaRelayRequest, KaiaRelayResult
 from app.relay.service import relay_kaia
+from app.users.deps import CurrentUser
 from app.wallets.service import require_wallet
 
 router = APIRouter(prefix="/relay", tags=["relay"])

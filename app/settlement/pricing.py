@@ -10,7 +10,7 @@ from sqlmodel import Session, col, func, select
 from app.context import Context
 from app.core.money import format_amount
 from app.market import engine
-from app.market.models import Trade
+from app.market.models import OrderSide, Trade
 from app.market.service import rules
 from common import clock
 from ess_collector.models import Site, SlotEnergy
@@ -61,10 +61,12 @@ def suggest(ctx: Context, session: Session, user_id: int, slot_start: datetime, 
     last_avg = sum(int(p) for p in recent) // len(recent) if recent else None
     base = (target + last_avg) // 2 if last_avg is not None else target
     nudge = (retail - floor) // 50  # 2% of the span towards the other side, to get filled
-    suggested = base + nudge if side == "buy" else base - nudge
+    suggested = base + nudge if side == OrderSide.buy else base - nudge
     # A price someone would type: whole cents of a coin, rounded towards the other side.
     suggested = (
-        -(-suggested // PRICE_STEP) * PRICE_STEP if side == "buy" else suggested // PRICE_STEP * PRICE_STEP
+        -(-suggested // PRICE_STEP) * PRICE_STEP
+        if side == OrderSide.buy
+        else suggested // PRICE_STEP * PRICE_STEP
     )
     suggested = max(floor, min(retail, suggested))
     tiers = len(r.tariff.tiers_for(slot_start))

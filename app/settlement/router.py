@@ -7,12 +7,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
-from app.api.deps import AdminUser, ContextDep, CurrentUser, SessionDep
+from app.api.deps import ContextDep, SessionDep
 from app.api.params import UtcTime
 from app.audit import service as audit
 from app.market.models import TradeStatus
 from app.settlement import pricing, service, statements
 from app.settlement.schemas import SettleDecision
+from app.users.deps import AdminUser, CurrentUser
 
 router = APIRouter(tags=["settlement"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])

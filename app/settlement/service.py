@@ -2,8 +2,9 @@
 
 A slot settles automatically once it is over, its meter data is anchored (the MeterLedger root) and every
 site involved has a complete (or recovered) slot energy. Otherwise it waits for an admin decision, or for
-the buyer's on-chain refund after the timeout. Each settlement transaction names the trades it settles;
-the contract skips trades already settled, so a batch retried after a crash pays nobody twice.
+the buyer's on-chain refund after the timeout. Each settlement transaction names the trades it settles, batch
+by batch (`settleBatches`: the trades as calldata, each recorded batch's root checked once); the contract skips
+trades already settled, so a batch retried after a crash pays nobody twice.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from hexbytes import HexBytes
 from sqlmodel import Session, col, select
@@ -22,19 +24,19 @@ from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import engine
-from app.market.models import Order, Trade, TradeStatus
+from app.market.models import Order, SettleRule, Trade, TradeStatus
 from app.market.onchain import id32, unix
 from app.settlement.delivery import TradeTerms, delivered_wh, settlement_amounts
 from app.settlement.errors import SlotNotOver
 from common import clock
-from ess_collector.models import LedgerSlot, SlotEnergy
+from ess_collector.models import MEASURED, LedgerSlot, LedgerStatus, SlotEnergy
 from wallet.models import OutgoingTx
 from wallet.purposes import Completions, Purpose, TxPurpose
-from wallet.relayer import TxRejected
+from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
-GOOD = ("complete", "recovered")
+ZERO_ADDRESS = "0x" + "00" * 20
 
 
 def _slot_end(ctx: Context, slot_start: datetime) -> datetime:
@@ -64,7 +66,7 @@ def measure(session: Session, slot_start: datetime, trades: list[Trade]) -> dict
             )
         )
     }
-    if any(s not in energies or energies[s].status not in GOOD for s in sites):
+    if any(s not in energies or energies[s].status not in MEASURED for s in sites):
         return None
     exported = {s: int(e.export_wh or 0) for s, e in energies.items()}
     imported = {s: int(e.import_wh or 0) for s, e in energies.items()}
@@ -83,7 +85,7 @@ def settle_ready_slots(ctx: Context) -> int:
             if _slot_end(ctx, slot_start) > now:
                 continue
             ledger = session.exec(select(LedgerSlot).where(col(LedgerSlot.slot_start) == slot_start)).first()
-            if ledger is None or ledger.status != "confirmed" or not ledger.root:
+            if ledger is None or ledger.status != LedgerStatus.confirmed or not ledger.root:
                 continue  # not anchored (yet, or never: incomplete data waits for an admin)
             if session.exec(
                 select(Trade.id).where(
@@ -101,7 +103,7 @@ def settle_ready_slots(ctx: Context) -> int:
                 slot_start,
                 trades,
                 delivered,
-                "measured",
+                SettleRule.measured,
                 ledger_root=ledger.root,
                 background=True,
             )
@@ -125,7 +127,7 @@ def _submit(
     slot_start: datetime,
     trades: list[Trade],
     delivered: dict[str, int],
-    rule: str,
+    rule: SettleRule,
     *,
     ledger_root: str | None = None,
     decision_hash: bytes | None = None,
@@ -133,29 +135,14 @@ def _submit(
 ) -> int:
     """``background``: called by the market loop, whose commits are fenced by the background lease."""
     market = ctx.contracts["EnergyMarket"]
-    items = []
-    for t in trades:
-        proof = t.proof or {}
-        items.append(
-            (
-                id32(t.id),
-                id32(t.buy_order_id),
-                t.trade_no,
-                proof["seller"],
-                unix(t.slot_start),
-                t.quantity_wh,
-                t.price,
-                HexBytes(t.orders_hash),
-                t.batch_no,
-                delivered[t.id],
-                [HexBytes(p) for p in proof.get("proof", [])],
-            )
-        )
+    items = _batch_settlements(session, slot_start, trades, delivered)
     if ledger_root is not None:
-        data = market.encodeABI(fn_name="settleTrades", args=[unix(slot_start), HexBytes(ledger_root), items])
+        data = market.encodeABI(
+            fn_name="settleBatches", args=[unix(slot_start), HexBytes(ledger_root), items]
+        )
     else:
         data = market.encodeABI(
-            fn_name="settleTradesByDecision", args=[unix(slot_start), decision_hash, items]
+            fn_name="settleBatchesByDecision", args=[unix(slot_start), decision_hash, items]
         )
     try:
         tx = ctx.relayer.prepare(session, to=market.address, data=data, purpose=TxPurpose.settle_batch)
@@ -177,6 +164,42 @@ def _submit(
     return len(trades)
 
 
+def _batch_settlements(
+    session: Session, slot_start: datetime, trades: list[Trade], delivered: dict[str, int]
+) -> list[tuple[Any, ...]]:
+    """`settleBatches`' input: per recorded batch, every leaf of the batch (zero for the trades settled now,
+    which go as calldata) so the contract checks the batch root once instead of a proof per trade."""
+    by_batch: dict[int, list[Trade]] = {}
+    for t in trades:
+        by_batch.setdefault(t.batch_no or 0, []).append(t)
+    items = []
+    for batch_no, settling in sorted(by_batch.items()):
+        members = list(
+            session.exec(select(Trade).where(col(Trade.batch_no) == batch_no).order_by(col(Trade.trade_no)))
+        )
+        first = members[0].trade_no or 0
+        now = {t.id for t in settling}
+        leaves = [b"\0" * 32 if m.id in now else HexBytes((m.proof or {})["leaf"]) for m in members]
+        rows = []
+        for t in sorted(settling, key=lambda t: t.trade_no or 0):
+            proof = t.proof or {}
+            rows.append(
+                (
+                    (t.trade_no or 0) - first,
+                    id32(t.id),
+                    id32(t.buy_order_id),
+                    proof["seller"],
+                    t.quantity_wh,
+                    t.price,
+                    HexBytes(t.orders_hash),
+                    proof.get("buyer", ZERO_ADDRESS),  # the leaf's: zero when the escrow is stored
+                    delivered[t.id],
+                )
+            )
+        items.append((batch_no, first, leaves, rows))
+    return items
+
+
 def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reason: str) -> tuple[int, str]:
     """An admin settles a slot whose meter data is incomplete: as contracted, or as measured so far."""
     if slot_start.tzinfo is None:
@@ -188,7 +211,7 @@ def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reas
         if session.exec(select(Trade.id).where(col(Trade.slot_start) == slot_start)).first() is None:
             raise NotFound(f"no trades in the slot {slot_start.isoformat()}")
         raise Conflict("every trade of this slot is already settled, settling, or not yet recorded")
-    if rule == "contracted":
+    if rule == SettleRule.contracted:
         delivered = {t.id: t.quantity_wh for t in trades}
     else:
         delivered = _partial_measure(session, slot_start, trades)
@@ -199,7 +222,9 @@ def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reas
         "trades": sorted(delivered.items()),
     }
     digest = hashlib.sha256(json.dumps(decision, sort_keys=True).encode()).digest()
-    count = _submit(ctx, session, slot_start, trades, delivered, f"{rule}_by_admin", decision_hash=digest)
+    count = _submit(
+        ctx, session, slot_start, trades, delivered, SettleRule(f"{rule}_by_admin"), decision_hash=digest
+    )
     return count, "0x" + digest.hex()
 
 
@@ -237,7 +262,7 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
                 )
             )
         )
-        if tx.status != "confirmed":
+        if tx.status != TxStatus.confirmed:
             for t in trades:
                 t.status, t.settle_tx_id, t.delivered_wh, t.settle_rule = (
                     TradeStatus.recorded,
@@ -254,12 +279,13 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
                 t.quantity_wh, t.price, t.delivered_wh or 0, bps
             )
             t.paid, t.refunded, t.penalty = to_seller, to_buyer, penalty
-            t.measured_wh = t.delivered_wh if t.settle_rule == "measured" else t.measured_wh
+            t.measured_wh = t.delivered_wh if t.settle_rule == SettleRule.measured else t.measured_wh
             t.status, t.updated_at = TradeStatus.settled, utcnow()
             session.add(t)
-            payees.add((t.proof or {}).get("seller", ""))
+            if to_seller:
+                payees.add((t.proof or {}).get("seller", ""))
             buy = session.get(Order, t.buy_order_id)
-            if buy is not None and buy.wallet_address:
+            if to_buyer and buy is not None and buy.wallet_address:  # a buyer is credited only a shortfall
                 payees.add(buy.wallet_address)
             for user_id in (t.buyer_id, t.seller_id):
                 emit(
@@ -270,7 +296,8 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
                     delivered_wh=t.delivered_wh,
                     tx_hash=tx.tx_hash,
                 )
-        # The contract credits balances; push them out to the wallets, gas-free for everyone.
+        # The contract credits balances; push them out to the wallets, gas-free for everyone (only accounts
+        # this settlement credited: a zero balance in the list still costs a cold read).
         market = ctx.contracts["EnergyMarket"]
         accounts = sorted(a for a in payees if a)
         if accounts:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query, status
 
-from app.api.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from app.api.deps import SessionDep, SettingsDep
 from app.api.params import RowId, UtcTime
 from app.coin.service import latest_hash
 from app.core.errors import BadRequest
@@ -24,6 +24,7 @@ from app.sites.schemas import (
     SlotPublic,
     SupplyPublic,
 )
+from app.users.deps import AdminUser, CurrentUser
 from app.users.models import Role
 from ess_collector.anchoring import NotAnchored, energies_of, hex0x, proof_for, unix
 

@@ -27,7 +27,7 @@ from common import clock
 from contracts.artifacts import load_artifact
 from ess_collector.config import CollectorConfig
 from ess_collector.forecast import battery_from_estimate, outlook_from_estimate, sell_cap
-from ess_collector.models import Site, SiteEvent, SiteFault
+from ess_collector.models import Site, SiteEvent, SiteFault, SiteStatus
 from ess_collector.netpolicy import SiteHostRefused, resolve_allowed
 from ess_collector.reader import read_site
 from ess_collector.supply import SupplyConfig, SupplyEstimate, estimate_run
@@ -179,7 +179,7 @@ def register_site(session: Session, settings: Settings, user: User, data: SiteCr
     answered = probe(address, data.port, data.device_id, settings.site_probe_timeout_seconds)
     now = utcnow()
     site = Site(**data.model_dump(exclude={"owner_id"}), owner_id=owner_id or 0, created_at=now)
-    site.status = "online" if answered else "offline"
+    site.status = SiteStatus.online if answered else SiteStatus.offline
     site.last_seen_at = now if answered else None
     session.add(site)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -22,7 +23,6 @@ from sqlmodel import Session, col, select
 from app.context import Context
 from app.core.money import parse_amount
 from app.events.models import UserEvent
-from app.market.service import sold_by_site
 from app.sites.service import collector_config, meter_ledger
 from app.wallets.service import active_wallet
 from common import clock
@@ -41,8 +41,14 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "ess-collector"
 
 
+# The kinds of relayed transaction the collector prepares and finishes. The standalone collector's relayer
+# acts on these only (``essx collector``); the service's relayer finishes them too, and every other kind.
+COLLECTOR_KINDS = frozenset({TxPurpose.meter_anchor, TxPurpose.production_reward})
+
+
 def install_hooks(ctx: Context) -> None:
-    """Whichever process's relayer sees an anchor or a reward mint become final finishes its row."""
+    """Whichever process's relayer sees an anchor or a reward mint become final finishes its row (once:
+    the relayer's compare-and-set on the transaction's status lets only one of them run the hook)."""
     ctx.relayer.completions.register(TxPurpose.meter_anchor, on_anchor_final)
     ctx.relayer.completions.register(TxPurpose.production_reward, on_reward_final)
 
@@ -62,10 +68,31 @@ def wallet_address(session: Session, user_id: int) -> str | None:
     return w.address if w else None
 
 
+def _not_leading(session: Session) -> None:
+    raise LeaseLost(f"this process does not hold the {LEASE_NAME!r} lease")
+
+
 class CollectorWorker:
-    def __init__(self, ctx: Context, *, holder: str | None = None) -> None:
+    """`sold_by_site(session, slot_start)`: Wh each site sold in a slot, what its dispatch must deliver
+    (the market's orders: app/market/service.py; the market sits above the sites, so it is passed in)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        sold_by_site: Callable[[Session, datetime], dict[int, int]],
+        holder: str | None = None,
+        own_relayer: bool = False,
+    ) -> None:
         settings = ctx.settings
         self.ctx = ctx
+        self.sold_by_site = sold_by_site
+        # The standalone collector's relayer (its kinds only, ``COLLECTOR_KINDS``) is this worker's: it
+        # runs while this process holds the collector's lease, its writes fenced by that lease. In the API
+        # process the service's relayer is the background workers' (app/main.py) and this stays False.
+        self.own_relayer = own_relayer
+        if own_relayer:
+            ctx.relayer.standby, ctx.relayer.fence = True, _not_leading
         self.cfg = collector_config(settings)
         self.lease = Lease(ctx.engine, LEASE_NAME, holder=holder, ttl_s=settings.collector_lease_seconds)
         every = max(1.0, self.lease.ttl.total_seconds() / 3)
@@ -138,10 +165,20 @@ class CollectorWorker:
     def _gained(self) -> None:
         log.info("collector schedule taken", extra={"fields": {"holder": self.lease.holder}})
         self._forget()  # another process may have polled meanwhile: reload from the database
+        if self.own_relayer:
+            relayer = self.ctx.relayer
+            relayer.fence = self.lease.fence
+            relayer.start()  # also finishes the anchors and mints a previous holder left in flight
+            relayer.standby = False
 
     def _lost(self) -> None:
         log.warning("collector schedule lost", extra={"fields": {"holder": self.lease.holder}})
         self._forget()
+        if self.own_relayer:
+            relayer = self.ctx.relayer
+            relayer.standby = True
+            relayer.stop()
+            relayer.fence = _not_leading  # a pass still finishing after the stop timed out writes nothing
 
     def _forget(self) -> None:
         """In the loop's thread, between two polls, never in the middle of one."""
@@ -179,7 +216,7 @@ class CollectorWorker:
 
     def _sold(self, slot_start: datetime) -> dict[int, int]:
         with Session(self.ctx.engine) as session:
-            return sold_by_site(session, slot_start)
+            return self.sold_by_site(session, slot_start)
 
     def _settle(self) -> None:
         """Runs in the scheduler's thread pool: database and chain calls must not block the polls."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.core.errors import AppError
 
 
@@ -11,3 +13,7 @@ class AuthorizationMissing(AppError):
 
 class WrongSigner(AppError):
     status_code = 422
+
+    def __init__(self, detail: Any = None, *, signer: str | None = None) -> None:
+        super().__init__(detail)
+        self.signer = signer  # the address the signature recovers to; None: the signature is malformed

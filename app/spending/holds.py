@@ -2,62 +2,94 @@
 
 A transfer or an escrow authorised but not yet mined has not left the chain balance, so the balance alone
 would let a wallet with 5 coins authorise twenty transfers of 5 (nineteen would then fail on chain, at the
-relayer's expense). Every kind of spend lists here where its authorised-but-unmined amounts are (`HOLDS`);
-`authorizer.authorising_spend` refuses a spend these holds leave uncovered.
+relayer's expense). Every kind of spend registers where its authorised-but-unmined amounts are, beside its
+table (`register`: app/transfers/models.py, app/market/models.py; the spending domain sits below the
+domains that spend, so it cannot import their tables); `authorizer.authorising_spend` refuses a spend
+these holds leave uncovered. Every process that serves spends imports all of them (app/routes.py).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_, bindparam, or_, union_all
 from sqlmodel import Session, col, select
 
 from app.coin.errors import InsufficientBalance
 from app.coin.service import balance_now, balance_quote
 from app.context import Context
 from app.core.money import format_amount
-from app.market.models import EscrowStatus, Order
-from app.transfers.models import Transfer, TransferStatus
+from app.core.security import utcnow
 
 
 @dataclass(frozen=True)
 class Hold:
     """Rows of one table that hold coins of a wallet: `amount` from `address` while `status` is one of
-    `holding` (authorised, not mined yet)."""
+    `holding` (authorised, not mined yet); once `status` is one of `spent` the coins have left the wallet
+    on chain, and `changed_at` is at or after the moment our records learnt it."""
 
     amount: Any
     address: Any
     status: Any
     holding: tuple[str, ...]
+    # Where known: the states in which the coins have left the wallet on chain, and the column stamped
+    # when our records learnt it. A custodial wallet's balance is answered without an eth_call only
+    # while every registered hold says so (`_spendable_own_key`).
+    spent: tuple[str, ...] = ()
+    changed_at: Any = None
 
 
-HOLDS = (
-    Hold(
-        Transfer.amount,
-        Transfer.from_address,
-        Transfer.status,
-        (TransferStatus.authorized, TransferStatus.submitted),
-    ),
-    Hold(
-        Order.escrow_amount,
-        Order.wallet_address,
-        Order.escrow_status,
-        (EscrowStatus.authorized, EscrowStatus.locking),
-    ),
-)
+HOLDS: list[Hold] = []  # one per table, appended when its models module is imported
 
 
-def reserved(session: Session, address: str) -> int:
-    """Coins of `address` promised to authorised spends that are not mined yet (summed here: amounts are
-    stored as decimal text, uint256 being wider than any SQL integer)."""
-    total = 0
+def register(hold: Hold) -> Hold:
+    HOLDS.append(hold)
+    _queries.clear()
+    return hold
+
+
+# A custodial wallet's chain balance, read by an eth_call, is reused this long by this process (see
+# `_spendable_own_key`); CLOCK_MARGIN widens the window of spends counted against it, against clock skew
+# between the service's processes.
+OWN_KEY_BALANCE_SECONDS = 10.0
+CLOCK_MARGIN = timedelta(seconds=2)
+
+
+def _holds_query(with_spent: bool) -> Any:
+    """One statement over every kind of spend (it runs on every authorisation), built once: its compiled
+    form and cache key are reused; the statuses are plain equalities, not an IN list expanded at each run."""
+    parts = []
     for hold in HOLDS:
-        amounts = session.exec(
-            select(hold.amount).where(col(hold.address) == address, col(hold.status).in_(hold.holding))
-        ).all()
-        total += sum(int(a) for a in amounts)
-    return total
+        counted: ColumnElement[bool] = or_(*(col(hold.status) == s for s in hold.holding))
+        if with_spent:
+            gone = or_(*(col(hold.status) == s for s in hold.spent))
+            counted = or_(counted, and_(gone, col(hold.changed_at) >= bindparam("since")))
+        parts.append(select(hold.amount).where(col(hold.address) == bindparam("address"), counted))
+    return union_all(*parts)
+
+
+_queries: dict[bool, Any] = {}  # built on first use, after every hold has registered
+
+
+def _query(with_spent: bool) -> Any:
+    query = _queries.get(with_spent)
+    if query is None:
+        query = _queries[with_spent] = _holds_query(with_spent)
+    return query
+
+
+def reserved(session: Session, address: str, *, spent_since: datetime | None = None) -> int:
+    """Coins of `address` promised to authorised spends that are not mined yet (summed here: amounts are
+    stored as decimal text, uint256 being wider than any SQL integer). With `spent_since`, also the spends
+    our records saw leave the wallet at or after that moment."""
+    if spent_since is None:
+        rows = session.execute(_query(False), {"address": address})
+    else:
+        rows = session.execute(_query(True), {"address": address, "since": spent_since})
+    return sum(int(a) for a in rows.scalars())
 
 
 def available(ctx: Context, session: Session, address: str, *, exact: bool = True) -> int:
@@ -65,15 +97,61 @@ def available(ctx: Context, session: Session, address: str, *, exact: bool = Tru
     counted twice (refusing too much, safe); the other order could miss it and allow too much. Not
     `exact`: a balance read up to a second ago (balance_quote), for a first answer that binds nothing."""
     held = reserved(session, address)
-    return (balance_now if exact else balance_quote)(ctx, address) - held
+    if not exact:
+        return balance_quote(ctx, address) - held
+    read_at = utcnow()  # before the read: every spend mined after the read is recorded after this
+    balance = balance_now(ctx, address)
+    kept = ctx.cache.own_key_balances
+    if len(kept) > 10_000:
+        kept.clear()
+    kept[address] = (balance, read_at, time.monotonic())
+    return balance - held
+
+
+def _spendable_own_key(ctx: Context, session: Session, address: str) -> int | None:
+    """A lower bound of what a custodial wallet may spend, without asking the chain; None if this process
+    has no recent balance of it.
+
+    Only we hold a custodial wallet's key, and it signs only the spends listed in HOLDS (never an
+    approval or a permit that `transferFrom` or `burnFrom` could draw on), so coins leave it only
+    through those spends. A new kind of spend must be added to HOLDS, with its `spent` states.
+    A balance B read at moment T reflects every spend mined before the read; a spend mined after it is
+    either still holding, or our records marked it spent after T. So B less the holding spends and less
+    the spends marked spent since T (some of those counted twice: only lower) is at most the exact answer;
+    coins received since T are missing (only lower too). Callers that find it short ask the chain."""
+    if not all(hold.spent and hold.changed_at is not None for hold in HOLDS):
+        return None  # a kind of spend that does not say when its coins left: ask the chain
+    cached = ctx.cache.own_key_balances.get(address)
+    if cached is None or time.monotonic() - cached[2] > OWN_KEY_BALANCE_SECONDS:
+        return None
+    balance, read_at, _ = cached
+    return balance - reserved(session, address, spent_since=read_at - CLOCK_MARGIN)
 
 
 def check_available(
-    ctx: Context, session: Session, address: str, amount: int, what: str, *, exact: bool = True
+    ctx: Context,
+    session: Session,
+    address: str,
+    amount: int,
+    what: str,
+    *,
+    exact: bool = True,
+    own_key: bool = False,
+    counted: bool = False,
 ) -> None:
+    """Refuses (InsufficientBalance) a spend of `amount` its wallet cannot cover. `counted`: the spend is
+    among the holds already (its compare-and-set ran in this transaction). `own_key`: a custodial wallet
+    (its key is ours alone): a recent balance of it with our own record of its spends may answer yes
+    without an eth_call; a no is always checked against the chain, so the answer is the exact one."""
+    needed = 0 if counted else amount
+    if own_key:
+        lower = _spendable_own_key(ctx, session, address)
+        if lower is not None and needed <= lower:
+            return
     left = available(ctx, session, address, exact=exact)
-    if amount > left:
+    if needed > left:
+        has = left + amount - needed  # what the wallet had for this spend
         raise InsufficientBalance(
-            f"{what} needs {format_amount(amount)} coins; the wallet has {format_amount(max(left, 0))} available "
+            f"{what} needs {format_amount(amount)} coins; the wallet has {format_amount(max(has, 0))} available "
             "(its balance less what it has already authorised)"
         )

@@ -38,7 +38,7 @@ from app.core.security import utcnow
 from app.market import engine
 from app.market import service as market
 from app.market.matching.types import escrow_amount
-from app.market.models import Order
+from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
 from app.market.rules import MarketRules
 from app.market.schemas import OrderCreate
 from app.settlement.pricing import suggest
@@ -47,6 +47,7 @@ from app.trading import planning, service
 from app.trading.models import AgentAction, AgentActivity, AgentOrder, TradingProfile
 from app.users.models import Role, User
 from app.wallets import service as wallets
+from app.wallets.models import WalletKind
 from common import clock
 from ess_collector.forecast import battery_from_estimate
 from ess_collector.models import Site, SiteReading
@@ -60,7 +61,7 @@ MIN_ORDER_WH = 10  # below this an order is not worth its escrow
 NEAR_GATE_PCT = (
     25  # within this share of a slot before its gate closure, orders follow the suggestion closely
 )
-LIVE = ("pending_authorization", "open")
+LIVE = (OrderStatus.pending_authorization, OrderStatus.open)
 
 
 @dataclass(frozen=True)
@@ -140,12 +141,12 @@ def _trade_for(ctx: Context, session: Session, user_id: int, slots: list[datetim
     wallet = wallets.active_wallet(session, user_id)
     for slot_start in slots:
         if user.role == Role.prosumer and site is not None:
-            _settle_side(ctx, session, user, profile, slot_start, "sell", sells[slot_start])
-        if wallet is not None and wallet.kind != "custodial":
+            _settle_side(ctx, session, user, profile, slot_start, OrderSide.sell, sells[slot_start])
+        if wallet is not None and wallet.kind != WalletKind.custodial:
             want = Want(0, 0, "a linked wallet signs each escrow in its own app: the agent places sells only")
         else:
             want = buys[slot_start]
-        _settle_side(ctx, session, user, profile, slot_start, "buy", want)
+        _settle_side(ctx, session, user, profile, slot_start, OrderSide.buy, want)
 
 
 def _wants(
@@ -161,7 +162,7 @@ def _wants(
         why = f"your expected use of {use} Wh per slot"
         if site is not None:
             why = f"site {site.id} is disabled: {why}"
-        buys = {s: _priced(ctx, session, user, profile, s, "buy", use, why) for s in slots}
+        buys = {s: _priced(ctx, session, user, profile, s, OrderSide.buy, use, why) for s in slots}
         return {s: Want(0, 0, "no site") for s in slots}, buys
     return _site_wants(ctx, session, user, profile, site, slots)
 
@@ -192,8 +193,8 @@ def _site_wants(
                 slot_start=e.slot_start,
                 pv_wh=e.expected_pv_wh,
                 load_wh=e.expected_load_wh,
-                sold_wh=max(sold - live_open.get((e.slot_start, "sell"), 0), 0),
-                bought_wh=max(bought - live_open.get((e.slot_start, "buy"), 0), 0),
+                sold_wh=max(sold - live_open.get((e.slot_start, OrderSide.sell), 0), 0),
+                bought_wh=max(bought - live_open.get((e.slot_start, OrderSide.buy), 0), 0),
                 gate_open=e.slot_start in slots,
             )
         )
@@ -224,8 +225,10 @@ def _site_wants(
             f"plan: PV {p.pv_wh} Wh, load {p.load_wh} Wh (with margins), battery {p.battery_wh} Wh keeping "
             f"{p.keep_wh} Wh (reserve {battery.reserve_pct} %, {discharge} W at most)"
         )
-        sells[p.slot_start] = _priced(ctx, session, user, profile, p.slot_start, "sell", p.sell_wh, why)
-        buys[p.slot_start] = _priced(ctx, session, user, profile, p.slot_start, "buy", p.buy_wh, why)
+        sells[p.slot_start] = _priced(
+            ctx, session, user, profile, p.slot_start, OrderSide.sell, p.sell_wh, why
+        )
+        buys[p.slot_start] = _priced(ctx, session, user, profile, p.slot_start, OrderSide.buy, p.buy_wh, why)
     return sells, buys
 
 
@@ -268,13 +271,15 @@ def _priced(
         )
     floor, ceiling = market.rules(ctx).band(slot)
     price = parse_amount(suggest(ctx, session, user.id or 0, slot, side)["suggested_price"])
-    if side == "sell" and profile.sell_floor is not None:
+    if side == OrderSide.sell and profile.sell_floor is not None:
         price = max(price, profile.sell_floor)
-    if side == "buy" and profile.buy_ceiling is not None:
+    if side == OrderSide.buy and profile.buy_ceiling is not None:
         price = min(price, profile.buy_ceiling)
     if not floor <= price <= ceiling:
         return Want(
-            0, 0, f"your {'sell floor' if side == 'sell' else 'buy ceiling'} is outside this slot's band"
+            0,
+            0,
+            f"your {'sell floor' if side == OrderSide.sell else 'buy ceiling'} is outside this slot's band",
         )
     return Want(qty, price, why)
 
@@ -285,11 +290,11 @@ def _committed(session: Session, site_id: int, slot: datetime) -> tuple[int, int
         select(Order.side, Order.quantity_wh, Order.status).where(
             col(Order.site_id) == site_id,
             col(Order.slot_start) == slot,
-            col(Order.status).in_(("pending_authorization", "open", "filled")),
+            col(Order.status).in_((OrderStatus.pending_authorization, OrderStatus.open, OrderStatus.filled)),
         )
     ).all()
-    sold = sum(q for side, q, _ in rows if side == "sell")
-    bought = sum(q for side, q, _ in rows if side == "buy")
+    sold = sum(q for side, q, _ in rows if side == OrderSide.sell)
+    bought = sum(q for side, q, _ in rows if side == OrderSide.buy)
     return sold, bought
 
 
@@ -306,7 +311,7 @@ def _live_open(session: Session, user_id: int, slots: list[datetime]) -> dict[tu
     """The open remainder of the agent's live orders: what this pass decides anew."""
     out: dict[tuple[datetime, str], int] = {}
     for s in slots:
-        for side in ("sell", "buy"):
+        for side in (OrderSide.sell, OrderSide.buy):
             live = _live(session, user_id, s, side)
             if live and live[1].status in LIVE:
                 out[(s, side)] = live[1].open_wh
@@ -342,7 +347,7 @@ def _settle_side(
         live = None
     if live is not None:
         link, order = live
-        if order.escrow_status == "locking":
+        if order.escrow_status == EscrowStatus.locking:
             return  # neither cancellable nor matchable yet: decided again once its lock is mined
         if _close_enough(ctx, order, want, slot):
             return
@@ -352,7 +357,7 @@ def _settle_side(
         _skip(ctx, session, user.id or 0, slot, side, want.reason)
         return
     qty = want.quantity_wh
-    if side == "buy":
+    if side == OrderSide.buy:
         left = profile.daily_limit - service.spent_today(session, user.id or 0, clock.now())
         qty = min(qty, max(left, 0) * 1000 // want.price)
         while qty > 0 and escrow_amount(qty, want.price) > left:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import ContextDep, CurrentUser, SessionDep
+from app.api.deps import ContextDep, SessionDep
 from app.trading import service
 from app.trading.schemas import ActivityList, ProfilePublic, ProfileSettings, ProfileTypedData, ProfileUpdate
+from app.users.deps import CurrentUser
 
 router = APIRouter(prefix="/trading", tags=["trading"])
 

@@ -23,14 +23,17 @@ from app.core.sql import MAX_INT_ID
 from app.market import engine
 from app.market import service as market
 from app.market.matching.types import escrow_amount
-from app.market.models import Order
+from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
+from app.spending import authorizer
+from app.spending.authorizer import Factor
+from app.spending.errors import AuthorizationMissing, WrongSigner
 from app.trading.errors import ProfileNotAuthorized, ProfileRejected
 from app.trading.models import AgentAction, AgentActivity, AgentOrder, TradingProfile
 from app.trading.schemas import ActivityPublic, ProfilePublic, ProfileSettings, ProfileUpdate
 from app.users.models import Role, User
 from app.wallets import service as wallets
+from app.wallets.models import WalletKind
 from ess_collector.models import Site
-from wallet.signer import recover_typed_data
 
 PROFILE_TYPES = [
     {"name": "user", "type": "uint256"},
@@ -135,25 +138,25 @@ def typed_data_for(ctx: Context, session: Session, user: User, req: ProfileSetti
 
 def _authorize(
     ctx: Context, session: Session, user: User, req: ProfileUpdate, values: dict[str, Any], version: int
-) -> str:
+) -> Factor:
+    """The wallet's factors for enabling the agent (app/spending/authorizer.py: verify), refused as
+    ProfileNotAuthorized. Recorded as pin (with or without a one-time code) or signature."""
     wallet = wallets.require_wallet(session, user.id or 0)
-    if wallet.kind == "custodial":
-        if req.pin is None:
-            raise ProfileNotAuthorized("enabling the agent needs your wallet's pin (and otp when enrolled)")
-        wallets.check_pin(ctx, session, wallet, req.pin)
-        wallets.check_otp(ctx, session, user.id or 0, req.otp)
-        return "pin"
-    if req.signature is None:
-        raise ProfileNotAuthorized(
-            "a linked wallet enables the agent with a signature over POST /api/v1/trading/profile/typed-data"
-        )
     try:
-        signer = recover_typed_data(typed_data(ctx, user, values, version), req.signature)
-    except ValueError:
-        raise ProfileNotAuthorized("the signature is malformed") from None
-    if signer != wallet.address:
-        raise ProfileNotAuthorized(f"the signature recovers to {signer}, not your wallet {wallet.address}")
-    return "signature"
+        how = authorizer.verify(ctx, session, wallet, typed_data(ctx, user, values, version), req)
+    except AuthorizationMissing:
+        raise ProfileNotAuthorized(
+            "enabling the agent needs your wallet's pin (and otp when enrolled)"
+            if wallet.kind == WalletKind.custodial
+            else "a linked wallet enables the agent with a signature over POST /api/v1/trading/profile/typed-data"
+        ) from None
+    except WrongSigner as exc:
+        raise ProfileNotAuthorized(
+            "the signature is malformed"
+            if exc.signer is None
+            else f"the signature recovers to {exc.signer}, not your wallet {wallet.address}"
+        ) from None
+    return Factor.signature if how == Factor.signature else Factor.pin
 
 
 def put_profile(ctx: Context, session: Session, user: User, req: ProfileUpdate) -> TradingProfile:
@@ -201,11 +204,14 @@ def cancel_agent_orders(ctx: Context, session: Session, user: User, reason: str)
     rows = session.exec(
         select(AgentOrder, Order)
         .join(Order, col(Order.id) == col(AgentOrder.order_id))
-        .where(col(AgentOrder.user_id) == user.id, col(Order.status).in_(("pending_authorization", "open")))
+        .where(
+            col(AgentOrder.user_id) == user.id,
+            col(Order.status).in_((OrderStatus.pending_authorization, OrderStatus.open)),
+        )
     ).all()
     cancelled = 0
     for link, order in rows:
-        if order.escrow_status == "locking":
+        if order.escrow_status == EscrowStatus.locking:
             continue
         try:
             cancel_order(ctx, session, user, link, order, reason)
@@ -271,14 +277,14 @@ def spent_today(session: Session, user_id: int, now: datetime) -> int:
         .join(AgentOrder, col(AgentOrder.order_id) == col(Order.id))
         .where(
             col(AgentOrder.user_id) == user_id,
-            col(AgentOrder.side) == "buy",
+            col(AgentOrder.side) == OrderSide.buy,
             col(AgentOrder.placed_at) >= day_start(now),
             col(AgentOrder.placed_at) < day_start(now) + timedelta(days=1),
         )
     ).all()
     total = 0
     for o in rows:
-        live = o.status in ("pending_authorization", "open")
+        live = o.status in (OrderStatus.pending_authorization, OrderStatus.open)
         total += o.escrow_amount if live else escrow_amount(o.filled_wh, o.limit_price)
     return total
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
 from hexbytes import HexBytes
 from sqlmodel import Session, col, select
 from web3 import Web3
@@ -25,12 +27,15 @@ from app.transfers.steps import StepLog, fail
 from common.worker import Pacing, Worker
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
-from wallet.relayer import TxRejected
+from wallet.relayer import TxRejected, TxStatus
 from wallet.typed_data import split_signature
 
 log = logging.getLogger(__name__)
 PURPOSE = TxPurpose.transfer_batch
 MAX_BATCH = 150  # ~70k gas an item at worst: well inside a 30M block
+# AuthorizationRelay.relay(Authorization[] items), encoded with eth_abi directly (`relay_calldata`).
+RELAY_ITEM = "(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)"
+RELAY_SELECTOR = Web3.keccak(text=f"relay({RELAY_ITEM}[])")[:4]
 USED_TOPIC = Web3.keccak(text="AuthorizationUsed(address,bytes32)").hex()
 FAILED_TOPIC = Web3.keccak(text="RelayFailed(address,bytes32,bytes)").hex()
 
@@ -83,7 +88,7 @@ def submit_batch(ctx: Context) -> int:
                     s,
                 )
             )
-        data = relay.encodeABI(fn_name="relay", args=[items])
+        data = relay_calldata(items)
         try:
             # No estimate: the relay isolates every item, so it never reverts; 100k gas an item covers an
             # authorization to a new holder with room to spare (unused gas is not charged).
@@ -104,6 +109,12 @@ def submit_batch(ctx: Context) -> int:
     crash_point("transfer.after_submit")
     ctx.relayer.kick()
     return len(batch)
+
+
+def relay_calldata(items: list[tuple[Any, ...]]) -> str:
+    """The call data of relay(items): web3's contract layer (ABI lookup, argument checks and conversions)
+    cost more CPU than the rest of a batch of a hundred transfers."""
+    return "0x" + (RELAY_SELECTOR + abi_encode([f"{RELAY_ITEM}[]"], [items])).hex()
 
 
 def _first_hash(session: Session, tx_id: int) -> str:
@@ -136,7 +147,7 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], No
             )
         )
         steps = StepLog(session, transfers)
-        if tx.status != "confirmed":
+        if tx.status != TxStatus.confirmed:
             now = chain_now(ctx)
             for t in transfers:
                 if now < t.valid_before - 5:  # nothing moved; the nonce is unused: relay it again

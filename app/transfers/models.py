@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.spending.holds import Hold, register
 from common.dbtypes import BigAmount, utc_column
 
 
@@ -57,6 +58,19 @@ class Transfer(SQLModel, table=True):
     failure_reason: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     updated_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+# An authorised transfer holds its coins until it is mined (app/spending/holds.py).
+register(
+    Hold(
+        Transfer.amount,
+        Transfer.from_address,
+        Transfer.status,
+        (TransferStatus.authorized, TransferStatus.submitted),
+        spent=(TransferStatus.confirmed,),
+        changed_at=Transfer.updated_at,  # stamped when the batch's receipt marks it confirmed
+    )
+)
 
 
 class TransferStep(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""Registration, login, token refresh, the current user, and admin approval."""
+"""Registration, login, token refresh, the current user, and the admin's list of users (approval mints a
+grant: app/coin/router.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, status
 
-from app.api.deps import AdminUser, ClientAddress, ContextDep, CurrentUser, SessionDep, SettingsDep, oauth2
-from app.api.params import RowId
-from app.audit import service as audit
-from app.coin.service import latest_hash
+from app.api.deps import ClientAddress, SessionDep, SettingsDep, oauth2
 from app.users import service
-from app.users.grants import pay_pending_grant
+from app.users.deps import AdminUser, CurrentUser
 from app.users.schemas import (
-    ApproveResult,
     LoginForm,
     LogoutRequest,
     PasswordChange,
@@ -23,7 +20,6 @@ from app.users.schemas import (
     UserPublic,
     UserRegister,
 )
-from app.wallets.service import active_wallet
 
 router = APIRouter(tags=["auth"])
 admin_router = APIRouter(prefix="/admin/users", tags=["admin"])
@@ -88,37 +84,3 @@ def list_users(
     session: SessionDep, _admin: AdminUser, status: Annotated[str | None, Query(max_length=16)] = None
 ) -> list[UserPublic]:
     return [UserPublic.model_validate(u) for u in service.list_users(session, status)]
-
-
-@admin_router.post(
-    "/{user_id}/approve",
-    summary="Approve a user, minting the approval grant (admin)",
-    response_model=ApproveResult,
-)
-def approve(user_id: RowId, ctx: ContextDep, session: SessionDep, admin: AdminUser) -> ApproveResult:
-    user = service.get_user(session, user_id)
-    service.approve(session, user, admin)
-    grant = service.approval_grant(ctx.settings)
-    grant_status = "none" if grant == 0 else "pending_wallet"
-    grant_tx = None
-    wallet = active_wallet(session, user.id or 0)
-    if grant and wallet is not None:
-        op = pay_pending_grant(ctx, session, user, wallet)
-        if op is not None:
-            grant_status, grant_tx = "minted", op.tx_id
-    audit.record(
-        session,
-        admin,
-        "user.approve",
-        target=f"user:{user_id}",
-        details={"grant": ctx.settings.approval_grant, "grant_status": grant_status},
-    )
-    session.flush()
-    session.commit()
-    ctx.relayer.kick()
-    return ApproveResult(
-        user=UserPublic.model_validate(user),
-        grant=ctx.settings.approval_grant,
-        grant_status=grant_status,
-        grant_tx_hash=latest_hash(session, grant_tx) if grant_tx else None,
-    )

@@ -62,10 +62,3 @@ class LogoutRequest(BaseModel):
 class PasswordChange(BaseModel):
     old_password: str = Field(min_length=1, max_length=128)
     new_password: str = PASSWORD
-
-
-class ApproveResult(BaseModel):
-    user: UserPublic
-    grant: str
-    grant_status: str  # none | minted | pending_wallet
-    grant_tx_hash: str | None = None

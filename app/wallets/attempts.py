@@ -64,13 +64,19 @@ def reserve(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> 
 
 def succeeded(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> None:
     """The secret was right: the count starts over and a lock this attempt started is lifted (committed)."""
+    reset(session, lim, where)
+    session.commit()
+
+
+def reset(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> None:
+    """`succeeded` in the caller's transaction: the caller commits it, or, if that transaction rolls back,
+    writes it again in one of its own (until then the attempt stays counted as failed: never uncounted)."""
     session.execute(
         update(lim.table)
         .where(where)
         .values({lim.failures: 0, lim.locked_until: None})
         .execution_options(synchronize_session=False)
     )
-    session.commit()
 
 
 def locked_until(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> datetime | None:

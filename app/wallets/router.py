@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.api.deps import ContextDep, CurrentUser, SessionDep
-from app.coin.service import balance_of
+from app.api.deps import ContextDep, SessionDep
 from app.core.money import format_amount
-from app.users.grants import pay_pending_grant
+from app.users.deps import CurrentUser
 from app.wallets import service
 from app.wallets.models import Wallet
 from app.wallets.schemas import (
@@ -43,15 +42,14 @@ def _public(session, wallet: Wallet) -> WalletPublic:  # type: ignore[no-untyped
 )
 def create_wallet(req: WalletCreate, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletPublic:
     wallet = service.create_custodial(ctx, session, user, req.pin)
-
-    pay_pending_grant(ctx, session, user, wallet)
+    ctx.wallet_added(session, user, wallet)  # pays a pending approval grant (app/coin/grants.py)
     return _public(session, wallet)
 
 
 @router.get("/me", summary="Your wallet and its balances", response_model=WalletWithBalances)
 def my_wallet(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletWithBalances:
     wallet = service.require_wallet(session, user.id or 0)
-    coin, block = balance_of(ctx, wallet.address)
+    coin, block = service.balance_of(ctx, wallet.address)
     native = int(ctx.w3.eth.get_balance(wallet.address, block_identifier=block))  # type: ignore[arg-type]
     return WalletWithBalances(
         **_public(session, wallet).model_dump(),
@@ -87,8 +85,7 @@ def link_challenge(
 )
 def link(req: LinkRequest, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletPublic:
     wallet = service.link(ctx, session, user, req.address, req.message, req.signature)
-
-    pay_pending_grant(ctx, session, user, wallet)
+    ctx.wallet_added(session, user, wallet)  # pays a pending approval grant (app/coin/grants.py)
     return _public(session, wallet)
 
 

@@ -4,6 +4,7 @@ limit that holds under parallel requests; a one-time code is used once)."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pyotp
@@ -11,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
+from web3 import Web3
 
 from app.context import Context
 from app.core.errors import Conflict, NotFound
@@ -86,15 +88,29 @@ def check_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> None:
     requests run at once (attempts.py: the attempt is reserved and committed before the PIN is checked).
     A legacy Argon2id hash is replaced by the keyed hash in the commit that records the success. Commits
     the session."""
+    record_success = verify_pin(ctx, session, wallet, pin)
+    record_success(session)
+    session.commit()
+
+
+def verify_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> Callable[[Session], None]:
+    """`check_pin` without its last commit: returns the success's record (the attempt count starting
+    over, a legacy hash replaced) for the caller to write in the transaction that acts on the PIN, and
+    again in a transaction of its own if that one rolls back (app/spending/authorizer.py). The attempt
+    itself is reserved and committed here, before the PIN is checked, as in `check_pin`."""
     where = col(Wallet.id) == wallet.id
     attempt = attempts.reserve(session, PIN_ATTEMPTS, where)
     if attempt is None:
         raise WalletLocked(_locked_detail("PINs", attempts.locked_until(session, PIN_ATTEMPTS, where)))
     if pins.verify_pin(ctx, wallet.pin_hash, wallet.user_id, pin):
-        if pins.needs_rehash(wallet.pin_hash):
-            _set_pin_hash(session, wallet, pins.hash_pin(ctx, wallet.user_id, pin))
-        attempts.succeeded(session, PIN_ATTEMPTS, where)
-        return
+        new_hash = pins.hash_pin(ctx, wallet.user_id, pin) if pins.needs_rehash(wallet.pin_hash) else None
+
+        def record_success(into: Session) -> None:
+            if new_hash is not None:
+                _set_pin_hash(into, wallet, new_hash)
+            attempts.reset(into, PIN_ATTEMPTS, where)
+
+        return record_success
     if attempt.locks:
         raise WalletLocked("too many wrong PINs; the wallet is locked for 15 minutes")
     left = PIN_MAX_FAILURES - attempt.number
@@ -278,3 +294,10 @@ def rotate_master_key(session: Session, old: MasterKey, new: MasterKey) -> int:
         session.add(t)
         count += 1
     return count
+
+
+def balance_of(ctx: Context, address: str) -> tuple[int, int]:
+    """The coin balance of an address and the block it was read at (GET /wallets/me, /accounts/.../balance)."""
+    block = int(ctx.w3.eth.block_number)
+    value = int(ctx.coin.functions.balanceOf(Web3.to_checksum_address(address)).call(block_identifier=block))
+    return value, block

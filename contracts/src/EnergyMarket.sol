@@ -110,7 +110,7 @@ contract EnergyMarket is AccessControl, Pausable {
         bytes32 s;
     }
 
-    /// A recorded trade (the eight leaf words, its batch and Merkle proof) and the energy delivered for it.
+    /// A recorded trade (the nine leaf words, its batch and Merkle proof) and the energy delivered for it.
     struct Settlement {
         bytes32 tradeId;
         bytes32 buyOrderId;
@@ -120,12 +120,13 @@ contract EnergyMarket is AccessControl, Pausable {
         uint32 quantityWh;
         uint128 price;
         bytes32 ordersHash;
+        address buyer; // as in the leaf: the buyer if the order was locked in the trade's batch, else zero
         uint64 batchNo;
         uint32 deliveredWh;
         bytes32[] proof;
     }
 
-    /// A recorded trade (the eight leaf words, its batch and Merkle proof), for `refundTrade`.
+    /// A recorded trade (the nine leaf words, its batch and Merkle proof), for `refundTrade`.
     struct TradeProof {
         bytes32 tradeId;
         bytes32 buyOrderId;
@@ -135,8 +136,32 @@ contract EnergyMarket is AccessControl, Pausable {
         uint32 quantityWh;
         uint128 price;
         bytes32 ordersHash;
+        address buyer;
         uint64 batchNo;
         bytes32[] proof;
+    }
+
+    /// A trade settled by `settleBatches`: its leaf words except the trade number (the batch's first + index)
+    /// and the slot (the call's), and the energy delivered for it.
+    struct BatchTrade {
+        uint32 index; // position in the batch; strictly increasing within a BatchSettlement
+        bytes32 tradeId;
+        bytes32 buyOrderId;
+        address seller;
+        uint32 quantityWh;
+        uint128 price;
+        bytes32 ordersHash;
+        address buyer; // as in the leaf
+        uint32 deliveredWh;
+    }
+
+    /// One recorded batch in `settleBatches`: every leaf of the batch in order (those of the trades settled
+    /// here may be zero: the contract computes them), so the root is checked once, with no per-trade proofs.
+    struct BatchSettlement {
+        uint64 batchNo;
+        uint64 firstTradeNo;
+        bytes32[] leaves;
+        BatchTrade[] trades;
     }
 
     // One escrow: a packed word that recording reads and writes (so a trade touches one storage slot), and
@@ -221,6 +246,7 @@ contract EnergyMarket is AccessControl, Pausable {
     error NothingToRefund(bytes32 orderId);
     error NothingToWithdraw(address account);
     error TransferFailed();
+    error InvalidBatch(uint256 batchNo);
 
     constructor(address coin_, address ledger_, address admin, uint64 refundTimeout_, uint16 penaltyBps_) {
         if (coin_ == address(0) || ledger_ == address(0) || admin == address(0)) revert ZeroAddress();
@@ -257,7 +283,7 @@ contract EnergyMarket is AccessControl, Pausable {
     ) external onlyRole(OPERATOR_ROLE) whenNotPaused {
         bytes32 expected = escrowNonce(orderId, slotStart, quantityWh, limitPrice);
         if (nonce != expected) revert NonceMismatch(orderId, expected, nonce);
-        _openEscrow(orderId, buyer, amount, slotStart, quantityWh, limitPrice);
+        _openStoredEscrow(orderId, buyer, amount, slotStart, quantityWh, limitPrice);
         coin.receiveWithAuthorization(buyer, address(this), amount, validAfter, validBefore, nonce, v, r, s);
     }
 
@@ -270,7 +296,7 @@ contract EnergyMarket is AccessControl, Pausable {
         uint128 limitPrice,
         uint256 amount
     ) external whenNotPaused {
-        _openEscrow(orderId, msg.sender, amount, slotStart, quantityWh, limitPrice);
+        _openStoredEscrow(orderId, msg.sender, amount, slotStart, quantityWh, limitPrice);
         if (!coin.transferFrom(msg.sender, address(this), amount)) revert TransferFailed();
     }
 
@@ -323,7 +349,7 @@ contract EnergyMarket is AccessControl, Pausable {
     /// to the trade. Trade numbers are sequential from `firstTradeNo`; the leaves
     /// `tradeLeaf(tradeId, buyOrderId, tradeNo, seller, slotStart, quantityWh, price, ordersHash)` in batch order
     /// form a sorted-pair Merkle tree (pairs (2i, 2i+1) hashed in sorted order, an odd last node carried up
-    /// unchanged) whose root is stored as batch `batchNo`. Gas: about 11.1k per trade in batches of 100 when
+    /// unchanged) whose root is stored as batch `batchNo`. Gas: about 11.3k per trade in batches of 100 when
     /// every trade has its own buy order, less when orders repeat.
     function recordTrades(Trade[] calldata trades)
         external
@@ -345,20 +371,73 @@ contract EnergyMarket is AccessControl, Pausable {
         whenNotPaused
         returns (uint256 batchNo, uint256 firstTradeNo)
     {
+        return _lockAndRecord(locks, trades, new bytes32[](0));
+    }
+
+    /// @notice `lockAndRecordTrades`, then close the orders `closeIds` as `releaseEscrows` does (cancel their
+    /// open quantity, send each buyer everything its order does not owe to recorded trades). For orders that
+    /// can match no more when their trades are recorded (a call auction's orders expire at it): their release
+    /// rides in the batch, where the buyer's coin balance is already warm, instead of a transaction of its own.
+    /// An order locked and closed in the same batch keeps no storage at all: its state lives in transient
+    /// storage for the length of the call, and its buyer goes into its trades' leaves (for settlement and
+    /// refunds). Its id cannot be locked again by the operator: the coin has used the authorisation's nonce.
+    function lockRecordAndClose(Lock[] calldata locks, Trade[] calldata trades, bytes32[] calldata closeIds)
+        external
+        onlyRole(OPERATOR_ROLE)
+        whenNotPaused
+        returns (uint256 batchNo, uint256 firstTradeNo)
+    {
+        return _lockAndRecord(locks, trades, closeIds);
+    }
+
+    /// Locks into transient storage, records, closes `closeIds`, then stores the escrow word of each order
+    /// locked here that can still be filled. An order with nothing open and nothing left is not stored (to
+    /// `_release` and `refundExpired` it is unknown); one filled in full below its limit gets its price
+    /// differences back first.
+    function _lockAndRecord(Lock[] calldata locks, Trade[] calldata trades, bytes32[] memory closeIds)
+        private
+        returns (uint256 batchNo, uint256 firstTradeNo)
+    {
         for (uint256 i = 0; i < locks.length; ++i) {
             Lock calldata l = locks[i];
             bytes32 nonce = escrowNonce(l.orderId, l.slotStart, l.quantityWh, l.limitPrice);
-            _openEscrow(l.orderId, l.buyer, l.amount, l.slotStart, l.quantityWh, l.limitPrice);
+            uint256 packed = _openEscrow(l.orderId, l.buyer, l.amount, l.slotStart, l.quantityWh, l.limitPrice);
+            uint256 key = _packedKey(l.orderId);
+            if (_tload(key) != 0) revert OrderExists(l.orderId); // twice in this batch
+            _tstore(key, packed);
+            _tstore(key + 1, uint256(uint160(l.buyer)));
             coin.receiveWithAuthorization(
                 l.buyer, address(this), l.amount, l.validAfter, l.validBefore, nonce, l.v, l.r, l.s
             );
         }
         (batchNo, firstTradeNo) = _recordBatch(trades);
-        // An order locked and filled in full in this batch needs nothing more: its price differences go
-        // back now, while the buyer's balance is warm, instead of in a release transaction of their own.
+        for (uint256 i = 0; i < closeIds.length; ++i) {
+            bytes32 orderId = closeIds[i];
+            uint256 key = _packedKey(orderId);
+            uint256 packed = _tload(key);
+            if (packed != 0) {
+                _tstore(key, _releaseWord(orderId, address(uint160(_tload(key + 1))), packed, type(uint32).max));
+            } else {
+                packed = _escrows[orderId].packed;
+                // locked and filled in full at its limit before: nothing to cancel or release
+                if (packed == 0 || packed & MASK32 != 0 || (packed >> AVAILABLE_SHIFT) & MASK88 != 0) {
+                    _release(orderId, type(uint32).max);
+                }
+            }
+        }
         for (uint256 i = 0; i < locks.length; ++i) {
-            uint256 packed = _escrows[locks[i].orderId].packed;
-            if (packed & MASK32 == 0 && (packed >> AVAILABLE_SHIFT) & MASK88 != 0) _release(locks[i].orderId, 0);
+            bytes32 orderId = locks[i].orderId;
+            uint256 key = _packedKey(orderId);
+            uint256 packed = _tload(key);
+            _tstore(key, 0);
+            _tstore(key + 1, 0);
+            if (packed & MASK32 != 0) {
+                (_escrows[orderId].packed, _escrows[orderId].buyer) = (packed, locks[i].buyer);
+            } else if ((packed >> AVAILABLE_SHIFT) & MASK88 != 0) {
+                // filled in full in this batch: its price differences go back now, while the buyer's balance
+                // is warm, instead of in a release transaction of their own
+                _releaseWord(orderId, locks[i].buyer, packed, 0);
+            }
         }
     }
 
@@ -396,7 +475,17 @@ contract EnergyMarket is AccessControl, Pausable {
             mstore(0x00, orderId)
             mstore(0x20, _escrows.slot)
             let key := keccak256(0x00, 0x40)
-            let packed := sload(key)
+            // an order locked in this batch lives in transient storage until the batch ends
+            let packed := tload(key)
+            let inBatch := iszero(iszero(packed))
+            let buyer := 0 // in the leaf: the buyer of an order locked in this batch, else zero (stored)
+            switch inBatch
+            case 0 {
+                packed := sload(key)
+            }
+            default {
+                buyer := tload(add(key, 1))
+            }
             let quantityWh := calldataload(add(p, 0xa0))
             let price := calldataload(add(p, 0xc0))
             ok := and(iszero(iszero(packed)), eq(calldataload(add(p, 0x80)), and(shr(SLOT_SHIFT, packed), MASK40)))
@@ -411,12 +500,22 @@ contract EnergyMarket is AccessControl, Pausable {
             ok := and(ok, iszero(gt(value, and(shr(AVAILABLE_SHIFT, packed), MASK88))))
             if ok {
                 // open quantity and available go down, fills goes up; no field can borrow (checked above).
-                sstore(key, add(sub(sub(packed, quantityWh), shl(AVAILABLE_SHIFT, value)), shl(FILLS_SHIFT, 1)))
-                // The leaf: keccak256 of the trade's eight words with `fill` replaced by the trade number.
+                let next := add(sub(sub(packed, quantityWh), shl(AVAILABLE_SHIFT, value)), shl(FILLS_SHIFT, 1))
+                switch inBatch
+                case 0 {
+                    sstore(key, next)
+                }
+                default {
+                    tstore(key, next)
+                }
+                // The leaf: keccak256 of the trade's eight words with `fill` replaced by the trade number, and
+                // the buyer of an order locked in this batch (such an order may keep no storage at all; a stored
+                // escrow names its buyer itself, and reading it here would cost every trade a cold slot).
                 let m := mload(0x40)
                 calldatacopy(m, p, 0x100)
                 mstore(add(m, 0x40), tradeNo)
-                leaf := keccak256(m, 0x100)
+                mstore(add(m, 0x100), buyer)
+                leaf := keccak256(m, 0x120)
                 // TradeRecorded(tradeId, buyOrderId, tradeNo)
                 mstore(m, tradeNo)
                 log3(m, 0x20, topic, calldataload(p), orderId)
@@ -428,7 +527,8 @@ contract EnergyMarket is AccessControl, Pausable {
     /// The slow path of `_recordOne`: reverts with the first condition the trade at calldata offset `p` fails.
     function _recordError(uint256 p) private view {
         bytes32 orderId = bytes32(_word(p + 0x20));
-        uint256 packed = _escrows[orderId].packed;
+        uint256 packed = _tload(_packedKey(orderId));
+        if (packed == 0) packed = _escrows[orderId].packed;
         if (packed == 0) revert UnknownOrder(orderId);
         uint256 field = _word(p + 0x80); // slotStart
         uint256 orderSlot = (packed >> SLOT_SHIFT) & MASK40;
@@ -470,6 +570,102 @@ contract EnergyMarket is AccessControl, Pausable {
         if (settled > 0) emit SlotSettled(slotStart, ledgerRoot, settled);
     }
 
+    /// @notice Settle trades of `slotStart` batch by batch against its anchored meter data (the checks of
+    /// `settleTrades`): each batch's trades settled here come as calldata, the batch's other trades as leaves,
+    /// and the batch root is recomputed once (no proofs); credits go to balances (a payee repeated in the call
+    /// costs a warm update); no event per trade (the deliveries are in the calldata), one `SlotSettled`.
+    /// Trades already settled or refunded are skipped. Reverts `InvalidBatch` when the leaves do not give the
+    /// batch's root (wrong terms, slot, first trade number, buyer, or a trade of another slot presented).
+    function settleBatches(uint64 slotStart, bytes32 ledgerRoot, BatchSettlement[] calldata b)
+        external
+        onlyRole(OPERATOR_ROLE)
+        whenNotPaused
+        returns (uint256 settled)
+    {
+        (bytes32 anchored, , , uint64 anchoredAt) = ledger.records(slotStart);
+        if (anchoredAt == 0) revert SlotNotAnchored(slotStart);
+        if (anchored != ledgerRoot) revert LedgerRootMismatch(slotStart, anchored, ledgerRoot);
+        settled = _settleBatches(slotStart, b);
+        if (settled > 0) emit SlotSettled(slotStart, ledgerRoot, settled);
+    }
+
+    /// @notice `settleBatches` by an admin decision (as `settleTradesByDecision`).
+    function settleBatchesByDecision(uint64 slotStart, bytes32 decisionHash, BatchSettlement[] calldata b)
+        external
+        onlyRole(OPERATOR_ROLE)
+        whenNotPaused
+        returns (uint256 settled)
+    {
+        if (decisionHash == bytes32(0)) revert EmptyDecision();
+        settled = _settleBatches(slotStart, b);
+        if (settled > 0) emit SlotSettledByDecision(slotStart, decisionHash, settled);
+    }
+
+    function _settleBatches(uint64 slotStart, BatchSettlement[] calldata b) private returns (uint256 settled) {
+        if (b.length == 0) revert EmptyBatch();
+        uint256 moved;
+        for (uint256 i = 0; i < b.length; ++i) {
+            _checkBatch(slotStart, b[i]);
+            (uint256 count, uint256 amount) = _settleBatch(b[i]);
+            settled += count;
+            moved += amount;
+        }
+        if (moved > 0) {
+            _totalEscrowed -= uint128(moved);
+            _totalCredited += uint128(moved);
+        }
+    }
+
+    /// Reverts unless the batch's leaves, with those of the trades settled here computed, give its root.
+    function _checkBatch(uint64 slotStart, BatchSettlement calldata x) private view {
+        bytes32 root = _batchRoots[x.batchNo];
+        if (root == bytes32(0)) revert UnknownBatch(x.batchNo);
+        bytes32[] memory nodes = x.leaves;
+        uint256 n = x.trades.length;
+        if (n == 0) revert EmptyBatch();
+        uint256 next; // the smallest index the next trade may have
+        for (uint256 j = 0; j < n; ++j) {
+            BatchTrade calldata t = x.trades[j];
+            if (t.index < next || t.index >= nodes.length) revert InvalidBatch(x.batchNo);
+            next = uint256(t.index) + 1;
+            nodes[t.index] = _batchLeaf(slotStart, uint256(x.firstTradeNo) + t.index, t);
+        }
+        if (_merkleRoot(nodes) != root) revert InvalidBatch(x.batchNo);
+    }
+
+    function _batchLeaf(uint64 slotStart, uint256 tradeNo, BatchTrade calldata t) private pure returns (bytes32) {
+        return
+            tradeLeaf(
+                t.tradeId,
+                t.buyOrderId,
+                tradeNo,
+                t.seller,
+                slotStart,
+                t.quantityWh,
+                t.price,
+                t.ordersHash,
+                t.buyer
+            );
+    }
+
+    /// Settles the checked batch's trades that are still open; returns how many and the coins credited.
+    function _settleBatch(BatchSettlement calldata x) private returns (uint256 settled, uint256 moved) {
+        for (uint256 j = 0; j < x.trades.length; ++j) {
+            BatchTrade calldata t = x.trades[j];
+            uint256 tradeNo = uint256(x.firstTradeNo) + t.index;
+            (uint256 word, uint256 bit) = (tradeNo >> 8, 1 << (tradeNo & 255));
+            uint256 bits = _closedTrades[word];
+            if (bits & bit != 0) continue; // already settled or refunded
+            if (t.deliveredWh > t.quantityWh) revert DeliveredExceedsQuantity(tradeNo, t.quantityWh, t.deliveredWh);
+            _closedTrades[word] = bits | bit;
+            (uint256 toSeller, uint256 toBuyer, ) = settlementAmounts(t.quantityWh, t.price, t.deliveredWh);
+            if (toSeller > 0) _credit(t.seller, toSeller);
+            if (toBuyer > 0) _credit(_buyerOf(t.buyer, t.buyOrderId), toBuyer);
+            moved += toSeller + toBuyer;
+            ++settled;
+        }
+    }
+
     /// @notice Settle trades of `slotStart` by an admin decision (meter data incomplete; e.g. "as contracted":
     /// deliveredWh = quantityWh), without a ledger check. `decisionHash` identifies the recorded decision.
     function settleTradesByDecision(uint64 slotStart, bytes32 decisionHash, Settlement[] calldata s)
@@ -494,7 +690,7 @@ contract EnergyMarket is AccessControl, Pausable {
         _verify(t.batchNo, tradeNo, _leafAt(t), t.proof);
         _closedTrades[word] = bits | bit;
         amount = tradeValue(t.quantityWh, t.price);
-        address buyer = _escrows[t.buyOrderId].buyer;
+        address buyer = _buyerOf(t.buyer, t.buyOrderId);
         if (amount > 0) {
             _totalEscrowed -= uint128(amount);
             _pay(buyer, amount);
@@ -636,7 +832,8 @@ contract EnergyMarket is AccessControl, Pausable {
     }
 
     /// @notice The Merkle leaf of a recorded trade: keccak256(abi.encode(tradeId, buyOrderId, tradeNo, seller,
-    /// slotStart, quantityWh, price, ordersHash)).
+    /// slotStart, quantityWh, price, ordersHash, buyer)); buyer is the buy order's when the order was locked in
+    /// the trade's own batch, else zero (the order's stored escrow names it).
     function tradeLeaf(
         bytes32 tradeId,
         bytes32 buyOrderId,
@@ -645,14 +842,29 @@ contract EnergyMarket is AccessControl, Pausable {
         uint64 slotStart,
         uint32 quantityWh,
         uint128 price,
-        bytes32 ordersHash
+        bytes32 ordersHash,
+        address buyer
     ) public pure returns (bytes32) {
-        return keccak256(abi.encode(tradeId, buyOrderId, tradeNo, seller, slotStart, quantityWh, price, ordersHash));
+        return keccak256(
+            abi.encode(tradeId, buyOrderId, tradeNo, seller, slotStart, quantityWh, price, ordersHash, buyer)
+        );
     }
 
     // ------------------------------------------------------------------------------------------------------
     // Internals
     // ------------------------------------------------------------------------------------------------------
+
+    function _openStoredEscrow(
+        bytes32 orderId,
+        address buyer,
+        uint256 amount,
+        uint64 slotStart,
+        uint32 quantityWh,
+        uint128 limitPrice
+    ) private {
+        _escrows[orderId].packed = _openEscrow(orderId, buyer, amount, slotStart, quantityWh, limitPrice);
+        _escrows[orderId].buyer = buyer;
+    }
 
     function _openEscrow(
         bytes32 orderId,
@@ -661,10 +873,10 @@ contract EnergyMarket is AccessControl, Pausable {
         uint64 slotStart,
         uint32 quantityWh,
         uint128 limitPrice
-    ) private {
+    ) private returns (uint256 packed) {
         if (buyer == address(0)) revert ZeroAddress();
         Escrow storage e = _escrows[orderId];
-        if (e.packed != 0) revert OrderExists(orderId);
+        if (e.buyer != address(0)) revert OrderExists(orderId);
         if (
             quantityWh == 0 ||
             limitPrice == 0 ||
@@ -675,12 +887,11 @@ contract EnergyMarket is AccessControl, Pausable {
         ) revert InvalidOrder(orderId);
         uint256 required = escrowAmount(quantityWh, limitPrice);
         if (amount < required) revert EscrowTooSmall(orderId, required, amount);
-        e.packed =
+        packed =
             uint256(quantityWh) |
             (amount << AVAILABLE_SHIFT) |
             (uint256(limitPrice) << LIMIT_SHIFT) |
             (uint256(slotStart) << SLOT_SHIFT);
-        e.buyer = buyer;
         _totalEscrowed += uint128(amount);
         emit EscrowLocked(orderId, buyer, slotStart, quantityWh, limitPrice, amount);
     }
@@ -688,20 +899,31 @@ contract EnergyMarket is AccessControl, Pausable {
     function _release(bytes32 orderId, uint32 cancelWh) private returns (uint256 released) {
         Escrow storage e = _escrows[orderId];
         uint256 packed = e.packed;
-        if (packed == 0) revert UnknownOrder(orderId);
+        if (packed == 0) revert UnknownOrder(orderId); // never stored (or closed in the batch that locked it)
+        uint256 available = (packed >> AVAILABLE_SHIFT) & MASK88;
+        packed = _releaseWord(orderId, e.buyer, packed, cancelWh);
+        e.packed = packed;
+        released = available - ((packed >> AVAILABLE_SHIFT) & MASK88);
+    }
+
+    /// Cancels up to `cancelWh` of an escrow word's open quantity, pays the buyer what the word no longer needs
+    /// and returns the new word (the caller stores it).
+    function _releaseWord(bytes32 orderId, address buyer, uint256 packed, uint32 cancelWh)
+        private
+        returns (uint256)
+    {
         uint256 openWh = packed & MASK32;
         uint256 available = (packed >> AVAILABLE_SHIFT) & MASK88;
         uint256 cancelled = cancelWh < openWh ? cancelWh : openWh;
         openWh -= cancelled;
         uint256 keep = escrowAmount(openWh, (packed >> LIMIT_SHIFT) & MASK80);
-        released = available - keep;
-        e.packed = (packed & ~(MASK32 | (MASK88 << AVAILABLE_SHIFT))) | openWh | (keep << AVAILABLE_SHIFT);
-        address buyer = e.buyer;
+        uint256 released = available - keep;
         if (released > 0) {
             _totalEscrowed -= uint128(released);
             _pay(buyer, released);
         }
         emit EscrowReleased(orderId, buyer, uint32(cancelled), released);
+        return (packed & ~(MASK32 | (MASK88 << AVAILABLE_SHIFT))) | openWh | (keep << AVAILABLE_SHIFT);
     }
 
     function _settle(uint64 slotStart, Settlement[] calldata s) private returns (uint256 settled) {
@@ -734,7 +956,7 @@ contract EnergyMarket is AccessControl, Pausable {
 
         (uint256 toSeller, uint256 toBuyer, uint256 penalty) = settlementAmounts(x.quantityWh, x.price, x.deliveredWh);
         if (toSeller > 0) _credit(x.seller, toSeller);
-        if (toBuyer > 0) _credit(_escrows[x.buyOrderId].buyer, toBuyer);
+        if (toBuyer > 0) _credit(_buyerOf(x.buyer, x.buyOrderId), toBuyer);
         emit TradeSettled(tradeNo, x.tradeId, x.deliveredWh, toSeller, toBuyer, penalty);
         return (true, toSeller + toBuyer);
     }
@@ -744,16 +966,16 @@ contract EnergyMarket is AccessControl, Pausable {
     function _leafAt(Settlement calldata x) private pure returns (bytes32 leaf) {
         assembly ("memory-safe") {
             let m := mload(0x40)
-            calldatacopy(m, x, 0x100)
-            leaf := keccak256(m, 0x100)
+            calldatacopy(m, x, 0x120)
+            leaf := keccak256(m, 0x120)
         }
     }
 
     function _leafAt(TradeProof calldata x) private pure returns (bytes32 leaf) {
         assembly ("memory-safe") {
             let m := mload(0x40)
-            calldatacopy(m, x, 0x100)
-            leaf := keccak256(m, 0x100)
+            calldatacopy(m, x, 0x120)
+            leaf := keccak256(m, 0x120)
         }
     }
 
@@ -803,6 +1025,33 @@ contract EnergyMarket is AccessControl, Pausable {
             mstore(0x00, lo)
             mstore(0x20, hi)
             h := keccak256(0x00, 0x40)
+        }
+    }
+
+    /// A trade's buyer: the one in its leaf, or (zero there) its stored escrow's.
+    function _buyerOf(address inLeaf, bytes32 buyOrderId) private view returns (address) {
+        return inLeaf != address(0) ? inLeaf : _escrows[buyOrderId].buyer;
+    }
+
+    /// The storage key of an order's escrow word; the same key holds it in transient storage while the batch
+    /// that locked it runs.
+    function _packedKey(bytes32 orderId) private pure returns (uint256 key) {
+        assembly ("memory-safe") {
+            mstore(0x00, orderId)
+            mstore(0x20, _escrows.slot)
+            key := keccak256(0x00, 0x40)
+        }
+    }
+
+    function _tload(uint256 key) private view returns (uint256 v) {
+        assembly ("memory-safe") {
+            v := tload(key)
+        }
+    }
+
+    function _tstore(uint256 key, uint256 v) private {
+        assembly ("memory-safe") {
+            tstore(key, v)
         }
     }
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
@@ -10,6 +12,7 @@ from app.audit.models import AuditEntry
 from app.coin.models import CoinOperation
 from app.context import Context
 from tests.api.helpers import admin_headers, idem, login, register
+from wallet.models import OutgoingTx
 
 # A fixed address: test ids are made from it, and pytest-xdist needs every worker to collect the same ids.
 ALICE = Account.from_key(b"\xa1" * 32).address
@@ -143,3 +146,18 @@ def test_burn_from_treasury_and_over_balance(client: TestClient, ctx: Context) -
 def test_balance_of_malformed_address(client: TestClient) -> None:
     r = client.get("/api/v1/accounts/0xnothex/balance")
     assert r.status_code == 422 and r.json()["error"] == "InvalidAddress"
+
+
+def test_concurrent_first_mints_all_succeed(client: TestClient, ctx: Context) -> None:
+    """On a fresh database the relayer's nonce counter does not exist yet: several first mints at once
+    all create it; one insert wins, the others use it (on PostgreSQL they answered 500 before)."""
+    admin = admin_headers(client, ctx)
+    holders = [Account.create().address for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=len(holders)) as pool:
+        answers = list(pool.map(lambda to: mint(client, admin, to, "1"), holders))
+    assert [r.status_code for r in answers] == [200] * len(holders), [r.text for r in answers]
+    for to in holders:
+        assert ctx.coin.functions.balanceOf(to).call() == 10**18
+    with Session(ctx.engine) as s:
+        nonces = sorted(tx.nonce for tx in s.exec(select(OutgoingTx)).all())
+    assert nonces == list(range(nonces[0], nonces[0] + len(holders)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyotp
 import pytest
 from eth_account.messages import encode_typed_data
 from fastapi.testclient import TestClient
@@ -179,6 +180,33 @@ def test_a_pass_killed_after_placing_never_places_twice(
     assert len([link for link in links if link.live_key]) == len(orders)
 
 
+def test_enabling_checks_the_wallets_factors_as_a_spend_does(client: TestClient) -> None:
+    """Enabling goes through the spending authoriser's checks (verify): with a one-time code app enrolled
+    the code is needed too, and a code is used once; a linked wallet's refusals stay ProfileNotAuthorized.
+    Nothing changes on a refusal."""
+    _u, headers, _address = user_with_custodial_wallet(client)
+    totp = pyotp.TOTP(client.post("/api/v1/auth/totp/setup", headers=headers).json()["secret"])
+    code = totp.now()
+    assert client.post("/api/v1/auth/totp/verify", json={"code": code}, headers=headers).status_code == 200
+    body = _profile(expected_use_wh=300, daily_limit="0", pin=PIN)
+    r = client.put("/api/v1/trading/profile", json=body, headers=headers)
+    assert r.status_code == 403 and r.json()["error"] == "OtpRequired", r.text
+    r = client.put("/api/v1/trading/profile", json={**body, "otp": code}, headers=headers)
+    assert r.status_code == 403 and r.json()["error"] == "WrongOtp", r.text  # the enrolment used it
+    assert client.get("/api/v1/trading/profile", headers=headers).json()["version"] == 0
+
+    _u, headers, _account = user_with_linked_wallet(client)
+    body = _profile(expected_use_wh=300, daily_limit="0")
+    for extra, words in [
+        ({}, "a signature over POST /api/v1/trading/profile/typed-data"),
+        ({"signature": "0x12"}, "malformed"),
+    ]:
+        r = client.put("/api/v1/trading/profile", json={**body, **extra}, headers=headers)
+        assert r.status_code == 422 and r.json()["error"] == "ProfileNotAuthorized", r.text
+        assert words in r.json()["detail"], r.text
+    assert client.get("/api/v1/trading/profile", headers=headers).json()["version"] == 0
+
+
 def test_a_linked_wallet_enables_the_agent_with_a_signature(client: TestClient, ctx: Context) -> None:
     _u, headers, account = user_with_linked_wallet(client)
     settings = _profile(expected_use_wh=300, daily_limit="0")
@@ -192,7 +220,9 @@ def test_a_linked_wallet_enables_the_agent_with_a_signature(client: TestClient, 
         json={**settings, "daily_limit": "0", "max_wh_per_slot": 3000, "signature": signature},
         headers=headers,
     )
-    assert wrong.status_code == 422 and "recovers to" in wrong.json()["detail"]
+    assert wrong.status_code == 422 and wrong.json()["error"] == "ProfileNotAuthorized"
+    assert f"recovers to {account.address}" not in wrong.json()["detail"]
+    assert f"not your wallet {account.address}" in wrong.json()["detail"]
     r = client.put("/api/v1/trading/profile", json={**settings, "signature": signature}, headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["enabled"] and r.json()["authorized_by"] == "signature" and r.json()["version"] == 1

@@ -32,6 +32,7 @@ PENALTY_BPS = 2_000  # 20 % of the shortfall value goes to the buyer
 PRICE = 150 * 10**15  # 0.15 coin per kWh
 LIMIT = 200 * 10**15
 UINT32_MAX = 2**32 - 1
+ZERO_ADDRESS = "0x" + "00" * 20
 PLAIN_TRANSFER_GAS = 36_776  # a KIP-7 transfer to an existing holder (KAIA.md, measured on anvil)
 NONCE_TAG = keccak(text="essx.market.escrow.v1")
 TOTALS = [1_000, 800, 300, 500, 100, 100]
@@ -76,11 +77,12 @@ def trade_leaf(
     quantity_wh: int,
     price: int,
     orders_hash: bytes,
+    buyer: str,
 ) -> bytes:
     return keccak(
         encode(
-            ["bytes32", "bytes32", "uint256", "address", "uint64", "uint32", "uint128", "bytes32"],
-            [trade_id, buy_order_id, trade_no, seller, slot_start, quantity_wh, price, orders_hash],
+            ["bytes32", "bytes32", "uint256", "address", "uint64", "uint32", "uint128", "bytes32", "address"],
+            [trade_id, buy_order_id, trade_no, seller, slot_start, quantity_wh, price, orders_hash, buyer],
         )
     )
 
@@ -124,6 +126,7 @@ class TradeIn:
 @dataclass
 class Recorded:
     trade: TradeIn
+    buyer: str
     trade_no: int
     batch_no: int
     batch_leaves: list[bytes]
@@ -148,6 +151,7 @@ class Recorded:
             t.quantity_wh,
             t.price,
             t.orders_hash,
+            self.buyer,
         )
 
     def proof(self) -> list[bytes]:
@@ -223,7 +227,7 @@ class Market:
         for lock in locks:
             self.orders.append(lock[0])
             self.accounts.add(lock[1])
-        self._recorded(receipt, trades)
+        self._recorded(receipt, trades, {lock[0]: lock[1] for lock in locks})
         return receipt
 
     def lock(
@@ -256,7 +260,11 @@ class Market:
         receipt = send(self.w3, self.f.recordTrades([t.as_tuple() for t in trades]), self.operator)
         return self._recorded(receipt, trades)
 
-    def _recorded(self, receipt: TxReceipt, trades: list[TradeIn]) -> list[Recorded]:
+    def _recorded(
+        self, receipt: TxReceipt, trades: list[TradeIn], locked: dict[bytes, str] | None = None
+    ) -> list[Recorded]:
+        """`locked`: the orders this batch locked, and their buyers (in their trades' leaves; else zero)."""
+        buyers = {t.buy_order_id: (locked or {}).get(t.buy_order_id, ZERO_ADDRESS) for t in trades}
         (batch,) = events(self.market, "BatchRecorded", receipt)
         batch_no, first = batch["args"]["batchNo"], batch["args"]["firstTradeNo"]
         leaves = [
@@ -269,6 +277,7 @@ class Market:
                 t.quantity_wh,
                 t.price,
                 t.orders_hash,
+                buyers[t.buy_order_id],
             )
             for i, t in enumerate(trades)
         ]
@@ -278,7 +287,9 @@ class Market:
         assert [(e["args"]["tradeId"], e["args"]["buyOrderId"], e["args"]["tradeNo"]) for e in logged] == [
             (t.trade_id, t.buy_order_id, first + i) for i, t in enumerate(trades)
         ]
-        done = [Recorded(t, first + i, batch_no, leaves, i) for i, t in enumerate(trades)]
+        done = [
+            Recorded(t, buyers[t.buy_order_id], first + i, batch_no, leaves, i) for i, t in enumerate(trades)
+        ]
         self.recorded.extend(done)
         self.accounts.update(t.seller for t in trades)
         self.check()
@@ -417,6 +428,7 @@ def test_python_formulas_match_the_contract(market: Contract) -> None:
         5,
         7,
         keccak(text="h"),
+        Web3.to_checksum_address("0x" + "cd" * 20),
     )
     assert f.tradeLeaf(*args).call() == trade_leaf(*args)
 
@@ -632,17 +644,119 @@ def test_escrow_is_locked_with_the_trades_that_use_it_in_one_batch(
     assert ea["available"] == escrow_amount(3_000, LIMIT) - trade_value(1_500, PRICE)
     assert mk.escrow(b)["open_wh"] == 0 and mk.escrow(c)["buyer"] == "0x" + "00" * 20
     assert coin.functions.balanceOf(carol.address).call() == before  # carol's unmatched order cost nothing
-    # a lock is used once: the same authorisation in a later batch reverts
+    # a lock is used once: the same authorisation in a later batch reverts (a is stored: OrderExists; b ended
+    # in its batch and was not stored: the coin refuses the used authorisation)
+    assert_reverts(
+        w3,
+        mk.f.lockAndRecordTrades([lock_a], [mk.trade("l4", a, carol.address, slot, 100).as_tuple()]),
+        admin,
+        error_data("OrderExists(bytes32)", ["bytes32"], [a]),
+    )
+    mk.fills[a] -= 1
     assert_reverts(
         w3,
         mk.f.lockAndRecordTrades([lock_b], [mk.trade("l4", a, carol.address, slot, 100).as_tuple()]),
         admin,
-        error_data("OrderExists(bytes32)", ["bytes32"], [b]),
+        "KIP7TransferAuthorization: authorization is used or canceled",
     )
     mk.fills[a] -= 1  # the reverted trade took no fill number
     # later fills of a locked order need no lock
     mk.lock_and_record([], [mk.trade("l5", a, carol.address, slot, 1_500, PRICE)])
     assert mk.escrow(a)["open_wh"] == 0
+    mk.check()
+
+
+@pytest.mark.usefixtures("funded")
+def test_a_batch_closes_the_orders_that_can_match_no_more(
+    w3: Web3,
+    mk: Market,
+    coin: Contract,
+    ledger: Contract,
+    admin: LocalAccount,
+    alice: LocalAccount,
+    bob: LocalAccount,
+    carol: LocalAccount,
+    slot: int,
+) -> None:
+    """`lockRecordAndClose`: the call auction's orders expire at it, so the recording batch also closes them
+    and sends each buyer what its order does not owe to the trades; no release transaction follows."""
+    a, b, c = order_id("ca"), order_id("cb"), order_id("cc")
+    lock_a, lock_b = mk.lock_args(alice, a, slot, 3_000), mk.lock_args(bob, b, slot, 1_000)
+    mk.lock_and_record([mk.lock_args(bob, c, slot, 2_000)], [mk.trade("c0", c, carol.address, slot, 500)])
+    alice_before = coin.functions.balanceOf(alice.address).call()
+    bob_before = coin.functions.balanceOf(bob.address).call()
+    trades = [
+        mk.trade("c1", a, carol.address, slot, 1_000, PRICE),
+        mk.trade("c2", b, carol.address, slot, 1_000, PRICE),  # filled in full below its limit
+        mk.trade("c3", c, carol.address, slot, 500, PRICE),  # c was locked by the earlier batch
+    ]
+    # only the operator; an order never locked cannot be closed (all or nothing)
+    args = [[lock_a, lock_b], [t.as_tuple() for t in trades], [a, b, c]]
+    assert_reverts(w3, mk.f.lockRecordAndClose(*args), bob, "AccessControl: account")
+    unknown = order_id("never locked")
+    assert_reverts(
+        w3,
+        mk.f.lockRecordAndClose(args[0], args[1], [a, unknown]),
+        admin,
+        error_data("UnknownOrder(bytes32)", ["bytes32"], [unknown]),
+    )
+    receipt = send(w3, mk.f.lockRecordAndClose(*args), admin)
+    mk.orders.extend([a, b])
+    mk.accounts.update({alice.address, bob.address})
+    recorded = mk._recorded(receipt, trades, {a: alice.address, b: bob.address})
+    assert [r.buyer for r in recorded] == [alice.address, bob.address, ZERO_ADDRESS]  # c's escrow names bob
+    released = {e["args"]["orderId"]: e["args"] for e in events(mk.market, "EscrowReleased", receipt)}
+    assert set(released) == {a, b, c}
+    assert released[a]["cancelledWh"] == 2_000 and released[c]["cancelledWh"] == 1_000
+    assert released[b]["amount"] == escrow_amount(1_000, LIMIT) - trade_value(1_000, PRICE)
+    for oid in (a, b, c):
+        e = mk.escrow(oid)
+        assert (e["open_wh"], e["available"]) == (0, 0)
+    # each buyer paid exactly its trades' values in this batch
+    assert coin.functions.balanceOf(alice.address).call() == alice_before - trade_value(1_000, PRICE)
+    assert coin.functions.balanceOf(bob.address).call() == (
+        bob_before - trade_value(1_000, PRICE) + escrow_amount(2_000, LIMIT) - 2 * trade_value(500, PRICE)
+    )
+    # closed orders take no more fills (a keeps no escrow word: to recording it is unknown)
+    late = mk.trade("c4", a, carol.address, slot, 1)
+    assert_reverts(
+        w3,
+        mk.f.recordTrades([late.as_tuple()]),
+        admin,
+        error_data("UnknownOrder(bytes32)", ["bytes32"], [a]),
+    )
+    mk.fills[a] -= 1
+    # a and b were locked and closed in this batch: nothing of them was stored (their buyers are in their
+    # trades' leaves); to releases and refunds they are unknown, and the coin refuses the same lock again
+    assert mk.escrow(a) == mk.escrow(order_id("none")) and mk.escrow(b) == mk.escrow(order_id("none"))
+    assert mk.escrow(c)["slot"] == slot  # c was stored by its earlier batch
+    unknown_a = error_data("UnknownOrder(bytes32)", ["bytes32"], [a])
+    assert_reverts(w3, mk.f.releaseEscrows([c, a]), admin, unknown_a)
+    assert_reverts(
+        w3,
+        mk.f.lockAndRecordTrades([lock_a], [mk.trade("c5", c, carol.address, slot, 1).as_tuple()]),
+        admin,
+        "KIP7TransferAuthorization: authorization is used or canceled",
+    )
+    # settlement refunds a shortfall to the buyer in the leaf (a: nothing stored) or in the escrow (c)
+    root = anchor(w3, ledger, admin, slot)
+    forged = list(recorded[0].settlement(0))
+    forged[8] = carol.address
+    assert_reverts(
+        w3,
+        mk.f.settleTrades(slot, root, [tuple(forged)]),
+        admin,
+        error_data("InvalidProof(uint256)", ["uint256"], [recorded[0].trade_no]),
+    )
+    send(w3, mk.f.settleTrades(slot, root, [recorded[0].settlement(0), recorded[2].settlement(0)]), admin)
+    assert mk.balance(alice.address) == recorded[0].value and mk.balance(bob.address) == recorded[2].value
+    advance_to(w3, slot + REFUND_TIMEOUT)
+    assert_reverts(w3, mk.f.refundExpired(a), alice, unknown_a)
+    # and a refund after the timeout pays the leaf's buyer
+    bob_wallet = coin.functions.balanceOf(bob.address).call()
+    send(w3, mk.f.refundTrade(recorded[1].trade_proof()), carol)
+    assert coin.functions.balanceOf(bob.address).call() == bob_wallet + recorded[1].value
+    mk.fills[c] -= 1
     mk.check()
 
 
@@ -980,8 +1094,14 @@ def test_settlement_checks(
         mk.f.settleTrades(slot, root, [tuple(tampered)]),
         error_data("InvalidProof(uint256)", ["uint256"], [t1.trade_no]),
     )
+    tampered = list(t1.settlement(0))
+    tampered[8] = bob.address  # the shortfall refund to someone else than the order's buyer
+    rejects(
+        mk.f.settleTrades(slot, root, [tuple(tampered)]),
+        error_data("InvalidProof(uint256)", ["uint256"], [t1.trade_no]),
+    )
     tampered = list(t1.settlement(2_000))
-    tampered[8] = 5  # no such batch
+    tampered[9] = 5  # no such batch
     rejects(
         mk.f.settleTrades(slot, root, [tuple(tampered)]),
         error_data("UnknownBatch(uint256)", ["uint256"], [5]),
@@ -1000,6 +1120,128 @@ def test_settlement_checks(
     rejects(mk.f.settleTrades(slot, root, []), error_data("EmptyBatch()"))
     rejects(mk.f.settleTrades(slot, root, [t1.settlement(2_000)]), "is missing role", bob)
     assert not mk.f.isTradeClosed(t1.trade_no).call()
+    mk.check()
+
+
+def batch_settlement(batch: list[Recorded], delivered: dict[int, int]) -> tuple[Any, ...]:
+    """`settleBatches`' input for one recorded batch: the trades at the indexes in `delivered` (index ->
+    delivered Wh) as calldata, the others as their leaves."""
+    first = batch[0].trade_no
+    leaves = [b"\0" * 32 if i in delivered else r.leaf for i, r in enumerate(batch)]
+    rows = [
+        (
+            i,
+            r.trade.trade_id,
+            r.trade.buy_order_id,
+            r.trade.seller,
+            r.trade.quantity_wh,
+            r.trade.price,
+            r.trade.orders_hash,
+            r.buyer,
+            d,
+        )
+        for i, d in sorted(delivered.items())
+        for r in [batch[i]]
+    ]
+    return (batch[0].batch_no, first, leaves, rows)
+
+
+@pytest.mark.usefixtures("funded")
+def test_settle_batches_checks_each_batch_root_once(
+    w3: Web3,
+    mk: Market,
+    ledger: Contract,
+    admin: LocalAccount,
+    alice: LocalAccount,
+    bob: LocalAccount,
+    carol: LocalAccount,
+    slot: int,
+) -> None:
+    """`settleBatches`: trades as calldata, the batch's other trades as leaves, no proofs; the same payouts
+    as `settleTrades`; idempotent; every forgery changes the root."""
+    a, b, c = order_id("sa"), order_id("sb"), order_id("sc")
+    mk.lock(alice, a, slot, 3_000, LIMIT)  # stored: zero buyer in the leaf
+    mk.lock_and_record(  # b locked in the batch: bob in the leaf
+        [mk.lock_args(bob, b, slot, 1_000)],
+        [
+            mk.trade("s1", a, carol.address, slot, 2_000, PRICE),
+            mk.trade("s2", b, carol.address, slot, 1_000, PRICE),
+            mk.trade("s3", a, bob.address, slot, 1_000, PRICE),
+        ],
+    )
+    batch = mk.recorded[-3:]
+    other = slot + SLOT_SECONDS
+    mk.lock(alice, c, other, 1_000, LIMIT)
+    (late,) = mk.record([mk.trade("s4", c, carol.address, other, 1_000, PRICE)])
+    root = anchor(w3, ledger, admin, slot)
+    anchor(w3, ledger, admin, other, root)
+
+    def rejects(items: list[tuple[Any, ...]], reason: str, s: int = slot) -> None:
+        assert_reverts(w3, mk.f.settleBatches(s, root, items), admin, reason)
+
+    invalid = error_data("InvalidBatch(uint256)", ["uint256"], [batch[0].batch_no])
+    good = batch_settlement(batch, {0: 2_000, 1: 500})
+    rows = [list(r) for r in good[3]]
+    rows[0][5] = PRICE + 1  # a better price than recorded
+    rejects([(*good[:3], [tuple(r) for r in rows])], invalid)
+    rows = [list(r) for r in good[3]]
+    rows[1][7] = alice.address  # the shortfall refund to another buyer
+    rejects([(*good[:3], [tuple(r) for r in rows])], invalid)
+    rejects([(good[0], good[1] + 1, good[2], good[3])], invalid)  # another first trade number
+    rejects([(*good[:3], [good[3][1], good[3][0]])], invalid)  # indexes not increasing
+    rejects([(*good[:3], [good[3][0], good[3][0]])], invalid)  # the same trade twice
+    rejects([(*good[:3], [(5, *good[3][0][1:])])], invalid)  # beyond the batch
+    rejects(
+        [good], error_data("InvalidBatch(uint256)", ["uint256"], [batch[0].batch_no]), other
+    )  # other slot
+    rejects(
+        [batch_settlement([late], {0: 1_000})],
+        error_data("InvalidBatch(uint256)", ["uint256"], [late.batch_no]),
+    )
+    over = batch_settlement(batch, {2: 1_001})
+    rejects(
+        [over],
+        error_data(
+            "DeliveredExceedsQuantity(uint256,uint256,uint256)",
+            ["uint256", "uint256", "uint256"],
+            [batch[2].trade_no, 1_000, 1_001],
+        ),
+    )
+    rejects([(9, 0, [b"\1" * 32], [])], error_data("UnknownBatch(uint256)", ["uint256"], [9]))
+    assert_reverts(w3, mk.f.settleBatches(slot, root, [good]), bob, "AccessControl: account")
+    unanchored = slot + 2 * SLOT_SECONDS
+    assert_reverts(
+        w3,
+        mk.f.settleBatches(unanchored, root, [good]),
+        admin,
+        error_data("SlotNotAnchored(uint64)", ["uint64"], [unanchored]),
+    )
+
+    receipt = send(w3, mk.f.settleBatches(slot, root, [good]), admin)
+    assert events(mk.market, "TradeSettled", receipt) == []  # the deliveries are in the calldata
+    (slot_event,) = events(mk.market, "SlotSettled", receipt)
+    assert slot_event["args"]["settled"] == 2
+    to_seller, to_buyer, _ = settlement_amounts(1_000, PRICE, 500)
+    assert mk.balance(carol.address) == batch[0].value + to_seller
+    assert mk.balance(bob.address) == to_buyer  # the leaf's buyer
+    assert [mk.f.isTradeClosed(r.trade_no).call() for r in batch] == [True, True, False]
+    mk.check()
+    # again, with the third trade: the first two are skipped, alice (stored escrow) gets the shortfall
+    again = batch_settlement(batch, {0: 2_000, 1: 500, 2: 0})
+    assert mk.f.settleBatches(slot, root, [again]).call({"from": admin.address}) == 1
+    send(w3, mk.f.settleBatches(slot, root, [again]), admin)
+    assert (
+        mk.balance(alice.address) == batch[2].value
+        and mk.balance(carol.address) == batch[0].value + to_seller
+    )
+    assert mk.f.settleBatches(slot, root, [again]).call({"from": admin.address}) == 0
+    # the other slot's trade, by an admin decision
+    decision = keccak(text="as contracted")
+    receipt = send(
+        w3, mk.f.settleBatchesByDecision(other, decision, [batch_settlement([late], {0: 1_000})]), admin
+    )
+    (decided,) = events(mk.market, "SlotSettledByDecision", receipt)
+    assert decided["args"]["settled"] == 1
     mk.check()
 
 

@@ -90,7 +90,7 @@ def test_demo_trades_settles_and_reports(tmp_path: Path) -> None:
     assert "retail (first tier)" in text
     for heading in ("## Energy", "## Local volume", "## Market", "## Households", "## On chain"):
         assert heading in text
-    assert "EnergyMarket.settleTrades" in text and "MeterLedger.anchor" in text
+    assert "EnergyMarket.settleBatches" in text and "MeterLedger.anchor" in text
     for chart in ("prices.png", "energy.png", "savings.png"):
         assert (tmp_path / "report" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({chart})" in text

@@ -11,12 +11,15 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
-from app.context import Context
-from app.sites.worker import LEASE_NAME, CollectorWorker
+from app.context import Context, build_context
+from app.market.service import sold_by_site
+from app.sites.worker import COLLECTOR_KINDS, LEASE_NAME, CollectorWorker, install_hooks
 from common.lease import JobLease, Lease, LeaseLost
 from ess_collector.models import SiteReading
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from tests.ess_collector.harness import add_sites, make_owner
+from wallet.purposes import Purpose, TxPurpose
+from wallet.relayer import TxStatus
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -80,7 +83,10 @@ def test_two_workers_poll_once_and_a_standby_takes_over(ctx: Context) -> None:
     ctx = replace(ctx, settings=settings)
     with ThreadedCluster(SimulatorCluster(2, seed=3, speed=1)) as cluster:
         add_sites(ctx.engine, cluster, make_owner(ctx.engine), datetime.now(UTC))
-        one, two = CollectorWorker(ctx, holder="one"), CollectorWorker(ctx, holder="two")
+        one, two = (
+            CollectorWorker(ctx, sold_by_site=sold_by_site, holder="one"),
+            CollectorWorker(ctx, sold_by_site=sold_by_site, holder="two"),
+        )
         one.start()
         try:
             assert _wait(lambda: one.polls >= 1, 5)
@@ -97,3 +103,43 @@ def test_two_workers_poll_once_and_a_standby_takes_over(ctx: Context) -> None:
     with Session(ctx.engine) as s:
         lease = s.get(JobLease, LEASE_NAME)
         assert lease is not None and lease.holder == "two"
+
+
+def test_a_standalone_collectors_relayer_runs_only_with_the_collector_lease(
+    ctx: Context, dev_accounts
+) -> None:
+    """`essx collector` (twice: a holder and a standby): each process's relayer, for the collector's kinds,
+    runs and writes only while its process holds the collector lease."""
+    settings = ctx.settings.model_copy(update={"collector_lease_seconds": 3.0})
+    contexts = [build_context(settings, engine=ctx.engine, relay_kinds=COLLECTOR_KINDS) for _ in range(2)]
+    for c in contexts:
+        install_hooks(c)
+    a, b = contexts
+    one = CollectorWorker(a, sold_by_site=sold_by_site, holder="one", own_relayer=True)
+    two = CollectorWorker(b, sold_by_site=sold_by_site, holder="two", own_relayer=True)
+    one.start()
+    two.start()
+    try:
+        assert a.relayer.worker.running and not a.relayer.standby
+        assert not b.relayer.worker.running and b.relayer.standby
+        with Session(ctx.engine) as s, pytest.raises(LeaseLost):
+            assert b.relayer.fence is not None
+            b.relayer.fence(s)  # a pass of the standby's relayer would write nothing
+        one.stop()  # the holder stops: its relayer with it, and the standby takes over, relayer and all
+        assert not a.relayer.worker.running
+        assert _wait(lambda: b.relayer.worker.running, 5)
+        data = str(b.coin.encodeABI(fn_name="mint", args=[dev_accounts[1].address, 1]))
+        with Session(ctx.engine) as s:
+            row = b.relayer.prepare(
+                s, to=b.coin.address, data=data, purpose=Purpose.of(TxPurpose.meter_anchor, 1)
+            )
+            s.flush()
+            tx_id = row.id
+            s.commit()
+        assert tx_id is not None
+        assert b.relayer.wait(tx_id, timeout=20).status == TxStatus.confirmed
+    finally:
+        one.stop()
+        two.stop()
+        for c in contexts:
+            c.relayer.stop()

@@ -1,10 +1,12 @@
-"""Mounts every domain's routes under /api/v1."""
+"""Mounts every domain's routes under /api/v1. Only app/main.py imports this module: it sits above every
+domain, while `app/api` (deps, params, error responses) sits below them all."""
 
 from fastapi import APIRouter
 
 from app.api.openapi import ERROR_RESPONSES
 from app.audit.router import router as audit_router
 from app.coin.router import admin_router as coin_admin_router
+from app.coin.router import approval_router
 from app.coin.router import router as coin_router
 from app.events.router import router as events_router
 from app.market.router import router as market_router
@@ -25,6 +27,7 @@ api_router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)  # every ref
 for r in (
     users_router,
     users_admin_router,
+    approval_router,
     totp_router,
     wallets_router,
     transfers_router,

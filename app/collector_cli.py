@@ -13,9 +13,10 @@ from app.context import build_context
 from app.core.config import get_settings
 from app.core.db import make_engine
 from app.core.logging import configure_logging
+from app.market.service import sold_by_site
 from app.runner import ensure_deployed
 from app.sites.demo import SIMULATE, register_cluster
-from app.sites.worker import CollectorWorker, install_hooks
+from app.sites.worker import COLLECTOR_KINDS, CollectorWorker, install_hooks
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from ess_collector.simulator_control import ControlServer
 
@@ -86,10 +87,12 @@ def collector() -> None:
     configure_logging(settings.log_json)
     if settings.is_local:
         ensure_deployed(settings, console)  # adds MeterLedger to an older local deployment
-    ctx = build_context(settings)
+    # This process's relayer sends and finishes only the collector's kinds (anchors, reward mints): the
+    # service's relayer finishes every other kind with the handlers registered there (app/main.py).
+    ctx = build_context(settings, relay_kinds=COLLECTOR_KINDS)
     install_hooks(ctx)
-    ctx.relayer.start()  # sends the anchors this process prepares, and finishes any left in flight
-    worker = CollectorWorker(ctx)
+    # runs the relayer while it holds the collector lease
+    worker = CollectorWorker(ctx, sold_by_site=sold_by_site, own_relayer=True)
     worker.start()
     console.print(
         f"[green]collector running[/] (poll every {settings.poll_interval_seconds:g} s, "
