@@ -1,21 +1,77 @@
-"""Shared fixtures: one real anvil node per test session (automine), snapshot/revert per test."""
+"""Shared fixtures: one real anvil node per test process (automine), snapshot/revert per test; the service
+on a real database (SQLite and PostgreSQL, migrated once per process, emptied after each test).
+
+Under pytest-xdist (`make test-fast`) every worker is its own test process: its own anvil, its own
+SQLite file and its own throw-away PostgreSQL database."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
+from argon2 import PasswordHasher
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 from web3 import Web3
 
+from app.context import Context, build_context
+from app.core import security
+from app.core.config import Settings
+from app.core.db import make_engine
+from app.core.migrate import upgrade
+from app.main import create_app
+from contracts.deploy import Deployment, deploy
+from tests.service_process import ServiceProcess
+from tests.service_setup import empty_tables, service_settings
 from wallet.localchain import ANVIL_DEV_KEYS, AnvilNode, environment_chain_url, free_port
+
+PG_ADMIN_URL = os.environ.get("ESSX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A module that starts `essx run` must say so (`pytestmark = pytest.mark.process`), or `make
+    test-fast` would run it and stop being fast; docs/testing.md."""
+    unmarked = sorted(
+        {
+            item.module.__name__
+            for item in items
+            if isinstance(item, pytest.Function)
+            and ServiceProcess in vars(item.module).values()
+            and item.get_closest_marker("process") is None
+        }
+    )
+    if unmarked:
+        raise pytest.UsageError(f"these modules start `essx run` but are not marked process: {unmarked}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """Argon2id at its lowest cost inside the test process: hashing and checking stay real (same
+    algorithm, same code paths, wrong passwords still fail), but hundreds of registrations and logins no
+    longer spend most of the suite's CPU. Child `essx run` processes keep the production cost, and
+    tests/core/test_security.py pins the production parameters."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        yield
+
+
+# --- the chain ---------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def anvil_url() -> Iterator[str]:
+def anvil_url(request: pytest.FixtureRequest) -> Iterator[str]:
     url = environment_chain_url()
     if url:
+        if getattr(request.config, "workerinput", None) is not None:
+            pytest.fail(
+                "ESSX_TEST_CHAIN_URL names one node, and parallel workers would revert each other's state: run without -n"
+            )
         yield url
         return
     node = AnvilNode(port=free_port(), block_time=None).start()
@@ -46,28 +102,6 @@ def chain_snapshot(w3: Web3) -> Iterator[None]:
         w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]
 
 
-# --- the service on a real database and the real chain ---------------------------------------------
-
-import os  # noqa: E402
-import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import psycopg  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import delete  # noqa: E402
-from sqlalchemy.engine import Engine  # noqa: E402
-from sqlmodel import SQLModel  # noqa: E402
-
-from app.context import Context, build_context  # noqa: E402
-from app.core.config import Settings  # noqa: E402
-from app.core.db import make_engine  # noqa: E402
-from app.core.migrate import upgrade  # noqa: E402
-from app.main import create_app  # noqa: E402
-from contracts.deploy import Deployment, deploy  # noqa: E402
-
-PG_ADMIN_URL = os.environ.get("ESSX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
 @pytest.fixture(scope="session")
 def deployments_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("deployments")
@@ -85,8 +119,11 @@ def deployment(w3: Web3, dev_accounts: list[LocalAccount], deployments_dir: Path
     )
 
 
+# --- the database --------------------------------------------------------------------------------------------
+
+
 def _pg_database() -> Iterator[str]:
-    """A throw-away PostgreSQL database for this test run, dropped at the end."""
+    """A throw-away PostgreSQL database for this test process, dropped at the end."""
     name = f"essx_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -124,24 +161,15 @@ def engine(db_url: str) -> Iterator[Engine]:
 def clean_db(engine: Engine) -> Iterator[Engine]:
     """Each test starts from empty tables (the schema stays)."""
     yield engine
-    with engine.begin() as conn:
-        for table in reversed(SQLModel.metadata.sorted_tables):
-            if table.name != "alembic_version":
-                conn.execute(delete(table))
+    empty_tables(engine)
+
+
+# --- the service in this process ---------------------------------------------------------------------------
 
 
 @pytest.fixture
 def settings(tmp_path: Path, anvil_url: str, deployments_dir: Path, db_url: str) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        database_url=db_url,
-        chain="local",
-        rpc_urls=[anvil_url],
-        deployments_dir=deployments_dir,
-        jwt_secret="test-jwt-secret-0123456789abcdef0123456789",  # type: ignore[arg-type]
-        wallet_master_key="11" * 32,  # type: ignore[arg-type]
-        tx_timeout_seconds=20,
-    )
+    return service_settings(tmp_path, db_url, anvil_url, deployments_dir)
 
 
 @pytest.fixture
@@ -151,6 +179,16 @@ def ctx(
     context = build_context(settings, engine=clean_db)
     yield context
     context.relayer.stop()
+
+
+@pytest.fixture
+def manual_mining(ctx: Context) -> Iterator[None]:
+    """Blocks only when the test mines one (`evm_mine`): relayed transactions stay pending meanwhile."""
+    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
 
 
 @pytest.fixture

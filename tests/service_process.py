@@ -12,10 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.polling import transfer_is_final, wait_until
 from wallet.localchain import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ESSX = str(Path(sys.executable).parent / "essx")
+PIN = "123456"
+USER_PASSWORD = "long-password-9"
 
 
 class ServiceProcess:
@@ -87,3 +90,37 @@ class ServiceProcess:
         r = httpx.post(f"{self.base}/api/v1/auth/token", data={"username": email, "password": password})
         assert r.status_code == 200, r.text
         return str(r.json()["access_token"])
+
+    # -- what the end-to-end tests arrange through the public API ----------------------------------------
+
+    def user_with_wallet(
+        self, email: str, role: str = "consumer", password: str = USER_PASSWORD
+    ) -> tuple[int, dict[str, str], str]:
+        """A registered user with a custodial wallet (PIN `PIN`): (user id, auth headers, address)."""
+        r = httpx.post(
+            f"{self.base}/api/v1/auth/register",
+            json={"email": email, "password": password, "display_name": "x", "role": role},
+        )
+        assert r.status_code == 202, r.text
+        headers = {"Authorization": f"Bearer {self.token(email, password)}"}
+        user_id = httpx.get(f"{self.base}/api/v1/users/me", headers=headers).json()["id"]
+        r = httpx.post(f"{self.base}/api/v1/wallets", json={"pin": PIN}, headers=headers)
+        assert r.status_code == 201, r.text
+        return int(user_id), headers, str(r.json()["address"])
+
+    def mint(self, admin: dict[str, str], to: str, amount: str, key: str, timeout: float = 60) -> None:
+        r = httpx.post(
+            f"{self.base}/api/v1/admin/coin/mint",
+            json={"to": to, "amount": amount},
+            headers={**admin, "Idempotency-Key": key},
+            timeout=timeout,
+        )
+        assert r.status_code == 200, r.text
+
+    def final_transfer(self, headers: dict[str, str], transfer_id: str, timeout: float = 60) -> dict:
+        """The transfer once confirmed or failed (or as it stands after `timeout` seconds)."""
+        url = f"{self.base}/api/v1/transfers/{transfer_id}"
+        return wait_until(lambda: dict(httpx.get(url, headers=headers).json()), transfer_is_final, timeout)
+
+    def balance(self, address: str) -> str:
+        return str(httpx.get(f"{self.base}/api/v1/accounts/{address}/balance").json()["balance"])

@@ -7,7 +7,6 @@ and one chain; tests/test_multi_worker.py does the same with real `essx run` wor
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,17 +22,7 @@ from common.lease import Lease, LeaseLost
 from common.worker import LeaseKeeper
 from tests.api.helpers import admin_headers, idem
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet, wait_final
-
-STEPS = ["requested", "challenge_issued", "authorized", "signed", "submitted", "mined", "confirmed"]
-
-
-def _until(condition: object, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.polling import TRANSFER_STEPS, wait_until
 
 
 def test_keeper_leads_alone_and_a_standby_takes_over_from_a_dead_holder(clean_db: Engine) -> None:
@@ -47,7 +36,7 @@ def test_keeper_leads_alone_and_a_standby_takes_over_from_a_dead_holder(clean_db
     b.start()
     try:
         assert a.leading and not b.leading and events == ["a+"]
-        assert _until(lambda: b.leading, timeout=10)
+        assert wait_until(lambda: b.leading, timeout=10, every=0.05)
         assert events == ["a+", "b+"]
         with Session(clean_db) as session, pytest.raises(LeaseLost):
             a_lease.fence(session)  # the old holder's writes are refused from now on
@@ -84,10 +73,10 @@ def test_follower_leaves_relaying_to_the_leader_and_takes_over_when_it_stops(
         r = follower.post(f"/api/v1/transfers/{tid}/authorize", json={"pin": PIN}, headers=headers)
         assert r.status_code == 200, r.text
         done = wait_final(follower, headers, tid)  # relayed by the leader's batcher, found by polling
-        assert done["status"] == "confirmed" and [s["kind"] for s in done["steps"]] == STEPS, done
+        assert done["status"] == "confirmed" and [s["kind"] for s in done["steps"]] == TRANSFER_STEPS, done
 
         client.__exit__(None, None, None)  # the leader stops cleanly and gives the lease up
-        assert _until(lambda: not second_ctx.relayer.standby, timeout=10)
+        assert wait_until(lambda: not second_ctx.relayer.standby, timeout=10, every=0.05)
         assert second_ctx.relayer.fence is not None
         r = follower.post(
             "/api/v1/transfers", json={"to": sink, "amount": "2"}, headers={**headers, **idem()}
@@ -96,7 +85,7 @@ def test_follower_leaves_relaying_to_the_leader_and_takes_over_when_it_stops(
         r = follower.post(f"/api/v1/transfers/{tid}/authorize", json={"pin": PIN}, headers=headers)
         assert r.status_code == 200, r.text
         done = wait_final(follower, headers, tid)
-        assert done["status"] == "confirmed" and [s["kind"] for s in done["steps"]] == STEPS, done
+        assert done["status"] == "confirmed" and [s["kind"] for s in done["steps"]] == TRANSFER_STEPS, done
     assert ctx.coin.functions.balanceOf(address).call() == 7 * 10**18
 
 

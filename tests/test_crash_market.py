@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,50 +13,23 @@ from web3 import Web3
 
 from app.market.onchain import id32
 from contracts.artifacts import load_artifact
-from tests.service_process import ServiceProcess
+from tests.polling import wait_until
+from tests.service_process import PIN, ServiceProcess
 from wallet.localchain import free_port
 
-PIN = "123456"
+pytestmark = pytest.mark.process  # runs `essx run` as a child process
 
 
-def _user(svc: ServiceProcess, email: str, role: str) -> tuple[int, dict[str, str], str]:
-    r = httpx.post(
-        f"{svc.base}/api/v1/auth/register",
-        json={"email": email, "password": "long-password-9", "display_name": "x", "role": role},
-    )
-    assert r.status_code == 202, r.text
-    headers = {"Authorization": f"Bearer {svc.token(email, 'long-password-9')}"}
-    user_id = httpx.get(f"{svc.base}/api/v1/users/me", headers=headers).json()["id"]
-    address = httpx.post(f"{svc.base}/api/v1/wallets", json={"pin": PIN}, headers=headers).json()["address"]
-    return user_id, headers, address
-
-
-def _wait(fn, timeout: float = 40):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)
-
-
-@pytest.mark.slow
 def test_killed_while_recording_a_trade_records_it_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     svc = ServiceProcess(data, ESSX_DEMO_SITES="0", ESSX_COLLECTOR_ENABLED="false")
     try:
         svc.start(ESSX_CRASH_AT="relayer.after_broadcast:trade_batch")
         admin = {"Authorization": f"Bearer {svc.admin_token()}"}
-        seller_id, seller, _ = _user(svc, "seller@example.com", "prosumer")
+        seller_id, seller, _ = svc.user_with_wallet("seller@example.com", "prosumer")
         httpx.post(f"{svc.base}/api/v1/admin/users/{seller_id}/approve", headers=admin)
-        _b, buyer, buyer_addr = _user(svc, "buyer@example.com", "consumer")
-        r = httpx.post(
-            f"{svc.base}/api/v1/admin/coin/mint",
-            json={"to": buyer_addr, "amount": "100"},
-            headers={**admin, "Idempotency-Key": "f"},
-            timeout=30,
-        )
-        assert r.status_code == 200
+        _b, buyer, buyer_addr = svc.user_with_wallet("buyer@example.com")
+        svc.mint(admin, buyer_addr, "100", key="f")
         site = httpx.post(
             f"{svc.base}/api/v1/sites",
             json={
@@ -99,12 +71,13 @@ def test_killed_while_recording_a_trade_records_it_once(tmp_path: Path) -> None:
         )
         assert svc.wait_dead(60) == 137  # died right after broadcasting the trade batch
         svc.start()
-        recorded = _wait(
+        recorded = wait_until(
             lambda: [
                 t
                 for t in httpx.get(f"{svc.base}/api/v1/trades", headers=buyer).json()["items"]
                 if t["status"] == "recorded"
-            ]
+            ],
+            timeout=40,
         )
         assert len(recorded) == 1, httpx.get(f"{svc.base}/api/v1/trades", headers=buyer).json()
         assert httpx.get(f"{svc.base}/api/v1/orders/{buy['id']}", headers=buyer).json()["status"] == "filled"

@@ -3,52 +3,25 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.service_process import ServiceProcess
+from tests.polling import wait_until
+from tests.service_process import PIN, ServiceProcess
 
-PIN = "123456"
-
-
-def _wait(fn, timeout: float = 60):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)
+pytestmark = pytest.mark.process  # runs `essx run` as a child process
 
 
-@pytest.mark.slow
 def test_killed_after_the_agent_placed_an_order_places_it_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
     svc = ServiceProcess(data, ESSX_DEMO_SITES="0", ESSX_COLLECTOR_ENABLED="false")
     try:
         svc.start(ESSX_CRASH_AT="trading.after_place")
         admin = {"Authorization": f"Bearer {svc.admin_token()}"}
-        r = httpx.post(
-            f"{svc.base}/api/v1/auth/register",
-            json={
-                "email": "sam@example.com",
-                "password": "long-password-9",
-                "display_name": "x",
-                "role": "consumer",
-            },
-        )
-        assert r.status_code == 202, r.text
-        sam = {"Authorization": f"Bearer {svc.token('sam@example.com', 'long-password-9')}"}
-        address = httpx.post(f"{svc.base}/api/v1/wallets", json={"pin": PIN}, headers=sam).json()["address"]
-        r = httpx.post(
-            f"{svc.base}/api/v1/admin/coin/mint",
-            json={"to": address, "amount": "100"},
-            headers={**admin, "Idempotency-Key": "f"},
-            timeout=30,
-        )
-        assert r.status_code == 200, r.text
+        _id, sam, address = svc.user_with_wallet("sam@example.com")
+        svc.mint(admin, address, "100", key="f")
         profile = {"enabled": True, "expected_use_wh": 200, "daily_limit": "100", "pin": PIN}
         r = httpx.put(f"{svc.base}/api/v1/trading/profile", json=profile, headers=sam, timeout=30)
         assert r.status_code == 200, r.text
@@ -65,7 +38,7 @@ def test_killed_after_the_agent_placed_an_order_places_it_once(tmp_path: Path) -
 
         # the restarted agent (no crash point now) keeps the committed order and places the other slots;
         # it may reprice an order (cancel, then place), but never holds two for one slot
-        slots = _wait(lambda: (rows := placed()) and len(rows) >= 4 and rows)
+        slots = wait_until(lambda: (rows := placed()) and len(rows) >= 4 and rows, timeout=60)
         assert slots and all(count == 1 for _, count in slots), slots
         with sqlite3.connect(data / "essx.db") as db:
             unexplained = db.execute(

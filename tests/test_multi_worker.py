@@ -16,28 +16,15 @@ import httpx
 import pytest
 from eth_account import Account
 
-from tests.service_process import ServiceProcess
+from tests.polling import TRANSFER_STEPS
+from tests.service_process import PIN, ServiceProcess
 
-PIN = "123456"
-STEPS = ["requested", "challenge_issued", "authorized", "signed", "submitted", "mined", "confirmed"]
+pytestmark = pytest.mark.process  # runs `essx run` as a child process
 
 
 def _user(svc: ServiceProcess, admin: dict[str, str], name: str, coins: str) -> tuple[dict[str, str], str]:
-    email, password = f"{name}@example.com", "long-password-2"
-    r = httpx.post(
-        f"{svc.base}/api/v1/auth/register",
-        json={"email": email, "password": password, "display_name": name, "role": "consumer"},
-    )
-    assert r.status_code == 202, r.text
-    user = {"Authorization": f"Bearer {svc.token(email, password)}"}
-    address = httpx.post(f"{svc.base}/api/v1/wallets", json={"pin": PIN}, headers=user).json()["address"]
-    r = httpx.post(
-        f"{svc.base}/api/v1/admin/coin/mint",
-        json={"to": address, "amount": coins},
-        headers={**admin, "Idempotency-Key": f"fund-{name}"},
-        timeout=60,
-    )
-    assert r.status_code == 200, r.text
+    _id, user, address = svc.user_with_wallet(f"{name}@example.com")
+    svc.mint(admin, address, coins, key=f"fund-{name}")
     return user, address
 
 
@@ -76,21 +63,6 @@ def _burst(
     return ids
 
 
-def _wait_final(
-    svc: ServiceProcess, user: dict[str, str], tid: str, timeout: float = 60
-) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, object] = httpx.get(f"{svc.base}/api/v1/transfers/{tid}", headers=user).json()
-        if body["status"] in ("confirmed", "failed") or time.monotonic() > deadline:
-            return body
-        time.sleep(0.3)
-
-
-def _balance(svc: ServiceProcess, address: str) -> str:
-    return str(httpx.get(f"{svc.base}/api/v1/accounts/{address}/balance").json()["balance"])
-
-
 def _background_holder(data_dir: Path) -> int:
     """The pid of the worker process holding the background lease (holder = host:pid:random)."""
     with sqlite3.connect(data_dir / "essx.db") as db:
@@ -113,7 +85,6 @@ def _worker_pids(svc: ServiceProcess) -> set[int]:
     return pids
 
 
-@pytest.mark.slow
 def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_path: Path) -> None:
     data = tmp_path / "data"
     svc = ServiceProcess(data, ESSX_WORKERS="2")
@@ -132,11 +103,11 @@ def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_
         ids = _burst(svc, [u for u, _ in users], sink, each=3)
         assert len(ids) == 12
         for user, tid in ids:
-            body = _wait_final(svc, user, tid)
+            body = svc.final_transfer(user, tid)
             assert body["status"] == "confirmed", body
-            assert [s["kind"] for s in body["steps"]] == STEPS  # type: ignore[index, union-attr]
-        assert _balance(svc, sink) == "12"
-        assert all(_balance(svc, address) == "7" for _, address in users)
+            assert [s["kind"] for s in body["steps"]] == TRANSFER_STEPS  # type: ignore[index, union-attr]
+        assert svc.balance(sink) == "12"
+        assert all(svc.balance(address) == "7" for _, address in users)
 
         # Kill the process that runs the relayer and the batcher, without any chance to clean up.
         leader = _background_holder(data)
@@ -144,11 +115,11 @@ def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_
         os.kill(leader, signal.SIGKILL)
         user, address = users[0]
         tid = _transfer(svc, user, sink, "2")  # served by the surviving worker (or its restarted sibling)
-        body = _wait_final(svc, user, tid, timeout=90)
+        body = svc.final_transfer(user, tid, timeout=90)
         assert body["status"] == "confirmed", body
-        assert [s["kind"] for s in body["steps"]] == STEPS  # type: ignore[index, union-attr]
+        assert [s["kind"] for s in body["steps"]] == TRANSFER_STEPS  # type: ignore[index, union-attr]
         assert _background_holder(data) != leader
-        assert _balance(svc, sink) == "14" and _balance(svc, address) == "5"
+        assert svc.balance(sink) == "14" and svc.balance(address) == "5"
         # a mint answered by a follower waits for the leader's relayer (it never steps it itself)
         r = httpx.post(
             f"{svc.base}/api/v1/admin/coin/mint",
@@ -158,7 +129,7 @@ def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_
         )
         assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
         time.sleep(2)  # more blocks and relayer passes: still paid once
-        assert _balance(svc, sink) == "14" and _balance(svc, address) == "6"
+        assert svc.balance(sink) == "14" and svc.balance(address) == "6"
 
         # Kill the leader again, this time with work in flight: transfers just authorised, their batch
         # about to be signed, sent or mined. The next leader finishes each of them exactly once.
@@ -175,12 +146,12 @@ def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_
         os.kill(leader, signal.SIGKILL)
         assert len(states) == 4 and any(s != "confirmed" for s in states), states  # work was in flight
         for user, tid in burst:
-            body = _wait_final(svc, user, tid, timeout=90)
+            body = svc.final_transfer(user, tid, timeout=90)
             assert body["status"] == "confirmed", body
-            assert [s["kind"] for s in body["steps"]] == STEPS  # type: ignore[index, union-attr]
+            assert [s["kind"] for s in body["steps"]] == TRANSFER_STEPS  # type: ignore[index, union-attr]
         assert _background_holder(data) != leader
         time.sleep(2)
-        assert _balance(svc, sink) == "18"
-        assert [_balance(svc, a) for _, a in users] == ["5", "6", "6", "6"]
+        assert svc.balance(sink) == "18"
+        assert [svc.balance(a) for _, a in users] == ["5", "6", "6", "6"]
     finally:
         svc.stop()

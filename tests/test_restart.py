@@ -9,6 +9,8 @@ import pytest
 
 from tests.service_process import ServiceProcess
 
+pytestmark = pytest.mark.process  # runs `essx run` as a child process
+
 HOLDER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
@@ -21,7 +23,6 @@ def _mint(svc: ServiceProcess, token: str) -> httpx.Response:
     )
 
 
-@pytest.mark.slow
 def test_run_mint_restart_keeps_chain_and_database(tmp_path: Path) -> None:
     svc = ServiceProcess(tmp_path / "data")
     try:

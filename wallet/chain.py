@@ -117,6 +117,9 @@ def connect(urls: list[str], timeout: float = 10.0) -> Web3:
     # pure overhead on the hot path.
     for name in ("gas_price_strategy", "name_to_address", "validation", "gas_estimate"):
         w3.middleware_onion.remove(name)
+    # No ENS either: web3 builds a new ENS client (and a Web3 inside it) on every read of `w3.ens`, and
+    # each contract object reads it; addresses here are always hex.
+    w3.ens = None  # type: ignore[assignment]
     return w3
 
 

@@ -26,17 +26,15 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy import delete
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel
 from web3 import Web3
 
 from app.context import Context, build_context
-from app.core.config import Settings
 from app.main import create_app
 from contracts.deploy import Deployment
 from tests.api.helpers import admin_headers, login, register
 from tests.api.wallet_helpers import PIN, fund
+from tests.service_setup import empty_tables, service_settings
 
 EXAMPLES = 8  # per operation, identity and database: about a minute in all on 2 cores
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -64,26 +62,14 @@ def fuzz_ctx(
     """One context for all the generated cases (a fresh one per case would cost more than the cases);
     the chain and the tables are put back afterwards, as the per-test fixtures do."""
     snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-    settings_ = Settings(
-        data_dir=tmp_path_factory.mktemp("fuzz"),
-        database_url=db_url,
-        chain="local",
-        rpc_urls=[anvil_url],
-        deployments_dir=deployments_dir,
-        jwt_secret="test-jwt-secret-0123456789abcdef0123456789",  # type: ignore[arg-type]
-        wallet_master_key="11" * 32,  # type: ignore[arg-type]
-        tx_timeout_seconds=20,
-    )
+    settings_ = service_settings(tmp_path_factory.mktemp("fuzz"), db_url, anvil_url, deployments_dir)
     ctx = build_context(settings_, engine=engine)
     try:
         yield ctx
     finally:
         ctx.relayer.stop()
         w3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
-        with engine.begin() as conn:
-            for table in reversed(SQLModel.metadata.sorted_tables):
-                if table.name != "alembic_version":
-                    conn.execute(delete(table))
+        empty_tables(engine)
 
 
 @pytest.fixture(scope="module")

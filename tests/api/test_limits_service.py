@@ -17,7 +17,7 @@ import pytest
 
 from tests.service_process import ServiceProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.process  # runs `essx run` as a child process
 
 MB = 1024 * 1024
 

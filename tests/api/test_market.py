@@ -16,48 +16,14 @@ from app.core.security import utcnow
 from app.market import models as market_models
 from app.market.onchain import id32, unix
 from app.market.service import rules
-from ess_collector.models import LedgerSlot, SiteReading, SlotEnergy
+from ess_collector.models import LedgerSlot, SlotEnergy
 from tests.api.helpers import admin_headers, idem, login, register
+from tests.api.market_helpers import charged_seller, sell_order
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet
-from wallet.localchain import free_port
+from tests.polling import wait_until
 from wallet.models import OutgoingTx
 
 COIN = 10**18
-
-
-def _seller(client: TestClient, ctx: Context, admin: dict[str, str]) -> tuple[dict, dict[str, str], int]:
-    user = register(client, "prosumer")
-    client.post(f"/api/v1/admin/users/{user['id']}/approve", headers=admin)
-    headers = login(client, user["email"])
-    assert client.post("/api/v1/wallets", json={"pin": PIN}, headers=headers).status_code == 201
-    site = client.post(
-        "/api/v1/sites",
-        json={
-            "name": "roof",
-            "host": "127.0.0.1",
-            "port": free_port(),
-            "pv_nameplate_w": 5000,
-            "battery_capacity_wh": 10_000,
-            "reserve_soc_pct": 10,
-        },
-        headers=headers,
-    )
-    assert site.status_code == 201, site.text
-    with Session(ctx.engine) as s:  # a fresh reading: the battery holds 90 %, 8 kWh above its reserve
-        s.add(
-            SiteReading(site_id=site.json()["id"], ts=utcnow(), quality="ok", soc_tenths=900, accepted=True)
-        )
-        s.commit()
-    return user, headers, site.json()["id"]
-
-
-def _wait(fn, timeout: float = 30):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def _recorded_trade(
@@ -65,27 +31,17 @@ def _recorded_trade(
 ) -> tuple[dict[str, str], dict[str, str], int, dict[str, str], dict]:
     """An admin, a seller with a site, a funded buyer, and their 500 Wh trade at 150, recorded on chain."""
     admin = admin_headers(client, ctx)
-    _s, seller, site_id = _seller(client, ctx, admin)
+    _s, seller, site_id = charged_seller(client, ctx, admin)
     _b, buyer, buyer_addr = user_with_custodial_wallet(client)
     fund(client, admin, buyer_addr, "100")
-    client.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 500,
-            "limit_price": "150",
-            "site_id": site_id,
-        },
-        headers={**seller, **idem()},
-    )
+    sell_order(client, seller, slot, 500, "150", site_id)
     buy = client.post(
         "/api/v1/orders",
         json={"side": "buy", "slot_start": slot, "quantity_wh": 500, "limit_price": "150"},
         headers={**buyer, **idem()},
     ).json()
     client.post(f"/api/v1/orders/{buy['id']}/authorize", json={"pin": PIN}, headers=buyer)
-    trade = _wait(
+    trade = wait_until(
         lambda: [
             t
             for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
@@ -142,23 +98,13 @@ def test_order_escrow_match_record_and_settle(
     client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = admin_headers(client, ctx)
-    _s, seller, site_id = _seller(client, ctx, admin)
+    _s, seller, site_id = charged_seller(client, ctx, admin)
     _b, buyer, buyer_addr = user_with_custodial_wallet(client)
     fund(client, admin, buyer_addr, "1000")
     book = client.get("/api/v1/market/book", params={"slot_start": slot}).json()
     assert float(book["floor"]) < 150 < 200 < float(book["ceiling"])
 
-    sell = client.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 1000,
-            "limit_price": "150",
-            "site_id": site_id,
-        },
-        headers={**seller, **idem()},
-    )
+    sell = sell_order(client, seller, slot, 1000, "150", site_id)
     assert sell.status_code == 201 and sell.json()["status"] == "open", sell.text
     buy = client.post(
         "/api/v1/orders",
@@ -174,12 +120,12 @@ def test_order_escrow_match_record_and_settle(
     )
     r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"pin": PIN}, headers=buyer)
     assert r.status_code == 200 and r.json()["escrow_status"] == "authorized", r.text
-    filled = _wait(
+    filled = wait_until(
         lambda: client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json()["status"] == "filled"
     )
     assert filled, client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json()
     market = ctx.contracts["EnergyMarket"]
-    trades = _wait(
+    trades = wait_until(
         lambda: [
             t
             for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
@@ -233,7 +179,7 @@ def test_order_escrow_match_record_and_settle(
     _meter_slot(ctx, slot_dt, site_id, root)
     later = utcnow() + timedelta(hours=1)
     monkeypatch.setattr("common.clock.now", lambda: later)
-    settled = _wait(
+    settled = wait_until(
         lambda: client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settled"
     )
     body = client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()
@@ -245,8 +191,10 @@ def test_order_escrow_match_record_and_settle(
         "20",
     )
     seller_addr = client.get("/api/v1/wallets/me", headers=seller).json()["address"]
-    assert _wait(lambda: ctx.coin.functions.balanceOf(seller_addr).call() == 100 * COIN)
-    assert _wait(lambda: ctx.coin.functions.balanceOf(buyer_addr).call() == 900 * COIN)  # 1000 - 120 + 20
+    assert wait_until(lambda: ctx.coin.functions.balanceOf(seller_addr).call() == 100 * COIN)
+    assert wait_until(
+        lambda: ctx.coin.functions.balanceOf(buyer_addr).call() == 900 * COIN
+    )  # 1000 - 120 + 20
     statement = client.get(
         "/api/v1/statements", params={"month": utcnow().strftime("%Y-%m")}, headers=buyer
     ).json()
@@ -264,7 +212,7 @@ def test_order_escrow_match_record_and_settle(
 
 def test_bad_orders_are_4xx(client: TestClient, ctx: Context, slot: str) -> None:
     admin = admin_headers(client, ctx)
-    _s, seller, site_id = _seller(client, ctx, admin)
+    _s, seller, site_id = charged_seller(client, ctx, admin)
     _c, consumer, addr = user_with_custodial_wallet(client)
     fund(client, admin, addr, "1")
     r = rules(ctx)
@@ -286,29 +234,9 @@ def test_bad_orders_are_4xx(client: TestClient, ctx: Context, slot: str) -> None
     for body, error in cases:
         resp = client.post("/api/v1/orders", json=body, headers={**consumer, **idem()})
         assert 400 <= resp.status_code < 500 and resp.json()["error"] == error, (body, resp.text)
-    too_much = client.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 50_000,
-            "limit_price": "150",
-            "site_id": site_id,
-        },
-        headers={**seller, **idem()},
-    )
+    too_much = sell_order(client, seller, slot, 50_000, "150", site_id)
     assert too_much.status_code == 422 and too_much.json()["error"] == "ExceedsSupply"
-    ok = client.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 100,
-            "limit_price": "150",
-            "site_id": site_id,
-        },
-        headers={**seller, **idem()},
-    ).json()
+    ok = sell_order(client, seller, slot, 100, "150", site_id).json()
     assert client.delete(f"/api/v1/orders/{ok['id']}", headers=consumer).status_code == 404
     assert client.delete(f"/api/v1/orders/{ok['id']}", headers=seller).json()["status"] == "cancelled"
     assert client.delete(f"/api/v1/orders/{ok['id']}", headers=seller).status_code == 409
@@ -368,7 +296,7 @@ def test_price_suggestion_summary_and_admin_settle_checks(
 
 def test_direct_offer_trades_only_with_the_named_buyer(client: TestClient, ctx: Context, slot: str) -> None:
     admin = admin_headers(client, ctx)
-    seller_user, seller, site_id = _seller(client, ctx, admin)
+    seller_user, seller, site_id = charged_seller(client, ctx, admin)
     buyer_user, buyer, buyer_addr = user_with_custodial_wallet(client)
     _o, other, other_addr = user_with_custodial_wallet(client)
     fund(client, admin, buyer_addr, "100")
@@ -408,7 +336,7 @@ def test_direct_offer_trades_only_with_the_named_buyer(client: TestClient, ctx: 
         headers={**buyer, **idem()},
     ).json()
     client.post(f"/api/v1/orders/{accept['id']}/authorize", json={"pin": PIN}, headers=buyer)
-    assert _wait(
+    assert wait_until(
         lambda: client.get(f"/api/v1/orders/{accept['id']}", headers=buyer).json()["status"] == "filled"
     )
     trades = client.get("/api/v1/trades", headers=seller).json()["items"]
@@ -432,7 +360,7 @@ def test_admin_settles_an_incomplete_slot_as_contracted(
         headers=admin,
     )
     assert r.status_code == 200 and r.json()["trades"] == 1, r.text
-    assert _wait(
+    assert wait_until(
         lambda: client.get(f"/api/v1/trades/{trade[0]['id']}", headers=buyer).json()["status"] == "settled"
     )
     body = client.get(f"/api/v1/trades/{trade[0]['id']}", headers=buyer).json()
@@ -456,7 +384,7 @@ def test_call_auction_clears_at_one_price_at_gate_closure(
     ctx.settings.market_mechanism = "call"
     ctx.market_rules = None
     admin = admin_headers(client, ctx)
-    _s, seller, site_id = _seller(client, ctx, admin)
+    _s, seller, site_id = charged_seller(client, ctx, admin)
     _b, buyer, buyer_addr = user_with_custodial_wallet(client)
     fund(client, admin, buyer_addr, "100")
     for qty, price in ((200, "140"), (300, "180")):
@@ -484,7 +412,7 @@ def test_call_auction_clears_at_one_price_at_gate_closure(
     assert ctx.coin.functions.balanceOf(buyer_addr).call() == 100 * COIN  # nothing locked before a match
     closure = rules(ctx).gate_closure(rules(ctx).slot_of(utcnow()) + 2 * rules(ctx).slot)
     monkeypatch.setattr("common.clock.now", lambda: closure + timedelta(seconds=1))
-    trades = _wait(
+    trades = wait_until(
         lambda: [
             t
             for t in client.get("/api/v1/trades", headers=buyer).json()["items"]
@@ -493,7 +421,7 @@ def test_call_auction_clears_at_one_price_at_gate_closure(
     )
     assert sum(t["quantity_wh"] for t in trades) == 400
     assert len({t["price"] for t in trades}) == 1  # pay-as-clear: one price for everyone
-    order = _wait(lambda: client.get(f"/api/v1/orders/{buy['id']}", headers=buyer).json())
+    order = wait_until(lambda: client.get(f"/api/v1/orders/{buy['id']}", headers=buyer).json())
     assert order["status"] == "filled"
     # the price difference to the buyer's limit came back in the recording batch itself (the order can
     # match no more after the auction, so the batch closed it): no release transaction of its own
@@ -546,7 +474,7 @@ def test_settlement_survives_a_restart_between_signing_and_sending(
 
 
 def test_a_sell_order_takes_one_change_number(client: TestClient, ctx: Context, slot: str) -> None:
-    _u, headers, site_id = _seller(client, ctx, admin_headers(client, ctx))
+    _u, headers, site_id = charged_seller(client, ctx, admin_headers(client, ctx))
     r = client.post(
         "/api/v1/orders",
         json={
@@ -630,7 +558,7 @@ def test_a_buyer_whose_balance_no_longer_covers_the_escrow_is_skipped_at_the_mat
     from tests.api.wallet_helpers import user_with_linked_wallet
 
     admin = admin_headers(client, ctx)
-    _s, seller, site_id = _seller(client, ctx, admin)
+    _s, seller, site_id = charged_seller(client, ctx, admin)
     _u, headers, account = user_with_linked_wallet(client)
     fund(client, admin, account.address, "50")
     order = client.post(
@@ -652,18 +580,8 @@ def test_a_buyer_whose_balance_no_longer_covers_the_escrow_is_skipped_at_the_mat
     )
     raw = account.sign_transaction(call).rawTransaction
     ctx.w3.eth.wait_for_transaction_receipt(ctx.w3.eth.send_raw_transaction(raw))
-    sell = client.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 300,
-            "limit_price": "150",
-            "site_id": site_id,
-        },
-        headers={**seller, **idem()},
-    ).json()
-    skipped = _wait(
+    sell = sell_order(client, seller, slot, 300, "150", site_id).json()
+    skipped = wait_until(
         lambda: (
             (o := client.get(f"/api/v1/orders/{order['id']}", headers=headers).json())["status"]
             == "cancelled"
@@ -698,18 +616,8 @@ def test_a_cancel_waits_for_a_matcher_holding_the_order_in_another_process(
     from app.market.models import Order
 
     admin = admin_headers(client, ctx)
-    _user, seller, site_id = _seller(client, ctx, admin)
-    order = client.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 300,
-            "limit_price": "160",
-            "site_id": site_id,
-        },
-        headers={**seller, **idem()},
-    ).json()
+    _user, seller, site_id = charged_seller(client, ctx, admin)
+    order = sell_order(client, seller, slot, 300, "160", site_id).json()
     assert order["status"] == "open"
     results: list[int] = []
     with Session(ctx.engine) as matcher:  # stands in for the leader's matching pass
@@ -814,7 +722,7 @@ def test_an_authorisation_about_to_expire_at_the_first_match_is_skipped(
     from app.market.models import Order
 
     admin = admin_headers(client, ctx)
-    _s, seller, site_id = _seller(client, ctx, admin)
+    _s, seller, site_id = charged_seller(client, ctx, admin)
     _b, buyer, buyer_addr = user_with_custodial_wallet(client)
     fund(client, admin, buyer_addr, "100")
     order = client.post(
@@ -830,18 +738,8 @@ def test_an_authorisation_about_to_expire_at_the_first_match_is_skipped(
         row.valid_before = chain_now(ctx) + 10
         s.add(row)
         s.commit()
-    sell = client.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 200,
-            "limit_price": "150",
-            "site_id": site_id,
-        },
-        headers={**seller, **idem()},
-    ).json()
-    skipped = _wait(
+    sell = sell_order(client, seller, slot, 200, "150", site_id).json()
+    skipped = wait_until(
         lambda: (
             (o := client.get(f"/api/v1/orders/{order['id']}", headers=buyer).json())["status"] == "cancelled"
             and o

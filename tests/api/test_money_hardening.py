@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -32,21 +32,12 @@ from tests.api.wallet_helpers import (
     user_with_linked_wallet,
     wait_final,
 )
+from tests.polling import wait_until
 from wallet.models import OutgoingTx
 
 COIN = 10**18
 GOOD = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 WRONG_CHECKSUM = GOOD[:-1] + "c"  # mixed case, one letter's case flipped
-
-
-@pytest.fixture
-def manual_mining(ctx: Context) -> Iterator[None]:
-    """Blocks only when the test mines one: relayed transactions stay pending (authorised, not mined)."""
-    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -74,15 +65,6 @@ def _parallel(calls: list[Callable[[], Any]]) -> list[Any]:
     for t in threads:
         t.join(120)
     return results
-
-
-def _wait(fn: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def _sign(account: Any, typed: dict[str, Any]) -> str:
@@ -171,9 +153,9 @@ def test_a_transfer_and_an_escrow_compete_for_the_same_coins(
         assert _pending_count(ctx) == 0 and locked[0].escrow_status == "authorized"
         assert authorise(paths[1]).json()["error"] == "InsufficientBalance"
         return
-    assert _wait(lambda: _pending_count(ctx) == 1)  # only the winning transfer was relayed
+    assert wait_until(lambda: _pending_count(ctx) == 1)  # only the winning transfer was relayed
     ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-    assert _wait(lambda: ctx.coin.functions.balanceOf(addr).call() == 0)
+    assert wait_until(lambda: ctx.coin.functions.balanceOf(addr).call() == 0)
     assert ctx.coin.functions.balanceOf(to).call() == 5 * COIN
     time.sleep(0.5)
     assert _pending_count(ctx) == 0

@@ -3,7 +3,6 @@ the daily limit, bad input, revocation (open orders cancelled, escrow released) 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pyotp
@@ -21,53 +20,16 @@ from app.trading import agent
 from app.trading.models import AgentOrder
 from ess_collector.models import SiteReading
 from tests.api.helpers import admin_headers, login, register
+from tests.api.market_helpers import charge_battery, prosumer_with_site
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet, user_with_linked_wallet
 from wallet.localchain import free_port
 
 COIN = 10**18
 
 
-def _prosumer(client: TestClient, admin: dict[str, str]) -> tuple[dict, dict[str, str], int, str]:
-    """An approved prosumer with a custodial wallet and a site whose battery holds 90 %."""
-    user = register(client, "prosumer")
-    client.post(f"/api/v1/admin/users/{user['id']}/approve", headers=admin)
-    headers = login(client, user["email"])
-    wallet = client.post("/api/v1/wallets", json={"pin": PIN}, headers=headers)
-    assert wallet.status_code == 201
-    site = client.post(
-        "/api/v1/sites",
-        json={
-            "name": "roof",
-            "host": "127.0.0.1",
-            "port": free_port(),
-            "pv_nameplate_w": 5000,
-            "battery_capacity_wh": 10_000,
-            "reserve_soc_pct": 10,
-        },
-        headers=headers,
-    )
-    assert site.status_code == 201, site.text
-    return user, headers, site.json()["id"], wallet.json()["address"]
-
-
-def _reading(ctx: Context, site_id: int) -> None:
-    with Session(ctx.engine) as s:
-        s.add(SiteReading(site_id=site_id, ts=utcnow(), quality="ok", soc_tenths=900, accepted=True))
-        s.commit()
-
-
 def _orders(ctx: Context, user_id: int) -> list[Order]:
     with Session(ctx.engine) as s:
         return list(s.exec(select(Order).where(col(Order.user_id) == user_id)))
-
-
-def _wait(fn, timeout: float = 30):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def _profile(**over: Any) -> dict[str, Any]:
@@ -76,9 +38,9 @@ def _profile(**over: Any) -> dict[str, Any]:
 
 def test_bad_profiles_are_refused_and_change_nothing(client: TestClient, ctx: Context) -> None:
     admin = admin_headers(client, ctx)
-    _u, headers, site_id, address = _prosumer(client, admin)
+    _u, headers, site_id, address = prosumer_with_site(client, admin)
     fund(client, admin, address, "100")
-    other = _prosumer(client, admin)[2]
+    other = prosumer_with_site(client, admin)[2]
     floor, ceiling = market.rules(ctx).band(utcnow())
     cases = [
         (_profile(site_id=site_id, pin=PIN, sell_floor="1"), 422, "outside the market's price band"),
@@ -104,8 +66,8 @@ def test_agent_sells_from_the_forecast_and_buys_within_the_daily_limit(
     client: TestClient, ctx: Context
 ) -> None:
     admin = admin_headers(client, ctx)
-    seller, s_headers, site_id, _ = _prosumer(client, admin)
-    _reading(ctx, site_id)
+    seller, s_headers, site_id, _ = prosumer_with_site(client, admin)
+    charge_battery(ctx, site_id)
     buyer, b_headers, b_address = user_with_custodial_wallet(client)
     fund(client, admin, b_address, "100")
     r = client.put(
@@ -183,8 +145,8 @@ def test_a_pass_killed_after_placing_never_places_twice(
     client: TestClient, ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = admin_headers(client, ctx)
-    seller, s_headers, site_id, _ = _prosumer(client, admin)
-    _reading(ctx, site_id)
+    seller, s_headers, site_id, _ = prosumer_with_site(client, admin)
+    charge_battery(ctx, site_id)
     assert (
         client.put(
             "/api/v1/trading/profile",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
 from tests.api.helpers import idem, login, register
+from tests.polling import transfer_is_final, wait_until
 
 PIN = "123456"
 
@@ -51,9 +50,6 @@ def fund(client: TestClient, admin: dict[str, str], address: str, amount: str) -
 
 
 def wait_final(client: TestClient, headers: dict[str, str], transfer_id: str, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(f"/api/v1/transfers/{transfer_id}", headers=headers).json()
-        if body["status"] in ("confirmed", "failed") or time.monotonic() > deadline:
-            return body
-        time.sleep(0.1)
+    """The transfer once confirmed or failed (or as it stands after `timeout` seconds)."""
+    url = f"/api/v1/transfers/{transfer_id}"
+    return wait_until(lambda: dict(client.get(url, headers=headers).json()), transfer_is_final, timeout)

@@ -19,7 +19,7 @@ from app.demo import community as cm
 from app.demo.run import DemoOptions, DemoState, run_demo
 from app.demo.service import ServiceHandle
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.process  # runs `essx run` as a child process
 
 FUNDING = "5000"
 

@@ -166,6 +166,23 @@ class Community:
         assert r.status_code in (200, 202), r.text
         return dict(r.json())
 
+    def sell_at_floor(self, seller: Account, slot: str, quantity_wh: int) -> dict[str, Any]:
+        """A sell order from `seller`'s site at the slot's lowest allowed price (a buy there matches)."""
+        floor = self.http.get("/api/v1/market/book", params={"slot_start": slot}).json()["floor"]
+        r = self.http.post(
+            "/api/v1/orders",
+            json={
+                "side": "sell",
+                "slot_start": slot,
+                "quantity_wh": quantity_wh,
+                "limit_price": floor,
+                "site_id": seller.site_id,
+            },
+            headers={**seller.headers, "Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
     def wait_balance(self, account: Account, balance: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         seen = None

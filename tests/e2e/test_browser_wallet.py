@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,8 @@ sync_api = pytest.importorskip(
     reason="browser tests need the Python package `playwright` (pip install -e '.[dev]')",
 )
 expect = sync_api.expect
+# chromium drives the dashboard of a real `essx run` child process
+pytestmark = [pytest.mark.browser, pytest.mark.process]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT")
 
 
@@ -136,19 +137,7 @@ def test_link_a_browser_wallet_send_and_buy_until_confirmed_on_chain(
     # Buy: the wallet moved to another network meanwhile; the signing dialog switches it back.
     wallet.chain_id = 1
     slot = community.open_slots()[-1]
-    floor = community.http.get("/api/v1/market/book", params={"slot_start": slot}).json()["floor"]
-    r = community.http.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 150,
-            "limit_price": floor,
-            "site_id": seller.site_id,
-        },
-        headers={**seller.headers, "Idempotency-Key": uuid.uuid4().hex},
-    )
-    assert r.status_code == 201, r.text
+    community.sell_at_floor(seller, slot, 150)
     page.get_by_role("link", name="Market").click()
     expect(page.locator("#slot")).to_have_value(js_time(slot))  # opens where the book has activity
     expect(page.locator("#book")).to_contain_text("150 Wh")

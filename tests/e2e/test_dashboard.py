@@ -25,6 +25,8 @@ sync_api = pytest.importorskip(
     reason="browser tests need the Python package `playwright` (pip install -e '.[dev]')",
 )
 expect = sync_api.expect
+# chromium drives the dashboard of a real `essx run` child process
+pytestmark = [pytest.mark.browser, pytest.mark.process]
 
 OPERATOR = ("operator@example.com", "long-password-1")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT")
@@ -252,19 +254,7 @@ def test_buy_at_the_suggested_price_and_follow_the_trade(
     slot = page.locator("#slot option").nth(1).get_attribute("value")
     assert slot
     page.get_by_label("Delivery slot").select_option(slot)
-    floor = community.http.get("/api/v1/market/book", params={"slot_start": slot}).json()["floor"]
-    r = community.http.post(
-        "/api/v1/orders",
-        json={
-            "side": "sell",
-            "slot_start": slot,
-            "quantity_wh": 200,
-            "limit_price": floor,
-            "site_id": seller.site_id,
-        },
-        headers={**seller.headers, "Idempotency-Key": uuid.uuid4().hex},
-    )
-    assert r.status_code == 201, r.text
+    community.sell_at_floor(seller, slot, 200)
     expect(page.locator("#book")).to_contain_text("200 Wh", timeout=10_000)  # the ask, without its seller
 
     page.get_by_label("Quantity (Wh)").fill("200")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlmodel import Session, col, select
 
@@ -12,16 +10,6 @@ from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 from wallet.purposes import TxPurpose
 from wallet.relayer import Relayer
 from wallet.signer import LocalSigner, Signer, SigningRefused
-
-
-@pytest.fixture
-def manual_mining(ctx: Context) -> Iterator[None]:
-    """Blocks only when the test mines one (evm_mine): sent transactions stay pending meanwhile."""
-    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
 
 
 def _mint_data(ctx: Context, to: str, amount: int) -> str:
