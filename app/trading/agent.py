@@ -37,7 +37,7 @@ from app.core.money import format_amount, parse_amount
 from app.core.security import utcnow
 from app.market import engine
 from app.market import service as market
-from app.market.matching.types import escrow_amount
+from app.market.matching.types import BookLevels, escrow_amount
 from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
 from app.market.rules import MarketRules
 from app.market.schemas import OrderCreate
@@ -272,6 +272,7 @@ def _priced(
         )
     floor, ceiling = market.rules(ctx).band(slot)
     levels = engine.recent_book_levels(ctx, session, slot)  # one read per slot and second, not per user
+    levels = _without_own(levels, _own_open(session, user.id or 0, slot))
     price = parse_amount(suggest(ctx, session, user.id or 0, slot, side, levels)["suggested_price"])
     if side == OrderSide.sell and profile.sell_floor is not None:
         price = max(price, profile.sell_floor)
@@ -284,6 +285,35 @@ def _priced(
             f"your {'sell floor' if side == OrderSide.sell else 'buy ceiling'} is outside this slot's band",
         )
     return Want(qty, price, why)
+
+
+def _own_open(session: Session, user_id: int, slot: datetime) -> list[tuple[str, int, int]]:
+    """(side, price, open Wh) of the user's open orders in the slot, as the public book counts them."""
+    rows = session.exec(
+        select(Order.side, Order.limit_price, Order.open_wh).where(
+            col(Order.user_id) == user_id,
+            col(Order.slot_start) == slot,
+            col(Order.status) == OrderStatus.open,
+            col(Order.counterpart_id).is_(None),
+        )
+    ).all()
+    return [(str(side), int(price), int(wh)) for side, price, wh in rows]
+
+
+def _without_own(levels: BookLevels, own: list[tuple[str, int, int]]) -> BookLevels:
+    """The book as the rest of the market shows it: a user's price follows the others' orders, not the
+    user's own (else a pass reprices against the order the previous pass placed, near the gate at once)."""
+    if not own:
+        return levels
+    bids, asks = dict(levels["bids"]), dict(levels["asks"])
+    for side, price, wh in own:
+        book = bids if side == OrderSide.buy else asks
+        if price in book:
+            book[price] -= wh
+    return {
+        "bids": sorted(((p, q) for p, q in bids.items() if q > 0), reverse=True),
+        "asks": sorted((p, q) for p, q in asks.items() if q > 0),
+    }
 
 
 def _committed(session: Session, site_id: int, slot: datetime) -> tuple[int, int]:
