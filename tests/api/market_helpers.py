@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from app.context import Context
-from app.core.security import utcnow
+from common import clock
 from ess_collector.models import SiteReading
 from tests.api.helpers import idem, login, register
 from tests.api.wallet_helpers import PIN
@@ -41,7 +41,7 @@ def prosumer_with_site(client: TestClient, admin: dict[str, str]) -> tuple[dict,
 def charge_battery(ctx: Context, site_id: int) -> None:
     """A fresh reading: the battery holds 90 %, 8 kWh above its reserve, so the site may sell."""
     with Session(ctx.engine) as s:
-        s.add(SiteReading(site_id=site_id, ts=utcnow(), quality="ok", soc_tenths=900, accepted=True))
+        s.add(SiteReading(site_id=site_id, ts=clock.now(), quality="ok", soc_tenths=900, accepted=True))
         s.commit()
 
 
