@@ -33,6 +33,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt, Wei
 
+from app.market.onchain import trade_leaf_of
 from bench.service import machine
 from contracts.artifacts import deploy_contract, load_artifact
 from wallet.localchain import ANVIL_DEV_KEYS, AnvilNode, free_port
@@ -132,22 +133,7 @@ class Trade:
         )
 
     def leaf(self, trade_no: int) -> bytes:
-        return keccak(
-            encode(
-                [
-                    "bytes32",
-                    "bytes32",
-                    "uint256",
-                    "address",
-                    "uint64",
-                    "uint32",
-                    "uint128",
-                    "bytes32",
-                    "address",
-                ],
-                list(self.leaf_words(trade_no)),
-            )
-        )
+        return trade_leaf_of(self.leaf_words(trade_no))
 
 
 @dataclass(frozen=True)

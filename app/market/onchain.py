@@ -6,7 +6,9 @@ contract's view functions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from eth_abi import encode
 from web3 import Web3
@@ -68,34 +70,27 @@ def trade_leaf(
 ) -> bytes:
     """The contract's `tradeLeaf`: the recorded trade's words (fill replaced by the trade number) and the buy
     order's buyer."""
-    return bytes(
-        Web3.keccak(
-            encode(
-                [
-                    "bytes32",
-                    "bytes32",
-                    "uint256",
-                    "address",
-                    "uint64",
-                    "uint32",
-                    "uint128",
-                    "bytes32",
-                    "address",
-                ],
-                [
-                    id32(trade_id),
-                    id32(buy_order_id),
-                    trade_no,
-                    seller,
-                    unix(slot_start),
-                    quantity_wh,
-                    price,
-                    orders_hash_,
-                    buyer,
-                ],
-            )
-        )
-    )
+    words = (id32(trade_id), id32(buy_order_id), trade_no, seller, unix(slot_start), quantity_wh, price)
+    return trade_leaf_of((*words, orders_hash_, buyer))
+
+
+TRADE_LEAF_TYPES = (
+    "bytes32",
+    "bytes32",
+    "uint256",
+    "address",
+    "uint64",
+    "uint32",
+    "uint128",
+    "bytes32",
+    "address",
+)
+
+
+def trade_leaf_of(words: Sequence[Any]) -> bytes:
+    """`tradeLeaf` of the words as the contract hashes them (trade id, buy order id, trade number, seller,
+    slot start, Wh, price, orders hash, buyer)."""
+    return bytes(Web3.keccak(encode(list(TRADE_LEAF_TYPES), list(words))))
 
 
 def merkle_proofs(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
