@@ -41,7 +41,7 @@ pytest: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(FAST_WORKERS) -m "not process and not browser"
+	ESSX_FUZZ_EXAMPLES=3 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(FAST_WORKERS) -m "not process and not browser"
 
 contracts: $(NODE_STAMP)
 	node contracts/build.mjs
