@@ -563,9 +563,7 @@ contract EnergyMarket is AccessControl, Pausable {
         whenNotPaused
         returns (uint256 settled)
     {
-        (bytes32 anchored, , , uint64 anchoredAt) = ledger.records(slotStart);
-        if (anchoredAt == 0) revert SlotNotAnchored(slotStart);
-        if (anchored != ledgerRoot) revert LedgerRootMismatch(slotStart, anchored, ledgerRoot);
+        _requireAnchored(slotStart, ledgerRoot);
         settled = _settle(slotStart, s);
         if (settled > 0) emit SlotSettled(slotStart, ledgerRoot, settled);
     }
@@ -582,9 +580,7 @@ contract EnergyMarket is AccessControl, Pausable {
         whenNotPaused
         returns (uint256 settled)
     {
-        (bytes32 anchored, , , uint64 anchoredAt) = ledger.records(slotStart);
-        if (anchoredAt == 0) revert SlotNotAnchored(slotStart);
-        if (anchored != ledgerRoot) revert LedgerRootMismatch(slotStart, anchored, ledgerRoot);
+        _requireAnchored(slotStart, ledgerRoot);
         settled = _settleBatches(slotStart, b);
         if (settled > 0) emit SlotSettled(slotStart, ledgerRoot, settled);
     }
@@ -599,6 +595,13 @@ contract EnergyMarket is AccessControl, Pausable {
         if (decisionHash == bytes32(0)) revert EmptyDecision();
         settled = _settleBatches(slotStart, b);
         if (settled > 0) emit SlotSettledByDecision(slotStart, decisionHash, settled);
+    }
+
+    /// Reverts unless `slotStart` is anchored in the MeterLedger with exactly `ledgerRoot`.
+    function _requireAnchored(uint64 slotStart, bytes32 ledgerRoot) private view {
+        (bytes32 anchored, , , uint64 anchoredAt) = ledger.records(slotStart);
+        if (anchoredAt == 0) revert SlotNotAnchored(slotStart);
+        if (anchored != ledgerRoot) revert LedgerRootMismatch(slotStart, anchored, ledgerRoot);
     }
 
     function _settleBatches(uint64 slotStart, BatchSettlement[] calldata b) private returns (uint256 settled) {
