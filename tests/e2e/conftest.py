@@ -314,6 +314,9 @@ def screenshots(page: Page, name: str) -> list[Path]:
     for viewport in ({"width": 1280, "height": 900}, PHONE):
         page.set_viewport_size(viewport)
         page.wait_for_function("w => window.innerWidth === w", arg=viewport["width"])
+        # Charts follow their card's width through a ResizeObserver, whose callbacks run at the next frame:
+        # measure after two frames, not in between (a 571 px chart of the 1280 layout was seen at 390 px).
+        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
         cut = page.evaluate(
             """() => [...document.querySelectorAll('.table-wrap')]
                 .filter((w) => w.scrollWidth > w.clientWidth + 1)
