@@ -40,6 +40,7 @@ from .dispatch import (
 from .dispatch_records import DispatchRecord
 from .forecast import Battery
 from .sunspec import Reading, StorageControls
+from .supply import SupplyConfig
 
 if TYPE_CHECKING:
     from .collector import Collector
@@ -114,9 +115,7 @@ class Dispatcher:
         pv_w = reading.pv_w or 0 if reading else 0
         load_w = reading.load_w or 0 if reading else 0
         soc = None if reading is None or reading.soc_tenths is None else Decimal(reading.soc_tenths) / 10
-        default = site.battery_capacity_wh * self.power_pct // 100
-        charge = default if site.max_charge_w is None else site.max_charge_w
-        discharge = default if site.max_discharge_w is None else site.max_discharge_w
+        charge, discharge = SupplyConfig(battery_power_pct=self.power_pct).site_power_w(site)
         battery = Battery(site.battery_capacity_wh, soc, site.reserve_soc_pct, charge, discharge)
         pv_wh, load_wh = pv_w * left // 3600, -(-load_w * left // 3600)
         decision = decide(
