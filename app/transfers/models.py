@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.spending.holds import Hold, register
@@ -39,6 +39,8 @@ class StepKind(enum.StrEnum):
 
 class Transfer(SQLModel, table=True):
     __tablename__ = "transfers"
+    # the spending check sums a wallet's authorised transfers (app/spending/holds.py)
+    __table_args__ = (Index("ix_transfers_from_status", "from_address", "status"),)
 
     id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the ERC-3009 nonce derives from it
     user_id: int = Field(foreign_key="users.id", index=True)
