@@ -14,7 +14,9 @@ mint, per `GET /coin` and per login (Argon2id). Throughput swings with the machi
 operation much less.
 
 `ESSX_BENCH_PROFILE=out.txt` records the service's process with py-spy (installed beside this Python)
-during the transfers only, as collapsed stacks (`-f raw`), for finding where a transfer's CPU goes.
+during the transfers only, as collapsed stacks (`-f raw`), for finding where a transfer's CPU goes;
+`ESSX_BENCH_PROFILE_ARGS` adds py-spy options (`--gil`: only the thread holding the GIL, closer to CPU
+time than every running thread, which includes threads sleeping in SQLite's busy handler).
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ def start_profile(cpu: ServiceCpu, seconds: float) -> subprocess.Popen[bytes] | 
     ]
     spy = Path(sys.executable).parent / "py-spy"
     args = ["record", "-p", min(pids, key=int), "-r", "100", "-f", "raw", "-o", out, "--nonblocking"]
+    args += os.environ.get("ESSX_BENCH_PROFILE_ARGS", "").split()
     return subprocess.Popen([str(spy), *args, "-d", str(round(seconds))], stdout=subprocess.DEVNULL)
 
 
