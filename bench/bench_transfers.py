@@ -15,8 +15,9 @@ operation much less.
 
 `ESSX_BENCH_PROFILE=out.txt` records the service's process with py-spy (installed beside this Python)
 during the transfers only, as collapsed stacks (`-f raw`), for finding where a transfer's CPU goes;
-`ESSX_BENCH_PROFILE_ARGS` adds py-spy options (`--gil`: only the thread holding the GIL, closer to CPU
-time than every running thread, which includes threads sleeping in SQLite's busy handler).
+`ESSX_BENCH_PROFILE_ARGS` adds py-spy options (`--gil`: only the thread holding the GIL, Python's own
+work; without it every thread py-spy sees as running is sampled, also one inside SQLite or waiting for a
+core, which on a loaded machine is not the same as CPU time).
 """
 
 from __future__ import annotations
