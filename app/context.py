@@ -61,11 +61,6 @@ class ChainCache:
     # checksum address -> its latest balance read (app/coin/service.py balance_now, the only writer)
     balances: dict[str, BalanceRead] = field(default_factory=dict)
 
-    @property
-    def own_key_balances(self) -> dict[str, BalanceRead]:
-        """The former name of `balances` (tests/api/test_spendable.py still reads it)."""
-        return self.balances
-
 
 @dataclass
 class Context:
