@@ -42,18 +42,42 @@ def make_owner(engine: Engine, email: str = "owner@example.com") -> int:
         return user.id or 0
 
 
+def site_row(
+    owner_id: int,
+    host: str,
+    port: int,
+    *,
+    name: str = "x",
+    pv_nameplate_w: int = 5000,
+    battery_capacity_wh: int = 10_000,
+    reserve_soc_pct: int = 10,
+    created_at: datetime | None = None,
+) -> Site:
+    """A site at ``host:port`` (Modbus device 1), created now unless ``created_at`` says when."""
+    return Site(
+        owner_id=owner_id,
+        name=name,
+        host=host,
+        port=port,
+        device_id=1,
+        pv_nameplate_w=pv_nameplate_w,
+        battery_capacity_wh=battery_capacity_wh,
+        reserve_soc_pct=reserve_soc_pct,
+        created_at=created_at or utcnow(),
+    )
+
+
 def add_sites(
     engine: Engine, cluster: ThreadedCluster, owner_id: int, created_at: datetime = START
 ) -> list[int]:
     ids = []
     with Session(engine) as s:
         for sim, port in zip(cluster.sims, cluster.ports, strict=True):
-            site = Site(
-                owner_id=owner_id,
+            site = site_row(
+                owner_id,
+                HOST,
+                port,
                 name=f"sim {sim.site_id}",
-                host=HOST,
-                port=port,
-                device_id=1,
                 pv_nameplate_w=sim.config.pv_peak_w,
                 battery_capacity_wh=sim.config.capacity_wh,
                 reserve_soc_pct=sim.config.reserve_pct,

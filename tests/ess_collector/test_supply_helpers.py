@@ -10,9 +10,9 @@ from decimal import Decimal
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from ess_collector.models import Site, SiteReading
+from ess_collector.models import SiteReading
 from ess_collector.supply import MeanPower, SupplyConfig, SupplyEstimate, mean_power_since, site_battery
-from tests.ess_collector.harness import make_owner
+from tests.ess_collector.harness import make_owner, site_row
 
 T0 = datetime(2025, 6, 1, 3, 0, tzinfo=UTC)
 
@@ -65,17 +65,7 @@ def test_a_soc_the_estimate_found_too_old_is_unknown() -> None:
 def test_mean_power_counts_good_complete_readings_since_the_time(clean_db: Engine) -> None:
     owner = make_owner(clean_db)
     with Session(clean_db) as s:
-        site = Site(
-            owner_id=owner,
-            name="h",
-            host="10.1.1.1",
-            port=502,
-            device_id=1,
-            pv_nameplate_w=5000,
-            battery_capacity_wh=10_000,
-            reserve_soc_pct=20,
-            created_at=T0,
-        )
+        site = site_row(owner, "10.1.1.1", 502, name="h", reserve_soc_pct=20, created_at=T0)
         s.add(site)
         s.flush()
         site_id = site.id or 0
