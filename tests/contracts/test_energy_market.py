@@ -18,10 +18,11 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError
 from web3.types import TxReceipt
 
+from common.merkle import process_proof
 from tests.contracts import typed_data
 from tests.contracts.chain import assert_reverts, deploy, events, latest_timestamp, selector, send
 from tests.contracts.conftest import COIN_NAME
-from tests.contracts.test_meter_ledger import merkle_proof, merkle_root, process_proof
+from tests.contracts.test_meter_ledger import merkle_proof, merkle_root
 
 pytestmark = pytest.mark.usefixtures("chain_snapshot")
 
