@@ -33,6 +33,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt, Wei
 
+from app.coin.service import ZERO_ADDRESS
 from app.market.onchain import trade_leaf_of
 from bench.service import machine
 from common.merkle import layers
@@ -50,7 +51,6 @@ QUANTITY_WH = 3_000
 BATCH = 100
 FEES = {"maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9}
 NONCE_TAG = keccak(text="essx.market.escrow.v1")
-ZERO_ADDRESS = "0x" + "00" * 20
 TOTALS = [1_000, 800, 300, 500, 100, 100]
 
 

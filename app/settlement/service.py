@@ -19,6 +19,7 @@ from typing import Any
 from hexbytes import HexBytes
 from sqlmodel import Session, col, select
 
+from app.coin.service import ZERO_ADDRESS
 from app.context import Context
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
@@ -36,7 +37,6 @@ from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
-ZERO_ADDRESS = "0x" + "00" * 20
 
 
 def _slot_end(ctx: Context, slot_start: datetime) -> datetime:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.core.crash import crash_point
@@ -49,9 +49,8 @@ from app.users.models import Role, User
 from app.wallets import service as wallets
 from app.wallets.models import WalletKind
 from common import clock
-from ess_collector.forecast import battery_from_estimate
-from ess_collector.models import Site, SiteReading
-from ess_collector.supply import estimate_run
+from ess_collector.models import Site
+from ess_collector.supply import estimate_run, mean_power_since, site_battery
 
 log = logging.getLogger(__name__)
 
@@ -199,19 +198,17 @@ def _site_wants(
                 gate_open=e.slot_start in slots,
             )
         )
-    charge, discharge = cfg.site_power_w(site)
-    battery = battery_from_estimate(
-        in_delivery,
-        max_charge_w=charge,
-        max_discharge_w=discharge,
-        charge_efficiency_pct=cfg.battery_efficiency_pct,
-        discharge_efficiency_pct=cfg.battery_efficiency_pct,
-    )
+    battery = site_battery(site, in_delivery, cfg)
     battery = replace(battery, reserve_pct=max(site.reserve_soc_pct, profile.reserve_pct))
     slot_s = r.slot_minutes * 60
     # the sky and the household now, against what the estimate expected over the last slot
     expected_w = (previous.expected_pv_wh + in_delivery.expected_pv_wh) * 3600 // (2 * slot_s)
-    measured = _measured(session, site.id or 0, now - r.slot, expected_w)
+    power = mean_power_since(session, site.id or 0, now - r.slot)
+    measured = (
+        None
+        if power is None
+        else planning.Measured(pv_w=power.pv_w, load_w=power.load_w, expected_pv_w=expected_w)
+    )
     plan = planning.plan_site(
         battery,
         inputs[1:],
@@ -224,31 +221,13 @@ def _site_wants(
     for p in plan:
         why = (
             f"plan: PV {p.pv_wh} Wh, load {p.load_wh} Wh (with margins), battery {p.battery_wh} Wh keeping "
-            f"{p.keep_wh} Wh (reserve {battery.reserve_pct} %, {discharge} W at most)"
+            f"{p.keep_wh} Wh (reserve {battery.reserve_pct} %, {battery.max_discharge_w} W at most)"
         )
         sells[p.slot_start] = _priced(
             ctx, session, user, profile, p.slot_start, OrderSide.sell, p.sell_wh, why
         )
         buys[p.slot_start] = _priced(ctx, session, user, profile, p.slot_start, OrderSide.buy, p.buy_wh, why)
     return sells, buys
-
-
-def _measured(
-    session: Session, site_id: int, since: datetime, expected_pv_w: int
-) -> planning.Measured | None:
-    """Mean PV and load power of the site's good readings since ``since``; None without any."""
-    pv, load = session.exec(
-        select(func.avg(SiteReading.pv_w), func.avg(SiteReading.load_w)).where(
-            col(SiteReading.site_id) == site_id,
-            col(SiteReading.ts) >= since,
-            col(SiteReading.quality) == "ok",
-            col(SiteReading.pv_w).is_not(None),
-            col(SiteReading.load_w).is_not(None),
-        )
-    ).one()
-    if pv is None or load is None:
-        return None
-    return planning.Measured(pv_w=int(pv), load_w=int(load), expected_pv_w=expected_pv_w)
 
 
 def _priced(
