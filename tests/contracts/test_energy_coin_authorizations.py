@@ -234,9 +234,6 @@ def test_receive_with_authorization_only_by_the_payee(
     send(w3, call, bob)
 
 
-Failure = Callable[..., tuple[dict[str, Any], LocalAccount, dict[str, Any]]]
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     ("case", "reason"),
