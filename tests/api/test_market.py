@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
@@ -19,7 +20,7 @@ from app.market.service import rules
 from ess_collector.models import LedgerSlot, SlotEnergy
 from tests.api.helpers import admin_headers, idem, login, register
 from tests.api.market_helpers import charged_seller, sell_order
-from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet
+from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet, user_with_linked_wallet
 from tests.polling import wait_until
 from wallet.models import OutgoingTx
 
@@ -500,14 +501,10 @@ def test_a_sell_order_takes_one_change_number(client: TestClient, ctx: Context, 
         assert row.change_no > row.seq
 
 
-def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
-    client: TestClient, ctx: Context, slot: str
-) -> None:
-    from eth_account.messages import encode_typed_data
-
-    from tests.api.wallet_helpers import user_with_linked_wallet
-
-    admin = admin_headers(client, ctx)
+def _linked_wallet_buy_order(
+    client: TestClient, admin: dict[str, str], slot: str
+) -> tuple[dict[str, str], LocalAccount, dict]:
+    """A user whose linked wallet holds 50 coins, and its buy order (250 Wh, limit 200) awaiting its signature."""
     _u, headers, account = user_with_linked_wallet(client)
     fund(client, admin, account.address, "50")
     order = client.post(
@@ -515,6 +512,16 @@ def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
         json={"side": "buy", "slot_start": slot, "quantity_wh": 250, "limit_price": "200"},
         headers={**headers, **idem()},
     ).json()
+    return headers, account, order
+
+
+def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
+    client: TestClient, ctx: Context, slot: str
+) -> None:
+    from eth_account.messages import encode_typed_data
+
+    admin = admin_headers(client, ctx)
+    headers, account, order = _linked_wallet_buy_order(client, admin, slot)
     typed = order["challenge"]["typed_data"]
     assert (
         typed["primaryType"] == "ReceiveWithAuthorization"
@@ -555,17 +562,9 @@ def test_a_buyer_whose_balance_no_longer_covers_the_escrow_is_skipped_at_the_mat
     gets its order cancelled with the reason, its trade voided, and the seller's quantity back in the book."""
     from eth_account.messages import encode_typed_data
 
-    from tests.api.wallet_helpers import user_with_linked_wallet
-
     admin = admin_headers(client, ctx)
     _s, seller, site_id = charged_seller(client, ctx, admin)
-    _u, headers, account = user_with_linked_wallet(client)
-    fund(client, admin, account.address, "50")
-    order = client.post(
-        "/api/v1/orders",
-        json={"side": "buy", "slot_start": slot, "quantity_wh": 250, "limit_price": "200"},
-        headers={**headers, **idem()},
-    ).json()
+    headers, account, order = _linked_wallet_buy_order(client, admin, slot)
     sig = account.sign_message(
         encode_typed_data(full_message=order["challenge"]["typed_data"])
     ).signature.hex()
