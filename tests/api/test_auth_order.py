@@ -1,5 +1,6 @@
 """Who may call is answered before what was sent: a request without a bearer token gets 401, and a
-non-admin minting gets 403, whatever its body (an admin's bad body still gets its 422)."""
+non-admin minting gets 403 for any well-formed JSON body (an admin's bad body still gets its 422). A
+missing body or malformed JSON is still 422 first: FastAPI reads the body before any dependency runs."""
 
 from __future__ import annotations
 

@@ -379,6 +379,46 @@ def test_admin_settles_an_incomplete_slot_as_contracted(
     assert again.status_code == 409
 
 
+def test_admin_settles_an_incomplete_slot_as_measured_so_far(
+    client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin, _seller_h, site_id, buyer, trade = _recorded_trade(client, ctx, slot)
+    slot_dt = datetime.fromisoformat(slot)
+    with Session(ctx.engine) as s:  # the meter went quiet mid-slot: 200 of the 500 Wh sold were measured
+        s.add(
+            SlotEnergy(
+                site_id=site_id,
+                slot_start=slot_dt,
+                slot_minutes=ctx.settings.slot_minutes,
+                status="incomplete",
+                good_polls=70,
+                expected_polls=180,
+                export_wh=200,
+                import_wh=0,
+                computed_at=utcnow(),
+            )
+        )
+        s.commit()
+    later = utcnow() + timedelta(hours=1)
+    monkeypatch.setattr("common.clock.now", lambda: later)
+    r = client.post(
+        f"/api/v1/admin/slots/{slot}/settle",
+        json={"rule": "measured", "reason": "meter lost mid-slot"},
+        headers=admin,
+    )
+    assert r.status_code == 200 and r.json()["trades"] == 1, r.text
+    assert wait_until(
+        lambda: client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settled"
+    )
+    body = client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()
+    assert (body["settled_wh"], body["paid"], body["refunded"], body["settle_rule"]) == (
+        200,
+        "30",
+        "45",
+        "measured_by_admin",
+    )
+
+
 def test_call_auction_clears_at_one_price_at_gate_closure(
     client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
