@@ -33,10 +33,13 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt, Wei
 
+from app.coin.service import ZERO_ADDRESS
 from app.market.onchain import trade_leaf_of
 from bench.service import machine
+from common.merkle import layers
 from contracts.artifacts import deploy_contract, load_artifact
 from wallet.localchain import ANVIL_DEV_KEYS, AnvilNode, free_port
+from wallet.typed_data import EIP712_DOMAIN_FIELDS, SCHEMAS
 
 COIN_NAME = "ESSX Energy Coin"
 COIN = 10**18
@@ -48,7 +51,6 @@ QUANTITY_WH = 3_000
 BATCH = 100
 FEES = {"maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9}
 NONCE_TAG = keccak(text="essx.market.escrow.v1")
-ZERO_ADDRESS = "0x" + "00" * 20
 TOTALS = [1_000, 800, 300, 500, 100, 100]
 
 
@@ -68,32 +70,15 @@ def escrow_nonce(order_id: bytes, slot_start: int, quantity_wh: int, limit_price
     )
 
 
-def hash_pair(a: bytes, b: bytes) -> bytes:
-    return keccak(a + b) if a <= b else keccak(b + a)
-
-
 def merkle_layers(leaves: Sequence[bytes]) -> list[list[bytes]]:
-    """Sorted-pair tree, pairs (2i, 2i+1), an odd last node carried up unchanged (the contract's tree)."""
-    layers = [list(leaves)]
-    while len(layers[-1]) > 1:
-        level = layers[-1]
-        layers.append(
-            [
-                hash_pair(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
-                for i in range(0, len(level), 2)
-            ]
-        )
-    return layers
+    """The contract's batch tree: common.merkle's sorted-pair tree over the leaves in recording order."""
+    return layers(leaves, sort=False)
 
 
-def merkle_proof(layers: list[list[bytes]], index: int) -> list[bytes]:
-    proof = []
-    for level in layers[:-1]:
-        sibling = index ^ 1
-        if sibling < len(level):
-            proof.append(level[sibling])
-        index //= 2
-    return proof
+def merkle_proof(tree: list[list[bytes]], index: int) -> list[bytes]:
+    """Leaf `index`'s sibling on each layer below the root (an odd last node has none on its layer)."""
+    siblings = ((level, (index >> depth) ^ 1) for depth, level in enumerate(tree[:-1]))
+    return [level[sibling] for level, sibling in siblings if sibling < len(level)]
 
 
 @dataclass(frozen=True)
@@ -352,8 +337,8 @@ class Market:
                 encode_typed_data(
                     full_message={
                         "types": {
-                            "EIP712Domain": DOMAIN_FIELDS,
-                            "ReceiveWithAuthorization": AUTHORIZATION_FIELDS,
+                            "EIP712Domain": EIP712_DOMAIN_FIELDS,
+                            "ReceiveWithAuthorization": SCHEMAS["ReceiveWithAuthorization"],
                         },
                         "primaryType": "ReceiveWithAuthorization",
                         "domain": domain,
@@ -441,22 +426,6 @@ class Market:
         types = ["uint64", "bytes32", f"{BATCH_SETTLEMENT}[]"]
         count = sum(len(b.trades) for b in batches)
         return abi_call(self.market.address, SETTLE_BATCHES, types, [slot, root, items], count)
-
-
-DOMAIN_FIELDS = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
-AUTHORIZATION_FIELDS = [
-    {"name": "from", "type": "address"},
-    {"name": "to", "type": "address"},
-    {"name": "value", "type": "uint256"},
-    {"name": "validAfter", "type": "uint256"},
-    {"name": "validBefore", "type": "uint256"},
-    {"name": "nonce", "type": "bytes32"},
-]
 
 
 def full_or_short(t: Trade) -> int:

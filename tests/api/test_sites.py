@@ -20,7 +20,7 @@ from ess_collector.collector import Collector
 from ess_collector.models import Site, SlotEnergy
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from tests.api.helpers import admin_headers, login, register
-from tests.api.site_helpers import prosumer
+from tests.api.site_helpers import prosumer, site
 from tests.ess_collector.harness import FAST, START
 from wallet.localchain import free_port
 
@@ -82,13 +82,7 @@ def test_an_unreachable_site_is_accepted_and_shows_offline_with_a_fault(
     headers, _ = prosumer(client, ctx)
     r = client.post(
         "/api/v1/sites",
-        json={
-            "name": "Later",
-            "host": "127.0.0.1",
-            "port": free_port(),
-            "pv_nameplate_w": 3000,
-            "battery_capacity_wh": 0,
-        },
+        json=site(name="Later"),
         headers=headers,
     )
     assert r.status_code == 201, r.text
@@ -273,14 +267,7 @@ def test_supply_uses_the_same_slot_of_recent_days(ctx: Context, client: TestClie
 
 def test_admins_disable_and_enable_sites(client: TestClient, ctx: Context) -> None:
     headers, _ = prosumer(client, ctx)
-    site = {
-        "name": "x",
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "pv_nameplate_w": 3000,
-        "battery_capacity_wh": 0,
-    }
-    site_id = client.post("/api/v1/sites", json=site, headers=headers).json()["id"]
+    site_id = client.post("/api/v1/sites", json=site(name="x"), headers=headers).json()["id"]
     assert client.post(f"/api/v1/admin/sites/{site_id}/disable", headers=headers).status_code == 403
     admin = admin_headers(client, ctx)
     r = client.post(f"/api/v1/admin/sites/{site_id}/disable", headers=admin)

@@ -27,18 +27,7 @@ from app.users.models import LoginThrottle
 from ess_collector.collector import Collector
 from ess_collector.models import Site
 from tests.api.helpers import admin_headers
-from tests.api.site_helpers import prosumer
-from wallet.localchain import free_port
-
-
-def site(host: str = "127.0.0.1", port: int | None = None, **kw: object) -> dict[str, object]:
-    return {
-        "name": "roof",
-        "host": host,
-        "port": port or free_port(),
-        "pv_nameplate_w": 3000,
-        "battery_capacity_wh": 0,
-    } | kw
+from tests.api.site_helpers import prosumer, site
 
 
 def settings(ctx: Context, **changes: object) -> None:
