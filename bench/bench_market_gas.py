@@ -36,7 +36,7 @@ from web3.types import TxReceipt, Wei
 from app.coin.service import ZERO_ADDRESS
 from app.market.onchain import trade_leaf_of
 from bench.service import machine
-from common.merkle import layers
+from common.merkle import layers, proof_from_layers
 from contracts.artifacts import deploy_contract, load_artifact
 from wallet.localchain import ANVIL_DEV_KEYS, AnvilNode, free_port
 from wallet.typed_data import EIP712_DOMAIN_FIELDS, SCHEMAS
@@ -73,12 +73,6 @@ def escrow_nonce(order_id: bytes, slot_start: int, quantity_wh: int, limit_price
 def merkle_layers(leaves: Sequence[bytes]) -> list[list[bytes]]:
     """The contract's batch tree: common.merkle's sorted-pair tree over the leaves in recording order."""
     return layers(leaves, sort=False)
-
-
-def merkle_proof(tree: list[list[bytes]], index: int) -> list[bytes]:
-    """Leaf `index`'s sibling on each layer below the root (an odd last node has none on its layer)."""
-    siblings = ((level, (index >> depth) ^ 1) for depth, level in enumerate(tree[:-1]))
-    return [level[sibling] for level, sibling in siblings if sibling < len(level)]
 
 
 @dataclass(frozen=True)
@@ -174,7 +168,7 @@ class Batch:
             *t.leaf_words(self.first_trade_no + index),
             self.batch_no,
             delivered_wh,
-            merkle_proof(self.layers, index),
+            proof_from_layers(self.layers, index),
         )
 
 
@@ -647,6 +641,24 @@ def lifecycle_phase(chain: Chain, m: Market, orders: int, trades: int, sellers: 
     return out
 
 
+def throughput_row(
+    bench: str, batch: int, receipts: list[TxReceipt], trades: int, elapsed: float, gas_limit: int
+) -> dict[str, Any]:
+    """A timed phase at 1-second blocks: trades per second, blocks used, and gas per trade."""
+    gas = per_trade(receipts, trades)
+    return {
+        "bench": bench,
+        "block_time_s": 1,
+        "trades": trades,
+        "batch": batch,
+        "seconds": round(elapsed, 2),
+        "trades_per_s": round(trades / elapsed),
+        "blocks": len({int(r["blockNumber"]) for r in receipts}),
+        "gas_per_trade": round(gas),
+        "trades_per_block_at_gas_limit": int(gas_limit // gas),
+    }
+
+
 def throughput_phase(chain: Chain, m: Market, n: int, e2e: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     slot = (int(chain.w3.eth.get_block("latest")["timestamp"]) // SLOT_SECONDS + 8) * SLOT_SECONDS
@@ -676,20 +688,7 @@ def throughput_phase(chain: Chain, m: Market, n: int, e2e: int) -> list[dict[str
         batches, calls = m.record_calls(trades)
         receipts = chain.run_calls(calls)
         elapsed = time.perf_counter() - t0
-        gas = per_trade(receipts, len(trades))
-        out.append(
-            {
-                "bench": "record_throughput",
-                "block_time_s": 1,
-                "trades": len(trades),
-                "batch": BATCH,
-                "seconds": round(elapsed, 2),
-                "trades_per_s": round(len(trades) / elapsed),
-                "blocks": len({int(r["blockNumber"]) for r in receipts}),
-                "gas_per_trade": round(gas),
-                "trades_per_block_at_gas_limit": int(gas_limit // gas),
-            }
-        )
+        out.append(throughput_row("record_throughput", BATCH, receipts, len(trades), elapsed, gas_limit))
         # Trades settled per second: 500-trade batches (50 recurring sellers, 100 buyers).
         t0 = time.perf_counter()
         calls = [
@@ -697,20 +696,7 @@ def throughput_phase(chain: Chain, m: Market, n: int, e2e: int) -> list[dict[str
         ]
         receipts = chain.run_calls(calls)
         elapsed = time.perf_counter() - t0
-        gas = per_trade(receipts, len(trades))
-        out.append(
-            {
-                "bench": "settle_throughput",
-                "block_time_s": 1,
-                "trades": len(trades),
-                "batch": 500,
-                "seconds": round(elapsed, 2),
-                "trades_per_s": round(len(trades) / elapsed),
-                "blocks": len({int(r["blockNumber"]) for r in receipts}),
-                "gas_per_trade": round(gas),
-                "trades_per_block_at_gas_limit": int(gas_limit // gas),
-            }
-        )
+        out.append(throughput_row("settle_throughput", 500, receipts, len(trades), elapsed, gas_limit))
         # End to end: a slot of `e2e` recorded trades whose meter data is anchored: build the settlements
         # (Merkle proofs), settle in batches of 500 until final, then push every payout to its wallet.
         t0 = time.perf_counter()

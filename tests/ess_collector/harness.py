@@ -6,11 +6,14 @@ Simulators run at speed 0 and the collector gets the same clock, so a 15-minute 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import select as io_select
+import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -27,6 +30,20 @@ START = datetime(2025, 6, 1, 3, 0, tzinfo=UTC)  # 12:00 KST: PV, load and batter
 HOST = "127.0.0.1"
 Row = TypeVar("Row", SiteReading, SlotEnergy, SiteFault, SiteEvent)
 FAST = CollectorConfig(slot_minutes=5, poll_interval_s=10, timeout_s=0.3, max_backoff_s=40)
+
+
+@pytest.fixture(name="listener")
+def listener_fixture() -> Iterator[socket.socket]:
+    """``listener``: a TCP port that records whether anybody connected (a pending connection makes it
+    readable). A test module that imports ``listener_fixture`` has it."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        s.listen(8)
+        yield s
+
+
+def connected(s: socket.socket) -> bool:
+    return bool(io_select.select([s], [], [], 0.2)[0])
 
 
 def make_owner(engine: Engine, email: str = "owner@example.com") -> int:
@@ -53,6 +70,7 @@ def site_row(
     pv_nameplate_w: int = 5000,
     battery_capacity_wh: int = 10_000,
     reserve_soc_pct: int = 10,
+    enabled: bool = True,
     created_at: datetime | None = None,
 ) -> Site:
     """A site at ``host:port`` (Modbus device 1), created now unless ``created_at`` says when."""
@@ -65,6 +83,7 @@ def site_row(
         pv_nameplate_w=pv_nameplate_w,
         battery_capacity_wh=battery_capacity_wh,
         reserve_soc_pct=reserve_soc_pct,
+        enabled=enabled,
         created_at=created_at or utcnow(),
     )
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import select
 import socket
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from ipaddress import ip_address
@@ -26,22 +24,15 @@ from ess_collector.netpolicy import (
     parse_networks,
     resolve_allowed,
 )
-from tests.ess_collector.harness import FAST, make_owner, site_row
+from tests.ess_collector.harness import (
+    FAST,
+    connected,
+    listener_fixture,  # noqa: F401  (the `listener` fixture)
+    make_owner,
+    site_row,
+)
 
 ONLY_10 = parse_networks("10.0.0.0/8")
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A TCP port that records whether anybody connected (a pending connection makes it readable)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        yield s
-
-
-def connected(s: socket.socket) -> bool:
-    return bool(select.select([s], [], [], 0.2)[0])
 
 
 def drain(s: socket.socket) -> int:
