@@ -105,9 +105,9 @@ def fuzz_every_operation(app: FastAPI, identities: dict[str, dict[str, str]]) ->
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 50
+    calling = {"as": ""}  # whom the last case was sent as
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            calling = {"as": ""}
 
             @FUZZ
             @given(case=operation.as_strategy(generation_mode=mode, **FIXED.get(operation.label, {})))
