@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 from app.context import Context
 from app.core.security import utcnow
 from app.users import service as users_service
+from app.users import throttle
 from app.users.models import LoginThrottle, User
 from app.wallets import pins
 from app.wallets import service as wallets_service
@@ -325,6 +326,10 @@ def test_parallel_wrong_passwords_are_checked_within_the_limits(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     me = register(client, "consumer")
+    # One instant for all 24: the 4th failure's 1-second back-off must not pass while they run. Under load
+    # the last of them can start more than a second after the 4th was counted, and is then rightly checked.
+    now = utcnow()
+    monkeypatch.setattr(throttle, "utcnow", lambda: now)
     checked = counting(monkeypatch, users_service, "verify_secret")
     attacker = from_client(client, ATTACKER)
     codes = parallel(24, lambda i: _login(attacker, me["email"], f"guess-{i}"))
