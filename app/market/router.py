@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlmodel import col, or_, select
 
@@ -26,7 +27,7 @@ from app.market.schemas import (
     TradeList,
     TradePublic,
 )
-from app.users.deps import CurrentUser
+from app.users.deps import BearerToken, CurrentUser, current_user
 from app.users.models import User
 from common import clock
 from wallet.models import OutgoingTx
@@ -86,16 +87,23 @@ def market_book(slot_start: UtcTime, ctx: ContextDep, session: SessionDep) -> Bo
     return service.book(ctx, session, slot_start)
 
 
+# The two placement routes are `async` and make one thread-pool call each (the user and the work
+# together), as the transfer routes do: a `CurrentUser` dependency and a plain `def` route took two hops
+# per request. The answer is rendered here once; a returned model would be validated again against
+# `response_model`.
 @router.post(
     "/orders",
     summary="Place a buy or sell order for a delivery slot",
     response_model=OrderPublic,
     status_code=201,
 )
-def place_order(
-    req: OrderCreate, ctx: ContextDep, session: SessionDep, user: CurrentUser, key: IdempotencyKey = None
+async def place_order(
+    req: OrderCreate, ctx: ContextDep, session: SessionDep, token: BearerToken, key: IdempotencyKey = None
 ) -> JSONResponse:
-    status, body = service.create(ctx, session, user, req, key)
+    def work() -> tuple[int, dict[str, Any]]:
+        return service.create(ctx, session, current_user(ctx, session, token), req, key)
+
+    status, body = await run_in_threadpool(work)
     return JSONResponse(status_code=status, content=body)
 
 
@@ -104,10 +112,14 @@ def place_order(
     summary="Authorise an order's escrow (PIN and code, or a signature)",
     response_model=OrderPublic,
 )
-def authorize_order(
-    order_id: str, req: OrderAuthorize, ctx: ContextDep, session: SessionDep, user: CurrentUser
-) -> OrderPublic:
-    return service.to_public(session, ctx, service.authorize(ctx, session, user, order_id, req))
+async def authorize_order(
+    order_id: str, req: OrderAuthorize, ctx: ContextDep, session: SessionDep, token: BearerToken
+) -> JSONResponse:
+    def work() -> dict[str, Any]:
+        order = service.authorize(ctx, session, current_user(ctx, session, token), order_id, req)
+        return service.to_public(session, ctx, order).model_dump(mode="json")
+
+    return JSONResponse(content=await run_in_threadpool(work))
 
 
 @router.delete(

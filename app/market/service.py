@@ -351,7 +351,7 @@ def book(ctx: Context, session: Session, slot_start: datetime) -> BookPublic:
         slot_start = slot_start.replace(tzinfo=UTC)
     if slot_start != r.slot_of(slot_start):
         raise SlotRejected(f"slot_start must be aligned to {r.slot_minutes}-minute slots in UTC")
-    levels = engine.book_levels(session, slot_start)
+    levels = engine.public_levels(ctx, session, slot_start)
     floor, ceiling = r.band(slot_start)
     return BookPublic(
         slot_start=slot_start,
