@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.engine import Engine
@@ -38,6 +38,16 @@ class NotDeployed(RuntimeError):
     pass
 
 
+class BalanceRead(NamedTuple):
+    """One eth_call of a wallet's coin balance. `read_before`: wall time taken before the call, so every
+    spend mined after the read is recorded by us after it (app/spending/holds.py); `at`: monotonic time
+    of the answer, for its age."""
+
+    value: int
+    read_before: datetime
+    at: float
+
+
 @dataclass
 class ChainCache:
     """What this process read from the chain and may reuse: static for the coin's name and metadata,
@@ -48,9 +58,8 @@ class ChainCache:
     paused: tuple[bool, float] | None = None
     chain_now: tuple[int, float] | None = None
     coin_info: tuple[Any, float] | None = None  # (CoinInfo, read at): GET /coin's answer (app/coin)
-    balances_seen: dict[str, tuple[int, float]] = field(default_factory=dict)  # address -> (balance, at)
-    # custodial address -> (balance, wall time before its read, monotonic time): app/spending/holds.py
-    own_key_balances: dict[str, tuple[int, datetime, float]] = field(default_factory=dict)
+    # checksum address -> its latest balance read (app/coin/service.py balance_now, the only writer)
+    balances: dict[str, BalanceRead] = field(default_factory=dict)
 
 
 @dataclass

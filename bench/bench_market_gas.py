@@ -33,10 +33,13 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt, Wei
 
+from app.coin.service import ZERO_ADDRESS
 from app.market.onchain import trade_leaf_of
 from bench.service import machine
+from common.merkle import layers, proof_from_layers
 from contracts.artifacts import deploy_contract, load_artifact
 from wallet.localchain import ANVIL_DEV_KEYS, AnvilNode, free_port
+from wallet.typed_data import EIP712_DOMAIN_FIELDS, SCHEMAS
 
 COIN_NAME = "ESSX Energy Coin"
 COIN = 10**18
@@ -48,7 +51,6 @@ QUANTITY_WH = 3_000
 BATCH = 100
 FEES = {"maxFeePerGas": 10**11, "maxPriorityFeePerGas": 10**9}
 NONCE_TAG = keccak(text="essx.market.escrow.v1")
-ZERO_ADDRESS = "0x" + "00" * 20
 TOTALS = [1_000, 800, 300, 500, 100, 100]
 
 
@@ -68,32 +70,9 @@ def escrow_nonce(order_id: bytes, slot_start: int, quantity_wh: int, limit_price
     )
 
 
-def hash_pair(a: bytes, b: bytes) -> bytes:
-    return keccak(a + b) if a <= b else keccak(b + a)
-
-
 def merkle_layers(leaves: Sequence[bytes]) -> list[list[bytes]]:
-    """Sorted-pair tree, pairs (2i, 2i+1), an odd last node carried up unchanged (the contract's tree)."""
-    layers = [list(leaves)]
-    while len(layers[-1]) > 1:
-        level = layers[-1]
-        layers.append(
-            [
-                hash_pair(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
-                for i in range(0, len(level), 2)
-            ]
-        )
-    return layers
-
-
-def merkle_proof(layers: list[list[bytes]], index: int) -> list[bytes]:
-    proof = []
-    for level in layers[:-1]:
-        sibling = index ^ 1
-        if sibling < len(level):
-            proof.append(level[sibling])
-        index //= 2
-    return proof
+    """The contract's batch tree: common.merkle's sorted-pair tree over the leaves in recording order."""
+    return layers(leaves, sort=False)
 
 
 @dataclass(frozen=True)
@@ -189,7 +168,7 @@ class Batch:
             *t.leaf_words(self.first_trade_no + index),
             self.batch_no,
             delivered_wh,
-            merkle_proof(self.layers, index),
+            proof_from_layers(self.layers, index),
         )
 
 
@@ -352,8 +331,8 @@ class Market:
                 encode_typed_data(
                     full_message={
                         "types": {
-                            "EIP712Domain": DOMAIN_FIELDS,
-                            "ReceiveWithAuthorization": AUTHORIZATION_FIELDS,
+                            "EIP712Domain": EIP712_DOMAIN_FIELDS,
+                            "ReceiveWithAuthorization": SCHEMAS["ReceiveWithAuthorization"],
                         },
                         "primaryType": "ReceiveWithAuthorization",
                         "domain": domain,
@@ -441,22 +420,6 @@ class Market:
         types = ["uint64", "bytes32", f"{BATCH_SETTLEMENT}[]"]
         count = sum(len(b.trades) for b in batches)
         return abi_call(self.market.address, SETTLE_BATCHES, types, [slot, root, items], count)
-
-
-DOMAIN_FIELDS = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
-AUTHORIZATION_FIELDS = [
-    {"name": "from", "type": "address"},
-    {"name": "to", "type": "address"},
-    {"name": "value", "type": "uint256"},
-    {"name": "validAfter", "type": "uint256"},
-    {"name": "validBefore", "type": "uint256"},
-    {"name": "nonce", "type": "bytes32"},
-]
 
 
 def full_or_short(t: Trade) -> int:
@@ -678,6 +641,24 @@ def lifecycle_phase(chain: Chain, m: Market, orders: int, trades: int, sellers: 
     return out
 
 
+def throughput_row(
+    bench: str, batch: int, receipts: list[TxReceipt], trades: int, elapsed: float, gas_limit: int
+) -> dict[str, Any]:
+    """A timed phase at 1-second blocks: trades per second, blocks used, and gas per trade."""
+    gas = per_trade(receipts, trades)
+    return {
+        "bench": bench,
+        "block_time_s": 1,
+        "trades": trades,
+        "batch": batch,
+        "seconds": round(elapsed, 2),
+        "trades_per_s": round(trades / elapsed),
+        "blocks": len({int(r["blockNumber"]) for r in receipts}),
+        "gas_per_trade": round(gas),
+        "trades_per_block_at_gas_limit": int(gas_limit // gas),
+    }
+
+
 def throughput_phase(chain: Chain, m: Market, n: int, e2e: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     slot = (int(chain.w3.eth.get_block("latest")["timestamp"]) // SLOT_SECONDS + 8) * SLOT_SECONDS
@@ -707,20 +688,7 @@ def throughput_phase(chain: Chain, m: Market, n: int, e2e: int) -> list[dict[str
         batches, calls = m.record_calls(trades)
         receipts = chain.run_calls(calls)
         elapsed = time.perf_counter() - t0
-        gas = per_trade(receipts, len(trades))
-        out.append(
-            {
-                "bench": "record_throughput",
-                "block_time_s": 1,
-                "trades": len(trades),
-                "batch": BATCH,
-                "seconds": round(elapsed, 2),
-                "trades_per_s": round(len(trades) / elapsed),
-                "blocks": len({int(r["blockNumber"]) for r in receipts}),
-                "gas_per_trade": round(gas),
-                "trades_per_block_at_gas_limit": int(gas_limit // gas),
-            }
-        )
+        out.append(throughput_row("record_throughput", BATCH, receipts, len(trades), elapsed, gas_limit))
         # Trades settled per second: 500-trade batches (50 recurring sellers, 100 buyers).
         t0 = time.perf_counter()
         calls = [
@@ -728,20 +696,7 @@ def throughput_phase(chain: Chain, m: Market, n: int, e2e: int) -> list[dict[str
         ]
         receipts = chain.run_calls(calls)
         elapsed = time.perf_counter() - t0
-        gas = per_trade(receipts, len(trades))
-        out.append(
-            {
-                "bench": "settle_throughput",
-                "block_time_s": 1,
-                "trades": len(trades),
-                "batch": 500,
-                "seconds": round(elapsed, 2),
-                "trades_per_s": round(len(trades) / elapsed),
-                "blocks": len({int(r["blockNumber"]) for r in receipts}),
-                "gas_per_trade": round(gas),
-                "trades_per_block_at_gas_limit": int(gas_limit // gas),
-            }
-        )
+        out.append(throughput_row("settle_throughput", 500, receipts, len(trades), elapsed, gas_limit))
         # End to end: a slot of `e2e` recorded trades whose meter data is anchored: build the settlements
         # (Merkle proofs), settle in batches of 500 until final, then push every payout to its wallet.
         t0 = time.perf_counter()

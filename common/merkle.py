@@ -62,6 +62,18 @@ def proof(leaves: Sequence[bytes], leaf: bytes) -> list[bytes]:
         index = tree[0].index(leaf)
     except ValueError:
         raise KeyError("leaf is not in the tree") from None
+    return proof_from_layers(tree, index)
+
+
+def proofs_in_order(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The root of the unsorted tree over `leaves` and every leaf's proof, by position (leaves may repeat)."""
+    tree = layers(leaves, sort=False)
+    return tree[-1][0], [proof_from_layers(tree, index) for index in range(len(leaves))]
+
+
+def proof_from_layers(tree: Sequence[Sequence[bytes]], index: int) -> list[bytes]:
+    """The proof of the ``index``-th leaf of ``tree`` (as :func:`layers` builds it): its sibling on each
+    layer below the root, bottom-up; an odd last node has none on its layer."""
     path = []
     for level in tree[:-1]:
         sibling = index ^ 1
@@ -69,20 +81,6 @@ def proof(leaves: Sequence[bytes], leaf: bytes) -> list[bytes]:
             path.append(level[sibling])
         index //= 2
     return path
-
-
-def proofs_in_order(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """The root of the unsorted tree over `leaves` and every leaf's proof, by position (leaves may repeat)."""
-    tree = layers(leaves, sort=False)
-    paths: list[list[bytes]] = []
-    for index in range(len(leaves)):
-        path = []
-        for level in tree[:-1]:
-            if index ^ 1 < len(level):
-                path.append(level[index ^ 1])
-            index //= 2
-        paths.append(path)
-    return tree[-1][0], paths
 
 
 def process_proof(leaf: bytes, path: Sequence[bytes]) -> bytes:

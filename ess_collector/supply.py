@@ -16,9 +16,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from common import clock
+from ess_collector.forecast import Battery, battery_from_estimate
 from ess_collector.models import MEASURED, Site, SiteReading, SlotEnergy
 
 
@@ -76,6 +77,19 @@ class SupplyEstimate:
     history_days: int  # how many past days the history terms averaged
 
 
+def site_battery(site: SiteLimits, estimate: SupplyEstimate, cfg: SupplyConfig) -> Battery:
+    """The site's battery as ``estimate`` saw it, with the site's power limits and ``cfg``'s efficiency:
+    where the market's sell cap and the automatic trader's plan both start."""
+    charge, discharge = cfg.site_power_w(site)
+    return battery_from_estimate(
+        estimate,
+        max_charge_w=charge,
+        max_discharge_w=discharge,
+        charge_efficiency_pct=cfg.battery_efficiency_pct,
+        discharge_efficiency_pct=cfg.battery_efficiency_pct,
+    )
+
+
 def clear_sky_pv_wh(nameplate_w: int, slot_start: datetime, minutes: int, cfg: SupplyConfig) -> int:
     """A cloudless day's PV energy in the slot: sin^1.5 between 06:00 and 18:00 local time, minute steps."""
     total = 0.0
@@ -124,6 +138,28 @@ def _latest_soc(session: Session, site_id: int) -> tuple[Decimal | None, datetim
         return None, None
     tenths, ts = row
     return Decimal(tenths or 0).scaleb(-1), ts
+
+
+@dataclass(frozen=True)
+class MeanPower:
+    pv_w: int
+    load_w: int
+
+
+def mean_power_since(session: Session, site_id: int, since: datetime) -> MeanPower | None:
+    """Mean PV and load power of the site's good readings since ``since``; None without any."""
+    pv, load = session.exec(
+        select(func.avg(SiteReading.pv_w), func.avg(SiteReading.load_w)).where(
+            col(SiteReading.site_id) == site_id,
+            col(SiteReading.ts) >= since,
+            col(SiteReading.quality) == "ok",
+            col(SiteReading.pv_w).is_not(None),
+            col(SiteReading.load_w).is_not(None),
+        )
+    ).one()
+    if pv is None or load is None:
+        return None
+    return MeanPower(pv_w=int(pv), load_w=int(load))
 
 
 def estimate_supply(

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class TxPurpose(enum.StrEnum):
-    coin_operation = "coin_operation"  # ref: the CoinOperation's id (app/coin, app/users/grants.py)
+    coin_operation = "coin_operation"  # ref: the CoinOperation's id (app/coin/service.py, app/coin/grants.py)
     transfer_batch = "transfer_batch"  # app/transfers/batching.py
     trade_batch = "trade_batch"  # app/market/recording.py (trades and escrow locks)
     escrow_release = "escrow_release"  # ref: the order's id (app/market/escrow.py)

@@ -28,13 +28,13 @@ from typing import Any
 
 from hexbytes import HexBytes
 from sqlalchemy import ColumnElement, func, not_, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
+from common.sql import insert_ignore
 from common.worker import Pacing, Worker
 from wallet.chain import raw_call
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
@@ -216,13 +216,8 @@ class Relayer:
             return taken
         # First use on this chain: start from what the chain knows (deployments may have used nonces).
         start = int(self.w3.eth.get_transaction_count(self.address, "pending"))  # type: ignore[arg-type]
-        table: Any = NonceCounter.__table__  # type: ignore[attr-defined]
-        dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        session.execute(
-            dialect.insert(table)
-            .values(chain_id=self.chain_id, address=self.address, next_nonce=start)
-            .on_conflict_do_nothing()
-        )
+        row = {"chain_id": self.chain_id, "address": self.address, "next_nonce": start}
+        insert_ignore(session, NonceCounter.__table__, [row])  # type: ignore[attr-defined]
         taken = self._take_nonce(session)
         if taken is None:  # the row exists now, whoever inserted it
             raise RuntimeError("nonce counter missing right after it was created")

@@ -334,7 +334,7 @@ def validate_typed_data(
     if primary_type not in SCHEMAS:
         raise WrongPrimaryType(f"primaryType {primary_type!r} is not one we sign")
     validate_domain(td["domain"], expected_chain_id, allowed_contracts)
-    if td["types"] != {"EIP712Domain": EIP712_DOMAIN_FIELDS, primary_type: SCHEMAS[primary_type]}:
+    if td["types"] != _TYPES[primary_type]:
         raise MalformedTypedData(f"types do not match the contract's {primary_type} typehash")
     _validate_message(primary_type, td["message"])
 
@@ -364,7 +364,7 @@ def _validate_message(primary_type: str, message: Any) -> None:
         elif field["type"] == "uint256":
             _as_uint(name, value)
         else:  # bytes32
-            if not isinstance(value, str) or not re.fullmatch(r"0x[0-9a-fA-F]{64}", value):
+            if not isinstance(value, str) or not _HEX32.fullmatch(value):
                 raise MalformedTypedData(f"{name} must be 0x-hex of exactly 32 bytes")
     if "validBefore" in message and _as_uint("validBefore", message["validBefore"]) <= _as_uint(
         "validAfter", message["validAfter"]
@@ -395,7 +395,7 @@ def _uint(name: str, value: Any) -> int:
 def _as_uint(name: str, value: Any) -> int:
     """JSON uint256: an int or a decimal string (what we emit); 0x-hex strings are accepted as wallets do."""
     if isinstance(value, str):
-        if re.fullmatch(r"0|[1-9][0-9]{0,77}", value):
+        if _DECIMAL.fullmatch(value):
             value = int(value)
         elif re.fullmatch(r"0x[0-9a-fA-F]{1,64}", value):
             value = int(value, 16)

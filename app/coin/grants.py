@@ -64,7 +64,7 @@ def approve_user(ctx: Context, session: Session, user_id: int, admin: User) -> A
     grant_status = GrantStatus.none if grant == 0 else GrantStatus.pending_wallet
     grant_tx = None
     wallet = active_wallet(session, user.id or 0)
-    if grant and wallet is not None:
+    if wallet is not None:  # pay_pending_grant pays nothing when no grant is configured
         op = pay_pending_grant(ctx, session, user, wallet)
         if op is not None:
             grant_status, grant_tx = GrantStatus.minted, op.tx_id

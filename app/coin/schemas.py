@@ -20,7 +20,7 @@ class GrantStatus(StrEnum):
 class ApproveResult(BaseModel):
     user: UserPublic
     grant: str
-    grant_status: str  # GrantStatus
+    grant_status: GrantStatus
     grant_tx_hash: str | None = None
 
 

@@ -19,7 +19,7 @@ from app.coin.schemas import (
     NativeCurrency,
     WalletNetwork,
 )
-from app.context import Context
+from app.context import BalanceRead, Context
 from app.core.config import NETWORKS, Settings
 from app.core.errors import AppError, ChainRejected, CoinPaused, NotFound, ServiceUnavailable
 from app.core.money import format_amount, parse_account_ref
@@ -239,7 +239,7 @@ def _run_operation(
         session.flush()
         tx.purpose = str(Purpose.of(PURPOSE, op.id))
         session.add(tx)
-        idempotency.attach(session, claim.record, f"{PURPOSE}:{op.id}")
+        idempotency.attach(session, claim.record, str(Purpose.of(PURPOSE, op.id)))
         session.commit()  # nonce, signed bytes, operation and idempotency record: one transaction
     assert op.tx_id is not None
     tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
@@ -275,15 +275,26 @@ BALANCE_OF = "0x70a08231"  # balanceOf(address)
 
 def balance_now(ctx: Context, address: str) -> int:
     """The latest balance in one call (the hot path of transfers and orders). A raw eth_call: web3's
-    contract layer (ABI lookup, checksums, formatters) cost more CPU than the round trip itself."""
+    contract layer (ABI lookup, checksums, formatters) cost more CPU than the round trip itself. Every read
+    is remembered (`recent_balance`)."""
     account = Web3.to_checksum_address(address)  # refuses anything that is not an address
     call = {"to": ctx.coin.address, "data": BALANCE_OF + account[2:].lower().rjust(64, "0")}
+    read_before = utcnow()  # before the read: every spend mined after the read is recorded after this
     value = int(raw_call(ctx.w3, "eth_call", [call, "latest"]), 16)
-    seen = ctx.cache.balances_seen
-    if len(seen) > 10_000:
-        seen.clear()
-    seen[account] = (value, time.monotonic())
+    balances = ctx.cache.balances
+    if len(balances) > 10_000:
+        balances.clear()
+    balances[account] = BalanceRead(value, read_before, time.monotonic())
     return value
+
+
+def recent_balance(ctx: Context, account: str, max_age: float) -> BalanceRead | None:
+    """This process's latest read of `account`'s balance (a checksum address) if at most `max_age` seconds
+    old, else None. The chain decides: a caller that a stale answer could mislead reads it again."""
+    read = ctx.cache.balances.get(account)
+    if read is None or time.monotonic() - read.at > max_age:
+        return None
+    return read
 
 
 BALANCE_QUOTE_SECONDS = 1.0  # one block on Kaia
@@ -293,10 +304,8 @@ def balance_quote(ctx: Context, address: str) -> int:
     """The balance this process read within the last second (an authorisation reads it exactly, under
     the wallet's lock), else the latest. Only for answers that bind nothing: a transfer's creation checks
     it as a courtesy, its authorisation checks the exact balance again."""
-    seen = ctx.cache.balances_seen.get(Web3.to_checksum_address(address))
-    if seen is not None and time.monotonic() - seen[1] < BALANCE_QUOTE_SECONDS:
-        return int(seen[0])
-    return balance_now(ctx, address)
+    read = recent_balance(ctx, Web3.to_checksum_address(address), BALANCE_QUOTE_SECONDS)
+    return read.value if read is not None else balance_now(ctx, address)
 
 
 def coin_name(ctx: Context) -> str:

@@ -5,23 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 # The largest value of an INTEGER (32-bit) column on PostgreSQL: ids beyond it cannot exist.
 MAX_INT_ID = 2**31 - 1
-
-
-def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING; returns how many rows were new."""
-    if not rows:
-        return 0
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    key = next(iter(table.primary_key.columns))
-    # RETURNING counts the rows really inserted (rowcount is -1 for this statement on psycopg).
-    stmt = module.insert(table).values(rows).on_conflict_do_nothing().returning(key)
-    return len(session.execute(stmt).all())
 
 
 def lock_rows(session: Session, table: Any, *where: Any) -> None:

@@ -46,6 +46,10 @@ class ChainStats:
     gas: int
     by_call: dict[str, tuple[int, int]]  # "Contract.function" -> (count, gas)
 
+    def gas_per_trade(self, trades: int) -> int | None:
+        """Everything the platform sent, per trade; None without trades."""
+        return self.gas // trades if trades else None
+
 
 def months(start: datetime, end: datetime) -> list[str]:
     out, t = [], start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -224,7 +228,6 @@ def write_report(api: Api, svc: ServiceHandle, state: DemoState, out_dir: Path) 
 def summary_json(data: dict[str, Any], chain: ChainStats, state: DemoState) -> dict[str, Any]:
     s = data["summary"]
     rows, total = local_volume(data)
-    trades = int(s["trades"])
     return {
         "households": len(state.households),
         "trading_start": state.trading_start.isoformat(),
@@ -238,7 +241,7 @@ def summary_json(data: dict[str, Any], chain: ChainStats, state: DemoState) -> d
         "share_of_demand_met_locally": s["share_of_demand_met_locally"],
         "transactions": chain.transactions,
         "gas": chain.gas,
-        "gas_per_trade": chain.gas // trades if trades else None,
+        "gas_per_trade": chain.gas_per_trade(int(s["trades"])),
         "feasible_wh": total.feasible_wh,
         "delivered_over_contracted": _ratio(total.delivered_over_contracted),
         "share_of_feasible_delivered": _ratio(total.delivered_share),
@@ -258,6 +261,7 @@ def summary_json(data: dict[str, Any], chain: ChainStats, state: DemoState) -> d
 
 
 def _ratio(x: float | None) -> str | None:
+    """A ratio to three decimals, None when it has no denominator (the text shows "-")."""
     return None if x is None else f"{x:.3f}"
 
 
@@ -377,14 +381,8 @@ def _coins(units: int) -> str:
     return f"{Decimal(format_amount(units)):,.0f}"
 
 
-def _share(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
-
-
-def _local_volume_lines(data: dict[str, Any], chain: ChainStats) -> list[str]:
+def _local_volume_lines(data: dict[str, Any], gas_per_trade: int | None) -> list[str]:
     rows, t = local_volume(data)
-    trades = int(data["summary"]["trades"])
-    gas = f"{chain.gas // trades:,}" if trades else "-"
     lines = [
         "## Local volume: feasible, contracted, delivered",
         "",
@@ -398,10 +396,10 @@ def _local_volume_lines(data: dict[str, Any], chain: ChainStats) -> list[str]:
         f"| feasible local volume | {_kwh(t.feasible_wh)} kWh |",
         f"| contracted | {_kwh(t.contracted_wh)} kWh |",
         f"| delivered (metered, settled) | {_kwh(t.delivered_wh)} kWh |",
-        f"| **delivered / contracted** | **{_share(t.delivered_over_contracted)}** |",
-        f"| **share of the feasible volume traded, by delivered energy** | **{_share(t.delivered_share)}** |",
-        f"| share of the feasible volume traded, by contracted energy | {_share(t.contracted_share)} |",
-        f"| gas per trade (everything the platform sent / trades) | {gas} |",
+        f"| **delivered / contracted** | **{_ratio(t.delivered_over_contracted) or '-'}** |",
+        f"| **share of the feasible volume traded, by delivered energy** | **{_ratio(t.delivered_share) or '-'}** |",
+        f"| share of the feasible volume traded, by contracted energy | {_ratio(t.contracted_share) or '-'} |",
+        f"| gas per trade (everything the platform sent / trades) | {'-' if gas_per_trade is None else f'{gas_per_trade:,}'} |",
         "",
         "The shares can exceed 1: batteries discharged on command deliver energy that would otherwise have "
         "stayed in them, beyond what the community exported without the market.",
@@ -432,6 +430,7 @@ def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: di
     delivered = int(s["delivered_wh"])  # the traded span's trades; statements cover whole months
     prosumers = sum(1 for h in hs if h.role == Role.prosumer)
     settled = int(s["settled"])
+    gas_per_trade = chain.gas_per_trade(int(s["trades"]))
     lines = [
         "# ESSX community demo",
         "",
@@ -459,7 +458,7 @@ def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: di
         "",
         f"![Community energy and local trade]({charts['energy']})",
         "",
-        *_local_volume_lines(data, chain),
+        *_local_volume_lines(data, gas_per_trade),
         "",
         "## Market",
         "",
@@ -514,7 +513,7 @@ def render(data: dict[str, Any], chain: ChainStats, state: DemoState, charts: di
         "## On chain",
         "",
         f"{chain.transactions} transactions since the service started, {chain.gas:,} gas in all"
-        + (f", {chain.gas // int(s['trades']):,} gas per trade" if int(s["trades"]) else "")
+        + ("" if gas_per_trade is None else f", {gas_per_trade:,} gas per trade")
         + ". Every one was sent and paid for by the platform's relayer: no household held the chain's native "
         "coin. Wallets were funded by mints; buy orders sign their escrow authorisation, used on chain only "
         "when they match, in the batch that records the trades; trades are settled in batches; each slot's "

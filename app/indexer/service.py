@@ -15,9 +15,9 @@ from web3 import Web3
 from app.context import Context
 from app.core.money import format_amount
 from app.core.security import utcnow
-from app.core.sql import insert_ignore
 from app.indexer.models import IndexerCheckpoint, TransferEvent
 from app.indexer.schemas import TransferPage, TransferPublic
+from common.sql import insert_ignore
 from common.worker import Pacing, Worker
 from wallet.chain import raw_call
 

@@ -162,17 +162,21 @@ def to_close_in_batch(session: Session, trades: list[Trade], locking: list[Order
             continue
         if order.id not in first_time and order.escrow_status != EscrowStatus.locked:
             continue
-        unrecorded = session.exec(
-            select(func.count())
-            .select_from(Trade)
-            .where(
-                col(Trade.buy_order_id) == order_id,
-                col(Trade.status).in_((TradeStatus.matched, TradeStatus.recording)),
-            )
-        ).one()
-        if unrecorded == count:
+        if _unrecorded(session, order_id) == count:
             out.append(order)
     return out
+
+
+def _unrecorded(session: Session, order_id: str) -> int:
+    """How many of a buy order's trades are not recorded on chain yet (matched, or in a recording batch)."""
+    return session.exec(
+        select(func.count())
+        .select_from(Trade)
+        .where(
+            col(Trade.buy_order_id) == order_id,
+            col(Trade.status).in_((TradeStatus.matched, TradeStatus.recording)),
+        )
+    ).one()
 
 
 def mark_locking(session: Session, orders: list[Order], closing: list[Order], tx: OutgoingTx) -> None:
@@ -199,16 +203,7 @@ def batch_final(session: Session, tx: OutgoingTx) -> None:
         session.add(order)
         if confirmed:
             emit(session, order.user_id, "order.escrow_locked", order_id=order.id, escrow_tx_hash=tx.tx_hash)
-    for order in session.exec(select(Order).where(col(Order.release_tx_id) == tx.id)):
-        if confirmed:
-            order.escrow_status = EscrowStatus.released
-            emit(session, order.user_id, "order.escrow_released", order_id=order.id)
-        else:
-            order.release_tx_id = None
-            if order.escrow_status == EscrowStatus.releasing:
-                order.escrow_status = EscrowStatus.locked
-        order.updated_at = utcnow()
-        session.add(order)
+    _release_done(session, tx)
 
 
 def close_unmatched(session: Session, order: Order) -> None:
@@ -264,24 +259,29 @@ def _to_release(session: Session, rules_: MarketRules, now: datetime) -> list[Or
     for o in rows:
         if rules_.gate_closure(o.slot_start) > now and o.status != OrderStatus.cancelled:
             continue
-        unrecorded = session.exec(
-            select(func.count())
-            .select_from(Trade)
-            .where(
-                col(Trade.buy_order_id) == o.id,
-                col(Trade.status).in_((TradeStatus.matched, TradeStatus.recording)),
-            )
-        ).one()
-        if not unrecorded:
+        if not _unrecorded(session, o.id):
             out.append(o)
     return out
 
 
-def release_final(session: Session, tx: OutgoingTx) -> None:
+def release_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
+    """A release's transaction (`release_one`, `release_closed`) is final: the relayer's completion for
+    both purpose kinds (registered by app/market/recording.py)."""
+    _release_done(session, tx)
+
+
+def _release_done(session: Session, tx: OutgoingTx) -> None:
+    """The orders whose release rode in `tx` (a release of its own, or a recording batch that closed them):
+    released, or if it reverted, no release in flight any more (an order locked before is locked again; one
+    whose lock rode in the same reverted batch stays as `batch_final` left it, authorised)."""
+    confirmed = tx.status == TxStatus.confirmed
     for order in session.exec(select(Order).where(col(Order.release_tx_id) == tx.id)):
-        order.escrow_status = (
-            EscrowStatus.released if tx.status == TxStatus.confirmed else EscrowStatus.locked
-        )
-        session.add(order)
-        if tx.status == TxStatus.confirmed:
+        if confirmed:
+            order.escrow_status = EscrowStatus.released
             emit(session, order.user_id, "order.escrow_released", order_id=order.id)
+        else:
+            order.release_tx_id = None
+            if order.escrow_status == EscrowStatus.releasing:
+                order.escrow_status = EscrowStatus.locked
+        order.updated_at = utcnow()
+        session.add(order)

@@ -15,6 +15,7 @@ from hexbytes import HexBytes
 from sqlmodel import Session, col, select
 from web3 import Web3
 
+from app.coin.service import ZERO_ADDRESS
 from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
@@ -27,7 +28,6 @@ from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
-ZERO_ADDRESS = "0x" + "00" * 20
 BATCH_TOPIC = Web3.keccak(text="BatchRecorded(uint256,uint256,uint256,bytes32)").hex()
 
 
@@ -106,8 +106,8 @@ def submit_trades(ctx: Context) -> int:
 
 def register_completions(completions: Completions, ctx: Context) -> None:
     completions.register(TxPurpose.trade_batch, make_hook(ctx))
-    completions.register(TxPurpose.escrow_release, release_final)
-    completions.register(TxPurpose.escrow_release_batch, release_final)
+    completions.register(TxPurpose.escrow_release, escrow.release_final)
+    completions.register(TxPurpose.escrow_release_batch, escrow.release_final)
 
 
 def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
@@ -116,10 +116,6 @@ def make_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], None]:
         _trades_final(ctx, session, tx)
 
     return on_trades_final
-
-
-def release_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
-    escrow.release_final(session, tx)
 
 
 def _trades_final(ctx: Context, session: Session, tx: OutgoingTx) -> None:

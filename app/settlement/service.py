@@ -19,6 +19,7 @@ from typing import Any
 from hexbytes import HexBytes
 from sqlmodel import Session, col, select
 
+from app.coin.service import ZERO_ADDRESS
 from app.context import Context
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
@@ -36,7 +37,6 @@ from wallet.relayer import TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
-ZERO_ADDRESS = "0x" + "00" * 20
 
 
 def _slot_end(ctx: Context, slot_start: datetime) -> datetime:
@@ -54,8 +54,10 @@ def _terms(session: Session, trades: list[Trade]) -> list[TradeTerms]:
     return out
 
 
-def measure(session: Session, slot_start: datetime, trades: list[Trade]) -> dict[str, int] | None:
-    """Delivered Wh per trade, or None while any involved site's slot energy is missing or incomplete."""
+def _site_energies(
+    session: Session, slot_start: datetime, trades: list[Trade]
+) -> tuple[list[TradeTerms], set[int], dict[int, SlotEnergy]]:
+    """The trades' terms, the sites they involve, and those sites' slot energy rows (where recorded)."""
     terms = _terms(session, trades)
     sites = {s for t in terms for s in (t.seller_site, t.buyer_site) if s is not None}
     energies = {
@@ -66,11 +68,21 @@ def measure(session: Session, slot_start: datetime, trades: list[Trade]) -> dict
             )
         )
     }
-    if any(s not in energies or energies[s].status not in MEASURED for s in sites):
-        return None
+    return terms, sites, energies
+
+
+def _delivered(terms: list[TradeTerms], energies: dict[int, SlotEnergy]) -> dict[str, int]:
     exported = {s: int(e.export_wh or 0) for s, e in energies.items()}
     imported = {s: int(e.import_wh or 0) for s, e in energies.items()}
     return delivered_wh(terms, exported, imported)
+
+
+def measure(session: Session, slot_start: datetime, trades: list[Trade]) -> dict[str, int] | None:
+    """Delivered Wh per trade, or None while any involved site's slot energy is missing or incomplete."""
+    terms, sites, energies = _site_energies(session, slot_start, trades)
+    if any(s not in energies or energies[s].status not in MEASURED for s in sites):
+        return None
+    return _delivered(terms, energies)
 
 
 def settle_ready_slots(ctx: Context) -> int:
@@ -229,19 +241,8 @@ def decide(ctx: Context, session: Session, slot_start: datetime, rule: str, reas
 
 
 def _partial_measure(session: Session, slot_start: datetime, trades: list[Trade]) -> dict[str, int]:
-    terms = _terms(session, trades)
-    sites = {s for t in terms for s in (t.seller_site, t.buyer_site) if s is not None}
-    energies = {
-        e.site_id: e
-        for e in session.exec(
-            select(SlotEnergy).where(
-                col(SlotEnergy.slot_start) == slot_start, col(SlotEnergy.site_id).in_(sites)
-            )
-        )
-    }
-    exported = {s: int(e.export_wh or 0) for s, e in energies.items()}
-    imported = {s: int(e.import_wh or 0) for s, e in energies.items()}
-    return delivered_wh(terms, exported, imported)
+    terms, _, energies = _site_energies(session, slot_start, trades)
+    return _delivered(terms, energies)
 
 
 def register_completions(completions: Completions, ctx: Context) -> None:

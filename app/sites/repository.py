@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from app.sites.schemas import EventPublic, FaultPublic, LedgerSlotPublic, ReadingPublic, SlotPublic
 from ess_collector.models import LedgerSlot, SiteEvent, SiteFault, SiteReading, SlotEnergy
 from ess_collector.validation import ENERGY
 
 UNANSWERED = "no valid answer from the device"  # what an owner reads for any failed poll or probe
+
+Row = TypeVar("Row")
+
+
+def _window(
+    query: SelectOfScalar[Row], column: Any, since: datetime | None, until: datetime | None
+) -> SelectOfScalar[Row]:
+    """``query`` limited to ``since`` (inclusive) .. ``until`` (exclusive) on ``column``, either open."""
+    if since is not None:
+        query = query.where(col(column) >= since)
+    if until is not None:
+        query = query.where(col(column) < until)
+    return query
 
 
 def reading_public(r: SiteReading, *, with_cause: bool = True) -> ReadingPublic:
@@ -41,11 +56,9 @@ def readings(
     with_cause: bool = True,
 ) -> list[ReadingPublic]:
     """Newest first; ``since`` inclusive, ``until`` exclusive."""
-    query = select(SiteReading).where(col(SiteReading.site_id) == site_id)
-    if since is not None:
-        query = query.where(col(SiteReading.ts) >= since)
-    if until is not None:
-        query = query.where(col(SiteReading.ts) < until)
+    query = _window(
+        select(SiteReading).where(col(SiteReading.site_id) == site_id), SiteReading.ts, since, until
+    )
     rows = session.exec(query.order_by(col(SiteReading.ts).desc(), col(SiteReading.id).desc()).limit(limit))
     return [reading_public(r, with_cause=with_cause) for r in rows.all()]
 
@@ -111,11 +124,9 @@ def slots(
     session: Session, site_id: int, since: datetime | None, until: datetime | None, limit: int
 ) -> list[SlotPublic]:
     """Oldest first within the window (slot starts: ``since`` inclusive, ``until`` exclusive)."""
-    query = select(SlotEnergy).where(col(SlotEnergy.site_id) == site_id)
-    if since is not None:
-        query = query.where(col(SlotEnergy.slot_start) >= since)
-    if until is not None:
-        query = query.where(col(SlotEnergy.slot_start) < until)
+    query = _window(
+        select(SlotEnergy).where(col(SlotEnergy.site_id) == site_id), SlotEnergy.slot_start, since, until
+    )
     if since is None:  # no lower bound: the newest `limit` slots, still returned oldest first
         rows = list(session.exec(query.order_by(col(SlotEnergy.slot_start).desc()).limit(limit)).all())
         rows.reverse()

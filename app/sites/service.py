@@ -26,11 +26,11 @@ from app.users.models import LoginThrottle, Role, User, UserStatus
 from common import clock
 from contracts.artifacts import load_artifact
 from ess_collector.config import CollectorConfig
-from ess_collector.forecast import battery_from_estimate, outlook_from_estimate, sell_cap
+from ess_collector.forecast import outlook_from_estimate, sell_cap
 from ess_collector.models import Site, SiteEvent, SiteFault, SiteStatus
 from ess_collector.netpolicy import SiteHostRefused, resolve_allowed
 from ess_collector.reader import read_site
-from ess_collector.supply import SupplyConfig, SupplyEstimate, estimate_run
+from ess_collector.supply import SupplyConfig, SupplyEstimate, estimate_run, site_battery
 from ess_collector.supply import estimate_supply as _estimate_supply
 
 
@@ -304,14 +304,7 @@ def sell_room(
     if not starts:
         return 0
     estimates = estimate_run(session, site, starts, cfg, now=now)
-    charge, discharge = cfg.site_power_w(site)
-    battery = battery_from_estimate(
-        estimates[0],
-        max_charge_w=charge,
-        max_discharge_w=discharge,
-        charge_efficiency_pct=cfg.battery_efficiency_pct,
-        discharge_efficiency_pct=cfg.battery_efficiency_pct,
-    )
+    battery = site_battery(site, estimates[0], cfg)
     outlooks = [outlook_from_estimate(e, sold.get(e.slot_start, 0)) for e in estimates]
     return sell_cap(battery, outlooks, seconds, slot_start)
 

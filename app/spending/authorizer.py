@@ -77,9 +77,7 @@ def sign(
     `record_with_spend`: a right PIN's record is left to `authorising_spend(..., signed)` (one commit
     fewer); else it is committed here."""
     if wallet.kind == WalletKind.custodial:
-        if factors.pin is None:
-            raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-        record_success = wallets.verify_pin(ctx, session, wallet, factors.pin)
+        record_success = wallets.verify_pin(ctx, session, wallet, _require_pin(factors))
         try:
             used_otp = wallets.check_otp(ctx, session, wallet.user_id, factors.otp)
             signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(typed_data)
@@ -116,10 +114,15 @@ def verify(
 def _custodial_factors(ctx: Context, session: Session, wallet: Wallet, factors: Factors) -> bool:
     """Checks the PIN, then the one-time code when enrolled (each may commit its attempt counter);
     True when a code was used."""
+    wallets.check_pin(ctx, session, wallet, _require_pin(factors))
+    return wallets.check_otp(ctx, session, wallet.user_id, factors.otp)
+
+
+def _require_pin(factors: Factors) -> str:
+    """The request's PIN, which a custodial wallet needs to authorise anything."""
     if factors.pin is None:
         raise AuthorizationMissing("a custodial wallet authorises with its pin (and otp when enrolled)")
-    wallets.check_pin(ctx, session, wallet, factors.pin)
-    return wallets.check_otp(ctx, session, wallet.user_id, factors.otp)
+    return factors.pin
 
 
 def _holder_signature(

@@ -10,7 +10,6 @@ these holds leave uncovered. Every process that serves spends imports all of the
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,10 +18,9 @@ from sqlalchemy import ColumnElement, and_, bindparam, or_, union_all
 from sqlmodel import Session, col, select
 
 from app.coin.errors import InsufficientBalance
-from app.coin.service import balance_now, balance_quote
+from app.coin.service import balance_now, balance_quote, recent_balance
 from app.context import Context
 from app.core.money import format_amount
-from app.core.security import utcnow
 
 
 @dataclass(frozen=True)
@@ -99,13 +97,7 @@ def available(ctx: Context, session: Session, address: str, *, exact: bool = Tru
     held = reserved(session, address)
     if not exact:
         return balance_quote(ctx, address) - held
-    read_at = utcnow()  # before the read: every spend mined after the read is recorded after this
-    balance = balance_now(ctx, address)
-    kept = ctx.cache.own_key_balances
-    if len(kept) > 10_000:
-        kept.clear()
-    kept[address] = (balance, read_at, time.monotonic())
-    return balance - held
+    return balance_now(ctx, address) - held  # remembered for `_spendable_own_key`
 
 
 def _spendable_own_key(ctx: Context, session: Session, address: str) -> int | None:
@@ -121,11 +113,11 @@ def _spendable_own_key(ctx: Context, session: Session, address: str) -> int | No
     coins received since T are missing (only lower too). Callers that find it short ask the chain."""
     if not all(hold.spent and hold.changed_at is not None for hold in HOLDS):
         return None  # a kind of spend that does not say when its coins left: ask the chain
-    cached = ctx.cache.own_key_balances.get(address)
-    if cached is None or time.monotonic() - cached[2] > OWN_KEY_BALANCE_SECONDS:
+    # Wallet addresses are stored checksummed, as balance_now keys its reads; another spelling only misses.
+    read = recent_balance(ctx, address, OWN_KEY_BALANCE_SECONDS)
+    if read is None:
         return None
-    balance, read_at, _ = cached
-    return balance - reserved(session, address, spent_since=read_at - CLOCK_MARGIN)
+    return read.value - reserved(session, address, spent_since=read.read_before - CLOCK_MARGIN)
 
 
 def check_available(

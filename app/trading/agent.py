@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.core.crash import crash_point
@@ -49,9 +49,8 @@ from app.users.models import Role, User
 from app.wallets import service as wallets
 from app.wallets.models import WalletKind
 from common import clock
-from ess_collector.forecast import battery_from_estimate
-from ess_collector.models import Site, SiteReading
-from ess_collector.supply import estimate_run
+from ess_collector.models import Site
+from ess_collector.supply import estimate_run, mean_power_since, site_battery
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,16 @@ class Want:
     quantity_wh: int
     price: int
     reason: str
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One user's turn in a pass: what deciding and placing that user's orders reads and writes through."""
+
+    ctx: Context
+    session: Session
+    user: User
+    profile: TradingProfile
 
 
 def run_if_due(ctx: Context) -> None:
@@ -138,46 +147,38 @@ def _trade_for(ctx: Context, session: Session, user_id: int, slots: list[datetim
         service.cancel_agent_orders(ctx, session, user, "the profile was turned off")
         return
     site = session.get(Site, profile.site_id) if profile.site_id else None
-    sells, buys = _wants(ctx, session, user, profile, site, slots)
+    turn = _Turn(ctx, session, user, profile)
+    sells, buys = _wants(turn, site, slots)
     wallet = wallets.active_wallet(session, user_id)
     for slot_start in slots:
         if user.role == Role.prosumer and site is not None:
-            _settle_side(ctx, session, user, profile, slot_start, OrderSide.sell, sells[slot_start])
+            _settle_side(turn, slot_start, OrderSide.sell, sells[slot_start])
         if wallet is not None and wallet.kind != WalletKind.custodial:
             want = Want(0, 0, "a linked wallet signs each escrow in its own app: the agent places sells only")
         else:
             want = buys[slot_start]
-        _settle_side(ctx, session, user, profile, slot_start, OrderSide.buy, want)
+        _settle_side(turn, slot_start, OrderSide.buy, want)
 
 
 def _wants(
-    ctx: Context,
-    session: Session,
-    user: User,
-    profile: TradingProfile,
-    site: Site | None,
-    slots: list[datetime],
+    turn: _Turn, site: Site | None, slots: list[datetime]
 ) -> tuple[dict[datetime, Want], dict[datetime, Want]]:
     if site is None or not site.enabled:
-        use = profile.expected_use_wh or 0
+        use = turn.profile.expected_use_wh or 0
         why = f"your expected use of {use} Wh per slot"
         if site is not None:
             why = f"site {site.id} is disabled: {why}"
-        buys = {s: _priced(ctx, session, user, profile, s, OrderSide.buy, use, why) for s in slots}
+        buys = {s: _priced(turn, s, OrderSide.buy, use, why) for s in slots}
         return {s: Want(0, 0, "no site") for s in slots}, buys
-    return _site_wants(ctx, session, user, profile, site, slots)
+    return _site_wants(turn, site, slots)
 
 
 def _site_wants(
-    ctx: Context,
-    session: Session,
-    user: User,
-    profile: TradingProfile,
-    site: Site,
-    slots: list[datetime],
+    turn: _Turn, site: Site, slots: list[datetime]
 ) -> tuple[dict[datetime, Want], dict[datetime, Want]]:
     """The site's plan (app/trading/planning.py) from the slot in delivery through the last upcoming one:
     sells it can deliver and buys it will import, priced."""
+    ctx, session, user, profile = turn.ctx, turn.session, turn.user, turn.profile
     r = market.rules(ctx)
     now = clock.now()
     current = r.slot_of(now)
@@ -199,19 +200,17 @@ def _site_wants(
                 gate_open=e.slot_start in slots,
             )
         )
-    charge, discharge = cfg.site_power_w(site)
-    battery = battery_from_estimate(
-        in_delivery,
-        max_charge_w=charge,
-        max_discharge_w=discharge,
-        charge_efficiency_pct=cfg.battery_efficiency_pct,
-        discharge_efficiency_pct=cfg.battery_efficiency_pct,
-    )
+    battery = site_battery(site, in_delivery, cfg)
     battery = replace(battery, reserve_pct=max(site.reserve_soc_pct, profile.reserve_pct))
     slot_s = r.slot_minutes * 60
     # the sky and the household now, against what the estimate expected over the last slot
     expected_w = (previous.expected_pv_wh + in_delivery.expected_pv_wh) * 3600 // (2 * slot_s)
-    measured = _measured(session, site.id or 0, now - r.slot, expected_w)
+    power = mean_power_since(session, site.id or 0, now - r.slot)
+    measured = (
+        None
+        if power is None
+        else planning.Measured(pv_w=power.pv_w, load_w=power.load_w, expected_pv_w=expected_w)
+    )
     plan = planning.plan_site(
         battery,
         inputs[1:],
@@ -224,44 +223,16 @@ def _site_wants(
     for p in plan:
         why = (
             f"plan: PV {p.pv_wh} Wh, load {p.load_wh} Wh (with margins), battery {p.battery_wh} Wh keeping "
-            f"{p.keep_wh} Wh (reserve {battery.reserve_pct} %, {discharge} W at most)"
+            f"{p.keep_wh} Wh (reserve {battery.reserve_pct} %, {battery.max_discharge_w} W at most)"
         )
-        sells[p.slot_start] = _priced(
-            ctx, session, user, profile, p.slot_start, OrderSide.sell, p.sell_wh, why
-        )
-        buys[p.slot_start] = _priced(ctx, session, user, profile, p.slot_start, OrderSide.buy, p.buy_wh, why)
+        sells[p.slot_start] = _priced(turn, p.slot_start, OrderSide.sell, p.sell_wh, why)
+        buys[p.slot_start] = _priced(turn, p.slot_start, OrderSide.buy, p.buy_wh, why)
     return sells, buys
 
 
-def _measured(
-    session: Session, site_id: int, since: datetime, expected_pv_w: int
-) -> planning.Measured | None:
-    """Mean PV and load power of the site's good readings since ``since``; None without any."""
-    pv, load = session.exec(
-        select(func.avg(SiteReading.pv_w), func.avg(SiteReading.load_w)).where(
-            col(SiteReading.site_id) == site_id,
-            col(SiteReading.ts) >= since,
-            col(SiteReading.quality) == "ok",
-            col(SiteReading.pv_w).is_not(None),
-            col(SiteReading.load_w).is_not(None),
-        )
-    ).one()
-    if pv is None or load is None:
-        return None
-    return planning.Measured(pv_w=int(pv), load_w=int(load), expected_pv_w=expected_pv_w)
-
-
-def _priced(
-    ctx: Context,
-    session: Session,
-    user: User,
-    profile: TradingProfile,
-    slot: datetime,
-    side: str,
-    qty: int,
-    why: str,
-) -> Want:
+def _priced(turn: _Turn, slot: datetime, side: str, qty: int, why: str) -> Want:
     """The quantity (capped per slot) at the suggested price bounded by the profile's floor or ceiling."""
+    ctx, session, user, profile = turn.ctx, turn.session, turn.user, turn.profile
     filled = _agent_filled(session, user.id or 0, slot, side)
     qty = min(qty, profile.max_wh_per_slot - filled)
     if qty < MIN_ORDER_WH:
@@ -367,10 +338,9 @@ def _key(user_id: int, slot: datetime, side: str) -> str:
     return f"{user_id}:{int(slot.timestamp())}:{side}"
 
 
-def _settle_side(
-    ctx: Context, session: Session, user: User, profile: TradingProfile, slot: datetime, side: str, want: Want
-) -> None:
+def _settle_side(turn: _Turn, slot: datetime, side: str, want: Want) -> None:
     """Makes the user's live order for (slot, side) match `want`: keep, cancel, or cancel and place."""
+    ctx, session, user, profile = turn.ctx, turn.session, turn.user, turn.profile
     live = _live(session, user.id or 0, slot, side)
     if live is not None and live[1].status not in LIVE:  # filled, expired, failed: no longer the live one
         live[0].live_key = None
@@ -397,7 +367,7 @@ def _settle_side(
         if qty < MIN_ORDER_WH:
             _skip(ctx, session, user.id or 0, slot, side, "the daily spending limit is reached")
             return
-    _place(ctx, session, user, profile, slot, side, qty, want)
+    _place(turn, slot, side, qty, want)
 
 
 def _close_enough(ctx: Context, order: Order, want: Want, slot: datetime) -> bool:
@@ -416,16 +386,8 @@ def _close_enough(ctx: Context, order: Order, want: Want, slot: datetime) -> boo
     )
 
 
-def _place(
-    ctx: Context,
-    session: Session,
-    user: User,
-    profile: TradingProfile,
-    slot: datetime,
-    side: str,
-    qty: int,
-    want: Want,
-) -> None:
+def _place(turn: _Turn, slot: datetime, side: str, qty: int, want: Want) -> None:
+    ctx, session, user, profile = turn.ctx, turn.session, turn.user, turn.profile
     req = OrderCreate(
         side=side,  # type: ignore[arg-type]
         slot_start=slot,

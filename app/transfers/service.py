@@ -10,7 +10,6 @@ whatever is retried; every state change is committed before the next step starts
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,7 +57,7 @@ def _domain(ctx: Context) -> TokenDomain:
 def create(
     ctx: Context, session: Session, user: User, req: TransferCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
-    written: dict[str, Written] = {}  # what the new transfer's answer shows, without reading it back
+    written: dict[str, list[StepPublic]] = {}  # the new transfer's steps, to answer without reading them
     return idempotency.create_once(
         session,
         f"{user.id}:transfers.create",
@@ -68,25 +67,14 @@ def create(
         load=lambda transfer_id: session.get(Transfer, transfer_id),
         make=lambda: _new_transfer(ctx, session, user, req, written),
         ident=lambda transfer: transfer.id,
-        render=lambda transfer: _render_new(session, transfer, written.get(transfer.id)),
+        render=lambda transfer: to_public(session, transfer, written.get(transfer.id)).model_dump(
+            mode="json"
+        ),
     )
 
 
-@dataclass(frozen=True)
-class Written:
-    steps: list[StepPublic]
-    otp_required: bool
-
-
-def _render_new(session: Session, transfer: Transfer, written: Written | None) -> dict[str, Any]:
-    if written is None:  # an earlier attempt's transfer: read it
-        return to_public(session, transfer).model_dump(mode="json")
-    answer = to_public(session, transfer, written.steps, otp_required=written.otp_required)
-    return answer.model_dump(mode="json")
-
-
 def _new_transfer(
-    ctx: Context, session: Session, user: User, req: TransferCreate, written: dict[str, Written]
+    ctx: Context, session: Session, user: User, req: TransferCreate, written: dict[str, list[StepPublic]]
 ) -> Transfer:
     wallet = wallets.require_wallet(session, user.id or 0)
     to_address, to_user_id = resolve_recipient(session, req.to)
@@ -143,8 +131,7 @@ def _new_transfer(
     how = "pin" if wallet.kind == WalletKind.custodial else "signature"
     steps.add(transfer, StepKind.challenge_issued, type=how, digest="0x" + typed_data_digest(typed).hex())
     steps.write()
-    otp = wallet.kind == WalletKind.custodial and wallets.totp_enabled(session, user.id or 0)
-    written[transfer.id] = Written(steps.steps_of(transfer.id), otp)
+    written[transfer.id] = steps.steps_of(transfer.id)
     return transfer
 
 
@@ -215,11 +202,8 @@ def authorize(
     return to_public(session, transfer, steps.steps_of(transfer.id))
 
 
-def to_public(
-    session: Session, t: Transfer, known: list[StepPublic] | None = None, *, otp_required: bool | None = None
-) -> TransferPublic:
-    """The transfer as the API shows it; `known`: its steps, when the caller has them all already;
-    `otp_required`: whether its sender's account has a one-time code, when the caller knows."""
+def to_public(session: Session, t: Transfer, known: list[StepPublic] | None = None) -> TransferPublic:
+    """The transfer as the API shows it; `known`: its steps, when the caller has them all already."""
     if known is None:
         known = [
             StepPublic(seq=s.seq, kind=s.kind, at=s.at, details=s.details)
@@ -239,8 +223,9 @@ def to_public(
     if t.status == TransferStatus.pending_authorization:
         expires = datetime.fromtimestamp(t.valid_before, UTC)
         if t.wallet_kind == WalletKind.custodial:
-            otp = wallets.totp_enabled(session, t.user_id) if otp_required is None else otp_required
-            challenge = Challenge(type="pin", otp_required=otp, expires_at=expires)
+            challenge = Challenge(
+                type="pin", otp_required=wallets.totp_enabled(session, t.user_id), expires_at=expires
+            )
         else:
             challenge = Challenge(type="signature", typed_data=t.typed_data, expires_at=expires)
     status = TransferStatus.submitted if t.status == TransferStatus.authorized else t.status

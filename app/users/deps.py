@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends
+from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from app.api.deps import ContextDep, SessionDep, oauth2
@@ -13,22 +15,32 @@ from app.core.errors import Forbidden, Unauthorized
 from app.users.models import Role, User
 from app.users.service import user_for_access_token
 
+T = TypeVar("T")
 
-def current_user(ctx: Context, session: Session, token: str | None) -> User:
-    """The user of the request's bearer token (blocking: reads the database)."""
+
+async def bearer_token(token: str | None = Depends(oauth2)) -> str:
+    """The request's bearer token, required on the event loop: a request without one is answered 401
+    before its body is validated (a dependency that raises ends the request first)."""
     if not token:
         raise Unauthorized("missing bearer token")
+    return token
+
+
+# The bearer token alone, for a hot route that reads its user in the same thread-pool call as the rest of
+# its work (`as_user`): a `CurrentUser` dependency is a hop of its own.
+BearerToken = Annotated[str, Depends(bearer_token)]
+
+
+def current_user(ctx: Context, session: Session, token: str) -> User:
+    """The user of the request's bearer token (blocking: reads the database)."""
     return user_for_access_token(session, ctx.settings, token)
 
 
-def get_current_user(ctx: ContextDep, session: SessionDep, token: str | None = Depends(oauth2)) -> User:
+def get_current_user(ctx: ContextDep, session: SessionDep, token: BearerToken) -> User:
     return current_user(ctx, session, token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
-# The bearer token alone, for a hot route that reads its user (`current_user`) in the same thread-pool
-# call as the rest of its work: a `CurrentUser` dependency is a hop of its own.
-BearerToken = Annotated[str | None, Depends(oauth2)]
 
 
 def require_admin(user: User) -> User:
@@ -42,3 +54,15 @@ async def get_admin(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(get_admin)]
+
+
+async def as_user(
+    ctx: Context, session: Session, token: str, work: Callable[[User], T], *, admin: bool = False
+) -> T:
+    """`work(user)` with the token's user (an admin, with `admin`), both in one thread-pool call."""
+
+    def call() -> T:
+        user = current_user(ctx, session, token)
+        return work(require_admin(user) if admin else user)
+
+    return await run_in_threadpool(call)

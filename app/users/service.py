@@ -14,10 +14,10 @@ from app.core.config import Settings
 from app.core.errors import Conflict, NotFound, Unauthorized
 from app.core.money import parse_amount
 from app.core.security import create_token, decode_token, hash_secret, utcnow, verify_secret
-from app.core.sql import insert_ignore
 from app.users import throttle
 from app.users.models import RefreshToken, RevokedTokenFamily, Role, User, UserStatus
 from app.users.schemas import TokenPair, UserRegister
+from common.sql import insert_ignore
 
 
 def normalise_email(email: str) -> str:

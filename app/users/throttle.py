@@ -21,9 +21,9 @@ from sqlmodel import Session, col
 from app.core.config import Settings
 from app.core.errors import TooManyRequests
 from app.core.security import utcnow
-from app.core.sql import insert_ignore
 from app.users.models import LoginThrottle
 from common.dbtypes import UTCDateTime
+from common.sql import insert_ignore
 
 T = LoginThrottle
 

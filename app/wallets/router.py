@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from sqlmodel import Session
 
 from app.api.deps import ContextDep, SessionDep
+from app.context import Context
 from app.core.money import format_amount
 from app.users.deps import CurrentUser
+from app.users.models import User
 from app.wallets import service
 from app.wallets.models import Wallet
 from app.wallets.schemas import (
@@ -34,6 +37,12 @@ def _public(session, wallet: Wallet) -> WalletPublic:  # type: ignore[no-untyped
     )
 
 
+def _added(ctx: Context, session: Session, user: User, wallet: Wallet) -> WalletPublic:
+    """A new wallet of either kind: pays a pending approval grant (app/coin/grants.py), then shows it."""
+    ctx.wallet_added(session, user, wallet)
+    return _public(session, wallet)
+
+
 @router.post(
     "",
     summary="Create your custodial wallet, protected by a PIN",
@@ -42,8 +51,7 @@ def _public(session, wallet: Wallet) -> WalletPublic:  # type: ignore[no-untyped
 )
 def create_wallet(req: WalletCreate, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletPublic:
     wallet = service.create_custodial(ctx, session, user, req.pin)
-    ctx.wallet_added(session, user, wallet)  # pays a pending approval grant (app/coin/grants.py)
-    return _public(session, wallet)
+    return _added(ctx, session, user, wallet)
 
 
 @router.get("/me", summary="Your wallet and its balances", response_model=WalletWithBalances)
@@ -85,8 +93,7 @@ def link_challenge(
 )
 def link(req: LinkRequest, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> WalletPublic:
     wallet = service.link(ctx, session, user, req.address, req.message, req.signature)
-    ctx.wallet_added(session, user, wallet)  # pays a pending approval grant (app/coin/grants.py)
-    return _public(session, wallet)
+    return _added(ctx, session, user, wallet)
 
 
 @totp_router.post("/setup", summary="Start enrolling a one-time code app (TOTP)", response_model=TotpSetup)

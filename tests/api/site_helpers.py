@@ -1,4 +1,4 @@
-"""Helpers for site tests: prosumers that may register sites."""
+"""Helpers for site tests: prosumers that may register sites, and the sites they register."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sqlmodel import Session
 from app.context import Context
 from app.users.models import User, UserStatus
 from tests.api.helpers import login, register
+from wallet.localchain import free_port
 
 
 def prosumer(client: TestClient, ctx: Context, *, approved: bool = True) -> tuple[dict[str, str], int]:
@@ -21,3 +22,15 @@ def prosumer(client: TestClient, ctx: Context, *, approved: bool = True) -> tupl
             s.add(row)
             s.commit()
     return login(client, user["email"]), user["id"]
+
+
+def site(host: str = "127.0.0.1", port: int | None = None, **kw: object) -> dict[str, object]:
+    """POST /sites' body for a 3 kW PV site without a battery (on a free port unless told); `kw` changes
+    or adds fields."""
+    return {
+        "name": "roof",
+        "host": host,
+        "port": port or free_port(),
+        "pv_nameplate_w": 3000,
+        "battery_capacity_wh": 0,
+    } | kw

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
@@ -19,7 +20,7 @@ from app.market.service import rules
 from ess_collector.models import LedgerSlot, SlotEnergy
 from tests.api.helpers import admin_headers, idem, login, register
 from tests.api.market_helpers import charged_seller, sell_order
-from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet
+from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet, user_with_linked_wallet
 from tests.polling import wait_until
 from wallet.models import OutgoingTx
 
@@ -378,6 +379,46 @@ def test_admin_settles_an_incomplete_slot_as_contracted(
     assert again.status_code == 409
 
 
+def test_admin_settles_an_incomplete_slot_as_measured_so_far(
+    client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin, _seller_h, site_id, buyer, trade = _recorded_trade(client, ctx, slot)
+    slot_dt = datetime.fromisoformat(slot)
+    with Session(ctx.engine) as s:  # the meter went quiet mid-slot: 200 of the 500 Wh sold were measured
+        s.add(
+            SlotEnergy(
+                site_id=site_id,
+                slot_start=slot_dt,
+                slot_minutes=ctx.settings.slot_minutes,
+                status="incomplete",
+                good_polls=70,
+                expected_polls=180,
+                export_wh=200,
+                import_wh=0,
+                computed_at=utcnow(),
+            )
+        )
+        s.commit()
+    later = utcnow() + timedelta(hours=1)
+    monkeypatch.setattr("common.clock.now", lambda: later)
+    r = client.post(
+        f"/api/v1/admin/slots/{slot}/settle",
+        json={"rule": "measured", "reason": "meter lost mid-slot"},
+        headers=admin,
+    )
+    assert r.status_code == 200 and r.json()["trades"] == 1, r.text
+    assert wait_until(
+        lambda: client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settled"
+    )
+    body = client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()
+    assert (body["settled_wh"], body["paid"], body["refunded"], body["settle_rule"]) == (
+        200,
+        "30",
+        "45",
+        "measured_by_admin",
+    )
+
+
 def test_call_auction_clears_at_one_price_at_gate_closure(
     client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -500,14 +541,10 @@ def test_a_sell_order_takes_one_change_number(client: TestClient, ctx: Context, 
         assert row.change_no > row.seq
 
 
-def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
-    client: TestClient, ctx: Context, slot: str
-) -> None:
-    from eth_account.messages import encode_typed_data
-
-    from tests.api.wallet_helpers import user_with_linked_wallet
-
-    admin = admin_headers(client, ctx)
+def _linked_wallet_buy_order(
+    client: TestClient, admin: dict[str, str], slot: str
+) -> tuple[dict[str, str], LocalAccount, dict]:
+    """A user whose linked wallet holds 50 coins, and its buy order (250 Wh, limit 200) awaiting its signature."""
     _u, headers, account = user_with_linked_wallet(client)
     fund(client, admin, account.address, "50")
     order = client.post(
@@ -515,6 +552,16 @@ def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
         json={"side": "buy", "slot_start": slot, "quantity_wh": 250, "limit_price": "200"},
         headers={**headers, **idem()},
     ).json()
+    return headers, account, order
+
+
+def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
+    client: TestClient, ctx: Context, slot: str
+) -> None:
+    from eth_account.messages import encode_typed_data
+
+    admin = admin_headers(client, ctx)
+    headers, account, order = _linked_wallet_buy_order(client, admin, slot)
     typed = order["challenge"]["typed_data"]
     assert (
         typed["primaryType"] == "ReceiveWithAuthorization"
@@ -555,17 +602,9 @@ def test_a_buyer_whose_balance_no_longer_covers_the_escrow_is_skipped_at_the_mat
     gets its order cancelled with the reason, its trade voided, and the seller's quantity back in the book."""
     from eth_account.messages import encode_typed_data
 
-    from tests.api.wallet_helpers import user_with_linked_wallet
-
     admin = admin_headers(client, ctx)
     _s, seller, site_id = charged_seller(client, ctx, admin)
-    _u, headers, account = user_with_linked_wallet(client)
-    fund(client, admin, account.address, "50")
-    order = client.post(
-        "/api/v1/orders",
-        json={"side": "buy", "slot_start": slot, "quantity_wh": 250, "limit_price": "200"},
-        headers={**headers, **idem()},
-    ).json()
+    headers, account, order = _linked_wallet_buy_order(client, admin, slot)
     sig = account.sign_message(
         encode_typed_data(full_message=order["challenge"]["typed_data"])
     ).signature.hex()

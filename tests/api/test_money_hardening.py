@@ -23,7 +23,6 @@ from app.idempotency.models import IdempotencyRecord
 from app.market.models import Order
 from app.market.service import rules
 from app.transfers.models import Transfer
-from ess_collector.models import Site
 from tests.api.helpers import admin_headers, idem, login, register
 from tests.api.wallet_helpers import (
     PIN,
@@ -32,6 +31,7 @@ from tests.api.wallet_helpers import (
     user_with_linked_wallet,
     wait_final,
 )
+from tests.ess_collector.harness import site_row
 from tests.polling import wait_until
 from wallet.models import OutgoingTx
 
@@ -388,18 +388,7 @@ def test_a_buy_order_naming_another_users_site_reads_like_a_missing_site(
     admin = admin_headers(client, ctx)
     owner = register(client, "prosumer")
     with Session(ctx.engine) as s:
-        site = Site(
-            owner_id=owner["id"],
-            name="roof",
-            host="127.0.0.1",
-            port=1,
-            device_id=1,
-            pv_nameplate_w=5000,
-            battery_capacity_wh=10_000,
-            reserve_soc_pct=10,
-            enabled=False,
-            created_at=utcnow(),
-        )
+        site = site_row(owner["id"], "127.0.0.1", 1, name="roof", enabled=False)
         s.add(site)
         s.commit()
         theirs = site.id or 0

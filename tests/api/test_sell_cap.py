@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import Session
 
 from app.context import Context
 from app.core.security import utcnow
 from app.market.service import rules
-from ess_collector.models import SiteReading
-from tests.api.helpers import admin_headers, idem, login, register
-from tests.api.wallet_helpers import PIN
-from wallet.localchain import free_port
+from tests.api.helpers import admin_headers, idem
+from tests.api.market_helpers import charge_battery, prosumer_with_site
 
 
 def _seller(client: TestClient, ctx: Context) -> tuple[dict[str, str], int]:
     """A prosumer whose 10 kWh battery holds 90 % (reserve 10 %) and whose PV is negligible (1 W), so
     each slot's expected load (the default 500 W, 125 Wh) comes from the battery."""
-    admin = admin_headers(client, ctx)
-    user = register(client, "prosumer")
-    client.post(f"/api/v1/admin/users/{user['id']}/approve", headers=admin)
-    headers = login(client, user["email"])
-    assert client.post("/api/v1/wallets", json={"pin": PIN}, headers=headers).status_code == 201
-    body = {
-        "name": "roof",
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "pv_nameplate_w": 1,
-        "battery_capacity_wh": 10_000,
-        "reserve_soc_pct": 10,
-    }
-    site = client.post("/api/v1/sites", json=body, headers=headers)
-    assert site.status_code == 201, site.text
-    with Session(ctx.engine) as s:
-        s.add(
-            SiteReading(site_id=site.json()["id"], ts=utcnow(), quality="ok", soc_tenths=900, accepted=True)
-        )
-        s.commit()
-    return headers, site.json()["id"]
+    _user, headers, site_id, _address = prosumer_with_site(
+        client, admin_headers(client, ctx), pv_nameplate_w=1
+    )
+    charge_battery(ctx, site_id)
+    return headers, site_id
 
 
 def _sell(client: TestClient, headers: dict[str, str], site_id: int, slot: str, wh: int):  # type: ignore[no-untyped-def]

@@ -17,11 +17,11 @@ from app.sites.service import estimate_supply
 from app.sites.worker import tell_owner
 from ess_collector.aggregation import aggregate_due
 from ess_collector.collector import Collector
-from ess_collector.models import Site, SlotEnergy
+from ess_collector.models import SlotEnergy
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from tests.api.helpers import admin_headers, login, register
-from tests.api.site_helpers import prosumer
-from tests.ess_collector.harness import FAST, START
+from tests.api.site_helpers import prosumer, site
+from tests.ess_collector.harness import FAST, START, site_row
 from wallet.localchain import free_port
 
 BEFORE = START - timedelta(seconds=30)  # polls land on START and every 10 s after it
@@ -82,13 +82,7 @@ def test_an_unreachable_site_is_accepted_and_shows_offline_with_a_fault(
     headers, _ = prosumer(client, ctx)
     r = client.post(
         "/api/v1/sites",
-        json={
-            "name": "Later",
-            "host": "127.0.0.1",
-            "port": free_port(),
-            "pv_nameplate_w": 3000,
-            "battery_capacity_wh": 0,
-        },
+        json=site(name="Later"),
         headers=headers,
     )
     assert r.status_code == 201, r.text
@@ -236,17 +230,7 @@ def test_supply_uses_the_same_slot_of_recent_days(ctx: Context, client: TestClie
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     slot = now - timedelta(minutes=now.minute % 15) + timedelta(hours=1)
     with Session(ctx.engine) as s:
-        site = Site(
-            owner_id=user_id,
-            name="h",
-            host="10.1.1.1",
-            port=502,
-            device_id=1,
-            pv_nameplate_w=5000,
-            battery_capacity_wh=10_000,
-            reserve_soc_pct=20,
-            created_at=utcnow(),
-        )
+        site = site_row(user_id, "10.1.1.1", 502, name="h", reserve_soc_pct=20)
         s.add(site)
         s.flush()
         for day, (pv, load) in enumerate([(900, 300), (1100, 500), (1000, 401)], start=1):
@@ -273,14 +257,7 @@ def test_supply_uses_the_same_slot_of_recent_days(ctx: Context, client: TestClie
 
 def test_admins_disable_and_enable_sites(client: TestClient, ctx: Context) -> None:
     headers, _ = prosumer(client, ctx)
-    site = {
-        "name": "x",
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "pv_nameplate_w": 3000,
-        "battery_capacity_wh": 0,
-    }
-    site_id = client.post("/api/v1/sites", json=site, headers=headers).json()["id"]
+    site_id = client.post("/api/v1/sites", json=site(name="x"), headers=headers).json()["id"]
     assert client.post(f"/api/v1/admin/sites/{site_id}/disable", headers=headers).status_code == 403
     admin = admin_headers(client, ctx)
     r = client.post(f"/api/v1/admin/sites/{site_id}/disable", headers=admin)

@@ -4,7 +4,6 @@ tells (nothing about why), and how often one may try."""
 from __future__ import annotations
 
 import asyncio
-import select
 import socket
 import threading
 import time
@@ -27,18 +26,11 @@ from app.users.models import LoginThrottle
 from ess_collector.collector import Collector
 from ess_collector.models import Site
 from tests.api.helpers import admin_headers
-from tests.api.site_helpers import prosumer
-from wallet.localchain import free_port
-
-
-def site(host: str = "127.0.0.1", port: int | None = None, **kw: object) -> dict[str, object]:
-    return {
-        "name": "roof",
-        "host": host,
-        "port": port or free_port(),
-        "pv_nameplate_w": 3000,
-        "battery_capacity_wh": 0,
-    } | kw
+from tests.api.site_helpers import prosumer, site
+from tests.ess_collector.harness import (
+    connected,
+    listener_fixture,  # noqa: F401  (the `listener` fixture)
+)
 
 
 def settings(ctx: Context, **changes: object) -> None:
@@ -71,14 +63,6 @@ def test_an_unapproved_prosumer_registers_no_site(client: TestClient, ctx: Conte
 # -- where -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        yield s
-
-
 def test_addresses_outside_the_site_networks_are_refused(
     client: TestClient, ctx: Context, listener: socket.socket
 ) -> None:
@@ -100,7 +84,7 @@ def test_addresses_outside_the_site_networks_are_refused(
         r = client.post("/api/v1/sites", json=site(host, port), headers=headers)
         assert r.status_code == 422 and r.json()["error"] == "SiteNotAllowed", r.text
         assert r.json()["detail"].startswith(says), r.text
-    assert not select.select([listener], [], [], 0.2)[0], "the server connected to a refused address"
+    assert not connected(listener), "the server connected to a refused address"
     assert stored_sites(ctx) == []
 
 

@@ -61,7 +61,7 @@ def test_a_remembered_balance_counts_spends_mined_since_and_asks_the_chain_befor
     # The first authorisation reads the balance (10) from the chain; this process remembers it.
     assert _authorize(client, headers, first).status_code == 200
     assert wait_final(client, headers, first)["status"] == "confirmed"
-    assert ctx.cache.own_key_balances[address][0] == 10 * 10**18
+    assert ctx.cache.balances[address].value == 10 * 10**18
     with Session(ctx.engine) as s:
         assert holds._spendable_own_key(ctx, s, address) == 4 * 10**18  # answered without the chain
     # 4 left on chain: the remembered 10 less the 6 confirmed since it was read does not cover 5.

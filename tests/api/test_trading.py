@@ -19,11 +19,9 @@ from app.market.models import Order
 from app.trading import agent
 from app.trading.models import AgentOrder
 from common import clock
-from ess_collector.models import SiteReading
-from tests.api.helpers import admin_headers, login, register
-from tests.api.market_helpers import charge_battery, prosumer_with_site
+from tests.api.helpers import admin_headers
+from tests.api.market_helpers import charge_battery, prosumer_with_site, prosumer_with_wallet, site_body
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet, user_with_linked_wallet
-from wallet.localchain import free_port
 
 COIN = 10**18
 
@@ -245,38 +243,14 @@ def test_the_agent_sells_within_the_sites_declared_power_and_keeps_its_orders(
     client: TestClient, ctx: Context
 ) -> None:
     admin = admin_headers(client, ctx)
-    seller = register(client, "prosumer")
-    client.post(f"/api/v1/admin/users/{seller['id']}/approve", headers=admin)
-    headers = login(client, seller["email"])
-    assert client.post("/api/v1/wallets", json={"pin": PIN}, headers=headers).status_code == 201
-    site = {
-        "name": "roof",
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "pv_nameplate_w": 5000,
-        "battery_capacity_wh": 10_000,
-        "reserve_soc_pct": 10,
-        "max_charge_w": 2000,
-        "max_discharge_w": 2000,
-    }
+    seller, headers, _ = prosumer_with_wallet(client, admin)
+    site = site_body(max_charge_w=2000, max_discharge_w=2000)
     bad = client.post("/api/v1/sites", json={**site, "max_discharge_w": -1}, headers=headers)
     assert bad.status_code == 422 and "max_discharge_w" in bad.text
     r = client.post("/api/v1/sites", json=site, headers=headers)
     assert r.status_code == 201 and r.json()["max_discharge_w"] == 2000, r.text
     site_id = r.json()["id"]
-    with Session(ctx.engine) as s:  # a full battery, no sun, a household using 300 W
-        s.add(
-            SiteReading(
-                site_id=site_id,
-                ts=clock.now(),
-                quality="ok",
-                soc_tenths=900,
-                pv_w=0,
-                load_w=300,
-                accepted=True,
-            )
-        )
-        s.commit()
+    charge_battery(ctx, site_id, pv_w=0, load_w=300)  # a full battery, no sun, a household using 300 W
     body = _profile(site_id=site_id, pin=PIN, reserve_pct=10, max_wh_per_slot=100_000, daily_limit="0")
     assert client.put("/api/v1/trading/profile", json=body, headers=headers).status_code == 200
 

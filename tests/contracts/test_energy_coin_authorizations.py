@@ -24,6 +24,9 @@ KAIROS_CHAIN_ID = 1001
 HOUR = 3600
 PREFIX = "KIP7TransferAuthorization: "
 
+Domain = dict[str, Any]  # EIP-712 domain, as typed_data.domain builds it
+Message = dict[str, Any]  # an ERC-3009 authorization, as typed_data.authorization builds it
+
 
 @pytest.fixture(scope="module")
 def other_coin(w3: Web3, module_chain: None, admin: LocalAccount) -> Contract:
@@ -32,7 +35,7 @@ def other_coin(w3: Web3, module_chain: None, admin: LocalAccount) -> Contract:
 
 
 @pytest.fixture(scope="module")
-def domain(coin: Contract, chain_id: int) -> dict[str, Any]:
+def domain(coin: Contract, chain_id: int) -> Domain:
     return typed_data.domain(COIN_NAME, chain_id, coin.address)
 
 
@@ -47,10 +50,18 @@ def random_nonce() -> bytes:
     return os.urandom(32)
 
 
+@pytest.fixture
+def message(w3: Web3, alice: LocalAccount, bob: LocalAccount) -> Message:
+    """alice's authorisation to pay bob one coin, valid from now for an hour, under a fresh nonce."""
+    return typed_data.authorization(
+        alice.address, bob.address, COIN, 0, latest_timestamp(w3) + HOUR, random_nonce()
+    )
+
+
 # --- the domain ---------------------------------------------------------------------------------------
 
 
-def test_domain_separator_and_typehashes(coin: Contract, domain: dict[str, Any]) -> None:
+def test_domain_separator_and_typehashes(coin: Contract, domain: Domain) -> None:
     assert coin.functions.DOMAIN_SEPARATOR().call() == typed_data.domain_separator(domain)
     for getter, primary_type in [
         (coin.functions.TRANSFER_WITH_AUTHORIZATION_TYPEHASH, "TransferWithAuthorization"),
@@ -74,7 +85,7 @@ def test_domain_separator_and_typehashes(coin: Contract, domain: dict[str, Any])
 def permit_call(
     coin: Contract,
     signer: LocalAccount,
-    d: dict[str, Any],
+    d: Domain,
     owner: str,
     spender: str,
     value: int,
@@ -89,7 +100,7 @@ def permit_call(
 def test_permit_sets_allowance_and_consumes_the_nonce(
     w3: Web3,
     coin: Contract,
-    domain: dict[str, Any],
+    domain: Domain,
     funded: int,
     alice: LocalAccount,
     bob: LocalAccount,
@@ -111,7 +122,7 @@ def test_permit_sets_allowance_and_consumes_the_nonce(
 
 
 def test_permit_with_expired_deadline(
-    w3: Web3, coin: Contract, domain: dict[str, Any], alice: LocalAccount, bob: LocalAccount
+    w3: Web3, coin: Contract, domain: Domain, alice: LocalAccount, bob: LocalAccount
 ) -> None:
     deadline = latest_timestamp(w3) - 1
     call = permit_call(coin, alice, domain, alice.address, bob.address, COIN, 0, deadline)
@@ -119,7 +130,7 @@ def test_permit_with_expired_deadline(
 
 
 def test_permit_signed_by_someone_else(
-    w3: Web3, coin: Contract, domain: dict[str, Any], alice: LocalAccount, bob: LocalAccount
+    w3: Web3, coin: Contract, domain: Domain, alice: LocalAccount, bob: LocalAccount
 ) -> None:
     deadline = latest_timestamp(w3) + HOUR
     call = permit_call(coin, bob, domain, alice.address, bob.address, COIN, 0, deadline)
@@ -147,8 +158,8 @@ def authorized_call(
     coin: Contract,
     kind: str,
     signer: LocalAccount,
-    d: dict[str, Any],
-    message: dict[str, Any],
+    d: Domain,
+    message: Message,
 ) -> ContractFunction:
     primary_type, function_name = KINDS[kind]
     sig = typed_data.sign(signer, d, primary_type, message)
@@ -166,6 +177,13 @@ def authorized_call(
     )
 
 
+def cancel_call(
+    coin: Contract, signer: LocalAccount, d: Domain, authorizer: str, nonce: bytes
+) -> ContractFunction:
+    sig = typed_data.sign(signer, d, "CancelAuthorization", {"authorizer": authorizer, "nonce": nonce})
+    return coin.functions.cancelAuthorization(authorizer, nonce, sig.v, sig.r, sig.s)
+
+
 def submitter(kind: str, payee: LocalAccount, relayer: LocalAccount) -> LocalAccount:
     """receiveWithAuthorization must come from the payee; transferWithAuthorization from anyone."""
     return payee if kind == "receive" else relayer
@@ -175,7 +193,7 @@ def submitter(kind: str, payee: LocalAccount, relayer: LocalAccount) -> LocalAcc
 def test_authorized_transfer_succeeds(
     w3: Web3,
     coin: Contract,
-    domain: dict[str, Any],
+    domain: Domain,
     funded: int,
     kind: str,
     alice: LocalAccount,
@@ -200,24 +218,20 @@ def test_authorized_transfer_succeeds(
     assert not coin.functions.authorizationState(bob.address, nonce).call()
 
 
+@pytest.mark.usefixtures("funded")
 def test_receive_with_authorization_only_by_the_payee(
     w3: Web3,
     coin: Contract,
-    domain: dict[str, Any],
-    funded: int,
+    domain: Domain,
+    message: Message,
     alice: LocalAccount,
     bob: LocalAccount,
     carol: LocalAccount,
 ) -> None:
-    now = latest_timestamp(w3)
-    message = typed_data.authorization(alice.address, bob.address, COIN, 0, now + HOUR, random_nonce())
     call = authorized_call(coin, "receive", alice, domain, message)
     assert_reverts(w3, call, carol, PREFIX + "caller must be the payee")
     assert not coin.functions.authorizationState(alice.address, message["nonce"]).call()
     send(w3, call, bob)
-
-
-Failure = Callable[..., tuple[dict[str, Any], LocalAccount, dict[str, Any]]]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -239,7 +253,7 @@ def test_authorized_transfer_failures(
     w3: Web3,
     coin: Contract,
     other_coin: Contract,
-    domain: dict[str, Any],
+    domain: Domain,
     funded: int,
     chain_id: int,
     kind: str,
@@ -273,10 +287,7 @@ def test_authorized_transfer_failures(
         first = dict(message, value=COIN)
         send(w3, authorized_call(coin, kind, alice, domain, first), relayer)
     elif case == "cancelled_nonce":
-        sig = typed_data.sign(
-            alice, domain, "CancelAuthorization", {"authorizer": alice.address, "nonce": nonce}
-        )
-        send(w3, coin.functions.cancelAuthorization(alice.address, nonce, sig.v, sig.r, sig.s), carol)
+        send(w3, cancel_call(coin, alice, domain, alice.address, nonce), carol)
 
     call = authorized_call(coin, kind, signer, sign_domain, message)
     if case == "tampered_value":
@@ -291,48 +302,35 @@ def test_authorized_transfer_failures(
         assert not coin.functions.authorizationState(alice.address, nonce).call()
 
 
+@pytest.mark.usefixtures("funded")
 def test_a_nonce_is_shared_between_transfer_and_receive(
-    w3: Web3,
-    coin: Contract,
-    domain: dict[str, Any],
-    funded: int,
-    alice: LocalAccount,
-    bob: LocalAccount,
+    w3: Web3, coin: Contract, domain: Domain, message: Message, alice: LocalAccount, bob: LocalAccount
 ) -> None:
-    now = latest_timestamp(w3)
-    message = typed_data.authorization(alice.address, bob.address, COIN, 0, now + HOUR, random_nonce())
     send(w3, authorized_call(coin, "transfer", alice, domain, message), bob)
     call = authorized_call(coin, "receive", alice, domain, message)
     assert_reverts(w3, call, bob, PREFIX + "authorization is used or canceled")
 
 
+@pytest.mark.usefixtures("funded")
 def test_a_transfer_signature_is_not_a_receive_signature(
-    w3: Web3,
-    coin: Contract,
-    domain: dict[str, Any],
-    funded: int,
-    alice: LocalAccount,
-    bob: LocalAccount,
+    w3: Web3, coin: Contract, domain: Domain, message: Message, alice: LocalAccount, bob: LocalAccount
 ) -> None:
-    now = latest_timestamp(w3)
-    message = typed_data.authorization(alice.address, bob.address, COIN, 0, now + HOUR, random_nonce())
     sig = typed_data.sign(alice, domain, "TransferWithAuthorization", message)
     call = coin.functions.receiveWithAuthorization(*message.values(), sig.v, sig.r, sig.s)
     assert_reverts(w3, call, bob, PREFIX + "invalid signature")
 
 
+@pytest.mark.usefixtures("funded")
 def test_authorized_transfer_while_paused(
     w3: Web3,
     coin: Contract,
-    domain: dict[str, Any],
-    funded: int,
+    domain: Domain,
+    message: Message,
     admin: LocalAccount,
     alice: LocalAccount,
     bob: LocalAccount,
 ) -> None:
     send(w3, coin.functions.pause(), admin)
-    now = latest_timestamp(w3)
-    message = typed_data.authorization(alice.address, bob.address, COIN, 0, now + HOUR, random_nonce())
     call = authorized_call(coin, "transfer", alice, domain, message)
     assert_reverts(w3, call, bob, "KIP7Pausable: token transfer while paused")
     send(w3, coin.functions.unpause(), admin)
@@ -342,21 +340,18 @@ def test_authorized_transfer_while_paused(
 def test_cancel_authorization(
     w3: Web3,
     coin: Contract,
-    domain: dict[str, Any],
+    domain: Domain,
     alice: LocalAccount,
     bob: LocalAccount,
     carol: LocalAccount,
 ) -> None:
     nonce = random_nonce()
-    message = {"authorizer": alice.address, "nonce": nonce}
 
-    forged = typed_data.sign(bob, domain, "CancelAuthorization", message)
-    forged_call = coin.functions.cancelAuthorization(alice.address, nonce, forged.v, forged.r, forged.s)
+    forged_call = cancel_call(coin, bob, domain, alice.address, nonce)
     assert_reverts(w3, forged_call, carol, PREFIX + "invalid signature")
     assert not coin.functions.authorizationState(alice.address, nonce).call()
 
-    sig = typed_data.sign(alice, domain, "CancelAuthorization", message)
-    call = coin.functions.cancelAuthorization(alice.address, nonce, sig.v, sig.r, sig.s)
+    call = cancel_call(coin, alice, domain, alice.address, nonce)
     receipt = send(w3, call, carol)
     (cancelled,) = events(coin, "AuthorizationCanceled", receipt)
     assert cancelled["args"]["authorizer"] == alice.address
@@ -366,19 +361,10 @@ def test_cancel_authorization(
     assert_reverts(w3, call, carol, PREFIX + "authorization is used or canceled")
 
 
+@pytest.mark.usefixtures("funded")
 def test_cancel_of_a_used_nonce_reverts(
-    w3: Web3,
-    coin: Contract,
-    domain: dict[str, Any],
-    funded: int,
-    alice: LocalAccount,
-    bob: LocalAccount,
+    w3: Web3, coin: Contract, domain: Domain, message: Message, alice: LocalAccount, bob: LocalAccount
 ) -> None:
-    now = latest_timestamp(w3)
-    message = typed_data.authorization(alice.address, bob.address, COIN, 0, now + HOUR, random_nonce())
     send(w3, authorized_call(coin, "transfer", alice, domain, message), bob)
-    sig = typed_data.sign(
-        alice, domain, "CancelAuthorization", {"authorizer": alice.address, "nonce": message["nonce"]}
-    )
-    call = coin.functions.cancelAuthorization(alice.address, message["nonce"], sig.v, sig.r, sig.s)
+    call = cancel_call(coin, alice, domain, alice.address, message["nonce"])
     assert_reverts(w3, call, bob, PREFIX + "authorization is used or canceled")

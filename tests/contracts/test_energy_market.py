@@ -18,10 +18,11 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError
 from web3.types import TxReceipt
 
+from common.merkle import process_proof
 from tests.contracts import typed_data
 from tests.contracts.chain import assert_reverts, deploy, events, latest_timestamp, selector, send
 from tests.contracts.conftest import COIN_NAME
-from tests.contracts.test_meter_ledger import merkle_proof, merkle_root, process_proof
+from tests.contracts.test_meter_ledger import merkle_proof, merkle_root
 
 pytestmark = pytest.mark.usefixtures("chain_snapshot")
 
@@ -295,6 +296,11 @@ class Market:
         self.check()
         return done
 
+    def anchor(self, slot: int, root: bytes = b"\x11" * 32) -> bytes:
+        """The slot's meter data anchored in the ledger (by the operator, here also the reporter)."""
+        send(self.w3, self.ledger.functions.anchor(slot, root, 3, TOTALS), self.operator)
+        return root
+
     def escrow(self, oid: bytes) -> dict[str, Any]:
         buyer, slot, limit, open_wh, available, fills, releasable = self.f.escrows(oid).call()
         return {
@@ -371,11 +377,6 @@ def advance_to(w3: Web3, timestamp: int) -> None:
     w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
 
-def anchor(w3: Web3, ledger: Contract, admin: LocalAccount, slot: int, root: bytes = b"\x11" * 32) -> bytes:
-    send(w3, ledger.functions.anchor(slot, root, 3, TOTALS), admin)
-    return root
-
-
 # --- deployment ---------------------------------------------------------------------------------------
 
 
@@ -437,9 +438,8 @@ def test_python_formulas_match_the_contract(market: Contract) -> None:
 
 
 @pytest.mark.usefixtures("funded")
-def test_lock_escrow_with_a_buyer_signed_authorization(
-    w3: Web3, mk: Market, coin: Contract, alice: LocalAccount, slot: int
-) -> None:
+def test_lock_escrow_with_a_buyer_signed_authorization(mk: Market, alice: LocalAccount, slot: int) -> None:
+    w3, coin = mk.w3, mk.coin
     oid = order_id("a")
     eth_before = w3.eth.get_balance(alice.address)
     receipt = mk.lock(alice, oid, slot, 5_000, LIMIT)
@@ -470,8 +470,9 @@ def test_lock_escrow_with_a_buyer_signed_authorization(
 
 @pytest.mark.usefixtures("funded")
 def test_a_signature_cannot_be_replayed_or_moved_to_another_order(
-    w3: Web3, mk: Market, admin: LocalAccount, alice: LocalAccount, bob: LocalAccount, slot: int
+    mk: Market, alice: LocalAccount, bob: LocalAccount, slot: int
 ) -> None:
+    w3, admin = mk.w3, mk.operator
     a, b = order_id("a"), order_id("b")
     nonce_a = escrow_nonce(a, slot, 5_000, LIMIT)
     first = mk.lock_call(alice, a, slot, 5_000, LIMIT)
@@ -505,9 +506,8 @@ def test_a_signature_cannot_be_replayed_or_moved_to_another_order(
 
 
 @pytest.mark.usefixtures("funded")
-def test_invalid_locks_revert(
-    w3: Web3, mk: Market, admin: LocalAccount, alice: LocalAccount, slot: int
-) -> None:
+def test_invalid_locks_revert(mk: Market, alice: LocalAccount, slot: int) -> None:
+    w3, admin = mk.w3, mk.operator
     oid = order_id("a")
     required = escrow_amount(5_000, LIMIT)
     small = mk.lock_call(alice, oid, slot, 5_000, LIMIT, amount=required - 1)
@@ -531,8 +531,9 @@ def test_invalid_locks_revert(
 
 @pytest.mark.usefixtures("funded")
 def test_lock_escrow_directly_with_approve(
-    w3: Web3, mk: Market, coin: Contract, alice: LocalAccount, bob: LocalAccount, slot: int
+    mk: Market, alice: LocalAccount, bob: LocalAccount, slot: int
 ) -> None:
+    w3, coin = mk.w3, mk.coin
     oid = order_id("direct")
     amount = escrow_amount(2_000, LIMIT)
     send(w3, coin.functions.approve(mk.market.address, amount), alice)
@@ -555,7 +556,7 @@ def test_lock_escrow_directly_with_approve(
 
 @pytest.mark.usefixtures("funded")
 def test_record_trades_partial_fills_and_price_differences(
-    w3: Web3, mk: Market, alice: LocalAccount, bob: LocalAccount, carol: LocalAccount, slot: int
+    mk: Market, alice: LocalAccount, bob: LocalAccount, carol: LocalAccount, slot: int
 ) -> None:
     a, b = order_id("a"), order_id("b")
     mk.lock(alice, a, slot, 5_000, LIMIT)
@@ -589,15 +590,9 @@ def test_record_trades_partial_fills_and_price_differences(
 
 @pytest.mark.usefixtures("funded")
 def test_escrow_is_locked_with_the_trades_that_use_it_in_one_batch(
-    w3: Web3,
-    mk: Market,
-    coin: Contract,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    bob: LocalAccount,
-    carol: LocalAccount,
-    slot: int,
+    mk: Market, alice: LocalAccount, bob: LocalAccount, carol: LocalAccount, slot: int
 ) -> None:
+    w3, coin, admin = mk.w3, mk.coin, mk.operator
     a, b, c = order_id("la"), order_id("lb"), order_id("lc")
     lock_a, lock_b = mk.lock_args(alice, a, slot, 3_000), mk.lock_args(bob, b, slot, 1_000)
     mk.lock_args(carol, c, slot, 1_000)  # carol signed too, but her order never matches: never sent
@@ -668,18 +663,11 @@ def test_escrow_is_locked_with_the_trades_that_use_it_in_one_batch(
 
 @pytest.mark.usefixtures("funded")
 def test_a_batch_closes_the_orders_that_can_match_no_more(
-    w3: Web3,
-    mk: Market,
-    coin: Contract,
-    ledger: Contract,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    bob: LocalAccount,
-    carol: LocalAccount,
-    slot: int,
+    mk: Market, alice: LocalAccount, bob: LocalAccount, carol: LocalAccount, slot: int
 ) -> None:
     """`lockRecordAndClose`: the call auction's orders expire at it, so the recording batch also closes them
     and sends each buyer what its order does not owe to the trades; no release transaction follows."""
+    w3, coin, admin = mk.w3, mk.coin, mk.operator
     a, b, c = order_id("ca"), order_id("cb"), order_id("cc")
     lock_a, lock_b = mk.lock_args(alice, a, slot, 3_000), mk.lock_args(bob, b, slot, 1_000)
     mk.lock_and_record([mk.lock_args(bob, c, slot, 2_000)], [mk.trade("c0", c, carol.address, slot, 500)])
@@ -739,7 +727,7 @@ def test_a_batch_closes_the_orders_that_can_match_no_more(
         "KIP7TransferAuthorization: authorization is used or canceled",
     )
     # settlement refunds a shortfall to the buyer in the leaf (a: nothing stored) or in the escrow (c)
-    root = anchor(w3, ledger, admin, slot)
+    root = mk.anchor(slot)
     forged = list(recorded[0].settlement(0))
     forged[8] = carol.address
     assert_reverts(
@@ -762,14 +750,9 @@ def test_a_batch_closes_the_orders_that_can_match_no_more(
 
 @pytest.mark.usefixtures("funded")
 def test_record_trades_checks_each_trade(
-    w3: Web3,
-    mk: Market,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    bob: LocalAccount,
-    carol: LocalAccount,
-    slot: int,
+    mk: Market, alice: LocalAccount, bob: LocalAccount, carol: LocalAccount, slot: int
 ) -> None:
+    w3, admin = mk.w3, mk.operator
     a = order_id("a")
     mk.lock(alice, a, slot, 5_000, LIMIT)
     seller = carol.address
@@ -857,15 +840,9 @@ def test_record_trades_checks_each_trade(
 
 @pytest.mark.usefixtures("funded")
 def test_release_escrow_cancels_and_returns_what_is_not_needed(
-    w3: Web3,
-    mk: Market,
-    coin: Contract,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    bob: LocalAccount,
-    carol: LocalAccount,
-    slot: int,
+    mk: Market, alice: LocalAccount, bob: LocalAccount, carol: LocalAccount, slot: int
 ) -> None:
+    w3, coin, admin = mk.w3, mk.coin, mk.operator
     a = order_id("a")
     mk.lock(alice, a, slot, 5_000, LIMIT)
     mk.record([mk.trade("1", a, carol.address, slot, 2_000, PRICE)])
@@ -931,18 +908,11 @@ def two_trades(
 
 
 def test_settlement_against_the_anchored_root_full_delivery(
-    w3: Web3,
-    mk: Market,
-    coin: Contract,
-    ledger: Contract,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    carol: LocalAccount,
-    slot: int,
-    two_trades: list[Recorded],
+    mk: Market, alice: LocalAccount, carol: LocalAccount, slot: int, two_trades: list[Recorded]
 ) -> None:
+    w3, coin, admin = mk.w3, mk.coin, mk.operator
     t1, t2 = two_trades
-    root = anchor(w3, ledger, admin, slot)
+    root = mk.anchor(slot)
     receipt = send(w3, mk.f.settleTrades(slot, root, [t1.settlement(2_000), t2.settlement(1_000)]), admin)
     settled = events(mk.market, "TradeSettled", receipt)
     assert [
@@ -992,18 +962,16 @@ def test_settlement_against_the_anchored_root_full_delivery(
 
 
 def test_settlement_shortfall_pays_a_penalty_to_the_buyer(
-    w3: Web3,
     mk: Market,
-    ledger: Contract,
-    admin: LocalAccount,
     alice: LocalAccount,
     bob: LocalAccount,
     carol: LocalAccount,
     slot: int,
     two_trades: list[Recorded],
 ) -> None:
+    w3, admin = mk.w3, mk.operator
     t1, t2 = two_trades
-    root = anchor(w3, ledger, admin, slot)
+    root = mk.anchor(slot)
     receipt = send(w3, mk.f.settleTrades(slot, root, [t1.settlement(1_234), t2.settlement(0)]), admin)
     e1, e2 = events(mk.market, "TradeSettled", receipt)
     seller1, buyer1, penalty1 = settlement_amounts(2_000, PRICE, 1_234)
@@ -1027,16 +995,11 @@ def test_settlement_shortfall_pays_a_penalty_to_the_buyer(
 
 
 def test_settlement_is_idempotent_per_trade(
-    w3: Web3,
-    mk: Market,
-    ledger: Contract,
-    admin: LocalAccount,
-    carol: LocalAccount,
-    slot: int,
-    two_trades: list[Recorded],
+    mk: Market, carol: LocalAccount, slot: int, two_trades: list[Recorded]
 ) -> None:
+    w3, admin = mk.w3, mk.operator
     t1, t2 = two_trades
-    root = anchor(w3, ledger, admin, slot)
+    root = mk.anchor(slot)
     send(w3, mk.f.settleTrades(slot, root, [t1.settlement(2_000)]), admin)
     balance = mk.balance(carol.address)
     # The retried batch (a crash after sending) settles only what is left, and says nothing about the rest.
@@ -1053,15 +1016,8 @@ def test_settlement_is_idempotent_per_trade(
     mk.check()
 
 
-def test_settlement_checks(
-    w3: Web3,
-    mk: Market,
-    ledger: Contract,
-    admin: LocalAccount,
-    bob: LocalAccount,
-    slot: int,
-    two_trades: list[Recorded],
-) -> None:
+def test_settlement_checks(mk: Market, bob: LocalAccount, slot: int, two_trades: list[Recorded]) -> None:
+    w3, admin = mk.w3, mk.operator
     t1, _ = two_trades
     root = keccak(text="ledger root")
 
@@ -1072,7 +1028,7 @@ def test_settlement_checks(
         mk.f.settleTrades(slot, root, [t1.settlement(2_000)]),
         error_data("SlotNotAnchored(uint64)", ["uint64"], [slot]),
     )
-    anchor(w3, ledger, admin, slot, root)
+    mk.anchor(slot, root)
     other = keccak(text="other")
     rejects(
         mk.f.settleTrades(slot, other, [t1.settlement(2_000)]),
@@ -1108,7 +1064,7 @@ def test_settlement_checks(
     )
     # A trade of this slot presented as another slot's (whose root is anchored too).
     later = slot + SLOT_SECONDS
-    anchor(w3, ledger, admin, later, root)
+    mk.anchor(later, root)
     rejects(
         mk.f.settleTrades(later, root, [t1.settlement(2_000)]),
         error_data(
@@ -1148,17 +1104,11 @@ def batch_settlement(batch: list[Recorded], delivered: dict[int, int]) -> tuple[
 
 @pytest.mark.usefixtures("funded")
 def test_settle_batches_checks_each_batch_root_once(
-    w3: Web3,
-    mk: Market,
-    ledger: Contract,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    bob: LocalAccount,
-    carol: LocalAccount,
-    slot: int,
+    mk: Market, alice: LocalAccount, bob: LocalAccount, carol: LocalAccount, slot: int
 ) -> None:
     """`settleBatches`: trades as calldata, the batch's other trades as leaves, no proofs; the same payouts
     as `settleTrades`; idempotent; every forgery changes the root."""
+    w3, admin = mk.w3, mk.operator
     a, b, c = order_id("sa"), order_id("sb"), order_id("sc")
     mk.lock(alice, a, slot, 3_000, LIMIT)  # stored: zero buyer in the leaf
     mk.lock_and_record(  # b locked in the batch: bob in the leaf
@@ -1173,8 +1123,8 @@ def test_settle_batches_checks_each_batch_root_once(
     other = slot + SLOT_SECONDS
     mk.lock(alice, c, other, 1_000, LIMIT)
     (late,) = mk.record([mk.trade("s4", c, carol.address, other, 1_000, PRICE)])
-    root = anchor(w3, ledger, admin, slot)
-    anchor(w3, ledger, admin, other, root)
+    root = mk.anchor(slot)
+    mk.anchor(other, root)
 
     def rejects(items: list[tuple[Any, ...]], reason: str, s: int = slot) -> None:
         assert_reverts(w3, mk.f.settleBatches(s, root, items), admin, reason)
@@ -1246,8 +1196,9 @@ def test_settle_batches_checks_each_batch_root_once(
 
 
 def test_settlement_by_admin_decision(
-    w3: Web3, mk: Market, admin: LocalAccount, carol: LocalAccount, slot: int, two_trades: list[Recorded]
+    mk: Market, carol: LocalAccount, slot: int, two_trades: list[Recorded]
 ) -> None:
+    w3, admin = mk.w3, mk.operator
     t1, t2 = two_trades
     decision = keccak(text="admin decision 42: as contracted, meter data incomplete")
     assert_reverts(
@@ -1269,16 +1220,9 @@ def test_settlement_by_admin_decision(
 
 
 def test_buyer_refunds_escrow_and_trades_after_the_timeout_only(
-    w3: Web3,
-    mk: Market,
-    coin: Contract,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    bob: LocalAccount,
-    carol: LocalAccount,
-    slot: int,
-    funded: None,
+    mk: Market, alice: LocalAccount, bob: LocalAccount, carol: LocalAccount, slot: int, funded: None
 ) -> None:
+    w3, coin, admin = mk.w3, mk.coin, mk.operator
     a = order_id("a")
     mk.lock(alice, a, slot, 5_000, LIMIT)
     t1, t2 = mk.record(
@@ -1323,7 +1267,7 @@ def test_buyer_refunds_escrow_and_trades_after_the_timeout_only(
     # Anyone may trigger a refund; the coins always go to the buyer. A late settlement skips refunded trades.
     send(w3, mk.f.refundTrade(t2.trade_proof()), bob)
     assert coin.functions.balanceOf(alice.address).call() == 1_000 * COIN
-    anchor(w3, mk.ledger, admin, slot)
+    mk.anchor(slot)
     assert (
         mk.f.settleTrades(slot, b"\x11" * 32, [t1.settlement(1_000), t2.settlement(1_000)]).call(
             {"from": admin.address}
@@ -1334,16 +1278,11 @@ def test_buyer_refunds_escrow_and_trades_after_the_timeout_only(
 
 
 def test_a_settled_trade_cannot_be_refunded(
-    w3: Web3,
-    mk: Market,
-    ledger: Contract,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    slot: int,
-    two_trades: list[Recorded],
+    mk: Market, alice: LocalAccount, slot: int, two_trades: list[Recorded]
 ) -> None:
+    w3, admin = mk.w3, mk.operator
     t1, _ = two_trades
-    send(w3, mk.f.settleTrades(slot, anchor(w3, ledger, admin, slot), [t1.settlement(2_000)]), admin)
+    send(w3, mk.f.settleTrades(slot, mk.anchor(slot), [t1.settlement(2_000)]), admin)
     advance_to(w3, slot + REFUND_TIMEOUT)
     assert_reverts(
         w3,
@@ -1358,19 +1297,16 @@ def test_a_settled_trade_cannot_be_refunded(
 
 
 def test_pause_stops_new_business_but_never_refunds_or_withdrawals(
-    w3: Web3,
     mk: Market,
-    coin: Contract,
-    ledger: Contract,
-    admin: LocalAccount,
     alice: LocalAccount,
     bob: LocalAccount,
     carol: LocalAccount,
     slot: int,
     two_trades: list[Recorded],
 ) -> None:
+    w3, coin, admin = mk.w3, mk.coin, mk.operator
     t1, t2 = two_trades
-    root = anchor(w3, ledger, admin, slot)
+    root = mk.anchor(slot)
     send(w3, mk.f.settleTrades(slot, root, [t1.settlement(1_000)]), admin)  # a shortfall: alice is owed
     assert_reverts(w3, mk.f.pause(), bob, "is missing role")
     send(w3, mk.f.pause(), admin)
@@ -1402,15 +1338,10 @@ def test_pause_stops_new_business_but_never_refunds_or_withdrawals(
 
 
 def test_recording_costs_under_a_third_of_a_transfer_per_trade(
-    w3: Web3,
-    mk: Market,
-    coin: Contract,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    bob: LocalAccount,
-    slot: int,
+    mk: Market, alice: LocalAccount, bob: LocalAccount, slot: int
 ) -> None:
     """100 trades, each with its own buy order (the worst case: one cold escrow per trade)."""
+    w3, coin, admin = mk.w3, mk.coin, mk.operator
     n = 100
     quantity = 3_000
     send(w3, coin.functions.mint(alice.address, n * escrow_amount(quantity, LIMIT) + 2 * COIN), admin)
@@ -1456,20 +1387,12 @@ def test_recording_costs_under_a_third_of_a_transfer_per_trade(
 
 
 def test_random_life_cycle_conserves_every_coin(
-    w3: Web3,
-    mk: Market,
-    coin: Contract,
-    ledger: Contract,
-    admin: LocalAccount,
-    alice: LocalAccount,
-    bob: LocalAccount,
-    carol: LocalAccount,
-    slot: int,
-    funded: None,
+    mk: Market, alice: LocalAccount, bob: LocalAccount, carol: LocalAccount, slot: int, funded: None
 ) -> None:
     """Odd quantities and prices (escrow rounds up, trades round down), partial fills over several batches,
     settlement with random shortfalls, gate-closure releases, timeout refunds and withdrawals: the contract's
     books balance after every step and at the end every coin is back in a wallet."""
+    w3, coin, admin = mk.w3, mk.coin, mk.operator
     rng = random.Random(20_240_611)
     buyers = {alice.address: alice, bob.address: bob}
     sellers = [carol.address, Account.create().address]
@@ -1494,7 +1417,7 @@ def test_random_life_cycle_conserves_every_coin(
             mk.record(trades)
     send(w3, mk.f.releaseEscrows([oid for oid, _ in orders]), admin)  # gate closure
     mk.check()
-    root = anchor(w3, ledger, admin, slot)
+    root = mk.anchor(slot)
     to_settle = mk.recorded[: len(mk.recorded) // 2 + 1]
     send(
         w3,

@@ -10,6 +10,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError
 
+from common.merkle import hash_pair, process_proof, proofs_in_order
 from tests.contracts.chain import REVERT_GAS, assert_reverts, deploy, events, selector, send
 
 pytestmark = pytest.mark.usefixtures("chain_snapshot")
@@ -19,46 +20,15 @@ TOTALS = [1_200, 900, 300, 450, 200, 150]  # Wh: pv, load, import, export, batte
 ROOT = keccak(b"root")
 
 
-# --- a sorted-pair Merkle tree (OpenZeppelin MerkleProof convention), test-only for now ---------------
-
-
-def hash_pair(a: bytes, b: bytes) -> bytes:
-    return keccak(a + b) if a <= b else keccak(b + a)
-
-
-def merkle_layers(leaves: list[bytes]) -> list[list[bytes]]:
-    """Bottom-up layers; an odd node at the end of a layer is carried up unchanged."""
-    layers = [list(leaves)]
-    while len(layers[-1]) > 1:
-        level = layers[-1]
-        layers.append(
-            [
-                hash_pair(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
-                for i in range(0, len(level), 2)
-            ]
-        )
-    return layers
+# --- common.merkle's sorted-pair tree (OpenZeppelin MerkleProof convention), leaves by position ------
 
 
 def merkle_root(leaves: list[bytes]) -> bytes:
-    return merkle_layers(leaves)[-1][0]
+    return proofs_in_order(leaves)[0]
 
 
 def merkle_proof(leaves: list[bytes], index: int) -> list[bytes]:
-    proof = []
-    for level in merkle_layers(leaves)[:-1]:
-        sibling = index ^ 1
-        if sibling < len(level):
-            proof.append(level[sibling])
-        index //= 2
-    return proof
-
-
-def process_proof(leaf: bytes, proof: list[bytes]) -> bytes:
-    node = leaf
-    for sibling in proof:
-        node = hash_pair(node, sibling)
-    return node
+    return proofs_in_order(leaves)[1][index]
 
 
 def reading_leaf(site: int, slot: int, values: list[int]) -> bytes:

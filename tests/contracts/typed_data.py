@@ -1,7 +1,7 @@
 """EIP-712 typed data for the EnergyCoin tests (permit and ERC-3009), built and signed with eth-account.
 
-Test-only on purpose: the production typed-data module lives in wallet/ and is tested against these
-contracts separately.
+The type definitions are wallet/'s (one definition: the contract tests check its field order against the
+contract's typehashes); the domain separator is hashed by hand here as an independent check.
 """
 
 from __future__ import annotations
@@ -13,35 +13,7 @@ from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
-EIP712_DOMAIN_FIELDS = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
-AUTHORIZATION_FIELDS = [
-    {"name": "from", "type": "address"},
-    {"name": "to", "type": "address"},
-    {"name": "value", "type": "uint256"},
-    {"name": "validAfter", "type": "uint256"},
-    {"name": "validBefore", "type": "uint256"},
-    {"name": "nonce", "type": "bytes32"},
-]
-TYPES: dict[str, list[dict[str, str]]] = {
-    "Permit": [
-        {"name": "owner", "type": "address"},
-        {"name": "spender", "type": "address"},
-        {"name": "value", "type": "uint256"},
-        {"name": "nonce", "type": "uint256"},
-        {"name": "deadline", "type": "uint256"},
-    ],
-    "TransferWithAuthorization": AUTHORIZATION_FIELDS,
-    "ReceiveWithAuthorization": AUTHORIZATION_FIELDS,
-    "CancelAuthorization": [
-        {"name": "authorizer", "type": "address"},
-        {"name": "nonce", "type": "bytes32"},
-    ],
-}
+from wallet.typed_data import EIP712_DOMAIN_FIELDS, SCHEMAS
 
 
 class Signature(NamedTuple):
@@ -74,13 +46,13 @@ def domain_separator(d: dict[str, Any]) -> bytes:
 
 
 def type_string(primary_type: str) -> str:
-    fields = ",".join(f"{f['type']} {f['name']}" for f in TYPES[primary_type])
+    fields = ",".join(f"{f['type']} {f['name']}" for f in SCHEMAS[primary_type])
     return f"{primary_type}({fields})"
 
 
 def sign(account: LocalAccount, d: dict[str, Any], primary_type: str, message: dict[str, Any]) -> Signature:
     full_message = {
-        "types": {"EIP712Domain": EIP712_DOMAIN_FIELDS, primary_type: TYPES[primary_type]},
+        "types": {"EIP712Domain": EIP712_DOMAIN_FIELDS, primary_type: SCHEMAS[primary_type]},
         "primaryType": primary_type,
         "domain": d,
         "message": message,

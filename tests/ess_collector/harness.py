@@ -6,10 +6,14 @@ Simulators run at speed 0 and the collector gets the same clock, so a 15-minute 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import select as io_select
+import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -24,7 +28,22 @@ from ess_collector.validation import ENERGY
 
 START = datetime(2025, 6, 1, 3, 0, tzinfo=UTC)  # 12:00 KST: PV, load and battery all active; slot-aligned
 HOST = "127.0.0.1"
+Row = TypeVar("Row", SiteReading, SlotEnergy, SiteFault, SiteEvent)
 FAST = CollectorConfig(slot_minutes=5, poll_interval_s=10, timeout_s=0.3, max_backoff_s=40)
+
+
+@pytest.fixture(name="listener")
+def listener_fixture() -> Iterator[socket.socket]:
+    """``listener``: a TCP port that records whether anybody connected (a pending connection makes it
+    readable). A test module that imports ``listener_fixture`` has it."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        s.listen(8)
+        yield s
+
+
+def connected(s: socket.socket) -> bool:
+    return bool(io_select.select([s], [], [], 0.2)[0])
 
 
 def make_owner(engine: Engine, email: str = "owner@example.com") -> int:
@@ -42,18 +61,44 @@ def make_owner(engine: Engine, email: str = "owner@example.com") -> int:
         return user.id or 0
 
 
+def site_row(
+    owner_id: int,
+    host: str,
+    port: int,
+    *,
+    name: str = "x",
+    pv_nameplate_w: int = 5000,
+    battery_capacity_wh: int = 10_000,
+    reserve_soc_pct: int = 10,
+    enabled: bool = True,
+    created_at: datetime | None = None,
+) -> Site:
+    """A site at ``host:port`` (Modbus device 1), created now unless ``created_at`` says when."""
+    return Site(
+        owner_id=owner_id,
+        name=name,
+        host=host,
+        port=port,
+        device_id=1,
+        pv_nameplate_w=pv_nameplate_w,
+        battery_capacity_wh=battery_capacity_wh,
+        reserve_soc_pct=reserve_soc_pct,
+        enabled=enabled,
+        created_at=created_at or utcnow(),
+    )
+
+
 def add_sites(
     engine: Engine, cluster: ThreadedCluster, owner_id: int, created_at: datetime = START
 ) -> list[int]:
     ids = []
     with Session(engine) as s:
         for sim, port in zip(cluster.sims, cluster.ports, strict=True):
-            site = Site(
-                owner_id=owner_id,
+            site = site_row(
+                owner_id,
+                HOST,
+                port,
                 name=f"sim {sim.site_id}",
-                host=HOST,
-                port=port,
-                device_id=1,
                 pv_nameplate_w=sim.config.pv_peak_w,
                 battery_capacity_wh=sim.config.capacity_wh,
                 reserve_soc_pct=sim.config.reserve_pct,
@@ -119,45 +164,23 @@ class Harness:
 
     # -- reading back -----------------------------------------------------------------------------
 
-    def readings(self, index: int = 0) -> list[SiteReading]:
+    def _rows(self, model: type[Row], order_by: Any, index: int) -> list[Row]:
+        """Every ``model`` row of the index-th site, in ``order_by`` order."""
         with Session(self.engine) as s:
-            return list(
-                s.exec(
-                    select(SiteReading)
-                    .where(col(SiteReading.site_id) == self.site_ids[index])
-                    .order_by(col(SiteReading.id))
-                ).all()
-            )
+            query = select(model).where(col(model.site_id) == self.site_ids[index])
+            return list(s.exec(query.order_by(col(order_by))).all())
+
+    def readings(self, index: int = 0) -> list[SiteReading]:
+        return self._rows(SiteReading, SiteReading.id, index)
 
     def slots(self, index: int = 0) -> list[SlotEnergy]:
-        with Session(self.engine) as s:
-            return list(
-                s.exec(
-                    select(SlotEnergy)
-                    .where(col(SlotEnergy.site_id) == self.site_ids[index])
-                    .order_by(col(SlotEnergy.slot_start))
-                ).all()
-            )
+        return self._rows(SlotEnergy, SlotEnergy.slot_start, index)
 
     def faults(self, index: int = 0) -> list[SiteFault]:
-        with Session(self.engine) as s:
-            return list(
-                s.exec(
-                    select(SiteFault)
-                    .where(col(SiteFault.site_id) == self.site_ids[index])
-                    .order_by(col(SiteFault.id))
-                ).all()
-            )
+        return self._rows(SiteFault, SiteFault.id, index)
 
     def events(self, index: int = 0) -> list[SiteEvent]:
-        with Session(self.engine) as s:
-            return list(
-                s.exec(
-                    select(SiteEvent)
-                    .where(col(SiteEvent.site_id) == self.site_ids[index])
-                    .order_by(col(SiteEvent.id))
-                ).all()
-            )
+        return self._rows(SiteEvent, SiteEvent.id, index)
 
     def site(self, index: int = 0) -> Site:
         with Session(self.engine) as s:

@@ -22,7 +22,7 @@ from ess_collector.anchoring import anchor_due, proof_for, unix
 from ess_collector.config import CollectorConfig
 from ess_collector.models import LedgerSlot, ProductionReward, Site, SlotEnergy
 from ess_collector.rewards import reward_due
-from tests.ess_collector.harness import START, Harness, make_owner
+from tests.ess_collector.harness import START, Harness, make_owner, site_row
 
 CFG = CollectorConfig(slot_minutes=15, anchor_grace_s=60)
 SLOT = datetime(2025, 6, 1, 3, 0, tzinfo=UTC)
@@ -60,17 +60,7 @@ def add_slot_rows(ctx: Context, statuses: list[str], slot: datetime = SLOT) -> l
     ids = []
     with Session(ctx.engine) as s:
         for i, status in enumerate(statuses):
-            site = Site(
-                owner_id=owner,
-                name=f"s{i}",
-                host="10.0.0.1",
-                port=1000 + i + slot.minute * 100,
-                device_id=1,
-                pv_nameplate_w=5000,
-                battery_capacity_wh=10_000,
-                reserve_soc_pct=10,
-                created_at=utcnow(),
-            )
+            site = site_row(owner, "10.0.0.1", 1000 + i + slot.minute * 100, name=f"s{i}")
             s.add(site)
             s.flush()
             energies = dict(zip(ENERGIES, [800 + i, 600 + i, 100, 300 + i, 50, 50], strict=True))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from common.lease import JobLease, Lease, LeaseLost
 from ess_collector.models import SiteReading
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from tests.ess_collector.harness import add_sites, make_owner
+from tests.polling import wait_until
 from wallet.purposes import Purpose, TxPurpose
 from wallet.relayer import TxStatus
 
@@ -63,15 +63,6 @@ def _readings(engine: Engine) -> int:
         return int(s.exec(select(func.count(col(SiteReading.id)))).one())
 
 
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_two_workers_poll_once_and_a_standby_takes_over(ctx: Context) -> None:
     settings = ctx.settings.model_copy(
         update={
@@ -89,13 +80,13 @@ def test_two_workers_poll_once_and_a_standby_takes_over(ctx: Context) -> None:
         )
         one.start()
         try:
-            assert _wait(lambda: one.polls >= 1, 5)
+            assert wait_until(lambda: one.polls >= 1, timeout=5)
             two.start()
             seen = one.polls
-            assert _wait(lambda: one.polls >= seen + 2, 6)
+            assert wait_until(lambda: one.polls >= seen + 2, timeout=6)
             assert two.polls == 0  # the standby never polls beside the holder
             one.stop()  # a clean stop releases the lease: the standby takes over at its next check
-            assert _wait(lambda: two.polls >= 1, 5)
+            assert wait_until(lambda: two.polls >= 1, timeout=5)
         finally:
             one.stop()
             two.stop()
@@ -127,7 +118,7 @@ def test_a_standalone_collectors_relayer_runs_only_with_the_collector_lease(
             b.relayer.fence(s)  # a pass of the standby's relayer would write nothing
         one.stop()  # the holder stops: its relayer with it, and the standby takes over, relayer and all
         assert not a.relayer.worker.running
-        assert _wait(lambda: b.relayer.worker.running, 5)
+        assert wait_until(lambda: b.relayer.worker.running, timeout=5)
         data = str(b.coin.encodeABI(fn_name="mint", args=[dev_accounts[1].address, 1]))
         with Session(ctx.engine) as s:
             row = b.relayer.prepare(

@@ -8,12 +8,11 @@ from sqlalchemy import insert, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from app.core.security import utcnow
 from ess_collector.collector import _READING_COLUMNS, _reading_row, _ReadingInsert
-from ess_collector.models import Site, SiteReading
+from ess_collector.models import SiteReading
 from ess_collector.sunspec import Reading
 from ess_collector.validation import Verdict
-from tests.ess_collector.harness import make_owner
+from tests.ess_collector.harness import make_owner, site_row
 
 TS = datetime(2025, 6, 1, 3, 0, 0, 123456, tzinfo=UTC)
 
@@ -21,10 +20,7 @@ TS = datetime(2025, 6, 1, 3, 0, 0, 123456, tzinfo=UTC)
 def _site(engine: Engine) -> int:
     owner = make_owner(engine)
     with Session(engine) as s:
-        site = Site(
-            owner_id=owner, name="x", host="127.0.0.1", port=1502, device_id=1, pv_nameplate_w=3000,
-            battery_capacity_wh=5000, reserve_soc_pct=10, created_at=utcnow(),
-        )  # fmt: skip
+        site = site_row(owner, "127.0.0.1", 1502, pv_nameplate_w=3000, battery_capacity_wh=5000)
         s.add(site)
         s.commit()
         return site.id or 0

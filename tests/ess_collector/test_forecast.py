@@ -27,6 +27,11 @@ T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 SLOT_S = 900
 
 
+def battery(soc: str | None = "80", capacity: int = 10_000, power: int = 5_000, reserve: int = 10) -> Battery:
+    """A battery charging and discharging at up to ``power`` W, at ``soc`` % (None: unknown)."""
+    return Battery(capacity, None if soc is None else Decimal(soc), reserve, power, power)
+
+
 def run(n: int, pv: int = 0, load: int = 0) -> list[SlotOutlook]:
     return [SlotOutlook(T0 + timedelta(seconds=SLOT_S * k), pv, load) for k in range(n)]
 
@@ -137,7 +142,7 @@ def test_market_committing_caps_one_by_one_never_overcommits(
 
 
 def test_a_full_10_kwh_battery_at_5_kw_adds_at_most_1250_wh_per_15_minute_slot() -> None:
-    out = forecast(Battery(10_000, Decimal(100), 0, 5_000, 5_000), run(12), SLOT_S)
+    out = forecast(battery("100", reserve=0), run(12), SLOT_S)
     assert [f.sell_wh for f in out] == [1250] * 12
     # the plan spreads 10 kWh x 95 % over the slots at 1,250 Wh each until the battery is at its reserve
     # (each slot's draw is rounded up to whole Wh: 7 x 1,316 Wh, then 788 Wh x 95 % = 748 Wh)
@@ -195,18 +200,18 @@ def test_pv_surplus_is_sellable_and_charging_loses_energy() -> None:
 
 
 def test_unknown_soc_sells_nothing_from_the_battery() -> None:
-    out = forecast(Battery(10_000, None, 20, 5_000, 5_000), run(2), SLOT_S)
+    out = forecast(battery(None, reserve=20), run(2), SLOT_S)
     assert [f.sell_wh for f in out] == [0, 0]
 
 
 def test_own_deficit_beyond_the_battery_power_is_bought() -> None:
-    out = forecast(Battery(10_000, Decimal(100), 0, 2_000, 2_000), run(1, load=1_000), SLOT_S)
+    out = forecast(battery("100", power=2_000, reserve=0), run(1, load=1_000), SLOT_S)
     assert (out[0].sell_wh, out[0].buy_wh) == (0, 500)
 
 
 def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError):
-        forecast(Battery(10_000, Decimal(50), 10, 5_000, 5_000), [*run(1), *run(1)], SLOT_S)
+        forecast(battery("50"), [*run(1), *run(1)], SLOT_S)
     with pytest.raises(ValueError):
         SlotOutlook(T0, -1, 0)
     with pytest.raises(ValueError):
@@ -241,9 +246,9 @@ def test_a_10_kwh_battery_sells_its_energy_once_over_three_slots() -> None:
     """The regression: the old estimate let a 10 kWh battery sell 19.5 kWh in three slots (the energy
     above the reserve in each). At 5 kW it adds 1,250 Wh per 15-minute slot; at 40 kW the first slot
     takes what is above the reserve after losses (9,000 Wh x 95 %) and the others get nothing."""
-    slow = Battery(10_000, Decimal(100), 10, 5_000, 5_000)
+    slow = battery("100")
     assert _sell_in_turn(slow, run(3)) == [1250, 1250, 1250]
-    fast = Battery(10_000, Decimal(100), 10, 40_000, 40_000)
+    fast = battery("100", power=40_000)
     assert _sell_in_turn(fast, run(3)) == [8550, 0, 0]
     # a later slot sold first keeps its energy in the battery: the earlier slot gets only the rest
     later_first = run(3)

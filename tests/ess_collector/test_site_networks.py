@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import select
 import socket
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from ipaddress import ip_address
@@ -17,7 +15,7 @@ from sqlmodel import select as sql_select
 
 from app.core.security import utcnow
 from ess_collector.collector import Collector
-from ess_collector.models import Site, SiteFault, SiteReading
+from ess_collector.models import SiteFault, SiteReading
 from ess_collector.netpolicy import (
     DEFAULT_SITE_NETWORKS,
     HostDoesNotResolve,
@@ -26,22 +24,15 @@ from ess_collector.netpolicy import (
     parse_networks,
     resolve_allowed,
 )
-from tests.ess_collector.harness import FAST, make_owner
+from tests.ess_collector.harness import (
+    FAST,
+    connected,
+    listener_fixture,  # noqa: F401  (the `listener` fixture)
+    make_owner,
+    site_row,
+)
 
 ONLY_10 = parse_networks("10.0.0.0/8")
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A TCP port that records whether anybody connected (a pending connection makes it readable)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        yield s
-
-
-def connected(s: socket.socket) -> bool:
-    return bool(select.select([s], [], [], 0.2)[0])
 
 
 def drain(s: socket.socket) -> int:
@@ -57,17 +48,7 @@ def drain(s: socket.socket) -> int:
 def add_site(engine: Engine, host: str, port: int) -> int:
     owner = make_owner(engine, f"owner-{port}@example.com")
     with Session(engine) as s:
-        site = Site(
-            owner_id=owner,
-            name="x",
-            host=host,
-            port=port,
-            device_id=1,
-            pv_nameplate_w=3000,
-            battery_capacity_wh=0,
-            reserve_soc_pct=10,
-            created_at=utcnow(),
-        )
+        site = site_row(owner, host, port, pv_nameplate_w=3000, battery_capacity_wh=0)
         s.add(site)
         s.commit()
         return site.id or 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -21,15 +20,11 @@ from app.trading.planning import (
     plan_site,
     sell_outlook,
 )
-from ess_collector.forecast import Battery, forecast, stored_after
-from tests.ess_collector.test_forecast import committed, execute
+from ess_collector.forecast import forecast, stored_after
+from tests.ess_collector.test_forecast import battery, committed, execute
 
 T0 = datetime(2026, 12, 5, 1, 0, tzinfo=UTC)
 HOUR = 3600
-
-
-def battery(soc: str | None = "80", capacity: int = 10_000, power: int = 5_000, reserve: int = 10) -> Battery:
-    return Battery(capacity, None if soc is None else Decimal(soc), reserve, power, power)
 
 
 def slots(n: int, pv: int = 0, load: int = 500, **kw: int | bool) -> list[SlotInput]:

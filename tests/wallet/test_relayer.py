@@ -16,21 +16,31 @@ def _mint_data(ctx: Context, to: str, amount: int) -> str:
     return str(ctx.coin.encodeABI(fn_name="mint", args=[to, amount]))
 
 
+def _relayer(ctx: Context, **kw: float) -> Relayer:
+    """Another relayer (a process of its own) over the same database, node and signer."""
+    return Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, **kw)
+
+
+def _prepare_mint(ctx: Context, relayer: Relayer, holder: str, amount: int, purpose: str = "t") -> int | None:
+    """A mint stored by `relayer` (nonce, signed bytes and row, committed in one transaction), not yet sent."""
+    with Session(ctx.engine) as s:
+        row = relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, amount), purpose=purpose)
+        s.commit()
+        return row.id
+
+
 def test_signed_but_never_broadcast_is_finished_after_a_restart(ctx: Context, dev_accounts) -> None:
     holder = dev_accounts[2].address
     before = ctx.coin.functions.balanceOf(holder).call()
     # "Process 1": stores nonce, signed bytes and row in one transaction, then dies before broadcasting.
-    with Session(ctx.engine) as s:
-        row = ctx.relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 7), purpose="test")
-        s.commit()
-        tx_id = row.id
+    tx_id = _prepare_mint(ctx, ctx.relayer, holder, 7, purpose="test")
     assert ctx.coin.functions.balanceOf(holder).call() == before
     # "Process 2": a fresh relayer over the same database finishes it, once.
-    fresh = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id)
+    fresh = _relayer(ctx)
     assert tx_id is not None
     done = fresh.wait(tx_id, timeout=20)
     assert done.status == "confirmed" and done.block_number
-    again = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id)
+    again = _relayer(ctx)
     again.step()
     again.step()
     assert ctx.coin.functions.balanceOf(holder).call() == before + 7
@@ -39,14 +49,11 @@ def test_signed_but_never_broadcast_is_finished_after_a_restart(ctx: Context, de
 def test_broadcast_then_crash_does_not_pay_twice(ctx: Context, dev_accounts) -> None:
     holder = dev_accounts[3].address
     before = ctx.coin.functions.balanceOf(holder).call()
-    with Session(ctx.engine) as s:
-        row = ctx.relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 5), purpose="test")
-        s.commit()
-        tx_id = row.id
+    tx_id = _prepare_mint(ctx, ctx.relayer, holder, 5, purpose="test")
     ctx.relayer.step()  # broadcast (automine: mined at once) but "dies" before recording the receipt
     assert tx_id is not None
     # A new process re-sends the same stored bytes: the node knows them, nothing is paid twice.
-    fresh = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id)
+    fresh = _relayer(ctx)
     with Session(ctx.engine) as s:
         s.get(OutgoingTx, tx_id).status = "pending"  # type: ignore[union-attr]
         s.commit()
@@ -79,11 +86,8 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(
     ctx: Context, dev_accounts, manual_mining: None
 ) -> None:
     holder = dev_accounts[2].address
-    relayer = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, replace_after=0.0)
-    with Session(ctx.engine) as s:
-        row = relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 1), purpose="t")
-        s.commit()
-        tx_id = row.id
+    relayer = _relayer(ctx, replace_after=0.0)
+    tx_id = _prepare_mint(ctx, relayer, holder, 1)
     relayer.step()  # sent
     relayer.step()  # not mined after replace_after: replaced
     with Session(ctx.engine) as s:
@@ -94,18 +98,15 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(
     assert second.max_priority_fee_per_gas * 100 >= first.max_priority_fee_per_gas * 110
     ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     assert tx_id is not None
-    done = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id).wait(tx_id, timeout=10)
+    done = _relayer(ctx).wait(tx_id, timeout=10)
     assert done.status == "confirmed"
     assert done.tx_hash in {a.tx_hash for a in attempts}  # whichever version got mined is recorded
 
 
 def test_fee_bumps_stop_at_the_cap(ctx: Context, dev_accounts, manual_mining: None) -> None:
     holder = dev_accounts[2].address
-    relayer = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, replace_after=0.0)
-    with Session(ctx.engine) as s:
-        row = relayer.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 1), purpose="t")
-        s.commit()
-        tx_id = row.id
+    relayer = _relayer(ctx, replace_after=0.0)
+    tx_id = _prepare_mint(ctx, relayer, holder, 1)
     relayer.max_fee = relayer.fees().max_fee * 114 // 100  # below one bump (+15%)
     relayer.step()  # sent
     relayer.step()  # stuck, but a bump would cross the cap: it waits
@@ -119,10 +120,7 @@ def test_fee_bumps_stop_at_the_cap(ctx: Context, dev_accounts, manual_mining: No
         assert len(s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id)).all()) == 2
     ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     assert tx_id is not None
-    assert (
-        Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id).wait(tx_id, timeout=10).status
-        == "confirmed"
-    )
+    assert _relayer(ctx).wait(tx_id, timeout=10).status == "confirmed"
 
 
 def test_a_replacement_stored_but_never_sent_is_sent_by_the_next_relayer(
@@ -132,11 +130,8 @@ def test_a_replacement_stored_but_never_sent_is_sent_by_the_next_relayer(
     the next relayer must send those stored bytes, or the nonce and everything behind it stalls."""
     holder = dev_accounts[2].address
     before = ctx.coin.functions.balanceOf(holder).call()
-    first = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, replace_after=0.0)
-    with Session(ctx.engine) as s:
-        row = first.prepare(s, to=ctx.coin.address, data=_mint_data(ctx, holder, 3), purpose="t")
-        s.commit()
-        tx_id = row.id
+    first = _relayer(ctx, replace_after=0.0)
+    tx_id = _prepare_mint(ctx, first, holder, 3)
     first.step()  # sent
     with Session(ctx.engine) as s:
         old_hash = s.exec(select(TxAttempt).where(TxAttempt.tx_id == tx_id)).one().tx_hash
@@ -153,7 +148,7 @@ def test_a_replacement_stored_but_never_sent_is_sent_by_the_next_relayer(
         new_hash = attempts[1].tx_hash
     # the node forgets the first version (a restarted node, or a pool that dropped it)
     ctx.w3.provider.make_request("anvil_dropTransaction", [old_hash])  # type: ignore[arg-type]
-    nxt = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id, replace_after=600.0)
+    nxt = _relayer(ctx, replace_after=600.0)
     nxt.step()
     ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     assert tx_id is not None
