@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlmodel import col, or_, select
 
@@ -27,7 +26,7 @@ from app.market.schemas import (
     TradeList,
     TradePublic,
 )
-from app.users.deps import BearerToken, CurrentUser, current_user
+from app.users.deps import BearerToken, CurrentUser, as_user
 from app.users.models import User
 from common import clock
 from wallet.models import OutgoingTx
@@ -87,8 +86,8 @@ def market_book(slot_start: UtcTime, ctx: ContextDep, session: SessionDep) -> Bo
     return service.book(ctx, session, slot_start)
 
 
-# The two placement routes are `async` and make one thread-pool call each (the user and the work
-# together), as the transfer routes do: a `CurrentUser` dependency and a plain `def` route took two hops
+# The two placement routes are `async` and make one thread-pool call each, for the user and the work
+# (`as_user`), as the transfer routes do: a `CurrentUser` dependency and a plain `def` route took two hops
 # per request. The answer is rendered here once; a returned model would be validated again against
 # `response_model`.
 @router.post(
@@ -100,10 +99,9 @@ def market_book(slot_start: UtcTime, ctx: ContextDep, session: SessionDep) -> Bo
 async def place_order(
     req: OrderCreate, ctx: ContextDep, session: SessionDep, token: BearerToken, key: IdempotencyKey = None
 ) -> JSONResponse:
-    def work() -> tuple[int, dict[str, Any]]:
-        return service.create(ctx, session, current_user(ctx, session, token), req, key)
-
-    status, body = await run_in_threadpool(work)
+    status, body = await as_user(
+        ctx, session, token, lambda user: service.create(ctx, session, user, req, key)
+    )
     return JSONResponse(status_code=status, content=body)
 
 
@@ -115,11 +113,11 @@ async def place_order(
 async def authorize_order(
     order_id: str, req: OrderAuthorize, ctx: ContextDep, session: SessionDep, token: BearerToken
 ) -> JSONResponse:
-    def work() -> dict[str, Any]:
-        order = service.authorize(ctx, session, current_user(ctx, session, token), order_id, req)
+    def work(user: User) -> dict[str, Any]:
+        order = service.authorize(ctx, session, user, order_id, req)
         return service.to_public(session, ctx, order).model_dump(mode="json")
 
-    return JSONResponse(content=await run_in_threadpool(work))
+    return JSONResponse(content=await as_user(ctx, session, token, work))
 
 
 @router.delete(
