@@ -12,15 +12,25 @@ Beside throughput it prints the service's CPU time per operation (its processes'
 without the chain node): per confirmed transfer (both requests and its share of the relayed batch), per
 mint, per `GET /coin` and per login (Argon2id). Throughput swings with the machine's other load; CPU per
 operation much less.
+
+`ESSX_BENCH_PROFILE=out.txt` records the service's process with py-spy (installed beside this Python)
+during the transfers only, as collapsed stacks (`-f raw`), for finding where a transfer's CPU goes;
+`ESSX_BENCH_PROFILE_ARGS` adds py-spy options (`--gil`: only the thread holding the GIL, Python's own
+work; without it every thread py-spy sees as running is sampled, also one inside SQLite or waiting for a
+core, which on a loaded machine is not the same as CPU time).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -138,6 +148,36 @@ def argon2_ms() -> float:
     return round((time.process_time() - start) * 100, 1)
 
 
+def start_profile(cpu: ServiceCpu, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy on the service's (first) process for `seconds`, if ESSX_BENCH_PROFILE names an output."""
+    out = os.environ.get("ESSX_BENCH_PROFILE")
+    if not out:
+        return None
+    pids = [
+        proc.name
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit() and cpu.marker in _environ(proc) and b"essx" in _cmdline(proc)
+    ]
+    spy = Path(sys.executable).parent / "py-spy"
+    args = ["record", "-p", min(pids, key=int), "-r", "100", "-f", "raw", "-o", out, "--nonblocking"]
+    args += os.environ.get("ESSX_BENCH_PROFILE_ARGS", "").split()
+    return subprocess.Popen([str(spy), *args, "-d", str(round(seconds))], stdout=subprocess.DEVNULL)
+
+
+def _environ(proc: Path) -> list[bytes]:
+    try:
+        return (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, object]:
     calibration = argon2_ms()
     with running_service(block_time) as svc:
@@ -176,6 +216,7 @@ def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, o
                     started[created["id"]] = t0
 
         threads = [threading.Thread(target=worker, args=(u,)) for u in people]
+        profile = start_profile(cpu, seconds)
         cpu_before = cpu.seconds()
         begin = time.time()
         for t in threads:
@@ -186,6 +227,8 @@ def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, o
         # let the last batches be mined, then read every transfer's recorded steps
         time.sleep(max(3.0, 3 * block_time))
         transfers_cpu = cpu.seconds() - cpu_before
+        if profile is not None:
+            profile.wait()
         latencies, confirmed, failed = [], 0, 0
         gaps: dict[str, list[float]] = {name: [] for name in GAPS}
         with httpx.Client(base_url=svc.base, timeout=60) as c:

@@ -204,7 +204,10 @@ def _run_operation(
 ) -> tuple[int, dict[str, Any]]:
     op: CoinOperation | None = None
     if claim.resumed and claim.record.resource:
-        op = session.get(CoinOperation, int(claim.record.resource.split(":", 1)[1]))
+        started = Purpose.parse(claim.record.resource)  # `coin_operation:<id>`, as attached below
+        if started is None or started.ref_id is None:
+            raise ValueError(f"idempotency record names no coin operation: {claim.record.resource!r}")
+        op = session.get(CoinOperation, started.ref_id)
     if op is None:
         try:
             account, amount, data = build(session)

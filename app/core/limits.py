@@ -150,6 +150,11 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.serve_http(scope, receive, send)
+
+    async def serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An HTTP request: refused here, or passed on to the app (a middleware that wraps this one may call
+        it directly, one coroutine less per request)."""
         headers = scope["headers"]
         try:
             check_target(scope)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.spending.holds import Hold, register
@@ -39,11 +39,14 @@ class StepKind(enum.StrEnum):
 
 class Transfer(SQLModel, table=True):
     __tablename__ = "transfers"
+    # the spending check sums a wallet's authorised transfers (app/spending/holds.py); the first column
+    # also serves every other lookup by sender
+    __table_args__ = (Index("ix_transfers_from_status", "from_address", "status"),)
 
     id: str = Field(primary_key=True, max_length=32)  # uuid4 hex; the ERC-3009 nonce derives from it
     user_id: int = Field(foreign_key="users.id", index=True)
     wallet_kind: str = Field(max_length=16)  # WalletKind
-    from_address: str = Field(max_length=42, index=True)
+    from_address: str = Field(max_length=42)  # indexed with the status, above
     to_address: str = Field(max_length=42, index=True)
     to_user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
     amount: int = Field(sa_column=Column(BigAmount, nullable=False))
