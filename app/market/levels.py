@@ -13,7 +13,6 @@ counter without taking its lock (a plain SELECT), so a reader never waits for a 
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlmodel import col
 
+from app.context import Context
 from app.market.matching.types import BookLevels
 from app.market.models import MarketChange, Order, OrderSide, OrderStatus
 
@@ -111,17 +111,14 @@ class PublicLevels:
             return slot.render()
 
 
-# One per Context (tests build one per test over a database emptied in between), dropped with it.
-# Context (app/context.py) has no field for it yet; a field would replace this registry.
-_BY_CONTEXT: dict[int, PublicLevels] = {}
-_BY_CONTEXT_LOCK = threading.Lock()
+_MAKE_LOCK = threading.Lock()
 
 
-def for_context(ctx: object) -> PublicLevels:
-    key = id(ctx)
-    with _BY_CONTEXT_LOCK:
-        levels = _BY_CONTEXT.get(key)
-        if levels is None:
-            levels = _BY_CONTEXT[key] = PublicLevels()
-            weakref.finalize(ctx, _BY_CONTEXT.pop, key, None)  # before its id can be reused
+def for_context(ctx: Context) -> PublicLevels:
+    """The context's public levels, made on first use (tests build one Context per test over a database
+    emptied in between, so the levels live with the Context, not with the engine)."""
+    with _MAKE_LOCK:
+        if ctx.public_levels is None:
+            ctx.public_levels = PublicLevels()
+        levels: PublicLevels = ctx.public_levels
         return levels

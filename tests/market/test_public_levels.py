@@ -15,13 +15,13 @@ from tests.market.test_live_book import SLOTS, matching_pass, place_and_cancel, 
 
 
 class _Ctx(SimpleNamespace):
-    """What the matcher and the levels need of a Context (and a weak reference to it)."""
+    """What the matcher and the levels need of a Context."""
 
 
 def test_the_kept_levels_answer_what_a_group_by_answers(clean_db: Engine) -> None:
     rng = random.Random(7)
     owners = users(clean_db, 5)
-    ctx: Any = _Ctx(market_books=None)
+    ctx: Any = _Ctx(market_books=None, public_levels=None)
     kept = levels.for_context(ctx)
     assert levels.for_context(ctx) is kept
     for round_no in range(10):
