@@ -8,6 +8,9 @@ NODE_STAMP := node_modules/.installed
 # `make test-fast`: the tests that need no child `essx run` and no browser, on parallel pytest-xdist workers,
 # each with its own anvil and databases. Two per core: the tests wait on the chain and on background loops
 # about half of the time (2 cores: 2 workers 208 s, 4 workers 171 s). `make test` stays the whole suite.
+# Compiled modules are cached even where the environment says PYTHONDONTWRITEBYTECODE: otherwise every worker
+# (and every child `python -c`) compiles the service and pytest rewrites ~450 test and plugin modules again,
+# about 5 s of CPU per worker.
 FAST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 
 .PHONY: run test test-fast lint typecheck pytest contracts contracts-check install clean-data bench
@@ -41,7 +44,7 @@ pytest: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: install
-	ESSX_FUZZ_EXAMPLES=3 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(FAST_WORKERS) -m "not process and not browser"
+	PYTHONDONTWRITEBYTECODE= ESSX_FUZZ_EXAMPLES=3 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(FAST_WORKERS) -m "not process and not browser"
 
 contracts: $(NODE_STAMP)
 	node contracts/build.mjs

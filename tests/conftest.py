@@ -6,9 +6,13 @@ SQLite file and its own throw-away PostgreSQL database."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
@@ -23,7 +27,7 @@ from web3 import Web3
 from app.context import Context, build_context
 from app.core import security
 from app.core.config import Settings
-from app.core.db import make_engine
+from app.core.db import make_engine, secure_sqlite_files
 from app.core.migrate import upgrade
 from app.main import create_app
 from contracts.deploy import Deployment, deploy
@@ -122,11 +126,12 @@ def deployment(w3: Web3, dev_accounts: list[LocalAccount], deployments_dir: Path
 # --- the database --------------------------------------------------------------------------------------------
 
 
-def _pg_database() -> Iterator[str]:
-    """A throw-away PostgreSQL database for this test process, dropped at the end."""
+def _pg_database(template: str | None = None) -> Iterator[str]:
+    """A throw-away PostgreSQL database for this test process, dropped at the end; a copy of `template`
+    when one is named."""
     name = f"essx_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     try:
         yield f"{base}/{name}"
@@ -135,17 +140,83 @@ def _pg_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# Under xdist the first worker to need a database migrates a template (a SQLite file, a PostgreSQL database)
+# in the run's shared temporary folder; the others copy it instead of running the migrations again. The
+# controller drops the PostgreSQL template at the end (pytest_unconfigure).
+TEMPLATE_NOTE = "essx-db-templates.json"
+
+
+def _shared_run_dir(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """The folder this xdist run's workers share (each worker's basetemp is a folder in it); None alone."""
+    if getattr(config, "workerinput", None) is None:
+        return None
+    return tmp_path_factory.getbasetemp().parent
+
+
+def _templates(shared: Path) -> dict[str, str]:
+    """The migrated templates of this run, made by whichever worker asks first (the others wait for it)."""
+    note = shared / TEMPLATE_NOTE
+    with open(shared / f"{TEMPLATE_NOTE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if note.exists():
+            return json.loads(note.read_text())
+        sqlite_file = shared / "template-essx.db"
+        upgrade(f"sqlite:///{sqlite_file}")
+        pg_name = f"essx_template_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{pg_name}"')
+        templates = {"sqlite": str(sqlite_file), "postgresql": pg_name}
+        note.write_text(json.dumps(templates))  # before migrating: the controller drops it whatever happens
+        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        upgrade(f"{base}/{pg_name}")
+        (shared / f"{TEMPLATE_NOTE}.ready").touch()
+        return templates
+
+
+def _templates_ready(shared: Path) -> dict[str, str] | None:
+    templates = _templates(shared)
+    return templates if (shared / f"{TEMPLATE_NOTE}.ready").exists() else None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The xdist controller drops the PostgreSQL template its workers made (`_templates`)."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    if getattr(config, "workerinput", None) is not None or factory is None:
+        return
+    try:
+        note = factory.getbasetemp() / TEMPLATE_NOTE
+    except Exception:
+        return
+    if note.exists():
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(
+                f'DROP DATABASE IF EXISTS "{json.loads(note.read_text())["postgresql"]}" WITH (FORCE)'
+            )
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Every database test runs on SQLite and on PostgreSQL; the schema comes from the migrations."""
+    """Every database test runs on SQLite and on PostgreSQL; the schema comes from the migrations (run
+    here, or under xdist copied from the run's migrated template)."""
+    shared = _shared_run_dir(request.config, tmp_path_factory)
+    templates = _templates_ready(shared) if shared is not None else None
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'essx.db'}"
-        upgrade(url)
+        if templates is None:
+            upgrade(url)
+        else:
+            secure_sqlite_files(url)  # 0600 before anything is written to it
+            with (
+                closing(sqlite3.connect(templates["sqlite"])) as src,
+                closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as dst,
+            ):
+                src.backup(dst)
         yield url
         return
-    gen = _pg_database()
+    gen = _pg_database(templates["postgresql"] if templates else None)
     url = next(gen)
-    upgrade(url)
+    if templates is None:
+        upgrade(url)
     yield url
     gen.close()
 
