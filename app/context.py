@@ -85,6 +85,7 @@ class Context:
     trading_resume_after: int = 0  # app/trading/agent.py: the last user of a pass cut short by a gate closure
     trading_gate_seen: datetime | None = None  # app/trading/agent.py: the latest gate closure it let pass
     market_books: Any = None  # app/market/book.py's LiveBooks, in the process holding the background lease
+    public_levels: Any = None  # app/market/levels.py's PublicLevels: the book's public price levels
     # slot start -> (monotonic time read, its book levels): app/market/engine.py's recent_book_levels
     market_levels: dict[datetime, tuple[float, Any]] = field(default_factory=dict)
     service_secrets: dict[str, bytes] = field(default_factory=dict)  # opened once (app/wallets/pins.py)

@@ -21,6 +21,8 @@ the book reader), which otherwise grows per placement as throughput drops on a b
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -56,6 +58,35 @@ def service_cpu_seconds(data_dir: Path) -> float:
         except OSError:
             continue
     return total / TICKS
+
+
+def service_pids(data_dir: Path) -> list[int]:
+    """The service's Python processes (not the chain node)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"ESSX_DATA_DIR={data_dir}".encode() in environ.split(b"\0") and b"python" in cmdline:
+            pids.append(int(pid))
+    return pids
+
+
+def start_profiler(data_dir: Path, mode: str, seconds: float) -> subprocess.Popen[bytes] | None:
+    """With ESSX_BENCH_PYSPY=<folder>: py-spy (installed beside this Python) samples the service while a
+    mode runs, as collapsed stacks in <folder>/<mode>-<pid>.txt (for `flamegraph.pl` or a grep)."""
+    folder = os.environ.get("ESSX_BENCH_PYSPY")
+    if not folder:
+        return None
+    pid = max(service_pids(data_dir))  # the newest: the API worker under `essx run`
+    out = Path(folder) / f"{mode}-{pid}.txt"
+    spy = Path(sys.executable).parent / "py-spy"
+    # --gil: only the thread holding the GIL, i.e. where the Python CPU goes (a thread waiting for the
+    # database or the chain is left out); 50 a second keeps up on a busy machine (200 fell behind)
+    args = [str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50", "--gil"]
+    return subprocess.Popen([*args, "--format", "raw", "--nonblocking", "-o", str(out)])
 
 
 def account(c: httpx.Client, admin: dict[str, str], role: str) -> dict[str, str]:
@@ -269,11 +300,14 @@ def run(users: int, seconds: float, book_orders: int, profiles: int, mode: str) 
             errors: list[str] = []
             stop_at = time.time() + seconds
             threads = [threading.Thread(target=target, args=(*a, stop_at, done, errors)) for a in args]
+            spy = start_profiler(svc.data_dir, name, seconds)
             cpu0, client0, begin = service_cpu_seconds(svc.data_dir), time.process_time(), time.time()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            if spy is not None:
+                spy.wait()
             elapsed = time.time() - begin
             service_cpu = service_cpu_seconds(svc.data_dir) - cpu0
             return _loop_result(name, done, errors, elapsed, service_cpu, time.process_time() - client0)
@@ -289,6 +323,7 @@ def run(users: int, seconds: float, book_orders: int, profiles: int, mode: str) 
                 "pin": "123456",
             }
             errors: list[str] = []
+            spy = start_profiler(svc.data_dir, "profile", seconds)
             with CpuTimeline(svc.data_dir) as cpu, httpx.Client(base_url=svc.base, timeout=60) as cl:
                 for h in holders:
                     r = cl.put("/api/v1/trading/profile", json=body, headers=h)
@@ -309,6 +344,8 @@ def run(users: int, seconds: float, book_orders: int, profiles: int, mode: str) 
                     time.sleep(1)
                 time.sleep(0.5)
                 engine.dispose()
+            if spy is not None:
+                spy.wait()
             times = [p.astimezone(UTC).timestamp() for p in placed if p.astimezone(UTC) > enabled_at]
             n = len(times)
             if n < 2:

@@ -124,6 +124,15 @@ class _Limits:
     def cost(self, delivered: int) -> int:
         return -(-delivered * 100 // self.eta_d)
 
+    def room(self, stored: int) -> int:
+        """The most AC energy charging can take: the largest charge whose (floored) gain still fits.
+        Flooring the room itself instead would stop short of a full battery that ``_keep``, counting
+        floored gains, expects to be reached (a cap then let a later slot's own needs claim 1 Wh that
+        an earlier commitment was promised). Any fraction of a Wh beyond the capacity is spilled."""
+        if stored >= self.capacity:
+            return 0
+        return ((self.capacity - stored + 1) * 100 - 1) // self.eta_c
+
 
 def forecast(battery: Battery, slots: Sequence[SlotOutlook], slot_seconds: int) -> list[SlotForecast]:
     """Per slot of a run of consecutive slots (oldest first): what can be sold and must be bought."""
@@ -213,8 +222,7 @@ def _most(lim: _Limits, net: int, stored: int, keep_after: int) -> int:
     if stored >= keep_after:
         return min(lim.discharge, (stored - keep_after) * lim.eta_d // 100)
     short = -(-(keep_after - stored) * 100 // lim.eta_c)
-    room = (lim.capacity - stored) * 100 // lim.eta_c
-    return -min(max(net, 0), short, lim.charge, room)
+    return -min(max(net, 0), short, lim.charge, lim.room(stored))
 
 
 def _slot(lim: _Limits, net: int, sold: int, stored: int, keep_after: int) -> tuple[int, int, int, int]:
@@ -231,7 +239,7 @@ def _traded_only(lim: _Limits, net: int, stored: int, keep_after: int) -> int:
     """The battery's flow when only the commitments are traded: surplus stored as far as it fits,
     a deficit covered down to ``keep_after`` (the rest is bought, as ``buy_wh`` advises)."""
     if net >= 0:
-        return -min(net, lim.charge, (lim.capacity - stored) * 100 // lim.eta_c)
+        return -min(net, lim.charge, lim.room(stored))
     return min(-net, max(0, _most(lim, net, stored, keep_after)))
 
 

@@ -28,7 +28,7 @@ from app.idempotency import service as idempotency
 from app.indexer.models import IndexerCheckpoint, TransferEvent
 from app.indexer.service import CHECKPOINT
 from app.users.models import User
-from app.wallets.models import Wallet
+from app.wallets.service import active_wallet
 from wallet.chain import raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
@@ -46,9 +46,7 @@ def resolve_recipient(session: Session, to: object) -> tuple[str, int | None]:
     ref = parse_account_ref(to)
     if isinstance(ref, str):
         return ref, None
-    wallet = session.exec(
-        select(Wallet).where(col(Wallet.user_id) == ref, col(Wallet.active).is_(True))
-    ).first()
+    wallet = active_wallet(session, ref)
     if wallet is None:
         raise NotFound(f"user {ref} cannot receive coins: no such user, or no wallet yet")
     return wallet.address, ref

@@ -19,7 +19,7 @@ from sqlmodel import Session, col, func, select
 from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
-from app.market import escrow
+from app.market import escrow, levels
 from app.market.book import LiveBooks
 from app.market.matching.auction import clear_call_auction
 from app.market.matching.types import BookLevels, Fill, Side, trade_value
@@ -100,23 +100,29 @@ def book_levels(session: Session, slot_start: datetime) -> BookLevels:
     return {"bids": bids, "asks": asks}
 
 
+def public_levels(ctx: Context, session: Session, slot_start: datetime) -> BookLevels:
+    """What `book_levels` answers, from this process's levels kept current by the orders changed since
+    its last read (`app/market/levels.py`): no scan of the slot's open orders."""
+    kept = levels.for_context(ctx).read(session.connection(), slot_start)
+    return kept if kept is not None else book_levels(session, slot_start)
+
+
 LEVELS_FRESH_SECONDS = 1.0
 
 
 def recent_book_levels(ctx: Context, session: Session, slot_start: datetime) -> BookLevels:
     """A slot's book levels read within the last second: for the automatic trader's price suggestions,
-    which advise and bind nothing (it asks once per user and slot; at 50k orders a read costs tens of
-    ms)."""
+    which advise and bind nothing (it asks once per user and slot)."""
     now = time.monotonic()
     cached = ctx.market_levels.get(slot_start)
     if cached is not None and now - cached[0] < LEVELS_FRESH_SECONDS:
-        levels: BookLevels = cached[1]
-        return levels
-    levels = book_levels(session, slot_start)
+        levels_: BookLevels = cached[1]
+        return levels_
+    levels_ = public_levels(ctx, session, slot_start)
     if len(ctx.market_levels) > 64:
         ctx.market_levels.clear()
-    ctx.market_levels[slot_start] = (now, levels)
-    return levels
+    ctx.market_levels[slot_start] = (now, levels_)
+    return levels_
 
 
 def _book_fill(ctx: Context, session: Session, fill: Fill) -> Trade:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -26,7 +26,7 @@ from app.market.schemas import (
     TradeList,
     TradePublic,
 )
-from app.users.deps import CurrentUser
+from app.users.deps import BearerToken, CurrentUser, as_user
 from app.users.models import User
 from common import clock
 from wallet.models import OutgoingTx
@@ -86,16 +86,22 @@ def market_book(slot_start: UtcTime, ctx: ContextDep, session: SessionDep) -> Bo
     return service.book(ctx, session, slot_start)
 
 
+# The two placement routes are `async` and make one thread-pool call each, for the user and the work
+# (`as_user`), as the transfer routes do: a `CurrentUser` dependency and a plain `def` route took two hops
+# per request. The answer is rendered here once; a returned model would be validated again against
+# `response_model`.
 @router.post(
     "/orders",
     summary="Place a buy or sell order for a delivery slot",
     response_model=OrderPublic,
     status_code=201,
 )
-def place_order(
-    req: OrderCreate, ctx: ContextDep, session: SessionDep, user: CurrentUser, key: IdempotencyKey = None
+async def place_order(
+    req: OrderCreate, ctx: ContextDep, session: SessionDep, token: BearerToken, key: IdempotencyKey = None
 ) -> JSONResponse:
-    status, body = service.create(ctx, session, user, req, key)
+    status, body = await as_user(
+        ctx, session, token, lambda user: service.create(ctx, session, user, req, key)
+    )
     return JSONResponse(status_code=status, content=body)
 
 
@@ -104,10 +110,14 @@ def place_order(
     summary="Authorise an order's escrow (PIN and code, or a signature)",
     response_model=OrderPublic,
 )
-def authorize_order(
-    order_id: str, req: OrderAuthorize, ctx: ContextDep, session: SessionDep, user: CurrentUser
-) -> OrderPublic:
-    return service.to_public(session, ctx, service.authorize(ctx, session, user, order_id, req))
+async def authorize_order(
+    order_id: str, req: OrderAuthorize, ctx: ContextDep, session: SessionDep, token: BearerToken
+) -> JSONResponse:
+    def work(user: User) -> dict[str, Any]:
+        order = service.authorize(ctx, session, user, order_id, req)
+        return service.to_public(session, ctx, order).model_dump(mode="json")
+
+    return JSONResponse(content=await as_user(ctx, session, token, work))
 
 
 @router.delete(

@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, update
+from sqlalchemy import Table, and_, bindparam, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -48,6 +48,12 @@ VALIDITY_SECONDS = 300
 OPEN = (TransferStatus.pending_authorization, TransferStatus.authorized, TransferStatus.submitted)
 TRANSFERS: Table = Transfer.__table__  # type: ignore[attr-defined]
 INSERT_TRANSFER = TRANSFERS.insert()  # built once: its cache key is computed once
+WALLETS: Table = Wallet.__table__  # type: ignore[attr-defined]
+USER_OF_ADDRESS = (
+    select(WALLETS.c.user_id)
+    .where(WALLETS.c.address == bindparam("address"), WALLETS.c.active.is_(True))
+    .limit(1)
+)
 
 
 def _domain(ctx: Context) -> TokenDomain:
@@ -136,10 +142,8 @@ def _new_transfer(
 
 
 def _user_of(session: Session, address: str) -> int | None:
-    wallet = session.exec(
-        select(Wallet).where(col(Wallet.address) == address, col(Wallet.active).is_(True))
-    ).first()
-    return wallet.user_id if wallet else None
+    """The user whose active wallet has `address`: one column, read by a Core statement built once."""
+    return session.execute(USER_OF_ADDRESS, {"address": address}).scalar()
 
 
 def get_own(session: Session, user: User, transfer_id: str, *, may_receive: bool = False) -> Transfer:

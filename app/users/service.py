@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, update
+from sqlalchemy import bindparam, delete, exists, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -105,12 +105,18 @@ def issue_tokens(session: Session, settings: Settings, user: User, family: str |
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=int(access_ttl.total_seconds()))
 
 
+# Built once (this runs on every request): the user, and whether its token family was revoked, in one
+# statement whose cache key is computed once; only the bound values change.
+_TOKEN_USER = select(
+    User,
+    exists().where(col(RevokedTokenFamily.family) == bindparam("family")).label("revoked"),
+).where(col(User.id) == bindparam("user_id"))
+
+
 def user_for_access_token(session: Session, settings: Settings, token: str) -> User:
     """The user of a valid access token whose session has not ended (logout, password change)."""
     claims = decode_token(settings.secret("jwt_secret"), token, "access")
-    # One statement (this runs on every request): the user, and whether its token family was revoked.
-    revoked = exists().where(col(RevokedTokenFamily.family) == claims.family).label("revoked")
-    row = session.exec(select(User, revoked).where(col(User.id) == claims.user_id)).first()
+    row = session.execute(_TOKEN_USER, {"user_id": claims.user_id, "family": claims.family}).first()
     if row is None or row[0].status == UserStatus.disabled:
         raise Unauthorized("unknown or disabled user")
     user, family_revoked = row

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pyotp
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
@@ -44,10 +44,15 @@ def master_key(ctx: Context) -> MasterKey:
     return MasterKey.from_setting(ctx.settings.secret("wallet_master_key"))
 
 
+# Built once: the hot paths (every transfer, order and mint) run them with new parameters only.
+_ACTIVE_WALLET = select(Wallet).where(
+    col(Wallet.user_id) == bindparam("user_id"), col(Wallet.active).is_(True)
+)
+_TOTP_ENABLED = select(UserTotp.enabled).where(col(UserTotp.user_id) == bindparam("user_id"))
+
+
 def active_wallet(session: Session, user_id: int) -> Wallet | None:
-    return session.exec(
-        select(Wallet).where(col(Wallet.user_id) == user_id, col(Wallet.active).is_(True))
-    ).first()
+    return session.exec(_ACTIVE_WALLET, params={"user_id": user_id}).first()
 
 
 def require_wallet(session: Session, user_id: int) -> Wallet:
@@ -214,8 +219,7 @@ def check_otp(
 
 
 def totp_enabled(session: Session, user_id: int) -> bool:
-    row = session.get(UserTotp, user_id)
-    return bool(row and row.enabled)
+    return bool(session.exec(_TOTP_ENABLED, params={"user_id": user_id}).first())
 
 
 # -- linking a mobile wallet (EIP-4361 style message, personal_sign) ------------------------------
