@@ -73,20 +73,44 @@ def _meter_slot(ctx: Context, slot_dt: datetime, site_id: int, root: bytes, expo
                 updated_at=utcnow(),
             )
         )
-        s.add(
-            SlotEnergy(
-                site_id=site_id,
-                slot_start=slot_dt,
-                slot_minutes=ctx.settings.slot_minutes,
-                status="complete",
-                good_polls=180,
-                expected_polls=180,
-                export_wh=export_wh,
-                import_wh=0,
-                computed_at=utcnow(),
-            )
-        )
+        s.add(_slot_energy(ctx, slot_dt, site_id, export_wh))
         s.commit()
+
+
+def _slot_energy(
+    ctx: Context, slot_dt: datetime, site_id: int, export_wh: int, good_polls: int = 180
+) -> SlotEnergy:
+    """A site's energy in a slot as the collector computes it: complete when every poll was good."""
+    expected = 180
+    return SlotEnergy(
+        site_id=site_id,
+        slot_start=slot_dt,
+        slot_minutes=ctx.settings.slot_minutes,
+        status="complete" if good_polls == expected else "incomplete",
+        good_polls=good_polls,
+        expected_polls=expected,
+        export_wh=export_wh,
+        import_wh=0,
+        computed_at=utcnow(),
+    )
+
+
+def _settled_by_admin(
+    client: TestClient,
+    admin: dict[str, str],
+    buyer: dict[str, str],
+    slot: str,
+    trade_id: str,
+    **decision: str,
+) -> tuple[int, str, str, str]:
+    """An admin settles the slot; the trade as its buyer then sees it: (settled Wh, paid, refunded, rule)."""
+    r = client.post(f"/api/v1/admin/slots/{slot}/settle", json=decision, headers=admin)
+    assert r.status_code == 200 and r.json()["trades"] == 1, r.text
+    assert wait_until(
+        lambda: client.get(f"/api/v1/trades/{trade_id}", headers=buyer).json()["status"] == "settled"
+    )
+    body = client.get(f"/api/v1/trades/{trade_id}", headers=buyer).json()
+    return body["settled_wh"], body["paid"], body["refunded"], body["settle_rule"]
 
 
 @pytest.fixture
@@ -355,22 +379,10 @@ def test_admin_settles_an_incomplete_slot_as_contracted(
     # no meter data at all for the slot: nothing settles by itself
     time.sleep(2)
     assert client.get(f"/api/v1/trades/{trade[0]['id']}", headers=buyer).json()["status"] == "recorded"
-    r = client.post(
-        f"/api/v1/admin/slots/{slot}/settle",
-        json={"rule": "contracted", "reason": "meter offline all slot"},
-        headers=admin,
+    settled = _settled_by_admin(
+        client, admin, buyer, slot, trade[0]["id"], rule="contracted", reason="meter offline all slot"
     )
-    assert r.status_code == 200 and r.json()["trades"] == 1, r.text
-    assert wait_until(
-        lambda: client.get(f"/api/v1/trades/{trade[0]['id']}", headers=buyer).json()["status"] == "settled"
-    )
-    body = client.get(f"/api/v1/trades/{trade[0]['id']}", headers=buyer).json()
-    assert (body["settled_wh"], body["paid"], body["refunded"], body["settle_rule"]) == (
-        500,
-        "75",
-        "0",
-        "contracted_by_admin",
-    )
+    assert settled == (500, "75", "0", "contracted_by_admin")
     audit = client.get("/api/v1/admin/audit", headers=admin).json()["items"]
     assert audit[0]["action"] == "slot.settle" and audit[0]["details"]["reason"] == "meter offline all slot"
     again = client.post(
@@ -383,40 +395,13 @@ def test_admin_settles_an_incomplete_slot_as_measured_so_far(
     client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin, _seller_h, site_id, buyer, trade = _recorded_trade(client, ctx, slot)
-    slot_dt = datetime.fromisoformat(slot)
     with Session(ctx.engine) as s:  # the meter went quiet mid-slot: 200 of the 500 Wh sold were measured
-        s.add(
-            SlotEnergy(
-                site_id=site_id,
-                slot_start=slot_dt,
-                slot_minutes=ctx.settings.slot_minutes,
-                status="incomplete",
-                good_polls=70,
-                expected_polls=180,
-                export_wh=200,
-                import_wh=0,
-                computed_at=utcnow(),
-            )
-        )
+        s.add(_slot_energy(ctx, datetime.fromisoformat(slot), site_id, 200, good_polls=70))
         s.commit()
     later = utcnow() + timedelta(hours=1)
     monkeypatch.setattr("common.clock.now", lambda: later)
-    r = client.post(
-        f"/api/v1/admin/slots/{slot}/settle",
-        json={"rule": "measured", "reason": "meter lost mid-slot"},
-        headers=admin,
-    )
-    assert r.status_code == 200 and r.json()["trades"] == 1, r.text
-    assert wait_until(
-        lambda: client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settled"
-    )
-    body = client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()
-    assert (body["settled_wh"], body["paid"], body["refunded"], body["settle_rule"]) == (
-        200,
-        "30",
-        "45",
-        "measured_by_admin",
-    )
+    settled = _settled_by_admin(client, admin, buyer, slot, trade["id"], rule="measured", reason="meter lost")
+    assert settled == (200, "30", "45", "measured_by_admin")
 
 
 def test_call_auction_clears_at_one_price_at_gate_closure(
