@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import logging
+import os
+import select
+import socket
+import ssl
 import threading
-from typing import Any
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
+import certifi
 import requests
 from web3 import Web3
 from web3.providers.base import JSONBaseProvider
@@ -22,11 +31,53 @@ class ChainUnreachable(RuntimeError):
     pass
 
 
+_USER_AGENT = "essx-chain/1"
+# The CA bundle `requests` verifies against, so the direct transport trusts exactly the same roots.
+_CA_FILE = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+
+
+class _Endpoint:
+    """One RPC URL, parsed once. A URL the environment routes through a proxy keeps `requests` (which
+    applies the proxy settings); every other URL is spoken to over a kept-alive `http.client` connection,
+    which costs several times less CPU per call than a `requests` post (its per-call scan of the proxy
+    environment and its adapter stack were most of a JSON-RPC call's client CPU: docs/benchmarks.md)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) RPC URL: {url}")
+        self.url = url
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.https else 80)
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.headers = {"Content-Type": "application/json", "User-Agent": _USER_AGENT}
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self.headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        self.proxied = bool(requests.utils.get_environ_proxies(url))
+
+
+class _HTTPStatusError(Exception):
+    pass
+
+
+# What a dead, restarted, slow or misbehaving endpoint raises on the direct transport; each moves on to
+# the next URL, as `requests`' ConnectionError, Timeout and HTTPError do on a proxied URL.
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, _HTTPStatusError)
+_REQUESTS_ERRORS = (requests.ConnectionError, requests.Timeout, requests.HTTPError)
+# A kept-alive connection the server dropped while it idled (a node restart): the request is sent once
+# more on a fresh connection to the same URL, no less safe than the failover's re-send to the next URL.
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
 class FailoverHTTPProvider(JSONBaseProvider):
-    """Sends each request to the current URL; on a connection error, moves to the next and retries.
+    """Sends each request to the current URL; on a transport failure (connection refused or dropped,
+    timeout, an HTTP error status), moves to the next and retries; when none answers, `ChainUnreachable`.
 
     Only transport failures fail over: a JSON-RPC error answer is returned as it is, because re-sending a
     request that a node already processed is only safe for reads and for identical signed bytes.
+    Thread-safe: each thread keeps its own connection per URL.
     """
 
     def __init__(self, urls: list[str], timeout: float = 10.0) -> None:
@@ -35,18 +86,10 @@ class FailoverHTTPProvider(JSONBaseProvider):
             raise ValueError("at least one RPC URL is needed")
         self.urls = list(urls)
         self.timeout = timeout
+        self._endpoints = [_Endpoint(url) for url in self.urls]
         self._current = 0
         self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-        return session
+        self._ssl: ssl.SSLContext | None = None
 
     @property
     def current_url(self) -> str:
@@ -54,51 +97,104 @@ class FailoverHTTPProvider(JSONBaseProvider):
 
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         body = self.encode_rpc_request(method, params)
-        last: Exception | None = None
-        for attempt in range(len(self.urls)):
-            index = (self._current + attempt) % len(self.urls)
-            url = self.urls[index]
-            try:
-                resp = self._session().post(
-                    url, data=body, headers={"Content-Type": "application/json"}, timeout=self.timeout
-                )
-                resp.raise_for_status()
-            except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
-                last = exc
-                log.warning("rpc endpoint failed, trying the next", extra={"fields": {"url": url}})
-                continue
-            if index != self._current:
-                self._current = index
-            return self.decode_rpc_response(resp.content)
-        raise ChainUnreachable(f"no RPC endpoint answered ({len(self.urls)} tried): {last}")
+        return cast(RPCResponse, json.loads(self._post(body)))
 
     def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
         """One HTTP round trip for many read calls (JSON-RPC batch); results in call order."""
         body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
-        last: Exception | None = None
-        for attempt in range(len(self.urls)):
-            url = self.urls[(self._current + attempt) % len(self.urls)]
-            try:
-                resp = self._session().post(url, json=body, timeout=self.timeout)  # type: ignore[arg-type]
-                resp.raise_for_status()
-            except (requests.ConnectionError, requests.Timeout, requests.HTTPError) as exc:
-                last = exc
-                continue
-            by_id = {r["id"]: r for r in resp.json()}
-            out = []
-            for i in range(len(calls)):
-                r = by_id[i]
-                if "error" in r:
-                    raise ValueError(r["error"])
-                out.append(r["result"])
-            return out
-        raise ChainUnreachable(f"no RPC endpoint answered: {last}")
+        by_id = {r["id"]: r for r in json.loads(self._post(json.dumps(body).encode()))}
+        out = []
+        for i in range(len(calls)):
+            r = by_id[i]
+            if "error" in r:
+                raise ValueError(r["error"])
+            out.append(r["result"])
+        return out
 
     def is_connected(self, show_traceback: bool = False) -> bool:
         try:
             return "result" in self.make_request(RPCEndpoint("eth_chainId"), [])
         except ChainUnreachable:
             return False
+
+    def _post(self, body: bytes) -> bytes:
+        """The body of the first URL's answer, from the current URL on; it becomes the current one."""
+        last: Exception | None = None
+        for attempt in range(len(self.urls)):
+            index = (self._current + attempt) % len(self.urls)
+            endpoint = self._endpoints[index]
+            try:
+                if endpoint.proxied:
+                    resp = self._session().post(
+                        endpoint.url, data=body, headers=endpoint.headers, timeout=self.timeout
+                    )
+                    resp.raise_for_status()
+                    content = resp.content
+                else:
+                    content = self._post_direct(index, endpoint, body)
+            except (*_TRANSPORT_ERRORS, *_REQUESTS_ERRORS) as exc:
+                last = exc
+                log.warning("rpc endpoint failed, trying the next", extra={"fields": {"url": endpoint.url}})
+                continue
+            if index != self._current:
+                self._current = index
+            return content
+        raise ChainUnreachable(f"no RPC endpoint answered ({len(self.urls)} tried): {last}")
+
+    def _post_direct(self, index: int, endpoint: _Endpoint, body: bytes) -> bytes:
+        connections: dict[int, http.client.HTTPConnection] | None = getattr(self._local, "connections", None)
+        if connections is None:
+            connections = self._local.connections = {}
+        conn = connections.get(index)
+        if conn is not None and conn.sock is not None and _dropped(conn.sock):
+            conn.close()  # the server closed it while it idled: http.client reconnects on the next request
+        if conn is None:
+            conn = connections[index] = self._connection(endpoint)
+        reused = conn.sock is not None
+        try:
+            try:
+                return _exchange(conn, endpoint, body)
+            except _STALE_CONNECTION:
+                if not reused:
+                    raise
+                conn.close()
+                return _exchange(conn, endpoint, body)
+        except BaseException:
+            conn.close()  # a half-read answer or a timeout leaves the connection unusable
+            raise
+
+    def _connection(self, endpoint: _Endpoint) -> http.client.HTTPConnection:
+        if not endpoint.https:
+            return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=self.timeout)
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=_CA_FILE)
+        return http.client.HTTPSConnection(
+            endpoint.host, endpoint.port, timeout=self.timeout, context=self._ssl
+        )
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+
+def _exchange(conn: http.client.HTTPConnection, endpoint: _Endpoint, body: bytes) -> bytes:
+    conn.request("POST", endpoint.target, body, endpoint.headers)
+    resp = conn.getresponse()
+    content = resp.read()
+    if not 200 <= resp.status < 300:
+        raise _HTTPStatusError(f"{resp.status} {resp.reason} from {endpoint.url}")
+    return content
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """An idle kept-alive socket that is readable has been closed (or sent something unasked) by its peer."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def raw_call(w3: Web3, method: str, params: list[Any]) -> Any:
