@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from app.demo.options import DemoOptions, Traders
+
 
 def register_commands(cli: typer.Typer) -> None:
     cli.command()(demo)
@@ -31,14 +33,15 @@ def demo(
     ),
     out: Annotated[Path | None, typer.Option(help="report folder (default: <data-dir>/report)")] = None,
     traders: Annotated[
-        str, typer.Option(help="automatic: every household's trading profile (the platform's agent); manual")
-    ] = "automatic",
+        Traders,
+        typer.Option(help="automatic: every household's trading profile (the platform's agent); manual"),
+    ] = Traders.automatic,
     keep_running: Annotated[
         bool, typer.Option(help="leave the demo service running afterwards, to browse it in the dashboard")
     ] = False,
 ) -> None:
     """Simulate a community trading energy for a day at high speed, then write a report."""
-    from app.demo.run import DemoOptions, run_demo
+    from app.demo.run import run_demo
 
     console = Console()
     options = DemoOptions(
