@@ -45,8 +45,12 @@ class _Endpoint:
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) RPC URL: {url}")
+            raise ValueError(f"not an http(s) RPC URL: {parts.scheme}://{parts.hostname or ''}")
         self.url = url
+        # What logs and errors may name: a provider's URL often carries its API key in the path or userinfo.
+        self.shown = (
+            f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        )
         self.https = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
@@ -119,7 +123,7 @@ class FailoverHTTPProvider(JSONBaseProvider):
 
     def _post(self, body: bytes) -> bytes:
         """The body of the first URL's answer, from the current URL on; it becomes the current one."""
-        last: Exception | None = None
+        last: str | None = None
         for attempt in range(len(self.urls)):
             index = (self._current + attempt) % len(self.urls)
             endpoint = self._endpoints[index]
@@ -133,8 +137,10 @@ class FailoverHTTPProvider(JSONBaseProvider):
                 else:
                     content = self._post_direct(index, endpoint, body)
             except (*_TRANSPORT_ERRORS, *_REQUESTS_ERRORS) as exc:
-                last = exc
-                log.warning("rpc endpoint failed, trying the next", extra={"fields": {"url": endpoint.url}})
+                # requests' messages quote the URL's path; the direct transport's never do
+                reason = type(exc).__name__ if isinstance(exc, requests.RequestException) else str(exc)
+                last = f"{endpoint.shown}: {reason}"
+                log.warning("rpc endpoint failed, trying the next", extra={"fields": {"endpoint": last}})
                 continue
             if index != self._current:
                 self._current = index
@@ -184,7 +190,7 @@ def _exchange(conn: http.client.HTTPConnection, endpoint: _Endpoint, body: bytes
     resp = conn.getresponse()
     content = resp.read()
     if not 200 <= resp.status < 300:
-        raise _HTTPStatusError(f"{resp.status} {resp.reason} from {endpoint.url}")
+        raise _HTTPStatusError(f"{resp.status} {resp.reason}")
     return content
 
 

@@ -80,6 +80,16 @@ def test_an_http_error_status_fails_over(failing_server: tuple[str, list[str]], 
     assert seen == ["/"]
 
 
+def test_errors_and_logs_name_the_endpoint_not_its_key(caplog: pytest.LogCaptureFixture) -> None:
+    """A provider's URL often carries its API key (path or userinfo): only scheme, host and port are told."""
+    dead = _dead_url()
+    w3 = connect([dead + "/v3/secret-key-1", dead.replace("//", "//user:secret-key-2@") + "/rpc"])
+    with caplog.at_level("WARNING"), pytest.raises(ChainUnreachable) as failed:
+        raw_call(w3, "eth_blockNumber", [])
+    told = str(failed.value) + " ".join(str(r.__dict__) for r in caplog.records)
+    assert dead in told and "secret-key" not in told, told
+
+
 def test_no_url_answering_is_chain_unreachable() -> None:
     w3 = connect([_dead_url(), _dead_url()])
     with pytest.raises(ChainUnreachable, match="2 tried"):
