@@ -31,13 +31,8 @@ async def bearer_token(token: str | None = Depends(oauth2)) -> str:
 BearerToken = Annotated[str, Depends(bearer_token)]
 
 
-def current_user(ctx: Context, session: Session, token: str) -> User:
-    """The user of the request's bearer token (blocking: reads the database)."""
-    return user_for_access_token(session, ctx.settings, token)
-
-
 def get_current_user(ctx: ContextDep, session: SessionDep, token: BearerToken) -> User:
-    return current_user(ctx, session, token)
+    return user_for_access_token(session, ctx.settings, token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -62,7 +57,7 @@ async def as_user(
     """`work(user)` with the token's user (an admin, with `admin`), both in one thread-pool call."""
 
     def call() -> T:
-        user = current_user(ctx, session, token)
+        user = user_for_access_token(session, ctx.settings, token)
         return work(require_admin(user) if admin else user)
 
     return await run_in_threadpool(call)
