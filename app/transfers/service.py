@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, or_, update
+from sqlalchemy import Table, and_, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -33,7 +33,7 @@ from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, Tran
 from app.transfers.steps import StepLog, fail
 from app.users.models import User
 from app.wallets import service as wallets
-from app.wallets.models import Wallet, WalletKind
+from app.wallets.models import WalletKind
 from wallet.models import OutgoingTx
 from wallet.relayer import TxStatus
 from wallet.typed_data import (
@@ -48,12 +48,6 @@ VALIDITY_SECONDS = 300
 OPEN = (TransferStatus.pending_authorization, TransferStatus.authorized, TransferStatus.submitted)
 TRANSFERS: Table = Transfer.__table__  # type: ignore[attr-defined]
 INSERT_TRANSFER = TRANSFERS.insert()  # built once: its cache key is computed once
-WALLETS: Table = Wallet.__table__  # type: ignore[attr-defined]
-USER_OF_ADDRESS = (
-    select(WALLETS.c.user_id)
-    .where(WALLETS.c.address == bindparam("address"), WALLETS.c.active.is_(True))
-    .limit(1)
-)
 
 
 def _domain(ctx: Context) -> TokenDomain:
@@ -85,7 +79,7 @@ def _new_transfer(
     wallet = wallets.require_wallet(session, user.id or 0)
     to_address, to_user_id = resolve_recipient(session, req.to)
     if to_user_id is None:
-        to_user_id = _user_of(session, to_address)
+        to_user_id = wallets.user_of_address(session, to_address)
     amount = parse_amount(req.amount)
     if to_address == wallet.address:
         raise AppError("you cannot send coins to your own wallet")
@@ -139,11 +133,6 @@ def _new_transfer(
     steps.write()
     written[transfer.id] = steps.steps_of(transfer.id)
     return transfer
-
-
-def _user_of(session: Session, address: str) -> int | None:
-    """The user whose active wallet has `address`: one column, read by a Core statement built once."""
-    return session.execute(USER_OF_ADDRESS, {"address": address}).scalar()
 
 
 def get_own(session: Session, user: User, transfer_id: str, *, may_receive: bool = False) -> Transfer:

@@ -49,10 +49,20 @@ _ACTIVE_WALLET = select(Wallet).where(
     col(Wallet.user_id) == bindparam("user_id"), col(Wallet.active).is_(True)
 )
 _TOTP_ENABLED = select(UserTotp.enabled).where(col(UserTotp.user_id) == bindparam("user_id"))
+_USER_OF_ADDRESS = (
+    select(col(Wallet.user_id))
+    .where(col(Wallet.address) == bindparam("address"), col(Wallet.active).is_(True))
+    .limit(1)
+)
 
 
 def active_wallet(session: Session, user_id: int) -> Wallet | None:
     return session.exec(_ACTIVE_WALLET, params={"user_id": user_id}).first()
+
+
+def user_of_address(session: Session, address: str) -> int | None:
+    """The user whose active wallet has `address` (one column)."""
+    return session.execute(_USER_OF_ADDRESS, {"address": address}).scalar()
 
 
 def require_wallet(session: Session, user_id: int) -> Wallet:
