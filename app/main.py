@@ -15,11 +15,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -55,6 +57,7 @@ BACKGROUND_LEASE_SECONDS = 10.0
 # Objects allocated (less freed) between two youngest-generation collections; Python's default is 700.
 GC_YOUNG_THRESHOLD = 10_000
 SERIES_CACHED = 1024  # metric series a RequestContext keeps at hand
+M = TypeVar("M", bound=MetricWrapperBase)
 
 
 def _lease_lost(session: Session) -> None:
@@ -282,8 +285,8 @@ class RequestContext:
         self.limits = RequestLimits(app, max_body_bytes=max_body_bytes)
         # the metric series per (method, route[, status]): `labels()` takes a lock and builds them each time
         # (bounded: a client chooses the method)
-        self._latency: dict[tuple[str, str], Histogram] = {}
-        self._requests: dict[tuple[str, str, int], Counter] = {}
+        self._latency: dict[tuple[str, ...], Histogram] = {}
+        self._requests: dict[tuple[str, ...], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -311,15 +314,15 @@ class RequestContext:
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         method = scope["method"]
         path = getattr(scope.get("route"), "path", "unmatched")
-        latency = self._latency.get((method, path))
-        if latency is None:
-            latency = LATENCY.labels(method, path)
-            if len(self._latency) < SERIES_CACHED:
-                self._latency[method, path] = latency
-        latency.observe(seconds)
-        requests = self._requests.get((method, path, status))
-        if requests is None:
-            requests = REQUESTS.labels(method, path, str(status))
-            if len(self._requests) < SERIES_CACHED:
-                self._requests[method, path, status] = requests
-        requests.inc()
+        _series(self._latency, LATENCY, (method, path)).observe(seconds)
+        _series(self._requests, REQUESTS, (method, path, str(status))).inc()
+
+
+def _series(kept: dict[tuple[str, ...], M], metric: M, labels: tuple[str, ...]) -> M:
+    """The metric's series for these labels, kept at hand (bounded: a client chooses the method)."""
+    series = kept.get(labels)
+    if series is None:
+        series = metric.labels(*labels)
+        if len(kept) < SERIES_CACHED:
+            kept[labels] = series
+    return series
