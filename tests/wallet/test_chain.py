@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from tests.wallet.http_server import serving
 from wallet.chain import ChainUnreachable, FailoverHTTPProvider, check_chain_id, connect, raw_call
 from wallet.localchain import LOCAL_CHAIN_ID, AnvilNode, free_port
 
@@ -43,14 +43,8 @@ class _Handler(BaseHTTPRequestHandler):
 def _serve(status: int) -> Iterator[tuple[str, list[str]]]:
     seen: list[str] = []
     handler = type("Handler", (_Handler,), {"status": status, "seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as url:
+        yield url, seen
 
 
 @pytest.fixture
