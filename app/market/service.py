@@ -69,11 +69,6 @@ def _can_trade(user: User) -> None:
 def create(
     ctx: Context, session: Session, user: User, req: OrderCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
-    wallet: list[Wallet] = []  # a buy's wallet, found by its placement: its answer needs it again
-
-    def make() -> Order:
-        return _new_order(ctx, session, user, req, found=wallet.append)
-
     status, body = idempotency.create_once(
         session,
         f"{user.id}:orders.create",
@@ -81,11 +76,9 @@ def create(
         req.model_dump(mode="json"),
         kind="order",
         load=lambda order_id: session.get(Order, order_id),
-        make=make,
+        make=lambda: _new_order(ctx, session, user, req),
         ident=lambda order: order.id,
-        render=lambda order: to_public(session, ctx, order, wallet[0] if wallet else None).model_dump(
-            mode="json"
-        ),
+        render=lambda order: to_public(session, ctx, order).model_dump(mode="json"),
     )
     if body.get("status") == OrderStatus.open:
         engine.kick(ctx)
@@ -100,11 +93,10 @@ def _new_order(
     *,
     first_answer: bool = True,
     wallet: Wallet | None = None,
-    found: Callable[[Wallet], object] | None = None,
 ) -> Order:
     """`first_answer=False`: the caller authorises the escrow at once (the agent), with the exact balance
     check; the quoted one here would only repeat it. `wallet`: the buyer's active wallet, if the caller
-    has it; `found` is given the one a buy order is placed from."""
+    has it."""
     _can_trade(user)
     r = rules(ctx)
     now = clock.now()
@@ -157,8 +149,6 @@ def _new_order(
         _own_site(session, user, req.site_id)  # where a buyer takes the energy: theirs, like a seller's
     order.site_id = req.site_id
     wallet = wallet or wallets.require_wallet(session, user.id or 0)
-    if found is not None:
-        found(wallet)
     ensure_not_paused(ctx)
     amount = escrow_amount(req.quantity_wh, price)
     if first_answer:  # for the user; the binding check is at authorisation, under the wallet's lock
@@ -374,14 +364,11 @@ def book(ctx: Context, session: Session, slot_start: datetime) -> BookPublic:
     )
 
 
-def to_public(session: Session, ctx: Context, o: Order, wallet: Wallet | None = None) -> OrderPublic:
-    """`wallet`: the owner's active wallet when the caller has it (a buy order's challenge depends on
-    its kind), else it is read."""
+def to_public(session: Session, ctx: Context, o: Order) -> OrderPublic:
     challenge = None
     if o.status == OrderStatus.pending_authorization and o.side == OrderSide.buy and o.valid_before:
         expires = datetime.fromtimestamp(o.valid_before, UTC)
-        if wallet is None or wallet.user_id != o.user_id or not wallet.active:
-            wallet = wallets.active_wallet(session, o.user_id)
+        wallet = wallets.active_wallet(session, o.user_id)
         if wallet is not None and wallet.kind == WalletKind.custodial:
             challenge = OrderChallenge(
                 type="pin", otp_required=wallets.totp_enabled(session, o.user_id), expires_at=expires
