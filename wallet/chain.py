@@ -47,13 +47,11 @@ class _Endpoint:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) RPC URL: {parts.scheme}://{parts.hostname or ''}")
         self.url = url
-        # What logs and errors may name: a provider's URL often carries its API key in the path or userinfo.
-        self.shown = (
-            f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-        )
         self.https = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
+        # What logs and errors may name: a provider's URL often carries its API key in the path or userinfo.
+        self.shown = f"{parts.scheme}://{self.host}:{self.port}"
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.headers = {"Content-Type": "application/json", "User-Agent": _USER_AGENT}
         if parts.username is not None:
