@@ -33,11 +33,11 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt, Wei
 
-from app.coin.service import ZERO_ADDRESS
 from app.market.onchain import trade_leaf_of
 from bench.service import machine
 from common.merkle import layers, proof_from_layers
 from contracts.artifacts import deploy_contract, load_artifact
+from wallet.chain import ZERO_ADDRESS
 from wallet.localchain import ANVIL_DEV_KEYS, AnvilNode, free_port
 from wallet.typed_data import EIP712_DOMAIN_FIELDS, SCHEMAS
 

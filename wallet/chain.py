@@ -21,6 +21,7 @@ from web3.providers.base import JSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
 
 log = logging.getLogger(__name__)
+ZERO_ADDRESS = "0x" + "00" * 20  # the EVM's zero address (no account; ERC-20/KIP-7 mint and burn)
 
 
 class ChainIdMismatch(RuntimeError):

@@ -29,7 +29,7 @@ from app.indexer.models import IndexerCheckpoint, TransferEvent
 from app.indexer.service import CHECKPOINT
 from app.users.models import User
 from app.wallets.service import active_wallet
-from wallet.chain import raw_call
+from wallet.chain import ZERO_ADDRESS, raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
 from wallet.relayer import TxRejected, TxStatus
@@ -333,9 +333,6 @@ def chain_now(ctx: Context) -> int:
     block_ts = int(ctx.w3.eth.get_block("latest")["timestamp"])
     ctx.cache.chain_now = (block_ts, time.monotonic())
     return max(wall, block_ts)
-
-
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 
 def history(session: Session, limit: int, before_block: int | None) -> CoinHistory:

@@ -15,13 +15,13 @@ from hexbytes import HexBytes
 from sqlmodel import Session, col, select
 from web3 import Web3
 
-from app.coin.service import ZERO_ADDRESS
 from app.context import Context
 from app.core.security import utcnow
 from app.events.service import emit
 from app.market import engine, escrow
 from app.market.models import Trade, TradeStatus
 from app.market.onchain import id32, merkle_proofs, trade_leaf, unix
+from wallet.chain import ZERO_ADDRESS
 from wallet.models import OutgoingTx
 from wallet.purposes import Completions, Purpose, TxPurpose
 from wallet.relayer import TxRejected, TxStatus

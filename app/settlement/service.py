@@ -19,7 +19,6 @@ from typing import Any
 from hexbytes import HexBytes
 from sqlmodel import Session, col, select
 
-from app.coin.service import ZERO_ADDRESS
 from app.context import Context
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.security import utcnow
@@ -31,6 +30,7 @@ from app.settlement.delivery import TradeTerms, delivered_wh, settlement_amounts
 from app.settlement.errors import SlotNotOver
 from common import clock
 from ess_collector.models import MEASURED, LedgerSlot, LedgerStatus, SlotEnergy
+from wallet.chain import ZERO_ADDRESS
 from wallet.models import OutgoingTx
 from wallet.purposes import Completions, Purpose, TxPurpose
 from wallet.relayer import TxRejected, TxStatus

@@ -11,11 +11,11 @@ from web3.exceptions import ContractLogicError
 
 from tests.contracts.chain import assert_reverts, deploy, events, interface_id, send
 from tests.contracts.conftest import COIN_NAME, COIN_SYMBOL
+from wallet.chain import ZERO_ADDRESS
 
 pytestmark = pytest.mark.usefixtures("chain_snapshot")
 
 COIN = 10**18
-ZERO_ADDRESS = "0x" + "00" * 20
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 
 # Each interface's own functions, as KIP-13 defines its id (inherited functions are not part of it).

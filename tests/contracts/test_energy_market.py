@@ -23,6 +23,7 @@ from tests.contracts import typed_data
 from tests.contracts.chain import assert_reverts, deploy, events, latest_timestamp, selector, send
 from tests.contracts.conftest import COIN_NAME
 from tests.contracts.test_meter_ledger import merkle_proof, merkle_root
+from wallet.chain import ZERO_ADDRESS
 
 pytestmark = pytest.mark.usefixtures("chain_snapshot")
 
@@ -33,7 +34,6 @@ PENALTY_BPS = 2_000  # 20 % of the shortfall value goes to the buyer
 PRICE = 150 * 10**15  # 0.15 coin per kWh
 LIMIT = 200 * 10**15
 UINT32_MAX = 2**32 - 1
-ZERO_ADDRESS = "0x" + "00" * 20
 PLAIN_TRANSFER_GAS = 36_776  # a KIP-7 transfer to an existing holder (KAIA.md, measured on anvil)
 NONCE_TAG = keccak(text="essx.market.escrow.v1")
 TOTALS = [1_000, 800, 300, 500, 100, 100]

@@ -24,6 +24,7 @@ from web3 import Web3
 from web3.providers.base import BaseProvider
 
 from tests.wallet.http_server import serving
+from wallet.chain import ZERO_ADDRESS
 from wallet.kaia import (
     FIELDS,
     FeeDelegationRejected,
@@ -644,7 +645,6 @@ def test_web3py_ext_recovers_a_real_kairos_transaction_like_we_do(web3py_ext: di
 CAVER = json.loads((Path(__file__).parents[1] / "data/kaia/caver-js-placeholder-vectors.json").read_text())[
     "vectors"
 ]
-ZERO_ADDRESS = "0x" + "00" * 20
 
 
 @pytest.mark.parametrize("v", CAVER, ids=vid)
