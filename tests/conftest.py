@@ -133,15 +133,19 @@ def deployment(w3: Web3, dev_accounts: list[LocalAccount], deployments_dir: Path
 # --- the database --------------------------------------------------------------------------------------------
 
 
+def _pg_url(name: str) -> str:
+    """The SQLAlchemy URL of database `name` on the tests' PostgreSQL server."""
+    return PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+
+
 def _pg_database(template: str | None = None) -> Iterator[str]:
     """A throw-away PostgreSQL database for this test process, dropped at the end; a copy of `template`
     when one is named."""
     name = f"essx_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     try:
-        yield f"{base}/{name}"
+        yield _pg_url(name)
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -174,8 +178,7 @@ def _templates(shared: Path) -> dict[str, str]:
             conn.execute(f'CREATE DATABASE "{pg_name}"')
         templates = {"sqlite": str(sqlite_file), "postgresql": pg_name}
         note.write_text(json.dumps(templates))  # before migrating: the controller drops it whatever happens
-        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        upgrade(f"{base}/{pg_name}")
+        upgrade(_pg_url(pg_name))
         (shared / f"{TEMPLATE_NOTE}.ready").touch()
         return templates
 
