@@ -304,7 +304,12 @@ def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet,
         )
         .values(escrow_status=EscrowStatus.authorized)
     )
-    with authorizer.authorising_spend(ctx, session, wallet, order.escrow_amount, "the escrow", authorise):
+    # rechecked: the escrow binds nothing until the order first matches, when `escrow.locks_for_batch` reads
+    # the wallet's balance again and skips an order it no longer covers; a balance read within the last
+    # second (as the placement just did) may answer yes here, and a no is the chain's answer
+    with authorizer.authorising_spend(
+        ctx, session, wallet, order.escrow_amount, "the escrow", authorise, rechecked=True
+    ):
         escrow.accept_authorised(session, order, signature, engine.next_seq(session))
         order.change_no = order.seq  # the number just taken is also this update's change number
     engine.kick(ctx)

@@ -160,6 +160,8 @@ def authorising_spend(
     what: str,
     compare_and_set: Update,
     signed: Signed | None = None,
+    *,
+    rechecked: bool = False,
 ) -> Iterator[None]:
     """Authorises a spend of `amount` from `wallet` by running `compare_and_set` (an UPDATE whose WHERE
     says "still waiting for its authorisation" and whose SET makes it authorised, which also makes it a
@@ -170,7 +172,9 @@ def authorising_spend(
 
     The wallet's row lock, held until the end of the block, runs the authorisations spending from one
     address one at a time. Any error rolls back, which also releases the lock. `signed`: its right PIN's
-    record is written in this transaction (one commit fewer), or alone if this one rolls back."""
+    record is written in this transaction (one commit fewer), or alone if this one rolls back. `rechecked`:
+    the spend's coins are checked against the chain again before they move (a buy order's escrow), so a
+    balance read within the last second may answer yes (`holds.check_available`)."""
     record = signed.record_success if signed is not None else None
     try:
         # Per address, not per row: two accounts may have linked the same mobile wallet.
@@ -192,6 +196,7 @@ def authorising_spend(
             what,
             own_key=wallet.kind == WalletKind.custodial,
             counted=True,
+            rechecked=rechecked,
         )
         yield
         session.commit()

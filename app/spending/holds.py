@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, or_, union_all
 from sqlmodel import Session, col, select
 
 from app.coin.errors import InsufficientBalance
-from app.coin.service import balance_now, balance_quote, recent_balance
+from app.coin.service import BALANCE_QUOTE_SECONDS, balance_now, balance_quote, recent_balance
 from app.context import Context
 from app.core.money import format_amount
 
@@ -53,6 +53,9 @@ def register(hold: Hold) -> Hold:
 # `_spendable_own_key`); CLOCK_MARGIN widens the window of spends counted against it, against clock skew
 # between the service's processes.
 OWN_KEY_BALANCE_SECONDS = 10.0
+# A spend checked again against the chain before its coins move (`check_available(..., rechecked=True)`)
+# reuses a balance read this recently, whoever holds the key.
+RECHECKED_BALANCE_SECONDS = BALANCE_QUOTE_SECONDS
 CLOCK_MARGIN = timedelta(seconds=2)
 
 
@@ -100,9 +103,11 @@ def available(ctx: Context, session: Session, address: str, *, exact: bool = Tru
     return balance_now(ctx, address) - held  # remembered for `_spendable_own_key`
 
 
-def _spendable_own_key(ctx: Context, session: Session, address: str) -> int | None:
+def _spendable_own_key(
+    ctx: Context, session: Session, address: str, max_age: float = OWN_KEY_BALANCE_SECONDS
+) -> int | None:
     """A lower bound of what a custodial wallet may spend, without asking the chain; None if this process
-    has no recent balance of it.
+    has no balance of it read within `max_age` seconds.
 
     Only we hold a custodial wallet's key, and it signs only the spends listed in HOLDS (never an
     approval or a permit that `transferFrom` or `burnFrom` could draw on), so coins leave it only
@@ -110,11 +115,13 @@ def _spendable_own_key(ctx: Context, session: Session, address: str) -> int | No
     A balance B read at moment T reflects every spend mined before the read; a spend mined after it is
     either still holding, or our records marked it spent after T. So B less the holding spends and less
     the spends marked spent since T (some of those counted twice: only lower) is at most the exact answer;
-    coins received since T are missing (only lower too). Callers that find it short ask the chain."""
+    coins received since T are missing (only lower too). Callers that find it short ask the chain.
+    `check_available(..., rechecked=True)` uses the same answer for a linked wallet too, read within the
+    last second, where the spend is checked against the chain again before its coins move."""
     if not all(hold.spent and hold.changed_at is not None for hold in HOLDS):
         return None  # a kind of spend that does not say when its coins left: ask the chain
     # Wallet addresses are stored checksummed, as balance_now keys its reads; another spelling only misses.
-    read = recent_balance(ctx, address, OWN_KEY_BALANCE_SECONDS)
+    read = recent_balance(ctx, address, max_age)
     if read is None:
         return None
     return read.value - reserved(session, address, spent_since=read.read_before - CLOCK_MARGIN)
@@ -130,14 +137,21 @@ def check_available(
     exact: bool = True,
     own_key: bool = False,
     counted: bool = False,
+    rechecked: bool = False,
 ) -> None:
     """Refuses (InsufficientBalance) a spend of `amount` its wallet cannot cover. `counted`: the spend is
     among the holds already (its compare-and-set ran in this transaction). `own_key`: a custodial wallet
     (its key is ours alone): a recent balance of it with our own record of its spends may answer yes
-    without an eth_call; a no is always checked against the chain, so the answer is the exact one."""
+    without an eth_call; a no is always checked against the chain, so the answer is the exact one.
+    `rechecked`: the spend moves no coins yet and is checked again against the chain before it does (a buy
+    order's escrow, when the order first matches: app/market/escrow.py); a yes may then come the same way
+    from a balance read within the last second (RECHECKED_BALANCE_SECONDS) for any wallet. A linked
+    wallet's owner may have spent since behind our back, which the later check catches as it would one
+    spent a moment after an exact read; a no is the chain's answer here too."""
     needed = 0 if counted else amount
-    if own_key:
-        lower = _spendable_own_key(ctx, session, address)
+    if own_key or rechecked:
+        max_age = OWN_KEY_BALANCE_SECONDS if own_key else RECHECKED_BALANCE_SECONDS
+        lower = _spendable_own_key(ctx, session, address, max_age)
         if lower is not None and needed <= lower:
             return
     left = available(ctx, session, address, exact=exact)

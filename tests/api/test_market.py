@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -578,6 +579,58 @@ def test_linked_wallet_signs_the_escrow_and_cancelling_releases_it(
     assert ctx.coin.functions.balanceOf(account.address).call() == 50 * COIN
     with Session(ctx.engine) as s:
         assert not s.exec(select(OutgoingTx).where(col(OutgoingTx.purpose).contains("escrow"))).all()
+
+
+def test_a_signed_escrow_is_checked_against_a_recent_balance_and_a_refusal_against_the_chain(
+    client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buy order's escrow binds nothing until the order matches (then the balance is read again), so its
+    authorisation may answer yes from the balance the placement just read, less every hold: no eth_call.
+    A balance that looks short there is read from the chain before refusing: coins received meanwhile count,
+    and the refusal says what the chain and the holds leave."""
+    from eth_account.messages import encode_typed_data
+
+    from app.spending import holds
+
+    monkeypatch.setattr(holds, "RECHECKED_BALANCE_SECONDS", 3600.0)  # no timing in the test: always recent
+    admin = admin_headers(client, ctx)
+    headers, account, first = _linked_wallet_buy_order(client, admin, slot)  # 50 coins, an escrow of 50
+    body = {"side": "buy", "slot_start": slot, "quantity_wh": 250, "limit_price": "200"}
+    second, third = (
+        client.post("/api/v1/orders", json=body, headers={**headers, **idem()}).json() for _ in range(2)
+    )
+    assert first["escrow_amount"] == second["escrow_amount"] == third["escrow_amount"] == "50"
+
+    calls: list[str] = []
+    make_request = ctx.w3.provider.make_request
+
+    def counted(method: Any, params: Any) -> Any:
+        calls.append(str(method))
+        return make_request(method, params)
+
+    monkeypatch.setattr(ctx.w3.provider, "make_request", counted)
+
+    def authorise(order: dict) -> Any:
+        typed = order["challenge"]["typed_data"]
+        sig = account.sign_message(encode_typed_data(full_message=typed)).signature.hex()
+        return client.post(
+            f"/api/v1/orders/{order['id']}/authorize", json={"signature": sig}, headers=headers
+        )
+
+    r = authorise(first)
+    assert r.status_code == 200 and r.json()["escrow_status"] == "authorized", r.text
+    assert "eth_call" not in calls  # 50 read at the placement, less the 50 now held: covered
+    fund(client, admin, account.address, "50")
+    r = authorise(second)  # 50 remembered less 100 held looks short: the chain says 100
+    assert r.status_code == 200 and r.json()["escrow_status"] == "authorized", r.text
+    calls.clear()
+    r = authorise(third)  # 100 less 150 held: refused, after asking the chain
+    assert r.status_code == 422 and r.json()["error"] == "InsufficientBalance", r.text
+    assert "the escrow needs 50 coins; the wallet has 0 available" in r.json()["detail"]
+    assert "eth_call" in calls
+    assert client.get(f"/api/v1/orders/{third['id']}", headers=headers).json()["status"] == (
+        "pending_authorization"
+    )
 
 
 def test_a_buyer_whose_balance_no_longer_covers_the_escrow_is_skipped_at_the_match(
