@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
+from coincurve import PublicKey
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from eth_keys.datatypes import PrivateKey, Signature
-from eth_keys.exceptions import BadSignature, ValidationError
+from eth_keys.datatypes import PrivateKey
 from eth_utils import keccak, to_checksum_address
 
 from wallet.typed_data import (
@@ -157,8 +157,18 @@ def recover_personal_message(message: str, signature: bytes | str) -> str:
 
 def _recover(digest: bytes, signature: bytes | str) -> str:
     v, r, s = split_signature(signature)
+    if len(digest) != 32:
+        raise MalformedSignature("the signed digest must be 32 bytes")
     try:
-        sig = Signature(vrs=(v - 27, int.from_bytes(r, "big"), int.from_bytes(s, "big")))
-        return str(sig.recover_public_key_from_msg_hash(digest).to_checksum_address())
-    except (BadSignature, ValidationError) as exc:
+        # libsecp256k1 through coincurve (what eth_keys' coincurve backend calls, without its objects and
+        # validation layers: a third of the CPU of a signature check)
+        public = PublicKey.from_signature_and_message(r + s + bytes([v - 27]), digest, hasher=None)
+    except ValueError as exc:
         raise MalformedSignature("signature does not recover to any public key") from exc
+    return _checksummed_address(keccak(public.format(compressed=False)[1:])[12:])
+
+
+@lru_cache(maxsize=4096)
+def _checksummed_address(raw: bytes) -> str:
+    """EIP-55 form of a 20-byte address (a keccak each; the same wallets sign again and again)."""
+    return str(to_checksum_address(raw))

@@ -383,7 +383,14 @@ def _check_address(name: str, value: Any) -> str:
 
 
 def _address(name: str, value: Any) -> str:
-    return str(to_checksum_address(_check_address(name, value)))
+    return _checksummed(_check_address(name, value))
+
+
+@lru_cache(maxsize=4096)
+def _checksummed(address: str) -> str:
+    """EIP-55 form of a valid address: a keccak each, and every order and transfer names the same few
+    contracts and the wallets of the users active now."""
+    return str(to_checksum_address(address))
 
 
 def _uint(name: str, value: Any) -> int:

@@ -18,6 +18,7 @@ from wallet.signer import (
     Signer,
     SigningFailed,
     SigningRefused,
+    recover_digest,
     recover_personal_message,
     recover_typed_data,
 )
@@ -175,3 +176,20 @@ def test_recover_personal_message() -> None:
     assert recover_personal_message(message + ".", bytes(signed.signature)) != ADDRESS
     with pytest.raises(MalformedSignature):
         recover_personal_message(message, b"\x01" * 64)
+
+
+def test_recover_digest_agrees_with_eth_account_and_refuses_what_recovers_to_nobody() -> None:
+    """The direct libsecp256k1 recovery gives eth-account's answer, for both v and many keys; a signature
+    that recovers to no public key, or a digest that is not 32 bytes, is malformed."""
+    for i in range(40):
+        account = Account.from_key(keccak(text=f"essx recover {i}"))
+        digest = keccak(text=f"digest {i}")
+        signature = bytes(Account._sign_hash(digest, account.key).signature)
+        assert recover_digest(digest, signature) == account.address
+        assert recover_digest(digest, "0x" + signature.hex()) == account.address
+        assert recover_digest(keccak(digest), signature) != account.address
+    digest = keccak(text="digest")
+    with pytest.raises(MalformedSignature):  # r = 5: no point of the curve has that x
+        recover_digest(digest, (5).to_bytes(32, "big") + (1).to_bytes(32, "big") + bytes([27]))
+    with pytest.raises(MalformedSignature):
+        recover_digest(digest[:31], bytes(Account._sign_hash(digest, KEY_BYTES).signature))
