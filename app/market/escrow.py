@@ -17,6 +17,7 @@ voided (deleted: they never reached the chain) and the sellers' quantities go ba
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, col, func, select
 
@@ -47,13 +48,22 @@ def valid_before(rules_: MarketRules, slot_start: datetime, now: datetime, chain
     )
 
 
-def accept_authorised(session: Session, order: Order, signature: bytes, seq: int) -> None:
-    """The buyer signed: keep the signature for the first match and put the order in the book. Nothing goes
-    on chain now; the wallet's balance stays reserved (`app/transfers/spending.py`) while it is authorised."""
-    order.signature = "0x" + signature.hex()
-    order.escrow_status, order.status, order.updated_at = EscrowStatus.authorized, OrderStatus.open, utcnow()
-    order.seq = seq
-    session.add(order)
+def authorised(signature: bytes, seq: int) -> dict[str, Any]:
+    """The buyer signed: what the order's authorising compare-and-set writes. The signature is kept for the
+    first match and the order enters the book (`seq`: its priority, also this change's number). Nothing
+    goes on chain now; the wallet's balance stays reserved (`app/spending/holds.py`) while it is authorised."""
+    return {
+        "signature": "0x" + signature.hex(),
+        "escrow_status": EscrowStatus.authorized,
+        "status": OrderStatus.open,
+        "updated_at": utcnow(),
+        "seq": seq,
+        "change_no": seq,
+    }
+
+
+def accepted(session: Session, order: Order) -> None:
+    """Written with the authorisation (`authorised`)."""
     emit(session, order.user_id, "order.accepted", order_id=order.id, side=OrderSide.buy)
 
 

@@ -27,7 +27,7 @@ from app.idempotency import service as idempotency
 from app.market import engine, escrow
 from app.market.errors import ExceedsSupply, NotAllowedToTrade, SlotRejected
 from app.market.matching.types import escrow_amount
-from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus, lock_changes, next_change
+from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus, lock_changes
 from app.market.onchain import escrow_nonce
 from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
@@ -166,14 +166,14 @@ def _new_order(
         valid_before=order.valid_before,
         nonce=escrow_nonce(order.id, slot_start, req.quantity_wh, price),
     )
-    order.change_no = next_change(session.connection())
+    # no change number yet: a pending order is in no book; its authorisation takes one (`_accept_escrow`)
     _insert(session, order)
     return order
 
 
 def _insert(session: Session, order: Order) -> None:
-    """One INSERT, without the unit of work (a placement's hot path; its change number is set); the order
-    then belongs to the session as if loaded, so later changes to it are UPDATEs."""
+    """One INSERT, without the unit of work (a placement's hot path; an open order's change number is set);
+    the order then belongs to the session as if loaded, so later changes to it are UPDATEs."""
     session.execute(insert(Order), [order.model_dump()])
     make_transient_to_detached(order)
     session.add(order)
@@ -293,7 +293,10 @@ def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet,
     in the book; nothing goes on chain until it matches (app/market/escrow.py). Commits."""
     order_id = order.id
     split_signature(signature)  # a high-s signature would fail on chain, at the first match
-
+    # The change counter's lock first, as every order write takes it (`lock_changes`): its number is the
+    # order's priority and change stamp, written by the compare-and-set with the rest of the authorisation
+    # (one UPDATE of the order, which also sets these values on `order` in this session).
+    seq = engine.next_seq(session)
     # Compare-and-set, as for transfers: of two concurrent authorisations only one passes.
     authorise = (
         update(Order)
@@ -302,7 +305,7 @@ def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet,
             col(Order.status) == OrderStatus.pending_authorization,
             col(Order.escrow_status) == EscrowStatus.none,
         )
-        .values(escrow_status=EscrowStatus.authorized)
+        .values(escrow.authorised(signature, seq))
     )
     # rechecked: the escrow binds nothing until the order first matches, when `escrow.locks_for_batch` reads
     # the wallet's balance again and skips an order it no longer covers; a balance read within the last
@@ -310,8 +313,7 @@ def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet,
     with authorizer.authorising_spend(
         ctx, session, wallet, order.escrow_amount, "the escrow", authorise, rechecked=True
     ):
-        escrow.accept_authorised(session, order, signature, engine.next_seq(session))
-        order.change_no = order.seq  # the number just taken is also this update's change number
+        escrow.accepted(session, order)
     engine.kick(ctx)
 
 
