@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, insert, update
+from sqlalchemy import case, update
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, func, select
 
@@ -171,10 +171,15 @@ def _new_order(
     return order
 
 
+# on the table, not the entity: the ORM's bulk-insert machinery cost more than the statement; built once, so
+# its cache key is computed once
+_INSERT_ORDER = Order.__table__.insert()  # type: ignore[attr-defined]
+
+
 def _insert(session: Session, order: Order) -> None:
     """One INSERT, without the unit of work (a placement's hot path; an open order's change number is set);
     the order then belongs to the session as if loaded, so later changes to it are UPDATEs."""
-    session.execute(insert(Order), [order.model_dump()])
+    session.execute(_INSERT_ORDER, order.model_dump())
     make_transient_to_detached(order)
     session.add(order)
 
