@@ -53,6 +53,7 @@ SLOW_FIRST = (
     "tests/api/test_fuzz.py::",
     "tests/api/test_limits.py::test_importing_our_code_leaves_the_recursion_limit_alone",
     "tests/ess_collector/test_sunspec.py::test_struct_decoder_equals_the_reference",
+    "tests/wallet/test_kaia_fee_delegation.py::test_web3py_ext_",  # one worker runs its probe subprocess
 )
 
 
