@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Row, Table, bindparam, update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.core.errors import IdempotencyKeyReused, MissingIdempotencyKey, RequestInProgress
@@ -47,28 +46,27 @@ def _checked(key: str | None, body: Any) -> tuple[str, str]:
 
 
 def claim(session: Session, scope: str, key: str | None, body: Any) -> Claim:
-    """Claims the key in its own committed transaction, so concurrent requests see each other."""
+    """The key's record: its answer to replay, or an interrupted attempt's, taken over (committed), or, for
+    a new key, a record that is not stored yet: `attach` adds it to the transaction that starts the work,
+    so it is written with what it names, in one commit. If that commit loses to a concurrent request with
+    the key (its unique constraint), `release` and then `lost_to` give that request's answer."""
     key, digest = _checked(key, body)
     now = utcnow()
-    record = IdempotencyRecord(
-        scope=scope,
-        key=key,
-        request_hash=digest,
-        state=IdempotencyState.in_progress,
-        created_at=now,
-        lease_until=now + LEASE,
-    )
-    session.add(record)
-    try:
-        session.commit()
-        return Claim(record, replay=False, resumed=False)
-    except IntegrityError:
-        session.rollback()
     existing = session.exec(
         select(IdempotencyRecord)
         .where(col(IdempotencyRecord.scope) == scope, col(IdempotencyRecord.key) == key)
         .with_for_update()
-    ).one()
+    ).first()
+    if existing is None:
+        record = IdempotencyRecord(
+            scope=scope,
+            key=key,
+            request_hash=digest,
+            state=IdempotencyState.in_progress,
+            created_at=now,
+            lease_until=now + LEASE,
+        )
+        return Claim(record, replay=False, resumed=False)
     if existing.request_hash != digest:
         session.rollback()
         raise IdempotencyKeyReused()
@@ -110,6 +108,8 @@ def release(session: Session, record: IdempotencyRecord) -> None:
     corrected retry may use it. If something was, the record stays and its lease ends now: a retry with
     the same key resumes what was started instead of waiting out the lease with 409."""
     session.rollback()
+    if record.id is None:  # never stored: it went with the transaction that rolled back
+        return
     fresh = session.get(IdempotencyRecord, record.id)
     if fresh is None or fresh.state == IdempotencyState.done:
         session.rollback()
@@ -162,6 +162,18 @@ def _stale(found: Row[Any], now: datetime) -> bool:
         return False
     lease: datetime = found.lease_until
     return (lease if lease.tzinfo else lease.replace(tzinfo=now.tzinfo)) <= now
+
+
+def lost_to(session: Session, record: IdempotencyRecord) -> tuple[int, dict[str, Any]] | None:
+    """After `release`: for a claimed record that was never stored, the answer of the concurrent request
+    that took its key first (the first answer again, or 422 or 409), None if none did."""
+    if record.id is not None:
+        return None
+    found = _find(session, record.scope, record.key)
+    if found is None:
+        session.rollback()
+        return None
+    return _answer(session, found, record.request_hash)
 
 
 def create_once(

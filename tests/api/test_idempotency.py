@@ -14,6 +14,7 @@ import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.context import Context
@@ -255,3 +256,68 @@ def test_a_stale_record_taken_over_meanwhile_is_not_taken_twice(ctx: Context) ->
     with Session(ctx.engine, expire_on_commit=False) as session, pytest.raises(RequestInProgress):
         _create_once(session, key, body, make)
     assert [r.resource for r in _records(ctx, key)] == [None]
+
+
+# -- claim (admin coin operations): the record is written with the operation it names ------------------------
+
+
+def test_a_claimed_key_is_stored_only_with_what_it_starts(ctx: Context) -> None:
+    key, body = uuid.uuid4().hex, {"n": 1}
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        claimed = idempotency.claim(session, "test:ops", key, body)
+        assert not claimed.replay and not claimed.resumed and claimed.record.id is None
+        assert _records(ctx, key) == []  # nothing committed before the work starts
+        idempotency.attach(session, claimed.record, "thing:1")
+        session.commit()
+    assert [(r.state, r.resource) for r in _records(ctx, key)] == [(IdempotencyState.in_progress, "thing:1")]
+
+
+@pytest.mark.parametrize("winner_done", [False, True], ids=["running", "done"])
+def test_a_claim_that_lost_to_a_concurrent_one_answers_as_a_later_request(
+    ctx: Context, winner_done: bool
+) -> None:
+    key, body = uuid.uuid4().hex, {"n": 1}
+    with Session(ctx.engine, expire_on_commit=False) as session:
+        claimed = idempotency.claim(session, "test:ops", key, body)
+        _winner(ctx, "test:ops", key, body, {"id": "won"})  # meanwhile, the other request stores its record
+        if not winner_done:
+            with Session(ctx.engine) as s:
+                record = s.exec(select(IdempotencyRecord).where(col(IdempotencyRecord.key) == key)).one()
+                record.state, record.lease_until = (
+                    IdempotencyState.in_progress,
+                    utcnow() + timedelta(minutes=1),
+                )
+                s.add(record)
+                s.commit()
+        idempotency.attach(session, claimed.record, "thing:lost")
+        with pytest.raises(IntegrityError):
+            session.commit()  # the key's unique constraint
+        idempotency.release(session, claimed.record)
+        if winner_done:
+            assert idempotency.lost_to(session, claimed.record) == (201, {"id": "won"})
+        else:
+            with pytest.raises(RequestInProgress):
+                idempotency.lost_to(session, claimed.record)
+    assert [r.resource for r in _records(ctx, key)] == ["thing:won"]
+
+
+def test_parallel_mints_with_one_key_mint_once(client: TestClient, ctx: Context) -> None:
+    admin = admin_headers(client, ctx)
+    holder = Account.create().address
+    key = uuid.uuid4().hex
+    answers = _parallel(
+        [
+            lambda: client.post(
+                "/api/v1/admin/coin/mint",
+                json={"to": holder, "amount": "1"},
+                headers={**admin, "Idempotency-Key": key},
+            )
+            for _ in range(4)
+        ]
+    )
+    codes = [a.status_code for a in answers]
+    assert set(codes) <= {200, 409} and 200 in codes, [a.text for a in answers]
+    assert {a.json()["error"] for a in answers if a.status_code == 409} <= {"RequestInProgress"}
+    assert len({a.json()["id"] for a in answers if a.status_code == 200}) == 1
+    assert ctx.coin.functions.balanceOf(holder).call() == 10**18  # minted once
+    assert [r.state for r in _records(ctx, key)] == [IdempotencyState.done]
