@@ -65,6 +65,7 @@ FINAL = (TxStatus.confirmed, TxStatus.failed)
 OPEN = (TxStatus.pending, TxStatus.sent)
 BUMP_NUMERATOR = 115  # +15%: above the 10% every pool demands, with a margin for rounding
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # estimate x 1.25 (web3py-ext's 3x wastes block space)
+WAIT_FALLBACK = 1.0  # seconds: a waiter told by the worker of this process reads its row at least this often
 
 
 class TxRejected(RuntimeError):
@@ -118,6 +119,10 @@ class Relayer:
         # Idle passes are one indexed SELECT; short, because work may come from other processes.
         self.idle_interval = idle_interval
         self._done = threading.Condition()
+        # Waiters in this process by transaction id (a count each), and which of those the worker found
+        # final: a waiter reads its row when it is told, not on every wake-up of every waiter.
+        self._waiters: dict[int, int] = {}
+        self._final_ids: set[int] = set()
         # The broadcast/watch loop; a failing node or database is retried at once, then less and less often.
         self.worker = Worker(
             "relayer",
@@ -196,11 +201,12 @@ class Relayer:
         cached = self._fees
         if cached is not None and time.monotonic() - cached.fetched < 1.0:
             return cached
-        block = self.w3.eth.get_block("latest")
-        base = int(block.get("baseFeePerGas", 0) or 0)
+        # Raw calls: web3's formatting of a whole block (every transaction hash in it) cost more than the call.
+        block = raw_call(self.w3, "eth_getBlockByNumber", ["latest", False])
+        base = int(block.get("baseFeePerGas") or "0x0", 16)
         try:
-            tip = int(self.w3.eth.max_priority_fee)
-        except ValueError:
+            tip = int(raw_call(self.w3, "eth_maxPriorityFeePerGas", []), 16)
+        except (RuntimeError, ValueError):  # a node without the method (an error answer)
             tip = 10**9
         self._fees = Fees(max_fee=2 * base + tip, tip=tip, fetched=time.monotonic())
         return self._fees
@@ -436,6 +442,7 @@ class Relayer:
             self._receipts.clear()
         if finished:
             with self._done:
+                self._final_ids.update(r.id for r in finished if r.id in self._waiters)
                 self._done.notify_all()
 
     def _receipt(self, tx_hash: str) -> dict[str, Any] | None:
@@ -514,22 +521,41 @@ class Relayer:
     # -- waiting ----------------------------------------------------------------------------------
 
     def wait(self, tx_id: int, timeout: float | None = None) -> OutgoingTx:
-        """Blocks until the transaction is final or the timeout passes; returns its row either way."""
+        """Blocks until the transaction is final or the timeout passes; returns its row either way.
+
+        While this process runs the worker for every kind, the row is read again only when the worker
+        has made it final (or, as a fallback, once every WAIT_FALLBACK seconds); on standby, or when
+        another relayer may finish it (``kinds``), it is read every few polls."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.replace_after * 4)
         self.kick()
-        while True:
-            with Session(self.engine, expire_on_commit=False) as session:
-                row = session.get(OutgoingTx, tx_id)
-                if row is None:
-                    raise KeyError(tx_id)
-                if row.status in FINAL or time.monotonic() >= deadline:
-                    return row
-            if not self.worker.running and not self.standby:
-                self.step()
-                time.sleep(self.poll_interval)
-            else:
+        with self._done:
+            self._waiters[tx_id] = self._waiters.get(tx_id, 0) + 1
+        try:
+            while True:
+                with Session(self.engine, expire_on_commit=False) as session:
+                    row = session.get(OutgoingTx, tx_id)
+                    if row is None:
+                        raise KeyError(tx_id)
+                    if row.status in FINAL or time.monotonic() >= deadline:
+                        return row
+                if not self.worker.running and not self.standby:
+                    self.step()
+                    time.sleep(self.poll_interval)
+                    continue
+                told = not self.standby and self.kinds is None
+                read_by = time.monotonic() + (WAIT_FALLBACK if told else self.poll_interval * 4)
                 with self._done:
-                    self._done.wait(self.poll_interval * 4)
+                    while tx_id not in self._final_ids:
+                        left = min(read_by, deadline) - time.monotonic()
+                        if left <= 0 or self.standby or not self.worker.running:
+                            break
+                        self._done.wait(left)
+        finally:
+            with self._done:
+                self._waiters[tx_id] -= 1
+                if not self._waiters[tx_id]:
+                    del self._waiters[tx_id]
+                    self._final_ids.discard(tx_id)
 
     def balance(self) -> int:
         return int(self.w3.eth.get_balance(self.address))
