@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from sqlalchemy import Table, update
 from sqlmodel import Session, col, or_, select
 from web3 import Web3
 
@@ -32,7 +33,7 @@ from app.wallets.service import active_wallet
 from wallet.chain import ZERO_ADDRESS, raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
-from wallet.relayer import TxRejected, TxStatus
+from wallet.relayer import FINAL, TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 PURPOSE = TxPurpose.coin_operation
@@ -120,14 +121,16 @@ def coin_info(ctx: Context) -> CoinInfo:
     return info
 
 
-def to_public(session: Session, op: CoinOperation, tx: OutgoingTx | None) -> CoinOperationPublic:
+def to_public(
+    session: Session, op: CoinOperation, tx: OutgoingTx | None, status: str | None = None
+) -> CoinOperationPublic:
     return CoinOperationPublic(
         id=op.id or 0,
         kind=op.kind,
         account=op.account,
         amount=format_amount(op.amount) if op.amount is not None else None,
         memo=op.memo,
-        status=op.status,
+        status=status or op.status,
         tx_hash=(tx.tx_hash or latest_hash(session, tx.id or 0)) if tx else None,
         block_number=tx.block_number if tx else None,
         error=tx.error if tx else None,
@@ -147,23 +150,43 @@ def register_completions(completions: Completions) -> None:
     completions.register(PURPOSE, on_tx_final)
 
 
+_OPS: Table = CoinOperation.__table__  # type: ignore[attr-defined]
+
+
 def on_tx_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
     """Runs in the relayer's transaction when a coin operation's transaction is final, also after a
-    restart, so the operation and its audit entry are finished exactly once."""
-    op = session.get(CoinOperation, purpose.ref_id) if purpose.ref_id is not None else None
-    if op is None or op.status != CoinOperationStatus.submitted:
+    restart, so the operation and its audit entry are finished exactly once: the status moves by a
+    compare-and-set from `submitted` (one Core statement, no ORM load and flush of the operation)."""
+    if purpose.ref_id is None:
         return
-    op.status = (
-        CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
-    )
-    session.add(op)
+    status = CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
+    op = session.execute(
+        update(_OPS)
+        .where(_OPS.c.id == purpose.ref_id, _OPS.c.status == CoinOperationStatus.submitted)
+        .values(status=status)
+        .returning(_OPS.c.kind, _OPS.c.actor_id, _OPS.c.account, _OPS.c.amount)
+    ).first()
+    if op is None:  # no such operation, or finished already
+        return
     actor = session.get(User, op.actor_id)
-    details: dict[str, Any] = {"operation": op.id, "tx_hash": tx.tx_hash, "block_number": tx.block_number}
+    details: dict[str, Any] = {
+        "operation": purpose.ref_id,
+        "tx_hash": tx.tx_hash,
+        "block_number": tx.block_number,
+    }
     if op.amount is not None:
         details["amount"] = format_amount(op.amount)
     if tx.error:
         details["error"] = tx.error
-    audit.record(session, actor, f"coin.{op.kind}", target=op.account, details=details, outcome=op.status)
+    audit.record(session, actor, f"coin.{op.kind}", target=op.account, details=details, outcome=status)
+
+
+def final_status(tx: OutgoingTx | None, op: CoinOperation) -> str:
+    """The operation's status once its transaction is final, as on_tx_final wrote it in the same database
+    transaction that made the row final: no second read of the operation."""
+    if tx is None or op.status != CoinOperationStatus.submitted or tx.status not in FINAL:
+        return op.status
+    return CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
 
 
 def execute(
@@ -245,9 +268,8 @@ def _run_operation(
     assert op.tx_id is not None
     tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
     ctx.cache.coin_info = None  # the supply or pause state may have changed
-    session.refresh(op)
-    public = to_public(session, op, tx_row)
-    status = 202 if op.status == CoinOperationStatus.submitted else 200
+    public = to_public(session, op, tx_row, final_status(tx_row, op))
+    status = 202 if public.status == CoinOperationStatus.submitted else 200
     answer = public.model_dump(mode="json")
     if status == 200:
         idempotency.finish(session, claim.record, status, answer)
