@@ -33,6 +33,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.exceptions import ContractLogicError
+from web3.types import RPCEndpoint
 
 from common.sql import insert_ignore
 from common.worker import Pacing, Worker
@@ -132,6 +133,8 @@ class Relayer:
         self._fees: Fees | None = None
         self._last_block: int | None = None
         self._recheck = True
+        self._kicked = True
+        self._quiet_until = 0.0  # monotonic time until which a pass waits for a new block only (step)
         self._chain_nonce: tuple[int, int] | None = None  # (block, confirmed nonce): changes only with blocks
         self._receipts: dict[str, dict[str, Any]] = {}  # raw receipts of transactions just made final
         # Who finishes each kind of final transaction: the domains register their handlers at start-up.
@@ -268,6 +271,7 @@ class Relayer:
     # -- the worker -------------------------------------------------------------------------------
 
     def kick(self) -> None:
+        self._kicked = True  # the next pass reads the rows, even while waiting for a block
         self.worker.kick()
 
     def start(self) -> None:
@@ -281,6 +285,14 @@ class Relayer:
 
     def step(self) -> bool:
         """One pass: watch blocks, broadcast pending in nonce order, replace stuck ones. True if busy."""
+        # Every open row was sent and none is due for a fee bump: only a new block changes anything, so
+        # the rows are not read again until one comes (or a kick, or `idle_interval` passes: rows of other
+        # processes come without a kick).
+        quiet = not self._kicked and not self._recheck and time.monotonic() < self._quiet_until
+        if quiet and self._block_number() == self._last_block:
+            return True
+        self._kicked = False
+        self._quiet_until = 0.0
         with Session(self.engine, expire_on_commit=False) as session:
             open_rows = session.exec(
                 select(OutgoingTx)
@@ -294,7 +306,7 @@ class Relayer:
             ).all()
             if not open_rows:
                 return False
-            latest = int(self.w3.eth.block_number)
+            latest = self._block_number()
             self._watch(session, list(open_rows), latest)
             now = utcnow()
             due = [  # to send, or sent long enough ago to be a candidate for a replacement
@@ -314,7 +326,18 @@ class Relayer:
                     due = [r for r in due if r.status == TxStatus.pending or r.nonce < waits_from]
             wrote = self._broadcast(session, due, latest)
             self._commit(session, wrote=wrote)
+            if all(r.status != TxStatus.pending for r in open_rows):  # every open row has left
+                # ... until the first of them could be due for a fee bump, at most `idle_interval`
+                now = utcnow()
+                bump_in = min(
+                    (self.replace_after - (now - _aware(r.updated_at)).total_seconds() for r in open_rows),
+                    default=self.idle_interval,
+                )
+                self._quiet_until = time.monotonic() + min(self.idle_interval, bump_in)
             return True
+
+    def _block_number(self) -> int:
+        return int(raw_call(self.w3, "eth_blockNumber", []), 16)
 
     def _of_kinds(self) -> ColumnElement[bool] | None:
         """Rows of this relayer's kinds (None: all rows): the stored purpose is ``kind`` or ``kind:ref``."""
@@ -510,11 +533,14 @@ class Relayer:
         return True
 
     def _send(self, attempt: TxAttempt) -> None:
-        try:
-            self.w3.eth.send_raw_transaction(HexBytes(attempt.raw))
-        except ValueError as exc:
-            message = str(exc).lower()
-            # Re-sent bytes the node already has, or a nonce already mined: the watcher resolves both.
+        """Broadcasts stored bytes. A node that cannot be reached raises (the pass is retried); an error
+        answer is logged, unless it says the bytes or their nonce are known (the watcher resolves both).
+        A raw request: web3's formatters and middlewares cost more CPU than the call."""
+        raw = attempt.raw if attempt.raw.startswith("0x") else "0x" + attempt.raw
+        response = self.w3.provider.make_request(RPCEndpoint("eth_sendRawTransaction"), [raw])
+        error = response.get("error")
+        if error:
+            message = str(error.get("message", error) if isinstance(error, dict) else error).lower()
             if not any(s in message for s in ("already known", "nonce too low", "already imported")):
                 log.warning("broadcast failed", extra={"fields": {"tx": attempt.tx_hash, "error": message}})
 
