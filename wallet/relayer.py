@@ -572,9 +572,11 @@ class Relayer:
                 with self._done:
                     while tx_id not in self._final_ids:
                         left = min(read_by, deadline) - time.monotonic()
-                        if left <= 0 or self.standby or not self.worker.running:
+                        if left <= 0:
                             break
                         self._done.wait(left)
+                        if told and (self.standby or not self.worker.running):
+                            break  # the lease moved, or the worker stopped: read the row now
         finally:
             with self._done:
                 self._waiters[tx_id] -= 1

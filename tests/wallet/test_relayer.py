@@ -219,3 +219,24 @@ def test_a_waiter_is_told_when_its_transaction_is_final(ctx: Context, dev_accoun
         assert relayer._waiters == {} and relayer._final_ids == set()  # nothing left behind
     finally:
         relayer.stop()
+
+
+def test_a_waiter_on_standby_polls_the_database_at_its_pace(ctx: Context, dev_accounts) -> None:
+    """On standby (another process runs the worker) a waiter reads its row every few polls, not in a loop."""
+    from sqlalchemy import event
+
+    relayer = _relayer(ctx)
+    relayer.standby = True
+    tx_id = _prepare_mint(ctx, relayer, dev_accounts[2].address, 1)  # never sent: nobody runs a worker
+    assert tx_id is not None
+    reads: list[str] = []
+
+    def count(*args: object) -> None:
+        reads.append(str(args[2]))
+
+    event.listen(ctx.engine, "before_cursor_execute", count)
+    try:
+        assert relayer.wait(tx_id, timeout=0.5).status == "pending"
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", count)
+    assert 1 <= len(reads) <= 10  # one read per 0.2 s poll (a busy loop made hundreds)
