@@ -86,7 +86,7 @@ def decode_token(secret: str, token: str, kind: str) -> TokenClaims:
     except jwt.PyJWTError:
         raise Unauthorized("invalid token") from None
     if payload["type"] != kind:
-        raise Unauthorized(f"expected a {kind} token")
+        raise Unauthorized(f"not an {kind} token" if kind == "access" else f"not a {kind} token")
     user_id = _bounded_int(payload["sub"]) if isinstance(payload["sub"], str) else None
     epoch = _bounded_int(payload["ep"]) if type(payload["ep"]) is int else None
     jti, family = payload["jti"], payload["fam"]

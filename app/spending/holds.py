@@ -44,6 +44,10 @@ HOLDS: list[Hold] = []  # one per table, appended when its models module is impo
 
 
 def register(hold: Hold) -> Hold:
+    """Count ``hold``'s spends; it replaces an earlier hold on the same table (a models module imported
+    again must not count every spend twice)."""
+    table = hold.amount.class_.__tablename__
+    HOLDS[:] = [h for h in HOLDS if h.amount.class_.__tablename__ != table]
     HOLDS.append(hold)
     _queries.clear()
     return hold

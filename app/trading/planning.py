@@ -106,9 +106,14 @@ def _scaled(o: SlotOutlook, num: int, den: int) -> SlotOutlook:
 
 
 def _with_stored(battery: Battery, stored_wh: int) -> Battery:
+    """The battery holding ``stored_wh``. The percentage is rounded up by one digit of the context's precision
+    where the division is inexact, so that ``stored_wh`` reads back unchanged (floored, it lost 1 Wh)."""
     if battery.capacity_wh == 0:
         return battery
-    return replace(battery, soc_pct=Decimal(stored_wh) * 100 / battery.capacity_wh)
+    soc = Decimal(stored_wh) * 100 / battery.capacity_wh
+    if battery.capacity_wh * soc // 100 < stored_wh:
+        soc = min(soc.next_plus(), Decimal(100))
+    return replace(battery, soc_pct=soc)
 
 
 def _advance(

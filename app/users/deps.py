@@ -12,27 +12,29 @@ from sqlmodel import Session
 from app.api.deps import ContextDep, SessionDep, oauth2
 from app.context import Context
 from app.core.errors import Forbidden, Unauthorized
+from app.core.security import TokenClaims
 from app.users.models import Role, User
-from app.users.service import user_for_access_token
+from app.users.service import access_claims, user_for_claims
 
 T = TypeVar("T")
 
 
-async def bearer_token(token: str | None = Depends(oauth2)) -> str:
-    """The request's bearer token, required on the event loop: a request without one is answered 401
-    before its body is validated (a dependency that raises ends the request first)."""
+async def bearer_token(ctx: ContextDep, token: str | None = Depends(oauth2)) -> TokenClaims:
+    """The request's bearer token, checked on the event loop (signature, kind, expiry; no database): a
+    request without a valid one is answered 401 before its body is validated (a dependency that raises
+    ends the request first). Whether its user and session still stand is read with the user."""
     if not token:
         raise Unauthorized("missing bearer token")
-    return token
+    return access_claims(ctx.settings, token)
 
 
-# The bearer token alone, for a hot route that reads its user in the same thread-pool call as the rest of
-# its work (`as_user`): a `CurrentUser` dependency is a hop of its own.
-BearerToken = Annotated[str, Depends(bearer_token)]
+# The checked token alone, for a hot route that reads its user in the same thread-pool call as the rest
+# of its work (`as_user`): a `CurrentUser` dependency is a hop of its own.
+BearerToken = Annotated[TokenClaims, Depends(bearer_token)]
 
 
-def get_current_user(ctx: ContextDep, session: SessionDep, token: BearerToken) -> User:
-    return user_for_access_token(session, ctx.settings, token)
+def get_current_user(session: SessionDep, token: BearerToken) -> User:
+    return user_for_claims(session, token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -52,12 +54,12 @@ AdminUser = Annotated[User, Depends(get_admin)]
 
 
 async def as_user(
-    ctx: Context, session: Session, token: str, work: Callable[[User], T], *, admin: bool = False
+    ctx: Context, session: Session, token: TokenClaims, work: Callable[[User], T], *, admin: bool = False
 ) -> T:
     """`work(user)` with the token's user (an admin, with `admin`), both in one thread-pool call."""
 
     def call() -> T:
-        user = user_for_access_token(session, ctx.settings, token)
+        user = user_for_claims(session, token)
         return work(require_admin(user) if admin else user)
 
     return await run_in_threadpool(call)

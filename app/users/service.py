@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from app.core.config import Settings
 from app.core.errors import Conflict, NotFound, Unauthorized
 from app.core.money import parse_amount
-from app.core.security import create_token, decode_token, hash_secret, utcnow, verify_secret
+from app.core.security import TokenClaims, create_token, decode_token, hash_secret, utcnow, verify_secret
 from app.users import throttle
 from app.users.models import RefreshToken, RevokedTokenFamily, Role, User, UserStatus
 from app.users.schemas import TokenPair, UserRegister
@@ -113,9 +113,18 @@ _TOKEN_USER = select(
 ).where(col(User.id) == bindparam("user_id"))
 
 
+def access_claims(settings: Settings, token: str) -> TokenClaims:
+    """The claims of a valid access token (signature, kind, expiry): no database, a 401 otherwise."""
+    return decode_token(settings.secret("jwt_secret"), token, "access")
+
+
 def user_for_access_token(session: Session, settings: Settings, token: str) -> User:
     """The user of a valid access token whose session has not ended (logout, password change)."""
-    claims = decode_token(settings.secret("jwt_secret"), token, "access")
+    return user_for_claims(session, access_claims(settings, token))
+
+
+def user_for_claims(session: Session, claims: TokenClaims) -> User:
+    """The user of an access token's checked claims, while its session has not ended."""
     row = session.execute(_TOKEN_USER, {"user_id": claims.user_id, "family": claims.family}).first()
     if row is None or row[0].status == UserStatus.disabled:
         raise Unauthorized("unknown or disabled user")

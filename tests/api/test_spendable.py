@@ -92,3 +92,13 @@ def test_a_right_pin_for_a_refused_spend_still_starts_the_count_over(
     assert refused.status_code == 422 and refused.json()["error"] == "InsufficientBalance", refused.text
     wrong = client.post(f"/api/v1/transfers/{second}/authorize", json={"pin": "000000"}, headers=headers)
     assert wrong.status_code == 403 and "4 attempts left" in wrong.json()["detail"], wrong.text
+
+
+def test_a_hold_registered_again_replaces_its_table_s_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as when a models module is imported a second time: its spends must not be counted twice
+    monkeypatch.setattr(holds, "HOLDS", list(holds.HOLDS))
+    before = len(holds.HOLDS)
+    order_hold = next(h for h in holds.HOLDS if h.amount is Order.escrow_amount)
+    holds.register(replace(order_hold))
+    assert len(holds.HOLDS) == before
+    assert sum(h.amount is Order.escrow_amount for h in holds.HOLDS) == 1

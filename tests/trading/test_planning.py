@@ -150,3 +150,16 @@ def test_reprice_only_when_the_price_moves_by_a_step_or_the_gate_nears(
         )
         is kept
     )
+
+
+@given(capacity=st.integers(1, 200_000), data=st.data())
+def test_a_stored_energy_reads_back_unchanged(capacity: int, data: st.DataObject) -> None:
+    # The plan follows the battery slot by slot through its state of charge; an inexact percentage
+    # floored back to Wh lost 1 Wh per step (91 Wh of 9000 read back as 90).
+    stored = data.draw(st.integers(0, capacity))
+    b = battery("50", capacity=capacity, power=1_000)
+    assert planning._with_stored(b, stored).stored_wh == stored
+
+
+def test_an_inexact_percentage_reads_back_whole() -> None:
+    assert planning._with_stored(battery("50", capacity=9_000, power=1_000), 91).stored_wh == 91
