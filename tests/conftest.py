@@ -45,9 +45,29 @@ hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default")
 PG_ADMIN_URL = os.environ.get("ESSX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A module that starts `essx run` must say so (`pytestmark = pytest.mark.process`), or `make
-    test-fast` would run it and stop being fast; docs/testing.md."""
+# Under xdist (`make test-fast`) these run first: each takes seconds of one worker, and started last it
+# would keep that worker busy after the others have finished. They are the first tests the first worker
+# is sent, the others start on the rest.
+SLOW_FIRST = (
+    "tests/contracts/test_sources_match_artefacts.py::",  # waits for the compiler (contracts/conftest.py)
+    "tests/api/test_fuzz.py::",
+    "tests/api/test_limits.py::test_importing_our_code_leaves_the_recursion_limit_alone",
+    "tests/ess_collector/test_sunspec.py::test_struct_decoder_equals_the_reference",
+    "tests/wallet/test_kaia_fee_delegation.py::test_web3py_ext_",  # one worker runs its probe subprocess
+)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by fixture
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slowest tests first under xdist (SLOW_FIRST); and a module that starts `essx run` must say so
+    (`pytestmark = pytest.mark.process`), or `make test-fast` would run it and stop being fast;
+    docs/testing.md."""
+    if getattr(config, "workerinput", None) is not None:
+        items.sort(  # stable: the rest keep their order
+            key=lambda item: next(
+                (i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST)
+            )
+        )
     unmarked = sorted(
         {
             item.module.__name__
@@ -138,12 +158,20 @@ def _pg_url(name: str) -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
 
 
+def _create_pg_database(conn: psycopg.Connection, name: str, template: str | None = None) -> None:
+    """CREATE DATABASE, whose commits do not wait for the server to flush its log to disk
+    (synchronous_commit off): a test database outlives no crash, and each commit is otherwise a disk
+    flush the test waits for. What a transaction sees, and when, is unchanged."""
+    conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+
+
 def _pg_database(template: str | None = None) -> Iterator[str]:
     """A throw-away PostgreSQL database for this test process, dropped at the end; a copy of `template`
     when one is named."""
     name = f"essx_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        _create_pg_database(conn, name, template)
     try:
         yield _pg_url(name)
     finally:
@@ -175,7 +203,7 @@ def _templates(shared: Path) -> dict[str, str]:
         upgrade(f"sqlite:///{sqlite_file}")
         pg_name = f"essx_template_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{pg_name}"')
+            _create_pg_database(conn, pg_name)
         templates = {"sqlite": str(sqlite_file), "postgresql": pg_name}
         note.write_text(json.dumps(templates))  # before migrating: the controller drops it whatever happens
         upgrade(_pg_url(pg_name))

@@ -211,7 +211,10 @@ def execute(
         # Whatever went wrong (a 4xx, or an unexpected error that becomes a 500), the key is free at once:
         # forgotten if nothing was started, else its lease ends so that a retry resumes the operation.
         idempotency.release(session, claim.record)
-        raise
+        lost = idempotency.lost_to(session, claim.record)  # a concurrent request took the key first
+        if lost is None:
+            raise
+        return lost
 
 
 def _run_operation(

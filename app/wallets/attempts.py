@@ -1,10 +1,16 @@
 """Attempt limits on guessable secrets (PINs, one-time codes) that hold under parallel requests.
 
-Reserve, then verify: one conditional UPDATE counts the attempt as failed, in a short transaction of its
-own, before the secret is checked. It is atomic on SQLite and PostgreSQL, so however many guesses run at
-once, at most `limit` of them are ever checked per lock window. The attempt that reaches the limit starts
-the lock (and a new count) at once; a right secret takes it back. A process that dies mid-check leaves the
-attempt counted, never uncounted.
+Reserve, then verify: one conditional UPDATE counts the attempt as failed before the secret is checked. It
+is atomic on SQLite and PostgreSQL, so however many guesses run at once, at most `limit` of them are ever
+checked per lock window. The attempt that reaches the limit starts the lock (and a new count) at once; a
+right secret takes it back.
+
+`reserve` commits the count in a short transaction of its own: a process that dies mid-check leaves the
+attempt counted. `reserve_in` leaves it in the caller's transaction, which then holds the counter row's
+lock (PostgreSQL) or the database's write lock (SQLite) until it ends, so parallel guesses still queue
+behind it and see its count: the caller commits the count before it answers a wrong secret (`failed`),
+and a right one commits with the act it authorises (one commit fewer). A process that dies before that
+commit has answered nothing, so the guess it leaves uncounted told nobody anything.
 """
 
 from __future__ import annotations
@@ -37,6 +43,16 @@ class Attempt:
 
 def reserve(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> Attempt | None:
     """Counts one failed attempt, committed; None while locked (then nothing may be checked)."""
+    attempt = reserve_in(session, lim, where)
+    session.commit()
+    return attempt
+
+
+def reserve_in(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> Attempt | None:
+    """`reserve` in the caller's transaction: the caller commits it before answering a wrong secret (with
+    `failed`), or with what a right one authorises; None while locked (then nothing may be checked).
+    Until then this transaction holds the counter's row lock (PostgreSQL) or the write lock (SQLite):
+    write nothing through another connection meanwhile."""
     now = utcnow()
     reaching = lim.failures + 1 >= lim.limit
     row = session.execute(
@@ -55,11 +71,15 @@ def reserve(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> 
         .returning(lim.failures, lim.locked_until)
         .execution_options(synchronize_session=False)
     ).first()
-    session.commit()
     if row is None:
         return None
     locks = row[1] is not None
     return Attempt(number=lim.limit if locks else row[0], locks=locks)
+
+
+def failed(session: Session) -> None:
+    """A wrong secret after `reserve_in`: its count is committed before the answer says so."""
+    session.commit()
 
 
 def succeeded(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> None:

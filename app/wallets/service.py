@@ -100,7 +100,8 @@ def _locked_detail(what: str, until: datetime | None) -> str:
 
 def check_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> None:
     """Keyed-hash check (pins.py), at most PIN_MAX_FAILURES wrong PINs per lock window however many
-    requests run at once (attempts.py: the attempt is reserved and committed before the PIN is checked).
+    requests run at once (attempts.py: the attempt is reserved before the PIN is checked, and a wrong one
+    is committed before it is answered).
     A legacy Argon2id hash is replaced by the keyed hash in the commit that records the success. Commits
     the session."""
     record_success = verify_pin(ctx, session, wallet, pin)
@@ -112,9 +113,11 @@ def verify_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> Call
     """`check_pin` without its last commit: returns the success's record (the attempt count starting
     over, a legacy hash replaced) for the caller to write in the transaction that acts on the PIN, and
     again in a transaction of its own if that one rolls back (app/spending/authorizer.py). The attempt
-    itself is reserved and committed here, before the PIN is checked, as in `check_pin`."""
+    itself is reserved here, before the PIN is checked, in the session's transaction: a wrong PIN's count
+    is committed before it is answered, a right one's with the act it authorises (attempts.reserve_in)."""
     where = col(Wallet.id) == wallet.id
-    attempt = attempts.reserve(session, PIN_ATTEMPTS, where)
+    pins.pepper(ctx)  # before the attempt holds SQLite's write lock: its first use may insert it
+    attempt = attempts.reserve_in(session, PIN_ATTEMPTS, where)
     if attempt is None:
         raise WalletLocked(_locked_detail("PINs", attempts.locked_until(session, PIN_ATTEMPTS, where)))
     if pins.verify_pin(ctx, wallet.pin_hash, wallet.user_id, pin):
@@ -126,6 +129,7 @@ def verify_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> Call
             attempts.reset(into, PIN_ATTEMPTS, where)
 
         return record_success
+    attempts.failed(session)
     if attempt.locks:
         raise WalletLocked("too many wrong PINs; the wallet is locked for 15 minutes")
     left = PIN_MAX_FAILURES - attempt.number

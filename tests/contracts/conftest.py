@@ -59,9 +59,18 @@ def chain_id(w3: Web3) -> int:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def compile_beside_the_chain_tests(request: pytest.FixtureRequest) -> None:
+    """In one test process the compiler starts with the first contract test and runs beside the chain tests
+    (test_sources_match_artefacts, collected last, waits for its verdict). Under xdist only the worker that
+    runs that test starts it (there, first: tests/conftest.py SLOW_FIRST); every worker would otherwise
+    compile once, about 7 s of CPU each."""
+    if getattr(request.config, "workerinput", None) is None:
+        request.getfixturevalue("artefact_check")
+
+
+@pytest.fixture(scope="session")
 def artefact_check() -> Iterator[subprocess.Popen[str] | None]:
-    """`node contracts/build.mjs --check`, started when the contract tests begin so that the compiler runs
-    beside the chain tests; test_sources_match_artefacts (collected last) waits for its verdict."""
+    """`node contracts/build.mjs --check`, running; test_sources_match_artefacts waits for its verdict."""
     if shutil.which("node") is None:
         yield None
         return

@@ -1,7 +1,8 @@
 """The committed artefacts equal what contracts/src compiles to (`node contracts/build.mjs --check`).
 
-Collected last on purpose: the check starts with the first contract test (conftest `artefact_check`) and
-compiles while the chain tests run.
+Collected last on purpose: in one test process the check starts with the first contract test (conftest
+`artefact_check`) and compiles while the chain tests run. Under xdist this test runs first instead, and
+only its worker compiles (tests/conftest.py SLOW_FIRST).
 """
 
 from __future__ import annotations
