@@ -130,7 +130,7 @@ async def mint(
         return service.execute(ctx, session, admin, CoinOperationKind.mint, key, req.model_dump(), build)
 
     # One thread-pool call for the admin and the mint (an `AdminUser` dependency is a hop of its own).
-    return _respond(*await as_user(ctx, session, token, work, admin=True))
+    return _respond(*await as_user(session, token, work, admin=True))
 
 
 @admin_router.post(
