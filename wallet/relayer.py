@@ -27,12 +27,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hexbytes import HexBytes
-from sqlalchemy import ColumnElement, func, not_, or_, update
+from sqlalchemy import ColumnElement, Table, func, not_, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.exceptions import ContractLogicError
+from web3.types import RPCEndpoint
 
 from common.sql import insert_ignore
 from common.worker import Pacing, Worker
@@ -65,6 +66,7 @@ FINAL = (TxStatus.confirmed, TxStatus.failed)
 OPEN = (TxStatus.pending, TxStatus.sent)
 BUMP_NUMERATOR = 115  # +15%: above the 10% every pool demands, with a margin for rounding
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # estimate x 1.25 (web3py-ext's 3x wastes block space)
+WAIT_FALLBACK = 1.0  # seconds: a waiter told by the worker of this process reads its row at least this often
 
 
 class TxRejected(RuntimeError):
@@ -118,6 +120,10 @@ class Relayer:
         # Idle passes are one indexed SELECT; short, because work may come from other processes.
         self.idle_interval = idle_interval
         self._done = threading.Condition()
+        # Waiters in this process by transaction id (a count each), and which of those the worker found
+        # final: a waiter reads its row when it is told, not on every wake-up of every waiter.
+        self._waiters: dict[int, int] = {}
+        self._final_ids: set[int] = set()
         # The broadcast/watch loop; a failing node or database is retried at once, then less and less often.
         self.worker = Worker(
             "relayer",
@@ -127,6 +133,8 @@ class Relayer:
         self._fees: Fees | None = None
         self._last_block: int | None = None
         self._recheck = True
+        self._kicked = True
+        self._quiet_until = 0.0  # monotonic time until which a pass waits for a new block only (step)
         self._chain_nonce: tuple[int, int] | None = None  # (block, confirmed nonce): changes only with blocks
         self._receipts: dict[str, dict[str, Any]] = {}  # raw receipts of transactions just made final
         # Who finishes each kind of final transaction: the domains register their handlers at start-up.
@@ -196,11 +204,12 @@ class Relayer:
         cached = self._fees
         if cached is not None and time.monotonic() - cached.fetched < 1.0:
             return cached
-        block = self.w3.eth.get_block("latest")
-        base = int(block.get("baseFeePerGas", 0) or 0)
+        # Raw calls: web3's formatting of a whole block (every transaction hash in it) cost more than the call.
+        block = raw_call(self.w3, "eth_getBlockByNumber", ["latest", False])
+        base = int(block.get("baseFeePerGas") or "0x0", 16)
         try:
-            tip = int(self.w3.eth.max_priority_fee)
-        except ValueError:
+            tip = int(raw_call(self.w3, "eth_maxPriorityFeePerGas", []), 16)
+        except (RuntimeError, ValueError):  # a node without the method (an error answer)
             tip = 10**9
         self._fees = Fees(max_fee=2 * base + tip, tip=tip, fetched=time.monotonic())
         return self._fees
@@ -224,13 +233,14 @@ class Relayer:
         return taken
 
     def _take_nonce(self, session: Session) -> int | None:
+        counter = _NONCES.c  # a Core statement on the table: the ORM's bulk UPDATE cost more than it
         stmt = (
-            update(NonceCounter)
-            .where(col(NonceCounter.chain_id) == self.chain_id, col(NonceCounter.address) == self.address)
-            .values(next_nonce=NonceCounter.next_nonce + 1)
-            .returning(col(NonceCounter.next_nonce))
+            update(_NONCES)
+            .where(counter.chain_id == self.chain_id, counter.address == self.address)
+            .values(next_nonce=counter.next_nonce + 1)
+            .returning(counter.next_nonce)
         )
-        result = session.exec(stmt).first()  # type: ignore[call-overload]
+        result = session.execute(stmt).first()
         return None if result is None else int(result[0]) - 1
 
     def _add_attempt(self, session: Session, row: OutgoingTx, max_fee: int, tip: int) -> TxAttempt:
@@ -262,6 +272,7 @@ class Relayer:
     # -- the worker -------------------------------------------------------------------------------
 
     def kick(self) -> None:
+        self._kicked = True  # the next pass reads the rows, even while waiting for a block
         self.worker.kick()
 
     def start(self) -> None:
@@ -275,6 +286,14 @@ class Relayer:
 
     def step(self) -> bool:
         """One pass: watch blocks, broadcast pending in nonce order, replace stuck ones. True if busy."""
+        # Every open row was sent and none is due for a fee bump: only a new block changes anything, so
+        # the rows are not read again until one comes (or a kick, or `idle_interval` passes: rows of other
+        # processes come without a kick).
+        quiet = not self._kicked and not self._recheck and time.monotonic() < self._quiet_until
+        if quiet and self._block_number() == self._last_block:
+            return True
+        self._kicked = False
+        self._quiet_until = 0.0
         with Session(self.engine, expire_on_commit=False) as session:
             open_rows = session.exec(
                 select(OutgoingTx)
@@ -288,7 +307,7 @@ class Relayer:
             ).all()
             if not open_rows:
                 return False
-            latest = int(self.w3.eth.block_number)
+            latest = self._block_number()
             self._watch(session, list(open_rows), latest)
             now = utcnow()
             due = [  # to send, or sent long enough ago to be a candidate for a replacement
@@ -308,7 +327,18 @@ class Relayer:
                     due = [r for r in due if r.status == TxStatus.pending or r.nonce < waits_from]
             wrote = self._broadcast(session, due, latest)
             self._commit(session, wrote=wrote)
+            if all(r.status != TxStatus.pending for r in open_rows):  # every open row has left
+                # ... until the first of them could be due for a fee bump, at most `idle_interval`
+                now = utcnow()
+                bump_in = min(
+                    (self.replace_after - (now - _aware(r.updated_at)).total_seconds() for r in open_rows),
+                    default=self.idle_interval,
+                )
+                self._quiet_until = time.monotonic() + min(self.idle_interval, bump_in)
             return True
+
+    def _block_number(self) -> int:
+        return int(raw_call(self.w3, "eth_blockNumber", []), 16)
 
     def _of_kinds(self) -> ColumnElement[bool] | None:
         """Rows of this relayer's kinds (None: all rows): the stored purpose is ``kind`` or ``kind:ref``."""
@@ -346,12 +376,11 @@ class Relayer:
         lock makes the second writer wait for the first and then see its result). True if written; the
         in-memory row then holds the values, without a second UPDATE from the session."""
         values["updated_at"] = values.get("updated_at") or utcnow()
-        result = session.exec(  # type: ignore[call-overload]
-            update(OutgoingTx)
-            .where(col(OutgoingTx.id) == row.id, col(OutgoingTx.status).in_(expected))
-            .values(**values)
+        # A Core statement on the table: the ORM's bulk UPDATE (session synchronisation) cost more than it.
+        result = session.execute(
+            _TX.update().where(_TX.c.id == row.id, _TX.c.status.in_(expected)).values(**values)
         )
-        if result.rowcount != 1:
+        if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         for key, value in values.items():
             set_committed_value(row, key, value)
@@ -436,6 +465,7 @@ class Relayer:
             self._receipts.clear()
         if finished:
             with self._done:
+                self._final_ids.update(r.id for r in finished if r.id in self._waiters)
                 self._done.notify_all()
 
     def _receipt(self, tx_hash: str) -> dict[str, Any] | None:
@@ -503,36 +533,64 @@ class Relayer:
         return True
 
     def _send(self, attempt: TxAttempt) -> None:
-        try:
-            self.w3.eth.send_raw_transaction(HexBytes(attempt.raw))
-        except ValueError as exc:
-            message = str(exc).lower()
-            # Re-sent bytes the node already has, or a nonce already mined: the watcher resolves both.
+        """Broadcasts stored bytes. A node that cannot be reached raises (the pass is retried); an error
+        answer is logged, unless it says the bytes or their nonce are known (the watcher resolves both).
+        A raw request: web3's formatters and middlewares cost more CPU than the call."""
+        raw = attempt.raw if attempt.raw.startswith("0x") else "0x" + attempt.raw
+        response = self.w3.provider.make_request(RPCEndpoint("eth_sendRawTransaction"), [raw])
+        error = response.get("error")
+        if error:
+            message = str(error.get("message", error) if isinstance(error, dict) else error).lower()
             if not any(s in message for s in ("already known", "nonce too low", "already imported")):
                 log.warning("broadcast failed", extra={"fields": {"tx": attempt.tx_hash, "error": message}})
 
     # -- waiting ----------------------------------------------------------------------------------
 
     def wait(self, tx_id: int, timeout: float | None = None) -> OutgoingTx:
-        """Blocks until the transaction is final or the timeout passes; returns its row either way."""
+        """Blocks until the transaction is final or the timeout passes; returns its row either way.
+
+        While this process runs the worker for every kind, the row is read again only when the worker
+        has made it final (or, as a fallback, once every WAIT_FALLBACK seconds); on standby, or when
+        another relayer may finish it (``kinds``), it is read every few polls."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.replace_after * 4)
         self.kick()
-        while True:
-            with Session(self.engine, expire_on_commit=False) as session:
-                row = session.get(OutgoingTx, tx_id)
-                if row is None:
-                    raise KeyError(tx_id)
-                if row.status in FINAL or time.monotonic() >= deadline:
-                    return row
-            if not self.worker.running and not self.standby:
-                self.step()
-                time.sleep(self.poll_interval)
-            else:
+        with self._done:
+            self._waiters[tx_id] = self._waiters.get(tx_id, 0) + 1
+        try:
+            while True:
+                with Session(self.engine, expire_on_commit=False) as session:
+                    row = session.get(OutgoingTx, tx_id)
+                    if row is None:
+                        raise KeyError(tx_id)
+                    if row.status in FINAL or time.monotonic() >= deadline:
+                        return row
+                if not self.worker.running and not self.standby:
+                    self.step()
+                    time.sleep(self.poll_interval)
+                    continue
+                told = not self.standby and self.kinds is None
+                read_by = time.monotonic() + (WAIT_FALLBACK if told else self.poll_interval * 4)
                 with self._done:
-                    self._done.wait(self.poll_interval * 4)
+                    while tx_id not in self._final_ids:
+                        left = min(read_by, deadline) - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._done.wait(left)
+                        if told and (self.standby or not self.worker.running):
+                            break  # the lease moved, or the worker stopped: read the row now
+        finally:
+            with self._done:
+                self._waiters[tx_id] -= 1
+                if not self._waiters[tx_id]:
+                    del self._waiters[tx_id]
+                    self._final_ids.discard(tx_id)
 
     def balance(self) -> int:
         return int(self.w3.eth.get_balance(self.address))
+
+
+_TX: Table = OutgoingTx.__table__  # type: ignore[attr-defined]
+_NONCES: Table = NonceCounter.__table__  # type: ignore[attr-defined]
 
 
 def _aware(dt: datetime) -> datetime:

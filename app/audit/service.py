@@ -7,12 +7,13 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Table, insert, update
 from sqlmodel import Session, col, select
 
 from app.audit.models import AuditEntry, AuditHead
 from app.core.security import utcnow
 from app.users.models import User
+from common.sql import insert_ignore
 
 GENESIS = "0" * 64
 
@@ -44,6 +45,14 @@ def entry_hash(
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+_HEAD: Table = AuditHead.__table__  # type: ignore[attr-defined]
+_ENTRIES: Table = AuditEntry.__table__  # type: ignore[attr-defined]
+# Takes the head row's lock (serialising writers) and returns the new entry's seq and the previous hash.
+_BUMP_HEAD = (
+    update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1).returning(_HEAD.c.seq, _HEAD.c.hash)
+)
+
+
 def record(
     session: Session,
     actor: User | None,
@@ -53,19 +62,21 @@ def record(
     details: dict[str, Any] | None = None,
     outcome: str = "ok",
 ) -> AuditEntry:
-    """Appends one entry in the caller's transaction. Updating the head row first serialises writers."""
+    """Appends one entry in the caller's transaction. Updating the head row first serialises writers.
+    Three Core statements (bump the head and read it, insert the entry, store the head's hash): the ORM
+    version loaded, refreshed and flushed the head, six statements and most of a mint's completion."""
     details = details or {}
-    if session.get(AuditHead, 1) is None:
-        session.add(AuditHead(id=1, seq=0, hash=GENESIS))
-        session.flush()
-    session.exec(update(AuditHead).where(col(AuditHead.id) == 1).values(seq=AuditHead.seq + 1))  # type: ignore[call-overload]
-    head = session.exec(select(AuditHead).where(col(AuditHead.id) == 1)).one()
-    session.refresh(head)
-    at = utcnow().replace(microsecond=(utcnow().microsecond // 1000) * 1000)
+    head = session.execute(_BUMP_HEAD).first()
+    if head is None:  # the first entry ever: of two first writers at once, one inserts, both then bump
+        insert_ignore(session, _HEAD, [{"id": 1, "seq": 0, "hash": GENESIS}])
+        head = session.execute(_BUMP_HEAD).one()
+    seq, prev_hash = int(head[0]), str(head[1])
+    now = utcnow()
+    at = now.replace(microsecond=(now.microsecond // 1000) * 1000)
     actor_id = actor.id if actor else None
-    digest = entry_hash(head.hash, head.seq, at, actor_id, action, target, details, outcome)
+    digest = entry_hash(prev_hash, seq, at, actor_id, action, target, details, outcome)
     entry = AuditEntry(
-        seq=head.seq,
+        seq=seq,
         at=at,
         actor_id=actor_id,
         actor_email=actor.email if actor else None,
@@ -73,13 +84,11 @@ def record(
         target=target,
         details=details,
         outcome=outcome,
-        prev_hash=head.hash,
+        prev_hash=prev_hash,
         hash=digest,
     )
-    head.hash = digest
-    session.add(entry)
-    session.add(head)
-    session.flush()
+    session.execute(insert(_ENTRIES).values(entry.model_dump()))
+    session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(hash=digest))
     return entry
 
 

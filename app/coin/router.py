@@ -121,16 +121,16 @@ async def mint(
     def work(admin: User) -> tuple[int, dict[str, Any]]:
         req = _checked(body)
 
-        def build(s: Session) -> tuple[str, int, str]:
+        def build(s: Session) -> tuple[str, int, str, int | None]:
             account = service.resolve_account(s, req.to)
             amount = parse_amount(req.amount)
-            service.ensure_not_paused(ctx)
-            return account, amount, ctx.coin.encodeABI(fn_name="mint", args=[account, amount])
+            gas = service.mint_gas(ctx, account, amount)  # refuses what would revert; checks the pause
+            return account, amount, service.mint_call(account, amount), gas
 
         return service.execute(ctx, session, admin, CoinOperationKind.mint, key, req.model_dump(), build)
 
     # One thread-pool call for the admin and the mint (an `AdminUser` dependency is a hop of its own).
-    return _respond(*await as_user(ctx, session, token, work, admin=True))
+    return _respond(*await as_user(session, token, work, admin=True))
 
 
 @admin_router.post(
@@ -142,7 +142,7 @@ async def mint(
 def burn(
     req: BurnRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
 ) -> JSONResponse:
-    def build(s: Session) -> tuple[str, int, str]:
+    def build(s: Session) -> tuple[str, int, str, None]:
         amount = parse_amount(req.amount)
         holder = service.resolve_account(s, req.from_) if req.from_ is not None else ctx.account.address
         service.ensure_not_paused(ctx)
@@ -152,8 +152,8 @@ def burn(
                 f"{holder} holds {format_amount(balance)}, cannot burn {format_amount(amount)}"
             )
         if holder == ctx.account.address:
-            return holder, amount, ctx.coin.encodeABI(fn_name="burn", args=[amount])
-        return holder, amount, ctx.coin.encodeABI(fn_name="burnFrom", args=[holder, amount])
+            return holder, amount, ctx.coin.encodeABI(fn_name="burn", args=[amount]), None
+        return holder, amount, ctx.coin.encodeABI(fn_name="burnFrom", args=[holder, amount]), None
 
     return _respond(
         *service.execute(
@@ -166,10 +166,10 @@ def _pause_route(kind: CoinOperationKind, want_paused: bool) -> Any:
     def route(
         req: PauseRequest, ctx: ContextDep, session: SessionDep, admin: AdminUser, key: IdempotencyKey = None
     ) -> JSONResponse:
-        def build(_s: Session) -> tuple[None, None, str]:
+        def build(_s: Session) -> tuple[None, None, str, None]:
             if bool(ctx.coin.functions.paused().call()) == want_paused:
                 raise Conflict(f"the coin is already {'paused' if want_paused else 'unpaused'}")
-            return None, None, ctx.coin.encodeABI(fn_name=kind, args=[])
+            return None, None, ctx.coin.encodeABI(fn_name=kind, args=[]), None
 
         answer = service.execute(ctx, session, admin, kind, key, req.model_dump(), build)
         ctx.cache.paused = None  # every later request reads the new state

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from sqlalchemy import Table, update
 from sqlmodel import Session, col, or_, select
 from web3 import Web3
 
@@ -32,7 +33,7 @@ from app.wallets.service import active_wallet
 from wallet.chain import ZERO_ADDRESS, raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
-from wallet.relayer import TxRejected, TxStatus
+from wallet.relayer import FINAL, TxRejected, TxStatus
 
 log = logging.getLogger(__name__)
 PURPOSE = TxPurpose.coin_operation
@@ -120,14 +121,16 @@ def coin_info(ctx: Context) -> CoinInfo:
     return info
 
 
-def to_public(session: Session, op: CoinOperation, tx: OutgoingTx | None) -> CoinOperationPublic:
+def to_public(
+    session: Session, op: CoinOperation, tx: OutgoingTx | None, status: str | None = None
+) -> CoinOperationPublic:
     return CoinOperationPublic(
         id=op.id or 0,
         kind=op.kind,
         account=op.account,
         amount=format_amount(op.amount) if op.amount is not None else None,
         memo=op.memo,
-        status=op.status,
+        status=status or op.status,
         tx_hash=(tx.tx_hash or latest_hash(session, tx.id or 0)) if tx else None,
         block_number=tx.block_number if tx else None,
         error=tx.error if tx else None,
@@ -147,23 +150,43 @@ def register_completions(completions: Completions) -> None:
     completions.register(PURPOSE, on_tx_final)
 
 
+_OPS: Table = CoinOperation.__table__  # type: ignore[attr-defined]
+
+
 def on_tx_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
     """Runs in the relayer's transaction when a coin operation's transaction is final, also after a
-    restart, so the operation and its audit entry are finished exactly once."""
-    op = session.get(CoinOperation, purpose.ref_id) if purpose.ref_id is not None else None
-    if op is None or op.status != CoinOperationStatus.submitted:
+    restart, so the operation and its audit entry are finished exactly once: the status moves by a
+    compare-and-set from `submitted` (one Core statement, no ORM load and flush of the operation)."""
+    if purpose.ref_id is None:
         return
-    op.status = (
-        CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
-    )
-    session.add(op)
+    status = CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
+    op = session.execute(
+        update(_OPS)
+        .where(_OPS.c.id == purpose.ref_id, _OPS.c.status == CoinOperationStatus.submitted)
+        .values(status=status)
+        .returning(_OPS.c.kind, _OPS.c.actor_id, _OPS.c.account, _OPS.c.amount)
+    ).first()
+    if op is None:  # no such operation, or finished already
+        return
     actor = session.get(User, op.actor_id)
-    details: dict[str, Any] = {"operation": op.id, "tx_hash": tx.tx_hash, "block_number": tx.block_number}
+    details: dict[str, Any] = {
+        "operation": purpose.ref_id,
+        "tx_hash": tx.tx_hash,
+        "block_number": tx.block_number,
+    }
     if op.amount is not None:
         details["amount"] = format_amount(op.amount)
     if tx.error:
         details["error"] = tx.error
-    audit.record(session, actor, f"coin.{op.kind}", target=op.account, details=details, outcome=op.status)
+    audit.record(session, actor, f"coin.{op.kind}", target=op.account, details=details, outcome=status)
+
+
+def final_status(tx: OutgoingTx | None, op: CoinOperation) -> str:
+    """The operation's status once its transaction is final, as on_tx_final wrote it in the same database
+    transaction that made the row final: no second read of the operation."""
+    if tx is None or op.status != CoinOperationStatus.submitted or tx.status not in FINAL:
+        return op.status
+    return CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
 
 
 def execute(
@@ -177,8 +200,8 @@ def execute(
 ) -> tuple[int, dict[str, Any]]:
     """Runs one admin coin operation under an Idempotency-Key.
 
-    `build(session)` validates and returns (account, amount, call data); any AppError it raises is a
-    4xx that changes nothing on chain (it is still audited as rejected)."""
+    `build(session)` validates and returns (account, amount, call data, gas limit or None to estimate it);
+    any AppError it raises is a 4xx that changes nothing on chain (it is still audited as rejected)."""
     claim = idempotency.claim(session, f"{admin.id}:coin.{kind}", key, body)
     if claim.replay:
         return claim.record.response_status or 200, claim.record.response_body or {}
@@ -211,9 +234,9 @@ def _run_operation(
         op = session.get(CoinOperation, started.ref_id)
     if op is None:
         try:
-            account, amount, data = build(session)
+            account, amount, data, gas = build(session)
             tx = ctx.relayer.prepare(
-                session, to=ctx.coin.address, data=data, purpose=PURPOSE
+                session, to=ctx.coin.address, data=data, purpose=PURPOSE, gas=gas
             )  # its id follows
         except (AppError, TxRejected) as exc:
             idempotency.release(session, claim.record)
@@ -248,23 +271,28 @@ def _run_operation(
     assert op.tx_id is not None
     tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
     ctx.cache.coin_info = None  # the supply or pause state may have changed
-    session.refresh(op)
-    public = to_public(session, op, tx_row)
-    status = 202 if op.status == CoinOperationStatus.submitted else 200
+    public = to_public(session, op, tx_row, final_status(tx_row, op))
+    status = 202 if public.status == CoinOperationStatus.submitted else 200
     answer = public.model_dump(mode="json")
     if status == 200:
         idempotency.finish(session, claim.record, status, answer)
     return status, answer
 
 
+PAUSED = "0x5c975abb"  # paused()
+
+
 def ensure_not_paused(ctx: Context) -> None:
     """Refuses while the coin is paused. The answer is cached for a second (it is read on every money
-    request); our own pause and unpause routes drop the cache at once."""
+    request); our own pause and unpause routes drop the cache at once. A raw eth_call, as balance_now."""
     cached = ctx.cache.paused
     now = time.monotonic()
     if cached is None or now - cached[1] > 1.0:
         try:
-            paused = bool(ctx.coin.functions.paused().call())
+            paused = (
+                int(raw_call(ctx.w3, "eth_call", [{"to": ctx.coin.address, "data": PAUSED}, "latest"]), 16)
+                != 0
+            )
         except Exception as exc:  # node down: say so instead of a 500
             raise ServiceUnavailable(
                 f"cannot read the coin's state from the chain: {type(exc).__name__}"
@@ -272,6 +300,53 @@ def ensure_not_paused(ctx: Context) -> None:
         cached = ctx.cache.paused = (paused, now)
     if cached[0]:
         raise CoinPaused()
+
+
+MINT = "0x40c10f19"  # mint(address,uint256)
+HAS_ROLE = "0x91d14854"  # hasRole(bytes32,address)
+# KIP7Mintable.MINTER_ROLE (@klaytn/contracts: keccak256("KIP7_MINTER_ROLE"), not OpenZeppelin's name)
+MINTER_ROLE = Web3.keccak(text="KIP7_MINTER_ROLE").hex().removeprefix("0x")
+# Gas limit of EnergyCoin.mint, signed without an eth_estimateGas (a round trip and ~1.5 ms of CPU per
+# mint). Measured on anvil (Cancun rules, as Kaia since its Cancun fork): 72,994 for the first mint ever
+# (supply and balance from zero), 38,794 to an existing holder; the amount does not change it. 150,000 is
+# twice the worst case. Only the gas used is paid, and Kaia's computation-cost cap (150M) is far above.
+MINT_GAS = 150_000
+# Amounts from here on may overflow the supply (a revert only an estimate foresees): they are estimated.
+MINT_ESTIMATE_FROM = 2**128
+MINTER_CHECK_TTL = 60.0  # seconds: a revoked minter role is seen within this
+_minter_checked: dict[tuple[str, str], float] = {}  # (coin, minter) -> monotonic time the role was seen
+
+
+def mint_call(account: str, amount: int) -> str:
+    """The call data of mint(account, amount) (web3's contract layer costs more CPU than the rest of it)."""
+    return MINT + account[2:].lower().rjust(64, "0") + format(amount, "064x")
+
+
+def mint_gas(ctx: Context, account: str, amount: int) -> int | None:
+    """The gas limit for mint(account, amount) without an estimate, after refusing what would revert: the
+    zero address, a paused coin (ensure_not_paused's one-second cache) and a relayer without the minter role
+    (read at most once a minute). None (estimate it) for an amount that might overflow the supply. A mint
+    that still reverts (a pause by another process within the last second) is recorded as failed."""
+    if int(account, 16) == 0:
+        raise ChainRejected("the chain would reject this mint: a mint to the zero address")
+    ensure_not_paused(ctx)
+    if amount >= MINT_ESTIMATE_FROM:
+        return None
+    minter = ctx.relayer.address
+    key = (ctx.coin.address, minter)
+    seen = _minter_checked.get(key)
+    if seen is None or time.monotonic() - seen > MINTER_CHECK_TTL:
+        data = HAS_ROLE + MINTER_ROLE + minter[2:].lower().rjust(64, "0")
+        try:
+            held = int(raw_call(ctx.w3, "eth_call", [{"to": ctx.coin.address, "data": data}, "latest"]), 16)
+        except Exception as exc:  # node down: say so instead of a 500
+            raise ServiceUnavailable(
+                f"cannot read the coin's state from the chain: {type(exc).__name__}"
+            ) from None
+        if not held:
+            raise ChainRejected("the chain would reject this mint: the relayer has no minter role")
+        _minter_checked[key] = time.monotonic()
+    return MINT_GAS
 
 
 BALANCE_OF = "0x70a08231"  # balanceOf(address)

@@ -99,9 +99,7 @@ def market_book(slot_start: UtcTime, ctx: ContextDep, session: SessionDep) -> Bo
 async def place_order(
     req: OrderCreate, ctx: ContextDep, session: SessionDep, token: BearerToken, key: IdempotencyKey = None
 ) -> JSONResponse:
-    status, body = await as_user(
-        ctx, session, token, lambda user: service.create(ctx, session, user, req, key)
-    )
+    status, body = await as_user(session, token, lambda user: service.create(ctx, session, user, req, key))
     return JSONResponse(status_code=status, content=body)
 
 
@@ -117,7 +115,7 @@ async def authorize_order(
         order = service.authorize(ctx, session, user, order_id, req)
         return service.to_public(session, ctx, order).model_dump(mode="json")
 
-    return JSONResponse(content=await as_user(ctx, session, token, work))
+    return JSONResponse(content=await as_user(session, token, work))
 
 
 @router.delete(

@@ -22,9 +22,7 @@ router = APIRouter(prefix="/transfers", tags=["transfers"])
 async def create_transfer(
     req: TransferCreate, ctx: ContextDep, session: SessionDep, token: BearerToken, key: IdempotencyKey = None
 ) -> JSONResponse:
-    status, body = await as_user(
-        ctx, session, token, lambda user: service.create(ctx, session, user, req, key)
-    )
+    status, body = await as_user(session, token, lambda user: service.create(ctx, session, user, req, key))
     return JSONResponse(status_code=status, content=body)
 
 
@@ -36,9 +34,7 @@ async def create_transfer(
 async def authorize_transfer(
     transfer_id: str, req: TransferAuthorize, ctx: ContextDep, session: SessionDep, token: BearerToken
 ) -> TransferPublic:
-    return await as_user(
-        ctx, session, token, lambda user: service.authorize(ctx, session, user, transfer_id, req)
-    )
+    return await as_user(session, token, lambda user: service.authorize(ctx, session, user, transfer_id, req))
 
 
 @router.get(

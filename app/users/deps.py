@@ -10,7 +10,6 @@ from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from app.api.deps import ContextDep, SessionDep, oauth2
-from app.context import Context
 from app.core.errors import Forbidden, Unauthorized
 from app.core.security import TokenClaims
 from app.users.models import Role, User
@@ -54,7 +53,7 @@ AdminUser = Annotated[User, Depends(get_admin)]
 
 
 async def as_user(
-    ctx: Context, session: Session, token: TokenClaims, work: Callable[[User], T], *, admin: bool = False
+    session: Session, token: TokenClaims, work: Callable[[User], T], *, admin: bool = False
 ) -> T:
     """`work(user)` with the token's user (an admin, with `admin`), both in one thread-pool call."""
 

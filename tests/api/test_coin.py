@@ -161,3 +161,45 @@ def test_concurrent_first_mints_all_succeed(client: TestClient, ctx: Context) ->
     with Session(ctx.engine) as s:
         nonces = sorted(tx.nonce for tx in s.exec(select(OutgoingTx)).all())
     assert nonces == list(range(nonces[0], nonces[0] + len(holders)))
+
+
+def test_mint_signs_a_fixed_gas_limit_and_refuses_what_would_revert(
+    client: TestClient, ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mint is signed with MINT_GAS, no estimate; what an estimate caught is refused before signing."""
+    from app.coin import service
+
+    admin = admin_headers(client, ctx)
+    estimated: list[object] = []
+    real_estimate = ctx.relayer.estimate_gas
+    monkeypatch.setattr(ctx.relayer, "estimate_gas", lambda **kw: estimated.append(kw) or real_estimate(**kw))
+    r = mint(client, admin, ALICE, "3")
+    assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
+    with Session(ctx.engine) as s:
+        tx = s.exec(select(OutgoingTx).order_by(OutgoingTx.id.desc())).first()  # type: ignore[union-attr]
+        assert tx is not None and tx.gas == service.MINT_GAS and tx.gas_used is not None
+        assert tx.gas_used * 2 <= service.MINT_GAS  # the documented margin holds on the real contract
+    assert estimated == []
+    sent = len(_outgoing(ctx))
+    # the zero address: KIP-7 reverts a mint to it
+    r = mint(client, admin, "0x" + "00" * 20, "1")
+    assert r.status_code == 422 and r.json()["error"] == "ChainRejected", r.text
+    # a relayer without the minter role (read once a minute; the cache is dropped here)
+    service._minter_checked.clear()
+    monkeypatch.setattr(service, "MINTER_ROLE", "ab" * 32)
+    r = mint(client, admin, ALICE, "1")
+    assert r.status_code == 422 and "minter role" in r.json()["detail"], r.text
+    assert len(_outgoing(ctx)) == sent  # nothing signed or stored
+    service._minter_checked.clear()
+    monkeypatch.undo()
+    # an amount that could overflow the supply is estimated (and here the estimate passes)
+    calls: list[object] = []
+    monkeypatch.setattr(ctx.relayer, "estimate_gas", lambda **kw: calls.append(kw) or real_estimate(**kw))
+    r = mint(client, admin, ALICE, str(service.MINT_ESTIMATE_FROM // 10**18 + 1))
+    assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
+    assert len(calls) == 1
+
+
+def _outgoing(ctx: Context) -> list[OutgoingTx]:
+    with Session(ctx.engine) as s:
+        return list(s.exec(select(OutgoingTx)))

@@ -171,3 +171,72 @@ def test_the_relayer_signs_through_a_signer_and_keeps_no_key(ctx: Context, dev_a
     assert key not in str(refused.value) and key not in repr(refused.value)
     with Session(ctx.engine) as s:
         assert s.exec(select(OutgoingTx)).first() is None  # nothing stored
+
+
+def test_a_pass_waiting_for_a_block_reads_no_rows_until_one_comes(
+    ctx: Context, dev_accounts, manual_mining: None
+) -> None:
+    """Once every open row has left, a pass only asks for the block number until a new block (or a kick)."""
+    from sqlalchemy import event
+
+    holder = dev_accounts[2].address
+    relayer = _relayer(ctx, idle_interval=60.0)  # no time-out of the quiet state during the test
+    tx_id = _prepare_mint(ctx, relayer, holder, 1)
+    assert tx_id is not None
+    relayer.step()  # sent
+    relayer.step()  # looks at the (same) block once more: the row is sent, nothing is due
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(ctx.engine, "before_cursor_execute", count)
+    try:
+        assert relayer.step() is True  # busy, but no new block: no statement
+        assert statements == []
+        relayer.kick()  # a kick (a new row of this process) reads the rows again
+        relayer.step()
+        assert statements
+        ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        relayer.step()  # the new block: the receipt is read and the row made final
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", count)
+    with Session(ctx.engine) as s:
+        row = s.get(OutgoingTx, tx_id)
+        assert row is not None and row.status == "confirmed"
+
+
+def test_a_waiter_is_told_when_its_transaction_is_final(ctx: Context, dev_accounts) -> None:
+    """With the worker running in this process, wait returns once the worker made the row final."""
+    holder = dev_accounts[2].address
+    relayer = _relayer(ctx, idle_interval=0.05)
+    relayer.start()
+    try:
+        tx_ids = [_prepare_mint(ctx, relayer, holder, 1) for _ in range(3)]
+        for tx_id in tx_ids:
+            assert tx_id is not None
+            assert relayer.wait(tx_id, timeout=30).status == "confirmed"
+        assert relayer._waiters == {} and relayer._final_ids == set()  # nothing left behind
+    finally:
+        relayer.stop()
+
+
+def test_a_waiter_on_standby_polls_the_database_at_its_pace(ctx: Context, dev_accounts) -> None:
+    """On standby (another process runs the worker) a waiter reads its row every few polls, not in a loop."""
+    from sqlalchemy import event
+
+    relayer = _relayer(ctx)
+    relayer.standby = True
+    tx_id = _prepare_mint(ctx, relayer, dev_accounts[2].address, 1)  # never sent: nobody runs a worker
+    assert tx_id is not None
+    reads: list[str] = []
+
+    def count(*args: object) -> None:
+        reads.append(str(args[2]))
+
+    event.listen(ctx.engine, "before_cursor_execute", count)
+    try:
+        assert relayer.wait(tx_id, timeout=0.5).status == "pending"
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", count)
+    assert 1 <= len(reads) <= 10  # one read per 0.2 s poll (a busy loop made hundreds)
