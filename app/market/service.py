@@ -16,7 +16,7 @@ from sqlalchemy import case, update
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, func, select
 
-from app.coin.service import chain_now, ensure_not_paused, latest_hash
+from app.coin.service import balance_now, chain_now, ensure_not_paused, latest_hash, recent_balance
 from app.context import Context
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
@@ -33,7 +33,7 @@ from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
 from app.sites.service import sell_room
-from app.spending import authorizer
+from app.spending import authorizer, holds
 from app.spending.errors import AuthorizationMissing
 from app.spending.holds import check_available
 from app.users.models import Role, User, UserStatus
@@ -298,6 +298,11 @@ def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet,
     in the book; nothing goes on chain until it matches (app/market/escrow.py). Commits."""
     order_id = order.id
     split_signature(signature)  # a high-s signature would fail on chain, at the first match
+    # A phone takes longer than `holds.RECHECKED_BALANCE_SECONDS` to sign: the balance is read here, before the
+    # locks, so that the check under them answers from it; only a refusal asks the chain while holding the
+    # change counter, which every order write waits for (PostgreSQL: the other API process's too).
+    if recent_balance(ctx, wallet.address, holds.RECHECKED_BALANCE_SECONDS) is None:
+        balance_now(ctx, wallet.address)
     # The change counter's lock first, as every order write takes it (`lock_changes`): its number is the
     # order's priority and change stamp, written by the compare-and-set with the rest of the authorisation
     # (one UPDATE of the order, which also sets these values on `order` in this session).

@@ -633,6 +633,42 @@ def test_a_signed_escrow_is_checked_against_a_recent_balance_and_a_refusal_again
     )
 
 
+def test_a_signature_after_the_balance_went_stale_reads_it_before_the_change_counter(
+    client: TestClient, ctx: Context, slot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phone signs seconds after the placement read the balance: the authorisation reads it again before
+    it takes the change counter's lock (which every order write waits for), not while holding it."""
+    from eth_account.messages import encode_typed_data
+
+    from app.market import engine
+    from app.spending import holds
+
+    monkeypatch.setattr(holds, "RECHECKED_BALANCE_SECONDS", 3600.0)  # stale only because the cache is cleared
+    admin = admin_headers(client, ctx)
+    headers, account, order = _linked_wallet_buy_order(client, admin, slot)
+    events: list[str] = []
+    make_request, next_seq = ctx.w3.provider.make_request, engine.next_seq
+
+    def counted(method: Any, params: Any) -> Any:
+        events.append(str(method))
+        return make_request(method, params)
+
+    def locking(session: Any) -> int:
+        events.append("change counter")
+        return next_seq(session)
+
+    monkeypatch.setattr(ctx.w3.provider, "make_request", counted)
+    monkeypatch.setattr(engine, "next_seq", locking)
+    ctx.cache.balances.clear()  # as if the phone took longer to sign than a balance stays recent
+    sig = account.sign_message(
+        encode_typed_data(full_message=order["challenge"]["typed_data"])
+    ).signature.hex()
+    r = client.post(f"/api/v1/orders/{order['id']}/authorize", json={"signature": sig}, headers=headers)
+    assert r.status_code == 200 and r.json()["escrow_status"] == "authorized", r.text
+    assert "change counter" in events and "eth_call" in events
+    assert "eth_call" not in events[events.index("change counter") :], events
+
+
 def test_a_buyer_whose_balance_no_longer_covers_the_escrow_is_skipped_at_the_match(
     client: TestClient, ctx: Context, slot: str
 ) -> None:
