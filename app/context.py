@@ -60,6 +60,7 @@ class ChainCache:
     coin_info: tuple[Any, float] | None = None  # (CoinInfo, read at): GET /coin's answer (app/coin)
     # checksum address -> its latest balance read (app/coin/service.py balance_now, the only writer)
     balances: dict[str, BalanceRead] = field(default_factory=dict)
+    minter_seen: float | None = None  # monotonic time the relayer was last seen holding the minter role
 
 
 @dataclass

@@ -314,7 +314,6 @@ MINT_GAS = 150_000
 # Amounts from here on may overflow the supply (a revert only an estimate foresees): they are estimated.
 MINT_ESTIMATE_FROM = 2**128
 MINTER_CHECK_TTL = 60.0  # seconds: a revoked minter role is seen within this
-_minter_checked: dict[tuple[str, str], float] = {}  # (coin, minter) -> monotonic time the role was seen
 
 
 def mint_call(account: str, amount: int) -> str:
@@ -333,8 +332,7 @@ def mint_gas(ctx: Context, account: str, amount: int) -> int | None:
     if amount >= MINT_ESTIMATE_FROM:
         return None
     minter = ctx.relayer.address
-    key = (ctx.coin.address, minter)
-    seen = _minter_checked.get(key)
+    seen = ctx.cache.minter_seen
     if seen is None or time.monotonic() - seen > MINTER_CHECK_TTL:
         data = HAS_ROLE + MINTER_ROLE + minter[2:].lower().rjust(64, "0")
         try:
@@ -345,7 +343,7 @@ def mint_gas(ctx: Context, account: str, amount: int) -> int | None:
             ) from None
         if not held:
             raise ChainRejected("the chain would reject this mint: the relayer has no minter role")
-        _minter_checked[key] = time.monotonic()
+        ctx.cache.minter_seen = time.monotonic()
     return MINT_GAS
 
 

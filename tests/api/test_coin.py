@@ -185,12 +185,12 @@ def test_mint_signs_a_fixed_gas_limit_and_refuses_what_would_revert(
     r = mint(client, admin, "0x" + "00" * 20, "1")
     assert r.status_code == 422 and r.json()["error"] == "ChainRejected", r.text
     # a relayer without the minter role (read once a minute; the cache is dropped here)
-    service._minter_checked.clear()
+    ctx.cache.minter_seen = None
     monkeypatch.setattr(service, "MINTER_ROLE", "ab" * 32)
     r = mint(client, admin, ALICE, "1")
     assert r.status_code == 422 and "minter role" in r.json()["detail"], r.text
     assert len(_outgoing(ctx)) == sent  # nothing signed or stored
-    service._minter_checked.clear()
+    ctx.cache.minter_seen = None
     monkeypatch.undo()
     # an amount that could overflow the supply is estimated (and here the estimate passes)
     calls: list[object] = []
