@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from app.context import Context
 from app.sites.worker import COLLECTOR_KINDS
+from tests.polling import wait_until
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Purpose, TxPurpose
 from wallet.relayer import OPEN, Relayer, TxStatus
@@ -113,6 +114,9 @@ def test_a_stale_relayer_neither_finishes_again_nor_reopens_a_final_transaction(
     stale_session, stale_pending = open_rows()  # the second relayer's view: all three pending
     first.step()  # sends them (automine: mined at once)
     stale_sent_session, stale_sent = open_rows()  # the second relayer's later view: all three sent
+    # automine mines each at once, but anvil may answer the send before its block is there (a loaded machine)
+    last_nonce = max(r.nonce for r in stale_sent)
+    wait_until(lambda: ctx.w3.eth.get_transaction_count(first.address), lambda n: n > last_nonce)
     first.step()  # finishes them
     assert [r.status for r in map(lambda i: _row(ctx, i), ids)] == [TxStatus.confirmed] * 3
     assert sorted(i for i, _ in first_done.calls) == ids
