@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlmodel import Session
@@ -49,3 +52,20 @@ def register(client: TestClient, role: str = "prosumer", email: str | None = Non
 
 def idem() -> dict[str, str]:
     return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+def parallel(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Runs the calls at once, each in its own thread, released together; returns their results."""
+    results: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results

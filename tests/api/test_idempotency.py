@@ -4,7 +4,6 @@ and answers with the winner's answer; a record left in progress by a dead claim 
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,25 +25,8 @@ from app.transfers import service as transfers
 from app.transfers.models import Transfer
 from app.transfers.schemas import TransferCreate
 from app.users.models import User
-from tests.api.helpers import admin_headers
+from tests.api.helpers import admin_headers, parallel
 from tests.api.wallet_helpers import fund, user_with_custodial_wallet
-
-
-def _parallel(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Runs the calls at once, each in its own thread, released together; returns their results."""
-    results: list[Any] = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(i: int) -> None:
-        start.wait()
-        results[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
 
 
 def _records(ctx: Context, key: str) -> list[IdempotencyRecord]:
@@ -84,7 +66,7 @@ def test_parallel_creates_with_one_key_create_one_transfer(
     headers, user_id = sender
     key = uuid.uuid4().hex
     body = {"to": Account.create().address, "amount": "0.1"}
-    answers = _parallel(
+    answers = parallel(
         [
             lambda: client.post("/api/v1/transfers", json=body, headers={**headers, "Idempotency-Key": key})
             for _ in range(6)
@@ -102,7 +84,7 @@ def test_parallel_creates_with_one_key_and_other_bodies_create_one_transfer(
     headers, user_id = sender
     key = uuid.uuid4().hex
     to = Account.create().address
-    answers = _parallel(
+    answers = parallel(
         [
             lambda amount=amount: client.post(
                 "/api/v1/transfers",
@@ -118,20 +100,24 @@ def test_parallel_creates_with_one_key_and_other_bodies_create_one_transfer(
     assert len(_transfers_of(ctx, user_id)) == 1
 
 
+def _stored_record(ctx: Context, scope: str, key: str, body: Any, **fields: Any) -> None:
+    """A key's record as another request (or a process that died) left it."""
+    with Session(ctx.engine) as s:
+        s.add(IdempotencyRecord(scope=scope, key=key, request_hash=idempotency.request_hash(body), **fields))
+        s.commit()
+
+
 def _stale_record(ctx: Context, scope: str, key: str, body: Any, *, lease: timedelta) -> None:
     now = utcnow()
-    with Session(ctx.engine) as s:
-        s.add(
-            IdempotencyRecord(
-                scope=scope,
-                key=key,
-                request_hash=idempotency.request_hash(body),
-                state=IdempotencyState.in_progress,
-                created_at=now - timedelta(minutes=5),
-                lease_until=now + lease,
-            )
-        )
-        s.commit()
+    _stored_record(
+        ctx,
+        scope,
+        key,
+        body,
+        state=IdempotencyState.in_progress,
+        created_at=now - timedelta(minutes=5),
+        lease_until=now + lease,
+    )
 
 
 def test_a_record_left_in_progress_by_a_dead_claim_is_taken_over_once_its_lease_ran_out(
@@ -164,21 +150,18 @@ def test_a_record_left_in_progress_by_a_dead_claim_is_taken_over_once_its_lease_
 def _winner(ctx: Context, scope: str, key: str, body: Any, answer: dict[str, Any]) -> None:
     """What a concurrent request with the key commits while this one is in `make()`."""
     now = utcnow()
-    with Session(ctx.engine) as s:
-        s.add(
-            IdempotencyRecord(
-                scope=scope,
-                key=key,
-                request_hash=idempotency.request_hash(body),
-                state=IdempotencyState.done,
-                resource="thing:won",
-                response_status=201,
-                response_body=answer,
-                created_at=now,
-                lease_until=now,
-            )
-        )
-        s.commit()
+    _stored_record(
+        ctx,
+        scope,
+        key,
+        body,
+        state=IdempotencyState.done,
+        resource="thing:won",
+        response_status=201,
+        response_body=answer,
+        created_at=now,
+        lease_until=now,
+    )
 
 
 def _create_once(
@@ -305,7 +288,7 @@ def test_parallel_mints_with_one_key_mint_once(client: TestClient, ctx: Context)
     admin = admin_headers(client, ctx)
     holder = Account.create().address
     key = uuid.uuid4().hex
-    answers = _parallel(
+    answers = parallel(
         [
             lambda: client.post(
                 "/api/v1/admin/coin/mint",

@@ -3,10 +3,8 @@ what a recipient sees, other users' sites, and Idempotency-Keys after a 500 (iss
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +21,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.market.models import Order
 from app.market.service import rules
 from app.transfers.models import Transfer
-from tests.api.helpers import admin_headers, idem, login, register
+from tests.api.helpers import admin_headers, idem, login, parallel, register
 from tests.api.wallet_helpers import (
     PIN,
     fund,
@@ -50,23 +48,6 @@ def _send(client: TestClient, headers: dict[str, str], to: object, amount: objec
     return client.post("/api/v1/transfers", json={"to": to, "amount": amount}, headers={**headers, **idem()})
 
 
-def _parallel(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Runs the calls at once, each in its own thread, released together; returns their results."""
-    results: list[Any] = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(i: int) -> None:
-        start.wait()
-        results[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
-
-
 def _sign(account: Any, typed: dict[str, Any]) -> str:
     return str(account.sign_message(encode_typed_data(full_message=typed)).signature.hex())
 
@@ -84,7 +65,7 @@ def test_parallel_authorisations_spend_a_balance_once(client: TestClient, ctx: C
     assert all(r.status_code == 201 for r in created), [r.text for r in created]
     transfers = [r.json() for r in created]
     signed = [(t["id"], _sign(account, t["challenge"]["typed_data"])) for t in transfers]
-    answers = _parallel(
+    answers = parallel(
         [
             lambda tid=tid, sig=sig: client.post(
                 f"/api/v1/transfers/{tid}/authorize", json={"signature": sig}, headers=headers
@@ -137,7 +118,7 @@ def test_a_transfer_and_an_escrow_compete_for_the_same_coins(
     def authorise(path: str) -> Any:
         return client.post(path, json={"pin": PIN}, headers=headers)
 
-    answers = _parallel([lambda: authorise(paths[0]), lambda: authorise(paths[2])])
+    answers = parallel([lambda: authorise(paths[0]), lambda: authorise(paths[2])])
     assert sorted(r.status_code for r in answers) == [200, 422], [r.text for r in answers]
     assert ctx.coin.functions.balanceOf(addr).call() == 5 * COIN  # nothing mined yet
     for path in paths:  # neither kind of spend gets past the reservation
@@ -172,7 +153,7 @@ def test_a_double_authorisation_is_a_conflict_not_a_balance_error(client: TestCl
     fund(client, admin, account.address, "5")
     t = _send(client, headers, Account.create().address, "5").json()
     sig = _sign(account, t["challenge"]["typed_data"])
-    answers = _parallel(
+    answers = parallel(
         [
             lambda: client.post(
                 f"/api/v1/transfers/{t['id']}/authorize", json={"signature": sig}, headers=headers
