@@ -97,6 +97,9 @@ class _GatedConnection(sqlite3.Connection):
         finally:
             self.drop_gate()
 
+    def __del__(self) -> None:  # a connection dropped without close(): its writer gives the gate back
+        self.drop_gate()
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
