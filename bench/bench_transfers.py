@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,7 @@ def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, o
             profile.wait()
         latencies, confirmed, failed = [], 0, 0
         gaps: dict[str, list[float]] = {name: [] for name in GAPS}
+        batches: dict[str, dict[str, Any]] = {}  # by relay transaction: when submitted, its block, its size
         with httpx.Client(base_url=svc.base, timeout=60) as c:
             for u in people:
                 items = c.get("/api/v1/transfers?direction=out&limit=500", headers=u.headers).json()["items"]
@@ -244,6 +246,12 @@ def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, o
                         latencies.append(at["mined"] - at["start"])
                         for name, (a, b) in GAPS.items():
                             gaps[name].append(at[b] - at[a])
+                        details = {s["kind"]: s["details"] for s in t["steps"]}
+                        batch = batches.setdefault(
+                            details["submitted"].get("tx_hash", ""),
+                            {"at": at["submitted"], "block": details["mined"].get("block_number"), "n": 0},
+                        )
+                        batch["n"] += 1
                     elif t["status"] == "failed":
                         failed += 1
     return {
@@ -266,6 +274,27 @@ def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, o
         "argon2_cpu_ms": calibration,  # one password check in the bench's process, for comparison
         # where a transfer's latency goes (medians, ms), from the steps the service recorded
         "p50_gaps_ms": {name: round(percentile(v, 50) * 1000) for name, v in gaps.items() if v},
+        # and their tails: the step whose p99 is large is the one that holds the latency's p99
+        "p90_gaps_ms": {name: round(percentile(v, 90) * 1000) for name, v in gaps.items() if v},
+        "p99_gaps_ms": {name: round(percentile(v, 99) * 1000) for name, v in gaps.items() if v},
+        **batch_stats(list(batches.values())),
+    }
+
+
+def batch_stats(batches: list[dict[str, Any]]) -> dict[str, object]:
+    """The relay transactions seen: how many, their sizes, the time between two submissions (the
+    batcher's cadence) and how many blocks apart consecutive ones were mined (pipelining)."""
+    if not batches:
+        return {}
+    batches.sort(key=lambda b: b["at"])
+    sizes = [float(b["n"]) for b in batches]
+    every = [b["at"] - a["at"] for a, b in pairwise(batches)] or [0.0]
+    blocks = [b["block"] for b in batches if b["block"] is not None]
+    return {
+        "batches": len(batches),
+        "batch_size_p50_max": [round(percentile(sizes, 50)), round(max(sizes))],
+        "batch_every_ms_p50_p99_max": [round(percentile(every, p) * 1000) for p in (50, 99, 100)],
+        "blocks_with_batches": f"{len(set(blocks))} of {max(blocks) - min(blocks) + 1}" if blocks else None,
     }
 
 
