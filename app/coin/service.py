@@ -282,22 +282,28 @@ def _run_operation(
 PAUSED = "0x5c975abb"  # paused()
 
 
+def _word(address: str) -> str:
+    """An address as one ABI word (hex, no 0x) of raw call data."""
+    return address[2:].lower().rjust(64, "0")
+
+
+def _coin_state(ctx: Context, data: str) -> int:
+    """A raw eth_call of the coin returning one word; a node that cannot be reached is a 503, not a 500."""
+    try:
+        return int(raw_call(ctx.w3, "eth_call", [{"to": ctx.coin.address, "data": data}, "latest"]), 16)
+    except Exception as exc:
+        raise ServiceUnavailable(
+            f"cannot read the coin's state from the chain: {type(exc).__name__}"
+        ) from None
+
+
 def ensure_not_paused(ctx: Context) -> None:
     """Refuses while the coin is paused. The answer is cached for a second (it is read on every money
     request); our own pause and unpause routes drop the cache at once. A raw eth_call, as balance_now."""
     cached = ctx.cache.paused
     now = time.monotonic()
     if cached is None or now - cached[1] > 1.0:
-        try:
-            paused = (
-                int(raw_call(ctx.w3, "eth_call", [{"to": ctx.coin.address, "data": PAUSED}, "latest"]), 16)
-                != 0
-            )
-        except Exception as exc:  # node down: say so instead of a 500
-            raise ServiceUnavailable(
-                f"cannot read the coin's state from the chain: {type(exc).__name__}"
-            ) from None
-        cached = ctx.cache.paused = (paused, now)
+        cached = ctx.cache.paused = (_coin_state(ctx, PAUSED) != 0, now)
     if cached[0]:
         raise CoinPaused()
 
@@ -318,7 +324,7 @@ MINTER_CHECK_TTL = 60.0  # seconds: a revoked minter role is seen within this
 
 def mint_call(account: str, amount: int) -> str:
     """The call data of mint(account, amount) (web3's contract layer costs more CPU than the rest of it)."""
-    return MINT + account[2:].lower().rjust(64, "0") + format(amount, "064x")
+    return MINT + _word(account) + format(amount, "064x")
 
 
 def mint_gas(ctx: Context, account: str, amount: int) -> int | None:
@@ -334,14 +340,7 @@ def mint_gas(ctx: Context, account: str, amount: int) -> int | None:
     minter = ctx.relayer.address
     seen = ctx.cache.minter_seen
     if seen is None or time.monotonic() - seen > MINTER_CHECK_TTL:
-        data = HAS_ROLE + MINTER_ROLE + minter[2:].lower().rjust(64, "0")
-        try:
-            held = int(raw_call(ctx.w3, "eth_call", [{"to": ctx.coin.address, "data": data}, "latest"]), 16)
-        except Exception as exc:  # node down: say so instead of a 500
-            raise ServiceUnavailable(
-                f"cannot read the coin's state from the chain: {type(exc).__name__}"
-            ) from None
-        if not held:
+        if not _coin_state(ctx, HAS_ROLE + MINTER_ROLE + _word(minter)):
             raise ChainRejected("the chain would reject this mint: the relayer has no minter role")
         ctx.cache.minter_seen = time.monotonic()
     return MINT_GAS
@@ -355,7 +354,7 @@ def balance_now(ctx: Context, address: str) -> int:
     contract layer (ABI lookup, checksums, formatters) cost more CPU than the round trip itself. Every read
     is remembered (`recent_balance`)."""
     account = Web3.to_checksum_address(address)  # refuses anything that is not an address
-    call = {"to": ctx.coin.address, "data": BALANCE_OF + account[2:].lower().rjust(64, "0")}
+    call = {"to": ctx.coin.address, "data": BALANCE_OF + _word(account)}
     read_before = utcnow()  # before the read: every spend mined after the read is recorded after this
     value = int(raw_call(ctx.w3, "eth_call", [call, "latest"]), 16)
     balances = ctx.cache.balances

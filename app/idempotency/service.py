@@ -73,12 +73,7 @@ def claim(session: Session, scope: str, key: str | None, body: Any) -> Claim:
     if existing.state == IdempotencyState.done:
         session.rollback()
         return Claim(existing, replay=True, resumed=False)
-    lease = (
-        existing.lease_until
-        if existing.lease_until.tzinfo
-        else existing.lease_until.replace(tzinfo=now.tzinfo)
-    )
-    if lease > now:
+    if not _stale(existing, now):
         session.rollback()
         raise RequestInProgress()
     existing.lease_until = now + LEASE
@@ -155,7 +150,7 @@ def _answer(session: Session, found: Row[Any], digest: str) -> tuple[int, dict[s
     return found.response_status or 201, found.response_body or {}
 
 
-def _stale(found: Row[Any], now: datetime) -> bool:
+def _stale(found: Row[Any] | IdempotencyRecord, now: datetime) -> bool:
     """A record still in progress whose lease ran out: its process died (one written by `claim`, or by a
     `create_once` of a version that claimed in a transaction of its own)."""
     if found.state == IdempotencyState.done:
