@@ -35,7 +35,7 @@ class Hold:
     holding: tuple[str, ...]
     # Where known: the states in which the coins have left the wallet on chain, and the column stamped
     # when our records learnt it. A custodial wallet's balance is answered without an eth_call only
-    # while every registered hold says so (`_spendable_own_key`).
+    # while every registered hold says so (`_spendable_from_recent_balance`).
     spent: tuple[str, ...] = ()
     changed_at: Any = None
 
@@ -54,7 +54,7 @@ def register(hold: Hold) -> Hold:
 
 
 # A custodial wallet's chain balance, read by an eth_call, is reused this long by this process (see
-# `_spendable_own_key`); CLOCK_MARGIN widens the window of spends counted against it, against clock skew
+# `_spendable_from_recent_balance`); CLOCK_MARGIN widens the window of spends counted against it, against clock skew
 # between the service's processes.
 OWN_KEY_BALANCE_SECONDS = 10.0
 # A spend checked again against the chain before its coins move (`check_available(..., rechecked=True)`)
@@ -104,14 +104,16 @@ def available(ctx: Context, session: Session, address: str, *, exact: bool = Tru
     held = reserved(session, address)
     if not exact:
         return balance_quote(ctx, address) - held
-    return balance_now(ctx, address) - held  # remembered for `_spendable_own_key`
+    return balance_now(ctx, address) - held  # remembered for `_spendable_from_recent_balance`
 
 
-def _spendable_own_key(
+def _spendable_from_recent_balance(
     ctx: Context, session: Session, address: str, max_age: float = OWN_KEY_BALANCE_SECONDS
 ) -> int | None:
-    """A lower bound of what a custodial wallet may spend, without asking the chain; None if this process
-    has no balance of it read within `max_age` seconds.
+    """A lower bound of what a wallet may spend, from this process's recent read of its balance and our
+    records of its spends, without asking the chain; None if no balance of it was read within `max_age`
+    seconds. Sound for a custodial wallet (below); for a linked one only where the spend is checked
+    against the chain again before its coins move (`rechecked`).
 
     Only we hold a custodial wallet's key, and it signs only the spends listed in HOLDS (never an
     approval or a permit that `transferFrom` or `burnFrom` could draw on), so coins leave it only
@@ -155,7 +157,7 @@ def check_available(
     needed = 0 if counted else amount
     if own_key or rechecked:
         max_age = OWN_KEY_BALANCE_SECONDS if own_key else RECHECKED_BALANCE_SECONDS
-        lower = _spendable_own_key(ctx, session, address, max_age)
+        lower = _spendable_from_recent_balance(ctx, session, address, max_age)
         if lower is not None and needed <= lower:
             return
     left = available(ctx, session, address, exact=exact)

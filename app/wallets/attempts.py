@@ -8,8 +8,8 @@ right secret takes it back.
 `reserve` commits the count in a short transaction of its own: a process that dies mid-check leaves the
 attempt counted. `reserve_in` leaves it in the caller's transaction, which then holds the counter row's
 lock (PostgreSQL) or the database's write lock (SQLite) until it ends, so parallel guesses still queue
-behind it and see its count: the caller commits the count before it answers a wrong secret (`failed`),
-and a right one commits with the act it authorises (one commit fewer). A process that dies before that
+behind it and see its count: the caller commits the count before it answers a wrong secret, and a
+right one commits with the act it authorises (one commit fewer). A process that dies before that
 commit has answered nothing, so the guess it leaves uncounted told nobody anything.
 """
 
@@ -49,8 +49,8 @@ def reserve(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> 
 
 
 def reserve_in(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> Attempt | None:
-    """`reserve` in the caller's transaction: the caller commits it before answering a wrong secret (with
-    `failed`), or with what a right one authorises; None while locked (then nothing may be checked).
+    """`reserve` in the caller's transaction: the caller commits it before answering a wrong secret, or
+    with what a right one authorises; None while locked (then nothing may be checked).
     Until then this transaction holds the counter's row lock (PostgreSQL) or the write lock (SQLite):
     write nothing through another connection meanwhile."""
     now = utcnow()
@@ -75,11 +75,6 @@ def reserve_in(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) 
         return None
     locks = row[1] is not None
     return Attempt(number=lim.limit if locks else row[0], locks=locks)
-
-
-def failed(session: Session) -> None:
-    """A wrong secret after `reserve_in`: its count is committed before the answer says so."""
-    session.commit()
 
 
 def succeeded(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> None:

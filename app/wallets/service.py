@@ -129,7 +129,7 @@ def verify_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> Call
             attempts.reset(into, PIN_ATTEMPTS, where)
 
         return record_success
-    attempts.failed(session)
+    session.commit()  # a wrong PIN's count, before the answer says so
     if attempt.locks:
         raise WalletLocked("too many wrong PINs; the wallet is locked for 15 minutes")
     left = PIN_MAX_FAILURES - attempt.number
