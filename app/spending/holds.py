@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, or_, union_all
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from app.coin.errors import InsufficientBalance
 from app.coin.service import BALANCE_QUOTE_SECONDS, balance_now, balance_quote, recent_balance
@@ -63,16 +63,24 @@ RECHECKED_BALANCE_SECONDS = BALANCE_QUOTE_SECONDS
 CLOCK_MARGIN = timedelta(seconds=2)
 
 
+def _column(attribute: Any) -> Any:
+    """The table column behind a model's attribute."""
+    return attribute.property.columns[0]
+
+
 def _holds_query(with_spent: bool) -> Any:
-    """One statement over every kind of spend (it runs on every authorisation), built once: its compiled
-    form and cache key are reused; the statuses are plain equalities, not an IN list expanded at each run."""
+    """One statement over every kind of spend (it runs on every create and authorisation), built once: its
+    compiled form and cache key are reused; the statuses are plain equalities, not an IN list expanded at
+    each run. Plain Core, on the tables' columns: the ORM's execution path cost more than the query."""
     parts = []
     for hold in HOLDS:
-        counted: ColumnElement[bool] = or_(*(col(hold.status) == s for s in hold.holding))
+        status = _column(hold.status)
+        counted: ColumnElement[bool] = or_(*(status == s for s in hold.holding))
         if with_spent:
-            gone = or_(*(col(hold.status) == s for s in hold.spent))
-            counted = or_(counted, and_(gone, col(hold.changed_at) >= bindparam("since")))
-        parts.append(select(hold.amount).where(col(hold.address) == bindparam("address"), counted))
+            gone = or_(*(status == s for s in hold.spent))
+            counted = or_(counted, and_(gone, _column(hold.changed_at) >= bindparam("since")))
+        address = _column(hold.address)
+        parts.append(select(_column(hold.amount)).where(address == bindparam("address"), counted))
     return union_all(*parts)
 
 

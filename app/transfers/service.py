@@ -100,7 +100,7 @@ def _new_transfer(
 ) -> Transfer:
     """Reads and checks everything first, then writes: on SQLite the first write takes the database's
     write lock until the commit, so the reads (the one-time code's enrolment too) stay out of it."""
-    wallet = wallets.require_wallet(session, user.id or 0)
+    wallet, otp_enrolled = wallets.require_wallet_and_otp(session, user.id or 0)
     to_address, to_user_id = resolve_recipient(session, req.to)
     if to_user_id is None:
         to_user_id = wallets.user_of_address(session, to_address)
@@ -131,7 +131,7 @@ def _new_transfer(
         nonce=nonce,
     )
     custodial = wallet.kind == WalletKind.custodial
-    otp_required = custodial and wallets.totp_enabled(session, user.id or 0)
+    otp_required = custodial and otp_enrolled
     stamp = utcnow()
     transfer = Transfer(
         id=transfer_id,
