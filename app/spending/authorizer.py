@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Update
 from sqlmodel import Session
@@ -32,7 +32,7 @@ from app.core.sql import lock_rows
 from app.spending.errors import AuthorizationMissing, WrongSigner
 from app.spending.holds import check_available
 from app.wallets import service as wallets
-from app.wallets.models import Wallet, WalletKind
+from app.wallets.models import UserTotp, Wallet, WalletKind
 from wallet.signer import recover_digest
 from wallet.typed_data import split_signature, typed_data_digest
 
@@ -71,17 +71,19 @@ def sign(
     factors: Factors,
     *,
     record_with_spend: bool = False,
+    enrolment: UserTotp | Literal["unread"] | None = "unread",
 ) -> Signed:
     """The wallet's signature over `typed_data`, given the request's factors; refuses with
     AuthorizationMissing or WrongSigner (422), or the wallet's PIN and one-time-code errors.
     `record_with_spend`: a right PIN's record is left to `authorising_spend(..., signed)` (one commit
-    fewer); else it is committed here."""
+    fewer); else it is committed here. `enrolment`: the user's one-time-code enrolment, when the caller
+    read it already (`wallets.otp_enrolment`)."""
     if wallet.kind == WalletKind.custodial:
         pin = _require_pin(factors)
         # Read and sign first: the PIN's attempt is the transaction's first write, and it holds the wallet's
         # row lock (SQLite: the database's write lock) until the spend commits. The signature is used only
         # once the PIN (and code) proved right; the key never needed the PIN to open.
-        totp = wallets.otp_enrolment(session, wallet.user_id)
+        totp = wallets.otp_enrolment(session, wallet.user_id) if isinstance(enrolment, str) else enrolment
         signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(typed_data)
         record_success = wallets.verify_pin(ctx, session, wallet, pin)
         try:

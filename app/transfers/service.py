@@ -34,7 +34,7 @@ from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, Tran
 from app.transfers.steps import StepLog, fail
 from app.users.models import User
 from app.wallets import service as wallets
-from app.wallets.models import WalletKind
+from app.wallets.models import UserTotp, Wallet, WalletKind
 from wallet.models import OutgoingTx
 from wallet.relayer import TxStatus
 from wallet.typed_data import (
@@ -165,6 +165,16 @@ def _new_transfer(
 _TRANSFER_BY_ID = select(Transfer).where(col(Transfer.id) == bindparam("transfer_id"))
 
 
+# An authorisation's reads in one statement: the transfer, its sender's active wallet (None: none any
+# more) and one-time-code enrolment (None: not enrolled).
+_TO_AUTHORISE = (
+    select(Transfer, Wallet, UserTotp)
+    .outerjoin(Wallet, and_(col(Wallet.user_id) == col(Transfer.user_id), col(Wallet.active).is_(True)))
+    .outerjoin(UserTotp, col(UserTotp.user_id) == col(Transfer.user_id))
+    .where(col(Transfer.id) == bindparam("transfer_id"))
+)
+
+
 def get_transfer(session: Session, transfer_id: str) -> Transfer | None:
     return session.exec(_TRANSFER_BY_ID, params={"transfer_id": transfer_id}).first()
 
@@ -187,7 +197,10 @@ def authorize(
 ) -> TransferPublic:
     """Checks the PIN (and code) or the signature, then authorises the spend; answers with the transfer
     as authorised, without reading back what it wrote."""
-    transfer = get_own(session, user, transfer_id)
+    row = session.exec(_TO_AUTHORISE, params={"transfer_id": transfer_id}).first()
+    if row is None or row[0].user_id != user.id:
+        raise NotFound(f"no transfer {transfer_id} of yours")
+    transfer, wallet, enrolment = row
     if transfer.status != TransferStatus.pending_authorization:
         raise Conflict(f"transfer {transfer_id} is already {transfer.status}")
     now = chain_now(ctx)
@@ -197,13 +210,16 @@ def authorize(
         raise AuthorizationExpired("the authorization window has passed; create a new transfer")
     if now <= transfer.valid_after:
         raise NotYetValid("this authorization is not valid yet")
-    wallet = wallets.require_wallet(session, user.id or 0)
+    if wallet is None:
+        raise NotFound(wallets.NO_WALLET)
     if wallet.address != transfer.from_address:
         raise Conflict("the transfer was created for another wallet")
     # Its steps so far, read before the first write (the PIN's attempt in `sign`), which on SQLite holds
     # the write lock until the commit. Only the compare-and-set that passes adds steps to a waiting transfer.
     steps = StepLog(session, [transfer], read=True)
-    signed = authorizer.sign(ctx, session, wallet, transfer.typed_data, req, record_with_spend=True)
+    signed = authorizer.sign(
+        ctx, session, wallet, transfer.typed_data, req, record_with_spend=True, enrolment=enrolment
+    )
     signature = "0x" + signed.signature.hex()
     cas = {"transfer_id": transfer_id, "sig": signature, "at": utcnow()}
     with authorizer.authorising_spend(
