@@ -14,6 +14,8 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from hexbytes import HexBytes
+from sqlalchemy import Table, update
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 from web3 import Web3
 
@@ -37,6 +39,9 @@ RELAY_ITEM = "(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,byt
 RELAY_SELECTOR = Web3.keccak(text=f"relay({RELAY_ITEM}[])")[:4]
 USED_TOPIC = Web3.keccak(text="AuthorizationUsed(address,bytes32)").hex()
 FAILED_TOPIC = Web3.keccak(text="RelayFailed(address,bytes32,bytes)").hex()
+TRANSFERS: Table = Transfer.__table__  # type: ignore[attr-defined]
+# The relay needs no transfer's typed data, the largest column (JSON): not loaded.
+WITHOUT_TYPED_DATA = defer(Transfer.typed_data)  # type: ignore[arg-type]
 
 
 def _lock(ctx: Context) -> threading.Lock:
@@ -49,6 +54,7 @@ def submit_batch(ctx: Context) -> int:
     with _lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
         q = (
             select(Transfer)
+            .options(WITHOUT_TYPED_DATA)
             .where(col(Transfer.status) == TransferStatus.authorized)
             .order_by(col(Transfer.updated_at))
             .limit(MAX_BATCH)
@@ -98,10 +104,10 @@ def submit_batch(ctx: Context) -> int:
             log.error("transfer batch rejected", extra={"fields": {"reason": exc.reason}})
             return 0
         tx_hash = _first_hash(session, tx.id or 0)
-        stamp = utcnow()
+        # One statement for the whole batch (the ORM's flush updated them one object at a time).
+        submitted = {"tx_id": tx.id, "status": TransferStatus.submitted, "updated_at": utcnow()}
+        session.execute(update(TRANSFERS).where(TRANSFERS.c.id.in_([t.id for t in batch])).values(submitted))
         for t in batch:
-            t.tx_id, t.status, t.updated_at = tx.id, "submitted", stamp
-            session.add(t)
             steps.add(t, StepKind.submitted, tx_hash=tx_hash, batch_size=len(batch), relay=relay.address)
         steps.write()
         ctx.commit_background(session)
@@ -165,9 +171,9 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], No
 
         transfers = list(
             session.exec(
-                select(Transfer).where(
-                    col(Transfer.tx_id) == tx.id, col(Transfer.status) == TransferStatus.submitted
-                )
+                select(Transfer)
+                .options(WITHOUT_TYPED_DATA)
+                .where(col(Transfer.tx_id) == tx.id, col(Transfer.status) == TransferStatus.submitted)
             )
         )
         steps = StepLog(session, transfers)
@@ -198,18 +204,18 @@ def make_batch_hook(ctx: Context) -> Callable[[Session, OutgoingTx, Purpose], No
             elif topics[0] == FAILED_TOPIC:
                 failed[nonce] = _revert_text(abi_decode(["bytes"], HexBytes(lg["data"]))[0])
         block = {"block_number": tx.block_number, "block_hash": tx.block_hash, "tx_hash": tx.tx_hash}
-        stamp = utcnow()
+        confirmed = []
         for t in transfers:
             key = t.nonce.lower()
             steps.add(t, StepKind.mined, **block)
             if key in used:
-                t.status = TransferStatus.confirmed
+                confirmed.append(t.id)
                 steps.add(t, StepKind.confirmed, confirmations=ctx.settings.confirmations)
             else:
-                reason = failed.get(key, "the relay did not report this authorization")
-                fail(session, t, reason, steps)
-            t.updated_at = stamp
-            session.add(t)
+                fail(session, t, failed.get(key, "the relay did not report this authorization"), steps)
+        if confirmed:  # one statement (the ORM's flush updated them one object at a time)
+            done = {"status": TransferStatus.confirmed, "updated_at": utcnow()}
+            session.execute(update(TRANSFERS).where(TRANSFERS.c.id.in_(confirmed)).values(done))
         steps.write()
 
     return on_batch_final
