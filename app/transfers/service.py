@@ -100,10 +100,10 @@ def _new_transfer(
 ) -> Transfer:
     """Reads and checks everything first, then writes: on SQLite the first write takes the database's
     write lock until the commit, so the reads (the one-time code's enrolment too) stay out of it."""
-    wallet, otp_enrolled = wallets.require_wallet_and_otp(session, user.id or 0)
-    to_address, to_user_id = resolve_recipient(session, req.to)
+    to_address, to_user_id = resolve_recipient(session, req.to)  # no query for an address
+    wallet, otp_enrolled, owner = wallets.sender_and_recipient(session, user.id or 0, to_address)
     if to_user_id is None:
-        to_user_id = wallets.user_of_address(session, to_address)
+        to_user_id = owner
     amount = parse_amount(req.amount)
     if to_address == wallet.address:
         raise AppError("you cannot send coins to your own wallet")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import pyotp
 from sqlalchemy import Table, bindparam, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from web3 import Web3
@@ -51,8 +53,16 @@ _ACTIVE_WALLET = select(Wallet).where(
     col(Wallet.user_id) == bindparam("user_id"), col(Wallet.active).is_(True)
 )
 _TOTP = select(UserTotp).where(col(UserTotp.user_id) == bindparam("user_id"))
-_ACTIVE_WALLET_AND_OTP = (
-    select(Wallet, UserTotp.enabled)
+_RECIPIENT = aliased(Wallet)
+_SENDER_AND_RECIPIENT = (
+    select(
+        Wallet,
+        UserTotp.enabled,
+        select(_RECIPIENT.user_id)
+        .where(_RECIPIENT.address == bindparam("to_address"), col(_RECIPIENT.active).is_(True))
+        .limit(1)
+        .scalar_subquery(),
+    )
     .outerjoin(UserTotp, col(UserTotp.user_id) == col(Wallet.user_id))
     .where(col(Wallet.user_id) == bindparam("user_id"), col(Wallet.active).is_(True))
 )
@@ -81,13 +91,19 @@ def require_wallet(session: Session, user_id: int) -> Wallet:
     return wallet
 
 
-def require_wallet_and_otp(session: Session, user_id: int) -> tuple[Wallet, bool]:
-    """`require_wallet`, and whether its user has a one-time code enrolled (`totp_enabled`): one query
-    where a transfer's creation needs both."""
-    row = session.exec(_ACTIVE_WALLET_AND_OTP, params={"user_id": user_id}).first()
+class SenderAndRecipient(NamedTuple):
+    wallet: Wallet  # the sender's active wallet
+    otp_enrolled: bool  # the sender has a one-time code enrolled (`totp_enabled`)
+    recipient_id: int | None  # the user whose active wallet has the recipient's address (`user_of_address`)
+
+
+def sender_and_recipient(session: Session, user_id: int, to_address: str) -> SenderAndRecipient:
+    """`require_wallet`, `totp_enabled` and the recipient's `user_of_address` in one query, where a
+    transfer's creation needs all three."""
+    row = session.exec(_SENDER_AND_RECIPIENT, params={"user_id": user_id, "to_address": to_address}).first()
     if row is None:
         raise NotFound(NO_WALLET)
-    return row[0], bool(row[1])
+    return SenderAndRecipient(row[0], bool(row[1]), row[2])
 
 
 def _ensure_none(session: Session, user: User) -> None:
