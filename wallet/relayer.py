@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,6 +68,7 @@ OPEN = (TxStatus.pending, TxStatus.sent)
 BUMP_NUMERATOR = 115  # +15%: above the 10% every pool demands, with a margin for rounding
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # estimate x 1.25 (web3py-ext's 3x wastes block space)
 WAIT_FALLBACK = 1.0  # seconds: a waiter told by the worker of this process reads its row at least this often
+FINAL_ROWS_KEPT = 4096  # rows the worker made final lately, kept for waiters (a few blocks' worth at 100/s)
 
 
 class TxRejected(RuntimeError):
@@ -120,10 +122,11 @@ class Relayer:
         # Idle passes are one indexed SELECT; short, because work may come from other processes.
         self.idle_interval = idle_interval
         self._done = threading.Condition()
-        # Waiters in this process by transaction id (a count each), and which of those the worker found
-        # final: a waiter reads its row when it is told, not on every wake-up of every waiter.
+        # Waiters in this process by transaction id (a count each), and the rows this worker made final
+        # lately (committed, not changed again): a waiter is told and handed its row, with no read of its
+        # own, not woken by every other waiter's row.
         self._waiters: dict[int, int] = {}
-        self._final_ids: set[int] = set()
+        self._final_rows: OrderedDict[int, OutgoingTx] = OrderedDict()
         # The broadcast/watch loop; a failing node or database is retried at once, then less and less often.
         self.worker = Worker(
             "relayer",
@@ -465,8 +468,12 @@ class Relayer:
             self._receipts.clear()
         if finished:
             with self._done:
-                self._final_ids.update(r.id for r in finished if r.id in self._waiters)
-                self._done.notify_all()
+                for row in finished:  # also those nobody waits for yet: a waiter may come just after
+                    self._final_rows[row.id or 0] = row
+                while len(self._final_rows) > FINAL_ROWS_KEPT:
+                    self._final_rows.popitem(last=False)
+                if any(r.id in self._waiters for r in finished):
+                    self._done.notify_all()
 
     def _receipt(self, tx_hash: str) -> dict[str, Any] | None:
         """The receipt as the node sends it (hex strings): web3's formatters cost more than the call."""
@@ -546,32 +553,41 @@ class Relayer:
 
     # -- waiting ----------------------------------------------------------------------------------
 
-    def wait(self, tx_id: int, timeout: float | None = None) -> OutgoingTx:
+    def wait(self, tx_id: int, timeout: float | None = None, *, fresh: bool = False) -> OutgoingTx:
         """Blocks until the transaction is final or the timeout passes; returns its row either way.
 
-        While this process runs the worker for every kind, the row is read again only when the worker
-        has made it final (or, as a fallback, once every WAIT_FALLBACK seconds); on standby, or when
-        another relayer may finish it (``kinds``), it is read every few polls."""
+        While this process runs the worker for every kind, the worker hands a waiter its row when it has
+        made it final (the row is read, as a fallback, once every WAIT_FALLBACK seconds); on standby, or
+        when another relayer may finish it (``kinds``), it is read every few polls. ``fresh``: the caller
+        has just committed the row (it is open, unless this worker finished it already): no first read."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.replace_after * 4)
         self.kick()
         with self._done:
             self._waiters[tx_id] = self._waiters.get(tx_id, 0) + 1
         try:
+            skip_read = fresh
             while True:
-                with Session(self.engine, expire_on_commit=False) as session:
-                    row = session.get(OutgoingTx, tx_id)
-                    if row is None:
-                        raise KeyError(tx_id)
-                    if row.status in FINAL or time.monotonic() >= deadline:
-                        return row
+                told = not self.standby and self.kinds is None and self.worker.running
+                with self._done:
+                    final = self._final_rows.get(tx_id)
+                if final is not None:
+                    return final
+                if skip_read and told:
+                    skip_read = False
+                else:
+                    with Session(self.engine, expire_on_commit=False) as session:
+                        row = session.get(OutgoingTx, tx_id)
+                        if row is None:
+                            raise KeyError(tx_id)
+                        if row.status in FINAL or time.monotonic() >= deadline:
+                            return row
                 if not self.worker.running and not self.standby:
                     self.step()
                     time.sleep(self.poll_interval)
                     continue
-                told = not self.standby and self.kinds is None
                 read_by = time.monotonic() + (WAIT_FALLBACK if told else self.poll_interval * 4)
                 with self._done:
-                    while tx_id not in self._final_ids:
+                    while tx_id not in self._final_rows:
                         left = min(read_by, deadline) - time.monotonic()
                         if left <= 0:
                             break
@@ -583,7 +599,6 @@ class Relayer:
                 self._waiters[tx_id] -= 1
                 if not self._waiters[tx_id]:
                     del self._waiters[tx_id]
-                    self._final_ids.discard(tx_id)
 
     def balance(self) -> int:
         return int(self.w3.eth.get_balance(self.address))

@@ -227,6 +227,7 @@ def _run_operation(
     claim: idempotency.Claim,
 ) -> tuple[int, dict[str, Any]]:
     op: CoinOperation | None = None
+    fresh = False  # this request prepared the transaction (it is open, not final: no first read in wait)
     if claim.resumed and claim.record.resource:
         started = Purpose.parse(claim.record.resource)  # `coin_operation:<id>`, as attached below
         if started is None or started.ref_id is None:
@@ -268,8 +269,9 @@ def _run_operation(
         session.add(tx)
         idempotency.attach(session, claim.record, str(Purpose.of(PURPOSE, op.id)))
         session.commit()  # nonce, signed bytes, operation and idempotency record: one transaction
+        fresh = True
     assert op.tx_id is not None
-    tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
+    tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds, fresh=fresh)
     ctx.cache.coin_info = None  # the supply or pause state may have changed
     public = to_public(session, op, tx_row, final_status(tx_row, op))
     status = 202 if public.status == CoinOperationStatus.submitted else 200

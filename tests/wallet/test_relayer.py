@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlmodel import Session, col, select
 
@@ -216,7 +218,44 @@ def test_a_waiter_is_told_when_its_transaction_is_final(ctx: Context, dev_accoun
         for tx_id in tx_ids:
             assert tx_id is not None
             assert relayer.wait(tx_id, timeout=30).status == "confirmed"
-        assert relayer._waiters == {} and relayer._final_ids == set()  # nothing left behind
+        assert relayer._waiters == {}  # nothing left behind
+    finally:
+        relayer.stop()
+
+
+def test_a_told_waiter_is_handed_its_final_row_without_reading_it(ctx: Context, dev_accounts) -> None:
+    """A waiter on a row it has just committed (``fresh``) reads nothing: the worker hands it the row it
+    made final, as committed (hash, block); a row final before the waiter came is handed over too."""
+    from sqlalchemy import event
+
+    relayer = _relayer(ctx, idle_interval=0.05)
+    relayer.start()
+    reads: list[str] = []
+
+    def count(*args: object) -> None:
+        if threading.current_thread() is waiter:
+            reads.append(str(args[2]))
+
+    waiter = threading.current_thread()
+    try:
+        tx_id = _prepare_mint(ctx, relayer, dev_accounts[2].address, 1)
+        assert tx_id is not None
+        event.listen(ctx.engine, "before_cursor_execute", count)
+        try:
+            row = relayer.wait(tx_id, timeout=30, fresh=True)
+            again = relayer.wait(tx_id, timeout=30, fresh=True)  # final already: handed over at once
+        finally:
+            event.remove(ctx.engine, "before_cursor_execute", count)
+        assert reads == []
+        assert row.status == "confirmed" and again is row
+        with Session(ctx.engine) as s:
+            stored = s.get(OutgoingTx, tx_id)
+            assert stored is not None
+            assert (stored.status, stored.tx_hash, stored.block_number) == (
+                row.status,
+                row.tx_hash,
+                row.block_number,
+            )
     finally:
         relayer.stop()
 
