@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, bindparam, update
 from sqlmodel import Session, col, or_, select
 from web3 import Web3
 
@@ -151,6 +151,20 @@ def register_completions(completions: Completions) -> None:
 
 
 _OPS: Table = CoinOperation.__table__  # type: ignore[attr-defined]
+_USERS: Table = User.__table__  # type: ignore[attr-defined]
+# Built once, executed with the operation's id and its new status: the finished operation and its actor's
+# email in one statement (no ORM load of the user), without rebuilding the statement on each completion.
+_FINISH_OPERATION = (
+    update(_OPS)
+    .where(_OPS.c.id == bindparam("op_id"), _OPS.c.status == CoinOperationStatus.submitted)
+    .returning(
+        _OPS.c.kind,
+        _OPS.c.actor_id,
+        _OPS.c.account,
+        _OPS.c.amount,
+        select(_USERS.c.email).where(_USERS.c.id == _OPS.c.actor_id).scalar_subquery(),
+    )
+)
 
 
 def on_tx_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
@@ -160,25 +174,22 @@ def on_tx_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
     if purpose.ref_id is None:
         return
     status = CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
-    op = session.execute(
-        update(_OPS)
-        .where(_OPS.c.id == purpose.ref_id, _OPS.c.status == CoinOperationStatus.submitted)
-        .values(status=status)
-        .returning(_OPS.c.kind, _OPS.c.actor_id, _OPS.c.account, _OPS.c.amount)
-    ).first()
+    op = session.execute(_FINISH_OPERATION, {"op_id": purpose.ref_id, "status": status}).first()
     if op is None:  # no such operation, or finished already
         return
-    actor = session.get(User, op.actor_id)
+    kind, actor_id, account, amount, actor_email = op
     details: dict[str, Any] = {
         "operation": purpose.ref_id,
         "tx_hash": tx.tx_hash,
         "block_number": tx.block_number,
     }
-    if op.amount is not None:
-        details["amount"] = format_amount(op.amount)
+    if amount is not None:
+        details["amount"] = format_amount(amount)
     if tx.error:
         details["error"] = tx.error
-    audit.record(session, actor, f"coin.{op.kind}", target=op.account, details=details, outcome=status)
+    audit.record_by(
+        session, actor_id, actor_email, f"coin.{kind}", target=account, details=details, outcome=status
+    )
 
 
 def final_status(tx: OutgoingTx | None, op: CoinOperation) -> str:
