@@ -28,17 +28,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hexbytes import HexBytes
-from sqlalchemy import ColumnElement, Table, func, not_, or_, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, not_, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from web3 import Web3
 from web3.exceptions import ContractLogicError
-from web3.types import RPCEndpoint
 
 from common.sql import insert_ignore
 from common.worker import Pacing, Worker
-from wallet.chain import raw_call
+from wallet.chain import ChainUnreachable, raw_call
 from wallet.models import NonceCounter, OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
 from wallet.signer import Signer
@@ -236,14 +235,7 @@ class Relayer:
         return taken
 
     def _take_nonce(self, session: Session) -> int | None:
-        counter = _NONCES.c  # a Core statement on the table: the ORM's bulk UPDATE cost more than it
-        stmt = (
-            update(_NONCES)
-            .where(counter.chain_id == self.chain_id, counter.address == self.address)
-            .values(next_nonce=counter.next_nonce + 1)
-            .returning(counter.next_nonce)
-        )
-        result = session.execute(stmt).first()
+        result = session.execute(_TAKE_NONCE, {"chain": self.chain_id, "sender": self.address}).first()
         return None if result is None else int(result[0]) - 1
 
     def _add_attempt(self, session: Session, row: OutgoingTx, max_fee: int, tip: int) -> TxAttempt:
@@ -379,10 +371,14 @@ class Relayer:
         lock makes the second writer wait for the first and then see its result). True if written; the
         in-memory row then holds the values, without a second UPDATE from the session."""
         values["updated_at"] = values.get("updated_at") or utcnow()
-        # A Core statement on the table: the ORM's bulk UPDATE (session synchronisation) cost more than it.
-        result = session.execute(
-            _TX.update().where(_TX.c.id == row.id, _TX.c.status.in_(expected)).values(**values)
-        )
+        # A Core statement on the table (the ORM's bulk UPDATE, its session synchronisation, cost more),
+        # built once per set of expected states; the values are passed at execution.
+        stmt = _MOVES.get(expected)
+        if stmt is None:
+            stmt = _MOVES[expected] = _TX.update().where(
+                _TX.c.id == bindparam("row_id"), _TX.c.status.in_(expected)
+            )
+        result = session.execute(stmt, {"row_id": row.id, **values})
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         for key, value in values.items():
@@ -502,8 +498,7 @@ class Relayer:
             if row.status == TxStatus.pending:
                 self._send(latest)
                 crash_point(f"relayer.after_broadcast:{row.purpose}")
-                latest.sent_at = now  # these bytes left, whoever records the row as sent
-                session.add(latest)
+                self._sent(session, latest, now)  # these bytes left, whoever records the row as sent
                 self._move(session, row, (TxStatus.pending,), status=TxStatus.sent, updated_at=now)
                 wrote = True
             elif latest.sent_at and (now - _aware(latest.sent_at)).total_seconds() > self.replace_after:
@@ -530,8 +525,7 @@ class Relayer:
         attempt = self._add_attempt(session, row, max_fee, tip)  # stored before it leaves the process
         self._commit(session, wrote=True)
         self._send(attempt)
-        attempt.sent_at = now = utcnow()
-        session.add(attempt)
+        self._sent(session, attempt, now := utcnow())
         self._move(session, row, (TxStatus.pending,), status=TxStatus.sent, updated_at=now)
         log.warning(
             "replaced a stuck transaction",
@@ -539,15 +533,23 @@ class Relayer:
         )
         return True
 
+    @staticmethod
+    def _sent(session: Session, attempt: TxAttempt, at: datetime) -> None:
+        """Records when these bytes left (a Core UPDATE: the ORM's flush of the attempt cost more)."""
+        session.execute(_ATTEMPT_SENT, {"attempt_id": attempt.id, "sent_at": at})
+        set_committed_value(attempt, "sent_at", at)
+
     def _send(self, attempt: TxAttempt) -> None:
         """Broadcasts stored bytes. A node that cannot be reached raises (the pass is retried); an error
         answer is logged, unless it says the bytes or their nonce are known (the watcher resolves both).
         A raw request: web3's formatters and middlewares cost more CPU than the call."""
         raw = attempt.raw if attempt.raw.startswith("0x") else "0x" + attempt.raw
-        response = self.w3.provider.make_request(RPCEndpoint("eth_sendRawTransaction"), [raw])
-        error = response.get("error")
-        if error:
-            message = str(error.get("message", error) if isinstance(error, dict) else error).lower()
+        try:
+            raw_call(self.w3, "eth_sendRawTransaction", [raw])
+        except RuntimeError as exc:  # an error answer (ChainUnreachable is not one: it propagates)
+            if isinstance(exc, ChainUnreachable):
+                raise
+            message = str(exc).lower()
             if not any(s in message for s in ("already known", "nonce too low", "already imported")):
                 log.warning("broadcast failed", extra={"fields": {"tx": attempt.tx_hash, "error": message}})
 
@@ -606,6 +608,17 @@ class Relayer:
 
 _TX: Table = OutgoingTx.__table__  # type: ignore[attr-defined]
 _NONCES: Table = NonceCounter.__table__  # type: ignore[attr-defined]
+_ATTEMPTS: Table = TxAttempt.__table__  # type: ignore[attr-defined]
+# Core statements built once, their values passed at execution (the ORM's bulk UPDATE, and building a
+# statement with literals and its cache key on each call, cost more than executing them)
+_TAKE_NONCE = (
+    update(_NONCES)
+    .where(_NONCES.c.chain_id == bindparam("chain"), _NONCES.c.address == bindparam("sender"))
+    .values(next_nonce=_NONCES.c.next_nonce + 1)
+    .returning(_NONCES.c.next_nonce)
+)
+_ATTEMPT_SENT = update(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"))
+_MOVES: dict[tuple[TxStatus, ...], Any] = {}  # _move's statement per tuple of expected states
 
 
 def _aware(dt: datetime) -> datetime:

@@ -279,3 +279,31 @@ def test_a_waiter_on_standby_polls_the_database_at_its_pace(ctx: Context, dev_ac
     finally:
         event.remove(ctx.engine, "before_cursor_execute", count)
     assert 1 <= len(reads) <= 10  # one read per 0.2 s poll (a busy loop made hundreds)
+
+
+def test_send_tells_known_bytes_and_used_nonces_from_other_error_answers(
+    ctx: Context, dev_accounts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Re-sending bytes the node knows (or whose nonce it has used) is quiet: the watcher resolves both.
+    Any other error answer is logged, and a node that cannot be reached raises (the pass is retried)."""
+    from wallet.chain import ChainUnreachable, connect
+    from wallet.localchain import free_port
+
+    relayer = _relayer(ctx)
+    tx_id = _prepare_mint(ctx, relayer, dev_accounts[2].address, 1)
+    with Session(ctx.engine) as s:
+        attempt = s.exec(select(TxAttempt).where(col(TxAttempt.tx_id) == tx_id)).one()
+    caplog.set_level("WARNING", logger="wallet.relayer")
+    relayer._send(attempt)
+    relayer._send(attempt)  # known to the node (pending), or its nonce used (mined): no warning
+    ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    relayer._send(attempt)
+    assert not [r for r in caplog.records if r.getMessage() == "broadcast failed"]
+    garbage = TxAttempt(tx_id=0, tx_hash="0x00", raw="0x02c0", max_fee_per_gas=0, max_priority_fee_per_gas=0)
+    relayer._send(garbage)
+    assert [r for r in caplog.records if r.getMessage() == "broadcast failed"]
+    dead = Relayer(
+        ctx.engine, connect([f"http://127.0.0.1:{free_port()}"], timeout=1), ctx.relayer.signer, ctx.chain_id
+    )
+    with pytest.raises(ChainUnreachable):
+        dead._send(attempt)
