@@ -67,6 +67,7 @@ OPEN = (TxStatus.pending, TxStatus.sent)
 BUMP_NUMERATOR = 115  # +15%: above the 10% every pool demands, with a margin for rounding
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # estimate x 1.25 (web3py-ext's 3x wastes block space)
 WAIT_FALLBACK = 1.0  # seconds: a waiter told by the worker of this process reads its row at least this often
+RECEIPT_BATCH = 100  # receipts asked for in one JSON-RPC batch
 FINAL_ROWS_KEPT = 4096  # rows the worker made final lately, kept for waiters (a few blocks' worth at 100/s)
 
 
@@ -423,10 +424,11 @@ class Relayer:
         attempts = self._attempts(session, [r.id for r in sent if r.id is not None])
         finished: list[OutgoingTx] = []
         try:
+            receipts = self._receipts_of([a.tx_hash for r in sent for a in attempts.get(r.id or 0, [])])
             for row in sent:
                 receipt = None
                 for attempt in attempts.get(row.id or 0, []):
-                    receipt = self._receipt(attempt.tx_hash)
+                    receipt = receipts.get(attempt.tx_hash)
                     if receipt is not None:
                         break
                 values: dict[str, Any]
@@ -477,6 +479,20 @@ class Relayer:
         # An error answer says nothing about the transaction: it raises too.
         result = raw_call(self.w3, "eth_getTransactionReceipt", [tx_hash])
         return dict(result) if result else None
+
+    def _receipts_of(self, hashes: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The receipts of these hashes (None: not mined), in one JSON-RPC batch per 100 where the
+        provider batches (a round trip per transaction was most of a block's watching). As `_receipt`,
+        an error answer raises."""
+        batch = getattr(self.w3.provider, "batch", None)
+        if batch is None or len(hashes) < 2:
+            return {h: self._receipt(h) for h in hashes}
+        found: dict[str, dict[str, Any] | None] = {}
+        for i in range(0, len(hashes), RECEIPT_BATCH):
+            chunk = hashes[i : i + RECEIPT_BATCH]
+            results = batch([("eth_getTransactionReceipt", [h]) for h in chunk])
+            found.update((h, dict(r) if r else None) for h, r in zip(chunk, results, strict=True))
+        return found
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:
         """For completion handlers: the raw receipt the watcher just read (no second call), else the node's."""

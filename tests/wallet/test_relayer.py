@@ -307,3 +307,37 @@ def test_send_tells_known_bytes_and_used_nonces_from_other_error_answers(
     )
     with pytest.raises(ChainUnreachable):
         dead._send(attempt)
+
+
+def test_the_receipts_of_a_block_are_read_in_one_batch(ctx: Context, dev_accounts) -> None:
+    """Watching a block with several of our transactions asks for their receipts in one JSON-RPC batch."""
+    from wallet.chain import connect
+
+    w3 = connect([ctx.w3.provider.current_url])  # type: ignore[attr-defined]
+    relayer = Relayer(ctx.engine, w3, ctx.relayer.signer, ctx.chain_id)
+    calls: list[str] = []
+    batches: list[list[str]] = []
+    single, batch = w3.provider.make_request, w3.provider.batch  # type: ignore[attr-defined]
+
+    def make_request(method: str, params: object) -> object:
+        calls.append(method)
+        return single(method, params)  # type: ignore[arg-type]
+
+    def batched(requests: list[tuple[str, list[object]]]) -> list[object]:
+        batches.append([method for method, _ in requests])
+        return batch(requests)  # type: ignore[no-any-return]
+
+    w3.provider.make_request = make_request  # type: ignore[method-assign]
+    w3.provider.batch = batched  # type: ignore[attr-defined]
+    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        ids = [_prepare_mint(ctx, relayer, dev_accounts[3].address, 1) for _ in range(3)]
+        relayer.step()  # sends the three
+        ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        relayer.step()  # the new block: their receipts
+    finally:
+        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    with Session(ctx.engine) as s:
+        assert [s.get(OutgoingTx, i).status for i in ids] == ["confirmed"] * 3  # type: ignore[union-attr]
+    assert "eth_getTransactionReceipt" not in calls
+    assert batches == [["eth_getTransactionReceipt"] * 3]
