@@ -28,8 +28,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hexbytes import HexBytes
-from sqlalchemy import ColumnElement, Table, bindparam, func, not_, or_, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, insert, not_, or_, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from web3 import Web3
@@ -185,10 +186,15 @@ class Relayer:
             created_at=now,
             updated_at=now,
         )
-        session.add(row)
-        session.flush()
+        _insert(session, row, _INSERT_TX)
         self._add_attempt(session, row, fees.max_fee, fees.tip)
         return row
+
+    def set_purpose(self, session: Session, row: OutgoingTx, purpose: Purpose | TxPurpose) -> None:
+        """Names the row's purpose once the caller knows it (its record's id follows the row's): in the
+        caller's transaction, by a Core UPDATE (the ORM's flush of the changed row cost more)."""
+        session.execute(_SET_PURPOSE, {"row_id": row.id, "purpose": str(purpose)})
+        set_committed_value(row, "purpose", str(purpose))
 
     def estimate_gas(self, *, to: str | None, data: str, value: int = 0) -> int:
         call: dict[str, Any] = {"from": self.address, "data": data, "value": value}
@@ -261,8 +267,7 @@ class Relayer:
             max_priority_fee_per_gas=tip,
             created_at=utcnow(),
         )
-        session.add(attempt)
-        session.flush()
+        _insert(session, attempt, _INSERT_ATTEMPT)
         return attempt
 
     # -- the worker -------------------------------------------------------------------------------
@@ -635,6 +640,18 @@ _TAKE_NONCE = (
 )
 _ATTEMPT_SENT = update(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"))
 _MOVES: dict[tuple[TxStatus, ...], Any] = {}  # _move's statement per tuple of expected states
+_INSERT_TX = insert(_TX).returning(_TX.c.id)
+_SET_PURPOSE = update(_TX).where(_TX.c.id == bindparam("row_id"))
+_INSERT_ATTEMPT = insert(_ATTEMPTS).returning(_ATTEMPTS.c.id)
+
+
+def _insert(session: Session, obj: OutgoingTx | TxAttempt, stmt: Any) -> None:
+    """Inserts a new row by a Core statement, then puts the object in the session as the stored row (as
+    if loaded: a caller's later change to it is an UPDATE). The ORM's flush of one new object cost more
+    than the statement itself, on every transaction prepared."""
+    obj.id = session.execute(stmt, obj.model_dump(exclude={"id"})).scalar_one()
+    make_transient_to_detached(obj)
+    session.add(obj)
 
 
 def _aware(dt: datetime) -> datetime:

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlmodel import Session, col, or_, select
 from web3 import Web3
 
@@ -152,6 +152,7 @@ def register_completions(completions: Completions) -> None:
 
 _OPS: Table = CoinOperation.__table__  # type: ignore[attr-defined]
 _USERS: Table = User.__table__  # type: ignore[attr-defined]
+_INSERT_OPERATION = insert(_OPS).returning(_OPS.c.id)
 # Built once, executed with the operation's id and its new status: the finished operation and its actor's
 # email in one statement (no ORM load of the user), without rebuilding the statement on each completion.
 _FINISH_OPERATION = (
@@ -274,10 +275,9 @@ def _run_operation(
             status=CoinOperationStatus.submitted,
             created_at=utcnow(),
         )
-        session.add(op)
-        session.flush()
-        tx.purpose = str(Purpose.of(PURPOSE, op.id))
-        session.add(tx)
+        # Core statements: the ORM's flush of the new operation and of the changed purpose cost more
+        op.id = session.execute(_INSERT_OPERATION, op.model_dump(exclude={"id"})).scalar_one()
+        ctx.relayer.set_purpose(session, tx, Purpose.of(PURPOSE, op.id))
         idempotency.attach(session, claim.record, str(Purpose.of(PURPOSE, op.id)))
         session.commit()  # nonce, signed bytes, operation and idempotency record: one transaction
         fresh = True
