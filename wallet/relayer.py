@@ -68,6 +68,10 @@ OPEN = (TxStatus.pending, TxStatus.sent)
 BUMP_NUMERATOR = 115  # +15%: above the 10% every pool demands, with a margin for rounding
 GAS_MARGIN_NUM, GAS_MARGIN_DEN = 5, 4  # estimate x 1.25 (web3py-ext's 3x wastes block space)
 WAIT_FALLBACK = 1.0  # seconds: a waiter told by the worker of this process reads its row at least this often
+# After a kick, the worker waits this long for more before its pass: requests answered by one block come
+# back together, so their next transactions arrive within milliseconds of each other and leave in one
+# pass (one read of the rows, one commit) instead of a pass each. A few ms against a block of a second.
+GATHER_SECONDS = 0.02
 RECEIPT_BATCH = 100  # receipts asked for in one JSON-RPC batch
 FINAL_ROWS_KEPT = 4096  # rows the worker made final lately, kept for waiters (a few blocks' worth at 100/s)
 
@@ -106,6 +110,7 @@ class Relayer:
         poll_interval: float = 0.05,
         idle_interval: float = 0.25,
         kinds: frozenset[TxPurpose] | None = None,
+        gather: float = GATHER_SECONDS,
     ) -> None:
         self.engine = engine
         self.w3 = w3
@@ -133,6 +138,7 @@ class Relayer:
             "relayer",
             [self.step],
             Pacing(idle_interval, busy_interval=poll_interval, backoff_first=poll_interval, backoff_max=2.0),
+            linger=gather,
         )
         self._fees: Fees | None = None
         self._last_block: int | None = None
