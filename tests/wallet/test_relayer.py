@@ -341,3 +341,24 @@ def test_the_receipts_of_a_block_are_read_in_one_batch(ctx: Context, dev_account
         assert [s.get(OutgoingTx, i).status for i in ids] == ["confirmed"] * 3  # type: ignore[union-attr]
     assert "eth_getTransactionReceipt" not in calls
     assert batches == [["eth_getTransactionReceipt"] * 3]
+
+
+def test_a_block_is_awaited_only_when_it_can_have_come(ctx: Context) -> None:
+    """On steady 1-second blocks the head is not polled within 80% of a gap after a new head; on any
+    other chain (automine, blocks by hand: uneven gaps) it is polled every pass."""
+    import time
+
+    relayer = _relayer(ctx)
+    assert relayer._block_due()  # nothing seen yet
+    now = time.monotonic()
+    relayer._head_seen.extend(now - 1.0 * (8 - i) for i in range(9))  # steady, the last one just now
+    assert not relayer._block_due()
+    relayer._head_seen.clear()  # the same, the newest head seen 0.85 s ago
+    relayer._head_seen.extend(now - 0.85 - 1.0 * (8 - i) for i in range(9))
+    assert relayer._block_due()  # past 80% of the gap: poll
+    relayer._head_seen.clear()
+    relayer._head_seen.extend(now - t for t in (9, 8, 7.9, 6, 5.5, 4, 3, 2, 0))  # uneven
+    assert relayer._block_due()
+    relayer._head_seen.clear()
+    relayer._head_seen.extend(now - 0.1 * (8 - i) for i in range(9))  # steady but fast (automine-like)
+    assert relayer._block_due()
