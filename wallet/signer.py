@@ -52,19 +52,6 @@ class Signer(Protocol):
 
     def sign_transaction(self, tx: Mapping[str, Any]) -> SignedTransaction: ...
 
-    def _sign_dynamic_fee(self, fields: list[Any]) -> SignedTransaction:
-        """An EIP-1559 transaction signed here: keccak(0x02 || rlp(fields)), then 0x02 || rlp(fields, v, r, s)
-        (EIP-2718/1559), byte for byte what eth-account produces (tests/wallet/test_signer.py), for a
-        quarter of its CPU: eth-account builds, validates and re-parses the transaction through several
-        object layers, and its recovery check decoded the signed bytes again. The check stays, on the
-        signature and the hash it signed."""
-        digest = keccak(b"\x02" + rlp.encode(fields))
-        signature = self._key.sign_msg_hash(digest)
-        if signature.recover_public_key_from_msg_hash(digest) != self._public_key:
-            raise SigningFailed("signed transaction does not recover to the signer's address")
-        raw = b"\x02" + rlp.encode([*fields, signature.v, signature.r, signature.s])
-        return SignedTransaction(raw=raw, hash=keccak(raw))
-
     def sign_typed_data(self, typed_data: Mapping[str, Any]) -> bytes: ...
 
 
