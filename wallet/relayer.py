@@ -74,7 +74,9 @@ WAIT_FALLBACK = 1.0  # seconds: a waiter told by the worker of this process read
 GATHER_SECONDS = 0.02
 RECEIPT_BATCH = 100
 HEAD_TIMES = 9  # new heads remembered (eight gaps) to tell a chain of steady blocks  # receipts asked for in one JSON-RPC batch
-FINAL_ROWS_KEPT = 4096  # rows the worker made final lately, kept for waiters (a few blocks' worth at 100/s)
+# Rows the worker made final lately, kept for waiters: 16 blocks of a full in-flight window (16 per
+# account). Few, because a batch row holds its call data (tens of kB); a waiter whose row has left reads it.
+FINAL_ROWS_KEPT = 256
 
 
 class TxRejected(RuntimeError):
