@@ -72,8 +72,8 @@ WAIT_FALLBACK = 1.0  # seconds: a waiter told by the worker of this process read
 # back together, so their next transactions arrive within milliseconds of each other and leave in one
 # pass (one read of the rows, one commit) instead of a pass each. A few ms against a block of a second.
 GATHER_SECONDS = 0.02
-RECEIPT_BATCH = 100
-HEAD_TIMES = 9  # new heads remembered (eight gaps) to tell a chain of steady blocks  # receipts asked for in one JSON-RPC batch
+RECEIPT_BATCH = 100  # receipts asked for in one JSON-RPC batch
+HEAD_TIMES = 9  # new heads remembered (eight gaps) to tell a chain of steady blocks
 # Rows the worker made final lately, kept for waiters: 16 blocks of a full in-flight window (16 per
 # account). Few, because a batch row holds its call data (tens of kB); a waiter whose row has left reads it.
 FINAL_ROWS_KEPT = 256
