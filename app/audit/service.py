@@ -51,6 +51,10 @@ _ENTRIES: Table = AuditEntry.__table__  # type: ignore[attr-defined]
 _BUMP_HEAD = (
     update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1).returning(_HEAD.c.seq, _HEAD.c.hash)
 )
+# Statements built once, their values passed at execution: building `.values(...)` with literals on each
+# call (and SQLAlchemy's cache key over each of them) cost more than executing them.
+_INSERT_ENTRY = insert(_ENTRIES)
+_SET_HEAD_HASH = update(_HEAD).where(_HEAD.c.id == 1)
 
 
 def record(
@@ -61,10 +65,32 @@ def record(
     target: str | None = None,
     details: dict[str, Any] | None = None,
     outcome: str = "ok",
-) -> AuditEntry:
+) -> None:
     """Appends one entry in the caller's transaction. Updating the head row first serialises writers.
     Three Core statements (bump the head and read it, insert the entry, store the head's hash): the ORM
     version loaded, refreshed and flushed the head, six statements and most of a mint's completion."""
+    record_by(
+        session,
+        actor.id if actor else None,
+        actor.email if actor else None,
+        action,
+        target=target,
+        details=details,
+        outcome=outcome,
+    )
+
+
+def record_by(
+    session: Session,
+    actor_id: int | None,
+    actor_email: str | None,
+    action: str,
+    *,
+    target: str | None = None,
+    details: dict[str, Any] | None = None,
+    outcome: str = "ok",
+) -> None:
+    """As `record`, for a caller that has the actor's id and email but not the user row."""
     details = details or {}
     head = session.execute(_BUMP_HEAD).first()
     if head is None:  # the first entry ever: of two first writers at once, one inserts, both then bump
@@ -73,23 +99,23 @@ def record(
     seq, prev_hash = int(head[0]), str(head[1])
     now = utcnow()
     at = now.replace(microsecond=(now.microsecond // 1000) * 1000)
-    actor_id = actor.id if actor else None
     digest = entry_hash(prev_hash, seq, at, actor_id, action, target, details, outcome)
-    entry = AuditEntry(
-        seq=seq,
-        at=at,
-        actor_id=actor_id,
-        actor_email=actor.email if actor else None,
-        action=action,
-        target=target,
-        details=details,
-        outcome=outcome,
-        prev_hash=prev_hash,
-        hash=digest,
-    )
-    session.execute(insert(_ENTRIES).values(entry.model_dump()))
-    session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(hash=digest))
-    return entry
+    # the row's values as a dict: building the AuditEntry model (which no caller used) cost more than
+    # the insert
+    entry = {
+        "seq": seq,
+        "at": at,
+        "actor_id": actor_id,
+        "actor_email": actor_email,
+        "action": action,
+        "target": target,
+        "details": details,
+        "outcome": outcome,
+        "prev_hash": prev_hash,
+        "hash": digest,
+    }
+    session.execute(_INSERT_ENTRY, entry)
+    session.execute(_SET_HEAD_HASH, {"hash": digest})
 
 
 def verify(session: Session) -> tuple[bool, int | None]:

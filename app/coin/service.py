@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlmodel import Session, col, or_, select
 from web3 import Web3
 
@@ -151,6 +151,21 @@ def register_completions(completions: Completions) -> None:
 
 
 _OPS: Table = CoinOperation.__table__  # type: ignore[attr-defined]
+_USERS: Table = User.__table__  # type: ignore[attr-defined]
+_INSERT_OPERATION = insert(_OPS).returning(_OPS.c.id)
+# Built once, executed with the operation's id and its new status: the finished operation and its actor's
+# email in one statement (no ORM load of the user), without rebuilding the statement on each completion.
+_FINISH_OPERATION = (
+    update(_OPS)
+    .where(_OPS.c.id == bindparam("op_id"), _OPS.c.status == CoinOperationStatus.submitted)
+    .returning(
+        _OPS.c.kind,
+        _OPS.c.actor_id,
+        _OPS.c.account,
+        _OPS.c.amount,
+        select(_USERS.c.email).where(_USERS.c.id == _OPS.c.actor_id).scalar_subquery(),
+    )
+)
 
 
 def on_tx_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
@@ -160,25 +175,22 @@ def on_tx_final(session: Session, tx: OutgoingTx, purpose: Purpose) -> None:
     if purpose.ref_id is None:
         return
     status = CoinOperationStatus.confirmed if tx.status == TxStatus.confirmed else CoinOperationStatus.failed
-    op = session.execute(
-        update(_OPS)
-        .where(_OPS.c.id == purpose.ref_id, _OPS.c.status == CoinOperationStatus.submitted)
-        .values(status=status)
-        .returning(_OPS.c.kind, _OPS.c.actor_id, _OPS.c.account, _OPS.c.amount)
-    ).first()
+    op = session.execute(_FINISH_OPERATION, {"op_id": purpose.ref_id, "status": status}).first()
     if op is None:  # no such operation, or finished already
         return
-    actor = session.get(User, op.actor_id)
+    kind, actor_id, account, amount, actor_email = op
     details: dict[str, Any] = {
         "operation": purpose.ref_id,
         "tx_hash": tx.tx_hash,
         "block_number": tx.block_number,
     }
-    if op.amount is not None:
-        details["amount"] = format_amount(op.amount)
+    if amount is not None:
+        details["amount"] = format_amount(amount)
     if tx.error:
         details["error"] = tx.error
-    audit.record(session, actor, f"coin.{op.kind}", target=op.account, details=details, outcome=status)
+    audit.record_by(
+        session, actor_id, actor_email, f"coin.{kind}", target=account, details=details, outcome=status
+    )
 
 
 def final_status(tx: OutgoingTx | None, op: CoinOperation) -> str:
@@ -227,6 +239,7 @@ def _run_operation(
     claim: idempotency.Claim,
 ) -> tuple[int, dict[str, Any]]:
     op: CoinOperation | None = None
+    fresh = False  # this request prepared the transaction (it is open, not final: no first read in wait)
     if claim.resumed and claim.record.resource:
         started = Purpose.parse(claim.record.resource)  # `coin_operation:<id>`, as attached below
         if started is None or started.ref_id is None:
@@ -262,14 +275,14 @@ def _run_operation(
             status=CoinOperationStatus.submitted,
             created_at=utcnow(),
         )
-        session.add(op)
-        session.flush()
-        tx.purpose = str(Purpose.of(PURPOSE, op.id))
-        session.add(tx)
+        # Core statements: the ORM's flush of the new operation and of the changed purpose cost more
+        op.id = session.execute(_INSERT_OPERATION, op.model_dump(exclude={"id"})).scalar_one()
+        ctx.relayer.set_purpose(session, tx, Purpose.of(PURPOSE, op.id))
         idempotency.attach(session, claim.record, str(Purpose.of(PURPOSE, op.id)))
         session.commit()  # nonce, signed bytes, operation and idempotency record: one transaction
+        fresh = True
     assert op.tx_id is not None
-    tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds)
+    tx_row = ctx.relayer.wait(op.tx_id, timeout=ctx.settings.tx_timeout_seconds, fresh=fresh)
     ctx.cache.coin_info = None  # the supply or pause state may have changed
     public = to_public(session, op, tx_row, final_status(tx_row, op))
     status = 202 if public.status == CoinOperationStatus.submitted else 200

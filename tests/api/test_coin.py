@@ -51,6 +51,12 @@ def test_admin_mint_shows_up_on_chain_and_in_the_index(client: TestClient, ctx: 
     audit = client.get("/api/v1/admin/audit", headers=admin).json()
     assert audit["chain_intact"]
     assert audit["items"][0]["action"] == "coin.mint" and audit["items"][0]["outcome"] == "confirmed"
+    me = client.get("/api/v1/users/me", headers=admin).json()
+    assert (audit["items"][0]["actor_id"], audit["items"][0]["actor_email"]) == (
+        me["id"],
+        "admin@example.com",
+    )
+    assert audit["items"][0]["details"]["amount"] == "12.5"
 
 
 def test_idempotency_replays_rejects_other_body_and_requires_a_key(client: TestClient, ctx: Context) -> None:

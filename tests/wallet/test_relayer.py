@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlmodel import Session, col, select
 
@@ -216,7 +218,44 @@ def test_a_waiter_is_told_when_its_transaction_is_final(ctx: Context, dev_accoun
         for tx_id in tx_ids:
             assert tx_id is not None
             assert relayer.wait(tx_id, timeout=30).status == "confirmed"
-        assert relayer._waiters == {} and relayer._final_ids == set()  # nothing left behind
+        assert relayer._waiters == {}  # nothing left behind
+    finally:
+        relayer.stop()
+
+
+def test_a_told_waiter_is_handed_its_final_row_without_reading_it(ctx: Context, dev_accounts) -> None:
+    """A waiter on a row it has just committed (``fresh``) reads nothing: the worker hands it the row it
+    made final, as committed (hash, block); a row final before the waiter came is handed over too."""
+    from sqlalchemy import event
+
+    relayer = _relayer(ctx, idle_interval=0.05)
+    relayer.start()
+    reads: list[str] = []
+
+    def count(*args: object) -> None:
+        if threading.current_thread() is waiter:
+            reads.append(str(args[2]))
+
+    waiter = threading.current_thread()
+    try:
+        tx_id = _prepare_mint(ctx, relayer, dev_accounts[2].address, 1)
+        assert tx_id is not None
+        event.listen(ctx.engine, "before_cursor_execute", count)
+        try:
+            row = relayer.wait(tx_id, timeout=30, fresh=True)
+            again = relayer.wait(tx_id, timeout=30, fresh=True)  # final already: handed over at once
+        finally:
+            event.remove(ctx.engine, "before_cursor_execute", count)
+        assert reads == []
+        assert row.status == "confirmed" and again is row
+        with Session(ctx.engine) as s:
+            stored = s.get(OutgoingTx, tx_id)
+            assert stored is not None
+            assert (stored.status, stored.tx_hash, stored.block_number) == (
+                row.status,
+                row.tx_hash,
+                row.block_number,
+            )
     finally:
         relayer.stop()
 
@@ -240,3 +279,86 @@ def test_a_waiter_on_standby_polls_the_database_at_its_pace(ctx: Context, dev_ac
     finally:
         event.remove(ctx.engine, "before_cursor_execute", count)
     assert 1 <= len(reads) <= 10  # one read per 0.2 s poll (a busy loop made hundreds)
+
+
+def test_send_tells_known_bytes_and_used_nonces_from_other_error_answers(
+    ctx: Context, dev_accounts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Re-sending bytes the node knows (or whose nonce it has used) is quiet: the watcher resolves both.
+    Any other error answer is logged, and a node that cannot be reached raises (the pass is retried)."""
+    from wallet.chain import ChainUnreachable, connect
+    from wallet.localchain import free_port
+
+    relayer = _relayer(ctx)
+    tx_id = _prepare_mint(ctx, relayer, dev_accounts[2].address, 1)
+    with Session(ctx.engine) as s:
+        attempt = s.exec(select(TxAttempt).where(col(TxAttempt.tx_id) == tx_id)).one()
+    caplog.set_level("WARNING", logger="wallet.relayer")
+    relayer._send(attempt)
+    relayer._send(attempt)  # known to the node (pending), or its nonce used (mined): no warning
+    ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    relayer._send(attempt)
+    assert not [r for r in caplog.records if r.getMessage() == "broadcast failed"]
+    garbage = TxAttempt(tx_id=0, tx_hash="0x00", raw="0x02c0", max_fee_per_gas=0, max_priority_fee_per_gas=0)
+    relayer._send(garbage)
+    assert [r for r in caplog.records if r.getMessage() == "broadcast failed"]
+    dead = Relayer(
+        ctx.engine, connect([f"http://127.0.0.1:{free_port()}"], timeout=1), ctx.relayer.signer, ctx.chain_id
+    )
+    with pytest.raises(ChainUnreachable):
+        dead._send(attempt)
+
+
+def test_the_receipts_of_a_block_are_read_in_one_batch(ctx: Context, dev_accounts) -> None:
+    """Watching a block with several of our transactions asks for their receipts in one JSON-RPC batch."""
+    from wallet.chain import connect
+
+    w3 = connect([ctx.w3.provider.current_url])  # type: ignore[attr-defined]
+    relayer = Relayer(ctx.engine, w3, ctx.relayer.signer, ctx.chain_id)
+    calls: list[str] = []
+    batches: list[list[str]] = []
+    single, batch = w3.provider.make_request, w3.provider.batch  # type: ignore[attr-defined]
+
+    def make_request(method: str, params: object) -> object:
+        calls.append(method)
+        return single(method, params)  # type: ignore[arg-type]
+
+    def batched(requests: list[tuple[str, list[object]]]) -> list[object]:
+        batches.append([method for method, _ in requests])
+        return batch(requests)  # type: ignore[no-any-return]
+
+    w3.provider.make_request = make_request  # type: ignore[method-assign]
+    w3.provider.batch = batched  # type: ignore[attr-defined]
+    ctx.w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        ids = [_prepare_mint(ctx, relayer, dev_accounts[3].address, 1) for _ in range(3)]
+        relayer.step()  # sends the three
+        ctx.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        relayer.step()  # the new block: their receipts
+    finally:
+        ctx.w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    with Session(ctx.engine) as s:
+        assert [s.get(OutgoingTx, i).status for i in ids] == ["confirmed"] * 3  # type: ignore[union-attr]
+    assert "eth_getTransactionReceipt" not in calls
+    assert batches == [["eth_getTransactionReceipt"] * 3]
+
+
+def test_a_block_is_awaited_only_when_it_can_have_come(ctx: Context) -> None:
+    """On steady 1-second blocks the head is not polled within 80% of a gap after a new head; on any
+    other chain (automine, blocks by hand: uneven gaps) it is polled every pass."""
+    import time
+
+    relayer = _relayer(ctx)
+    assert relayer._block_due()  # nothing seen yet
+    now = time.monotonic()
+    relayer._head_seen.extend(now - 1.0 * (8 - i) for i in range(9))  # steady, the last one just now
+    assert not relayer._block_due()
+    relayer._head_seen.clear()  # the same, the newest head seen 0.85 s ago
+    relayer._head_seen.extend(now - 0.85 - 1.0 * (8 - i) for i in range(9))
+    assert relayer._block_due()  # past 80% of the gap: poll
+    relayer._head_seen.clear()
+    relayer._head_seen.extend(now - t for t in (9, 8, 7.9, 6, 5.5, 4, 3, 2, 0))  # uneven
+    assert relayer._block_due()
+    relayer._head_seen.clear()
+    relayer._head_seen.extend(now - 0.1 * (8 - i) for i in range(9))  # steady but fast (automine-like)
+    assert relayer._block_due()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_keys.datatypes import PrivateKey
+from eth_keys.datatypes import PrivateKey, Signature
 from eth_utils import keccak
 
 from wallet import signer as signer_module
@@ -162,8 +162,42 @@ def test_sign_transaction_accepts_its_own_from_in_any_case() -> None:
     assert make_signer().sign_transaction(tx(**{"from": ADDRESS.lower()})).raw
 
 
+@pytest.mark.parametrize(
+    "transaction",
+    [
+        tx(),
+        tx(nonce=7, value=3, data="0x40c10f19" + "00" * 63 + "01", gas=150_000),
+        tx(nonce=2**40, maxFeePerGas=0, maxPriorityFeePerGas=0),
+        {k: v for k, v in tx(data="0x6080").items() if k != "to"},  # a contract creation
+        tx(type="0x2", value=10**30),
+    ],
+)
+def test_eip1559_transactions_are_signed_byte_for_byte_as_eth_account_signs_them(
+    transaction: dict[str, Any],
+) -> None:
+    ours = make_signer().sign_transaction(transaction)
+    theirs = Account.sign_transaction(transaction, KEY_BYTES)
+    assert ours.raw == bytes(theirs.rawTransaction) and ours.hash == bytes(theirs.hash)
+
+
+def test_what_the_direct_encoding_does_not_cover_is_left_to_eth_account() -> None:
+    signer = make_signer()
+    listed = tx(accessList=[{"address": TOKEN, "storageKeys": []}])
+    assert signer.sign_transaction(listed).raw == bytes(
+        Account.sign_transaction(listed, KEY_BYTES).rawTransaction
+    )
+    for refused in (tx(gas="60000"), tx(to=TOKEN.lower())):  # eth-account's validation refuses these
+        with pytest.raises((TypeError, ValueError)):
+            signer.sign_transaction(refused)
+
+
 def test_a_signature_that_does_not_recover_is_never_returned(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(signer_module.Account, "recover_transaction", lambda raw: BOB)
+    legacy = {"chainId": CHAIN_ID, "nonce": 1, "to": BOB, "value": 1, "gas": 21_000, "gasPrice": 25 * 10**9}
+    with pytest.raises(SigningFailed):
+        make_signer().sign_transaction(legacy)
+    other = PrivateKey(keccak(text="another key")).public_key
+    monkeypatch.setattr(Signature, "recover_public_key_from_msg_hash", lambda self, digest: other)
     with pytest.raises(SigningFailed):
         make_signer().sign_transaction(tx())
 
