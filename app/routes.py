@@ -1,7 +1,7 @@
 """Mounts every domain's routes under /api/v1. Only app/main.py imports this module: it sits above every
 domain, while `app/api` (deps, params, error responses) sits below them all."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 from app.api.openapi import ERROR_RESPONSES
 from app.audit.router import router as audit_router
@@ -23,8 +23,8 @@ from app.users.router import router as users_router
 from app.wallets.router import router as wallets_router
 from app.wallets.router import totp_router
 
-api_router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)  # every refusal: {"error", "detail"}
-for r in (
+API_PREFIX = "/api/v1"
+DOMAIN_ROUTERS: tuple[APIRouter, ...] = (
     users_router,
     users_admin_router,
     approval_router,
@@ -43,5 +43,15 @@ for r in (
     sites_router,
     sites_admin_router,
     ledger_router,
-):
-    api_router.include_router(r)
+)
+
+
+def include_api(app: FastAPI) -> None:
+    """Each domain's router straight on the app, under /api/v1, in this order (the first match wins).
+
+    Not through one /api/v1 router that includes them all: FastAPI matches an included router by matching
+    its routes, and matches again on the way down, so each level of nesting multiplied the routing work of
+    every request (`GET /coin` spent more CPU in routing than in the rest of the app)."""
+    for router in DOMAIN_ROUTERS:
+        # every refusal: {"error", "detail"}
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
