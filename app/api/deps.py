@@ -3,6 +3,7 @@ client's address. Who is calling is a user's question: `app/users/deps.py` (`Cur
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Annotated
@@ -42,18 +43,34 @@ async def get_session(ctx: ContextDep) -> AsyncIterator[Session]:
     "request", ran it after, so a client, or the other worker, could act on an answer whose writes
     were not committed yet). Opening a session does no I/O, and most money routes commit themselves,
     so this runs on the event loop and takes the thread pool only for a commit or rollback that is
-    left to do (each hop to the pool costs more CPU than a small route)."""
+    left to do on the database (each hop to the pool costs more CPU than a small route)."""
     session = Session(ctx.engine, expire_on_commit=False)
     try:
         yield session
         if session.in_transaction():
-            await run_in_threadpool(session.commit)
+            if _ends_without_io(session):
+                session.commit()
+            else:
+                await run_in_threadpool(session.commit)
     except BaseException:
         if session.in_transaction():
-            await run_in_threadpool(session.rollback)
+            if _ends_without_io(session):
+                session.rollback()
+            else:
+                await run_in_threadpool(session.rollback)
         raise
     finally:
         session.close()  # holds no connection any more: nothing to do on the database
+
+
+def _ends_without_io(session: Session) -> bool:
+    """Whether ending the session's transaction leaves the database alone: nothing left to flush, and a
+    SQLite connection without a transaction (Python's sqlite3 opens one before the first write only, so
+    a request that only read has none, and its commit is bookkeeping). PostgreSQL always has a word."""
+    if session.get_bind().dialect.name != "sqlite" or session.new or session.dirty or session.deleted:
+        return False
+    driver = session.connection().connection.dbapi_connection
+    return isinstance(driver, sqlite3.Connection) and not driver.in_transaction
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
