@@ -44,6 +44,8 @@ def kinds(token: str) -> dict[str, tuple[Call, int]]:
         "users_me": (lambda c: c.get("/api/v1/users/me", headers=auth), 200),
         # a refused token: 401 before the body is looked at
         "bad_token_post": (lambda c: c.post("/api/v1/transfers", headers=bad, json={"to": "x"}), 401),
+        # the same on a route whose router comes late in the routing order (the market's)
+        "bad_token_order": (lambda c: c.post("/api/v1/orders", headers=bad, json={"side": "x"}), 401),
         # a valid token, an invalid body: validation and the error handler
         "invalid_body_post": (
             lambda c: c.post(
