@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -293,7 +293,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         rid = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
-        rid = rid or uuid.uuid4().hex
+        rid = rid or secrets.token_hex(16)  # as random as uuid4().hex, at a quarter of its CPU
         status = 500
 
         async def send_with_id(message: Message) -> None:
