@@ -41,7 +41,7 @@ from app.market.service import sold_by_site
 from app.market.worker import MarketWorker
 from app.ops.router import LATENCY, REQUESTS
 from app.ops.router import router as ops_router
-from app.routes import include_api
+from app.routes import documented_paths, include_api
 from app.settlement import service as settlement_service
 from app.sites.worker import CollectorWorker, install_hooks
 from app.trading import agent as trading_agent
@@ -199,7 +199,7 @@ def create_app(
         app.state.ctx = ctx
     install_error_handlers(app)
     install_middleware(app, settings)
-    openapi.install(app)
+    openapi.install(app, documented_paths())
     app.include_router(ops_router)
     include_api(app)
     app.include_router(web_router)  # the dashboard at / (after the API, so it never shadows a route)
