@@ -20,6 +20,7 @@ from typing import TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import Counter, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from sqlalchemy.exc import OperationalError
@@ -57,6 +58,7 @@ BACKGROUND_LEASE_SECONDS = 10.0
 # Objects allocated (less freed) between two youngest-generation collections; Python's default is 700.
 GC_YOUNG_THRESHOLD = 10_000
 SERIES_CACHED = 1024  # metric series a RequestContext keeps at hand
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 M = TypeVar("M", bound=MetricWrapperBase)
 
 
@@ -194,6 +196,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served by app/web/router.py from vendored assets, so /docs works offline
         redoc_url=None,  # ReDoc would need another bundle; Swagger UI covers it
+        # No OpenTelemetry: our metrics are Prometheus' (/metrics). Left on, FastAPI asked the global
+        # OpenTelemetry providers on every request whether one had been configured.
+        telemetry=NO_TELEMETRY,
     )
     if ctx is not None:
         app.state.ctx = ctx
