@@ -25,7 +25,7 @@ from app.coin.service import balance_now, chain_now
 from app.context import Context
 from app.core.money import format_amount
 from app.core.security import utcnow
-from app.events.service import emit
+from app.events.service import emit, emit_rows
 from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus, Trade, TradeStatus, lock_changes
 from app.market.onchain import id32, unix
 from app.market.rules import MarketRules
@@ -63,8 +63,18 @@ def authorised(signature: bytes, seq: int) -> dict[str, Any]:
 
 
 def accepted(session: Session, order: Order) -> None:
-    """Written with the authorisation (`authorised`)."""
-    emit(session, order.user_id, "order.accepted", order_id=order.id, side=OrderSide.buy)
+    """Written with the authorisation (`authorised`): one INSERT, not the ORM's flush of a new object."""
+    emit_rows(
+        session,
+        [
+            {
+                "user_id": order.user_id,
+                "kind": "order.accepted",
+                "at": utcnow(),
+                "data": {"order_id": order.id, "side": OrderSide.buy},
+            }
+        ],
+    )
 
 
 def locks_for_batch(

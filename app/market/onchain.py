@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from eth_abi import encode
+from eth_utils import keccak
 from web3 import Web3
 
 from common.merkle import proofs_in_order
@@ -28,14 +29,22 @@ def unix(dt: datetime) -> int:
     return int(dt.timestamp())
 
 
+def _word(value: int, bits: int) -> bytes:
+    """An ABI-encoded uint<bits> (a 32-byte word); refuses what the type cannot hold, as eth_abi does."""
+    if not 0 <= value < 2**bits:
+        raise ValueError(f"{value} does not fit a uint{bits}")
+    return value.to_bytes(32, "big")
+
+
 def escrow_nonce(order_id: str, slot_start: datetime, quantity_wh: int, limit_price: int) -> bytes:
-    return bytes(
-        Web3.keccak(
-            encode(
-                ["bytes32", "bytes32", "uint64", "uint32", "uint128"],
-                [ESCROW_NONCE_TAG, id32(order_id), unix(slot_start), quantity_wh, limit_price],
-            )
-        )
+    """keccak256(abi.encode(tag, id, uint64 slot, uint32 quantity, uint128 price)): every field is static,
+    so the encoding is their words side by side (eth_abi's general encoder took 4x the CPU, on every buy)."""
+    return keccak(
+        ESCROW_NONCE_TAG
+        + id32(order_id)
+        + _word(unix(slot_start), 64)
+        + _word(quantity_wh, 32)
+        + _word(limit_price, 128)
     )
 
 

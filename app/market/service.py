@@ -12,8 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, update
+from sqlalchemy import and_, bindparam, case
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, func, select
 
 from app.coin.service import balance_now, chain_now, ensure_not_paused, latest_hash, recent_balance
@@ -69,6 +70,11 @@ def _can_trade(user: User) -> None:
 def create(
     ctx: Context, session: Session, user: User, req: OrderCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
+    used: list[Wallet] = []  # the buyer's wallet, as the placement read it: its answer needs its kind
+
+    def make() -> Order:
+        return _new_order(ctx, session, user, req, used=used)
+
     status, body = idempotency.create_once(
         session,
         f"{user.id}:orders.create",
@@ -76,9 +82,11 @@ def create(
         req.model_dump(mode="json"),
         kind="order",
         load=lambda order_id: session.get(Order, order_id),
-        make=lambda: _new_order(ctx, session, user, req),
+        make=make,
         ident=lambda order: order.id,
-        render=lambda order: to_public(session, ctx, order).model_dump(mode="json"),
+        render=lambda order: to_public(session, ctx, order, used[0] if used else None).model_dump(
+            mode="json"
+        ),
     )
     if body.get("status") == OrderStatus.open:
         engine.kick(ctx)
@@ -93,10 +101,11 @@ def _new_order(
     *,
     first_answer: bool = True,
     wallet: Wallet | None = None,
+    used: list[Wallet] | None = None,
 ) -> Order:
     """`first_answer=False`: the caller authorises the escrow at once (the agent), with the exact balance
     check; the quoted one here would only repeat it. `wallet`: the buyer's active wallet, if the caller
-    has it."""
+    has it; `used` gets the wallet a buy order was placed from."""
     _can_trade(user)
     r = rules(ctx)
     now = clock.now()
@@ -149,6 +158,8 @@ def _new_order(
         _own_site(session, user, req.site_id)  # where a buyer takes the energy: theirs, like a seller's
     order.site_id = req.site_id
     wallet = wallet or wallets.require_wallet(session, user.id or 0)
+    if used is not None:
+        used.append(wallet)
     ensure_not_paused(ctx)
     amount = escrow_amount(req.quantity_wh, price)
     if first_answer:  # for the user; the binding check is at authorisation, under the wallet's lock
@@ -173,7 +184,8 @@ def _new_order(
 
 # on the table, not the entity: the ORM's bulk-insert machinery cost more than the statement; built once, so
 # its cache key is computed once
-_INSERT_ORDER = Order.__table__.insert()  # type: ignore[attr-defined]
+_ORDERS = Order.__table__  # type: ignore[attr-defined]
+_INSERT_ORDER = _ORDERS.insert()
 
 
 def _insert(session: Session, order: Order) -> None:
@@ -253,8 +265,19 @@ def get_own(session: Session, user: User, order_id: str) -> Order:
     return order
 
 
+# The order and its owner's active wallet in one statement (an authorisation needs both).
+_ORDER_AND_WALLET = (
+    select(Order, Wallet)
+    .outerjoin(Wallet, and_(col(Wallet.user_id) == col(Order.user_id), col(Wallet.active).is_(True)))
+    .where(col(Order.id) == bindparam("order_id"))
+)
+
+
 def authorize(ctx: Context, session: Session, user: User, order_id: str, req: OrderAuthorize) -> Order:
-    order = get_own(session, user, order_id)
+    row = session.execute(_ORDER_AND_WALLET, {"order_id": order_id}).first()
+    if row is None or row[0].user_id != user.id:
+        raise NotFound(f"no order {order_id} of yours")
+    order, wallet = row
     if order.status != OrderStatus.pending_authorization:
         raise Conflict(f"order {order_id} is already {order.status}")
     if rules(ctx).gate_closure(order.slot_start) <= clock.now():
@@ -264,7 +287,8 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
         order.status, order.failure_reason = OrderStatus.failed, "authorization window passed"
         session.commit()
         raise AppError("the authorization window has passed; place the order again")
-    wallet = wallets.require_wallet(session, user.id or 0)
+    if wallet is None:
+        wallet = wallets.require_wallet(session, user.id or 0)  # its answer: no wallet yet
     if wallet.address != order.wallet_address:
         raise Conflict("the order was placed from another wallet")
     signed = authorizer.sign(ctx, session, wallet, order.typed_data or {}, req)
@@ -307,15 +331,18 @@ def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet,
     # order's priority and change stamp, written by the compare-and-set with the rest of the authorisation
     # (one UPDATE of the order, which also sets these values on `order` in this session).
     seq = engine.next_seq(session)
-    # Compare-and-set, as for transfers: of two concurrent authorisations only one passes.
+    # Compare-and-set, as for transfers: of two concurrent authorisations only one passes. On the table, not
+    # the entity: the ORM's update would look for the order among the session's objects to change it there,
+    # which the values below do directly once the update has passed.
+    values = escrow.authorised(signature, seq)
     authorise = (
-        update(Order)
+        _ORDERS.update()
         .where(
-            col(Order.id) == order_id,
-            col(Order.status) == OrderStatus.pending_authorization,
-            col(Order.escrow_status) == EscrowStatus.none,
+            _ORDERS.c.id == order_id,
+            _ORDERS.c.status == OrderStatus.pending_authorization,
+            _ORDERS.c.escrow_status == EscrowStatus.none,
         )
-        .values(escrow.authorised(signature, seq))
+        .values(values)
     )
     # rechecked: the escrow binds nothing until the order first matches, when `escrow.locks_for_batch` reads
     # the wallet's balance again and skips an order it no longer covers; a balance read within the last
@@ -324,6 +351,8 @@ def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet,
         ctx, session, wallet, order.escrow_amount, "the escrow", authorise, rechecked=True
     ):
         escrow.accepted(session, order)
+    for name, value in values.items():  # as stored: the order is not left dirty
+        set_committed_value(order, name, value)
     engine.kick(ctx)
 
 
@@ -381,11 +410,14 @@ def book(ctx: Context, session: Session, slot_start: datetime) -> BookPublic:
     )
 
 
-def to_public(session: Session, ctx: Context, o: Order) -> OrderPublic:
+def to_public(session: Session, ctx: Context, o: Order, wallet: Wallet | None = None) -> OrderPublic:
+    """`wallet`: the owner's active wallet, if the caller has it (a pending buy order's challenge says
+    how that wallet authorises)."""
     challenge = None
     if o.status == OrderStatus.pending_authorization and o.side == OrderSide.buy and o.valid_before:
         expires = datetime.fromtimestamp(o.valid_before, UTC)
-        wallet = wallets.active_wallet(session, o.user_id)
+        if wallet is None or wallet.user_id != o.user_id or not wallet.active:
+            wallet = wallets.active_wallet(session, o.user_id)
         if wallet is not None and wallet.kind == WalletKind.custodial:
             challenge = OrderChallenge(
                 type="pin", otp_required=wallets.totp_enabled(session, o.user_id), expires_at=expires

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Update
 from sqlmodel import Session
@@ -32,7 +32,7 @@ from app.core.sql import lock_rows
 from app.spending.errors import AuthorizationMissing, WrongSigner
 from app.spending.holds import check_available
 from app.wallets import service as wallets
-from app.wallets.models import Wallet, WalletKind
+from app.wallets.models import UserTotp, Wallet, WalletKind
 from wallet.signer import recover_digest
 from wallet.typed_data import split_signature, typed_data_digest
 
@@ -71,16 +71,23 @@ def sign(
     factors: Factors,
     *,
     record_with_spend: bool = False,
+    enrolment: UserTotp | Literal["unread"] | None = "unread",
 ) -> Signed:
     """The wallet's signature over `typed_data`, given the request's factors; refuses with
     AuthorizationMissing or WrongSigner (422), or the wallet's PIN and one-time-code errors.
     `record_with_spend`: a right PIN's record is left to `authorising_spend(..., signed)` (one commit
-    fewer); else it is committed here."""
+    fewer); else it is committed here. `enrolment`: the user's one-time-code enrolment, when the caller
+    read it already (`wallets.otp_enrolment`)."""
     if wallet.kind == WalletKind.custodial:
-        record_success = wallets.verify_pin(ctx, session, wallet, _require_pin(factors))
+        pin = _require_pin(factors)
+        # Read and sign first: the PIN's attempt is the transaction's first write, and it holds the wallet's
+        # row lock (SQLite: the database's write lock) until the spend commits. The signature is used only
+        # once the PIN (and code) proved right; the key never needed the PIN to open.
+        totp = wallets.otp_enrolment(session, wallet.user_id) if isinstance(enrolment, str) else enrolment
+        signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(typed_data)
+        record_success = wallets.verify_pin(ctx, session, wallet, pin)
         try:
-            used_otp = wallets.check_otp(ctx, session, wallet.user_id, factors.otp)
-            signature, digest = wallets.signer_for(ctx, wallet).sign_typed_data_with_digest(typed_data)
+            used_otp = wallets.check_otp_of(ctx, session, totp, wallet.user_id, factors.otp)
         except BaseException:
             _record_alone(session, record_success)
             raise
@@ -161,6 +168,7 @@ def authorising_spend(
     compare_and_set: Update,
     signed: Signed | None = None,
     *,
+    params: Mapping[str, Any] | None = None,
     rechecked: bool = False,
 ) -> Iterator[None]:
     """Authorises a spend of `amount` from `wallet` by running `compare_and_set` (an UPDATE whose WHERE
@@ -172,21 +180,27 @@ def authorising_spend(
 
     The wallet's row lock, held until the end of the block, runs the authorisations spending from one
     address one at a time. Any error rolls back, which also releases the lock. `signed`: its right PIN's
-    record is written in this transaction (one commit fewer), or alone if this one rolls back. `rechecked`:
+    record is written in this transaction (one commit fewer), or alone if this one rolls back. `params`:
+    the compare-and-set's parameters (a statement built once, with bind parameters). `rechecked`:
     the spend's coins are checked against the chain again before they move (a buy order's escrow), so a
     balance read within the last second may answer yes (`holds.check_available`)."""
     record = signed.record_success if signed is not None else None
     try:
-        # Per address, not per row: two accounts may have linked the same mobile wallet.
-        table = Wallet.__table__  # type: ignore[attr-defined]
-        lock_rows(session, table, table.c.address == wallet.address)
-        if record is not None:
+        if record is None:
+            # Per address, not per row: two accounts may have linked the same mobile wallet.
+            table = Wallet.__table__  # type: ignore[attr-defined]
+            lock_rows(session, table, table.c.address == wallet.address)
+        else:
+            # The right PIN's record is an UPDATE of this custodial wallet's row: it takes the row's lock
+            # (SQLite: the write lock) until the end, before the compare-and-set, so it is the lock. No
+            # other row has the address: only our key could have linked it elsewhere, and it signs no
+            # link message.
             record(session)
         if compare_and_set.whereclause is None:
             raise TypeError("a compare-and-set names the state it expects")
         # The compare-and-set first: a duplicate authorisation gets 409, not a balance refusal. It makes the
         # spend one of the wallet's holds, so the balance check counts it with the others.
-        if session.execute(compare_and_set).rowcount != 1:  # type: ignore[attr-defined]
+        if session.execute(compare_and_set, params).rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(f"{what} was authorised, or has ended, in another request meanwhile")
         check_available(
             ctx,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, or_, union_all
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from app.coin.errors import InsufficientBalance
 from app.coin.service import BALANCE_QUOTE_SECONDS, balance_now, balance_quote, recent_balance
@@ -35,7 +35,7 @@ class Hold:
     holding: tuple[str, ...]
     # Where known: the states in which the coins have left the wallet on chain, and the column stamped
     # when our records learnt it. A custodial wallet's balance is answered without an eth_call only
-    # while every registered hold says so (`_spendable_own_key`).
+    # while every registered hold says so (`_spendable_from_recent_balance`).
     spent: tuple[str, ...] = ()
     changed_at: Any = None
 
@@ -54,7 +54,7 @@ def register(hold: Hold) -> Hold:
 
 
 # A custodial wallet's chain balance, read by an eth_call, is reused this long by this process (see
-# `_spendable_own_key`); CLOCK_MARGIN widens the window of spends counted against it, against clock skew
+# `_spendable_from_recent_balance`); CLOCK_MARGIN widens the window of spends counted against it, against clock skew
 # between the service's processes.
 OWN_KEY_BALANCE_SECONDS = 10.0
 # A spend checked again against the chain before its coins move (`check_available(..., rechecked=True)`)
@@ -63,16 +63,24 @@ RECHECKED_BALANCE_SECONDS = BALANCE_QUOTE_SECONDS
 CLOCK_MARGIN = timedelta(seconds=2)
 
 
+def _column(attribute: Any) -> Any:
+    """The table column behind a model's attribute."""
+    return attribute.property.columns[0]
+
+
 def _holds_query(with_spent: bool) -> Any:
-    """One statement over every kind of spend (it runs on every authorisation), built once: its compiled
-    form and cache key are reused; the statuses are plain equalities, not an IN list expanded at each run."""
+    """One statement over every kind of spend (it runs on every create and authorisation), built once: its
+    compiled form and cache key are reused; the statuses are plain equalities, not an IN list expanded at
+    each run. Plain Core, on the tables' columns: the ORM's execution path cost more than the query."""
     parts = []
     for hold in HOLDS:
-        counted: ColumnElement[bool] = or_(*(col(hold.status) == s for s in hold.holding))
+        status = _column(hold.status)
+        counted: ColumnElement[bool] = or_(*(status == s for s in hold.holding))
         if with_spent:
-            gone = or_(*(col(hold.status) == s for s in hold.spent))
-            counted = or_(counted, and_(gone, col(hold.changed_at) >= bindparam("since")))
-        parts.append(select(hold.amount).where(col(hold.address) == bindparam("address"), counted))
+            gone = or_(*(status == s for s in hold.spent))
+            counted = or_(counted, and_(gone, _column(hold.changed_at) >= bindparam("since")))
+        address = _column(hold.address)
+        parts.append(select(_column(hold.amount)).where(address == bindparam("address"), counted))
     return union_all(*parts)
 
 
@@ -104,14 +112,16 @@ def available(ctx: Context, session: Session, address: str, *, exact: bool = Tru
     held = reserved(session, address)
     if not exact:
         return balance_quote(ctx, address) - held
-    return balance_now(ctx, address) - held  # remembered for `_spendable_own_key`
+    return balance_now(ctx, address) - held  # remembered for `_spendable_from_recent_balance`
 
 
-def _spendable_own_key(
+def _spendable_from_recent_balance(
     ctx: Context, session: Session, address: str, max_age: float = OWN_KEY_BALANCE_SECONDS
 ) -> int | None:
-    """A lower bound of what a custodial wallet may spend, without asking the chain; None if this process
-    has no balance of it read within `max_age` seconds.
+    """A lower bound of what a wallet may spend, from this process's recent read of its balance and our
+    records of its spends, without asking the chain; None if no balance of it was read within `max_age`
+    seconds. Sound for a custodial wallet (below); for a linked one only where the spend is checked
+    against the chain again before its coins move (`rechecked`).
 
     Only we hold a custodial wallet's key, and it signs only the spends listed in HOLDS (never an
     approval or a permit that `transferFrom` or `burnFrom` could draw on), so coins leave it only
@@ -155,7 +165,7 @@ def check_available(
     needed = 0 if counted else amount
     if own_key or rechecked:
         max_age = OWN_KEY_BALANCE_SECONDS if own_key else RECHECKED_BALANCE_SECONDS
-        lower = _spendable_own_key(ctx, session, address, max_age)
+        lower = _spendable_from_recent_balance(ctx, session, address, max_age)
         if lower is not None and needed <= lower:
             return
     left = available(ctx, session, address, exact=exact)

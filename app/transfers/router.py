@@ -33,8 +33,12 @@ async def create_transfer(
 )
 async def authorize_transfer(
     transfer_id: str, req: TransferAuthorize, ctx: ContextDep, session: SessionDep, token: BearerToken
-) -> TransferPublic:
-    return await as_user(session, token, lambda user: service.authorize(ctx, session, user, transfer_id, req))
+) -> JSONResponse:
+    answer = await as_user(
+        session, token, lambda user: service.authorize(ctx, session, user, transfer_id, req)
+    )
+    # Serialised here, once: a returned model is validated against response_model again, then encoded.
+    return JSONResponse(content=answer.model_dump(mode="json"))
 
 
 @router.get(

@@ -10,10 +10,11 @@ whatever is retried; every state change is committed before the next step starts
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, update
+from sqlalchemy import Table, and_, bindparam, or_
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -33,7 +34,7 @@ from app.transfers.schemas import Challenge, StepPublic, TransferAuthorize, Tran
 from app.transfers.steps import StepLog, fail
 from app.users.models import User
 from app.wallets import service as wallets
-from app.wallets.models import WalletKind
+from app.wallets.models import UserTotp, Wallet, WalletKind
 from wallet.models import OutgoingTx
 from wallet.relayer import TxStatus
 from wallet.typed_data import (
@@ -48,6 +49,15 @@ VALIDITY_SECONDS = 300
 OPEN = (TransferStatus.pending_authorization, TransferStatus.authorized, TransferStatus.submitted)
 TRANSFERS: Table = Transfer.__table__  # type: ignore[attr-defined]
 INSERT_TRANSFER = TRANSFERS.insert()  # built once: its cache key is computed once
+# Compare-and-set: of two concurrent authorizations only one passes. Core, built once.
+AUTHORISE = (
+    TRANSFERS.update()
+    .where(
+        TRANSFERS.c.id == bindparam("transfer_id"),
+        TRANSFERS.c.status == TransferStatus.pending_authorization,
+    )
+    .values(status=TransferStatus.authorized, signature=bindparam("sig"), updated_at=bindparam("at"))
+)
 
 
 def _domain(ctx: Context) -> TokenDomain:
@@ -57,29 +67,43 @@ def _domain(ctx: Context) -> TokenDomain:
 def create(
     ctx: Context, session: Session, user: User, req: TransferCreate, key: str | None
 ) -> tuple[int, dict[str, Any]]:
-    written: dict[str, list[StepPublic]] = {}  # the new transfer's steps, to answer without reading them
+    written: dict[str, Written] = {}  # what the answer shows of a new transfer, without reading it back
     return idempotency.create_once(
         session,
         f"{user.id}:transfers.create",
         key,
         req.model_dump(),
         kind="transfer",
-        load=lambda transfer_id: session.get(Transfer, transfer_id),
+        load=lambda transfer_id: get_transfer(session, transfer_id),
         make=lambda: _new_transfer(ctx, session, user, req, written),
         ident=lambda transfer: transfer.id,
-        render=lambda transfer: to_public(session, transfer, written.get(transfer.id)).model_dump(
-            mode="json"
-        ),
+        render=lambda transfer: _render_new(session, transfer, written.get(transfer.id)),
+    )
+
+
+@dataclass(frozen=True)
+class Written:
+    steps: list[StepPublic]
+    otp_required: bool
+
+
+def _render_new(session: Session, transfer: Transfer, written: Written | None) -> dict[str, Any]:
+    if written is None:  # created by an earlier attempt with the same key
+        return to_public(session, transfer).model_dump(mode="json")
+    return to_public(session, transfer, written.steps, otp_required=written.otp_required).model_dump(
+        mode="json"
     )
 
 
 def _new_transfer(
-    ctx: Context, session: Session, user: User, req: TransferCreate, written: dict[str, list[StepPublic]]
+    ctx: Context, session: Session, user: User, req: TransferCreate, written: dict[str, Written]
 ) -> Transfer:
-    wallet = wallets.require_wallet(session, user.id or 0)
-    to_address, to_user_id = resolve_recipient(session, req.to)
+    """Reads and checks everything first, then writes: on SQLite the first write takes the database's
+    write lock until the commit, so the reads (the one-time code's enrolment too) stay out of it."""
+    to_address, to_user_id = resolve_recipient(session, req.to)  # no query for an address
+    wallet, otp_enrolled, owner = wallets.sender_and_recipient(session, user.id or 0, to_address)
     if to_user_id is None:
-        to_user_id = wallets.user_of_address(session, to_address)
+        to_user_id = owner
     amount = parse_amount(req.amount)
     if to_address == wallet.address:
         raise AppError("you cannot send coins to your own wallet")
@@ -106,6 +130,8 @@ def _new_transfer(
         valid_before=now + VALIDITY_SECONDS,
         nonce=nonce,
     )
+    custodial = wallet.kind == WalletKind.custodial
+    otp_required = custodial and otp_enrolled
     stamp = utcnow()
     transfer = Transfer(
         id=transfer_id,
@@ -128,17 +154,35 @@ def _new_transfer(
     session.execute(INSERT_TRANSFER, transfer.model_dump())
     steps = StepLog(session, [transfer], new=True)
     steps.add(transfer, StepKind.requested, to=to_address, amount=format_amount(amount), memo=req.memo)
-    how = "pin" if wallet.kind == WalletKind.custodial else "signature"
+    how = "pin" if custodial else "signature"
     steps.add(transfer, StepKind.challenge_issued, type=how, digest="0x" + typed_data_digest(typed).hex())
     steps.write()
-    written[transfer.id] = steps.steps_of(transfer.id)
+    written[transfer.id] = Written(steps.steps_of(transfer.id), otp_required)
     return transfer
+
+
+# Built once (every authorisation and every GET of a transfer reads one): its cache key is computed once.
+_TRANSFER_BY_ID = select(Transfer).where(col(Transfer.id) == bindparam("transfer_id"))
+
+
+# An authorisation's reads in one statement: the transfer, its sender's active wallet (None: none any
+# more) and one-time-code enrolment (None: not enrolled).
+_TO_AUTHORISE = (
+    select(Transfer, Wallet, UserTotp)
+    .outerjoin(Wallet, and_(col(Wallet.user_id) == col(Transfer.user_id), col(Wallet.active).is_(True)))
+    .outerjoin(UserTotp, col(UserTotp.user_id) == col(Transfer.user_id))
+    .where(col(Transfer.id) == bindparam("transfer_id"))
+)
+
+
+def get_transfer(session: Session, transfer_id: str) -> Transfer | None:
+    return session.exec(_TRANSFER_BY_ID, params={"transfer_id": transfer_id}).first()
 
 
 def get_own(session: Session, user: User, transfer_id: str, *, may_receive: bool = False) -> Transfer:
     """The sender's transfer; with `may_receive`, also one to this user once its sender authorised it
     (until then it is only a draft of the sender's, which its recipient must not see)."""
-    transfer = session.get(Transfer, transfer_id)
+    transfer = get_transfer(session, transfer_id)
     visible = transfer is not None and (
         transfer.user_id == user.id
         or (may_receive and transfer.to_user_id == user.id and transfer.signature is not None)
@@ -153,7 +197,10 @@ def authorize(
 ) -> TransferPublic:
     """Checks the PIN (and code) or the signature, then authorises the spend; answers with the transfer
     as authorised, without reading back what it wrote."""
-    transfer = get_own(session, user, transfer_id)
+    row = session.exec(_TO_AUTHORISE, params={"transfer_id": transfer_id}).first()
+    if row is None or row[0].user_id != user.id:
+        raise NotFound(f"no transfer {transfer_id} of yours")
+    transfer, wallet, enrolment = row
     if transfer.status != TransferStatus.pending_authorization:
         raise Conflict(f"transfer {transfer_id} is already {transfer.status}")
     now = chain_now(ctx)
@@ -163,21 +210,21 @@ def authorize(
         raise AuthorizationExpired("the authorization window has passed; create a new transfer")
     if now <= transfer.valid_after:
         raise NotYetValid("this authorization is not valid yet")
-    wallet = wallets.require_wallet(session, user.id or 0)
+    if wallet is None:
+        raise NotFound(wallets.NO_WALLET)
     if wallet.address != transfer.from_address:
         raise Conflict("the transfer was created for another wallet")
-    signed = authorizer.sign(ctx, session, wallet, transfer.typed_data, req, record_with_spend=True)
-    signature = "0x" + signed.signature.hex()
-    # Compare-and-set: of two concurrent authorizations only one passes.
-    authorise = (
-        update(Transfer)
-        .where(col(Transfer.id) == transfer_id, col(Transfer.status) == TransferStatus.pending_authorization)
-        .values(status=TransferStatus.authorized, signature=signature, updated_at=utcnow())
+    # Its steps so far, read before the first write (the PIN's attempt in `sign`), which on SQLite holds
+    # the write lock until the commit. Only the compare-and-set that passes adds steps to a waiting transfer.
+    steps = StepLog(session, [transfer], read=True)
+    signed = authorizer.sign(
+        ctx, session, wallet, transfer.typed_data, req, record_with_spend=True, enrolment=enrolment
     )
+    signature = "0x" + signed.signature.hex()
+    cas = {"transfer_id": transfer_id, "sig": signature, "at": utcnow()}
     with authorizer.authorising_spend(
-        ctx, session, wallet, transfer.amount, "this transfer", authorise, signed
+        ctx, session, wallet, transfer.amount, "this transfer", AUTHORISE, signed, params=cas
     ):
-        steps = StepLog(session, [transfer], read=True)
         steps.add(transfer, StepKind.authorized, how=signed.how)
         steps.add(
             transfer,
@@ -195,8 +242,11 @@ def authorize(
     return to_public(session, transfer, steps.steps_of(transfer.id))
 
 
-def to_public(session: Session, t: Transfer, known: list[StepPublic] | None = None) -> TransferPublic:
-    """The transfer as the API shows it; `known`: its steps, when the caller has them all already."""
+def to_public(
+    session: Session, t: Transfer, known: list[StepPublic] | None = None, *, otp_required: bool | None = None
+) -> TransferPublic:
+    """The transfer as the API shows it; `known`: its steps, when the caller has them all already;
+    `otp_required`: whether its sender must give a one-time code, when the caller knows."""
     if known is None:
         known = [
             StepPublic(seq=s.seq, kind=s.kind, at=s.at, details=s.details)
@@ -216,9 +266,9 @@ def to_public(session: Session, t: Transfer, known: list[StepPublic] | None = No
     if t.status == TransferStatus.pending_authorization:
         expires = datetime.fromtimestamp(t.valid_before, UTC)
         if t.wallet_kind == WalletKind.custodial:
-            challenge = Challenge(
-                type="pin", otp_required=wallets.totp_enabled(session, t.user_id), expires_at=expires
-            )
+            if otp_required is None:
+                otp_required = wallets.totp_enabled(session, t.user_id)
+            challenge = Challenge(type="pin", otp_required=otp_required, expires_at=expires)
         else:
             challenge = Challenge(type="signature", typed_data=t.typed_data, expires_at=expires)
     status = TransferStatus.submitted if t.status == TransferStatus.authorized else t.status

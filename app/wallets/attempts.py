@@ -8,8 +8,8 @@ right secret takes it back.
 `reserve` commits the count in a short transaction of its own: a process that dies mid-check leaves the
 attempt counted. `reserve_in` leaves it in the caller's transaction, which then holds the counter row's
 lock (PostgreSQL) or the database's write lock (SQLite) until it ends, so parallel guesses still queue
-behind it and see its count: the caller commits the count before it answers a wrong secret (`failed`),
-and a right one commits with the act it authorises (one commit fewer). A process that dies before that
+behind it and see its count: the caller commits the count before it answers a wrong secret, and a
+right one commits with the act it authorises (one commit fewer). A process that dies before that
 commit has answered nothing, so the guess it leaves uncounted told nobody anything.
 """
 
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, literal, null, or_, select, update
+from sqlalchemy import Column, Select, Update, bindparam, case, null, or_, select, update
 from sqlmodel import Session
 
 from app.core.security import utcnow
@@ -28,11 +29,47 @@ from common.dbtypes import UTCDateTime
 
 @dataclass(frozen=True)
 class AttemptLimit:
-    table: Any  # the SQLModel class
-    failures: Any  # its counter column
-    locked_until: Any  # its lock column
+    """A counter of wrong attempts per row of a table, given by its columns (Core columns: the statements
+    below are plain Core, built once, with the row's key as a parameter)."""
+
+    key: Column[Any]  # the column that names one counter's row
+    failures: Column[Any]  # its counter column
+    locked_until: Column[Any]  # its lock column
     limit: int
     lockout: timedelta
+
+    @cached_property
+    def reserving(self) -> Update:
+        reaching = self.failures + 1 >= self.limit
+        return (
+            update(self.key.table)
+            .where(
+                self.key == bindparam("key"),
+                self.failures < self.limit,
+                or_(self.locked_until.is_(None), self.locked_until <= bindparam("now")),
+            )
+            .values(
+                {
+                    self.failures: case((reaching, 0), else_=self.failures + 1),
+                    self.locked_until: case(
+                        (reaching, bindparam("until", type_=UTCDateTime())), else_=null()
+                    ),
+                }
+            )
+            .returning(self.failures, self.locked_until)
+        )
+
+    @cached_property
+    def resetting(self) -> Update:
+        return (
+            update(self.key.table)
+            .where(self.key == bindparam("key"))
+            .values({self.failures: 0, self.locked_until: None})
+        )
+
+    @cached_property
+    def reading_lock(self) -> Select[Any]:
+        return select(self.locked_until).where(self.key == bindparam("key"))
 
 
 @dataclass(frozen=True)
@@ -41,65 +78,39 @@ class Attempt:
     locks: bool  # the last one allowed: the lock already holds unless the secret proves right
 
 
-def reserve(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> Attempt | None:
-    """Counts one failed attempt, committed; None while locked (then nothing may be checked)."""
-    attempt = reserve_in(session, lim, where)
+def reserve(session: Session, lim: AttemptLimit, key: Any) -> Attempt | None:
+    """Counts one failed attempt on row `key`, committed; None while locked (then nothing may be checked)."""
+    attempt = reserve_in(session, lim, key)
     session.commit()
     return attempt
 
 
-def reserve_in(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> Attempt | None:
-    """`reserve` in the caller's transaction: the caller commits it before answering a wrong secret (with
-    `failed`), or with what a right one authorises; None while locked (then nothing may be checked).
+def reserve_in(session: Session, lim: AttemptLimit, key: Any) -> Attempt | None:
+    """`reserve` in the caller's transaction: the caller commits it before answering a wrong secret, or
+    with what a right one authorises; None while locked (then nothing may be checked).
     Until then this transaction holds the counter's row lock (PostgreSQL) or the write lock (SQLite):
     write nothing through another connection meanwhile."""
     now = utcnow()
-    reaching = lim.failures + 1 >= lim.limit
-    row = session.execute(
-        update(lim.table)
-        .where(
-            where,
-            lim.failures < lim.limit,
-            or_(lim.locked_until.is_(None), lim.locked_until <= now),
-        )
-        .values(
-            {
-                lim.failures: case((reaching, 0), else_=lim.failures + 1),
-                lim.locked_until: case((reaching, literal(now + lim.lockout, UTCDateTime())), else_=null()),
-            }
-        )
-        .returning(lim.failures, lim.locked_until)
-        .execution_options(synchronize_session=False)
-    ).first()
+    row = session.execute(lim.reserving, {"key": key, "now": now, "until": now + lim.lockout}).first()
     if row is None:
         return None
     locks = row[1] is not None
     return Attempt(number=lim.limit if locks else row[0], locks=locks)
 
 
-def failed(session: Session) -> None:
-    """A wrong secret after `reserve_in`: its count is committed before the answer says so."""
-    session.commit()
-
-
-def succeeded(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> None:
+def succeeded(session: Session, lim: AttemptLimit, key: Any) -> None:
     """The secret was right: the count starts over and a lock this attempt started is lifted (committed)."""
-    reset(session, lim, where)
+    reset(session, lim, key)
     session.commit()
 
 
-def reset(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> None:
+def reset(session: Session, lim: AttemptLimit, key: Any) -> None:
     """`succeeded` in the caller's transaction: the caller commits it, or, if that transaction rolls back,
     writes it again in one of its own (until then the attempt stays counted as failed: never uncounted)."""
-    session.execute(
-        update(lim.table)
-        .where(where)
-        .values({lim.failures: 0, lim.locked_until: None})
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(lim.resetting, {"key": key})
 
 
-def locked_until(session: Session, lim: AttemptLimit, where: ColumnElement[bool]) -> datetime | None:
-    value: datetime | None = session.execute(select(lim.locked_until).where(where)).scalar_one_or_none()
+def locked_until(session: Session, lim: AttemptLimit, key: Any) -> datetime | None:
+    value: datetime | None = session.execute(lim.reading_lock, {"key": key}).scalar_one_or_none()
     session.commit()
     return value

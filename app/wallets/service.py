@@ -6,10 +6,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import pyotp
-from sqlalchemy import bindparam, update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from web3 import Web3
@@ -29,13 +31,15 @@ from wallet.signer import LocalSigner
 
 PIN_MAX_FAILURES = 5
 PIN_LOCKOUT = timedelta(minutes=15)
+WALLETS: Table = Wallet.__table__  # type: ignore[attr-defined]
 PIN_ATTEMPTS = attempts.AttemptLimit(
-    Wallet, col(Wallet.pin_failures), col(Wallet.locked_until), PIN_MAX_FAILURES, PIN_LOCKOUT
+    WALLETS.c.id, WALLETS.c.pin_failures, WALLETS.c.locked_until, PIN_MAX_FAILURES, PIN_LOCKOUT
 )
 OTP_MAX_FAILURES = 5
 OTP_LOCKOUT = timedelta(minutes=15)
+TOTPS: Table = UserTotp.__table__  # type: ignore[attr-defined]
 OTP_ATTEMPTS = attempts.AttemptLimit(
-    UserTotp, col(UserTotp.failures), col(UserTotp.locked_until), OTP_MAX_FAILURES, OTP_LOCKOUT
+    TOTPS.c.user_id, TOTPS.c.failures, TOTPS.c.locked_until, OTP_MAX_FAILURES, OTP_LOCKOUT
 )
 LINK_TTL = timedelta(minutes=10)
 
@@ -48,6 +52,21 @@ def master_key(ctx: Context) -> MasterKey:
 _ACTIVE_WALLET = select(Wallet).where(
     col(Wallet.user_id) == bindparam("user_id"), col(Wallet.active).is_(True)
 )
+_TOTP = select(UserTotp).where(col(UserTotp.user_id) == bindparam("user_id"))
+_RECIPIENT = aliased(Wallet)
+_SENDER_AND_RECIPIENT = (
+    select(
+        Wallet,
+        UserTotp.enabled,
+        select(_RECIPIENT.user_id)
+        .where(_RECIPIENT.address == bindparam("to_address"), col(_RECIPIENT.active).is_(True))
+        .limit(1)
+        .scalar_subquery(),
+    )
+    .outerjoin(UserTotp, col(UserTotp.user_id) == col(Wallet.user_id))
+    .where(col(Wallet.user_id) == bindparam("user_id"), col(Wallet.active).is_(True))
+)
+NO_WALLET = "you have no wallet yet: create one (POST /api/v1/wallets) or link one"
 _TOTP_ENABLED = select(UserTotp.enabled).where(col(UserTotp.user_id) == bindparam("user_id"))
 _USER_OF_ADDRESS = (
     select(col(Wallet.user_id))
@@ -68,8 +87,23 @@ def user_of_address(session: Session, address: str) -> int | None:
 def require_wallet(session: Session, user_id: int) -> Wallet:
     wallet = active_wallet(session, user_id)
     if wallet is None:
-        raise NotFound("you have no wallet yet: create one (POST /api/v1/wallets) or link one")
+        raise NotFound(NO_WALLET)
     return wallet
+
+
+class SenderAndRecipient(NamedTuple):
+    wallet: Wallet  # the sender's active wallet
+    otp_enrolled: bool  # the sender has a one-time code enrolled (`totp_enabled`)
+    recipient_id: int | None  # the user whose active wallet has the recipient's address (`user_of_address`)
+
+
+def sender_and_recipient(session: Session, user_id: int, to_address: str) -> SenderAndRecipient:
+    """`require_wallet`, `totp_enabled` and the recipient's `user_of_address` in one query, where a
+    transfer's creation needs all three."""
+    row = session.exec(_SENDER_AND_RECIPIENT, params={"user_id": user_id, "to_address": to_address}).first()
+    if row is None:
+        raise NotFound(NO_WALLET)
+    return SenderAndRecipient(row[0], bool(row[1]), row[2])
 
 
 def _ensure_none(session: Session, user: User) -> None:
@@ -115,21 +149,20 @@ def verify_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> Call
     again in a transaction of its own if that one rolls back (app/spending/authorizer.py). The attempt
     itself is reserved here, before the PIN is checked, in the session's transaction: a wrong PIN's count
     is committed before it is answered, a right one's with the act it authorises (attempts.reserve_in)."""
-    where = col(Wallet.id) == wallet.id
     pins.pepper(ctx)  # before the attempt holds SQLite's write lock: its first use may insert it
-    attempt = attempts.reserve_in(session, PIN_ATTEMPTS, where)
+    attempt = attempts.reserve_in(session, PIN_ATTEMPTS, wallet.id)
     if attempt is None:
-        raise WalletLocked(_locked_detail("PINs", attempts.locked_until(session, PIN_ATTEMPTS, where)))
+        raise WalletLocked(_locked_detail("PINs", attempts.locked_until(session, PIN_ATTEMPTS, wallet.id)))
     if pins.verify_pin(ctx, wallet.pin_hash, wallet.user_id, pin):
         new_hash = pins.hash_pin(ctx, wallet.user_id, pin) if pins.needs_rehash(wallet.pin_hash) else None
 
         def record_success(into: Session) -> None:
             if new_hash is not None:
                 _set_pin_hash(into, wallet, new_hash)
-            attempts.reset(into, PIN_ATTEMPTS, where)
+            attempts.reset(into, PIN_ATTEMPTS, wallet.id)
 
         return record_success
-    attempts.failed(session)
+    session.commit()  # a wrong PIN's count, before the answer says so
     if attempt.locks:
         raise WalletLocked("too many wrong PINs; the wallet is locked for 15 minutes")
     left = PIN_MAX_FAILURES - attempt.number
@@ -195,7 +228,25 @@ def check_otp(
     """True when a code was required and accepted. Each time step's code is accepted once (a
     compare-and-set on last_counter), and at most OTP_MAX_FAILURES wrong codes are checked per lock
     window (reserved before checking, like PINs). Commits the session."""
-    row = session.get(UserTotp, user_id)
+    return check_otp_of(ctx, session, otp_enrolment(session, user_id), user_id, code, enrolling=enrolling)
+
+
+def otp_enrolment(session: Session, user_id: int) -> UserTotp | None:
+    """The user's one-time code enrolment, if any, for `check_otp_of`."""
+    return session.exec(_TOTP, params={"user_id": user_id}).first()
+
+
+def check_otp_of(
+    ctx: Context,
+    session: Session,
+    row: UserTotp | None,
+    user_id: int,
+    code: str | None,
+    *,
+    enrolling: bool = False,
+) -> bool:
+    """`check_otp` with the user's enrolment read already (`otp_enrolment`): before the transaction's first
+    write, which on SQLite holds the database's write lock until the commit."""
     if row is None or (not row.enabled and not enrolling):
         if enrolling:
             raise NotFound("start with POST /api/v1/auth/totp/setup")
@@ -203,9 +254,11 @@ def check_otp(
     if not code:
         raise OtpRequired("this account needs a one-time code (otp)")
     where = col(UserTotp.user_id) == user_id
-    attempt = attempts.reserve(session, OTP_ATTEMPTS, where)
+    attempt = attempts.reserve(session, OTP_ATTEMPTS, user_id)
     if attempt is None:
-        raise OtpLocked(_locked_detail("one-time codes", attempts.locked_until(session, OTP_ATTEMPTS, where)))
+        raise OtpLocked(
+            _locked_detail("one-time codes", attempts.locked_until(session, OTP_ATTEMPTS, user_id))
+        )
     totp = _totp(ctx, row)
     now = utcnow().timestamp()
     for drift in (0, -1, 1):  # one step of clock drift either way

@@ -21,6 +21,7 @@ from app.idempotency.models import IdempotencyRecord
 from app.market.models import Order
 from app.market.service import rules
 from app.transfers.models import Transfer
+from app.wallets.models import Wallet
 from tests.api.helpers import admin_headers, idem, login, parallel, register
 from tests.api.wallet_helpers import (
     PIN,
@@ -88,6 +89,34 @@ def test_parallel_authorisations_spend_a_balance_once(client: TestClient, ctx: C
         assert [t.id for t in rows if t.tx_id is not None] == [winner]  # only one was relayed
         batches = s.exec(select(OutgoingTx).where(col(OutgoingTx.purpose) == "transfer_batch")).all()
         assert len(batches) == 1 and batches[0].status == "confirmed"
+
+
+def test_parallel_pin_authorisations_spend_a_balance_once(client: TestClient, ctx: Context) -> None:
+    """A custodial wallet: 5 coins, 10 transfers of 5 authorised with the PIN at once. The right PIN's
+    record holds the wallet's lock through the balance check: one passes, 9 get 422, and the right PINs
+    leave no failed attempt behind."""
+    admin = admin_headers(client, ctx)
+    _u, headers, address = user_with_custodial_wallet(client)
+    fund(client, admin, address, "5")
+    to = Account.create().address
+    created = [_send(client, headers, to, "5") for _ in range(10)]
+    assert all(r.status_code == 201 for r in created), [r.text for r in created]
+    answers = parallel(
+        [
+            lambda tid=r.json()["id"]: client.post(
+                f"/api/v1/transfers/{tid}/authorize", json={"pin": PIN}, headers=headers
+            )
+            for r in created
+        ]
+    )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200] + [422] * 9, [r.text for r in answers]
+    assert {r.json()["error"] for r in answers if r.status_code == 422} == {"InsufficientBalance"}
+    winner = next(r.json()["id"] for r in answers if r.status_code == 200)
+    assert wait_final(client, headers, winner)["status"] == "confirmed"
+    assert ctx.coin.functions.balanceOf(to).call() == 5 * COIN
+    with Session(ctx.engine) as s:
+        assert s.exec(select(Wallet.pin_failures).where(col(Wallet.address) == address)).one() == 0
 
 
 def test_a_transfer_and_an_escrow_compete_for_the_same_coins(

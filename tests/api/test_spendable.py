@@ -63,7 +63,9 @@ def test_a_remembered_balance_counts_spends_mined_since_and_asks_the_chain_befor
     assert wait_final(client, headers, first)["status"] == "confirmed"
     assert ctx.cache.balances[address].value == 10 * 10**18
     with Session(ctx.engine) as s:
-        assert holds._spendable_own_key(ctx, s, address) == 4 * 10**18  # answered without the chain
+        assert (
+            holds._spendable_from_recent_balance(ctx, s, address) == 4 * 10**18
+        )  # answered without the chain
     # 4 left on chain: the remembered 10 less the 6 confirmed since it was read does not cover 5.
     refused = _authorize(client, headers, second)
     assert refused.status_code == 422, refused.text
