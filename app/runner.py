@@ -160,8 +160,10 @@ def banner(settings: Settings, has_admin: bool) -> list[str]:
 
 
 # uvloop's event loop and httptools' HTTP parser: uvicorn's pure-Python fallbacks (asyncio, h11) cost
-# several times their CPU per request.
-FAST: dict[str, Any] = {"loop": "uvloop", "http": "httptools"}
+# several times their CPU per request. No proxy headers: uvicorn would believe X-Forwarded-For from any
+# peer on 127.0.0.1 and replace the client's address before the app sees it; ESSX_TRUSTED_PROXIES alone
+# decides whose it believes (app/api/deps.py `client_address`), and nothing reads X-Forwarded-Proto.
+FAST: dict[str, Any] = {"loop": "uvloop", "http": "httptools", "proxy_headers": False}
 
 
 def serve(settings: Settings) -> None:

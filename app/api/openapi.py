@@ -40,16 +40,28 @@ _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
 
-def install(app: FastAPI) -> None:
-    """Makes `app.openapi()` (and /openapi.json, /docs) serve the corrected document."""
+def install(app: FastAPI, path_order: list[str] | None = None) -> None:
+    """Makes `app.openapi()` (and /openapi.json, /docs) serve the corrected document, its paths in
+    `path_order` where given (routes may be tried in another order than they are documented in)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = correct(generate())
+            app.openapi_schema = in_order(correct(generate()), path_order or [])
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def in_order(doc: dict[str, Any], path_order: list[str]) -> dict[str, Any]:
+    """The document with the paths named in `path_order` in that order, in the places they held among
+    the others (which stay where they are)."""
+    paths: dict[str, Any] = doc.get("paths", {})
+    position = {path: i for i, path in enumerate(path_order)}
+    ordered = iter(sorted((p for p in paths if p in position), key=position.__getitem__))
+    keys = [next(ordered) if p in position else p for p in paths]
+    doc["paths"] = {p: paths[p] for p in keys}
+    return doc
 
 
 def correct(doc: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,13 @@ ALGORITHM = "HS256"
 # Every claim we read must be there: a token without `exp` would never expire.
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "type", "jti", "fam", "ep"]
 MAX_ID = 2**31 - 1  # users.id (and the session epoch) are 32-bit INTEGER columns on PostgreSQL
+# Tokens already checked, with their expiry: a client sends the same access token with every request,
+# and checking it again (base64, JSON, HMAC, claims) cost more CPU than the rest of a cheap request's
+# authentication. Keyed by the whole token (and secret and kind): a token that differs in any byte is
+# checked afresh. Bounded: emptied when full (only tokens we signed get in).
+_CHECKED: dict[tuple[str, str, str], tuple[TokenClaims, int]] = {}
+CHECKED_TOKENS_KEPT = 10_000
+_clock = time.time  # seconds since 1970, as PyJWT reads `exp`
 
 
 def hash_secret(plain: str) -> str:
@@ -77,6 +85,23 @@ def _bounded_int(value: Any) -> int | None:
 
 def decode_token(secret: str, token: str, kind: str) -> TokenClaims:
     """The claims of a token we signed, of this kind and not expired; anything else is a 401."""
+    key = (secret, token, kind)
+    checked = _CHECKED.get(key)
+    if checked is not None:
+        claims, expires = checked
+        if _clock() < expires:  # PyJWT's rule: expired once `exp <= now`
+            return claims
+        _CHECKED.pop(key, None)
+        raise Unauthorized("token expired")
+    claims, expires = _check_token(secret, token, kind)
+    if len(_CHECKED) >= CHECKED_TOKENS_KEPT:
+        _CHECKED.clear()
+    _CHECKED[key] = (claims, expires)
+    return claims
+
+
+def _check_token(secret: str, token: str, kind: str) -> tuple[TokenClaims, int]:
+    """The claims of a token we signed (of this kind, not expired) and its expiry (seconds since 1970)."""
     try:
         payload: dict[str, Any] = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": REQUIRED_CLAIMS}
@@ -92,7 +117,8 @@ def decode_token(secret: str, token: str, kind: str) -> TokenClaims:
     jti, family = payload["jti"], payload["fam"]
     if user_id is None or epoch is None or not _short_str(jti) or not _short_str(family):
         raise Unauthorized("invalid token")
-    return TokenClaims(user_id=user_id, kind=kind, jti=jti, family=family, epoch=epoch)
+    claims = TokenClaims(user_id=user_id, kind=kind, jti=jti, family=family, epoch=epoch)
+    return claims, int(payload["exp"])
 
 
 def _short_str(value: Any) -> bool:

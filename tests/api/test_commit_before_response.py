@@ -5,15 +5,18 @@ ran `get_session`'s commit after the response was sent."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
+from app.api import deps
 from app.context import Context
 from app.main import create_app
 from app.users.models import User
-from tests.api.helpers import PASSWORD
+from tests.api.helpers import PASSWORD, login, register
 
 
 def test_a_write_is_committed_when_its_response_starts(ctx: Context) -> None:
@@ -38,3 +41,30 @@ def test_a_write_is_committed_when_its_response_starts(ctx: Context) -> None:
         )
     assert r.status_code == 202, r.text
     assert seen == [True]
+
+
+def test_only_a_session_with_something_to_end_takes_the_thread_pool(
+    client: TestClient, ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a request that only read has no transaction open in the driver: its commit is done on the
+    event loop, without a hop to the pool (which costs more than a small route). A write still commits
+    in the pool before the answer leaves (above); PostgreSQL always commits there."""
+    hops: list[str] = []
+    pooled = deps.run_in_threadpool
+
+    async def counted(fn: Callable[[], Any]) -> Any:
+        hops.append(fn.__name__)
+        return await pooled(fn)
+
+    monkeypatch.setattr(deps, "run_in_threadpool", counted)
+    headers = login(client, register(client, "consumer")["email"])
+    hops.clear()
+    assert client.get("/api/v1/users/me", headers=headers).status_code == 200
+    assert hops == ([] if ctx.engine.dialect.name == "sqlite" else ["commit"])
+    hops.clear()
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    body = {"email": email, "password": PASSWORD, "display_name": "Kim", "role": "consumer"}
+    assert client.post("/api/v1/auth/register", json=body).status_code == 202
+    assert hops == ["commit"]
+    with Session(ctx.engine) as s:
+        assert s.exec(select(User.id).where(col(User.email) == email)).first() is not None

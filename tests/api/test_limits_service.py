@@ -120,3 +120,19 @@ def test_the_log_shows_no_crash(service: ServiceProcess) -> None:
     _alive(service)
     log = Path(service.log).read_text(errors="replace")
     assert "Segmentation fault" not in log and "RecursionError" not in log
+
+
+def test_forwarded_for_is_not_believed_from_a_peer_that_is_no_trusted_proxy(service: ServiceProcess) -> None:
+    """ESSX_TRUSTED_PROXIES alone says whose X-Forwarded-For counts (app/api/deps.py). uvicorn's own proxy
+    handling believed any peer on 127.0.0.1 and rewrote the client's address before the app saw it, so a
+    local client escaped the login back-off by naming a new address each time."""
+    codes = [
+        httpx.post(
+            f"{service.base}/api/v1/auth/token",
+            data={"username": "nobody@example.com", "password": f"guess-{i}"},
+            headers={"X-Forwarded-For": f"192.0.2.{i + 1}"},
+            timeout=30,
+        ).status_code
+        for i in range(5)
+    ]
+    assert codes[:3] == [401] * 3 and 429 in codes[3:], codes  # one client: three free guesses, then back-off
