@@ -14,8 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, union_all
-from sqlmodel import Session, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Numeric,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
+from sqlmodel import Session
 
 from app.coin.errors import InsufficientBalance
 from app.coin.service import BALANCE_QUOTE_SECONDS, balance_now, balance_quote, recent_balance
@@ -68,10 +80,20 @@ def _column(attribute: Any) -> Any:
     return attribute.property.columns[0]
 
 
-def _holds_query(with_spent: bool) -> Any:
+# SQLite sums integers in 64 bits (an overflow is an error) and text wider than that as a float, so there
+# an amount (decimal text of a non-negative integer, up to 78 digits) is summed in chunks of CHUNK_DIGITS digits, each chunk's sum
+# exact while a wallet has fewer than 9 million holds, and the chunks are put together here. PostgreSQL
+# sums NUMERIC exactly.
+CHUNK_DIGITS = 12
+CHUNKS = 7  # 7 x 12 digits cover uint256 (78 digits)
+
+
+def _holds_query(with_spent: bool, dialect: str) -> Any:
     """One statement over every kind of spend (it runs on every create and authorisation), built once: its
     compiled form and cache key are reused; the statuses are plain equalities, not an IN list expanded at
-    each run. Plain Core, on the tables' columns: the ORM's execution path cost more than the query."""
+    each run. Plain Core, on the tables' columns: the ORM's execution path cost more than the query. It
+    answers one row, the exact sum (below): fetching every hold's amount, one row each, cost more than the
+    query (13 % of a signature buy's CPU with 190 open buy orders)."""
     parts = []
     for hold in HOLDS:
         status = _column(hold.status)
@@ -80,29 +102,42 @@ def _holds_query(with_spent: bool) -> Any:
             gone = or_(*(status == s for s in hold.spent))
             counted = or_(counted, and_(gone, _column(hold.changed_at) >= bindparam("since")))
         address = _column(hold.address)
-        parts.append(select(_column(hold.amount)).where(address == bindparam("address"), counted))
-    return union_all(*parts)
+        parts.append(
+            select(_column(hold.amount).label("amount")).where(address == bindparam("address"), counted)
+        )
+    amount = union_all(*parts).subquery().c.amount
+    width: Any = literal_column(str(CHUNK_DIGITS))
+    if dialect == "sqlite":
+        # substr from the right (a chunk left of the first digit is '', 0); the bounds are in the SQL text
+        chunks = [
+            func.sum(cast(func.substr(amount, literal_column(str(-CHUNK_DIGITS * (k + 1))), width), Integer))
+            for k in range(CHUNKS)
+        ]
+        return select(*chunks)
+    return select(func.sum(cast(amount, Numeric)))
 
 
-_queries: dict[bool, Any] = {}  # built on first use, after every hold has registered
+_queries: dict[tuple[bool, str], Any] = {}  # built on first use, after every hold has registered
 
 
-def _query(with_spent: bool) -> Any:
-    query = _queries.get(with_spent)
+def _query(with_spent: bool, dialect: str) -> Any:
+    query = _queries.get((with_spent, dialect))
     if query is None:
-        query = _queries[with_spent] = _holds_query(with_spent)
+        query = _queries[with_spent, dialect] = _holds_query(with_spent, dialect)
     return query
 
 
 def reserved(session: Session, address: str, *, spent_since: datetime | None = None) -> int:
-    """Coins of `address` promised to authorised spends that are not mined yet (summed here: amounts are
-    stored as decimal text, uint256 being wider than any SQL integer). With `spent_since`, also the spends
-    our records saw leave the wallet at or after that moment."""
+    """Coins of `address` promised to authorised spends that are not mined yet (summed exactly in SQL:
+    amounts are stored as decimal text, uint256 being wider than any SQL integer). With `spent_since`,
+    also the spends our records saw leave the wallet at or after that moment."""
+    dialect = session.get_bind().dialect.name
     if spent_since is None:
-        rows = session.execute(_query(False), {"address": address})
+        row = session.execute(_query(False, dialect), {"address": address}).one()
     else:
-        rows = session.execute(_query(True), {"address": address, "since": spent_since})
-    return sum(int(a) for a in rows.scalars())
+        row = session.execute(_query(True, dialect), {"address": address, "since": spent_since}).one()
+    # chunk k counts 10^(CHUNK_DIGITS * k); an empty sum is NULL
+    return sum(int(part or 0) * 10 ** (CHUNK_DIGITS * k) for k, part in enumerate(row))
 
 
 def available(ctx: Context, session: Session, address: str, *, exact: bool = True) -> int:

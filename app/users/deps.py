@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from app.api.deps import ContextDep, SessionDep, oauth2
+from app.api.deps import SessionDep, oauth2
+from app.context import Context
 from app.core.errors import Forbidden, Unauthorized
 from app.core.security import TokenClaims
 from app.users.models import Role, User
@@ -18,12 +19,15 @@ from app.users.service import access_claims, user_for_claims
 T = TypeVar("T")
 
 
-async def bearer_token(ctx: ContextDep, token: str | None = Depends(oauth2)) -> TokenClaims:
+async def bearer_token(request: Request, token: str | None = Depends(oauth2)) -> TokenClaims:
     """The request's bearer token, checked on the event loop (signature, kind, expiry; no database): a
     request without a valid one is answered 401 before its body is validated (a dependency that raises
-    ends the request first). Whether its user and session still stand is read with the user."""
+    ends the request first). Whether its user and session still stand is read with the user. The
+    context is read from the request, not through `ContextDep`: FastAPI solves a sub-dependency again
+    for each dependency that names it, which costs more than this function (app/api/deps.py)."""
     if not token:
         raise Unauthorized("missing bearer token")
+    ctx: Context = request.app.state.ctx
     return access_claims(ctx.settings, token)
 
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from app.context import Context
+from app.core.security import utcnow
 from app.market.models import EscrowStatus, Order
 from app.spending import holds
+from app.transfers.models import Transfer, TransferStatus
+from app.users.models import Role
+from app.users.service import create_user
 from tests.api.helpers import admin_headers, idem
 from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet, wait_final
 
@@ -104,3 +110,32 @@ def test_a_hold_registered_again_replaces_its_table_s_hold(monkeypatch: pytest.M
     holds.register(replace(order_hold))
     assert len(holds.HOLDS) == before
     assert sum(h.amount is Order.escrow_amount for h in holds.HOLDS) == 1
+
+
+def test_held_coins_are_summed_exactly_past_64_bits(clean_db: Engine) -> None:
+    """The holds are summed in SQL (one row back, not one per hold), exactly: amounts wider than 64 bits,
+    up to uint256, with carries between the parts SQLite sums them in."""
+    held = [2**256 - 1, 12345 * 10**18 + 999_999_999_999, 999_999_999_999, 1, 2**63, 2**64 + 7]
+    address, other = Account.create().address, Account.create().address
+    now = utcnow()
+    with Session(clean_db) as s:
+        user_id = create_user(s, "sum@example.com", "a long enough password", "Sum", Role.consumer).id or 0
+
+        def transfer(n: int, sender: str, amount: int, status: TransferStatus, at: object = now) -> Transfer:
+            return Transfer(
+                id=f"{n:032x}", user_id=user_id, wallet_kind="custodial", from_address=sender,
+                to_address=other, amount=amount, status=status, nonce="0x00", valid_after=0, valid_before=0,
+                typed_data={}, created_at=now, updated_at=at,
+            )  # fmt: skip
+
+        statuses = [TransferStatus.authorized, TransferStatus.submitted]
+        s.add_all(transfer(n, address, a, statuses[n % 2]) for n, a in enumerate(held))
+        s.add(transfer(10, address, 5, TransferStatus.pending_authorization))  # not authorised: no hold
+        s.add(transfer(11, address, 2**70, TransferStatus.confirmed))  # mined now
+        s.add(transfer(12, address, 3, TransferStatus.confirmed, now - timedelta(hours=1)))  # mined before
+        s.add(transfer(13, other, 2**65, TransferStatus.authorized))  # another wallet's
+        s.commit()
+        assert holds.reserved(s, address) == sum(held)
+        assert holds.reserved(s, address, spent_since=now - timedelta(minutes=1)) == sum(held) + 2**70
+        assert holds.reserved(s, other) == 2**65
+        assert holds.reserved(s, Account.create().address) == 0
