@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from sqlalchemy import event
 from sqlmodel import Session
 
 from app.context import Context
@@ -28,11 +29,18 @@ def run_once(ctx: Context) -> None:
     r = rules(ctx)
     now = clock.now()
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
+        flushed = _count_flushes(session)
         try:
+            trades: Sequence[object] = ()
             if r.mechanism == "continuous":
-                engine.match_open_slots(ctx, session, lambda slot_start: r.gate_closure(slot_start) > now)
-            engine.close_gates(ctx, session, r, now)
-            ctx.commit_background(session)
+                trades = engine.match_open_slots(
+                    ctx, session, lambda slot_start: r.gate_closure(slot_start) > now
+                )
+            closed = engine.close_gates(ctx, session, r, now)
+            if trades or closed or flushed or session.new or session.dirty or session.deleted:
+                ctx.commit_background(session)
+            else:  # the idle pass: nothing written, so no fence (an UPDATE) and no commit
+                session.rollback()
         except BaseException:
             engine.live_books(ctx).reset()  # it may hold fills that were not committed: rebuild it
             raise
@@ -101,6 +109,18 @@ class MarketWorker(Worker):
                 pass
         self._full_due = now + self.full_every
         return super().run_pass()
+
+
+def _count_flushes(session: Session) -> list[object]:
+    """A list that gets an item each time the session flushes: a pass that flushed has written (a call
+    auction's fills are flushed by the query that follows them, so `session.new` is empty again)."""
+    flushes: list[object] = []
+
+    @event.listens_for(session, "after_flush")
+    def _flushed(*_args: object) -> None:
+        flushes.append(None)
+
+    return flushes
 
 
 def _bound(work: Callable[[Context], object], ctx: Context) -> Callable[[], object]:
