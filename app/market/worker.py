@@ -44,8 +44,11 @@ def run_once(ctx: Context) -> None:
         except BaseException:
             engine.live_books(ctx).reset()  # it may hold fills that were not committed: rebuild it
             raise
-        if escrow.release_closed(ctx, session, r, now):
+        released = escrow.release_closed(ctx, session, r, now)
+        if released:
             ctx.commit_background(session)
+    if released:
+        ctx.relayer.kick()  # recording and settlement kick it themselves when they prepare a transaction
     recording.submit_trades(ctx)
 
 
@@ -75,7 +78,7 @@ def match_only(ctx: Context) -> bool:
 class MarketWorker(Worker):
     """``before_pass`` and ``after_pass``: work of other domains run in every pass before and after the
     market's own (the automatic trader, settlement), so the market needs not import them. Each step's
-    failure is logged and the others still run; the relayer is kicked at the end of every pass."""
+    failure is logged and the others still run."""
 
     def __init__(
         self,
@@ -84,8 +87,10 @@ class MarketWorker(Worker):
         before_pass: Sequence[Callable[[Context], object]] = (),
         after_pass: Sequence[Callable[[Context], object]] = (),
     ) -> None:
+        # No kick of the relayer after each pass: every step that prepares a transaction kicks it, and an
+        # idle pass's kick was a relayer pass a second for nothing (it reads rows of other processes on
+        # its own pace).
         steps = [_bound(work, ctx) for work in (*before_pass, run_once, *after_pass)]
-        steps.append(ctx.relayer.kick)
         # every placement kicks: under load, a short gap lets one incremental pass take what arrived
         # meanwhile instead of a pass per order
         pacing = Pacing(interval, busy_interval=interval, backoff_first=interval, backoff_max=10.0)

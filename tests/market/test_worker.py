@@ -75,9 +75,15 @@ def _fenced(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> list[None]:
 
 def test_an_idle_pass_commits_nothing(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     commits = _fenced(ctx, monkeypatch)
-    run_once(ctx)  # builds the books
-    run_once(ctx)
+    kicks: list[None] = []
+    monkeypatch.setattr(ctx.relayer, "kick", lambda: kicks.append(None))
+    worker = MarketWorker(ctx)  # never started: its passes are run here
+    worker.run_pass()  # builds the books
+    worker._full_due = 0.0  # the next pass is a full one too
+    worker.run_pass()
+    assert worker.failures == 0
     assert commits == []  # no fence (an UPDATE of the lease) and no commit when nothing was written
+    assert kicks == []  # nor a relayer pass: nothing was prepared
 
     seller, buyer = users(ctx.engine, 2)
     _open_order(ctx, seller, "sell", 150 * 10**18)
