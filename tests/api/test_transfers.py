@@ -233,7 +233,7 @@ def test_an_idle_batcher_pass_is_one_existence_check(ctx: Context) -> None:
         status="pending_authorization",
         nonce="0x" + "11" * 32,
         valid_after=0,
-        valid_before=2**40,
+        valid_before=2**31 - 1,
         typed_data={},
         created_at=now,
         updated_at=now,
