@@ -13,10 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from bench.bench_transfers import make_users
-from bench.service import concurrent_users_main, percentile, running_service
-
-PIN = "123456"
+from bench.bench_transfers import PIN, make_users
+from bench.service import ServiceCpu, concurrent_users_main, percentile, running_service
 
 
 def next_slot(minutes: int = 15) -> str:
@@ -28,7 +26,9 @@ def next_slot(minutes: int = 15) -> str:
 def run(users: int, seconds: float) -> dict[str, object]:
     with running_service(1.0) as svc:
         admin = {"Authorization": f"Bearer {svc.admin_token()}"}
-        headers = make_users(svc.base, admin, users)
+        coin = httpx.get(f"{svc.base}/api/v1/coin").json()
+        people, _ = make_users(svc.base, admin, users, "pin", ServiceCpu(svc.data_dir), coin)
+        headers = [u.headers for u in people]
         slot = next_slot()
         latencies: list[float] = []
         errors: list[str] = []
