@@ -46,6 +46,8 @@ def submit_trades(ctx: Context) -> int:
                 .limit(MAX_BATCH)
             )
         )
+        if not trades:  # the idle pass: no chain read (locks_for_batch's chain_now), no fence, no commit
+            return 0
         locking, locks, trades = escrow.locks_for_batch(ctx, session, trades)
         if not trades:
             ctx.commit_background(session)  # the skipped buyers' cancellations

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from sqlalchemy import event
 from sqlmodel import Session
 
 from app.context import Context
@@ -28,16 +29,26 @@ def run_once(ctx: Context) -> None:
     r = rules(ctx)
     now = clock.now()
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
+        flushed = _count_flushes(session)
         try:
+            trades: Sequence[object] = ()
             if r.mechanism == "continuous":
-                engine.match_open_slots(ctx, session, lambda slot_start: r.gate_closure(slot_start) > now)
-            engine.close_gates(ctx, session, r, now)
-            ctx.commit_background(session)
+                trades = engine.match_open_slots(
+                    ctx, session, lambda slot_start: r.gate_closure(slot_start) > now
+                )
+            closed = engine.close_gates(ctx, session, r, now)
+            if trades or closed or flushed or session.new or session.dirty or session.deleted:
+                ctx.commit_background(session)
+            else:  # the idle pass: nothing written, so no fence (an UPDATE) and no commit
+                session.rollback()
         except BaseException:
             engine.live_books(ctx).reset()  # it may hold fills that were not committed: rebuild it
             raise
-        if escrow.release_closed(ctx, session, r, now):
+        released = escrow.release_closed(ctx, session, r, now)
+        if released:
             ctx.commit_background(session)
+    if released:
+        ctx.relayer.kick()  # recording and settlement kick it themselves when they prepare a transaction
     recording.submit_trades(ctx)
 
 
@@ -67,7 +78,7 @@ def match_only(ctx: Context) -> bool:
 class MarketWorker(Worker):
     """``before_pass`` and ``after_pass``: work of other domains run in every pass before and after the
     market's own (the automatic trader, settlement), so the market needs not import them. Each step's
-    failure is logged and the others still run; the relayer is kicked at the end of every pass."""
+    failure is logged and the others still run."""
 
     def __init__(
         self,
@@ -76,8 +87,10 @@ class MarketWorker(Worker):
         before_pass: Sequence[Callable[[Context], object]] = (),
         after_pass: Sequence[Callable[[Context], object]] = (),
     ) -> None:
+        # No kick of the relayer after each pass: every step that prepares a transaction kicks it, and an
+        # idle pass's kick was a relayer pass a second for nothing (it reads rows of other processes on
+        # its own pace).
         steps = [_bound(work, ctx) for work in (*before_pass, run_once, *after_pass)]
-        steps.append(ctx.relayer.kick)
         # every placement kicks: under load, a short gap lets one incremental pass take what arrived
         # meanwhile instead of a pass per order
         pacing = Pacing(interval, busy_interval=interval, backoff_first=interval, backoff_max=10.0)
@@ -101,6 +114,18 @@ class MarketWorker(Worker):
                 pass
         self._full_due = now + self.full_every
         return super().run_pass()
+
+
+def _count_flushes(session: Session) -> list[object]:
+    """A list that gets an item each time the session flushes: a pass that flushed has written (a call
+    auction's fills are flushed by the query that follows them, so `session.new` is empty again)."""
+    flushes: list[object] = []
+
+    @event.listens_for(session, "after_flush")
+    def _flushed(*_args: object) -> None:
+        flushes.append(None)
+
+    return flushes
 
 
 def _bound(work: Callable[[Context], object], ctx: Context) -> Callable[[], object]:

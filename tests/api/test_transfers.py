@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import uuid
+
 import pyotp
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlmodel import Session
 
 from app.context import Context
+from app.core.security import utcnow
+from app.transfers.batching import TransferBatcher, has_authorized
 from app.transfers.models import Transfer
 from tests.api.helpers import admin_headers, idem
 from tests.api.wallet_helpers import (
@@ -17,6 +21,7 @@ from tests.api.wallet_helpers import (
     user_with_linked_wallet,
     wait_final,
 )
+from tests.market.test_live_book import users
 
 
 def _send(
@@ -197,3 +202,49 @@ def test_idempotent_create(client: TestClient, ctx: Context) -> None:
     assert a.status_code == b.status_code == 201 and a.json()["id"] == b.json()["id"]
     c = _send(client, headers, to, "0.2", key)
     assert c.status_code == 422 and c.json()["error"] == "IdempotencyKeyReused"
+
+
+def test_an_idle_batcher_pass_is_one_existence_check(ctx: Context) -> None:
+    batcher = TransferBatcher(ctx)  # never started: its pass is run here
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(ctx.engine, "before_cursor_execute", seen)
+    try:
+        assert batcher.submit() == 0
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", seen)
+    # nothing authorised: no session, no batch lock, no row locks, only the one indexed lookup
+    assert len(statements) == 1 and statements[0].startswith("SELECT transfers.id \nFROM transfers"), (
+        statements
+    )
+
+    (user_id,) = users(ctx.engine, 1)
+    now = utcnow()
+    row = Transfer(
+        id=uuid.uuid4().hex,
+        user_id=user_id,
+        wallet_kind="custodial",
+        from_address=Account.create().address,
+        to_address=Account.create().address,
+        amount=1,
+        status="pending_authorization",
+        nonce="0x" + "11" * 32,
+        valid_after=0,
+        valid_before=2**31 - 1,
+        typed_data={},
+        created_at=now,
+        updated_at=now,
+    )
+    with Session(ctx.engine) as s:
+        s.add(row)
+        s.commit()
+        assert not has_authorized(ctx)  # waiting for its authorisation: nothing to relay yet
+        row.status = "authorized"
+        s.add(row)
+        s.flush()
+        assert not has_authorized(ctx)  # not committed yet
+        s.commit()
+    assert has_authorized(ctx)
