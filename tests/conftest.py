@@ -31,6 +31,7 @@ from app.core.config import Settings
 from app.core.db import make_engine, secure_sqlite_files
 from app.core.migrate import upgrade
 from app.main import create_app
+from common import clock
 from contracts.deploy import Deployment, deploy
 from tests.service_process import ServiceProcess
 from tests.service_setup import empty_tables, service_settings
@@ -90,6 +91,17 @@ def cheap_password_hashing() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
         yield
+
+
+@pytest.fixture(autouse=True)
+def wall_energy_clock() -> Iterator[None]:
+    """The energy clock is the process's (`common.clock`): a test that builds a context with another one
+    (tests/api/test_trading.py starts energy time at 03:01 UTC) must not leave it to the tests after it,
+    which would then read a clock that lags the wall clock from 03:01 UTC on (a reading received
+    "before" it was asked for)."""
+    yield
+    if clock.current().simulated:
+        clock.configure()
 
 
 # --- the chain ---------------------------------------------------------------------------------------------
