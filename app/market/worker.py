@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from sqlalchemy import event
 from sqlmodel import Session
 
 from app.context import Context
 from app.market import engine, escrow, recording
+from app.market.rules import MarketRules
 from app.market.service import rules
 from common import clock
 from common.worker import Pacing, Worker
@@ -31,11 +33,7 @@ def run_once(ctx: Context) -> None:
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
         flushed = _count_flushes(session)
         try:
-            trades: Sequence[object] = ()
-            if r.mechanism == "continuous":
-                trades = engine.match_open_slots(
-                    ctx, session, lambda slot_start: r.gate_closure(slot_start) > now
-                )
+            trades = _match(ctx, session, r, now)
             closed = engine.close_gates(ctx, session, r, now)
             if trades or closed or flushed or session.new or session.dirty or session.deleted:
                 ctx.commit_background(session)
@@ -52,6 +50,13 @@ def run_once(ctx: Context) -> None:
     recording.submit_trades(ctx)
 
 
+def _match(ctx: Context, session: Session, r: MarketRules, now: datetime) -> Sequence[object]:
+    """The continuous books' matching, each slot up to its gate closure (a call auction: nothing)."""
+    if r.mechanism != "continuous":
+        return ()
+    return engine.match_open_slots(ctx, session, lambda slot_start: r.gate_closure(slot_start) > now)
+
+
 def match_only(ctx: Context) -> bool:
     """The continuous books' matching alone (what a placement wakes the worker for): True when it made
     trades, which the full pass that follows records. Nothing matched: nothing was written, and the
@@ -62,9 +67,7 @@ def match_only(ctx: Context) -> bool:
     now = clock.now()
     with engine.slot_lock(ctx), Session(ctx.engine, expire_on_commit=False) as session:
         try:
-            trades = engine.match_open_slots(
-                ctx, session, lambda slot_start: r.gate_closure(slot_start) > now
-            )
+            trades = _match(ctx, session, r, now)
             if not trades:
                 session.rollback()
                 return False
@@ -111,7 +114,7 @@ class MarketWorker(Worker):
                 if not match_only(self.ctx):
                     return False
             except Exception:  # the full pass below meets it again, and logs it
-                pass
+                log.debug("matching between full passes failed; the full pass follows", exc_info=True)
         self._full_due = now + self.full_every
         return super().run_pass()
 

@@ -25,6 +25,7 @@ from app.core.crash import crash_point
 from app.core.security import utcnow
 from app.transfers.models import StepKind, Transfer, TransferStatus
 from app.transfers.steps import StepLog, fail
+from common.abi_words import address_word, bytes32_word, uint_word
 from common.worker import Pacing, Worker
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
@@ -132,30 +133,12 @@ def relay_calldata(items: list[tuple[Any, ...]]) -> str:
     conversions) cost more CPU than the rest of a batch of a hundred transfers, and eth_abi's encoder about
     0.3 ms an item. Every field of an item is a static type, so the array is its offset, its length and
     nine words an item (tests/api/test_relay_calldata.py checks it against the contract's ABI)."""
-    words = [RELAY_SELECTOR, _uint(32), _uint(len(items))]
+    words = [RELAY_SELECTOR, uint_word(32), uint_word(len(items))]
     for sender, to, value, valid_after, valid_before, nonce, v, r, s in items:
-        words += (_address(sender), _address(to), _uint(value), _uint(valid_after), _uint(valid_before))
-        words += (_bytes32(nonce), _uint(v, bits=8), _bytes32(r), _bytes32(s))
+        words += (address_word(sender), address_word(to), uint_word(value))
+        words += (uint_word(valid_after), uint_word(valid_before), bytes32_word(nonce))
+        words += (uint_word(v, bits=8), bytes32_word(r), bytes32_word(s))
     return "0x" + b"".join(words).hex()
-
-
-def _uint(value: int, bits: int = 256) -> bytes:
-    if not 0 <= value < 1 << bits:
-        raise ValueError(f"{value} is not a uint{bits}")
-    return value.to_bytes(32, "big")
-
-
-def _address(address: str) -> bytes:
-    raw = bytes.fromhex(address.removeprefix("0x"))
-    if len(raw) != 20:
-        raise ValueError(f"{address} is not an address")
-    return raw.rjust(32, b"\0")
-
-
-def _bytes32(value: bytes) -> bytes:
-    if len(value) != 32:
-        raise ValueError("a bytes32 field needs exactly 32 bytes")
-    return bytes(value)
 
 
 def _first_hash(session: Session, tx_id: int) -> str:
