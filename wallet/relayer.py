@@ -326,10 +326,7 @@ class Relayer:
                 r
                 for r in open_rows
                 if r.status == TxStatus.pending
-                or (
-                    r.status == TxStatus.sent
-                    and (now - _aware(r.updated_at)).total_seconds() > self.replace_after
-                )
+                or (r.status == TxStatus.sent and (now - r.updated_at).total_seconds() > self.replace_after)
             ]
             if self.kinds is not None and any(r.status == TxStatus.sent for r in due):
                 # A row behind an open nonce of another kind waits for the relayer of that kind (the
@@ -343,7 +340,7 @@ class Relayer:
                 # ... until the first of them could be due for a fee bump, at most `idle_interval`
                 now = utcnow()
                 bump_in = min(
-                    (self.replace_after - (now - _aware(r.updated_at)).total_seconds() for r in open_rows),
+                    (self.replace_after - (now - r.updated_at).total_seconds() for r in open_rows),
                     default=self.idle_interval,
                 )
                 self._quiet_until = time.monotonic() + min(self.idle_interval, bump_in)
@@ -553,7 +550,7 @@ class Relayer:
                 self._sent(session, latest, now)  # these bytes left, whoever records the row as sent
                 self._move(session, row, (TxStatus.pending,), status=TxStatus.sent, updated_at=now)
                 wrote = True
-            elif latest.sent_at and (now - _aware(latest.sent_at)).total_seconds() > self.replace_after:
+            elif latest.sent_at and (now - latest.sent_at).total_seconds() > self.replace_after:
                 wrote = self._replace(session, row, latest) or wrote
         return wrote
 
@@ -683,10 +680,6 @@ def _insert(session: Session, obj: OutgoingTx | TxAttempt, stmt: Any) -> None:
     obj.id = session.execute(stmt, obj.model_dump(exclude={"id"})).scalar_one()
     make_transient_to_detached(obj)
     session.add(obj)
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _revert_reason(exc: Exception) -> str:

@@ -155,8 +155,8 @@ def _stale(found: Row[Any] | IdempotencyRecord, now: datetime) -> bool:
     `create_once` of a version that claimed in a transaction of its own)."""
     if found.state == IdempotencyState.done:
         return False
-    lease: datetime = found.lease_until
-    return (lease if lease.tzinfo else lease.replace(tzinfo=now.tzinfo)) <= now
+    lease: datetime = found.lease_until  # aware: the column is UTCDateTime, in a Core row too
+    return lease <= now
 
 
 def lost_to(session: Session, record: IdempotencyRecord) -> tuple[int, dict[str, Any]] | None:
