@@ -30,6 +30,7 @@ from app.indexer.models import IndexerCheckpoint, TransferEvent
 from app.indexer.service import CHECKPOINT
 from app.users.models import User
 from app.wallets.service import active_wallet
+from common.abi_words import address_word, uint_word
 from wallet.chain import ZERO_ADDRESS, raw_call
 from wallet.models import OutgoingTx, TxAttempt
 from wallet.purposes import Completions, Purpose, TxPurpose
@@ -297,7 +298,7 @@ PAUSED = "0x5c975abb"  # paused()
 
 def _word(address: str) -> str:
     """An address as one ABI word (hex, no 0x) of raw call data."""
-    return address[2:].lower().rjust(64, "0")
+    return address_word(address).hex()
 
 
 def _coin_state(ctx: Context, data: str) -> int:
@@ -337,7 +338,7 @@ MINTER_CHECK_TTL = 60.0  # seconds: a revoked minter role is seen within this
 
 def mint_call(account: str, amount: int) -> str:
     """The call data of mint(account, amount) (web3's contract layer costs more CPU than the rest of it)."""
-    return MINT + _word(account) + format(amount, "064x")
+    return MINT + _word(account) + uint_word(amount).hex()
 
 
 def mint_gas(ctx: Context, account: str, amount: int) -> int | None:
