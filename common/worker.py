@@ -14,9 +14,12 @@ multiple of the wait on the monotonic clock (``on_grid``), never later than the 
 same interval (or one a multiple of another's) then wake together and run back to back, each on the
 caches the one before warmed, instead of each on cold ones: an idle pass after a sleep costs several times
 what the same pass costs warm (a pooled SQLite query: 0.43 ms after a 0.2 s sleep, 0.07 ms warm). On the
-idle `essx run` (the market, the indexer and the relayer's and batcher's every fifth and fourth pass at
-whole seconds) that saved about 2 of 19-22 ms of CPU per second (docs/benchmarks.md, "Issue 14, sixth
-round"). Busy and back-off waits are not moved: work is waiting, or a failure wants its distance.
+idle `essx run` (the indexer, the lease keepers, the collector's jobs, and the relayer's and batcher's
+every fourth and fifth pass at whole seconds) that saved about 2 of 19-22 ms of CPU per second (docs/benchmarks.md, "Issue 14, sixth
+round"). Busy and back-off waits are not moved: work is waiting, or a failure wants its distance. Nor is
+a worker with a ``min_gap`` (the market's, which spaces its full passes an interval apart from their
+starts: on the grid, a pass a hair less than an interval after the last found its full pass not due yet
+and skipped it, a third of the time).
 
 ``LeaseKeeper`` is the one lease keeper: a ``Worker`` whose pass takes or renews a database lease
 (``common/lease.py``) and says when it is won or lost. The loops that run only in the lease holder start on
@@ -194,7 +197,7 @@ class Worker:
             if self.min_gap:
                 self._stop.wait(self.min_gap)
             wait = self.pacing.next_wait(busy=busy, failures=self.failures)
-            if not busy and not self.failures and wait <= GRID_MAX:
+            if not busy and not self.failures and not self.min_gap and wait <= GRID_MAX:
                 wait = on_grid(wait, time.monotonic())
             woken = self.wake.wait(wait)
             self.wake.clear()

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,27 @@ def test_idle_workers_of_one_interval_started_apart_wake_together() -> None:
     # b's passes after its first: each with one of a's, apart by scheduling jitter only (not half an interval)
     for t in starts["b"][1:3]:
         assert min(abs(t - u) for u in starts["a"]) < interval / 5, starts
+
+
+def test_a_worker_with_a_min_gap_keeps_its_own_pace_off_the_grid() -> None:
+    """The market spaces its full passes an interval apart from their starts (app/market/worker.py): its
+    idle passes come a gap plus an interval apart, never a hair under an interval (the grid's pace)."""
+    interval, gap = 0.3, 0.05
+    starts: list[float] = []
+    done = threading.Event()
+
+    def step() -> None:
+        starts.append(time.monotonic())
+        if len(starts) == 4:
+            done.set()
+
+    w = Worker("market", [step], Pacing(interval), min_gap=gap)
+    w.start()
+    try:
+        assert done.wait(WAIT)
+    finally:
+        w.stop()
+    assert all(b - a >= interval + gap for a, b in pairwise(starts)), starts
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names in /proc: Linux")
