@@ -15,8 +15,8 @@ same interval (or one a multiple of another's) then wake together and run back t
 caches the one before warmed, instead of each on cold ones: an idle pass after a sleep costs several times
 what the same pass costs warm (a pooled SQLite query: 0.43 ms after a 0.2 s sleep, 0.07 ms warm). On the
 idle `essx run` (the indexer, the lease keepers, the collector's jobs, and the relayer's and batcher's
-every fourth and fifth pass at whole seconds) that saved about 2 of 19-22 ms of CPU per second (docs/benchmarks.md, "Issue 14, sixth
-round"). Busy and back-off waits are not moved: work is waiting, or a failure wants its distance. Nor is
+every fourth and fifth pass at whole seconds) that saved about 0.5 of 19-22 ms of CPU per second
+(docs/benchmarks.md, "Issue 14, sixth round"). Busy and back-off waits are not moved: work is waiting, or a failure wants its distance. Nor is
 a worker with a ``min_gap`` (the market's, which spaces its full passes an interval apart from their
 starts: on the grid, a pass a hair less than an interval after the last found its full pass not due yet
 and skipped it, a third of the time).
