@@ -147,6 +147,7 @@ class Relayer:
         self._last_block: int | None = None
         self._recheck = True
         self._kicked = True
+        self._empty = False  # the last pass found no open row: the next one, unless kicked, only probes
         self._quiet_until = 0.0  # monotonic time until which a pass waits for a new block only (step)
         self._head: int | None = None  # the newest block number seen, and when each new head was first seen
         self._head_seen: deque[float] = deque(maxlen=HEAD_TIMES)
@@ -162,6 +163,7 @@ class Relayer:
         self.fence: Callable[[Session], None] | None = None
         # Another process runs the worker: `wait` polls the database instead of stepping itself.
         self.standby = False
+        self._probe: Any = None  # _any_open's statement, built on first use
 
     # -- preparing: inside the caller's database transaction --------------------------------------
 
@@ -304,6 +306,8 @@ class Relayer:
         quiet = not self._kicked and not self._recheck and time.monotonic() < self._quiet_until
         if quiet and (not self._block_due() or self._block_number() == self._last_block):
             return True
+        if self._empty and not self._kicked and not self._any_open():
+            return False
         self._kicked = False
         self._quiet_until = 0.0
         with Session(self.engine, expire_on_commit=False) as session:
@@ -317,6 +321,7 @@ class Relayer:
                 )
                 .order_by(col(OutgoingTx.nonce))
             ).all()
+            self._empty = not open_rows
             if not open_rows:
                 return False
             latest = self._block_number()
@@ -345,6 +350,24 @@ class Relayer:
                 )
                 self._quiet_until = time.monotonic() + min(self.idle_interval, bump_in)
             return True
+
+    def _any_open(self) -> bool:
+        """Whether any open row of ours exists: an idle pass's one read (rows of other processes come
+        without a kick), a Core query on a connection, a fifth of the ORM read of the rows in a session."""
+        probe = self._probe
+        if probe is None:
+            probe = self._probe = (
+                select(_TX.c.id)
+                .where(
+                    _TX.c.chain_id == self.chain_id,
+                    _TX.c.sender == self.address,
+                    _TX.c.status.in_(OPEN),
+                    *self._mine(),
+                )
+                .limit(1)
+            )
+        with self.engine.connect() as conn:
+            return conn.execute(probe).first() is not None
 
     def _block_number(self) -> int:
         number = int(raw_call(self.w3, "eth_blockNumber", []), 16)
