@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,7 +73,6 @@ WAIT_FALLBACK = 1.0  # seconds: a waiter told by the worker of this process read
 # pass (one read of the rows, one commit) instead of a pass each. A few ms against a block of a second.
 GATHER_SECONDS = 0.02
 RECEIPT_BATCH = 100  # receipts asked for in one JSON-RPC batch
-HEAD_TIMES = 9  # new heads remembered (eight gaps) to tell a chain of steady blocks
 # Rows the worker made final lately, kept for waiters: 16 blocks of a full in-flight window (16 per
 # account). Few, because a batch row holds its call data (tens of kB); a waiter whose row has left reads it.
 FINAL_ROWS_KEPT = 256
@@ -149,8 +148,6 @@ class Relayer:
         self._kicked = True
         self._empty = False  # the last pass found no open row: the next one, unless kicked, only probes
         self._quiet_until = 0.0  # monotonic time until which a pass waits for a new block only (step)
-        self._head: int | None = None  # the newest block number seen, and when each new head was first seen
-        self._head_seen: deque[float] = deque(maxlen=HEAD_TIMES)
         self._chain_nonce: tuple[int, int] | None = None  # (block, confirmed nonce): changes only with blocks
         self._receipts: dict[str, dict[str, Any]] = {}  # raw receipts of transactions just made final
         # Who finishes each kind of final transaction: the domains register their handlers at start-up.
@@ -304,7 +301,7 @@ class Relayer:
         # the rows are not read again until one comes (or a kick, or `idle_interval` passes: rows of other
         # processes come without a kick).
         quiet = not self._kicked and not self._recheck and time.monotonic() < self._quiet_until
-        if quiet and (not self._block_due() or self._block_number() == self._last_block):
+        if quiet and self._block_number() == self._last_block:
             return True
         if self._empty and not self._kicked and not self._any_open():
             return False
@@ -370,27 +367,7 @@ class Relayer:
             return conn.execute(probe).first() is not None
 
     def _block_number(self) -> int:
-        number = int(raw_call(self.w3, "eth_blockNumber", []), 16)
-        if number != self._head:
-            self._head = number
-            self._head_seen.append(time.monotonic())
-        return number
-
-    def _block_due(self) -> bool:
-        """False while the next block cannot have come yet: on a chain whose blocks come at a steady pace
-        (the last HEAD_TIMES heads seen at gaps within 15% of their median, itself at least 0.3 s: Kaia's
-        1-second blocks), within 80% of the shortest gap since the last head was seen. Waiting for a
-        block polls the head every `poll_interval`; this skips the polls that could only answer the same
-        head (three in four on 1-second blocks). Any other chain (automine, blocks mined by hand) is
-        polled throughout."""
-        seen = self._head_seen
-        if len(seen) < HEAD_TIMES:
-            return True
-        gaps = sorted(b - a for a, b in zip(list(seen), list(seen)[1:], strict=False))
-        median = gaps[len(gaps) // 2]
-        if median < 0.3 or gaps[0] < 0.85 * median or gaps[-1] > 1.15 * median:
-            return True
-        return time.monotonic() - seen[-1] >= 0.8 * gaps[0]
+        return int(raw_call(self.w3, "eth_blockNumber", []), 16)
 
     def _of_kinds(self) -> ColumnElement[bool] | None:
         """Rows of this relayer's kinds (None: all rows): the stored purpose is ``kind`` or ``kind:ref``."""
