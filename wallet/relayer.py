@@ -160,7 +160,8 @@ class Relayer:
         self.fence: Callable[[Session], None] | None = None
         # Another process runs the worker: `wait` polls the database instead of stepping itself.
         self.standby = False
-        self._probe: Any = None  # _any_open's statement, built on first use
+        self._probe: Any = None  # _any_open's and _open_rows' statements, built on first use
+        self._open_stmt: Any = None
 
     # -- preparing: inside the caller's database transaction --------------------------------------
 
@@ -308,16 +309,7 @@ class Relayer:
         self._kicked = False
         self._quiet_until = 0.0
         with Session(self.engine, expire_on_commit=False) as session:
-            open_rows = session.exec(
-                select(OutgoingTx)
-                .where(
-                    col(OutgoingTx.chain_id) == self.chain_id,
-                    col(OutgoingTx.sender) == self.address,
-                    col(OutgoingTx.status).in_(OPEN),
-                    *self._mine(),
-                )
-                .order_by(col(OutgoingTx.nonce))
-            ).all()
+            open_rows = session.exec(self._open_rows()).all()
             self._empty = not open_rows
             if not open_rows:
                 return False
@@ -347,6 +339,22 @@ class Relayer:
                 )
                 self._quiet_until = time.monotonic() + min(self.idle_interval, bump_in)
             return True
+
+    def _open_rows(self) -> Any:
+        """The statement reading our open rows in nonce order: built once (each pass built it again)."""
+        stmt = self._open_stmt
+        if stmt is None:
+            stmt = self._open_stmt = (
+                select(OutgoingTx)
+                .where(
+                    col(OutgoingTx.chain_id) == self.chain_id,
+                    col(OutgoingTx.sender) == self.address,
+                    col(OutgoingTx.status).in_(OPEN),
+                    *self._mine(),
+                )
+                .order_by(col(OutgoingTx.nonce))
+            )
+        return stmt
 
     def _any_open(self) -> bool:
         """Whether any open row of ours exists: an idle pass's one read (rows of other processes come
@@ -436,9 +444,7 @@ class Relayer:
 
     def _attempts(self, session: Session, tx_ids: list[int]) -> dict[int, list[TxAttempt]]:
         result: dict[int, list[TxAttempt]] = {i: [] for i in tx_ids}
-        rows = session.exec(
-            select(TxAttempt).where(col(TxAttempt.tx_id).in_(tx_ids)).order_by(col(TxAttempt.id))
-        ).all()
+        rows = session.exec(_ATTEMPTS_OF, params={"tx_ids": tx_ids}).all()
         for a in rows:
             result[a.tx_id].append(a)
         return result
@@ -671,6 +677,11 @@ _MOVES: dict[tuple[TxStatus, ...], Any] = {}  # _move's statement per tuple of e
 _INSERT_TX = insert(_TX).returning(_TX.c.id)
 _SET_PURPOSE = update(_TX).where(_TX.c.id == bindparam("row_id"))
 _INSERT_ATTEMPT = insert(_ATTEMPTS).returning(_ATTEMPTS.c.id)
+_ATTEMPTS_OF = (
+    select(TxAttempt)
+    .where(col(TxAttempt.tx_id).in_(bindparam("tx_ids", expanding=True)))
+    .order_by(col(TxAttempt.id))
+)
 
 
 def _insert(session: Session, obj: OutgoingTx | TxAttempt, stmt: Any) -> None:
