@@ -218,7 +218,7 @@ def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, o
 
         threads = [threading.Thread(target=worker, args=(u,)) for u in people]
         profile = start_profile(cpu, seconds)
-        cpu_before = cpu.seconds()
+        cpu_before, switches_before = cpu.times(), cpu.switches()
         begin = time.time()
         for t in threads:
             t.start()
@@ -227,7 +227,9 @@ def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, o
         submitted_in = time.time() - begin
         # let the last batches be mined, then read every transfer's recorded steps
         time.sleep(max(3.0, 3 * block_time))
-        transfers_cpu = cpu.seconds() - cpu_before
+        cpu_after, switches = cpu.times(), cpu.switches() - switches_before
+        transfers_cpu = sum(cpu_after) - sum(cpu_before)
+        transfers_sys = cpu_after[1] - cpu_before[1]
         if profile is not None:
             profile.wait()
         latencies, confirmed, failed = [], 0, 0
@@ -270,6 +272,9 @@ def run(users: int, seconds: float, block_time: float, mode: str) -> dict[str, o
         "first_error": errors[0] if errors else None,
         # service CPU per operation (all its processes, without the chain node)
         "transfer_cpu_ms": round(transfers_cpu * 1000 / confirmed, 2) if confirmed else None,
+        # of which the kernel's (system time), and the service's threads' context switches per transfer
+        "transfer_sys_ms": round(transfers_sys * 1000 / confirmed, 2) if confirmed else None,
+        "transfer_switches": round(switches / confirmed, 1) if confirmed else None,
         **costs,
         "argon2_cpu_ms": calibration,  # one password check in the bench's process, for comparison
         # where a transfer's latency goes (medians, ms), from the steps the service recorded

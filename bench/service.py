@@ -56,7 +56,34 @@ class ServiceCpu:
         self.tick = os.sysconf("SC_CLK_TCK")
 
     def seconds(self) -> float:
+        return sum(self.times())
+
+    def times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds: a request's system time is mostly its wake-ups and socket calls."""
+        user = system = 0
+        for proc in self._procs():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            user, system = user + int(fields[11]), system + int(fields[12])
+        return user / self.tick, system / self.tick
+
+    def switches(self) -> int:
+        """Context switches so far of every thread of the service's processes (voluntary: a wait on a lock,
+        a queue, a socket; involuntary: preempted), each a trip through the kernel's scheduler."""
         total = 0
+        for proc in self._procs():
+            for task in (proc / "task").glob("*"):
+                try:
+                    status = (task / "status").read_text()
+                except OSError:
+                    continue
+                total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+        return total
+
+    def _procs(self) -> list[Path]:
+        found = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -65,11 +92,10 @@ class ServiceCpu:
                     continue
                 if b"python" not in (proc / "cmdline").read_bytes():
                     continue
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:  # gone meanwhile, or not ours
                 continue
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-        return total / self.tick
+            found.append(proc)
+        return found
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -69,7 +69,9 @@ class LocalSigner:
             raise TypeError("key must be an eth_keys PrivateKey or a LocalAccount")
         self._key = key
         self._public_key = key.public_key
-        self._address = str(self._public_key.to_checksum_address())
+        # EIP-55 through the cache below: a custodial wallet's signer is opened for each of its spends, and
+        # eth_utils' checksum (a second keccak and a loop over the hex) cost as much as deriving the key.
+        self._address = _checksummed_address(self._public_key.to_canonical_address())
         self.chain_id = chain_id
         self._allowed_contracts = _checksummed(tuple(allowed_contracts))
 

@@ -7,9 +7,12 @@ numbers are committed in order and reading `change_no > last seen` misses nothin
 wrote (an API worker's placement or cancel, a previous lease holder's matcher). A new order is
 submitted to its slot's book as it arrives, so a pass costs what changed, not the whole book.
 
-A pass takes the counter's lock before it reads: no order changes while it matches, so the fills it
-computes from memory still hold when it writes them. When a pass fails, its caller drops the books
-(`reset`): they may hold fills that were never committed, and the next pass rebuilds them.
+A pass that fills takes the counter's lock before it reads: no order changes while it matches, so the
+fills it computes from memory still hold when it writes them. Most passes fill nothing (the worker wakes
+for every placement, and most orders rest): a pass first reads the counter and the changed orders without
+the lock, and applies them at once when they cross nothing (no write, so no lock: on SQLite the counter's
+lock is the database's write lock, which every placement waits for). When a pass fails, its caller drops
+the books (`reset`): they may hold fills that were never committed, and the next pass rebuilds them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sqlmodel import Session, col
 from app.market.matching.continuous import ContinuousBook
 from app.market.matching.types import Fill, Side
 from app.market.matching.types import Order as MatchOrder
-from app.market.models import Order, OrderSide, OrderStatus, next_change
+from app.market.models import MarketChange, Order, OrderSide, OrderStatus, next_change
 
 _COLUMNS = (
     col(Order.id),
@@ -38,6 +41,7 @@ _COLUMNS = (
     col(Order.counterpart_id),
     col(Order.seq),
 )
+_COUNTER = select(col(MarketChange.last_no)).where(col(MarketChange.id) == 1)  # read, not locked
 
 
 @dataclass(slots=True)
@@ -69,9 +73,12 @@ class LiveBooks:
     def match(self, session: Session, is_open: Callable[[datetime], bool]) -> list[Fill]:
         """Catch up with the orders changed since the last pass and return the fills they cause.
 
-        `is_open(slot_start)`: the slot's gate has not closed. Holds the counter's lock from here to
-        the caller's commit.
+        `is_open(slot_start)`: the slot's gate has not closed. A pass that returns fills holds the
+        counter's lock from its read to the caller's commit; one that returns none took no lock and wrote
+        nothing (`_quiet_pass`).
         """
+        if self._quiet_pass(session, is_open):
+            return []
         current = next_change(session.connection(), 0)
         fills: list[Fill] = []
         if self._seen is None or current < self._seen:  # not built, or the database was replaced
@@ -82,14 +89,85 @@ class LiveBooks:
             rows = list(session.connection().execute(changed).all())
             fills += self._apply(session, rows, is_open)
         self._seen = current
-        for slot in [s for s in self._books if not is_open(s)]:
-            del self._books[slot]
-        for slot in [s for s in self._direct if not is_open(s)]:
-            del self._direct[slot]
+        self._drop_closed(is_open)
         for slot in sorted(self._dirty):
             fills += self._match_direct(slot)
         self._dirty.clear()
         return fills
+
+    def _quiet_pass(self, session: Session, is_open: Callable[[datetime], bool]) -> bool:
+        """The pass without the counter's lock, when what changed fills nothing: True if done.
+
+        Numbers are committed in the order given (`MarketChange`), so once the counter reads n, every
+        change numbered up to n is committed, and the read of the orders changed since the last pass
+        that follows sees them all (and perhaps later ones, which the next pass reads again: applying a
+        row twice changes nothing). A change that may fill (an order crossing the other side's best
+        price, counting the other arrivals), a direct offer, or an order filled elsewhere goes to the
+        locked pass, which reads them again under the lock; so does a book not built yet."""
+        if self._seen is None or self._dirty:
+            return False
+        conn = session.connection()
+        current = conn.execute(_COUNTER).scalar()
+        if current is None or current < self._seen:  # the database was replaced: the locked pass rebuilds
+            return False
+        if current > self._seen:
+            rows = list(conn.execute(select(*_COLUMNS).where(col(Order.change_no) > self._seen)).all())
+            quiet = self._quiet_changes(rows, is_open)
+            if quiet is None:
+                return False
+            cancels, arrived = quiet
+            for book, order_id in cancels:
+                book.cancel(order_id)
+            if self._replay(arrived, is_open):  # never, by `_quiet_changes`: start over under the lock
+                self.reset()
+                return False
+            self._seen = current
+        self._drop_closed(is_open)
+        return True
+
+    def _quiet_changes(
+        self, rows: list[Any], is_open: Callable[[datetime], bool]
+    ) -> tuple[list[tuple[ContinuousBook, str]], list[Any]] | None:
+        """The changes as (cancels, arrivals) when applying them can fill nothing and rebuilds no slot;
+        None otherwise. Conservative: a crossing price is enough (the book may still not fill it)."""
+        cancels: list[tuple[ContinuousBook, str]] = []
+        arrived: list[Any] = []
+        bids: dict[datetime, int] = {}  # the highest arriving buy per slot, the lowest arriving sell
+        asks: dict[datetime, int] = {}
+        for row in rows:
+            live = row.status == OrderStatus.open
+            if row.counterpart_id is not None:
+                if live or row.id in self._direct.get(row.slot_start, {}):
+                    return None
+                continue
+            book = self._books.get(row.slot_start)
+            held = book.open_quantity(row.id) if book is not None else 0
+            if held and not live:
+                assert book is not None
+                cancels.append((book, row.id))
+            elif held and held != row.open_wh:
+                return None  # filled elsewhere: the locked pass rebuilds that slot
+            elif live and not held and is_open(row.slot_start):
+                arrived.append(row)
+                slot, price = row.slot_start, int(row.limit_price)
+                if row.side == OrderSide.buy:
+                    bids[slot] = max(bids.get(slot, price), price)
+                else:
+                    asks[slot] = min(asks.get(slot, price), price)
+        for slot in bids.keys() | asks.keys():
+            book = self._books.get(slot)
+            best_bid, best_ask = (book.best_bid(), book.best_ask()) if book is not None else (None, None)
+            bid = max((p for p in (bids.get(slot), best_bid) if p is not None), default=None)
+            ask = min((p for p in (asks.get(slot), best_ask) if p is not None), default=None)
+            if bid is not None and ask is not None and bid >= ask:
+                return None
+        return cancels, arrived
+
+    def _drop_closed(self, is_open: Callable[[datetime], bool]) -> None:
+        for slot in [s for s in self._books if not is_open(s)]:
+            del self._books[slot]
+        for slot in [s for s in self._direct if not is_open(s)]:
+            del self._direct[slot]
 
     def _open_rows(self, session: Session, slot_start: datetime | None = None) -> list[Any]:
         q = select(*_COLUMNS).where(col(Order.status) == OrderStatus.open)

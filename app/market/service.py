@@ -17,7 +17,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, func, select
 
-from app.coin.service import balance_now, chain_now, ensure_not_paused, latest_hash, recent_balance
+from app.coin.service import chain_now, ensure_not_paused, latest_hash
 from app.context import Context
 from app.core.errors import AppError, Conflict, NotFound
 from app.core.money import format_amount, parse_amount
@@ -34,7 +34,7 @@ from app.market.rules import MarketRules
 from app.market.schemas import BookLevel, BookPublic, OrderAuthorize, OrderChallenge, OrderCreate, OrderPublic
 from app.market.tariff import TariffSchedule
 from app.sites.service import sell_room
-from app.spending import authorizer, holds
+from app.spending import authorizer
 from app.spending.errors import AuthorizationMissing
 from app.spending.holds import check_available
 from app.users.models import Role, User, UserStatus
@@ -43,6 +43,7 @@ from app.wallets.models import Wallet, WalletKind
 from common import clock
 from ess_collector.models import Site
 from wallet.models import OutgoingTx
+from wallet.signer import LocalSigner
 from wallet.typed_data import TokenDomain, receive_with_authorization, split_signature
 
 
@@ -297,13 +298,22 @@ def authorize(ctx: Context, session: Session, user: User, order_id: str, req: Or
 
 
 def place_for_agent(
-    ctx: Context, session: Session, user: User, req: OrderCreate, link: Callable[[Order], None]
+    ctx: Context,
+    session: Session,
+    user: User,
+    req: OrderCreate,
+    link: Callable[[Order], None],
+    *,
+    wallet: Wallet | None = None,
+    signer: Callable[[Wallet], LocalSigner] | None = None,
 ) -> Order:
     """An order the user's trading agent places (app/trading): the same rules and escrow as a manual
     order, a buy order's escrow signed with the custodial key the user authorised once for the profile
     (not per order). `link` adds the agent's own rows, committed in the order's transaction, so a crash
-    leaves either both or neither."""
-    wallet = wallets.require_wallet(session, user.id or 0) if req.side == OrderSide.buy else None
+    leaves either both or neither. `wallet`: the user's active wallet, if the caller read it; `signer`:
+    opens its key (the caller may keep it open for its next orders), else `wallets.signer_for`."""
+    buying = req.side == OrderSide.buy
+    wallet = (wallet or wallets.require_wallet(session, user.id or 0)) if buying else None
     order = _new_order(ctx, session, user, req, first_answer=False, wallet=wallet)
     link(order)
     if wallet is None:  # a sell
@@ -312,7 +322,8 @@ def place_for_agent(
         return order
     if wallet.kind != WalletKind.custodial:
         raise AuthorizationMissing("a linked wallet signs each escrow in its own app")
-    signature = wallets.signer_for(ctx, wallet).sign_typed_data(order.typed_data or {})
+    key = signer(wallet) if signer is not None else wallets.signer_for(ctx, wallet)
+    signature = key.sign_typed_data(order.typed_data or {})
     _accept_escrow(ctx, session, order, wallet, signature)
     return order
 
@@ -322,11 +333,20 @@ def _accept_escrow(ctx: Context, session: Session, order: Order, wallet: Wallet,
     in the book; nothing goes on chain until it matches (app/market/escrow.py). Commits."""
     order_id = order.id
     split_signature(signature)  # a high-s signature would fail on chain, at the first match
-    # A phone takes longer than `holds.RECHECKED_BALANCE_SECONDS` to sign: the balance is read here, before the
-    # locks, so that the check under them answers from it; only a refusal asks the chain while holding the
-    # change counter, which every order write waits for (PostgreSQL: the other API process's too).
-    if recent_balance(ctx, wallet.address, holds.RECHECKED_BALANCE_SECONDS) is None:
-        balance_now(ctx, wallet.address)
+    # Before the locks, so that the check under them answers from a recent balance: only a refusal asks
+    # the chain while holding the change counter, which every order write waits for (PostgreSQL: the
+    # other API process's too).
+    custodial = wallet.kind == WalletKind.custodial
+    check_available(
+        ctx,
+        session,
+        wallet.address,
+        order.escrow_amount,
+        "the escrow",
+        own_key=custodial,
+        rechecked=True,
+        before_locks=True,
+    )
     # The change counter's lock first, as every order write takes it (`lock_changes`): its number is the
     # order's priority and change stamp, written by the compare-and-set with the rest of the authorisation
     # (one UPDATE of the order, which also sets these values on `order` in this session).

@@ -60,7 +60,8 @@ def _match(ctx: Context, session: Session, r: MarketRules, now: datetime) -> Seq
 def match_only(ctx: Context) -> bool:
     """The continuous books' matching alone (what a placement wakes the worker for): True when it made
     trades, which the full pass that follows records. Nothing matched: nothing was written, and the
-    transaction that held the change counter's lock ends without a commit."""
+    transaction ends without a commit (it took the change counter's lock only if the new orders crossed
+    a price: `LiveBooks.match`)."""
     r = rules(ctx)
     if r.mechanism != "continuous":
         return False

@@ -202,13 +202,19 @@ def authorising_spend(
         # spend one of the wallet's holds, so the balance check counts it with the others.
         if session.execute(compare_and_set, params).rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(f"{what} was authorised, or has ended, in another request meanwhile")
+        # A linked wallet's spend that is not `rechecked` (a transfer, which binds at once) reads the chain
+        # (one eth_call): its holder may have moved coins on chain since any earlier read, which none of our
+        # records show, so a recent balance less our holds is no lower bound. Answered from it, the spend
+        # would be authorised and then fail in its relay batch (the relay isolates it; the transfer ends
+        # failed after a 200). The read leaves only what is mined after it, as for any spend.
+        own_key = wallet.kind == WalletKind.custodial
         check_available(
             ctx,
             session,
             wallet.address,
             amount,
             what,
-            own_key=wallet.kind == WalletKind.custodial,
+            own_key=own_key,
             counted=True,
             rechecked=rechecked,
         )

@@ -155,13 +155,19 @@ def _spendable_from_recent_balance(
     coins received since T are missing (only lower too). Callers that find it short ask the chain.
     `check_available(..., rechecked=True)` uses the same answer for a linked wallet too, read within the
     last second, where the spend is checked against the chain again before its coins move."""
-    if not all(hold.spent and hold.changed_at is not None for hold in HOLDS):
+    if not _answers_from_reads():
         return None  # a kind of spend that does not say when its coins left: ask the chain
     # Wallet addresses are stored checksummed, as balance_now keys its reads; another spelling only misses.
     read = recent_balance(ctx, address, max_age)
     if read is None:
         return None
     return read.value - reserved(session, address, spent_since=read.read_before - CLOCK_MARGIN)
+
+
+def _answers_from_reads() -> bool:
+    """Whether every kind of spend says when its coins left the wallet, as `_spendable_from_recent_balance`
+    needs to answer from a balance read earlier."""
+    return all(hold.spent and hold.changed_at is not None for hold in HOLDS)
 
 
 def check_available(
@@ -175,6 +181,7 @@ def check_available(
     own_key: bool = False,
     counted: bool = False,
     rechecked: bool = False,
+    before_locks: bool = False,
 ) -> None:
     """Refuses (InsufficientBalance) a spend of `amount` its wallet cannot cover. `counted`: the spend is
     among the holds already (its compare-and-set ran in this transaction). `own_key`: a custodial wallet
@@ -184,8 +191,23 @@ def check_available(
     order's escrow, when the order first matches: app/market/escrow.py); a yes may then come the same way
     from a balance read within the last second (RECHECKED_BALANCE_SECONDS) for any wallet. A linked
     wallet's owner may have spent since behind our back, which the later check catches as it would one
-    spent a moment after an exact read; a no is the chain's answer here too."""
+    spent a moment after an exact read; a no is the chain's answer here too.
+
+    `before_locks`: the same spend's check is made again under the caller's locks (with the same
+    `own_key` and `rechecked`), and this call comes before the caller takes them (the wallet's, and any it
+    takes before that one, like the market's change counter, which every order write waits for). It
+    refuses nothing and reads no holds: it only makes sure the check under the locks finds a balance read
+    recently enough to answer from, reading it from the chain now if this process has none (a phone takes
+    longer than RECHECKED_BALANCE_SECONDS to sign), so that no eth_call waits while the locks are held;
+    only a refusal there still asks the chain. Without `own_key` or `rechecked` it does nothing: that
+    check asks the chain anyway."""
     needed = 0 if counted else amount
+    if before_locks:
+        if (own_key or rechecked) and _answers_from_reads():
+            max_age = OWN_KEY_BALANCE_SECONDS if own_key else RECHECKED_BALANCE_SECONDS
+            if recent_balance(ctx, address, max_age) is None:
+                balance_now(ctx, address)
+        return
     if own_key or rechecked:
         max_age = OWN_KEY_BALANCE_SECONDS if own_key else RECHECKED_BALANCE_SECONDS
         lower = _spendable_from_recent_balance(ctx, session, address, max_age)

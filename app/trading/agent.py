@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -47,10 +47,11 @@ from app.trading import planning, service
 from app.trading.models import AgentAction, AgentActivity, AgentOrder, TradingProfile
 from app.users.models import Role, User
 from app.wallets import service as wallets
-from app.wallets.models import WalletKind
+from app.wallets.models import Wallet, WalletKind
 from common import clock
 from ess_collector.models import Site
 from ess_collector.supply import estimate_run, mean_power_since, site_battery
+from wallet.signer import LocalSigner
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,60 @@ class Want:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Turn:
-    """One user's turn in a pass: what deciding and placing that user's orders reads and writes through."""
+    """One user's turn in a pass: what deciding and placing that user's orders reads and writes through,
+    and what the turn reads once for all its slots (each when first needed: one statement, not one per
+    slot and side). The turn holds the market's lock, and only it places or cancels the agent's orders
+    of this user meanwhile."""
 
     ctx: Context
     session: Session
     user: User
     profile: TradingProfile
+    slots: list[datetime]
+    wallet: Wallet | None = None
+    _filled: dict[tuple[datetime, str], int] | None = None
+    _own_open: dict[datetime, list[tuple[str, int, int]]] | None = None
+    _live: dict[tuple[datetime, str], tuple[AgentOrder, Order]] | None = None
+    _spent: int | None = None  # today's committed buy escrow (`service.spent_today`), kept current
+    _signer: LocalSigner | None = field(default=None, repr=False)
+
+    def filled(self, slot: datetime, side: str) -> int:
+        """Wh the agent's orders for the slot and side have traded (`_agent_filled`)."""
+        if self._filled is None:
+            self._filled = _agent_filled(self.session, self.user.id or 0, self.slots)
+        return self._filled.get((slot, side), 0)
+
+    def own_open(self, slot: datetime) -> list[tuple[str, int, int]]:
+        if self._own_open is None:
+            self._own_open = _own_open(self.session, self.user.id or 0, self.slots)
+        return self._own_open.get(slot, [])
+
+    def live(self, slot: datetime, side: str) -> tuple[AgentOrder, Order] | None:
+        if self._live is None:
+            self._live = _lives(self.session, self.user.id or 0, self.slots)
+        return self._live.get((slot, side))
+
+    def spent(self) -> int:
+        if self._spent is None:
+            self._spent = service.spent_today(self.session, self.user.id or 0, clock.now())
+        return self._spent
+
+    def placed(self, order: Order) -> None:
+        """A buy's escrow counts against the daily limit from its placement (its whole amount)."""
+        if order.side == OrderSide.buy and self._spent is not None:
+            self._spent += order.escrow_amount
+
+    def cancelled(self) -> None:
+        """A cancelled buy's unfilled escrow is free again: the sum is read anew when next needed."""
+        self._spent = None
+
+    def signer(self, wallet: Wallet) -> LocalSigner:
+        """The custodial key, opened once per turn (not per order); dropped with the turn."""
+        if self._signer is None or self._signer.address != wallet.address:
+            self._signer = wallets.signer_for(self.ctx, wallet)
+        return self._signer
 
 
 def run_if_due(ctx: Context) -> None:
@@ -147,9 +194,9 @@ def _trade_for(ctx: Context, session: Session, user_id: int, slots: list[datetim
         service.cancel_agent_orders(ctx, session, user, "the profile was turned off")
         return
     site = session.get(Site, profile.site_id) if profile.site_id else None
-    turn = _Turn(ctx, session, user, profile)
+    turn = _Turn(ctx, session, user, profile, slots)
     sells, buys = _wants(turn, site, slots)
-    wallet = wallets.active_wallet(session, user_id)
+    wallet = turn.wallet = wallets.active_wallet(session, user_id)
     for slot_start in slots:
         if user.role == Role.prosumer and site is not None:
             _settle_side(turn, slot_start, OrderSide.sell, sells[slot_start])
@@ -178,7 +225,7 @@ def _site_wants(
 ) -> tuple[dict[datetime, Want], dict[datetime, Want]]:
     """The site's plan (app/trading/planning.py) from the slot in delivery through the last upcoming one:
     sells it can deliver and buys it will import, priced."""
-    ctx, session, user, profile = turn.ctx, turn.session, turn.user, turn.profile
+    ctx, session, profile = turn.ctx, turn.session, turn.profile
     r = market.rules(ctx)
     now = clock.now()
     current = r.slot_of(now)
@@ -186,7 +233,7 @@ def _site_wants(
     cfg = supply_config(ctx.settings)
     estimates = estimate_run(session, site, [current - r.slot, *run], cfg, now=now)
     previous, in_delivery, ahead = estimates[0], estimates[1], estimates[2:]
-    live_open = _live_open(session, user.id or 0, slots)
+    live_open = _live_open(turn, slots)
     inputs = []
     for e in [in_delivery, *ahead]:
         sold, bought = _committed(session, site.id or 0, e.slot_start)
@@ -232,8 +279,8 @@ def _site_wants(
 
 def _priced(turn: _Turn, slot: datetime, side: str, qty: int, why: str) -> Want:
     """The quantity (capped per slot) at the suggested price bounded by the profile's floor or ceiling."""
-    ctx, session, user, profile = turn.ctx, turn.session, turn.user, turn.profile
-    filled = _agent_filled(session, user.id or 0, slot, side)
+    ctx, session, profile = turn.ctx, turn.session, turn.profile
+    filled = turn.filled(slot, side)
     qty = min(qty, profile.max_wh_per_slot - filled)
     if qty < MIN_ORDER_WH:
         return Want(
@@ -243,8 +290,8 @@ def _priced(turn: _Turn, slot: datetime, side: str, qty: int, why: str) -> Want:
         )
     floor, ceiling = market.rules(ctx).band(slot)
     levels = engine.recent_book_levels(ctx, session, slot)  # one read per slot and second, not per user
-    levels = _without_own(levels, _own_open(session, user.id or 0, slot))
-    price = parse_amount(suggest(ctx, session, user.id or 0, slot, side, levels)["suggested_price"])
+    levels = _without_own(levels, turn.own_open(slot))
+    price = parse_amount(suggest(ctx, session, turn.user.id or 0, slot, side, levels)["suggested_price"])
     if side == OrderSide.sell and profile.sell_floor is not None:
         price = max(price, profile.sell_floor)
     if side == OrderSide.buy and profile.buy_ceiling is not None:
@@ -258,17 +305,22 @@ def _priced(turn: _Turn, slot: datetime, side: str, qty: int, why: str) -> Want:
     return Want(qty, price, why)
 
 
-def _own_open(session: Session, user_id: int, slot: datetime) -> list[tuple[str, int, int]]:
-    """(side, price, open Wh) of the user's open orders in the slot, as the public book counts them."""
+def _own_open(
+    session: Session, user_id: int, slots: list[datetime]
+) -> dict[datetime, list[tuple[str, int, int]]]:
+    """Per slot, (side, price, open Wh) of the user's open orders, as the public book counts them."""
     rows = session.exec(
-        select(Order.side, Order.limit_price, Order.open_wh).where(
+        select(Order.slot_start, Order.side, Order.limit_price, Order.open_wh).where(
             col(Order.user_id) == user_id,
-            col(Order.slot_start) == slot,
+            col(Order.slot_start).in_(slots),
             col(Order.status) == OrderStatus.open,
             col(Order.counterpart_id).is_(None),
         )
     ).all()
-    return [(str(side), int(price), int(wh)) for side, price, wh in rows]
+    out: dict[datetime, list[tuple[str, int, int]]] = {}
+    for slot, side, price, wh in rows:
+        out.setdefault(slot, []).append((str(side), int(price), int(wh)))
+    return out
 
 
 def _without_own(levels: BookLevels, own: list[tuple[str, int, int]]) -> BookLevels:
@@ -301,37 +353,42 @@ def _committed(session: Session, site_id: int, slot: datetime) -> tuple[int, int
     return sold, bought
 
 
-def _live(session: Session, user_id: int, slot: datetime, side: str) -> tuple[AgentOrder, Order] | None:
-    row = session.exec(
+def _lives(
+    session: Session, user_id: int, slots: list[datetime]
+) -> dict[tuple[datetime, str], tuple[AgentOrder, Order]]:
+    """The agent's live order (and its link) per slot and side, by the links' unique live keys."""
+    keys = [_key(user_id, s, side) for s in slots for side in (OrderSide.sell, OrderSide.buy)]
+    by_key = {_key(user_id, s, side): (s, side) for s in slots for side in (OrderSide.sell, OrderSide.buy)}
+    rows = session.exec(
         select(AgentOrder, Order)
         .join(Order, col(Order.id) == col(AgentOrder.order_id))
-        .where(col(AgentOrder.live_key) == _key(user_id, slot, side))
-    ).first()
-    return (row[0], row[1]) if row else None
+        .where(col(AgentOrder.live_key).in_(keys))
+    ).all()
+    return {by_key[link.live_key]: (link, order) for link, order in rows if link.live_key in by_key}
 
 
-def _live_open(session: Session, user_id: int, slots: list[datetime]) -> dict[tuple[datetime, str], int]:
+def _live_open(turn: _Turn, slots: list[datetime]) -> dict[tuple[datetime, str], int]:
     """The open remainder of the agent's live orders: what this pass decides anew."""
     out: dict[tuple[datetime, str], int] = {}
     for s in slots:
         for side in (OrderSide.sell, OrderSide.buy):
-            live = _live(session, user_id, s, side)
+            live = turn.live(s, side)
             if live and live[1].status in LIVE:
                 out[(s, side)] = live[1].open_wh
     return out
 
 
-def _agent_filled(session: Session, user_id: int, slot: datetime, side: str) -> int:
+def _agent_filled(session: Session, user_id: int, slots: list[datetime]) -> dict[tuple[datetime, str], int]:
+    """Per slot and side, the Wh the agent's orders (live or not) have traded."""
     rows = session.exec(
-        select(Order.filled_wh)
-        .join(AgentOrder, col(AgentOrder.order_id) == col(Order.id))
-        .where(
-            col(AgentOrder.user_id) == user_id,
-            col(AgentOrder.slot_start) == slot,
-            col(AgentOrder.side) == side,
-        )
+        select(AgentOrder.slot_start, AgentOrder.side, Order.filled_wh)
+        .join(Order, col(Order.id) == col(AgentOrder.order_id))
+        .where(col(AgentOrder.user_id) == user_id, col(AgentOrder.slot_start).in_(slots))
     ).all()
-    return sum(rows)
+    out: dict[tuple[datetime, str], int] = {}
+    for slot, side, wh in rows:
+        out[(slot, str(side))] = out.get((slot, str(side)), 0) + wh
+    return out
 
 
 def _key(user_id: int, slot: datetime, side: str) -> str:
@@ -341,7 +398,7 @@ def _key(user_id: int, slot: datetime, side: str) -> str:
 def _settle_side(turn: _Turn, slot: datetime, side: str, want: Want) -> None:
     """Makes the user's live order for (slot, side) match `want`: keep, cancel, or cancel and place."""
     ctx, session, user, profile = turn.ctx, turn.session, turn.user, turn.profile
-    live = _live(session, user.id or 0, slot, side)
+    live = turn.live(slot, side)
     if live is not None and live[1].status not in LIVE:  # filled, expired, failed: no longer the live one
         live[0].live_key = None
         session.add(live[0])
@@ -355,12 +412,13 @@ def _settle_side(turn: _Turn, slot: datetime, side: str, want: Want) -> None:
             return
         why = "no longer wanted: " + want.reason if want.quantity_wh == 0 else "repriced: " + want.reason
         service.cancel_order(ctx, session, user, link, order, why)
+        turn.cancelled()
     if want.quantity_wh == 0:
         _skip(ctx, session, user.id or 0, slot, side, want.reason)
         return
     qty = want.quantity_wh
     if side == OrderSide.buy:
-        left = profile.daily_limit - service.spent_today(session, user.id or 0, clock.now())
+        left = profile.daily_limit - turn.spent()
         qty = min(qty, max(left, 0) * 1000 // want.price)
         while qty > 0 and escrow_amount(qty, want.price) > left:
             qty -= 1
@@ -410,7 +468,7 @@ def _place(turn: _Turn, slot: datetime, side: str, qty: int, want: Want) -> None
         service.note(session, user.id or 0, AgentAction.placed, want.reason, order=order, quantity_wh=qty)
 
     try:
-        order = market.place_for_agent(ctx, session, user, req, link)
+        order = market.place_for_agent(ctx, session, user, req, link, wallet=turn.wallet, signer=turn.signer)
     except IntegrityError:  # another pass placed this slot's order meanwhile: it is the live one
         session.rollback()
         return
@@ -418,6 +476,7 @@ def _place(turn: _Turn, slot: datetime, side: str, qty: int, want: Want) -> None
         session.rollback()
         _skip(ctx, session, user.id or 0, slot, side, f"the market refused the order: {exc.detail}")
         return
+    turn.placed(order)
     crash_point("trading.after_place")
     log.info("agent placed %s %s Wh for user %s in %s: %s", side, qty, user.id, slot, order.id)
 

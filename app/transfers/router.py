@@ -5,24 +5,26 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ContextDep, IdempotencyKey, SessionDep
+from app.api.deps import IdempotencyKey, SessionDep
 from app.transfers import service
 from app.transfers.schemas import TransferAuthorize, TransferCreate, TransferList, TransferPublic
-from app.users.deps import BearerToken, CurrentUser, as_user
+from app.users.deps import CallerDep, CurrentUser, in_unit_of_work
 
 router = APIRouter(prefix="/transfers", tags=["transfers"])
 
 
-# The two money routes of a transfer are `async` and make one thread-pool call each, for the user and the
-# work (`as_user`): as plain `def` routes with a `CurrentUser`, each request took two hops, which cost more CPU than
-# several of its statements.
+# The two money routes of a transfer are `async` and make one thread-pool call each, for the user, the
+# work and the unit of work (`in_unit_of_work`): as plain `def` routes with a `CurrentUser`, each request
+# took two hops, which cost more CPU than several of its statements. Their context and token come as one
+# dependency (`CallerDep`) and they open their session in that call: FastAPI's solving of each further
+# dependency (the context, the session's generator) cost more than the function it called.
 @router.post(
     "", summary="Start a coin transfer to an address or user", response_model=TransferPublic, status_code=201
 )
-async def create_transfer(
-    req: TransferCreate, ctx: ContextDep, session: SessionDep, token: BearerToken, key: IdempotencyKey = None
-) -> JSONResponse:
-    status, body = await as_user(session, token, lambda user: service.create(ctx, session, user, req, key))
+async def create_transfer(req: TransferCreate, who: CallerDep, key: IdempotencyKey = None) -> JSONResponse:
+    status, body = await in_unit_of_work(
+        who, lambda session, user: service.create(who.ctx, session, user, req, key)
+    )
     return JSONResponse(status_code=status, content=body)
 
 
@@ -31,14 +33,15 @@ async def create_transfer(
     summary="Authorise a transfer (PIN and code, or a signature)",
     response_model=TransferPublic,
 )
-async def authorize_transfer(
-    transfer_id: str, req: TransferAuthorize, ctx: ContextDep, session: SessionDep, token: BearerToken
-) -> JSONResponse:
-    answer = await as_user(
-        session, token, lambda user: service.authorize(ctx, session, user, transfer_id, req)
-    )
+async def authorize_transfer(transfer_id: str, req: TransferAuthorize, who: CallerDep) -> JSONResponse:
     # Serialised here, once: a returned model is validated against response_model again, then encoded.
-    return JSONResponse(content=answer.model_dump(mode="json"))
+    answer = await in_unit_of_work(
+        who,
+        lambda session, user: service.authorize(who.ctx, session, user, transfer_id, req).model_dump(
+            mode="json"
+        ),
+    )
+    return JSONResponse(content=answer)
 
 
 @router.get(

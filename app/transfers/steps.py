@@ -5,13 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlmodel import Session, col, func, select
+from sqlalchemy import BindParameter, Table, bindparam, func, select
+from sqlmodel import Session
 
 from app.core.money import format_amount
 from app.core.security import utcnow
 from app.events.service import emit_rows
 from app.transfers.models import StepKind, Transfer, TransferStatus, TransferStep
 from app.transfers.schemas import StepPublic
+
+STEPS: Table = TransferStep.__table__  # type: ignore[attr-defined]
+# Built once (an authorisation reads one transfer's steps, a batch the last step of each): their cache
+# keys are computed once; building and keying a statement per call cost more than running it.
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+_STEPS_OF_ONE = STEPS.select().where(STEPS.c.transfer_id == bindparam("transfer_id")).order_by(STEPS.c.seq)
+_STEPS_OF = STEPS.select().where(STEPS.c.transfer_id.in_(_IDS)).order_by(STEPS.c.seq)
+_LAST_SEQ = (
+    select(STEPS.c.transfer_id, func.max(STEPS.c.seq))
+    .where(STEPS.c.transfer_id.in_(_IDS))
+    .group_by(STEPS.c.transfer_id)
+)
+_INSERT_STEPS = STEPS.insert()
 
 
 class StepLog:
@@ -33,18 +47,14 @@ class StepLog:
         if new or not ids:
             self._next = dict.fromkeys(ids, 1)
         elif read:
-            table = TransferStep.__table__  # type: ignore[attr-defined]
-            query = table.select().where(table.c.transfer_id.in_(ids)).order_by(table.c.seq)
-            for row in session.execute(query):
+            one = len(ids) == 1
+            query = _STEPS_OF_ONE if one else _STEPS_OF
+            for row in session.execute(query, {"transfer_id": ids[0]} if one else {"ids": ids}):
                 step = StepPublic(seq=row.seq, kind=row.kind, at=row.at, details=row.details)
                 self._steps[row.transfer_id].append(step)
             self._next = {i: (self._steps[i][-1].seq if self._steps[i] else 0) + 1 for i in ids}
         else:
-            rows = session.exec(
-                select(TransferStep.transfer_id, func.max(TransferStep.seq))
-                .where(col(TransferStep.transfer_id).in_(ids))
-                .group_by(col(TransferStep.transfer_id))
-            ).all()
+            rows = session.execute(_LAST_SEQ, {"ids": ids}).all()
             last = {tid: int(seq or 0) for tid, seq in rows}
             self._next = {i: last.get(i, 0) + 1 for i in ids}
 
@@ -75,7 +85,7 @@ class StepLog:
         if not self._rows:
             return
         self.session.flush()
-        self.session.execute(TransferStep.__table__.insert(), self._rows)  # type: ignore[attr-defined]
+        self.session.execute(_INSERT_STEPS, self._rows)
         emit_rows(self.session, self._events)
         self._rows, self._events = [], []
 

@@ -139,3 +139,50 @@ def test_held_coins_are_summed_exactly_past_64_bits(clean_db: Engine) -> None:
         assert holds.reserved(s, address, spent_since=now - timedelta(minutes=1)) == sum(held) + 2**70
         assert holds.reserved(s, other) == 2**65
         assert holds.reserved(s, Account.create().address) == 0
+
+
+def test_before_the_locks_a_check_only_reads_a_balance_the_check_under_them_could_not_answer_from(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check_available(..., before_locks=True)`: no statement and no refusal; an eth_call only when the
+    check under the locks would find no balance recent enough for it (a custodial wallet's reads stay
+    usable for OWN_KEY_BALANCE_SECONDS, a rechecked spend's for RECHECKED_BALANCE_SECONDS)."""
+    from sqlalchemy import event
+
+    address = Account.create().address  # holds nothing: a refusal would show
+    calls: list[str] = []
+    statements: list[str] = []
+    make_request = ctx.w3.provider.make_request
+
+    def counted(method: object, params: object) -> object:
+        calls.append(str(method))
+        return make_request(method, params)
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    monkeypatch.setattr(ctx.w3.provider, "make_request", counted)
+    event.listen(ctx.engine, "before_cursor_execute", seen)
+
+    def first_check(**how: bool) -> None:
+        with Session(ctx.engine) as s:
+            holds.check_available(ctx, s, address, 10**18, "the escrow", before_locks=True, **how)
+
+    try:
+        first_check(rechecked=True)
+        assert calls == ["eth_call"]  # nothing read yet: read now, not under the locks
+        first_check(rechecked=True)
+        first_check(own_key=True, rechecked=True)
+        assert calls == ["eth_call"]  # just read
+        read = ctx.cache.balances[address]
+        ctx.cache.balances[address] = read._replace(at=read.at - holds.RECHECKED_BALANCE_SECONDS - 1)
+        first_check(own_key=True, rechecked=True)  # our own key's read is still usable under the locks
+        assert calls == ["eth_call"]
+        first_check(rechecked=True)  # a linked wallet's is not
+        assert calls == ["eth_call", "eth_call"]
+        del ctx.cache.balances[address]
+        first_check()  # neither: the check under the locks asks the chain anyway
+        assert calls == ["eth_call", "eth_call"]
+        assert statements == []
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", seen)

@@ -192,3 +192,73 @@ def test_a_change_made_elsewhere_is_seen_and_a_failed_pass_rebuilds(clean_db: En
         s.rollback()  # the commit never happens
     ctx.market_books.reset()  # what the worker does when a pass fails
     assert sorted(matching_pass(clean_db, ctx)) == sorted(want)
+
+
+def _order(db: Engine, user: int, side: str, price_cents: int, qty: int = 500) -> str:
+    now = datetime.now(UTC)
+    with Session(db) as s:
+        order = Order(
+            id=uuid.uuid4().hex,
+            user_id=user,
+            side=side,
+            slot_start=SLOTS[0],
+            quantity_wh=qty,
+            open_wh=qty,
+            limit_price=price_cents * 10**16,
+            status="open",
+            seq=engine.next_seq(s),
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(order)
+        s.commit()
+        return order.id
+
+
+def test_a_pass_whose_changes_cross_nothing_takes_no_lock(clean_db: Engine) -> None:
+    """Most wake-ups bring orders that rest: they reach the book without the counter's lock (SQLite: the
+    database's write lock, which every placement waits for); a crossing order still takes it and fills."""
+    from sqlalchemy import event
+
+    seller, buyer = users(clean_db, 2)
+    ctx: Any = SimpleNamespace(market_books=None)
+    _order(clean_db, seller, "sell", 105)
+    first_buy = _order(clean_db, buyer, "buy", 95)
+    assert matching_pass(clean_db, ctx) == []  # builds the book
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(clean_db, "before_cursor_execute", seen)
+    try:
+        resting_buy, resting_sell = _order(clean_db, buyer, "buy", 99), _order(clean_db, seller, "sell", 100)
+        with Session(clean_db) as s:
+            cancelled = s.get(Order, first_buy)
+            assert cancelled is not None
+            cancelled.status, cancelled.open_wh = "cancelled", 0
+            s.add(cancelled)
+            s.commit()
+        statements.clear()
+        assert matching_pass(clean_db, ctx) == []
+        assert not [q for q in statements if "UPDATE market_changes" in q], statements
+        assert {o.id for o in resting(ctx)[SLOTS[0]] if o.side == Side.BUY} == {resting_buy}
+        assert resting_sell in {o.id for o in resting(ctx)[SLOTS[0]]}
+        statements.clear()
+        assert matching_pass(clean_db, ctx) == []  # nothing changed: the counter read, no order read
+        market = [q for q in statements if "market_changes" in q or "FROM orders" in q]
+        assert len(market) == 1 and market[0].startswith("SELECT market_changes.last_no"), market
+
+        crossing = _order(clean_db, buyer, "buy", 101, qty=300)
+        want = expected(clean_db)
+        assert [(f.buy_order_id, f.sell_order_id, f.quantity_wh) for f in want] == [
+            (crossing, resting_sell, 300)
+        ]
+        statements.clear()
+        assert matching_pass(clean_db, ctx) == want
+        assert [q for q in statements if "UPDATE market_changes" in q]  # the fill was made under the lock
+    finally:
+        event.remove(clean_db, "before_cursor_execute", seen)
+    restarted: Any = SimpleNamespace(market_books=None)
+    assert matching_pass(clean_db, restarted) == []
+    assert resting(restarted) == resting(ctx)
