@@ -9,18 +9,6 @@ pass at once, so a worker that lost its lease writes nothing more. The loop itse
 the lease keeper stops it on the loss, and if the lease comes back to this process before that (it had
 only expired, nobody took it), the next fence succeeds and the work resumes.
 
-An idle wait (nothing done, nothing failed) ends on a grid every worker of the process shares: at the next
-multiple of the wait on the monotonic clock (``on_grid``), never later than the wait itself. Loops with the
-same interval (or one a multiple of another's) then wake together and run back to back, each on the
-caches the one before warmed, instead of each on cold ones: an idle pass after a sleep costs several times
-what the same pass costs warm (a pooled SQLite query: 0.43 ms after a 0.2 s sleep, 0.07 ms warm). On the
-idle `essx run` (the indexer, the lease keepers, the collector's jobs, and the relayer's and batcher's
-every fourth and fifth pass at whole seconds) that saved about 0.5 of 19-22 ms of CPU per second
-(docs/benchmarks.md, "Issue 14, sixth round"). Busy and back-off waits are not moved: work is waiting, or a failure wants its distance. Nor is
-a worker with a ``min_gap`` (the market's, which spaces its full passes an interval apart from their
-starts: on the grid, a pass a hair less than an interval after the last found its full pass not due yet
-and skipped it, a third of the time).
-
 ``LeaseKeeper`` is the one lease keeper: a ``Worker`` whose pass takes or renews a database lease
 (``common/lease.py``) and says when it is won or lost. The loops that run only in the lease holder start on
 a gain and stop on a loss (``app/main.py``'s background workers, the collector's schedule).
@@ -37,7 +25,6 @@ import ctypes
 import logging
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,7 +32,6 @@ from common.lease import Lease, LeaseLost
 
 log = logging.getLogger(__name__)
 Step = Callable[[], object]
-GRID_MAX = 60.0  # idle waits up to this long end on the shared grid (``on_grid``); longer ones as asked
 
 
 @dataclass(frozen=True)
@@ -79,14 +65,6 @@ def name_os_thread(name: str) -> None:
         _libc.prctl(_PR_SET_NAME, name.encode("utf-8", "replace")[:15], 0, 0, 0)
     except (OSError, AttributeError):  # no libc found, or no prctl in it: the names are only a help
         pass
-
-
-def on_grid(wait: float, now: float) -> float:
-    """The wait from ``now`` (monotonic) up to the next multiple of ``wait``: in (0, wait], so a loop on
-    the grid keeps its pace and never waits longer than asked; after a wake-up or a busy pass moved it
-    off the grid, its next idle pass comes early, on the grid, once."""
-    left = wait - now % wait
-    return left if left > 0 else wait
 
 
 def step_name(step: Step) -> str:
@@ -196,10 +174,7 @@ class Worker:
                 return
             if self.min_gap:
                 self._stop.wait(self.min_gap)
-            wait = self.pacing.next_wait(busy=busy, failures=self.failures)
-            if not busy and not self.failures and not self.min_gap and wait <= GRID_MAX:
-                wait = on_grid(wait, time.monotonic())
-            woken = self.wake.wait(wait)
+            woken = self.wake.wait(self.pacing.next_wait(busy=busy, failures=self.failures))
             self.wake.clear()
             if woken and self.linger and not self._stop.is_set():
                 self._stop.wait(self.linger)

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -28,7 +27,7 @@ from app.sites.service import collector_config, meter_ledger
 from app.wallets.service import active_wallet
 from common import clock
 from common.lease import Lease, LeaseLost
-from common.worker import LeaseKeeper, name_os_thread, on_grid
+from common.worker import LeaseKeeper, name_os_thread
 from ess_collector.aggregation import aggregate_due
 from ess_collector.anchoring import anchor_due, on_anchor_final
 from ess_collector.collector import Collector
@@ -132,8 +131,8 @@ class CollectorWorker:
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
         )
-        scheduler.add_job(self._poll, self._on_grid(self.cfg.poll_interval_s), id="poll")
-        scheduler.add_job(self._settle, self._on_grid(self.job_seconds), id="settle")
+        scheduler.add_job(self._poll, IntervalTrigger(seconds=self.cfg.poll_interval_s), id="poll")
+        scheduler.add_job(self._settle, IntervalTrigger(seconds=self.job_seconds), id="settle")
         scheduler.start()
         self._ready.set()
         try:
@@ -141,14 +140,6 @@ class CollectorWorker:
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
-
-    @staticmethod
-    def _on_grid(seconds: float) -> IntervalTrigger:
-        """Every ``seconds`` from one interval from now, moved onto the whole seconds of the monotonic
-        clock: the grid the background loops' idle passes share (common/worker.py ``on_grid``), so a poll
-        runs beside them on warm caches rather than alone on cold ones."""
-        first = datetime.now(UTC) + timedelta(seconds=seconds + on_grid(1.0, time.monotonic()))
-        return IntervalTrigger(seconds=seconds, start_date=first)
 
     def stop(self) -> None:
         loop, thread = self._loop, self._thread

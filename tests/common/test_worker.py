@@ -7,7 +7,6 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from common.lease import LeaseLost
-from common.worker import LeaseKeeper, Pacing, Worker, on_grid
+from common.worker import LeaseKeeper, Pacing, Worker
 
 WAIT = 10  # seconds a test waits for a thread before failing; never a measured duration
 
@@ -85,47 +84,9 @@ def test_a_wake_runs_a_pass_now_and_stop_ends_the_thread() -> None:
     assert not w.running
 
 
-def test_an_idle_wait_ends_on_the_next_multiple_of_itself_never_later() -> None:
-    assert on_grid(1.0, 100.25) == pytest.approx(0.75)
-    assert on_grid(1.0, 100.0) == 1.0  # on the grid already: a whole wait, not none
-    assert on_grid(0.2, 7.19) == pytest.approx(0.01)  # off the grid: early, once
-    assert on_grid(0.25, 7.3) == pytest.approx(0.2)
-    assert all(0 < on_grid(0.3, t / 7) <= 0.3 for t in range(1000))
-
-
-def test_idle_workers_of_one_interval_started_apart_wake_together() -> None:
-    """Two loops of one interval started half an interval apart pass together from their second pass on
-    (each on the caches the other warmed), instead of keeping their distance."""
-    interval = 0.5
-    starts: dict[str, list[float]] = {"a": [], "b": []}
-    done = threading.Semaphore(0)
-
-    def step(name: str) -> Callable[[], None]:
-        def record() -> None:
-            starts[name].append(time.monotonic())
-            if len(starts[name]) == 3:
-                done.release()
-
-        return record
-
-    a = Worker("a", [step("a")], Pacing(interval))
-    b = Worker("b", [step("b")], Pacing(interval))
-    a.start()
-    time.sleep(interval / 2)
-    b.start()
-    try:
-        assert done.acquire(timeout=WAIT) and done.acquire(timeout=WAIT)
-    finally:
-        a.stop()
-        b.stop()
-    # b's passes after its first: each with one of a's, apart by scheduling jitter only (not half an interval)
-    for t in starts["b"][1:3]:
-        assert min(abs(t - u) for u in starts["a"]) < interval / 5, starts
-
-
-def test_a_worker_with_a_min_gap_keeps_its_own_pace_off_the_grid() -> None:
+def test_a_worker_with_a_min_gap_passes_a_gap_plus_an_interval_apart() -> None:
     """The market spaces its full passes an interval apart from their starts (app/market/worker.py): its
-    idle passes come a gap plus an interval apart, never a hair under an interval (the grid's pace)."""
+    idle passes come a gap plus an interval apart, never a hair under an interval."""
     interval, gap = 0.3, 0.05
     starts: list[float] = []
     done = threading.Event()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -135,15 +134,3 @@ def test_a_standalone_collectors_relayer_runs_only_with_the_collector_lease(
         two.stop()
         for c in contexts:
             c.relayer.stop()
-
-
-def test_the_jobs_first_run_is_an_interval_away_on_a_whole_monotonic_second() -> None:
-    """The poll and settle jobs run on the grid the background loops' idle passes share (common/worker.py):
-    the first one interval from now, moved to the next whole second of the monotonic clock."""
-    for seconds in (5.0, 10.0):
-        wall, mono = datetime.now(UTC), time.monotonic()
-        first = CollectorWorker._on_grid(seconds).start_date
-        ahead = (first - wall).total_seconds()
-        assert seconds < ahead <= seconds + 1 + 0.05, ahead
-        phase = (mono + ahead) % 1.0
-        assert min(phase, 1 - phase) < 0.05, phase
