@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ import uvicorn
 from rich.console import Console
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from app.core.config import Settings
 from app.core.db import make_engine, private_dir
@@ -177,7 +179,7 @@ def serve(settings: Settings) -> None:
         settings.secret(name)
     if settings.collector_enabled:
         os.environ["ESSX_COLLECTOR_ENABLED"] = "true"  # each worker runs it; its lease picks one
-    uvicorn.run(
+    config = uvicorn.Config(
         "app.main:create_worker_app",
         factory=True,
         workers=settings.workers,
@@ -189,3 +191,23 @@ def serve(settings: Settings) -> None:
         timeout_worker_healthcheck=60,
         **FAST,
     )
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C before the supervisor took SIGINT
+        WorkerSupervisor(config, sockets=[config.bind_socket()]).run()
+
+
+class WorkerSupervisor(Multiprocess):
+    """uvicorn's supervisor of the worker processes, which also notices at once a worker that dies while
+    it waits for that worker's health-check answer.
+
+    The parent asks each worker in turn over a pipe and waits up to ``timeout_worker_healthcheck`` for the
+    answer; a dead worker should end that wait with EOF, but uvicorn's parent kept its own copy of the
+    worker's end of the pipe open, so no EOF came: a worker killed (kill -9, the OOM killer) while its
+    answer was awaited (on a busy machine the answers are slow, so often) was replaced only after the full
+    60 s. Meanwhile one process served alone (or none, if it died too) and Ctrl-C went unheard (the parent
+    reads signals between rounds). So the parent closes its copy once the worker has its own."""
+
+    def keep_subprocess_alive(self) -> None:
+        for worker in self.processes:
+            if worker.pid is not None:  # started: the child holds its own copy of its end
+                worker.child_conn.close()  # (closing twice is harmless; uvicorn closes it again at the end)
+        super().keep_subprocess_alive()

@@ -16,6 +16,7 @@ BRIEF: dict[str, list[str]] = {
     "bench.bench_dispatch": ["--sites", "5", "--hours", "6"],
     "bench.bench_collector": ["--sites", "100", "--seconds", "3", "--db", "sqlite", "--gas-sizes", "10"],
     "bench.bench_mint": ["--mints", "20", "--events", "500"],
+    "bench.bench_idle": ["--settle", "5", "--seconds", "10"],
     "bench.bench_transfers": ["--users", "5", "--seconds", "5"],
     "bench.bench_orders": ["--users", "5", "--seconds", "5"],
     "bench.bench_market_gas": [

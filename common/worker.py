@@ -13,12 +13,17 @@ only expired, nobody took it), the next fence succeeds and the work resumes.
 (``common/lease.py``) and says when it is won or lost. The loops that run only in the lease holder start on
 a gain and stop on a loss (``app/main.py``'s background workers, the collector's schedule).
 
+Each worker's thread carries its name in the operating system too (``name_os_thread``), so its CPU can be
+read per loop from ``/proc/<pid>/task/*/{comm,stat}`` without a profiler (``bench/bench_idle.py``).
+
 Imports nothing of ours above ``common``: the relayer (``wallet``), the collector and the app use it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +47,24 @@ class Pacing:
         if failures > 0:
             return min(self.backoff_max, self.backoff_first * 2 ** min(failures - 1, 32))
         return self.busy_interval if busy else self.interval
+
+
+_PR_SET_NAME = 15  # prctl(2): the calling thread's name, at most 15 bytes
+_libc: ctypes.CDLL | None = None
+
+
+def name_os_thread(name: str) -> None:
+    """Gives the calling thread ``name`` (cut to 15 bytes) in the operating system (Linux only; elsewhere,
+    or if it fails, nothing): Python keeps its thread names to itself before 3.14."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None)  # the process's own symbols: libc's among them
+        _libc.prctl(_PR_SET_NAME, name.encode("utf-8", "replace")[:15], 0, 0, 0)
+    except (OSError, AttributeError):  # no libc found, or no prctl in it: the names are only a help
+        pass
 
 
 def step_name(step: Step) -> str:
@@ -142,6 +165,7 @@ class Worker:
         return busy
 
     def _run(self) -> None:
+        name_os_thread(self.name)
         if not self.first_pass_now:
             self._stop.wait(self.pacing.interval)
         while not self._stop.is_set():

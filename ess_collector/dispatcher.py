@@ -68,17 +68,25 @@ class Dispatcher:
 
     async def run(self, now: datetime) -> None:
         slot = self.cfg.slot_start(now)
+        sold = {site: wh for site, wh in self.sold(slot).items() if wh > 0}
         with Session(self.engine) as session:
             ended = session.exec(
                 select(DispatchRecord).where(
                     col(DispatchRecord.status) == "pending", col(DispatchRecord.slot_start) < slot
                 )
             ).all()
-            sold = {site: wh for site, wh in self.sold(slot).items() if wh > 0}
-            current = {
-                r.site_id: r
-                for r in session.exec(select(DispatchRecord).where(col(DispatchRecord.slot_start) == slot))
-            }
+            # the slot's records matter for the sites that sold in it only: none sold (most slots of most
+            # sites, every poll of an idle service), no read
+            current = (
+                {
+                    r.site_id: r
+                    for r in session.exec(
+                        select(DispatchRecord).where(col(DispatchRecord.slot_start) == slot)
+                    )
+                }
+                if sold
+                else {}
+            )
         for record in ended:
             await self._finish(record, now)
         for site_id, wh in sold.items():

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from eth_account import Account
 
-from tests.polling import TRANSFER_STEPS
+from tests.polling import TRANSFER_STEPS, wait_until
 from tests.service_process import PIN, ServiceProcess
 
 pytestmark = pytest.mark.process  # runs `essx run` as a child process
@@ -85,6 +85,11 @@ def _worker_pids(svc: ServiceProcess) -> set[int]:
     return pids
 
 
+def _started(svc: ServiceProcess) -> int:
+    """How many worker processes have finished their startup (replacements included)."""
+    return svc.log.read_text().count("Application startup complete.")
+
+
 def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_path: Path) -> None:
     data = tmp_path / "data"
     svc = ServiceProcess(data, ESSX_WORKERS="2")
@@ -109,10 +114,17 @@ def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_
         assert svc.balance(sink) == "12"
         assert all(svc.balance(address) == "7" for _, address in users)
 
-        # Kill the process that runs the relayer and the batcher, without any chance to clean up.
+        # Kill the process that runs the relayer and the batcher, without any chance to clean up, while
+        # uvicorn's parent waits for its health-check answer (stopped first, it cannot answer): the parent
+        # notices the death at once and starts a replacement (it used to wait its whole 60 s health-check
+        # timeout, serving with one process, or none after a second death, and deaf to Ctrl-C).
         leader = _background_holder(data)
         assert leader in workers
+        os.kill(leader, signal.SIGSTOP)
+        time.sleep(3)  # the parent asks each worker every 0.5 s: it is waiting for this one's answer by now
         os.kill(leader, signal.SIGKILL)
+        replaced = wait_until(lambda: _worker_pids(svc) - workers, timeout=20)
+        assert replaced, f"no replacement for the killed worker: {_worker_pids(svc)}"
         user, address = users[0]
         tid = _transfer(svc, user, sink, "2")  # served by the surviving worker (or its restarted sibling)
         body = svc.final_transfer(user, tid, timeout=90)
@@ -132,7 +144,10 @@ def test_two_workers_relay_every_transfer_once_and_survive_the_leader_dying(tmp_
         assert svc.balance(sink) == "14" and svc.balance(address) == "6"
 
         # Kill the leader again, this time with work in flight: transfers just authorised, their batch
-        # about to be signed, sent or mined. The next leader finishes each of them exactly once.
+        # about to be signed, sent or mined. The next leader finishes each of them exactly once. First the
+        # replacement must be serving: otherwise this would kill the only process serving (a loaded machine
+        # takes many seconds to start one).
+        assert wait_until(lambda: _started(svc) >= 3, timeout=120), svc.log.read_text()[-3000:]
         leader = _background_holder(data)
         burst = _burst(svc, [u for u, _ in users], sink, each=1)
         with sqlite3.connect(data / "essx.db") as db:

@@ -7,11 +7,7 @@ from datetime import datetime
 from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from common.dbtypes import BigAmount, UTCDateTime
-
-
-def _utc(nullable: bool = True) -> Column[datetime]:
-    return Column(UTCDateTime(), nullable=nullable)
+from common.dbtypes import BigAmount, utc_column
 
 
 class NonceCounter(SQLModel, table=True):
@@ -44,8 +40,8 @@ class OutgoingTx(SQLModel, table=True):
     block_hash: str | None = Field(default=None, max_length=66)
     gas_used: int | None = None
     error: str | None = Field(default=None, max_length=500)
-    created_at: datetime = Field(sa_column=_utc(False))
-    updated_at: datetime = Field(sa_column=_utc(False))
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+    updated_at: datetime = Field(sa_column=utc_column(nullable=False))
 
 
 class TxAttempt(SQLModel, table=True):
@@ -59,5 +55,5 @@ class TxAttempt(SQLModel, table=True):
     raw: str = Field(sa_column=Column(Text, nullable=False))  # signed bytes, stored before broadcast
     max_fee_per_gas: int = Field(sa_column=Column(BigAmount, nullable=False))
     max_priority_fee_per_gas: int = Field(sa_column=Column(BigAmount, nullable=False))
-    sent_at: datetime | None = Field(default=None, sa_column=_utc())
-    created_at: datetime = Field(sa_column=_utc(False))
+    sent_at: datetime | None = Field(default=None, sa_column=utc_column())
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,7 +73,6 @@ WAIT_FALLBACK = 1.0  # seconds: a waiter told by the worker of this process read
 # pass (one read of the rows, one commit) instead of a pass each. A few ms against a block of a second.
 GATHER_SECONDS = 0.02
 RECEIPT_BATCH = 100  # receipts asked for in one JSON-RPC batch
-HEAD_TIMES = 9  # new heads remembered (eight gaps) to tell a chain of steady blocks
 # Rows the worker made final lately, kept for waiters: 16 blocks of a full in-flight window (16 per
 # account). Few, because a batch row holds its call data (tens of kB); a waiter whose row has left reads it.
 FINAL_ROWS_KEPT = 256
@@ -147,9 +146,8 @@ class Relayer:
         self._last_block: int | None = None
         self._recheck = True
         self._kicked = True
+        self._empty = False  # the last pass found no open row: the next one, unless kicked, only probes
         self._quiet_until = 0.0  # monotonic time until which a pass waits for a new block only (step)
-        self._head: int | None = None  # the newest block number seen, and when each new head was first seen
-        self._head_seen: deque[float] = deque(maxlen=HEAD_TIMES)
         self._chain_nonce: tuple[int, int] | None = None  # (block, confirmed nonce): changes only with blocks
         self._receipts: dict[str, dict[str, Any]] = {}  # raw receipts of transactions just made final
         # Who finishes each kind of final transaction: the domains register their handlers at start-up.
@@ -162,6 +160,8 @@ class Relayer:
         self.fence: Callable[[Session], None] | None = None
         # Another process runs the worker: `wait` polls the database instead of stepping itself.
         self.standby = False
+        self._probe: Any = None  # _any_open's and _open_rows' statements, built on first use
+        self._open_stmt: Any = None
 
     # -- preparing: inside the caller's database transaction --------------------------------------
 
@@ -302,21 +302,15 @@ class Relayer:
         # the rows are not read again until one comes (or a kick, or `idle_interval` passes: rows of other
         # processes come without a kick).
         quiet = not self._kicked and not self._recheck and time.monotonic() < self._quiet_until
-        if quiet and (not self._block_due() or self._block_number() == self._last_block):
+        if quiet and self._block_number() == self._last_block:
             return True
+        if self._empty and not self._kicked and not self._any_open():
+            return False
         self._kicked = False
         self._quiet_until = 0.0
         with Session(self.engine, expire_on_commit=False) as session:
-            open_rows = session.exec(
-                select(OutgoingTx)
-                .where(
-                    col(OutgoingTx.chain_id) == self.chain_id,
-                    col(OutgoingTx.sender) == self.address,
-                    col(OutgoingTx.status).in_(OPEN),
-                    *self._mine(),
-                )
-                .order_by(col(OutgoingTx.nonce))
-            ).all()
+            open_rows = session.exec(self._open_rows()).all()
+            self._empty = not open_rows
             if not open_rows:
                 return False
             latest = self._block_number()
@@ -346,28 +340,42 @@ class Relayer:
                 self._quiet_until = time.monotonic() + min(self.idle_interval, bump_in)
             return True
 
-    def _block_number(self) -> int:
-        number = int(raw_call(self.w3, "eth_blockNumber", []), 16)
-        if number != self._head:
-            self._head = number
-            self._head_seen.append(time.monotonic())
-        return number
+    def _open_rows(self) -> Any:
+        """The statement reading our open rows in nonce order: built once (each pass built it again)."""
+        stmt = self._open_stmt
+        if stmt is None:
+            stmt = self._open_stmt = (
+                select(OutgoingTx)
+                .where(
+                    col(OutgoingTx.chain_id) == self.chain_id,
+                    col(OutgoingTx.sender) == self.address,
+                    col(OutgoingTx.status).in_(OPEN),
+                    *self._mine(),
+                )
+                .order_by(col(OutgoingTx.nonce))
+            )
+        return stmt
 
-    def _block_due(self) -> bool:
-        """False while the next block cannot have come yet: on a chain whose blocks come at a steady pace
-        (the last HEAD_TIMES heads seen at gaps within 15% of their median, itself at least 0.3 s: Kaia's
-        1-second blocks), within 80% of the shortest gap since the last head was seen. Waiting for a
-        block polls the head every `poll_interval`; this skips the polls that could only answer the same
-        head (three in four on 1-second blocks). Any other chain (automine, blocks mined by hand) is
-        polled throughout."""
-        seen = self._head_seen
-        if len(seen) < HEAD_TIMES:
-            return True
-        gaps = sorted(b - a for a, b in zip(list(seen), list(seen)[1:], strict=False))
-        median = gaps[len(gaps) // 2]
-        if median < 0.3 or gaps[0] < 0.85 * median or gaps[-1] > 1.15 * median:
-            return True
-        return time.monotonic() - seen[-1] >= 0.8 * gaps[0]
+    def _any_open(self) -> bool:
+        """Whether any open row of ours exists: an idle pass's one read (rows of other processes come
+        without a kick), a Core query on a connection, a fifth of the ORM read of the rows in a session."""
+        probe = self._probe
+        if probe is None:
+            probe = self._probe = (
+                select(_TX.c.id)
+                .where(
+                    _TX.c.chain_id == self.chain_id,
+                    _TX.c.sender == self.address,
+                    _TX.c.status.in_(OPEN),
+                    *self._mine(),
+                )
+                .limit(1)
+            )
+        with self.engine.connect() as conn:
+            return conn.execute(probe).first() is not None
+
+    def _block_number(self) -> int:
+        return int(raw_call(self.w3, "eth_blockNumber", []), 16)
 
     def _of_kinds(self) -> ColumnElement[bool] | None:
         """Rows of this relayer's kinds (None: all rows): the stored purpose is ``kind`` or ``kind:ref``."""
@@ -436,9 +444,7 @@ class Relayer:
 
     def _attempts(self, session: Session, tx_ids: list[int]) -> dict[int, list[TxAttempt]]:
         result: dict[int, list[TxAttempt]] = {i: [] for i in tx_ids}
-        rows = session.exec(
-            select(TxAttempt).where(col(TxAttempt.tx_id).in_(tx_ids)).order_by(col(TxAttempt.id))
-        ).all()
+        rows = session.exec(_ATTEMPTS_OF, params={"tx_ids": tx_ids}).all()
         for a in rows:
             result[a.tx_id].append(a)
         return result
@@ -671,6 +677,11 @@ _MOVES: dict[tuple[TxStatus, ...], Any] = {}  # _move's statement per tuple of e
 _INSERT_TX = insert(_TX).returning(_TX.c.id)
 _SET_PURPOSE = update(_TX).where(_TX.c.id == bindparam("row_id"))
 _INSERT_ATTEMPT = insert(_ATTEMPTS).returning(_ATTEMPTS.c.id)
+_ATTEMPTS_OF = (
+    select(TxAttempt)
+    .where(col(TxAttempt.tx_id).in_(bindparam("tx_ids", expanding=True)))
+    .order_by(col(TxAttempt.id))
+)
 
 
 def _insert(session: Session, obj: OutgoingTx | TxAttempt, stmt: Any) -> None:

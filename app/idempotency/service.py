@@ -52,11 +52,13 @@ def claim(session: Session, scope: str, key: str | None, body: Any) -> Claim:
     the key (its unique constraint), `release` and then `lost_to` give that request's answer."""
     key, digest = _checked(key, body)
     now = utcnow()
-    existing = session.exec(
-        select(IdempotencyRecord)
-        .where(col(IdempotencyRecord.scope) == scope, col(IdempotencyRecord.key) == key)
-        .with_for_update()
-    ).first()
+    existing = None
+    if _find(session, scope, key) is not None:  # a new key (the usual case) takes one Core read only
+        existing = session.exec(
+            select(IdempotencyRecord)
+            .where(col(IdempotencyRecord.scope) == scope, col(IdempotencyRecord.key) == key)
+            .with_for_update()
+        ).first()
     if existing is None:
         record = IdempotencyRecord(
             scope=scope,
@@ -83,16 +85,25 @@ def claim(session: Session, scope: str, key: str | None, body: Any) -> Claim:
 
 
 def attach(session: Session, record: IdempotencyRecord, resource: str) -> None:
-    """Names what this request started, in the same transaction that starts it."""
+    """Names what this request started, in the same transaction that starts it. A new record is inserted
+    at once by a Core statement (the ORM's flush of it at the commit cost more): a concurrent request that
+    stored the key first makes this raise IntegrityError here, not at the commit."""
     record.resource = resource
-    session.add(record)
+    if record.id is not None:  # taken over from an interrupted attempt (claim): stored already
+        session.add(record)
+        return
+    record.id = session.execute(INSERT_CLAIMED, record.model_dump(exclude={"id"})).scalar_one()
 
 
 def finish(session: Session, record: IdempotencyRecord, status: int, body: dict[str, Any]) -> None:
+    """Stores the answer to replay and commits (a Core UPDATE of the record by its id)."""
     record.state = IdempotencyState.done
     record.response_status = status
     record.response_body = body
-    session.add(record)
+    session.execute(
+        FINISH_RECORD,
+        {"record_id": record.id, "state": record.state, "response_status": status, "response_body": body},
+    )
     session.commit()
 
 
@@ -133,6 +144,8 @@ FIND = (
     .where(RECORDS.c.scope == bindparam("scope"), RECORDS.c.key == bindparam("key"))
 )
 INSERT_RECORD = RECORDS.insert()
+INSERT_CLAIMED = INSERT_RECORD.returning(RECORDS.c.id)
+FINISH_RECORD = update(RECORDS).where(RECORDS.c.id == bindparam("record_id"))
 
 
 def _find(session: Session, scope: str, key: str) -> Row[Any] | None:

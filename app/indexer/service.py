@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, or_
+from sqlalchemy import Table, bindparam, delete, or_, update
 from sqlmodel import Session, col, select
 from web3 import Web3
 
@@ -34,9 +34,24 @@ def start_block(ctx: Context) -> int:
     return max(0, ctx.deployment.blocks.get("EnergyCoin", 0) - 1)
 
 
+_CHECKPOINTS: Table = IndexerCheckpoint.__table__  # type: ignore[attr-defined]
+# Core statements built once, run once a block for ever (the ORM's get, flush and identity map cost more)
+_READ_CHECKPOINT = select(_CHECKPOINTS.c.block_number).where(_CHECKPOINTS.c.name == bindparam("name"))
+# Two indexers may run at once (several workers): the checkpoint only moves forward.
+_MOVE_CHECKPOINT = (
+    update(_CHECKPOINTS)
+    .where(_CHECKPOINTS.c.name == bindparam("cp_name"), _CHECKPOINTS.c.block_number < bindparam("to"))
+    .values(block_number=bindparam("to"), updated_at=bindparam("at"))
+)
+
+
+def _stored_checkpoint(session: Session) -> int | None:
+    return session.execute(_READ_CHECKPOINT, {"name": CHECKPOINT}).scalar()
+
+
 def checkpoint(session: Session, ctx: Context) -> int:
-    row = session.get(IndexerCheckpoint, CHECKPOINT)
-    return row.block_number if row else start_block(ctx)
+    stored = _stored_checkpoint(session)
+    return stored if stored is not None else start_block(ctx)
 
 
 def sync_once(ctx: Context, max_blocks: int | None = None) -> int:
@@ -45,7 +60,8 @@ def sync_once(ctx: Context, max_blocks: int | None = None) -> int:
     # raw: web3's middlewares and formatters cost more than the call, once a second for ever
     head = int(raw_call(ctx.w3, "eth_blockNumber", []), 16) - (ctx.settings.confirmations - 1)
     with Session(ctx.engine) as session:
-        done = checkpoint(session, ctx)
+        stored = _stored_checkpoint(session)
+        done = stored if stored is not None else start_block(ctx)
         if head <= done:
             return 0
         to_block = min(head, done + batch)
@@ -77,13 +93,11 @@ def sync_once(ctx: Context, max_blocks: int | None = None) -> int:
             for lg in logs
         ]
         new = insert_ignore(session, TransferEvent.__table__, rows)  # type: ignore[attr-defined]
-        row = session.get(IndexerCheckpoint, CHECKPOINT)
-        if row is None:
-            row = IndexerCheckpoint(name=CHECKPOINT, block_number=to_block, updated_at=utcnow())
-        # Two indexers may run at once (several workers): the checkpoint only moves forward.
-        row.block_number = max(row.block_number, to_block)
-        row.updated_at = utcnow()
-        session.add(row)
+        now = utcnow()
+        if stored is None:  # the first pass ever: created, unless another indexer did it just now
+            first = {"name": CHECKPOINT, "block_number": to_block, "updated_at": now}
+            insert_ignore(session, _CHECKPOINTS, [first])
+        session.execute(_MOVE_CHECKPOINT, {"cp_name": CHECKPOINT, "to": to_block, "at": now})
         session.commit()
         return new
 
@@ -148,8 +162,7 @@ def transfers_of(session: Session, address: str, limit: int, before_block: int |
                 direction=direction,
             )
         )
-    row = session.get(IndexerCheckpoint, CHECKPOINT)
-    return TransferPage(address=address, items=items, indexed_to_block=row.block_number if row else None)
+    return TransferPage(address=address, items=items, indexed_to_block=_stored_checkpoint(session))
 
 
 class IndexerWorker(Worker):

@@ -27,7 +27,7 @@ from app.sites.service import collector_config, meter_ledger
 from app.wallets.service import active_wallet
 from common import clock
 from common.lease import Lease, LeaseLost
-from common.worker import LeaseKeeper
+from common.worker import LeaseKeeper, name_os_thread
 from ess_collector.aggregation import aggregate_due
 from ess_collector.anchoring import anchor_due, on_anchor_final
 from ess_collector.collector import Collector
@@ -123,6 +123,7 @@ class CollectorWorker:
         self._ready.wait(10)
 
     def _run(self) -> None:
+        name_os_thread("ess-collector")  # the scheduler's thread pool, started from here, inherits it
         loop = self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         scheduler = self._scheduler = AsyncIOScheduler(

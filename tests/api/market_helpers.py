@@ -12,8 +12,8 @@ from app.context import Context
 from common import clock
 from ess_collector.models import SiteReading
 from tests.api.helpers import idem, login, register
+from tests.api.site_helpers import unused_port
 from tests.api.wallet_helpers import PIN
-from wallet.localchain import free_port
 
 
 def site_body(**site_over: object) -> dict[str, object]:
@@ -22,7 +22,7 @@ def site_body(**site_over: object) -> dict[str, object]:
     return {
         "name": "roof",
         "host": "127.0.0.1",
-        "port": free_port(),
+        "port": unused_port(),
         "pv_nameplate_w": 5000,
         "battery_capacity_wh": 10_000,
         "reserve_soc_pct": 10,

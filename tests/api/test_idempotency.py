@@ -272,9 +272,9 @@ def test_a_claim_that_lost_to_a_concurrent_one_answers_as_a_later_request(
                 )
                 s.add(record)
                 s.commit()
-        idempotency.attach(session, claimed.record, "thing:lost")
-        with pytest.raises(IntegrityError):
-            session.commit()  # the key's unique constraint
+        with pytest.raises(IntegrityError):  # the key's unique constraint, at the insert of the record
+            idempotency.attach(session, claimed.record, "thing:lost")
+            session.commit()
         idempotency.release(session, claimed.record)
         if winner_done:
             assert idempotency.lost_to(session, claimed.record) == (201, {"id": "won"})

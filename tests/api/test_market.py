@@ -477,9 +477,12 @@ def test_settlement_survives_a_restart_between_signing_and_sending(
     )
     ctx.relayer.stop()  # the "old process" stops sending; only its database rows remain
     _meter_slot(ctx, slot_dt, site_id, root)
+    assert settle_ready_slots(ctx) == 0  # anchored, but the slot is not over: nothing to settle yet
+    assert client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "recorded"
     later = utcnow() + timedelta(hours=1)
     monkeypatch.setattr("common.clock.now", lambda: later)
-    settle_ready_slots(ctx)  # signs and stores the batch; nothing is sent (the relayer is stopped)
+    # signs and stores the batch; nothing is sent (the relayer is stopped)
+    assert settle_ready_slots(ctx) == 1
     assert client.get(f"/api/v1/trades/{trade['id']}", headers=buyer).json()["status"] == "settling"
     assert settle_ready_slots(ctx) == 0  # a batch in flight is never signed twice
     restarted = Relayer(ctx.engine, ctx.w3, ctx.relayer.signer, ctx.chain_id)

@@ -20,9 +20,8 @@ from ess_collector.collector import Collector
 from ess_collector.models import SlotEnergy
 from ess_collector.simulator import SimulatorCluster, ThreadedCluster
 from tests.api.helpers import admin_headers, login, register
-from tests.api.site_helpers import prosumer, site
+from tests.api.site_helpers import prosumer, site, unused_port
 from tests.ess_collector.harness import FAST, START, site_row
-from wallet.localchain import free_port
 
 BEFORE = START - timedelta(seconds=30)  # polls land on START and every 10 s after it
 READING_FIELDS = {
@@ -126,7 +125,7 @@ def test_same_endpoint_twice_is_409_and_owners_are_checked(client: TestClient, c
     site = {
         "name": "x",
         "host": "LocalHost",
-        "port": free_port(),
+        "port": unused_port(),
         "pv_nameplate_w": 3000,
         "battery_capacity_wh": 0,
     }
@@ -136,21 +135,21 @@ def test_same_endpoint_twice_is_409_and_owners_are_checked(client: TestClient, c
     other_device = client.post("/api/v1/sites", json=site | {"device_id": 2}, headers=headers)
     assert other_device.status_code == 201  # another unit id behind the same gateway is another site
     theft = client.post(
-        "/api/v1/sites", json=site | {"port": free_port(), "owner_id": other_id}, headers=headers
+        "/api/v1/sites", json=site | {"port": unused_port(), "owner_id": other_id}, headers=headers
     )
     assert theft.status_code == 403
     admin = admin_headers(client, ctx)
     by_admin = client.post(
-        "/api/v1/sites", json=site | {"port": free_port(), "owner_id": other_id}, headers=admin
+        "/api/v1/sites", json=site | {"port": unused_port(), "owner_id": other_id}, headers=admin
     )
     assert by_admin.status_code == 201 and by_admin.json()["owner_id"] == other_id
     nobody = client.post(
-        "/api/v1/sites", json=site | {"port": free_port(), "owner_id": 999_999}, headers=admin
+        "/api/v1/sites", json=site | {"port": unused_port(), "owner_id": 999_999}, headers=admin
     )
     assert nobody.status_code == 404
     consumer = register(client, role="consumer")
     r = client.post(
-        "/api/v1/sites", json=site | {"port": free_port()}, headers=login(client, consumer["email"])
+        "/api/v1/sites", json=site | {"port": unused_port()}, headers=login(client, consumer["email"])
     )
     assert r.status_code == 403
     mine = client.get("/api/v1/sites", headers=headers).json()

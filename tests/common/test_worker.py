@@ -4,8 +4,12 @@ stop, and the lease keeper's gains and losses (a fake lease: no database, no clo
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import time
 from datetime import timedelta
+from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +82,47 @@ def test_a_wake_runs_a_pass_now_and_stop_ends_the_thread() -> None:
     assert passes.acquire(timeout=WAIT)
     w.stop()
     assert not w.running
+
+
+def test_a_worker_with_a_min_gap_passes_a_gap_plus_an_interval_apart() -> None:
+    """The market spaces its full passes an interval apart from their starts (app/market/worker.py): its
+    idle passes come a gap plus an interval apart, never a hair under an interval."""
+    interval, gap = 0.3, 0.05
+    starts: list[float] = []
+    done = threading.Event()
+
+    def step() -> None:
+        starts.append(time.monotonic())
+        if len(starts) == 4:
+            done.set()
+
+    w = Worker("market", [step], Pacing(interval), min_gap=gap)
+    w.start()
+    try:
+        assert done.wait(WAIT)
+    finally:
+        w.stop()
+    assert all(b - a >= interval + gap for a, b in pairwise(starts)), starts
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names in /proc: Linux")
+def test_a_workers_thread_carries_its_name_in_the_operating_system() -> None:
+    """bench/bench_idle.py reads each loop's CPU by thread name from /proc (cut to 15 bytes there)."""
+    names: list[str] = []
+    done = threading.Event()
+
+    def step() -> None:
+        task = Path(f"/proc/self/task/{threading.get_native_id()}/comm")
+        names.append(task.read_text().strip())
+        done.set()
+
+    w = Worker("transfer-batcher", [step], Pacing(3600.0))
+    w.start()
+    try:
+        assert done.wait(WAIT)
+    finally:
+        w.stop()
+    assert names == ["transfer-batche"]
 
 
 def test_a_worker_keeps_looping_while_its_steps_fail() -> None:

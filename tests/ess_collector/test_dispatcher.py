@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -104,3 +105,20 @@ def test_a_restart_does_not_command_twice(h: Harness) -> None:
     h.poll()
     h.loop.run_until_complete(Dispatcher(h.collector, lambda s: by_slot.get(s, {})).run(h.now))
     assert len(records(h)) == 1
+
+
+def test_a_poll_in_which_no_site_sold_reads_the_pending_commands_only(h: Harness) -> None:
+    """Every poll of an idle service: nothing sold, nothing pending; one SELECT, not the slot's records too."""
+    h.poll()
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(h.engine, "before_cursor_execute", seen)
+    try:
+        h.loop.run_until_complete(Dispatcher(h.collector, lambda _slot: {}).run(h.now))
+    finally:
+        event.remove(h.engine, "before_cursor_execute", seen)
+    assert [s.split()[0] for s in statements] == ["SELECT"], statements
+    assert records(h) == []
