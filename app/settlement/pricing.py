@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,27 +20,32 @@ from ess_collector.models import Site, SlotEnergy
 PRICE_STEP = 10**16  # 0.01 coin per kWh: the precision of a suggested price
 
 
-def _month_kwh(session: Session, user_id: int, now: datetime) -> int:
+@dataclass(frozen=True)
+class Inputs:
+    """What a suggestion reads about its caller and the market's last trades, the same for every slot a
+    caller prices at one moment (the automatic trader reads them once per user's turn, not per slot)."""
+
+    month_kwh: int  # the caller's energy this month: imported at its sites, and bought on the market
+    recent: list[int]  # the last 20 trade prices, newest first
+
+
+def inputs(session: Session, user_id: int, now: datetime) -> Inputs:
+    """`Inputs` in two statements: the month's kWh (both sums in one), the last trades."""
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    site_ids = list(session.exec(select(Site.id).where(col(Site.owner_id) == user_id)))
-    wh = 0
-    if site_ids:
-        wh += int(
-            session.exec(
-                select(func.coalesce(func.sum(SlotEnergy.import_wh), 0)).where(
-                    col(SlotEnergy.site_id).in_(site_ids), col(SlotEnergy.slot_start) >= start
-                )
-            ).one()
-            or 0
-        )
-    wh += int(
-        session.exec(
-            select(func.coalesce(func.sum(Trade.quantity_wh), 0)).where(
-                col(Trade.buyer_id) == user_id, col(Trade.slot_start) >= start
-            )
-        ).one()
+    sites = select(Site.id).where(col(Site.owner_id) == user_id)
+    imported = (
+        select(func.coalesce(func.sum(SlotEnergy.import_wh), 0))
+        .where(col(SlotEnergy.site_id).in_(sites), col(SlotEnergy.slot_start) >= start)
+        .scalar_subquery()
     )
-    return wh // 1000
+    bought = (
+        select(func.coalesce(func.sum(Trade.quantity_wh), 0))
+        .where(col(Trade.buyer_id) == user_id, col(Trade.slot_start) >= start)
+        .scalar_subquery()
+    )
+    wh_imported, wh_bought = session.execute(select(imported, bought)).one()
+    recent = session.exec(select(Trade.price).order_by(col(Trade.created_at).desc()).limit(20))
+    return Inputs((int(wh_imported or 0) + int(wh_bought or 0)) // 1000, [int(p) for p in recent])
 
 
 def suggest(
@@ -49,21 +55,24 @@ def suggest(
     slot_start: datetime,
     side: str,
     levels: BookLevels | None = None,
+    read: Inputs | None = None,
 ) -> dict[str, Any]:
     """A limit price for `user_id` in a slot, with how it was found (manual traders and the agent).
-    `levels`: the slot's book levels when the caller has them (else read now)."""
+    `levels`: the slot's book levels when the caller has them (else read now). `read`: the user's
+    `inputs` when the caller read them for several slots (else read now)."""
     r = rules(ctx)
     if slot_start.tzinfo is None:
         slot_start = slot_start.replace(tzinfo=UTC)
     floor, ceiling = r.band(slot_start)  # the band every order is checked against, as the book shows it
-    month_kwh = _month_kwh(session, user_id, clock.now())
+    if read is None:
+        read = inputs(session, user_id, clock.now())
+    month_kwh, recent = read.month_kwh, read.recent
     retail = r.tariff.retail_price(slot_start, month_kwh)  # what the caller would pay the utility now
     tier = r.tariff.tier_index(slot_start, month_kwh)
     if levels is None:
         levels = engine.book_levels(session, slot_start)
     demand = sum(q for _, q in levels["bids"])
     supply = sum(q for _, q in levels["asks"])
-    recent = list(session.exec(select(Trade.price).order_by(col(Trade.created_at).desc()).limit(20)))
     # Pressure 0..1: 0.5 when supply meets demand; more demand pushes the target towards the caller's
     # retail price (buying above it would cost more than the grid).
     pressure_num, pressure_den = (demand, demand + supply) if demand + supply else (1, 2)

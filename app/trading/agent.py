@@ -41,7 +41,7 @@ from app.market.matching.types import BookLevels, escrow_amount
 from app.market.models import EscrowStatus, Order, OrderSide, OrderStatus
 from app.market.rules import MarketRules
 from app.market.schemas import OrderCreate
-from app.settlement.pricing import suggest
+from app.settlement import pricing
 from app.sites.service import supply_config
 from app.trading import planning, service
 from app.trading.models import AgentAction, AgentActivity, AgentOrder, TradingProfile
@@ -91,6 +91,13 @@ class _Turn:
     _live: dict[tuple[datetime, str], tuple[AgentOrder, Order]] | None = None
     _spent: int | None = None  # today's committed buy escrow (`service.spent_today`), kept current
     _signer: LocalSigner | None = field(default=None, repr=False)
+    _pricing: pricing.Inputs | None = None
+
+    def price_inputs(self) -> pricing.Inputs:
+        """The price suggestion's reads about this user (month's kWh, last trades): once for all slots."""
+        if self._pricing is None:
+            self._pricing = pricing.inputs(self.session, self.user.id or 0, clock.now())
+        return self._pricing
 
     def filled(self, slot: datetime, side: str) -> int:
         """Wh the agent's orders for the slot and side have traded (`_agent_filled`)."""
@@ -291,7 +298,8 @@ def _priced(turn: _Turn, slot: datetime, side: str, qty: int, why: str) -> Want:
     floor, ceiling = market.rules(ctx).band(slot)
     levels = engine.recent_book_levels(ctx, session, slot)  # one read per slot and second, not per user
     levels = _without_own(levels, turn.own_open(slot))
-    price = parse_amount(suggest(ctx, session, turn.user.id or 0, slot, side, levels)["suggested_price"])
+    suggestion = pricing.suggest(ctx, session, turn.user.id or 0, slot, side, levels, turn.price_inputs())
+    price = parse_amount(suggestion["suggested_price"])
     if side == OrderSide.sell and profile.sell_floor is not None:
         price = max(price, profile.sell_floor)
     if side == OrderSide.buy and profile.buy_ceiling is not None:

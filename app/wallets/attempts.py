@@ -11,6 +11,11 @@ lock (PostgreSQL) or the database's write lock (SQLite) until it ends, so parall
 behind it and see its count: the caller commits the count before it answers a wrong secret, and a
 right one commits with the act it authorises (one commit fewer). A process that dies before that
 commit has answered nothing, so the guess it leaves uncounted told nobody anything.
+
+`settle_in` is the one-statement form for a secret whose check is as cheap as a statement (a keyed hash):
+checked first, then counted (wrong) or reset (right) by one conditional UPDATE under the same condition.
+More guesses may be checked than the limit, but only the statement decides what a guess is answered, so
+at most `limit` of them learn anything per lock window; a locked row answers "locked" to a right one too.
 """
 
 from __future__ import annotations
@@ -60,6 +65,21 @@ class AttemptLimit:
         )
 
     @cached_property
+    def succeeding(self) -> Update:
+        """`resetting` for a secret already proved right, only while the row is not locked: the count of a
+        right secret checked before its statement, under the same condition as `reserving`."""
+        return (
+            update(self.key.table)
+            .where(
+                self.key == bindparam("key"),
+                self.failures < self.limit,
+                or_(self.locked_until.is_(None), self.locked_until <= bindparam("now")),
+            )
+            .values({self.failures: 0, self.locked_until: None})
+            .returning(self.key)
+        )
+
+    @cached_property
     def resetting(self) -> Update:
         return (
             update(self.key.table)
@@ -96,6 +116,21 @@ def reserve_in(session: Session, lim: AttemptLimit, key: Any) -> Attempt | None:
         return None
     locks = row[1] is not None
     return Attempt(number=lim.limit if locks else row[0], locks=locks)
+
+
+def settle_in(session: Session, lim: AttemptLimit, key: Any, right: bool) -> Attempt | None:
+    """One statement for a secret whose check is cheap and was made already (a keyed hash): a wrong one
+    is reserved as `reserve_in` does, a right one starts the count over (`reset`), each only while the row is
+    not locked, in the caller's transaction (which then holds the row's lock, as `reserve_in`'s does);
+    None while locked, whatever the secret: then the check's result must be dropped unanswered.
+    What the guess learns is decided by this statement alone, atomically, so parallel guesses still get
+    at most `limit` answers per lock window. Only for checks as cheap as the statement: a slow one (Argon2)
+    must come after `reserve_in`, or a locked row would still cost its work per guess."""
+    if not right:
+        return reserve_in(session, lim, key)
+    if session.execute(lim.succeeding, {"key": key, "now": utcnow()}).first() is None:
+        return None
+    return Attempt(number=0, locks=False)
 
 
 def succeeded(session: Session, lim: AttemptLimit, key: Any) -> None:

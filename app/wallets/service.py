@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 import pyotp
 from sqlalchemy import Table, bindparam, update
@@ -147,21 +147,47 @@ def verify_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> Call
     """`check_pin` without its last commit: returns the success's record (the attempt count starting
     over, a legacy hash replaced) for the caller to write in the transaction that acts on the PIN, and
     again in a transaction of its own if that one rolls back (app/spending/authorizer.py). The attempt
-    itself is reserved here, before the PIN is checked, in the session's transaction: a wrong PIN's count
-    is committed before it is answered, a right one's with the act it authorises (attempts.reserve_in)."""
+    itself is counted here in the session's transaction: a wrong PIN's count is committed before it is
+    answered, a right one's with the act it authorises.
+    A keyed hash is checked first and its attempt counted in one statement (attempts.settle_in), whose
+    row lock the record then finds held: written already, unless the transaction ended meanwhile. A legacy
+    Argon2id hash is slow: its attempt is reserved before it is checked (attempts.reserve_in), so a locked
+    wallet costs no Argon2 per guess."""
     pins.pepper(ctx)  # before the attempt holds SQLite's write lock: its first use may insert it
+    if pins.needs_rehash(wallet.pin_hash):
+        return _verify_legacy_pin(ctx, session, wallet, pin)
+    right = pins.verify_pin(ctx, wallet.pin_hash, wallet.user_id, pin)
+    attempt = attempts.settle_in(session, PIN_ATTEMPTS, wallet.id, right)
+    if attempt is None:  # locked: the check's result is dropped, a right PIN waits as a wrong one does
+        raise WalletLocked(_locked_detail("PINs", attempts.locked_until(session, PIN_ATTEMPTS, wallet.id)))
+    if right:
+        written_in = session.get_transaction()
+
+        def record_success(into: Session) -> None:
+            if into is session and written_in is not None and into.get_transaction() is written_in:
+                return  # settle_in wrote it in this transaction, which holds the row's lock since
+            attempts.reset(into, PIN_ATTEMPTS, wallet.id)
+
+        return record_success
+    _answer_wrong_pin(session, attempt)
+
+
+def _verify_legacy_pin(ctx: Context, session: Session, wallet: Wallet, pin: str) -> Callable[[Session], None]:
     attempt = attempts.reserve_in(session, PIN_ATTEMPTS, wallet.id)
     if attempt is None:
         raise WalletLocked(_locked_detail("PINs", attempts.locked_until(session, PIN_ATTEMPTS, wallet.id)))
     if pins.verify_pin(ctx, wallet.pin_hash, wallet.user_id, pin):
-        new_hash = pins.hash_pin(ctx, wallet.user_id, pin) if pins.needs_rehash(wallet.pin_hash) else None
+        new_hash = pins.hash_pin(ctx, wallet.user_id, pin)
 
         def record_success(into: Session) -> None:
-            if new_hash is not None:
-                _set_pin_hash(into, wallet, new_hash)
+            _set_pin_hash(into, wallet, new_hash)
             attempts.reset(into, PIN_ATTEMPTS, wallet.id)
 
         return record_success
+    _answer_wrong_pin(session, attempt)
+
+
+def _answer_wrong_pin(session: Session, attempt: attempts.Attempt) -> NoReturn:
     session.commit()  # a wrong PIN's count, before the answer says so
     if attempt.locks:
         raise WalletLocked("too many wrong PINs; the wallet is locked for 15 minutes")

@@ -1,6 +1,6 @@
 """A PIN's attempt is counted in the authorisation's own transaction (issue 14): a right PIN commits once,
-with the spend it authorises; a wrong one is committed before it is answered, and parallel guesses still
-check at most the limit (attempts.reserve_in)."""
+with the spend it authorises, in one statement on the wallet's counter (attempts.settle_in); a wrong one is
+committed before it is answered, and parallel guesses still get at most the limit of answers."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from app.core.security import utcnow
 from app.transfers import service as transfers
 from app.transfers.schemas import TransferAuthorize
 from app.users.models import User
-from app.wallets import pins
+from app.wallets import attempts, pins
 from app.wallets import service as wallets_service
 from app.wallets.models import Wallet
 from tests.api.helpers import admin_headers, idem
@@ -65,6 +65,49 @@ def test_a_right_pin_commits_once_with_the_transfer_it_authorises(client: TestCl
     assert commits == [1]  # the attempt, its reset and the authorisation together
 
 
+def test_a_right_pin_counts_its_attempt_in_one_statement(client: TestClient, ctx: Context) -> None:
+    _headers, user_id, transfer_id = _pending_transfer(client, ctx)
+    counters: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_a: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE WALLETS") and "pin_failures" in statement:
+            counters.append(statement)
+
+    event.listen(ctx.engine, "before_cursor_execute", seen)
+    try:
+        with Session(ctx.engine, expire_on_commit=False) as session:
+            user = session.get(User, user_id)
+            assert user is not None
+            answer = transfers.authorize(ctx, session, user, transfer_id, TransferAuthorize(pin=PIN))
+    finally:
+        event.remove(ctx.engine, "before_cursor_execute", seen)
+    assert answer.status != "pending_authorization"
+    assert len(counters) == 1, counters  # not an attempt, then its reset
+    with Session(ctx.engine) as s:
+        wallet = s.exec(select(Wallet).where(col(Wallet.user_id) == user_id)).one()
+        assert wallet.pin_failures == 0 and wallet.locked_until is None
+
+
+def test_a_right_pin_on_a_locked_wallet_authorises_nothing(client: TestClient, ctx: Context) -> None:
+    headers, user_id, transfer_id = _pending_transfer(client, ctx)
+    with Session(ctx.engine) as s:
+        wallet = s.exec(select(Wallet).where(col(Wallet.user_id) == user_id)).one()
+        wallet.locked_until = utcnow() + wallets_service.PIN_LOCKOUT
+        s.add(wallet)
+        s.commit()
+
+    def right(_i: int) -> int:
+        url = f"/api/v1/transfers/{transfer_id}/authorize"
+        return client.post(url, json={"pin": PIN}, headers=headers).status_code
+
+    assert _parallel(6, right) == [423] * 6
+    r = client.get(f"/api/v1/transfers/{transfer_id}", headers=headers)
+    assert r.json()["status"] == "pending_authorization"
+    with Session(ctx.engine) as s:  # and the lock stands
+        wallet = s.exec(select(Wallet).where(col(Wallet.user_id) == user_id)).one()
+        assert wallet.locked_until is not None and wallet.locked_until > utcnow()
+
+
 def test_a_wrong_pin_is_counted_before_it_is_answered(client: TestClient, ctx: Context) -> None:
     headers, user_id, transfer_id = _pending_transfer(client, ctx)
     seen: list[int] = []
@@ -89,14 +132,16 @@ def test_parallel_wrong_pins_on_a_transfer_check_at_most_the_limit(
     client: TestClient, ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     headers, user_id, transfer_id = _pending_transfer(client, ctx)
-    checked: list[Any] = []
-    real = pins.verify_pin
+    passed: list[Any] = []  # guesses the counter let through (the rest were answered "locked")
+    real = attempts.settle_in
 
-    def counted(*args: Any) -> bool:
-        checked.append(args)
-        return real(*args)
+    def counted(*args: Any) -> Any:
+        attempt = real(*args)
+        if attempt is not None:
+            passed.append(attempt)
+        return attempt
 
-    monkeypatch.setattr(pins, "verify_pin", counted)
+    monkeypatch.setattr(attempts, "settle_in", counted)
 
     def guess(i: int) -> int:
         body = {"pin": f"{900000 + i}"}
@@ -106,7 +151,7 @@ def test_parallel_wrong_pins_on_a_transfer_check_at_most_the_limit(
 
     codes = _parallel(24, guess)
     assert set(codes) <= {403, 423} and codes.count(403) <= 4, codes
-    assert len(checked) <= wallets_service.PIN_MAX_FAILURES
+    assert len(passed) <= wallets_service.PIN_MAX_FAILURES
     with Session(ctx.engine) as s:
         wallet = s.exec(select(Wallet).where(col(Wallet.user_id) == user_id)).one()
         assert wallet.locked_until is not None and wallet.locked_until > utcnow()

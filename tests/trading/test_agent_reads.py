@@ -65,3 +65,9 @@ def test_a_turn_reads_the_agents_orders_once_and_opens_the_key_once(
     assert len(reads) == 3, reads
     own_open = [q for q in statements if "SELECT orders.slot_start, orders.side, orders.limit_price" in q]
     assert len(own_open) == 1, own_open
+    # the price suggestion's reads about the user (month's kWh, last trades): once for the turn, not per slot
+    # (it was four per slot: the user's sites, their imports, their market buys, the last trade prices)
+    month = [q for q in statements if "FROM slot_energies" in q]
+    assert len(month) == 1, month
+    last_trades = [q for q in statements if "ORDER BY trades.created_at DESC" in q]
+    assert len(last_trades) == 1, last_trades
