@@ -191,10 +191,11 @@ def authorising_spend(
             table = Wallet.__table__  # type: ignore[attr-defined]
             lock_rows(session, table, table.c.address == wallet.address)
         else:
-            # The right PIN's record is an UPDATE of this custodial wallet's row: it takes the row's lock
-            # (SQLite: the write lock) until the end, before the compare-and-set, so it is the lock. No
-            # other row has the address: only our key could have linked it elsewhere, and it signs no
-            # link message.
+            # A right PIN is an UPDATE of this custodial wallet's row: the check's own in this transaction
+            # (then `record` writes nothing), or the record's here when a commit came between (the one-time
+            # code's). Either takes the row's lock (SQLite: the write lock) until the end, before the
+            # compare-and-set, so it is the lock. No other row has the address: only our key could have
+            # linked it elsewhere, and it signs no link message.
             record(session)
         if compare_and_set.whereclause is None:
             raise TypeError("a compare-and-set names the state it expects")
