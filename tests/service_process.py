@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,10 +63,24 @@ class ServiceProcess:
                 try:
                     self.proc.wait(30)
                 except subprocess.TimeoutExpired:
+                    for child in self.children():  # its API workers, or they outlive the test
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(child, signal.SIGKILL)
                     self.proc.kill()
                     raise
         finally:
             self._reap_chain()
+
+    def children(self) -> list[int]:
+        """The pids of the processes `essx run` started (API workers, simulators, a resource tracker)."""
+        assert self.proc is not None
+        try:
+            return [
+                int(p)
+                for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            ]
+        except OSError:  # gone already, or no /proc
+            return []
 
     def wait_dead(self, timeout: float = 30) -> int:
         """The process died at a crash point; its chain (like a real, external node) keeps running."""

@@ -72,10 +72,8 @@ def _background_holder(data_dir: Path) -> int:
 
 
 def _worker_pids(svc: ServiceProcess) -> set[int]:
-    assert svc.proc is not None
-    children = Path(f"/proc/{svc.proc.pid}/task/{svc.proc.pid}/children").read_text().split()
     pids = set()
-    for pid in map(int, children):
+    for pid in svc.children():
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
