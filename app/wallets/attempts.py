@@ -43,16 +43,20 @@ class AttemptLimit:
     limit: int
     lockout: timedelta
 
+    @property
+    def _unlocked(self) -> tuple[Any, ...]:
+        """The row's counter may move: under the limit and not locked at `now` (`reserving`, `succeeding`)."""
+        return (
+            self.failures < self.limit,
+            or_(self.locked_until.is_(None), self.locked_until <= bindparam("now")),
+        )
+
     @cached_property
     def reserving(self) -> Update:
         reaching = self.failures + 1 >= self.limit
         return (
             update(self.key.table)
-            .where(
-                self.key == bindparam("key"),
-                self.failures < self.limit,
-                or_(self.locked_until.is_(None), self.locked_until <= bindparam("now")),
-            )
+            .where(self.key == bindparam("key"), *self._unlocked)
             .values(
                 {
                     self.failures: case((reaching, 0), else_=self.failures + 1),
@@ -70,11 +74,7 @@ class AttemptLimit:
         right secret checked before its statement, under the same condition as `reserving`."""
         return (
             update(self.key.table)
-            .where(
-                self.key == bindparam("key"),
-                self.failures < self.limit,
-                or_(self.locked_until.is_(None), self.locked_until <= bindparam("now")),
-            )
+            .where(self.key == bindparam("key"), *self._unlocked)
             .values({self.failures: 0, self.locked_until: None})
             .returning(self.key)
         )
