@@ -24,11 +24,11 @@ from app.core.security import hash_secret, utcnow
 from app.users import service as users_service
 from app.users import throttle
 from app.users.models import LoginThrottle, User
-from app.wallets import attempts, pins
+from app.wallets import pins
 from app.wallets import service as wallets_service
 from app.wallets.models import Wallet
 from tests.api.helpers import PASSWORD, admin_headers, idem, login, register
-from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet
+from tests.api.wallet_helpers import PIN, fund, passing_the_counter, user_with_custodial_wallet
 
 OWNER, ATTACKER, PROXY = "203.0.113.9", "198.51.100.7", "10.0.0.2"
 
@@ -77,16 +77,7 @@ def test_parallel_wrong_pins_check_at_most_the_limit(
             s.commit()
         checked = counting(monkeypatch, pins, "verify_pin")
     else:  # a keyed hash, checked first: the counter's one statement decides which guesses get an answer
-        checked = []
-        real = attempts.settle_in
-
-        def settled(*args: Any) -> Any:
-            attempt = real(*args)
-            if attempt is not None:
-                checked.append(args)
-            return attempt
-
-        monkeypatch.setattr(attempts, "settle_in", settled)
+        checked = passing_the_counter(monkeypatch)
 
     def guess(i: int) -> int:
         body = {"old_pin": f"{900000 + i}", "new_pin": "654321"}

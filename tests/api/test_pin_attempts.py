@@ -19,11 +19,11 @@ from app.core.security import utcnow
 from app.transfers import service as transfers
 from app.transfers.schemas import TransferAuthorize
 from app.users.models import User
-from app.wallets import attempts, pins
+from app.wallets import pins
 from app.wallets import service as wallets_service
 from app.wallets.models import Wallet
 from tests.api.helpers import admin_headers, idem
-from tests.api.wallet_helpers import PIN, fund, user_with_custodial_wallet
+from tests.api.wallet_helpers import PIN, fund, passing_the_counter, user_with_custodial_wallet
 
 
 def _parallel(n: int, fn: Callable[[int], Any]) -> list[Any]:
@@ -132,16 +132,7 @@ def test_parallel_wrong_pins_on_a_transfer_check_at_most_the_limit(
     client: TestClient, ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     headers, user_id, transfer_id = _pending_transfer(client, ctx)
-    passed: list[Any] = []  # guesses the counter let through (the rest were answered "locked")
-    real = attempts.settle_in
-
-    def counted(*args: Any) -> Any:
-        attempt = real(*args)
-        if attempt is not None:
-            passed.append(attempt)
-        return attempt
-
-    monkeypatch.setattr(attempts, "settle_in", counted)
+    passed = passing_the_counter(monkeypatch)  # the rest were answered "locked"
 
     def guess(i: int) -> int:
         body = {"pin": f"{900000 + i}"}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
+from app.wallets import attempts
 from tests.api.helpers import idem, login, register
 from tests.polling import transfer_is_final, wait_until
 
@@ -53,3 +57,19 @@ def wait_final(client: TestClient, headers: dict[str, str], transfer_id: str, ti
     """The transfer once confirmed or failed (or as it stands after `timeout` seconds)."""
     url = f"/api/v1/transfers/{transfer_id}"
     return wait_until(lambda: dict(client.get(url, headers=headers).json()), transfer_is_final, timeout)
+
+
+def passing_the_counter(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Records each PIN attempt the counter's one statement let through (`attempts.settle_in` not None:
+    the guesses that got an answer other than "locked"); the real function still runs."""
+    passed: list[Any] = []
+    real = attempts.settle_in
+
+    def settled(*args: Any) -> Any:
+        attempt = real(*args)
+        if attempt is not None:
+            passed.append(attempt)
+        return attempt
+
+    monkeypatch.setattr(attempts, "settle_in", settled)
+    return passed
