@@ -31,16 +31,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 def thread_ticks(cpu: ServiceCpu) -> dict[str, int]:
     """Clock ticks of CPU so far per thread name, over the service's Python processes."""
     ticks: dict[str, int] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for proc in cpu.procs():
         try:
-            if cpu.marker not in (proc / "environ").read_bytes().split(b"\0"):
-                continue
-            if b"python" not in (proc / "cmdline").read_bytes():
-                continue
             tasks = list((proc / "task").iterdir())
-        except OSError:
+        except OSError:  # ended meanwhile
             continue
         for task in tasks:
             try:

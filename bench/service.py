@@ -61,7 +61,7 @@ class ServiceCpu:
     def times(self) -> tuple[float, float]:
         """(user, system) CPU seconds: a request's system time is mostly its wake-ups and socket calls."""
         user = system = 0
-        for proc in self._procs():
+        for proc in self.procs():
             try:
                 fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:  # gone meanwhile
@@ -73,7 +73,7 @@ class ServiceCpu:
         """Context switches so far of every thread of the service's processes (voluntary: a wait on a lock,
         a queue, a socket; involuntary: preempted), each a trip through the kernel's scheduler."""
         total = 0
-        for proc in self._procs():
+        for proc in self.procs():
             for task in (proc / "task").glob("*"):
                 try:
                     status = (task / "status").read_text()
@@ -82,7 +82,8 @@ class ServiceCpu:
                 total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
         return total
 
-    def _procs(self) -> list[Path]:
+    def procs(self) -> list[Path]:
+        """/proc entries of the service's Python processes (marked by its environment)."""
         found = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
