@@ -202,14 +202,12 @@ def check_available(
     only a refusal there still asks the chain. Without `own_key` or `rechecked` it does nothing: that
     check asks the chain anyway."""
     needed = 0 if counted else amount
+    max_age = OWN_KEY_BALANCE_SECONDS if own_key else RECHECKED_BALANCE_SECONDS
     if before_locks:
-        if (own_key or rechecked) and _answers_from_reads():
-            max_age = OWN_KEY_BALANCE_SECONDS if own_key else RECHECKED_BALANCE_SECONDS
-            if recent_balance(ctx, address, max_age) is None:
-                balance_now(ctx, address)
+        if (own_key or rechecked) and _answers_from_reads() and recent_balance(ctx, address, max_age) is None:
+            balance_now(ctx, address)
         return
     if own_key or rechecked:
-        max_age = OWN_KEY_BALANCE_SECONDS if own_key else RECHECKED_BALANCE_SECONDS
         lower = _spendable_from_recent_balance(ctx, session, address, max_age)
         if lower is not None and needed <= lower:
             return
