@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from hexbytes import HexBytes
@@ -160,8 +161,6 @@ class Relayer:
         self.fence: Callable[[Session], None] | None = None
         # Another process runs the worker: `wait` polls the database instead of stepping itself.
         self.standby = False
-        self._probe: Any = None  # _any_open's and _open_rows' statements, built on first use
-        self._open_stmt: Any = None
 
     # -- preparing: inside the caller's database transaction --------------------------------------
 
@@ -309,7 +308,7 @@ class Relayer:
         self._kicked = False
         self._quiet_until = 0.0
         with Session(self.engine, expire_on_commit=False) as session:
-            open_rows = session.exec(self._open_rows()).all()
+            open_rows = session.exec(self._open_rows).all()
             self._empty = not open_rows
             if not open_rows:
                 return False
@@ -340,39 +339,29 @@ class Relayer:
                 self._quiet_until = time.monotonic() + min(self.idle_interval, bump_in)
             return True
 
+    @cached_property
     def _open_rows(self) -> Any:
         """The statement reading our open rows in nonce order: built once (each pass built it again)."""
-        stmt = self._open_stmt
-        if stmt is None:
-            stmt = self._open_stmt = (
-                select(OutgoingTx)
-                .where(
-                    col(OutgoingTx.chain_id) == self.chain_id,
-                    col(OutgoingTx.sender) == self.address,
-                    col(OutgoingTx.status).in_(OPEN),
-                    *self._mine(),
-                )
-                .order_by(col(OutgoingTx.nonce))
-            )
-        return stmt
+        return select(OutgoingTx).where(*self._open_conditions).order_by(col(OutgoingTx.nonce))
+
+    @cached_property
+    def _any_open_probe(self) -> Any:
+        return select(_TX.c.id).where(*self._open_conditions).limit(1)
+
+    @cached_property
+    def _open_conditions(self) -> tuple[ColumnElement[bool], ...]:
+        return (
+            _TX.c.chain_id == self.chain_id,
+            _TX.c.sender == self.address,
+            _TX.c.status.in_(OPEN),
+            *self._mine(),
+        )
 
     def _any_open(self) -> bool:
         """Whether any open row of ours exists: an idle pass's one read (rows of other processes come
         without a kick), a Core query on a connection, a fifth of the ORM read of the rows in a session."""
-        probe = self._probe
-        if probe is None:
-            probe = self._probe = (
-                select(_TX.c.id)
-                .where(
-                    _TX.c.chain_id == self.chain_id,
-                    _TX.c.sender == self.address,
-                    _TX.c.status.in_(OPEN),
-                    *self._mine(),
-                )
-                .limit(1)
-            )
         with self.engine.connect() as conn:
-            return conn.execute(probe).first() is not None
+            return conn.execute(self._any_open_probe).first() is not None
 
     def _block_number(self) -> int:
         return int(raw_call(self.w3, "eth_blockNumber", []), 16)
